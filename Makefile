@@ -1,0 +1,73 @@
+# ars — make help lists every target.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+ARS := $(BIN)/ars
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X ars/cluster.Version=$(VERSION)
+PKGS := ./...
+FUZZTIME ?= 60s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List every target with what it does
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the ars binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(ARS) ./cmd/ars
+
+.PHONY: test
+test: build ## Run every test with the race detector (unit, in-process cluster, three agent processes)
+	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: test-short
+test-short: ## Run the fast unit tests only (no race detector, -short)
+	$(GO) test -short -count=1 $(PKGS)
+
+$(STATICCHECK):
+	@mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $(STATICCHECK)
+
+.PHONY: lint
+lint: $(STATICCHECK) ## go vet, gofmt check and staticcheck (installed into bin/ on first use)
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 60s)
+	@grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
+		pkg=./$$(dirname $${f#./}); \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/func //'); do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+.PHONY: fuzz-short
+fuzz-short: ## Run every fuzz target briefly (CI)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+.PHONY: bench
+bench: ## Go benchmarks: Raft apply latency through a follower (p50/p99) on loopback
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./cluster/
+
+.PHONY: demo
+demo: build ## Start three real ars agents on loopback, apply a service, kill the leader, show the new one
+	ARS=$(abspath $(ARS)) ./test/demo.sh $(DEMO_ARGS)
+
+.PHONY: e2e
+e2e: build ## Three ars agent processes from deploy/ examples: members, peers, kill -9 of the leader
+	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,348 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"ars/fsm"
+	"ars/transport"
+)
+
+func applyOK(t *testing.T, n *testNode, cmd []byte) fsm.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := n.c.Apply(ctx, cmd)
+	if err != nil {
+		t.Fatalf("apply on %s: %v", n.name, err)
+	}
+	return res
+}
+
+func hasService(n *testNode, name string) error {
+	if _, ok := n.c.Service(name); !ok {
+		return fmt.Errorf("%s does not have service %s", n.name, name)
+	}
+	return nil
+}
+
+func TestThreeNodesElectALeaderAndReplicateThroughAFollower(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	leader := h.waitLeader(10 * time.Second)
+
+	peers, err := leader.c.Peers()
+	if err != nil || len(peers) != 3 {
+		t.Fatalf("peers = %v, %v; want 3 voters", peers, err)
+	}
+	f := h.follower()
+	res := applyOK(t, f, serviceCmd(t, "dns", "a", "b", "c"))
+	if res.Index == 0 || res.Generation == 0 {
+		t.Fatalf("result %+v: want a log index and a generation", res)
+	}
+	for _, n := range h.live() {
+		waitFor(t, 5*time.Second, "service on "+n.name, func() error { return hasService(n, "dns") })
+	}
+	h.sameState(5 * time.Second)
+
+	st := f.c.Status()
+	if st.State != "follower" || st.Leader != leader.name || st.Voters != 3 {
+		t.Fatalf("follower status %+v", st)
+	}
+}
+
+func TestRejectedCommandChangesNothingAnywhere(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	h.waitLeader(10 * time.Second)
+	f := h.follower()
+	applyOK(t, f, serviceCmd(t, "dns", "a", "b"))
+	before := h.sameState(5 * time.Second)
+
+	// A well-formed command the FSM rejects: a deterministic error on every
+	// node, and the state stays the same bytes (bar the applied index).
+	cmd, err := fsm.Encode(0, fsm.ServiceDelete{Name: "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.c.Apply(context.Background(), cmd)
+	if !errors.Is(err, fsm.ErrUnknownService) {
+		t.Fatalf("delete unknown service: err = %v, want ErrUnknownService", err)
+	}
+	// A corrupt command never reaches the log.
+	if _, err := f.c.Apply(context.Background(), []byte(`{"v":99,"type":"x"}`)); err == nil {
+		t.Fatal("corrupt command accepted")
+	}
+	after := h.sameState(5 * time.Second)
+	sb, _ := h.live()[0].c.Service("dns")
+	if len(before) == 0 || len(after) == 0 || sb.Generation == 0 {
+		t.Fatal("no state")
+	}
+	for _, n := range h.live() {
+		s, _ := n.c.Service("dns")
+		if s.Generation != sb.Generation {
+			t.Fatalf("%s generation %d, want %d", n.name, s.Generation, sb.Generation)
+		}
+	}
+}
+
+func TestLeaderLossElectsNewLeaderWithStateIntact(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	old := h.waitLeader(10 * time.Second)
+	applyOK(t, old, serviceCmd(t, "dns", "a", "b", "c"))
+	want := h.sameState(5 * time.Second)
+
+	h.stop(old)
+	leader := h.waitLeader(10 * time.Second)
+	if leader.name == old.name {
+		t.Fatal("stopped node is still leader")
+	}
+	got, _, err := leader.c.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatal("state changed across the leader change")
+	}
+	// The survivors keep committing.
+	applyOK(t, h.follower(), serviceCmd(t, "dns2", "x", "y"))
+	h.sameState(5 * time.Second)
+}
+
+func TestFourthNodeJoinsAsVoter(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	nodes := h.startCluster("n1", "n2", "n3")
+	leader := h.waitLeader(10 * time.Second)
+	applyOK(t, leader, serviceCmd(t, "dns", "a", "b"))
+
+	n4 := h.start(h.config("n4", 0, nil))
+	ctx := context.Background()
+	if _, err := n4.c.Join(ctx, []string{nodes[1].cfg.GossipBind}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	waitFor(t, 10*time.Second, "n4 is a voter", func() error {
+		peers, err := h.waitLeader(5 * time.Second).c.Peers()
+		if err != nil {
+			return err
+		}
+		for _, p := range peers {
+			if p.ID == "n4" && p.Suffrage == raft.Voter.String() {
+				return nil
+			}
+		}
+		return fmt.Errorf("peers %v", peers)
+	})
+	waitFor(t, 5*time.Second, "n4 has the state", func() error { return hasService(n4, "dns") })
+	h.sameState(5 * time.Second)
+}
+
+func TestLeaveRemovesNodeAndKeepsQuorum(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	leader := h.waitLeader(10 * time.Second)
+
+	// The leader itself leaves: leadership moves first.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := leader.c.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	select {
+	case <-leader.c.Left():
+	default:
+		t.Fatal("Left() not closed after Leave")
+	}
+	h.mu.Lock()
+	delete(h.nodes, leader.name)
+	h.mu.Unlock()
+
+	next := h.waitLeader(10 * time.Second)
+	waitFor(t, 10*time.Second, "two voters", func() error {
+		peers, err := next.c.Peers()
+		if err != nil {
+			return err
+		}
+		if len(peers) != 2 {
+			return fmt.Errorf("peers %v", peers)
+		}
+		for _, p := range peers {
+			if p.ID == leader.name {
+				return fmt.Errorf("%s still a peer", leader.name)
+			}
+		}
+		return nil
+	})
+	applyOK(t, h.follower(), serviceCmd(t, "dns", "a", "b"))
+	h.sameState(5 * time.Second)
+}
+
+func TestRestartAllNodesFromDataDirs(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	nodes := h.startCluster("n1", "n2", "n3")
+	leader := h.waitLeader(10 * time.Second)
+	applyOK(t, leader, serviceCmd(t, "dns", "a", "b", "c"))
+	applyOK(t, leader, serviceCmd(t, "web", "x", "y"))
+	want := h.sameState(5 * time.Second)
+
+	for _, n := range nodes {
+		h.stop(n)
+	}
+	for _, n := range nodes {
+		cfg := n.cfg
+		cfg.Join = []string{nodes[0].cfg.GossipBind}
+		n.cfg = cfg
+		h.restart(n)
+	}
+	h.waitLeader(15 * time.Second)
+	got := h.sameState(10 * time.Second)
+	if string(got) != string(want) {
+		t.Fatalf("state after restart differs:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	names := []string{"n1", "n2", "n3"}
+	cfgs := make([]Config, 3)
+	for i, n := range names {
+		cfgs[i] = h.config(n, 3, nil)
+		cfgs[i].Raft.TrailingLogs = 5
+		if i > 0 {
+			cfgs[i].Join = []string{cfgs[0].GossipBind}
+		}
+		h.start(cfgs[i])
+	}
+	leader := h.waitLeader(10 * time.Second)
+	lagger := h.follower()
+	h.stop(lagger)
+
+	for i := 0; i < 40; i++ {
+		applyOK(t, leader, serviceCmd(t, "svc"+strconv.Itoa(i), "a", "b"))
+	}
+	if err := leader.c.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	snapIndex := leader.c.raft.LastIndex()
+
+	back := h.restart(lagger)
+	h.sameState(15 * time.Second)
+	got, err := strconv.ParseUint(back.c.raft.Stats()["last_snapshot_index"], 10, 64)
+	if err != nil || got == 0 || got > snapIndex {
+		t.Fatalf("lagging follower's last snapshot index = %d (%v); want one installed from the leader (<= %d)", got, err, snapIndex)
+	}
+}
+
+func TestBootstrapExpectWaitsForEnoughNodes(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	c1 := h.config("n1", 3, nil)
+	h.start(c1)
+	c2 := h.config("n2", 3, []string{c1.GossipBind})
+	n2 := h.start(c2)
+	waitFor(t, 5*time.Second, "two gossip members", func() error {
+		if got := n2.c.ml.NumMembers(); got != 2 {
+			return fmt.Errorf("%d members", got)
+		}
+		return nil
+	})
+	// Two of three expected nodes: nobody may bootstrap. Watch for a while.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range h.live() {
+			if n.c.raft.LastIndex() != 0 {
+				t.Fatalf("%s bootstrapped with only two of three nodes", n.name)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.start(h.config("n3", 3, []string{c1.GossipBind}))
+	h.waitLeader(10 * time.Second)
+}
+
+func TestLeaderWorkIsScopedToLeadership(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	var running atomic.Int32
+	started := make(chan string, 8)
+	names := []string{"n1", "n2", "n3"}
+	for i, name := range names {
+		cfg := h.config(name, 3, nil)
+		if i > 0 {
+			cfg.Join = []string{h.nodes["n1"].cfg.GossipBind}
+		}
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := name
+		c.OnLeader("probe", func(ctx context.Context) {
+			running.Add(1)
+			started <- name
+			<-ctx.Done()
+			running.Add(-1)
+		})
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		n := &testNode{name: name, cfg: cfg, c: c}
+		h.nodes[name] = n
+		h.byAPI[cfg.APIAdvertise] = n
+		t.Cleanup(func() { _ = c.Shutdown() })
+	}
+	leader := h.waitLeader(10 * time.Second)
+	if got := <-started; got != leader.name {
+		t.Fatalf("leader work started on %s, leader is %s", got, leader.name)
+	}
+	if err := leader.c.TransferLeadership(context.Background(), ""); err != nil {
+		t.Fatalf("transfer: %v", err)
+	}
+	next := h.waitLeader(10 * time.Second)
+	if next.name == leader.name {
+		t.Fatal("leadership did not move")
+	}
+	select {
+	case got := <-started:
+		if got != next.name {
+			t.Fatalf("leader work started on %s, leader is %s", got, next.name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("leader work did not start on the new leader")
+	}
+	waitFor(t, 5*time.Second, "exactly one leader routine", func() error {
+		if n := running.Load(); n != 1 {
+			return fmt.Errorf("%d leader routines running", n)
+		}
+		return nil
+	})
+	if leader.c.IsLeader() {
+		t.Fatal("old leader still reports leadership")
+	}
+}
+
+func TestFollowerRefusesLeaderOnlyOperations(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	h.waitLeader(10 * time.Second)
+	f := h.follower()
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"transfer":    f.c.TransferLeadership(ctx, ""),
+		"remove-peer": f.c.RemovePeer(ctx, "n1"),
+		"barrier":     f.c.Barrier(ctx),
+		"snapshot":    f.c.SnapshotSave(ctx, new(nopWriter)),
+	} {
+		if !errors.Is(err, transport.ErrNotLeader) {
+			t.Errorf("%s on a follower: err = %v, want ErrNotLeader", name, err)
+		}
+	}
+}
+
+type nopWriter struct{}
+
+func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }

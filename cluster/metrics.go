@@ -1,0 +1,101 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics exposes Raft and membership state. Gauges are read at scrape
+// time (a Collector), so they are never stale and cost nothing between
+// scrapes.
+type metrics struct {
+	c             *Cluster
+	leaderChanges prometheus.Counter
+	applyLatency  *prometheus.HistogramVec
+	applyErrors   *prometheus.CounterVec
+
+	raftState   *prometheus.Desc
+	term        *prometheus.Desc
+	commitIndex *prometheus.Desc
+	appliedIdx  *prometheus.Desc
+	members     *prometheus.Desc
+	voters      *prometheus.Desc
+	lastContact *prometheus.Desc
+}
+
+func newMetrics(c *Cluster) *metrics {
+	return &metrics{
+		c: c,
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ars_raft_leadership_acquired_total",
+			Help: "Times this node became Raft leader.",
+		}),
+		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ars_apply_duration_seconds",
+			Help:    "Time to commit a command, by path (local on the leader, forwarded from a follower).",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+		}, []string{"path"}),
+		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_apply_errors_total",
+			Help: "Commands that failed to commit or were rejected by the state machine, by path.",
+		}, []string{"path"}),
+		raftState:   prometheus.NewDesc("ars_raft_state", "Raft state of this node (1 for the current state).", []string{"state"}, nil),
+		term:        prometheus.NewDesc("ars_raft_term", "Current Raft term.", nil, nil),
+		commitIndex: prometheus.NewDesc("ars_raft_commit_index", "Raft commit index.", nil, nil),
+		appliedIdx:  prometheus.NewDesc("ars_raft_applied_index", "Last index applied to the state machine.", nil, nil),
+		members:     prometheus.NewDesc("ars_members", "Gossip members by status.", []string{"status"}, nil),
+		voters:      prometheus.NewDesc("ars_raft_voters", "Voters in the Raft configuration.", nil, nil),
+		lastContact: prometheus.NewDesc("ars_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil),
+	}
+}
+
+func (m *metrics) observeApply(path string, start time.Time, err error) {
+	m.applyLatency.WithLabelValues(path).Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.applyErrors.WithLabelValues(path).Inc()
+	}
+}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.leaderChanges.Describe(ch)
+	m.applyLatency.Describe(ch)
+	m.applyErrors.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.leaderChanges.Collect(ch)
+	m.applyLatency.Collect(ch)
+	m.applyErrors.Collect(ch)
+	r := m.c.raft
+	state := r.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.raftState, prometheus.GaugeValue, v, stateName(s))
+	}
+	ch <- prometheus.MustNewConstMetric(m.term, prometheus.GaugeValue, float64(r.CurrentTerm()))
+	ch <- prometheus.MustNewConstMetric(m.commitIndex, prometheus.GaugeValue, float64(r.CommitIndex()))
+	ch <- prometheus.MustNewConstMetric(m.appliedIdx, prometheus.GaugeValue, float64(r.AppliedIndex()))
+	counts := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+	for _, mi := range m.c.members.list() {
+		counts[memberStatus(mi.State)]++
+	}
+	for status, n := range counts {
+		ch <- prometheus.MustNewConstMetric(m.members, prometheus.GaugeValue, float64(n), status)
+	}
+	ch <- prometheus.MustNewConstMetric(m.voters, prometheus.GaugeValue, float64(m.c.voterCount()))
+	lc := 0.0
+	if state != raft.Leader {
+		if t := r.LastContact(); !t.IsZero() {
+			lc = time.Since(t).Seconds()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(m.lastContact, prometheus.GaugeValue, lc)
+}

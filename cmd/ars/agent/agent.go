@@ -1,0 +1,241 @@
+// Package agent assembles one ars controller node from its configuration:
+// the replicated core (cluster), the HTTPS API (transport) and metrics. The
+// `ars agent` command runs it; the test harness in test/ starts it in
+// process.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"ars/cluster"
+	"ars/cmd/ars/internal/config"
+	"ars/fsm"
+	"ars/transport"
+)
+
+// Config is the agent's configuration (the YAML schema).
+type Config = config.Agent
+
+// LoadConfig reads and validates an agent configuration file.
+func LoadConfig(path string) (*Config, error) { return config.Load(path) }
+
+// DevConfig is the configuration of `ars agent -dev`.
+func DevConfig() *Config { return config.Dev() }
+
+// Agent is one running controller node.
+type Agent struct {
+	cfg     *Config
+	log     *slog.Logger
+	Cluster *cluster.Cluster
+	api     *http.Server
+	apiLn   net.Listener
+	apiURL  string
+	done    chan struct{}
+	stopped sync.Once
+	err     error
+}
+
+// NewLogger builds the node's logger from the log settings.
+func NewLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Start brings a node up: Raft and gossip first, then the API listener.
+func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: log, done: make(chan struct{})}
+	host := func(port int) string { return net.JoinHostPort(cfg.BindAddr, strconv.Itoa(port)) }
+	adv := func(port int) string { return net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(port)) }
+
+	var (
+		raftServer, raftClient, apiTLS *tls.Config
+		tokens                         *transport.Tokens
+		gossipKey                      []byte
+		err                            error
+	)
+	if !cfg.Dev {
+		files := transport.TLSFiles{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
+		if raftServer, err = transport.ServerTLS(files, true); err != nil {
+			return nil, fmt.Errorf("raft tls: %w", err)
+		}
+		if apiTLS, err = transport.ServerTLS(files, false); err != nil {
+			return nil, fmt.Errorf("api tls: %w", err)
+		}
+		if raftClient, err = transport.ClientTLS(files, ""); err != nil {
+			return nil, fmt.Errorf("node client tls: %w", err)
+		}
+		if gossipKey, err = transport.LoadGossipKey(cfg.GossipKeyFile); err != nil {
+			return nil, fmt.Errorf("gossip key: %w", err)
+		}
+		if tokens, err = transport.LoadTokens(cfg.TokensFile); err != nil {
+			return nil, fmt.Errorf("tokens: %w", err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	scheme := "https"
+	if cfg.Dev {
+		scheme = "http"
+	}
+	apiAdvertise := scheme + "://" + adv(cfg.Ports.API)
+	ccfg := cluster.Config{
+		NodeName:        cfg.NodeName,
+		DataDir:         cfg.DataDir,
+		InMemory:        cfg.Dev && cfg.DataDir == "",
+		RaftBind:        host(cfg.Ports.Raft),
+		RaftAdvertise:   adv(cfg.Ports.Raft),
+		GossipBind:      host(cfg.Ports.Gossip),
+		GossipAdvertise: adv(cfg.Ports.Gossip),
+		APIAdvertise:    apiAdvertise,
+		BootstrapExpect: cfg.BootstrapExpect,
+		Join:            cfg.Join,
+		GossipKey:       gossipKey,
+		ServerTLS:       raftServer,
+		ClientTLS:       raftClient,
+		Raft: cluster.RaftTimings{
+			HeartbeatTimeout:   cfg.Raft.HeartbeatTimeout,
+			ElectionTimeout:    cfg.Raft.ElectionTimeout,
+			LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
+			CommitTimeout:      cfg.Raft.CommitTimeout,
+			SnapshotInterval:   cfg.Raft.SnapshotInterval,
+			SnapshotThreshold:  cfg.Raft.SnapshotThreshold,
+			TrailingLogs:       cfg.Raft.TrailingLogs,
+		},
+		Gossip: cluster.GossipTimings{
+			ProbeInterval:  cfg.Gossip.ProbeInterval,
+			ProbeTimeout:   cfg.Gossip.ProbeTimeout,
+			SuspicionMult:  cfg.Gossip.SuspicionMult,
+			GossipInterval: cfg.Gossip.GossipInterval,
+		},
+		Membership: cluster.MembershipPolicy{
+			ReapFailedAfter: cfg.Membership.ReapFailedAfter,
+			MinVoters:       cfg.Membership.MinVoters,
+		},
+		Forwarder:  forwarder(raftClient),
+		Logger:     log,
+		Registerer: reg,
+	}
+	c, err := cluster.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	a.Cluster = c
+
+	srv, err := transport.NewServer(transport.ServerConfig{
+		Backend:       c,
+		Tokens:        tokens,
+		Dev:           cfg.Dev,
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Registerer:    reg,
+		NodeClientTLS: raftClient,
+		Logger:        log,
+		Term:          c.Term,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api server: %w", err)
+	}
+	ln, err := net.Listen("tcp", host(cfg.Ports.API))
+	if err != nil {
+		return nil, fmt.Errorf("api listener on %s: %w", host(cfg.Ports.API), err)
+	}
+	if err := c.Start(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	a.api = transport.NewHTTPServer(ln.Addr().String(), srv.Handler(), apiTLS, log)
+	a.apiLn = ln
+	a.apiURL = apiAdvertise
+	go func() {
+		var err error
+		if apiTLS != nil {
+			err = a.api.ServeTLS(ln, "", "")
+		} else {
+			err = a.api.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api server stopped", "err", err)
+			a.stop(err)
+		}
+	}()
+	go func() {
+		<-c.Left()
+		log.Info("left the cluster; stopping")
+		a.stop(nil)
+	}()
+	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
+	return a, nil
+}
+
+// forwarder sends follower writes to the leader's API with the node's
+// mutual-TLS identity.
+func forwarder(nodeTLS *tls.Config) cluster.Forwarder {
+	return func(ctx context.Context, leaderAPI string, cmd []byte) (fsm.Result, error) {
+		cl, err := transport.NewClient(leaderAPI, "", nodeTLS)
+		if err != nil {
+			return fsm.Result{}, err
+		}
+		return cl.InternalApply(ctx, cmd)
+	}
+}
+
+// APIURL is the API address other nodes and the CLI use.
+func (a *Agent) APIURL() string { return a.apiURL }
+
+// Done is closed when the agent has stopped (after Shutdown, or after the
+// node left the cluster through the API).
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// Err is why the agent stopped (nil for a clean stop).
+func (a *Agent) Err() error { return a.err }
+
+func (a *Agent) stop(err error) {
+	a.stopped.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = a.api.Shutdown(ctx)
+		if cerr := a.Cluster.Shutdown(); err == nil {
+			err = cerr
+		}
+		a.err = err
+		close(a.done)
+	})
+}
+
+// Shutdown stops the node without leaving the cluster (a restart keeps its
+// membership).
+func (a *Agent) Shutdown() error {
+	a.stop(nil)
+	<-a.done
+	return a.err
+}
+
+// DevBanner is printed loudly when an agent runs in -dev mode.
+func DevBanner(url string) string {
+	line := strings.Repeat("!", 72)
+	return fmt.Sprintf("%s\n!! ars agent -dev: ONE in-memory node, plain HTTP, NO authentication.\n!! API %s — every request is treated as an operator.\n!! Never expose this to a network. CLI: export ARS_HTTP_ADDR=%s\n%s\n", line, url, url, line)
+}
+

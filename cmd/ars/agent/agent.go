@@ -34,6 +34,10 @@ type Config = config.Agent
 // LoadConfig reads and validates an agent configuration file.
 func LoadConfig(path string) (*Config, error) { return config.Load(path) }
 
+// DefaultConfig is the schema's defaults; callers fill in the node's own
+// settings and call Validate.
+func DefaultConfig() *Config { return config.Default() }
+
 // DevConfig is the configuration of `ars agent -dev`.
 func DevConfig() *Config { return config.Dev() }
 

@@ -1,0 +1,109 @@
+package fsm
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestAlert(t *testing.T) {
+	h := newPaper(t)
+	a := Alert{ID: "aa-1", Service: "dns", Replica: "win-bind", Kind: KindExploit, Source: "apparmor",
+		Evidence: "apparmor=\"DENIED\" operation=\"exec\"\n", At: 42}
+	res := h.must(a)
+	if res.Duplicate || res.Service != "dns" || res.Generation != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	want := AlertRecord{ID: "aa-1", Service: "dns", Replica: "win-bind", Kind: KindExploit, Source: "apparmor",
+		Evidence: a.Evidence, At: 42, Index: 2}
+	if got := h.m.Alerts(); len(got) != 1 || got[0] != want {
+		t.Fatalf("ledger %+v, want [%+v]", got, want)
+	}
+	if got, ok := h.m.Alert("aa-1"); !ok || got != want {
+		t.Fatalf("Alert(aa-1) = %+v %v", got, ok)
+	}
+	// Alerts never switch by themselves.
+	if got := h.roles("dns"); got != "win-bind=active win-unbound=suspended lin-bind=suspended lin-unbound=standby" {
+		t.Fatalf("alert changed roles: %q", got)
+	}
+
+	// Duplicate: acknowledged, nothing changes (even with different content).
+	before := domainState(t, h.m)
+	dup := a
+	dup.Kind, dup.At = KindDoS, 99
+	res = h.must(dup)
+	if !res.Duplicate || res.Index != h.index {
+		t.Fatalf("duplicate result %+v", res)
+	}
+	if domainState(t, h.m) != before {
+		t.Fatal("duplicate alert changed the state")
+	}
+
+	for _, c := range []struct {
+		name string
+		a    Alert
+		want error
+		msg  string
+	}{
+		{"unknown service", Alert{ID: "x1", Service: "nope", Replica: "win-bind", Kind: KindDoS}, ErrUnknownService, `"nope"`},
+		{"unknown replica", Alert{ID: "x2", Service: "dns", Replica: "ghost", Kind: KindDoS}, ErrUnknownReplica, `"ghost"`},
+		{"missing id", Alert{Service: "dns", Replica: "win-bind", Kind: KindDoS}, ErrInvalid, "id: required"},
+		{"missing service", Alert{ID: "x3", Replica: "win-bind", Kind: KindDoS}, ErrInvalid, "service: required"},
+		{"missing replica", Alert{ID: "x4", Service: "dns", Kind: KindDoS}, ErrInvalid, "replica: required"},
+		{"bad kind", Alert{ID: "x5", Service: "dns", Replica: "win-bind", Kind: "ddos"}, ErrInvalid, "kind"},
+		{"negative at", Alert{ID: "x6", Service: "dns", Replica: "win-bind", Kind: KindDoS, At: -5}, ErrInvalid, "at:"},
+		{"long id", Alert{ID: strings.Repeat("i", maxIDLen+1), Service: "dns", Replica: "win-bind", Kind: KindDoS}, ErrInvalid, "id:"},
+		{"control in source", Alert{ID: "x7", Service: "dns", Replica: "win-bind", Kind: KindDoS, Source: "a\nb"}, ErrInvalid, "source"},
+		{"huge evidence", Alert{ID: "x8", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: strings.Repeat("e", maxEvidenceLen+1)}, ErrInvalid, "evidence"},
+		{"control in evidence", Alert{ID: "x9", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: "\x1b[31m"}, ErrInvalid, "evidence"},
+	} {
+		t.Run(c.name, func(t *testing.T) { h.reject(c.a, c.want, c.msg) })
+	}
+	// Rejected alerts are not in the ledger, so the same ID can be sent again, corrected.
+	h.must(Alert{ID: "x1", Service: "dns", Replica: "win-bind", Kind: KindDoS})
+	if n := len(h.m.Alerts()); n != 2 {
+		t.Fatalf("ledger has %d alerts, want 2", n)
+	}
+}
+
+func TestAlertLedgerBound(t *testing.T) {
+	h := newPaper(t)
+	n := AlertLedgerLimit + 100
+	for i := 0; i < n; i++ {
+		h.must(Alert{ID: fmt.Sprintf("a-%05d", i), Service: "dns", Replica: "win-bind", Kind: KindDoS, At: int64(i)})
+	}
+	ledger := h.m.Alerts()
+	if len(ledger) != AlertLedgerLimit {
+		t.Fatalf("ledger length %d, want %d", len(ledger), AlertLedgerLimit)
+	}
+	if ledger[0].ID != "a-00100" || ledger[len(ledger)-1].ID != fmt.Sprintf("a-%05d", n-1) {
+		t.Fatalf("ledger holds %s..%s", ledger[0].ID, ledger[len(ledger)-1].ID)
+	}
+	for i := 1; i < len(ledger); i++ {
+		if ledger[i].Index <= ledger[i-1].Index {
+			t.Fatalf("ledger not in index order at %d", i)
+		}
+	}
+	// Still-held IDs are deduplicated; evicted ones are new again.
+	if res := h.must(Alert{ID: "a-00100", Service: "dns", Replica: "win-bind", Kind: KindDoS}); !res.Duplicate {
+		t.Fatal("held alert not deduplicated")
+	}
+	if _, ok := h.m.Alert("a-00099"); ok {
+		t.Fatal("evicted alert still found")
+	}
+	if res := h.must(Alert{ID: "a-00099", Service: "dns", Replica: "win-bind", Kind: KindDoS}); res.Duplicate {
+		t.Fatal("evicted alert ID reported as duplicate")
+	}
+	if len(h.m.alertIDs) != AlertLedgerLimit || len(h.m.Alerts()) != AlertLedgerLimit {
+		t.Fatalf("index %d entries, ledger %d", len(h.m.alertIDs), len(h.m.Alerts()))
+	}
+	// The ledger survives a snapshot round trip with its dedup index.
+	m2 := New()
+	if err := m2.Restore(snapshot(t, h.m)); err != nil {
+		t.Fatal(err)
+	}
+	h.m = m2
+	if res := h.must(Alert{ID: "a-00200", Service: "dns", Replica: "win-bind", Kind: KindDoS}); !res.Duplicate {
+		t.Fatal("restored ledger lost its dedup index")
+	}
+}

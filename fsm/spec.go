@@ -1,0 +1,521 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/miekg/dns"
+)
+
+// Role is the role of one replica.
+type Role string
+
+// Replica roles (DESIGN.md §2).
+const (
+	RoleActive      Role = "active"      // attached to the service network, serving
+	RoleStandby     Role = "standby"     // running, detached, ready to take over
+	RoleSuspended   Role = "suspended"   // kept cheap, resumed when needed
+	RoleQuarantined Role = "quarantined" // attacked (exploit); must be restored first
+	RoleRecovering  Role = "recovering"  // being restored (after a DoS); must be restored first
+	RoleMaintenance Role = "maintenance" // taken out by an operator
+)
+
+// Valid reports whether r is one of the defined roles.
+func (r Role) Valid() bool {
+	switch r {
+	case RoleActive, RoleStandby, RoleSuspended, RoleQuarantined, RoleRecovering, RoleMaintenance:
+		return true
+	}
+	return false
+}
+
+// Eligible reports whether a replica in role r may be promoted to active or
+// standby: only standby and suspended replicas may. Quarantined and recovering
+// replicas must be "restored" first (invariant 4); maintenance replicas must be
+// released first.
+func (r Role) Eligible() bool { return r == RoleStandby || r == RoleSuspended }
+
+// Labels, profiles and policy values.
+const (
+	OSWindows = "windows"
+	OSLinux   = "linux"
+
+	PlatformVM        = "vm"
+	PlatformContainer = "container"
+
+	ProfileARS   = "ars"
+	ProfilePaper = "paper"
+
+	ConfirmNone   = "none"
+	ConfirmQuorum = "quorum"
+
+	RotationDiverse    = "diverse"
+	RotationRoundRobin = "round-robin"
+
+	ModeMakeBeforeBreak = "make-before-break"
+	ModeBreakBeforeMake = "break-before-make"
+)
+
+// Defaults filled by Normalize.
+const (
+	DefaultProbeType    = "A"
+	DefaultARSTimeout   = Duration(100 * time.Millisecond)
+	DefaultARSInterval  = Duration(50 * time.Millisecond)
+	DefaultARSWindow    = Duration(250 * time.Millisecond)
+	DefaultPaperTimeout = Duration(500 * time.Millisecond)
+	DefaultFailures     = 3
+	DefaultMinDwell     = Duration(2 * time.Second)
+	DefaultMaxSwitches  = 5
+	DefaultPolicyWindow = Duration(time.Minute)
+	DefaultExploitMode  = ModeMakeBeforeBreak
+	DefaultDoSMode      = ModeBreakBeforeMake
+	DefaultRotation     = RotationDiverse
+	DefaultProfile      = ProfileARS
+	DefaultConfirm      = ConfirmNone
+)
+
+// Limits checked by Validate.
+const (
+	MaxReplicas          = 64   // replicas per service
+	maxTextLen           = 256  // free-text spec fields (vm path, image, ...)
+	maxExpectLen         = 1024 // probe.expect
+	maxProbeDuration     = Duration(time.Minute)
+	maxPolicyDuration    = Duration(24 * time.Hour)
+	maxProbeFailures     = 100
+	maxSwitchesPerWindow = 1000
+)
+
+// ReplicaSpec defines one replica of a service.
+type ReplicaSpec struct {
+	Name     string `json:"name"`               // unique in service, [a-z0-9][a-z0-9-_.]{0,62}
+	Impl     string `json:"impl"`               // bind9, unbound, knot-resolver, pdns-recursor, ... any token
+	OS       string `json:"os"`                 // windows | linux
+	Platform string `json:"platform"`           // vm | container
+	VM       string `json:"vm,omitempty"`       // vSphere VM name/path (platform vm; default: the replica name)
+	NIC      string `json:"nic,omitempty"`      // service NIC device label
+	Snapshot string `json:"snapshot,omitempty"` // clean snapshot name (platform vm)
+	Host     string `json:"host,omitempty"`     // docker host name (platform container)
+	Image    string `json:"image,omitempty"`    // container image (platform container)
+}
+
+// ProbeSpec describes how the service is probed.
+type ProbeSpec struct {
+	Query    string   `json:"query"`    // FQDN, e.g. "www.lab.internal." (a missing final dot is added)
+	Type     string   `json:"type"`     // RR type, "A" default
+	Expect   string   `json:"expect"`   // expected rdata, e.g. "192.0.2.10" (optional)
+	Profile  string   `json:"profile"`  // "ars" (default) | "paper"
+	Timeout  Duration `json:"timeout"`  // default ars 100ms, paper 500ms
+	Interval Duration `json:"interval"` // default ars 50ms, paper 0 (sequential)
+	Failures int      `json:"failures"` // paper: consecutive timeouts; ars: consecutive failures also required within Window. Default 3
+	Window   Duration `json:"window"`   // ars: no valid answer for this long => DoS (default 250ms); paper: unused (0)
+	Confirm  string   `json:"confirm"`  // "none" (default) | "quorum"
+}
+
+// PolicySpec describes the switching policy.
+type PolicySpec struct {
+	Rotation    string   `json:"rotation"`     // "diverse" (default) | "round-robin"
+	MinDwell    Duration `json:"min_dwell"`    // default 2s
+	MaxSwitches int      `json:"max_switches"` // per Window, default 5
+	Window      Duration `json:"window"`       // default 1m
+	ExploitMode string   `json:"exploit_mode"` // "make-before-break" (default) | "break-before-make"
+	DoSMode     string   `json:"dos_mode"`     // "break-before-make" (default) | "make-before-break"
+}
+
+// ServiceSpec is what an operator applies: the service, its replicas, its
+// probe and its policy.
+type ServiceSpec struct {
+	Name     string        `json:"name"`    // [a-z0-9][a-z0-9-]{0,62}
+	Address  string        `json:"address"` // service address "IP:port"
+	Replicas []ReplicaSpec `json:"replicas"`
+	Probe    ProbeSpec     `json:"probe"`
+	Policy   PolicySpec    `json:"policy"`
+}
+
+// Clone returns a deep copy of s.
+func (s ServiceSpec) Clone() ServiceSpec {
+	c := s
+	c.Replicas = slices.Clone(s.Replicas)
+	if c.Replicas == nil {
+		c.Replicas = []ReplicaSpec{}
+	}
+	return c
+}
+
+// Equal reports whether s and o are identical.
+func (s ServiceSpec) Equal(o ServiceSpec) bool {
+	return s.Name == o.Name && s.Address == o.Address && s.Probe == o.Probe &&
+		s.Policy == o.Policy && slices.Equal(s.Replicas, o.Replicas)
+}
+
+// Replica returns the spec of the named replica.
+func (s ServiceSpec) Replica(name string) (ReplicaSpec, bool) {
+	for _, r := range s.Replicas {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return ReplicaSpec{}, false
+}
+
+// Normalize fills defaults and canonicalises spellings. It is deterministic
+// and idempotent; a spec that differs only in spellings Normalize fixes is the
+// same spec after Normalize. Zero values mean "default": a zero duration or
+// count cannot be configured where a default exists.
+//
+//   - labels (impl, os, platform) and enumerations are trimmed and lower-cased,
+//     probe.type is upper-cased;
+//   - a parseable address is rewritten canonically ("192.0.2.1:053" -> "192.0.2.1:53");
+//   - probe.query gets its final dot;
+//   - platform "vm" replicas without a vm name use the replica name.
+func (s *ServiceSpec) Normalize() {
+	s.Name = strings.TrimSpace(s.Name)
+	s.Address = strings.TrimSpace(s.Address)
+	if ap, err := netip.ParseAddrPort(s.Address); err == nil {
+		s.Address = ap.String()
+	}
+	if s.Replicas == nil {
+		s.Replicas = []ReplicaSpec{}
+	}
+	for i := range s.Replicas {
+		r := &s.Replicas[i]
+		r.Name = strings.TrimSpace(r.Name)
+		r.Impl = lower(r.Impl)
+		r.OS = lower(r.OS)
+		r.Platform = lower(r.Platform)
+		r.VM = strings.TrimSpace(r.VM)
+		r.NIC = strings.TrimSpace(r.NIC)
+		r.Snapshot = strings.TrimSpace(r.Snapshot)
+		r.Host = strings.TrimSpace(r.Host)
+		r.Image = strings.TrimSpace(r.Image)
+		if r.Platform == PlatformVM && r.VM == "" {
+			r.VM = r.Name
+		}
+	}
+
+	p := &s.Probe
+	p.Query = strings.TrimSpace(p.Query)
+	if p.Query != "" {
+		p.Query = dns.Fqdn(p.Query)
+	}
+	p.Type = strings.ToUpper(strings.TrimSpace(p.Type))
+	if p.Type == "" {
+		p.Type = DefaultProbeType
+	}
+	p.Expect = strings.TrimSpace(p.Expect)
+	p.Profile = lower(p.Profile)
+	if p.Profile == "" {
+		p.Profile = DefaultProfile
+	}
+	p.Confirm = lower(p.Confirm)
+	if p.Confirm == "" {
+		p.Confirm = DefaultConfirm
+	}
+	switch p.Profile {
+	case ProfilePaper:
+		if p.Timeout == 0 {
+			p.Timeout = DefaultPaperTimeout
+		}
+		// Interval and Window default to 0: sequential probes, verdict by
+		// consecutive failures only.
+	default:
+		if p.Timeout == 0 {
+			p.Timeout = DefaultARSTimeout
+		}
+		if p.Interval == 0 {
+			p.Interval = DefaultARSInterval
+		}
+		if p.Window == 0 {
+			p.Window = DefaultARSWindow
+		}
+	}
+	if p.Failures == 0 {
+		p.Failures = DefaultFailures
+	}
+
+	q := &s.Policy
+	q.Rotation = lower(q.Rotation)
+	if q.Rotation == "" {
+		q.Rotation = DefaultRotation
+	}
+	if q.MinDwell == 0 {
+		q.MinDwell = DefaultMinDwell
+	}
+	if q.MaxSwitches == 0 {
+		q.MaxSwitches = DefaultMaxSwitches
+	}
+	if q.Window == 0 {
+		q.Window = DefaultPolicyWindow
+	}
+	q.ExploitMode = lower(q.ExploitMode)
+	if q.ExploitMode == "" {
+		q.ExploitMode = DefaultExploitMode
+	}
+	q.DoSMode = lower(q.DoSMode)
+	if q.DoSMode == "" {
+		q.DoSMode = DefaultDoSMode
+	}
+}
+
+func lower(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+var (
+	serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	replicaNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	tokenRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._+-]{0,62}$`)
+)
+
+// probeTypesRejected are RR types that make no sense as a probe question.
+var probeTypesRejected = map[uint16]bool{
+	dns.TypeNone: true, dns.TypeReserved: true, dns.TypeOPT: true,
+	dns.TypeAXFR: true, dns.TypeIXFR: true, dns.TypeTSIG: true, dns.TypeTKEY: true,
+	dns.TypeMAILA: true, dns.TypeMAILB: true,
+}
+
+// Validate checks the spec as Normalize would leave it (it validates a
+// normalized copy, so defaults need not be filled in) and returns the first
+// problem as an error wrapping ErrInvalid whose message names the field, e.g.
+// `replicas[1].os: must be "windows" or "linux"`.
+func (s ServiceSpec) Validate() error {
+	c := s.Clone()
+	c.Normalize()
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("%w: %s", ErrInvalid, err)
+	}
+	return nil
+}
+
+func (s ServiceSpec) validate() error {
+	if s.Name == "" {
+		return errors.New("name: required")
+	}
+	if !serviceNameRE.MatchString(s.Name) {
+		return fmt.Errorf("name: %q must match [a-z0-9][a-z0-9-]{0,62}", s.Name)
+	}
+	if s.Address == "" {
+		return errors.New("address: required (\"IP:port\")")
+	}
+	ap, err := netip.ParseAddrPort(s.Address)
+	if err != nil {
+		return fmt.Errorf("address: %q must be \"IP:port\" (e.g. \"192.0.2.53:53\")", s.Address)
+	}
+	if ap.Port() == 0 {
+		return fmt.Errorf("address: %q: port must be 1-65535", s.Address)
+	}
+	if len(s.Replicas) == 0 {
+		return errors.New("replicas: at least one replica required")
+	}
+	if len(s.Replicas) > MaxReplicas {
+		return fmt.Errorf("replicas: %d replicas, at most %d allowed", len(s.Replicas), MaxReplicas)
+	}
+	seen := make(map[string]int, len(s.Replicas))
+	for i, r := range s.Replicas {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("replicas[%d].%s", i, err)
+		}
+		if j, dup := seen[r.Name]; dup {
+			return fmt.Errorf("replicas[%d].name: %q already used by replicas[%d]", i, r.Name, j)
+		}
+		seen[r.Name] = i
+	}
+	if err := s.Probe.validate(); err != nil {
+		return fmt.Errorf("probe.%s", err)
+	}
+	if err := s.Policy.validate(); err != nil {
+		return fmt.Errorf("policy.%s", err)
+	}
+	return nil
+}
+
+// validate returns errors of the form "field: reason" (without prefix).
+func (r ReplicaSpec) validate() error {
+	if r.Name == "" {
+		return errors.New("name: required")
+	}
+	if !replicaNameRE.MatchString(r.Name) {
+		return fmt.Errorf("name: %q must match [a-z0-9][a-z0-9-_.]{0,62}", r.Name)
+	}
+	if r.Impl == "" {
+		return errors.New("impl: required (e.g. \"bind9\", \"unbound\")")
+	}
+	if !tokenRE.MatchString(r.Impl) {
+		return fmt.Errorf("impl: %q must be a token matching [a-z0-9][a-z0-9._+-]{0,62}", r.Impl)
+	}
+	if r.OS != OSWindows && r.OS != OSLinux {
+		return fmt.Errorf("os: must be %q or %q", OSWindows, OSLinux)
+	}
+	if r.Platform != PlatformVM && r.Platform != PlatformContainer {
+		return fmt.Errorf("platform: must be %q or %q", PlatformVM, PlatformContainer)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"vm", r.VM}, {"nic", r.NIC}, {"snapshot", r.Snapshot}, {"host", r.Host}, {"image", r.Image},
+	} {
+		if err := checkText(f.v, maxTextLen); err != nil {
+			return fmt.Errorf("%s: %v", f.name, err)
+		}
+	}
+	switch r.Platform {
+	case PlatformVM:
+		if r.Host != "" {
+			return fmt.Errorf("host: only for platform %q", PlatformContainer)
+		}
+		if r.Image != "" {
+			return fmt.Errorf("image: only for platform %q", PlatformContainer)
+		}
+	case PlatformContainer:
+		if r.VM != "" {
+			return fmt.Errorf("vm: only for platform %q", PlatformVM)
+		}
+		if r.Snapshot != "" {
+			return fmt.Errorf("snapshot: only for platform %q (containers are re-created)", PlatformVM)
+		}
+	}
+	return nil
+}
+
+func (p ProbeSpec) validate() error {
+	if p.Query == "" {
+		return errors.New("query: required (e.g. \"www.lab.internal.\")")
+	}
+	if _, ok := dns.IsDomainName(p.Query); !ok || !dns.IsFqdn(p.Query) {
+		return fmt.Errorf("query: %q is not a fully qualified domain name", p.Query)
+	}
+	t, ok := dns.StringToType[p.Type]
+	if !ok {
+		return fmt.Errorf("type: unknown RR type %q", p.Type)
+	}
+	if probeTypesRejected[t] {
+		return fmt.Errorf("type: %q cannot be used as a probe question", p.Type)
+	}
+	if p.Expect != "" {
+		if err := checkText(p.Expect, maxExpectLen); err != nil {
+			return fmt.Errorf("expect: %v", err)
+		}
+		switch t {
+		case dns.TypeA:
+			if a, err := netip.ParseAddr(p.Expect); err != nil || !a.Is4() {
+				return fmt.Errorf("expect: %q is not an IPv4 address (type A)", p.Expect)
+			}
+		case dns.TypeAAAA:
+			if a, err := netip.ParseAddr(p.Expect); err != nil || !a.Is6() || a.Zone() != "" {
+				return fmt.Errorf("expect: %q is not an IPv6 address (type AAAA)", p.Expect)
+			}
+		}
+	}
+	if p.Profile != ProfileARS && p.Profile != ProfilePaper {
+		return fmt.Errorf("profile: must be %q or %q", ProfileARS, ProfilePaper)
+	}
+	if p.Timeout <= 0 || p.Timeout > maxProbeDuration {
+		return fmt.Errorf("timeout: %s must be > 0 and <= %s", p.Timeout, maxProbeDuration)
+	}
+	if p.Interval < 0 || p.Interval > maxProbeDuration {
+		return fmt.Errorf("interval: %s must be >= 0 and <= %s", p.Interval, maxProbeDuration)
+	}
+	if p.Failures < 1 || p.Failures > maxProbeFailures {
+		return fmt.Errorf("failures: %d must be 1-%d", p.Failures, maxProbeFailures)
+	}
+	if p.Window < 0 || p.Window > maxPolicyDuration {
+		return fmt.Errorf("window: %s must be >= 0 and <= %s", p.Window, maxPolicyDuration)
+	}
+	if p.Profile == ProfileARS && p.Window == 0 {
+		return fmt.Errorf("window: must be > 0 for profile %q", ProfileARS)
+	}
+	if p.Confirm != ConfirmNone && p.Confirm != ConfirmQuorum {
+		return fmt.Errorf("confirm: must be %q or %q", ConfirmNone, ConfirmQuorum)
+	}
+	return nil
+}
+
+func (q PolicySpec) validate() error {
+	if q.Rotation != RotationDiverse && q.Rotation != RotationRoundRobin {
+		return fmt.Errorf("rotation: must be %q or %q", RotationDiverse, RotationRoundRobin)
+	}
+	if q.MinDwell < 0 || q.MinDwell > maxPolicyDuration {
+		return fmt.Errorf("min_dwell: %s must be >= 0 and <= %s", q.MinDwell, maxPolicyDuration)
+	}
+	if q.MaxSwitches < 1 || q.MaxSwitches > maxSwitchesPerWindow {
+		return fmt.Errorf("max_switches: %d must be 1-%d", q.MaxSwitches, maxSwitchesPerWindow)
+	}
+	if q.Window <= 0 || q.Window > maxPolicyDuration {
+		return fmt.Errorf("window: %s must be > 0 and <= %s", q.Window, maxPolicyDuration)
+	}
+	if !validMode(q.ExploitMode) {
+		return fmt.Errorf("exploit_mode: must be %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake)
+	}
+	if !validMode(q.DoSMode) {
+		return fmt.Errorf("dos_mode: must be %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake)
+	}
+	return nil
+}
+
+func validMode(m string) bool { return m == ModeMakeBeforeBreak || m == ModeBreakBeforeMake }
+
+// checkText accepts printable UTF-8 without control characters, up to max bytes.
+func checkText(s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%d bytes, at most %d allowed", len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("control character %U not allowed", r)
+		}
+	}
+	return nil
+}
+
+// DecodeServiceSpec decodes a spec strictly (unknown fields and trailing data
+// are errors), then normalizes and validates it. Every error wraps ErrInvalid.
+func DecodeServiceSpec(data []byte) (ServiceSpec, error) {
+	var s ServiceSpec
+	if err := decodeStrict(data, &s); err != nil {
+		return ServiceSpec{}, fmt.Errorf("%w: service spec: %v", ErrInvalid, err)
+	}
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		return ServiceSpec{}, err
+	}
+	return s, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, rejecting unknown
+// fields and anything after the value.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// checkMultiline is checkText that also allows tab, newline and carriage
+// return (log lines, stack traces).
+func checkMultiline(s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%d bytes, at most %d allowed", len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return fmt.Errorf("control character %U not allowed", r)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package fsm
+
+import "slices"
+
+// Bounds of the replicated state.
+const (
+	HistoryLimit     = 256  // switch records kept per service (oldest dropped)
+	AlertLedgerLimit = 4096 // alerts kept in the ledger (oldest, by index, dropped)
+)
+
+// Replica health values. Only HealthUnknown is set by the commands of this
+// version; later commands report probe results.
+const (
+	HealthUnknown = "unknown"
+	HealthOK      = "ok"
+	HealthFailing = "failing"
+)
+
+// Switch reasons (Switch.Reason).
+const (
+	ReasonDoS     = "dos"
+	ReasonExploit = "exploit"
+	ReasonManual  = "manual"
+)
+
+// Alert kinds (Alert.Kind).
+const (
+	KindExploit = "exploit"
+	KindDoS     = "dos"
+)
+
+// Replica role actions (ReplicaRole.Action).
+const (
+	ActionQuarantine  = "quarantine"  // any non-active -> quarantined (Clean=false)
+	ActionRestored    = "restored"    // quarantined|recovering -> suspended (Clean=true)
+	ActionMaintenance = "maintenance" // standby|suspended -> maintenance
+	ActionRelease     = "release"     // maintenance -> suspended
+)
+
+// ReplicaState is the replicated state of one replica.
+type ReplicaState struct {
+	Name   string `json:"name"`
+	Role   Role   `json:"role"`
+	Health string `json:"health"` // "unknown" | "ok" | "failing"
+	// Clean is false from the moment the replica is quarantined or sent to
+	// recovery until it is "restored". Clean is false exactly when the role
+	// is quarantined or recovering.
+	Clean bool   `json:"clean"`
+	Since uint64 `json:"since"` // log index of the last role change
+	// Reason of the last role change ("exploit", "dos", "manual" for
+	// switches; the operator's reason for role actions). Informational.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Intent is an open switch: committed, not yet reported done. At most one per
+// service; the reconciler completes it (DESIGN.md §5).
+type Intent struct {
+	Generation uint64 `json:"generation"` // service generation the switch produced
+	From       string `json:"from"`
+	To         string `json:"to"`
+	Reason     string `json:"reason"`
+	Mode       string `json:"mode"`
+	OpenedAt   int64  `json:"opened_at"` // unix nanoseconds, from the command
+	Index      uint64 `json:"index"`     // log index of the Switch
+}
+
+// SwitchRecord is one switch in a service's history, with its measurements
+// once SwitchDone arrived.
+type SwitchRecord struct {
+	Generation   uint64  `json:"generation"`
+	Service      string  `json:"service"`
+	From         string  `json:"from"`
+	To           string  `json:"to"`
+	Reason       string  `json:"reason"`
+	Mode         string  `json:"mode"`
+	FromImpl     string  `json:"from_impl"`
+	ToImpl       string  `json:"to_impl"`
+	FromPlatform string  `json:"from_platform"`
+	ToPlatform   string  `json:"to_platform"`
+	StartedAt    int64   `json:"started_at"` // unix nanoseconds (Switch.At)
+	DoneAt       int64   `json:"done_at"`    // unix nanoseconds (SwitchDone.At)
+	DetectionMS  float64 `json:"detection_ms"`
+	SwitchMS     float64 `json:"switch_ms"`
+	TotalMS      float64 `json:"total_ms"`
+	LostQueries  int     `json:"lost_queries"`
+	Done         bool    `json:"done"`
+	Index        uint64  `json:"index"` // log index of the Switch
+}
+
+// Service is the replicated state of one service.
+type Service struct {
+	Spec         ServiceSpec    `json:"spec"`
+	Generation   uint64         `json:"generation"`
+	Replicas     []ReplicaState `json:"replicas"` // in spec order
+	Intent       *Intent        `json:"intent,omitempty"`
+	History      []SwitchRecord `json:"history"` // bounded (HistoryLimit), newest last
+	UpdatedIndex uint64         `json:"updated_index"`
+}
+
+// Active returns the active replica.
+func (s Service) Active() (ReplicaState, bool) { return s.withRole(RoleActive) }
+
+// Standby returns the standby replica.
+func (s Service) Standby() (ReplicaState, bool) { return s.withRole(RoleStandby) }
+
+func (s Service) withRole(r Role) (ReplicaState, bool) {
+	for _, rs := range s.Replicas {
+		if rs.Role == r {
+			return rs, true
+		}
+	}
+	return ReplicaState{}, false
+}
+
+// Replica returns the state of the named replica.
+func (s Service) Replica(name string) (ReplicaState, bool) {
+	if i := s.replicaIndex(name); i >= 0 {
+		return s.Replicas[i], true
+	}
+	return ReplicaState{}, false
+}
+
+func (s Service) replicaIndex(name string) int {
+	for i, rs := range s.Replicas {
+		if rs.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Clone returns a deep copy of s: nothing in the copy shares memory with s.
+func (s Service) Clone() Service {
+	c := s
+	c.Spec = s.Spec.Clone()
+	c.Replicas = slices.Clone(s.Replicas)
+	if c.Replicas == nil {
+		c.Replicas = []ReplicaState{}
+	}
+	if s.Intent != nil {
+		in := *s.Intent
+		c.Intent = &in
+	}
+	c.History = slices.Clone(s.History)
+	if c.History == nil {
+		c.History = []SwitchRecord{}
+	}
+	return c
+}
+
+// AlertRecord is one committed alert in the ledger.
+type AlertRecord struct {
+	ID       string `json:"id"`
+	Service  string `json:"service"`
+	Replica  string `json:"replica"`
+	Kind     string `json:"kind"` // "exploit" | "dos"
+	Source   string `json:"source"`
+	Evidence string `json:"evidence"`
+	At       int64  `json:"at"`      // unix nanoseconds, from the detector
+	Index    uint64 `json:"index"`   // log index of the commit
+	Outcome  string `json:"outcome"` // "" until a later command records what the controller did
+}

@@ -1,0 +1,161 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"ars/fsm"
+)
+
+// Status is a node's view of the cluster (GET /v1/status).
+type Status struct {
+	Node         string `json:"node"`
+	Leader       string `json:"leader"`
+	LeaderAPI    string `json:"leader_api"`
+	State        string `json:"state"` // leader | follower | candidate | shutdown
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LastLogIndex uint64 `json:"last_log_index"`
+	LastContact  string `json:"last_contact"`
+	Members      int    `json:"members"`
+	Voters       int    `json:"voters"`
+	Version      string `json:"version"`
+	Dev          bool   `json:"dev"`
+}
+
+// Member is one node as gossip sees it (GET /v1/members).
+type Member struct {
+	Name       string `json:"name"`
+	GossipAddr string `json:"gossip_addr"`
+	RaftAddr   string `json:"raft_addr"`
+	APIAddr    string `json:"api_addr"`
+	Status     string `json:"status"` // alive | suspect | dead | left
+	Voter      bool   `json:"voter"`
+	Leader     bool   `json:"leader"`
+}
+
+// Peer is one server in the Raft configuration (GET /v1/raft/peers).
+type Peer struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+// Request and response bodies.
+type (
+	// JoinRequest is the body of POST /v1/join.
+	JoinRequest struct {
+		Addresses []string `json:"addresses"`
+	}
+	// JoinResponse is the answer to POST /v1/join.
+	JoinResponse struct {
+		Joined int `json:"joined"`
+	}
+	// TransferLeaderRequest is the (optional) body of POST
+	// /v1/raft/transfer-leader; an empty To lets Raft pick.
+	TransferLeaderRequest struct {
+		To string `json:"to"`
+	}
+	// RemovePeerRequest is the body of POST /v1/raft/remove-peer.
+	RemovePeerRequest struct {
+		ID string `json:"id"`
+	}
+	// OKResponse answers actions that return nothing else.
+	OKResponse struct {
+		OK bool `json:"ok"`
+	}
+)
+
+// Backend is what the API server needs from the node (implemented by
+// cluster.Cluster). Leader-only methods are only called on the leader; the
+// server forwards those requests otherwise. Errors should wrap this
+// package's sentinels, raft's errors or fsm's errors so they map to the
+// right status and code (see ToAPIError).
+type Backend interface {
+	Status() Status
+	Members() []Member
+	Peers() ([]Peer, error)
+	IsLeader() bool
+	LeaderAPI() (name, apiAddr string, ok bool)
+	Join(ctx context.Context, addrs []string) (int, error)
+	Leave(ctx context.Context) error
+	TransferLeadership(ctx context.Context, to string) error
+	RemovePeer(ctx context.Context, id string) error
+	Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
+	Services() []fsm.Service
+	Service(name string) (fsm.Service, bool)
+	Barrier(ctx context.Context) error
+	SnapshotSave(ctx context.Context, w io.Writer) error
+	SnapshotRestore(ctx context.Context, r io.Reader) error
+}
+
+// Server defaults.
+const (
+	DefaultLeaderWait       = 2 * time.Second
+	DefaultRequestTimeout   = 30 * time.Second
+	DefaultSnapshotTimeout  = 10 * time.Minute
+	DefaultMaxBodyBytes     = 1 << 20
+	DefaultMaxSnapshotBytes = 64 << 20
+)
+
+// ServerConfig configures NewServer. Backend is required, and Tokens unless
+// Dev is set.
+type ServerConfig struct {
+	Backend Backend
+	// Tokens authenticates API callers. Nil only in Dev mode.
+	Tokens *Tokens
+	// Dev turns authentication off: every request is an operator. A loud
+	// warning is logged at start.
+	Dev bool
+	// Metrics serves GET /metrics. If nil and Registerer is also a
+	// prometheus.Gatherer (e.g. *prometheus.Registry), that is served.
+	Metrics http.Handler
+	// NodeClientTLS is this node's client TLS configuration (node
+	// certificate, cluster CA) used to forward leader-only requests to the
+	// leader. Nil forwards over plain HTTP (dev/tests only).
+	NodeClientTLS *tls.Config
+	Logger        *slog.Logger
+	// Term returns the current Raft term, stamped on commands the server
+	// encodes. Nil uses Backend.Status().Term.
+	Term func() uint64
+
+	// NodeName names this node in X-Ars-Forwarded (default
+	// Backend.Status().Node).
+	NodeName string
+	// Registerer receives the server's request metrics (optional).
+	Registerer prometheus.Registerer
+	// LeaderWait is how long a follower waits for a leader to be known
+	// before answering no_leader (default DefaultLeaderWait).
+	LeaderWait time.Duration
+	// RequestTimeout bounds a request's handling, including forwarding
+	// (default DefaultRequestTimeout); snapshot transfers get
+	// SnapshotTimeout (default DefaultSnapshotTimeout) instead.
+	RequestTimeout  time.Duration
+	SnapshotTimeout time.Duration
+	// MaxBodyBytes and MaxSnapshotBytes limit request bodies (defaults
+	// 1 MiB and 64 MiB).
+	MaxBodyBytes     int64
+	MaxSnapshotBytes int64
+}
+
+// Headers.
+const (
+	// HeaderToken carries an API token (alternative to Authorization: Bearer).
+	HeaderToken = "X-Ars-Token"
+	// HeaderForwarded names the follower that forwarded a request to the
+	// leader. A request carrying it is never forwarded again.
+	HeaderForwarded = "X-Ars-Forwarded"
+	// HeaderLeader names the leader that served a forwarded request.
+	HeaderLeader = "X-Ars-Leader"
+	// SnapshotDigestTrailer is the hex SHA-256 of a snapshot download,
+	// sent as an HTTP trailer; the client verifies it.
+	SnapshotDigestTrailer = "X-Ars-Snapshot-Sha256"
+)

@@ -1,0 +1,96 @@
+// Package transport is everything of ars that crosses the network: the
+// mutual-TLS stream layer Raft runs on, the HTTP API (server and client),
+// API authentication, PKI generation, and forwarding of leader-only
+// requests from followers to the leader — with one error identity on both
+// sides of the wire.
+//
+// # Identity and authentication
+//
+// The cluster has its own CA (GeneratePKI, `ars keygen`). A certificate
+// issued by it is a node certificate when it carries the node marker: a URI
+// SAN "ars://node/<name>" (authoritative) or Subject OU "ars-node" with the
+// node name as CN; GeneratePKI writes both. NodeName extracts the name from
+// a verified peer certificate only.
+//
+// API callers authenticate with a token ("Authorization: Bearer <secret>"
+// or "X-Ars-Token: <secret>"; browsers may use HTTP Basic with the secret
+// as password, on GET only, so cross-site form posts cannot ride on cached
+// credentials). Tokens come from tokens.yaml (LoadTokens) and have a role:
+// operator (everything public), reader (read-only routes), detector (only
+// routes that list it — alert submission). Only SHA-256 digests of secrets
+// are kept; Lookup compares in constant time against every entry. A
+// request without a token but with a verified node certificate is the
+// internal role "node", which may only call /v1/internal/*. A token always
+// wins over a node certificate, so a forwarded request is judged by the
+// original caller's token on the leader, not by the forwarding node's
+// certificate. Secrets are never logged; the access log names the token.
+//
+// Dev mode (ServerConfig.Dev) turns authentication and authorization off:
+// every request is an operator and every route is open. A warning is
+// logged at start.
+//
+// # Routes
+//
+// Each route lists the roles allowed to call it (reader implies operator)
+// and whether it is leader-only. See Server.routeTable:
+//
+//	GET  /v1/status, /v1/members, /v1/raft/peers      reader
+//	POST /v1/join, /v1/leave                          operator (local)
+//	POST /v1/raft/transfer-leader, /v1/raft/remove-peer operator, leader
+//	POST /v1/services                                 operator, leader
+//	GET  /v1/services, /v1/services/{name}            reader (leader with ?consistent)
+//	GET|POST /v1/snapshot                             operator, leader
+//	POST /v1/internal/apply                           node, leader
+//	GET  /metrics, /                                  reader
+//
+// Request bodies are decoded strictly (unknown fields, trailing data and
+// wrong types are 400 "invalid"; nothing reaches the backend), limited to
+// 1 MiB (snapshots 64 MiB; over the limit is 413 "too_large"). Raw
+// commands on /v1/internal/apply are decoded with fsm.Decode before they
+// are applied, so a corrupt entry never reaches the Raft log.
+//
+// # Forwarding
+//
+// A leader-only request that reaches a follower is checked locally (401,
+// 403 and 413 happen there), then reverse-proxied to the leader's API over
+// the node's client TLS (the leader must present a node certificate), with
+// the caller's Authorization header and "X-Ars-Forwarded: <this node>".
+// The leader checks the token again. A request that already carries
+// X-Ars-Forwarded and lands on a non-leader is answered 503 not_leader:
+// there is never a second hop. While no leader is known the follower polls
+// Backend.LeaderAPI for up to ServerConfig.LeaderWait (2 s) and then
+// answers 503 no_leader; a leader that cannot be reached is also
+// no_leader. Both codes mean "retry shortly".
+//
+// # Errors
+//
+// Errors travel as {"error":{"code":"…","message":"…"}}. ToAPIError maps
+// this package's sentinels, raft's leadership/timeout/shutdown errors and
+// fsm's errors (by fsm.Code) to a status and code; the client rebuilds an
+// *APIError whose Is method matches the same sentinels, so
+// errors.Is(err, ErrNotLeader) and errors.Is(err, fsm.ErrUnknownService)
+// work on both sides. Failures to reach a node at all are *NetworkError
+// (the CLI's "cannot reach node").
+//
+//	400 invalid, bad_request, unknown_command   401 unauthorized
+//	403 forbidden                               404 not_found, unknown_service, unknown_replica
+//	405 method_not_allowed                      409 conflict, stale_generation, stale_term
+//	413 too_large                               500 internal, corrupt
+//	503 not_leader, no_leader, unavailable      504 timeout
+//
+// # Raft stream layer
+//
+// StreamLayer runs Raft over mutual TLS (TLS 1.2+). Both ends must present
+// a node certificate from the cluster CA; the dialling side also checks
+// the peer's SANs against the dialled address, so node certificates must
+// carry the nodes' advertise IPs (GeneratePKI takes them per node).
+// Handshakes happen off the accept path with a deadline, so a silent or
+// misbehaving peer neither blocks Accept nor kills the listener.
+//
+// # Snapshots
+//
+// GET /v1/snapshot streams the snapshot and sends its SHA-256 as the HTTP
+// trailer X-Ars-Snapshot-Sha256, which Client.SnapshotSave verifies. If
+// the backend fails mid-stream the response is aborted, so a truncated
+// snapshot is never mistaken for a complete one.
+package transport

@@ -1,0 +1,453 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"ars/fsm"
+)
+
+// Test PKIs, generated once: the cluster's and a foreign one.
+var (
+	pkiDir     string
+	foreignDir string
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		base, err := os.MkdirTemp("", "ars-transport-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(base)
+		pkiDir, foreignDir = filepath.Join(base, "pki"), filepath.Join(base, "foreign")
+		nodes := []PKINode{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}, {Name: "n4"}}
+		for _, dir := range []string{pkiDir, foreignDir} {
+			if err := GeneratePKI(PKIRequest{Dir: dir, Nodes: nodes, Loopback: true}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func nodeFiles(dir, node string) TLSFiles {
+	return TLSFiles{
+		CA:   filepath.Join(dir, CACertFile),
+		Cert: filepath.Join(dir, NodeCertFile(node)),
+		Key:  filepath.Join(dir, NodeKeyFile(node)),
+	}
+}
+
+func mustServerTLS(t testing.TB, dir, node string, require bool) *tls.Config {
+	t.Helper()
+	cfg, err := ServerTLS(nodeFiles(dir, node), require)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func mustClientTLS(t testing.TB, f TLSFiles) *tls.Config {
+	t.Helper()
+	cfg, err := ClientTLS(f, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// caOnly is a client TLS config that trusts the cluster CA and presents no
+// certificate (an operator with a token).
+func caOnly(t testing.TB) *tls.Config {
+	return mustClientTLS(t, TLSFiles{CA: filepath.Join(pkiDir, CACertFile)})
+}
+
+// issueNonNodeCert issues a client+server certificate from the cluster CA
+// without the node marker.
+func issueNonNodeCert(t testing.TB, cn string) tls.Certificate {
+	t.Helper()
+	ca, caKey, err := loadCA(pkiDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: mustSerial(),
+		Subject:      pkix.Name{CommonName: cn, OrganizationalUnit: []string{"operators"}},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// Fixed test secrets.
+const (
+	secretOperator = "operator-secret-0123456789abcdef"
+	secretReader   = "reader-secret-0123456789abcdef"
+	secretDetector = "detector-secret-0123456789abcdef"
+	secretOther    = "other-secret-known-only-to-follower"
+)
+
+func testTokens(t testing.TB, extra ...Token) *Tokens {
+	t.Helper()
+	list := append([]Token{
+		{Name: "ops", Role: RoleOperator, Secret: secretOperator},
+		{Name: "viewer", Role: RoleReader, Secret: secretReader},
+		{Name: "watcher", Role: RoleDetector, Secret: secretDetector},
+	}, extra...)
+	tok, err := NewTokens(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// fakeBackend implements Backend over a real fsm.Machine.
+type fakeBackend struct {
+	mu        sync.Mutex
+	name      string
+	leader    bool
+	leaderFn  func() (string, string, bool)
+	m         *fsm.Machine
+	index     uint64
+	term      uint64
+	applyN    int
+	joinN     int
+	joined    []string
+	leaveN    int
+	transfer  []string
+	removed   []string
+	barrierN  int
+	applyErr  error
+	snapshot  []byte
+	restored  []byte
+	snapErr   error
+	snapAfter int // with snapErr: bytes written before failing
+}
+
+func newFakeBackend(name string, leader bool) *fakeBackend {
+	return &fakeBackend{name: name, leader: leader, m: fsm.New(), term: 3, snapshot: []byte("snapshot-bytes-" + name)}
+}
+
+func (f *fakeBackend) setLeader(v bool) { f.mu.Lock(); f.leader = v; f.mu.Unlock() }
+
+func (f *fakeBackend) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	state := "follower"
+	if f.leader {
+		state = "leader"
+	}
+	return Status{Node: f.name, State: state, Term: f.term, AppliedIndex: f.index, Version: "test"}
+}
+
+func (f *fakeBackend) Members() []Member {
+	return []Member{{Name: f.name, Status: "alive", Voter: true, APIAddr: "127.0.0.1:1"}}
+}
+
+func (f *fakeBackend) Peers() ([]Peer, error) {
+	return []Peer{{ID: f.name, Address: "127.0.0.1:2", Suffrage: "Voter"}}, nil
+}
+
+func (f *fakeBackend) IsLeader() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leader }
+
+func (f *fakeBackend) LeaderAPI() (string, string, bool) {
+	f.mu.Lock()
+	fn := f.leaderFn
+	f.mu.Unlock()
+	if fn == nil {
+		return "", "", false
+	}
+	return fn()
+}
+
+func (f *fakeBackend) Join(ctx context.Context, addrs []string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.joinN++
+	f.joined = append(f.joined, addrs...)
+	return len(addrs), nil
+}
+
+func (f *fakeBackend) Leave(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaveN++
+	return nil
+}
+
+func (f *fakeBackend) TransferLeadership(ctx context.Context, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.transfer = append(f.transfer, to)
+	return nil
+}
+
+func (f *fakeBackend) RemovePeer(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, id)
+	return nil
+}
+
+func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applyN++
+	if f.applyErr != nil {
+		return fsm.Result{}, f.applyErr
+	}
+	f.index++
+	return f.m.Apply(f.index, f.term, cmd)
+}
+
+func (f *fakeBackend) Services() []fsm.Service {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Services()
+}
+
+func (f *fakeBackend) Service(name string) (fsm.Service, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Service(name)
+}
+
+func (f *fakeBackend) Barrier(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.barrierN++
+	return nil
+}
+
+func (f *fakeBackend) SnapshotSave(ctx context.Context, w io.Writer) error {
+	f.mu.Lock()
+	data, serr, after := f.snapshot, f.snapErr, f.snapAfter
+	f.mu.Unlock()
+	if serr != nil {
+		if after > 0 {
+			if _, err := w.Write(data[:after]); err != nil {
+				return err
+			}
+		}
+		return serr
+	}
+	_, err := w.Write(data)
+	return err
+}
+
+func (f *fakeBackend) SnapshotRestore(ctx context.Context, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restored = data
+	return nil
+}
+
+func (f *fakeBackend) counts() (apply, join, leave, transfer, remove int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applyN, f.joinN, f.leaveN, len(f.transfer), len(f.removed)
+}
+
+// testServer is an API server on a real TLS listener on 127.0.0.1.
+type testServer struct {
+	*httptest.Server
+	api  *Server
+	b    *fakeBackend
+	logs *syncBuffer
+	// seen records the X-Ars-Forwarded header of every request.
+	seenMu sync.Mutex
+	seen   []string
+}
+
+func (ts *testServer) forwardedHeaders() []string {
+	ts.seenMu.Lock()
+	defer ts.seenMu.Unlock()
+	return append([]string(nil), ts.seen...)
+}
+
+// hostPort is the server's address without scheme.
+func (ts *testServer) hostPort() string { return ts.Listener.Addr().String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServer starts an API server for node (n1..n4) with cfg's Backend
+// defaulting to a fake leader.
+func startServer(t *testing.T, node string, b *fakeBackend, mod func(*ServerConfig)) *testServer {
+	t.Helper()
+	return startServerTLS(t, node, b, mod, mustServerTLS(t, pkiDir, node, false))
+}
+
+func startServerTLS(t *testing.T, node string, b *fakeBackend, mod func(*ServerConfig), serverTLS *tls.Config) *testServer {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := ServerConfig{
+		Backend:       b,
+		Tokens:        testTokens(t),
+		NodeClientTLS: mustClientTLS(t, nodeFiles(pkiDir, node)),
+		Logger:        slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		LeaderWait:    300 * time.Millisecond,
+		NodeName:      node,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	api, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{api: api, b: b, logs: logs}
+	ts.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts.seenMu.Lock()
+		ts.seen = append(ts.seen, r.Header.Get(HeaderForwarded))
+		ts.seenMu.Unlock()
+		api.Handler().ServeHTTP(w, r)
+	}))
+	ts.Server.TLS = serverTLS
+	ts.Server.Config.ErrorLog = slog.NewLogLogger(slog.New(slog.NewTextHandler(io.Discard, nil)).Handler(), slog.LevelDebug)
+	ts.StartTLS()
+	t.Cleanup(func() {
+		ts.Close()
+		api.Close()
+	})
+	return ts
+}
+
+func newTestClient(t *testing.T, addr, token string, tlsCfg *tls.Config) *Client {
+	t.Helper()
+	c, err := NewClient(addr, token, tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// rawRequest sends a request with arbitrary headers and body and returns
+// status, decoded error (if any) and body.
+func rawRequest(t *testing.T, ts *testServer, tlsCfg *tls.Config, method, path string, hdr http.Header, body []byte) (int, *APIError, []byte) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ts.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var eb struct {
+		Error *APIError `json:"error"`
+	}
+	if resp.StatusCode >= 400 {
+		if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {
+			t.Fatalf("%s %s: status %d with non-JSON error body %q", method, path, resp.StatusCode, data)
+		}
+		eb.Error.Status = resp.StatusCode
+	}
+	return resp.StatusCode, eb.Error, data
+}
+
+func bearer(secret string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + secret}}
+}
+
+// validSpec is a service spec the fsm accepts.
+func validSpec(name string) []byte {
+	spec := map[string]any{
+		"name":    name,
+		"address": "192.0.2.53:53",
+		"replicas": []map[string]string{
+			{"name": "win-bind", "impl": "bind9", "os": "windows", "platform": "vm"},
+			{"name": "lin-unbound", "impl": "unbound", "os": "linux", "platform": "container"},
+		},
+		"probe": map[string]string{"query": "www.lab.internal.", "expect": "192.0.2.10"},
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
+
+func encodedApply(t testing.TB, name string) []byte {
+	t.Helper()
+	spec, err := fsm.DecodeServiceSpec(validSpec(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := fsm.Encode(3, fsm.ServiceApply{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+

@@ -1,0 +1,442 @@
+package transport
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// DefaultPKIValidity is the validity of the CA and node certificates when
+// PKIRequest.ValidFor is zero.
+const DefaultPKIValidity = 10 * 365 * 24 * time.Hour
+
+// File names written by GeneratePKI.
+const (
+	CACertFile    = "ca.pem"
+	CAKeyFile     = "ca-key.pem"
+	GossipKeyFile = "gossip.key"
+	TokensFile    = "tokens.yaml"
+)
+
+// NodeCertFile and NodeKeyFile are a node's certificate and key file names.
+func NodeCertFile(node string) string { return node + ".pem" }
+func NodeKeyFile(node string) string  { return node + "-key.pem" }
+
+// PKINode is one controller node to issue a certificate for.
+type PKINode struct {
+	Name string   // node name: [a-z0-9][a-z0-9-]{0,62}; also a DNS SAN
+	IPs  []string // IP SANs (the node's advertise addresses)
+	DNS  []string // extra DNS SANs
+}
+
+// PKIRequest describes the material `ars keygen` writes.
+type PKIRequest struct {
+	Dir       string
+	Nodes     []PKINode
+	Operators []string      // extra operator token names (beside "operator")
+	ValidFor  time.Duration // CA and node certificates; default DefaultPKIValidity
+	// Loopback adds 127.0.0.1, ::1 and "localhost" to every node
+	// certificate (single-machine labs and tests).
+	Loopback bool
+}
+
+// GeneratePKI writes a fresh cluster CA (ca.pem, ca-key.pem), a certificate
+// and key per node (<node>.pem, <node>-key.pem), a gossip encryption key
+// (gossip.key, base64 of 32 random bytes) and an API tokens file
+// (tokens.yaml: "operator", "detector" and "reader" tokens plus one
+// operator token per extra name). Keys are ECDSA P-256. Node certificates
+// are valid for server and client authentication and carry the node
+// marker (URI SAN ars://node/<name> and OU "ars-node"). Secret files are
+// written with mode 0600. Nothing is written if any target file exists.
+func GeneratePKI(req PKIRequest) error {
+	if req.Dir == "" {
+		return errors.New("pki: an output directory is required")
+	}
+	if len(req.Nodes) == 0 {
+		return errors.New("pki: at least one node is required")
+	}
+	validFor := req.ValidFor
+	if validFor == 0 {
+		validFor = DefaultPKIValidity
+	}
+	if validFor < 0 {
+		return fmt.Errorf("pki: validity %s is negative", validFor)
+	}
+	seen := map[string]bool{}
+	for i, n := range req.Nodes {
+		if !nodeNameRE.MatchString(n.Name) {
+			return fmt.Errorf("pki: nodes[%d]: name %q must match [a-z0-9][a-z0-9-]{0,62}", i, n.Name)
+		}
+		if seen[n.Name] {
+			return fmt.Errorf("pki: nodes[%d]: duplicate node name %q", i, n.Name)
+		}
+		seen[n.Name] = true
+		if _, _, err := nodeSANs(n, false); err != nil {
+			return fmt.Errorf("pki: node %s: %w", n.Name, err)
+		}
+	}
+	tokenNames := []string{"operator", "detector", "reader"}
+	tokenRoles := []Role{RoleOperator, RoleDetector, RoleReader}
+	for _, op := range req.Operators {
+		if op == "operator" {
+			continue
+		}
+		if !tokenNameRE.MatchString(op) {
+			return fmt.Errorf("pki: operator token name %q must match %s", op, tokenNameRE)
+		}
+		if slices.Contains(tokenNames, op) {
+			return fmt.Errorf("pki: duplicate token name %q", op)
+		}
+		tokenNames = append(tokenNames, op)
+		tokenRoles = append(tokenRoles, RoleOperator)
+	}
+
+	files := []string{CACertFile, CAKeyFile, GossipKeyFile, TokensFile}
+	for _, n := range req.Nodes {
+		files = append(files, NodeCertFile(n.Name), NodeKeyFile(n.Name))
+	}
+	if err := os.MkdirAll(req.Dir, 0o700); err != nil {
+		return fmt.Errorf("pki: creating %s: %w", req.Dir, err)
+	}
+	if err := refuseExisting(req.Dir, files); err != nil {
+		return err
+	}
+
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("pki: generating CA key: %w", err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          mustSerial(),
+		Subject:               pkix.Name{CommonName: "ars cluster CA", Organization: []string{"ars"}},
+		NotBefore:             now.Add(-5 * time.Minute),
+		NotAfter:              now.Add(validFor),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("pki: creating CA certificate: %w", err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return fmt.Errorf("pki: parsing CA certificate: %w", err)
+	}
+	caKeyPEM, err := keyPEM(caKey)
+	if err != nil {
+		return err
+	}
+	out := []pkiFile{
+		{CACertFile, pemBlock("CERTIFICATE", caDER), 0o644},
+		{CAKeyFile, caKeyPEM, 0o600},
+	}
+	for _, n := range req.Nodes {
+		certPEM, kPEM, err := issueNodeCert(caCert, caKey, n, req.Loopback, now, caCert.NotAfter)
+		if err != nil {
+			return err
+		}
+		out = append(out, pkiFile{NodeCertFile(n.Name), certPEM, 0o644}, pkiFile{NodeKeyFile(n.Name), kPEM, 0o600})
+	}
+	gossip, err := randomBytes(32)
+	if err != nil {
+		return err
+	}
+	out = append(out, pkiFile{GossipKeyFile, []byte(base64.StdEncoding.EncodeToString(gossip) + "\n"), 0o600})
+
+	var tok bytes.Buffer
+	tok.WriteString("# ars API tokens, generated by `ars keygen`. Keep this file secret (mode 0600).\n")
+	tok.WriteString("# Roles: operator (everything), reader (read-only), detector (post alerts only).\n")
+	tok.WriteString("tokens:\n")
+	for i, name := range tokenNames {
+		secret, err := NewTokenSecret()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&tok, "  - name: %s\n    role: %s\n    secret: %q\n", name, tokenRoles[i], secret)
+	}
+	out = append(out, pkiFile{TokensFile, tok.Bytes(), 0o600})
+
+	return writeFilesExclusive(req.Dir, out)
+}
+
+// IssueNodeCert issues a certificate for one more node with the CA in dir
+// (ca.pem, ca-key.pem), writing <node>.pem and <node>-key.pem there. It
+// refuses to overwrite existing files. The certificate expires with the CA
+// at the latest.
+func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bool) error {
+	if !nodeNameRE.MatchString(node.Name) {
+		return fmt.Errorf("pki: node name %q must match [a-z0-9][a-z0-9-]{0,62}", node.Name)
+	}
+	if validFor <= 0 {
+		validFor = DefaultPKIValidity
+	}
+	files := []string{NodeCertFile(node.Name), NodeKeyFile(node.Name)}
+	if err := refuseExisting(dir, files); err != nil {
+		return err
+	}
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	notAfter := now.Add(validFor)
+	if notAfter.After(caCert.NotAfter) {
+		notAfter = caCert.NotAfter
+	}
+	certPEM, kPEM, err := issueNodeCert(caCert, caKey, node, loopback, now, notAfter)
+	if err != nil {
+		return err
+	}
+	return writeFilesExclusive(dir, []pkiFile{
+		{files[0], certPEM, 0o644}, {files[1], kPEM, 0o600},
+	})
+}
+
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
+	cb, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: reading CA certificate: %w", err)
+	}
+	blk, _ := pem.Decode(cb)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("pki: %s: no PEM certificate", certPath)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: %s: %w", certPath, err)
+	}
+	kb, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: reading CA key: %w", err)
+	}
+	kblk, _ := pem.Decode(kb)
+	if kblk == nil {
+		return nil, nil, fmt.Errorf("pki: %s: no PEM key", keyPath)
+	}
+	var key any
+	switch kblk.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(kblk.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kblk.Bytes)
+	default:
+		err = fmt.Errorf("unsupported PEM block %q", kblk.Type)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: %s: %w", keyPath, err)
+	}
+	ek, ok := key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("pki: %s: not an ECDSA key", keyPath)
+	}
+	if !ek.PublicKey.Equal(cert.PublicKey) {
+		return nil, nil, fmt.Errorf("pki: %s does not belong to %s", keyPath, certPath)
+	}
+	return cert, ek, nil
+}
+
+func nodeSANs(n PKINode, loopback bool) ([]net.IP, []string, error) {
+	var ips []net.IP
+	for _, s := range n.IPs {
+		ip := net.ParseIP(strings.TrimSpace(s))
+		if ip == nil {
+			return nil, nil, fmt.Errorf("invalid IP address %q", s)
+		}
+		ips = append(ips, ip)
+	}
+	dns := []string{n.Name}
+	for _, d := range n.DNS {
+		d = strings.TrimSpace(d)
+		if d == "" || strings.ContainsAny(d, " /:") {
+			return nil, nil, fmt.Errorf("invalid DNS name %q", d)
+		}
+		dns = append(dns, d)
+	}
+	if loopback {
+		ips = append(ips, net.IPv4(127, 0, 0, 1), net.IPv6loopback)
+		dns = append(dns, "localhost")
+	}
+	var uniq []net.IP
+	for _, ip := range ips {
+		if !slices.ContainsFunc(uniq, ip.Equal) {
+			uniq = append(uniq, ip)
+		}
+	}
+	slices.Sort(dns)
+	return uniq, slices.Compact(dns), nil
+}
+
+func issueNodeCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, n PKINode, loopback bool, now, notAfter time.Time) (certPEM, kPEM []byte, err error) {
+	ips, dns, err := nodeSANs(n, loopback)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: node %s: %w", n.Name, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: generating key for %s: %w", n.Name, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: mustSerial(),
+		Subject: pkix.Name{
+			CommonName:         n.Name,
+			Organization:       []string{"ars"},
+			OrganizationalUnit: []string{NodeOU},
+		},
+		NotBefore:             now.Add(-5 * time.Minute),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IPAddresses:           ips,
+		DNSNames:              dns,
+		URIs:                  []*url.URL{NodeURI(n.Name)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: creating certificate for %s: %w", n.Name, err)
+	}
+	kPEM, err = keyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pemBlock("CERTIFICATE", der), kPEM, nil
+}
+
+type pkiFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+func refuseExisting(dir string, names []string) error {
+	for _, name := range names {
+		p := filepath.Join(dir, name)
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("pki: refusing to overwrite existing file %s", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("pki: checking %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// writeFilesExclusive creates every file with O_EXCL; if one fails, the
+// files created so far are removed again so no half-written set remains.
+func writeFilesExclusive(dir string, files []pkiFile) (err error) {
+	var created []string
+	defer func() {
+		if err != nil {
+			for _, p := range created {
+				_ = os.Remove(p)
+			}
+		}
+	}()
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+		if err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("pki: refusing to overwrite existing file %s", p)
+			}
+			return fmt.Errorf("pki: creating %s: %w", p, err)
+		}
+		created = append(created, p)
+		if _, err := fh.Write(f.data); err != nil {
+			_ = fh.Close()
+			return fmt.Errorf("pki: writing %s: %w", p, err)
+		}
+		if err := fh.Sync(); err != nil {
+			_ = fh.Close()
+			return fmt.Errorf("pki: writing %s: %w", p, err)
+		}
+		if err := fh.Close(); err != nil {
+			return fmt.Errorf("pki: writing %s: %w", p, err)
+		}
+		// O_CREATE honours the umask; make the mode exact.
+		if err := os.Chmod(p, f.mode); err != nil {
+			return fmt.Errorf("pki: chmod %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func keyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding key: %w", err)
+	}
+	return pemBlock("PRIVATE KEY", der), nil
+}
+
+func mustSerial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(fmt.Sprintf("pki: reading random serial: %v", err)) // crypto/rand never fails on supported platforms
+	}
+	return n.Add(n, big.NewInt(1))
+}
+
+func randomBytes(n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("reading random bytes: %w", err)
+	}
+	return b, nil
+}
+
+// NewTokenSecret returns a fresh API token secret: 32 random bytes,
+// base64url without padding (43 characters).
+func NewTokenSecret() (string, error) {
+	b, err := randomBytes(32)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// LoadGossipKey reads a memberlist encryption key: base64 (standard
+// encoding, surrounding whitespace ignored) of 16, 24 or 32 bytes.
+func LoadGossipKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key: %w", err)
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return nil, fmt.Errorf("gossip key %s: file is empty", path)
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key %s: not valid base64: %w", path, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	default:
+		return nil, fmt.Errorf("gossip key %s: decodes to %d bytes; must be 16, 24 or 32", path, len(key))
+	}
+}

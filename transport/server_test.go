@@ -1,0 +1,415 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"ars/fsm"
+)
+
+type routeCase struct {
+	method, path string
+	body         []byte
+	class        Role // the least role that may call it: reader, operator or node
+}
+
+func allRouteCases(t *testing.T) []routeCase {
+	return []routeCase{
+		{"GET", "/v1/status", nil, RoleReader},
+		{"GET", "/v1/members", nil, RoleReader},
+		{"GET", "/v1/raft/peers", nil, RoleReader},
+		{"POST", "/v1/join", []byte(`{"addresses":["127.0.0.1:7502"]}`), RoleOperator},
+		{"POST", "/v1/leave", nil, RoleOperator},
+		{"POST", "/v1/raft/transfer-leader", []byte(`{"to":"n2"}`), RoleOperator},
+		{"POST", "/v1/raft/remove-peer", []byte(`{"id":"n3"}`), RoleOperator},
+		{"POST", "/v1/services", validSpec("dns"), RoleOperator},
+		{"GET", "/v1/services", nil, RoleReader},
+		{"GET", "/v1/services/{name}", nil, RoleReader},
+		{"GET", "/v1/snapshot", nil, RoleOperator},
+		{"POST", "/v1/snapshot", []byte("snapshot-data"), RoleOperator},
+		{"POST", "/v1/internal/apply", encodedApply(t, "dns"), RoleNode},
+		{"GET", "/metrics", nil, RoleReader},
+		{"GET", "/{$}", nil, RoleReader},
+	}
+}
+
+func concretePath(p string) string {
+	p = strings.ReplaceAll(p, "{name}", "dns")
+	return strings.ReplaceAll(p, "{$}", "")
+}
+
+// TestRouteTableCovered fails when a route is added without a row in the
+// role matrix below.
+func TestRouteTableCovered(t *testing.T) {
+	s, err := NewServer(ServerConfig{Backend: newFakeBackend("n1", true), Tokens: testTokens(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	for _, rt := range s.routes {
+		want = append(want, rt.pattern())
+		if len(rt.allow) == 0 {
+			t.Errorf("route %s allows no role", rt.pattern())
+		}
+	}
+	for _, rc := range allRouteCases(t) {
+		got = append(got, rc.method+" "+rc.path)
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(want, got) {
+		t.Fatalf("route matrix out of date:\n routes: %v\n tested: %v", want, got)
+	}
+}
+
+func TestRouteRoleMatrix(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	if _, err := b.Apply(context.Background(), encodedApply(t, "dns")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Registerer = prometheus.NewRegistry() })
+
+	nodeTLS := mustClientTLS(t, nodeFiles(pkiDir, "n2"))
+	type caller struct {
+		name string
+		tls  *tls.Config
+		hdr  http.Header
+		role Role // "" = unauthenticated
+	}
+	callers := []caller{
+		{"no token", caOnly(t), nil, ""},
+		{"bad token", caOnly(t), bearer("not-a-valid-token-at-all"), ""},
+		{"reader", caOnly(t), bearer(secretReader), RoleReader},
+		{"reader via X-Ars-Token", caOnly(t), http.Header{HeaderToken: {secretReader}}, RoleReader},
+		{"operator", caOnly(t), bearer(secretOperator), RoleOperator},
+		{"detector", caOnly(t), bearer(secretDetector), RoleDetector},
+		{"node cert", nodeTLS, nil, RoleNode},
+		{"node cert with reader token", nodeTLS, bearer(secretReader), RoleReader},
+	}
+	allowed := func(role, class Role) bool {
+		switch class {
+		case RoleReader:
+			return role == RoleReader || role == RoleOperator
+		case RoleOperator:
+			return role == RoleOperator
+		case RoleNode:
+			return role == RoleNode
+		}
+		return false
+	}
+	for _, rc := range allRouteCases(t) {
+		for _, c := range callers {
+			t.Run(rc.method+" "+rc.path+"/"+c.name, func(t *testing.T) {
+				status, apiErr, body := rawRequest(t, ts, c.tls, rc.method, concretePath(rc.path), c.hdr, rc.body)
+				switch {
+				case c.role == "":
+					if status != http.StatusUnauthorized || apiErr.Code != CodeUnauthorized {
+						t.Fatalf("status %d %+v, want 401 unauthorized", status, apiErr)
+					}
+				case allowed(c.role, rc.class):
+					if status != http.StatusOK {
+						t.Fatalf("status %d (%s), want 200", status, body)
+					}
+				default:
+					if status != http.StatusForbidden || apiErr.Code != CodeForbidden {
+						t.Fatalf("status %d %+v, want 403 forbidden", status, apiErr)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestUnauthorizedAdvertisesScheme(t *testing.T) {
+	ts := startServer(t, "n1", newFakeBackend("n1", true), nil)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: caOnly(t)}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(ts.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !slices.Contains(resp.Header.Values("WWW-Authenticate"), `Basic realm="ars"`) {
+		t.Fatalf("GET / without token: %d %v", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
+}
+
+func TestTokenHeaders(t *testing.T) {
+	ts := startServer(t, "n1", newFakeBackend("n1", true), nil)
+	basic := func(pw string) string {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.SetBasicAuth("anyone", pw)
+		return r.Header.Get("Authorization")
+	}
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		hdr    http.Header
+		want   int
+	}{
+		{"bearer", "GET", "/v1/status", bearer(secretReader), 200},
+		{"bearer lower-case scheme", "GET", "/v1/status", http.Header{"Authorization": {"bearer " + secretReader}}, 200},
+		{"x-ars-token", "GET", "/v1/status", http.Header{HeaderToken: {secretReader}}, 200},
+		{"both equal", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, HeaderToken: {secretReader}}, 200},
+		{"both differ", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, HeaderToken: {secretOperator}}, 401},
+		{"two authorization headers", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader, "Bearer " + secretReader}}, 401},
+		{"raw token without scheme", "GET", "/v1/status", http.Header{"Authorization": {secretReader}}, 401},
+		{"empty bearer", "GET", "/v1/status", http.Header{"Authorization": {"Bearer "}}, 401},
+		{"basic on GET (browser)", "GET", "/", http.Header{"Authorization": {basic(secretReader)}}, 200},
+		{"basic on POST refused", "POST", "/v1/leave", http.Header{"Authorization": {basic(secretOperator)}}, 401},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, apiErr, _ := rawRequest(t, ts, caOnly(t), c.method, c.path, c.hdr, nil)
+			if status != c.want {
+				t.Fatalf("status %d (%+v), want %d", status, apiErr, c.want)
+			}
+		})
+	}
+}
+
+func TestDevModeAllowsEverything(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Dev = true; c.Tokens = nil; c.Registerer = prometheus.NewRegistry() })
+	if !strings.Contains(ts.logs.String(), "AUTHENTICATION IS DISABLED") {
+		t.Fatalf("no dev-mode warning logged: %s", ts.logs.String())
+	}
+	for _, rc := range allRouteCases(t) {
+		status, apiErr, _ := rawRequest(t, ts, caOnly(t), rc.method, concretePath(rc.path), nil, rc.body)
+		if status != 200 {
+			t.Errorf("dev %s %s: %d %+v", rc.method, rc.path, status, apiErr)
+		}
+	}
+	if _, err := NewServer(ServerConfig{Backend: b}); err == nil {
+		t.Fatal("NewServer without tokens outside dev mode succeeded")
+	}
+}
+
+func TestNotFoundAndMethodNotAllowed(t *testing.T) {
+	ts := startServer(t, "n1", newFakeBackend("n1", true), nil)
+	status, apiErr, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/nope", bearer(secretOperator), nil)
+	if status != 404 || apiErr.Code != CodeNotFound {
+		t.Fatalf("unknown path: %d %+v", status, apiErr)
+	}
+	status, apiErr, _ = rawRequest(t, ts, caOnly(t), "DELETE", "/v1/status", bearer(secretOperator), nil)
+	if status != 405 || apiErr.Code != "method_not_allowed" {
+		t.Fatalf("wrong method: %d %+v", status, apiErr)
+	}
+	status, apiErr, _ = rawRequest(t, ts, caOnly(t), "GET", "/v1/services/nosuch", bearer(secretReader), nil)
+	if status != 404 || apiErr.Code != "unknown_service" {
+		t.Fatalf("unknown service: %d %+v", status, apiErr)
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	ts := startServer(t, "n1", b, nil)
+	big := bytes.Repeat([]byte(" "), DefaultMaxBodyBytes+10)
+	big = append(append([]byte(`{"addresses":["a"]`), big...), '}')
+	cases := []struct {
+		name, path string
+		body       []byte
+		status     int
+		code       string
+		msg        string
+	}{
+		{"services: malformed", "/v1/services", []byte(`{"name":`), 400, "invalid", ""},
+		{"services: unknown field", "/v1/services", []byte(`{"name":"dns","colour":"red"}`), 400, "invalid", "colour"},
+		{"services: wrong type", "/v1/services", []byte(`{"name":42}`), 400, "invalid", ""},
+		{"services: two objects", "/v1/services", append(validSpec("dns"), validSpec("dns")...), 400, "invalid", ""},
+		{"services: empty", "/v1/services", []byte(""), 400, "invalid", "empty"},
+		{"services: array", "/v1/services", []byte(`[]`), 400, "invalid", ""},
+		{"services: invalid value", "/v1/services", bytes.Replace(validSpec("dns"), []byte(`"windows"`), []byte(`"beos"`), 1), 400, "invalid", "os"},
+		{"join: malformed", "/v1/join", []byte(`{"addresses":[`), 400, "invalid", "malformed JSON"},
+		{"join: unknown field", "/v1/join", []byte(`{"addresses":["a"],"force":true}`), 400, "invalid", `unknown field "force"`},
+		{"join: wrong type", "/v1/join", []byte(`{"addresses":"127.0.0.1"}`), 400, "invalid", `field "addresses": expected an array`},
+		{"join: trailing data", "/v1/join", []byte(`{"addresses":["a"]} {}`), 400, "invalid", "exactly one JSON object"},
+		{"join: not an object", "/v1/join", []byte(`["a"]`), 400, "invalid", "JSON object"},
+		{"join: null", "/v1/join", []byte(`null`), 400, "invalid", "JSON object"},
+		{"join: empty list", "/v1/join", []byte(`{"addresses":[]}`), 400, "invalid", "addresses"},
+		{"join: empty address", "/v1/join", []byte(`{"addresses":[""]}`), 400, "invalid", "addresses[0]"},
+		{"join: empty body", "/v1/join", nil, 400, "invalid", "empty"},
+		{"join: too large", "/v1/join", big, 413, CodeTooLarge, "limit"},
+		{"leave: unknown field", "/v1/leave", []byte(`{"now":true}`), 400, "invalid", "now"},
+		{"transfer: wrong type", "/v1/raft/transfer-leader", []byte(`{"to":1}`), 400, "invalid", `"to"`},
+		{"remove-peer: missing id", "/v1/raft/remove-peer", []byte(`{}`), 400, "invalid", "id"},
+		{"remove-peer: unknown field", "/v1/raft/remove-peer", []byte(`{"ID":"n2","id":"n2","x":1}`), 400, "invalid", "x"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, apiErr, _ := rawRequest(t, ts, caOnly(t), "POST", c.path, bearer(secretOperator), c.body)
+			if status != c.status || apiErr == nil || apiErr.Code != c.code {
+				t.Fatalf("got %d %+v, want %d %s", status, apiErr, c.status, c.code)
+			}
+			if !strings.Contains(apiErr.Message, c.msg) {
+				t.Fatalf("message %q does not mention %q", apiErr.Message, c.msg)
+			}
+		})
+	}
+	// Internal apply with garbage, authenticated as a node.
+	nodeTLS := mustClientTLS(t, nodeFiles(pkiDir, "n2"))
+	for _, body := range [][]byte{[]byte("garbage"), []byte(`{"v":1,"type":"nope","term":1,"body":{}}`), nil} {
+		status, apiErr, _ := rawRequest(t, ts, nodeTLS, "POST", "/v1/internal/apply", nil, body)
+		if status != 400 || apiErr == nil {
+			t.Fatalf("internal apply %q: %d %+v, want 400", body, status, apiErr)
+		}
+	}
+	apply, join, leave, transfer, remove := b.counts()
+	if apply+join+leave+transfer+remove != 0 {
+		t.Fatalf("bad input reached the backend: apply=%d join=%d leave=%d transfer=%d remove=%d", apply, join, leave, transfer, remove)
+	}
+	if len(b.Services()) != 0 {
+		t.Fatal("bad input created a service")
+	}
+}
+
+func TestApplyServiceAndRead(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Term = func() uint64 { return 3 } })
+	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
+	ctx := context.Background()
+	res, err := c.ApplyService(ctx, validSpec("dns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Service != "dns" || res.Index == 0 || res.Generation == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	svc, err := c.Service(ctx, "dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Name != "dns" || len(svc.Replicas) != 2 {
+		t.Fatalf("service %+v", svc)
+	}
+	list, err := c.Services(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("services %v %v", list, err)
+	}
+	// A command stamped with a stale term is rejected by the fsm; that
+	// error must round-trip with its identity.
+	ts2 := startServer(t, "n2", newFakeBackend("n2", true), func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
+	_, err = newTestClient(t, ts2.URL, secretOperator, caOnly(t)).ApplyService(ctx, validSpec("dns"))
+	if !errors.Is(err, fsm.ErrStaleTerm) {
+		t.Fatalf("stale term apply: %v", err)
+	}
+	_, err = c.Service(ctx, "nosuch")
+	if !errors.Is(err, fsm.ErrUnknownService) || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown service error %v lacks identity", err)
+	}
+	// Status page shows the service and its replicas' roles.
+	status, _, body := rawRequest(t, ts, caOnly(t), "GET", "/", bearer(secretReader), nil)
+	if status != 200 || !bytes.Contains(body, []byte("win-bind")) || !bytes.Contains(body, []byte("role-active")) {
+		t.Fatalf("status page: %d %s", status, body)
+	}
+}
+
+func TestConsistentReadRunsBarrierOnLeader(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	ts := startServer(t, "n1", b, nil)
+	status, _, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/services?consistent", bearer(secretReader), nil)
+	if status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	b.mu.Lock()
+	n := b.barrierN
+	b.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("barrier calls = %d, want 1", n)
+	}
+}
+
+func TestErrorIdentityRoundTrip(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	ts := startServer(t, "n1", b, nil)
+	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
+	cases := []struct {
+		backendErr error
+		status     int
+		code       string
+		is         []error
+	}{
+		{fmt.Errorf("%w: x", fsm.ErrStaleGeneration), 409, "stale_generation", []error{fsm.ErrStaleGeneration}},
+		{fmt.Errorf("%w: x", fsm.ErrConflict), 409, "conflict", []error{fsm.ErrConflict}},
+		{fmt.Errorf("%w: x", fsm.ErrInvalid), 400, "invalid", []error{fsm.ErrInvalid, ErrBadRequest}},
+		{fmt.Errorf("%w: replica r9", fsm.ErrUnknownReplica), 404, "unknown_replica", []error{fsm.ErrUnknownReplica, ErrNotFound}},
+		{fmt.Errorf("%w: x", fsm.ErrCorrupt), 500, "corrupt", []error{fsm.ErrCorrupt}},
+		{fmt.Errorf("raft apply: %w", raft.ErrNotLeader), 503, CodeNotLeader, []error{ErrNotLeader}},
+		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), 503, CodeNotLeader, []error{ErrNotLeader}},
+		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), 504, CodeTimeout, []error{ErrTimeout}},
+		{fmt.Errorf("raft: %w", raft.ErrRaftShutdown), 503, CodeUnavailable, []error{ErrUnavailable}},
+		{ErrNoLeader, 503, CodeNoLeader, []error{ErrNoLeader}},
+		{fmt.Errorf("wrapped: %w", ErrNotLeader), 503, CodeNotLeader, []error{ErrNotLeader}},
+		{errors.New("disk on fire"), 500, CodeInternal, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.code+"/"+tc.backendErr.Error(), func(t *testing.T) {
+			b.mu.Lock()
+			b.applyErr = tc.backendErr
+			b.mu.Unlock()
+			_, err := c.ApplyService(context.Background(), validSpec("dns"))
+			var ae *APIError
+			if !errors.As(err, &ae) {
+				t.Fatalf("error %v (%T) is not an *APIError", err, err)
+			}
+			if ae.Status != tc.status || ae.Code != tc.code {
+				t.Fatalf("got %d %s, want %d %s", ae.Status, ae.Code, tc.status, tc.code)
+			}
+			for _, target := range tc.is {
+				if !errors.Is(err, target) {
+					t.Errorf("errors.Is(%v, %v) = false", err, target)
+				}
+			}
+			for _, other := range []error{ErrNotLeader, ErrNoLeader, fsm.ErrStaleTerm, ErrUnauthorized} {
+				if !slices.Contains(tc.is, other) && errors.Is(err, other) {
+					t.Errorf("errors.Is(%v, %v) = true unexpectedly", err, other)
+				}
+			}
+			if fsm.Code(err) != "" && fsm.Code(err) != tc.code {
+				t.Errorf("fsm.Code(client error) = %q, want %q", fsm.Code(err), tc.code)
+			}
+		})
+	}
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	leader := newFakeBackend("n1", true)
+	lts := startServer(t, "n1", leader, nil)
+	fb := newFakeBackend("n2", false)
+	fb.leaderFn = func() (string, string, bool) { return "n1", lts.hostPort(), true }
+	fts := startServer(t, "n2", fb, func(c *ServerConfig) {
+		c.Tokens = testTokens(t, Token{Name: "fonly", Role: RoleOperator, Secret: secretOther})
+	})
+	ctx := context.Background()
+	for _, secret := range []string{secretOperator, secretReader, secretDetector, secretOther, secretOperator + "x", "short"} {
+		for _, ts := range []*testServer{lts, fts} {
+			c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
+			_, _ = c.ApplyService(ctx, validSpec("dns"))
+			c2 := newTestClient(t, ts.URL, secret, caOnly(t))
+			_, _ = c2.Status(ctx)
+			_, _ = c2.ApplyService(ctx, validSpec("dns"))
+			_ = c2.TransferLeader(ctx, "")
+			rawRequest(t, ts, caOnly(t), "GET", "/v1/status", http.Header{HeaderToken: {secret}, "Authorization": {"Bearer x" + secret}}, nil)
+		}
+	}
+	logs := lts.logs.String() + fts.logs.String()
+	if !strings.Contains(logs, `"caller":"ops"`) {
+		t.Fatalf("access log lacks token names; logs:\n%s", logs)
+	}
+	for _, secret := range []string{secretOperator, secretReader, secretDetector, secretOther} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("secret %q appears in logs", secret)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package transport
+
+import (
+	"bytes"
+	"fmt"
+	"html/template"
+	"net/http"
+
+	"ars/fsm"
+)
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"roleClass": func(r fsm.Role) string { return "role-" + string(r) },
+}).Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="5">
+<title>ars · {{.Status.Node}}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:1.5em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}
+.warn{background:#fde2e2;padding:.5em;border:1px solid #e99}
+.role-active{color:#fff;background:#2a7d2a}
+.role-standby{background:#cfe8cf}
+.role-suspended{background:#e6e6e6}
+.role-quarantined{color:#fff;background:#b22}
+.role-recovering{background:#fbe3b5}
+.role-maintenance{background:#d7d7f5}
+</style>
+</head>
+<body>
+<h1>ars node {{.Status.Node}}</h1>
+{{if .Status.Dev}}<p class="warn">Development mode: API authentication is disabled.</p>{{end}}
+<table>
+<tr><th>State</th><td>{{.Status.State}}</td></tr>
+<tr><th>Leader</th><td>{{if .Status.Leader}}{{.Status.Leader}}{{else}}<em>none</em>{{end}}</td></tr>
+<tr><th>Term</th><td>{{.Status.Term}}</td></tr>
+<tr><th>Commit / applied / last log index</th><td>{{.Status.CommitIndex}} / {{.Status.AppliedIndex}} / {{.Status.LastLogIndex}}</td></tr>
+<tr><th>Last contact</th><td>{{.Status.LastContact}}</td></tr>
+<tr><th>Members / voters</th><td>{{.Status.Members}} / {{.Status.Voters}}</td></tr>
+<tr><th>Version</th><td>{{.Status.Version}}</td></tr>
+</table>
+<h2>Members</h2>
+<table>
+<tr><th>Name</th><th>Status</th><th>Voter</th><th>Leader</th><th>Raft</th><th>API</th><th>Gossip</th></tr>
+{{range .Members}}<tr><td>{{.Name}}</td><td>{{.Status}}</td><td>{{if .Voter}}yes{{end}}</td><td>{{if .Leader}}yes{{end}}</td><td>{{.RaftAddr}}</td><td>{{.APIAddr}}</td><td>{{.GossipAddr}}</td></tr>
+{{else}}<tr><td colspan="7"><em>no members known</em></td></tr>{{end}}
+</table>
+<h2>Services</h2>
+{{range .Services}}
+<h3>{{.Name}} <small>({{.Address}}, generation {{.Generation}}{{if .Intent}}, switch in progress{{end}})</small></h3>
+<table>
+<tr><th>Replica</th><th>Role</th><th>Health</th><th>Impl</th><th>OS</th><th>Platform</th></tr>
+{{range .Replicas}}<tr><td>{{.Name}}</td><td class="{{roleClass .Role}}">{{.Role}}</td><td>{{.Health}}</td><td>{{.Impl}}</td><td>{{.OS}}</td><td>{{.Platform}}</td></tr>
+{{end}}</table>
+{{else}}<p><em>No services defined.</em></p>{{end}}
+</body>
+</html>
+`))
+
+// statusPageData is what the status page renders.
+type statusPageData struct {
+	Status   Status
+	Members  []Member
+	Services []pageService
+}
+
+type pageService struct {
+	Name, Address string
+	Generation    uint64
+	Intent        bool
+	Replicas      []pageReplica
+}
+
+type pageReplica struct {
+	Name               string
+	Role               fsm.Role
+	Health             string
+	Impl, OS, Platform string
+}
+
+func pageServices(list []fsm.Service) []pageService {
+	out := make([]pageService, 0, len(list))
+	for _, svc := range list {
+		ps := pageService{Name: svc.Spec.Name, Address: svc.Spec.Address, Generation: svc.Generation, Intent: svc.Intent != nil}
+		specs := map[string]fsm.ReplicaSpec{}
+		for _, rs := range svc.Spec.Replicas {
+			specs[rs.Name] = rs
+		}
+		for _, st := range svc.Replicas {
+			rs := specs[st.Name]
+			ps.Replicas = append(ps.Replicas, pageReplica{Name: st.Name, Role: st.Role, Health: st.Health,
+				Impl: rs.Impl, OS: rs.OS, Platform: rs.Platform})
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+func (s *Server) handleStatusPage(w http.ResponseWriter, r *http.Request) error {
+	data := statusPageData{Status: s.b.Status(), Members: s.b.Members(), Services: pageServices(s.b.Services())}
+	var buf bytes.Buffer
+	if err := statusPage.Execute(&buf, data); err != nil {
+		return fmt.Errorf("rendering status page: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+	return nil
+}

@@ -1,0 +1,166 @@
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+)
+
+// Node certificates. A certificate issued by the cluster CA identifies a
+// controller node (role "node") when it carries the node marker:
+//
+//   - a URI SAN "ars://node/<name>" (authoritative), or
+//   - Subject OU "ars-node", with the node name in the Subject CN.
+//
+// GeneratePKI writes both. Operator client certificates issued by the same
+// CA without the marker are ordinary TLS clients and authenticate with
+// tokens.
+const (
+	NodeOU        = "ars-node"
+	NodeURIScheme = "ars"
+	NodeURIHost   = "node"
+)
+
+// NodeURI is the URI SAN that marks a node certificate for name.
+func NodeURI(name string) *url.URL {
+	return &url.URL{Scheme: NodeURIScheme, Host: NodeURIHost, Path: "/" + name}
+}
+
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// nodeNameFromCert extracts the node name from a certificate's marker.
+func nodeNameFromCert(c *x509.Certificate) (string, bool) {
+	if c == nil {
+		return "", false
+	}
+	for _, u := range c.URIs {
+		if u.Scheme == NodeURIScheme && u.Host == NodeURIHost && len(u.Path) > 1 {
+			name := u.Path[1:]
+			if nodeNameRE.MatchString(name) {
+				return name, true
+			}
+		}
+	}
+	if slices.Contains(c.Subject.OrganizationalUnit, NodeOU) && nodeNameRE.MatchString(c.Subject.CommonName) {
+		return c.Subject.CommonName, true
+	}
+	return "", false
+}
+
+// NodeName returns the node name of the peer of a TLS connection if the
+// peer presented a certificate that was verified against the configured CA
+// and carries the node marker. Unverified certificates never count.
+func NodeName(cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	return nodeNameFromCert(cs.PeerCertificates[0])
+}
+
+// TLSFiles names PEM files: the cluster CA certificate, and this party's
+// certificate and private key.
+type TLSFiles struct{ CA, Cert, Key string }
+
+func loadCAPool(path string) (*x509.CertPool, error) {
+	pemData, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tls: reading CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("tls: CA file %s contains no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+func loadKeyPair(f TLSFiles) (tls.Certificate, error) {
+	if f.Cert == "" || f.Key == "" {
+		return tls.Certificate{}, errors.New("tls: both a certificate and a key file are required")
+	}
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("tls: loading key pair %s / %s: %w", f.Cert, f.Key, err)
+	}
+	return cert, nil
+}
+
+// ServerTLS is the TLS configuration for a listener (the API or the Raft
+// stream layer): TLS 1.2 or newer, this node's certificate, and client
+// certificates verified against the CA — always required when
+// requireClientCert is set, otherwise verified if the client offers one
+// (nodes do; operators with tokens need not).
+func ServerTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
+	if f.CA == "" {
+		return nil, errors.New("tls: a CA file is required")
+	}
+	pool, err := loadCAPool(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := loadKeyPair(f)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		RootCAs:      pool,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+	}
+	if requireClientCert {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// ClientTLS is the TLS configuration for a client: TLS 1.2 or newer, the
+// server verified against the CA (the system roots when f.CA is empty),
+// and this party's certificate presented when f.Cert and f.Key are given.
+// serverName overrides the name checked in the server certificate; empty
+// means the host of the dialled address (node certificates from
+// GeneratePKI carry their IPs, DNS names and node name as SANs).
+func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if f.CA != "" {
+		pool, err := loadCAPool(f.CA)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if f.Cert != "" || f.Key != "" {
+		cert, err := loadKeyPair(f)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// requireNodePeer wraps cfg's VerifyConnection so that the handshake also
+// fails unless the peer's verified certificate carries the node marker.
+func requireNodePeer(cfg *tls.Config, side string) {
+	prev := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) == 0 {
+			return fmt.Errorf("tls: %s presented no certificate", side)
+		}
+		if _, ok := NodeName(&cs); !ok {
+			return fmt.Errorf("tls: %s certificate (subject %q) is not an ars node certificate",
+				side, cs.PeerCertificates[0].Subject.String())
+		}
+		return nil
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 
+	"ars/cluster"
 	"ars/cmd/ars/agent"
 )
 
@@ -40,6 +41,7 @@ makes it leave gracefully.
 				default:
 					return usageErrorf("agent needs -config FILE or -dev")
 				}
+				cluster.Version = Version()
 				log := agent.NewLogger(cfg, e.Stderr)
 				a, err := agent.Start(cfg, log)
 				if err != nil {

@@ -139,7 +139,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 			ReapFailedAfter: cfg.Membership.ReapFailedAfter,
 			MinVoters:       cfg.Membership.MinVoters,
 		},
-		Forwarder:  forwarder(raftClient),
+		Forwarder:  (&forwarder{tls: raftClient}).forward,
 		Logger:     log,
 		Registerer: reg,
 	}
@@ -190,20 +190,46 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log.Info("left the cluster; stopping")
 		a.stop(nil)
 	}()
+	if cfg.VCenter != nil || len(cfg.Docker.Hosts) > 0 {
+		log.Warn("vcenter/docker settings are read and validated, but this version has no replica drivers yet: they are not used")
+	}
 	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
 	return a, nil
 }
 
 // forwarder sends follower writes to the leader's API with the node's
-// mutual-TLS identity.
-func forwarder(nodeTLS *tls.Config) cluster.Forwarder {
-	return func(ctx context.Context, leaderAPI string, cmd []byte) (fsm.Result, error) {
-		cl, err := transport.NewClient(leaderAPI, "", nodeTLS)
-		if err != nil {
-			return fsm.Result{}, err
-		}
-		return cl.InternalApply(ctx, cmd)
+// mutual-TLS identity. It keeps one client (one connection pool) for the
+// current leader and replaces it when the leader changes.
+type forwarder struct {
+	tls *tls.Config
+	mu  sync.Mutex
+	cl  *transport.Client
+	api string
+}
+
+func (f *forwarder) client(api string) (*transport.Client, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cl != nil && f.api == api {
+		return f.cl, nil
 	}
+	cl, err := transport.NewClient(api, "", f.tls)
+	if err != nil {
+		return nil, err
+	}
+	if f.cl != nil {
+		f.cl.Close()
+	}
+	f.cl, f.api = cl, api
+	return cl, nil
+}
+
+func (f *forwarder) forward(ctx context.Context, leaderAPI string, cmd []byte) (fsm.Result, error) {
+	cl, err := f.client(leaderAPI)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return cl.InternalApply(ctx, cmd)
 }
 
 // APIURL is the API address other nodes and the CLI use.
@@ -242,4 +268,3 @@ func DevBanner(url string) string {
 	line := strings.Repeat("!", 72)
 	return fmt.Sprintf("%s\n!! ars agent -dev: ONE in-memory node, plain HTTP, NO authentication.\n!! API %s — every request is treated as an operator.\n!! Never expose this to a network. CLI: export ARS_HTTP_ADDR=%s\n%s\n", line, url, url, line)
 }
-

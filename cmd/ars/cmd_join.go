@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"ars/transport"
+)
+
+func init() {
+	Register(Command{
+		Name:    "join",
+		Args:    "ADDR...",
+		MinArgs: 1, MaxArgs: -1,
+		Summary: "Make the node join a cluster through gossip addresses (host:port)",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			return func(ctx context.Context, e *Env, args []string) error {
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				n, err := c.Join(ctx, args)
+				if err != nil {
+					return err
+				}
+				if e.JSONOutput() {
+					return e.JSON(transport.JoinResponse{Joined: n})
+				}
+				_, err = fmt.Fprintf(e.Stdout, "Joined %d node(s).\n", n)
+				return err
+			}
+		},
+	})
+}

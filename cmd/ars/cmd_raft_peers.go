@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"ars/transport"
+)
+
+func init() {
+	Register(Command{
+		Name:    "raft peers",
+		Summary: "List the servers in the Raft configuration",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			return func(ctx context.Context, e *Env, args []string) error {
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				ps, err := c.Peers(ctx)
+				if err != nil {
+					return err
+				}
+				if ps == nil {
+					ps = []transport.Peer{}
+				}
+				return e.Print(ps, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tADDRESS\tSUFFRAGE\tLEADER")
+					for _, p := range ps {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.ID, p.Address, p.Suffrage, yesNo(p.Leader))
+					}
+				})
+			}
+		},
+	})
+}

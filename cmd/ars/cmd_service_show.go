@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"ars/fsm"
+)
+
+func init() {
+	Register(Command{
+		Name:    "service show",
+		Args:    "NAME",
+		MinArgs: 1, MaxArgs: 1,
+		Summary: "Show a service: spec summary, replica roles and recent switches",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			n := fs.Int("history", 10, "number of recent switches to show in the table (`N`; 0 = none)")
+			return func(ctx context.Context, e *Env, args []string) error {
+				if *n < 0 {
+					return usageErrorf("-history %d: must be >= 0", *n)
+				}
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				s, err := c.Service(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if e.JSONOutput() {
+					return e.JSON(s)
+				}
+				return printService(e.Stdout, s, *n)
+			}
+		},
+	})
+}
+
+func printService(out io.Writer, s fsm.Service, nHistory int) error {
+	tw := newTabWriter(out)
+	p, q := s.Spec.Probe, s.Spec.Policy
+	probe := fmt.Sprintf("%s %s", dash(p.Type), dash(p.Query))
+	if p.Expect != "" {
+		probe += " expect " + p.Expect
+	}
+	probe += fmt.Sprintf(", profile %s (timeout %s, interval %s, window %s, failures %d, confirm %s)",
+		dash(p.Profile), p.Timeout, p.Interval, p.Window, p.Failures, dash(p.Confirm))
+	policy := fmt.Sprintf("rotation %s, min dwell %s, max %d switches per %s, exploit %s, dos %s",
+		dash(q.Rotation), q.MinDwell, q.MaxSwitches, q.Window, dash(q.ExploitMode), dash(q.DoSMode))
+	fmt.Fprintf(tw, "Service:\t%s\n", s.Spec.Name)
+	fmt.Fprintf(tw, "Address:\t%s\n", s.Spec.Address)
+	fmt.Fprintf(tw, "Generation:\t%d\n", s.Generation)
+	fmt.Fprintf(tw, "Probe:\t%s\n", probe)
+	fmt.Fprintf(tw, "Policy:\t%s\n", policy)
+	if in := s.Intent; in != nil {
+		fmt.Fprintf(tw, "Switching:\t%s -> %s (%s, %s, generation %d, since %s)\n",
+			dash(in.From), in.To, in.Reason, in.Mode, in.Generation, stamp(in.OpenedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out)
+	tw = newTabWriter(out)
+	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tROLE\tHEALTH\tCLEAN\tSINCE\tREASON")
+	for _, r := range s.Replicas {
+		spec, _ := s.Spec.Replica(r.Name)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
+			r.Role, dash(r.Health), yesNo(r.Clean), r.Since, dash(r.Reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	if nHistory == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	h := s.History
+	if len(h) == 0 {
+		_, err := fmt.Fprintln(out, "No switches yet.")
+		return err
+	}
+	if len(h) > nHistory {
+		h = h[len(h)-nHistory:]
+	}
+	fmt.Fprintf(out, "Recent switches (%d of %d, newest last):\n", len(h), len(s.History))
+	tw = newTabWriter(out)
+	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tDOWNTIME\tLOST\tDONE")
+	for _, r := range h {
+		det, sw, tot, lost := "-", "-", "-", "-"
+		if r.Done {
+			det, sw, tot, lost = ms(r.DetectionMS), ms(r.SwitchMS), ms(r.TotalMS), fmt.Sprint(r.LostQueries)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
+			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
+			r.Reason, dash(r.Mode), det, sw, tot, lost, yesNo(r.Done))
+	}
+	return tw.Flush()
+}
+
+// stamp formats unix nanoseconds as UTC with milliseconds ("-" for zero).
+func stamp(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).UTC().Format("2006-01-02 15:04:05.000")
+}
+
+func ms(v float64) string { return fmt.Sprintf("%.1fms", v) }
+
+// switchEnd renders "name (impl/platform)".
+func switchEnd(name, impl, platform string) string {
+	if name == "" {
+		return "-"
+	}
+	var labels []string
+	for _, l := range []string{impl, platform} {
+		if l != "" {
+			labels = append(labels, l)
+		}
+	}
+	if len(labels) == 0 {
+		return name
+	}
+	return name + " (" + strings.Join(labels, "/") + ")"
+}

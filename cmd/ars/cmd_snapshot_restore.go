@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"ars/transport"
+)
+
+func init() {
+	Register(Command{
+		Name:    "snapshot restore",
+		Args:    "FILE",
+		MinArgs: 1, MaxArgs: 1,
+		Timeout: 10 * time.Minute,
+		Summary: "Replace the replicated state with a saved snapshot ('-' = stdin)",
+		Help: `The leader installs the snapshot and every node follows. This replaces
+all services, roles and history. The default -timeout of this command is
+10m.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			return func(ctx context.Context, e *Env, args []string) error {
+				path := args[0]
+				var r io.Reader = e.Stdin
+				if path != "-" {
+					f, err := os.Open(path)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					r = f
+				}
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				if err := c.SnapshotRestore(ctx, r); err != nil {
+					return err
+				}
+				if e.JSONOutput() {
+					return e.JSON(transport.OKResponse{OK: true})
+				}
+				_, err = fmt.Fprintf(e.Stdout, "Restored snapshot from %s.\n", path)
+				return err
+			}
+		},
+	})
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+func init() {
+	Register(Command{
+		Name:    "status",
+		Summary: "Show the node's view of the cluster (role, leader, Raft indexes)",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			return func(ctx context.Context, e *Env, args []string) error {
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				return e.Print(st, func(w io.Writer) {
+					leader := st.Leader
+					if leader == "" {
+						leader = "(none)"
+					}
+					rows := [][2]string{
+						{"Node", st.Node},
+						{"State", st.State},
+						{"Leader", leader},
+						{"Leader API", dash(st.LeaderAPI)},
+						{"Term", strconv.FormatUint(st.Term, 10)},
+						{"Commit index", strconv.FormatUint(st.CommitIndex, 10)},
+						{"Applied index", strconv.FormatUint(st.AppliedIndex, 10)},
+						{"Last log index", strconv.FormatUint(st.LastLogIndex, 10)},
+						{"Last contact", dash(st.LastContact)},
+						{"Members", strconv.Itoa(st.Members)},
+						{"Voters", strconv.Itoa(st.Voters)},
+						{"Version", dash(st.Version)},
+					}
+					if st.Dev {
+						rows = append(rows, [2]string{"Mode", "dev (in-memory, no authentication)"})
+					}
+					for _, r := range rows {
+						fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+					}
+				})
+			}
+		},
+	})
+}
+
+// dash shows "-" for an empty table cell.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// yesNo renders a bool table cell.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

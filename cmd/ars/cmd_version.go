@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// Version returns the version string of this binary, with the VCS revision
+// when the build recorded one.
+func Version() string {
+	v := version
+	if info, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if rev != "" {
+			v += " (" + rev + dirty + ")"
+		}
+	}
+	return v
+}
+
+func init() {
+	Register(Command{
+		Name:    "version",
+		Local:   true,
+		Summary: "Print the version of this binary",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			return func(ctx context.Context, e *Env, args []string) error {
+				info := map[string]string{"version": Version(), "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH}
+				if e.JSONOutput() {
+					return e.JSON(info)
+				}
+				_, err := fmt.Fprintf(e.Stdout, "ars %s %s %s\n", info["version"], info["go"], info["platform"])
+				return err
+			}
+		},
+	})
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"syscall"
+
+	"ars/transport"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0 // success
+	exitFailed      = 1 // the operation failed: server error or local I/O
+	exitUsage       = 2 // bad command, flags or arguments
+	exitUnreachable = 3 // cannot reach the node, or TLS failure
+)
+
+// usageError is a mistake in the command line (exit 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// tlsSetupError: the client TLS configuration could not be built (exit 3).
+type tlsSetupError struct{ err error }
+
+func (e *tlsSetupError) Error() string { return "TLS setup: " + e.err.Error() }
+func (e *tlsSetupError) Unwrap() error { return e.err }
+
+// fail prints "ars: <reason>" for err (nothing for nil) and returns the
+// exit code.
+func fail(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code, reason := classify(err)
+	reason = strings.Join(strings.Fields(strings.ReplaceAll(reason, "\n", "; ")), " ")
+	fmt.Fprintf(stderr, "ars: %s\n", reason)
+	return code
+}
+
+// apiReasons are the short reasons for API error codes.
+var apiReasons = map[string]string{
+	transport.CodeNoLeader:     "no leader elected",
+	transport.CodeNotLeader:    "this node is not the leader",
+	transport.CodeUnauthorized: "unauthorized: missing or invalid token (set -token or " + EnvToken + ")",
+	transport.CodeForbidden:    "forbidden: the token's role does not allow this",
+	transport.CodeTimeout:      "the node timed out",
+	transport.CodeTooLarge:     "request too large",
+}
+
+// classify maps an error to an exit code and a one-line reason.
+func classify(err error) (int, string) {
+	var (
+		ue  *usageError
+		tse *tlsSetupError
+		ae  *transport.APIError
+		ne  *transport.NetworkError
+	)
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage, ue.msg
+	case errors.As(err, &tse):
+		return exitUnreachable, tse.Error()
+	case errors.As(err, &ae):
+		return apiReason(ae)
+	case errors.As(err, &ne):
+		return exitUnreachable, networkReason(ne.Addr, ne.Err)
+	case isNetworkError(err):
+		return exitUnreachable, networkReason("", err)
+	case errors.Is(err, context.Canceled):
+		return exitFailed, "interrupted"
+	}
+	return exitFailed, err.Error()
+}
+
+func apiReason(ae *transport.APIError) (int, string) {
+	if strings.Contains(ae.Message, "HTTP request to an HTTPS server") {
+		return exitUnreachable, "the node speaks HTTPS: use an https:// -addr or set -ca-file (" + EnvCACert + ")"
+	}
+	code := ae.Code
+	if code == "" {
+		code = fmt.Sprintf("HTTP %d", ae.Status)
+	}
+	reason, ok := apiReasons[ae.Code]
+	switch {
+	case ok && ae.Code == transport.CodeNoLeader, ok && ae.Code == transport.CodeUnauthorized:
+		// The fixed text says it all.
+	case ok && ae.Message != "":
+		reason += ": " + ae.Message
+	case ae.Message != "":
+		reason = ae.Message
+	case !ok:
+		reason = "request failed"
+	}
+	return exitFailed, fmt.Sprintf("%s (%s)", reason, code)
+}
+
+// isNetworkError recognises connection and TLS failures that did not come
+// wrapped in a transport.NetworkError.
+func isNetworkError(err error) bool {
+	var (
+		ue  *url.Error
+		oe  *net.OpError
+		dnE *net.DNSError
+		cve *tls.CertificateVerificationError
+		rhe tls.RecordHeaderError
+		uae x509.UnknownAuthorityError
+		he  x509.HostnameError
+		cie x509.CertificateInvalidError
+	)
+	return errors.As(err, &ue) || errors.As(err, &oe) || errors.As(err, &dnE) ||
+		errors.As(err, &cve) || errors.As(err, &rhe) || errors.As(err, &uae) ||
+		errors.As(err, &he) || errors.As(err, &cie) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// isTLSError reports whether err is a certificate or handshake failure.
+func isTLSError(err error) bool {
+	var (
+		cve *tls.CertificateVerificationError
+		rhe tls.RecordHeaderError
+		ae  tls.AlertError
+		uae x509.UnknownAuthorityError
+		he  x509.HostnameError
+		cie x509.CertificateInvalidError
+	)
+	return errors.As(err, &cve) || errors.As(err, &rhe) || errors.As(err, &ae) ||
+		errors.As(err, &uae) || errors.As(err, &he) || errors.As(err, &cie) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
+// networkReason is a short reason for a connection failure.
+func networkReason(addr string, err error) string {
+	where := "the node"
+	if addr != "" {
+		where = addr
+	}
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		return "timed out talking to " + where + " (see -timeout)"
+	}
+	if isTLSError(err) {
+		reason := "TLS failure with " + where + ": " + innermost(err)
+		var uae x509.UnknownAuthorityError
+		if errors.As(err, &uae) || strings.Contains(reason, "unknown authority") {
+			reason += " (check -ca-file or " + EnvCACert + ")"
+		}
+		return reason
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return "cannot reach " + where + ": connection refused (is the agent running? check -addr or " + EnvAddr + ")"
+	}
+	return "cannot reach " + where + ": " + innermost(err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// innermost drops url.Error and net.OpError wrappers, which repeat the URL
+// and addresses, and keeps the cause.
+func innermost(err error) string {
+	for {
+		var ue *url.Error
+		var oe *net.OpError
+		switch {
+		case errors.As(err, &ue) && ue.Err != nil:
+			err = ue.Err
+		case errors.As(err, &oe) && oe.Err != nil:
+			err = oe.Err
+		default:
+			return err.Error()
+		}
+	}
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ars/fsm"
+	"ars/transport"
+)
+
+// fakeBackend is a transport.Backend over a real fsm.Machine, with
+// scriptable cluster answers.
+type fakeBackend struct {
+	mu      sync.Mutex
+	m       *fsm.Machine
+	index   uint64
+	term    uint64
+	leader  bool // false: no leader known anywhere
+	members []transport.Member
+	peers   []transport.Peer
+
+	joined      []string
+	left        bool
+	transferred []string
+	removed     []string
+}
+
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{
+		m:      fsm.New(),
+		term:   3,
+		leader: true,
+		members: []transport.Member{
+			{Name: "n2", GossipAddr: "127.0.0.2:7502", RaftAddr: "127.0.0.2:7501", APIAddr: "https://127.0.0.2:7500", Status: "alive", Voter: true},
+			{Name: "n1", GossipAddr: "127.0.0.1:7502", RaftAddr: "127.0.0.1:7501", APIAddr: "https://127.0.0.1:7500", Status: "alive", Voter: true, Leader: true},
+			{Name: "n3", GossipAddr: "127.0.0.3:7502", RaftAddr: "127.0.0.3:7501", APIAddr: "https://127.0.0.3:7500", Status: "suspect", Voter: true},
+		},
+		peers: []transport.Peer{
+			{ID: "n1", Address: "127.0.0.1:7501", Suffrage: "voter", Leader: true},
+			{ID: "n2", Address: "127.0.0.2:7501", Suffrage: "voter"},
+			{ID: "n3", Address: "127.0.0.3:7501", Suffrage: "voter"},
+		},
+	}
+}
+
+func (b *fakeBackend) Status() transport.Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := transport.Status{Node: "n1", State: "follower", Term: b.term, CommitIndex: b.index, AppliedIndex: b.index,
+		LastLogIndex: b.index, LastContact: "12ms", Members: 3, Voters: 3, Version: "test"}
+	if b.leader {
+		st.State, st.Leader, st.LeaderAPI, st.LastContact = "leader", "n1", "https://127.0.0.1:7500", "0s"
+	}
+	return st
+}
+func (b *fakeBackend) Members() []transport.Member { return b.members }
+func (b *fakeBackend) Peers() ([]transport.Peer, error) {
+	return b.peers, nil
+}
+func (b *fakeBackend) IsLeader() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.leader
+}
+func (b *fakeBackend) LeaderAPI() (string, string, bool) {
+	if b.IsLeader() {
+		return "n1", "https://127.0.0.1:7500", true
+	}
+	return "", "", false
+}
+func (b *fakeBackend) Join(ctx context.Context, addrs []string) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.joined = append(b.joined, addrs...)
+	return len(addrs), nil
+}
+func (b *fakeBackend) Leave(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left = true
+	return nil
+}
+func (b *fakeBackend) TransferLeadership(ctx context.Context, to string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if to != "" && to != "n2" && to != "n3" {
+		return fmt.Errorf("transfer to %q: %w", to, transport.ErrNotFound)
+	}
+	b.transferred = append(b.transferred, to)
+	return nil
+}
+func (b *fakeBackend) RemovePeer(ctx context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.removed = append(b.removed, id)
+	return nil
+}
+
+// Apply applies one command as if committed at the next index.
+func (b *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.index++
+	return b.m.Apply(b.index, b.term, cmd)
+}
+func (b *fakeBackend) Services() []fsm.Service {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m.Services()
+}
+func (b *fakeBackend) Service(name string) (fsm.Service, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m.Service(name)
+}
+func (b *fakeBackend) Barrier(ctx context.Context) error { return nil }
+func (b *fakeBackend) SnapshotSave(ctx context.Context, w io.Writer) error {
+	b.mu.Lock()
+	data, err := b.m.Snapshot()
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}
+func (b *fakeBackend) SnapshotRestore(ctx context.Context, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m.Restore(data)
+}
+
+// apply encodes and applies a command directly (test setup).
+func (b *fakeBackend) apply(t *testing.T, c fsm.Command) fsm.Result {
+	t.Helper()
+	data, err := fsm.Encode(b.term, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Apply(context.Background(), data)
+	if err != nil {
+		t.Fatalf("apply %T: %v", c, err)
+	}
+	return res
+}
+
+// testPKI is generated once per test binary with `ars keygen`.
+type testPKI struct {
+	dir, ca, cert, key, tokens, operatorToken string
+}
+
+var (
+	pkiOnce sync.Once
+	pki     testPKI
+	pkiErr  error
+)
+
+func getPKI(t *testing.T) testPKI {
+	t.Helper()
+	pkiOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ars-cli-pki-")
+		if err != nil {
+			pkiErr = err
+			return
+		}
+		var out, errb bytes.Buffer
+		code := run(context.Background(), []string{"keygen", "-dir", dir, "-nodes", "n1=127.0.0.1"},
+			Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+		if code != 0 {
+			pkiErr = fmt.Errorf("keygen exit %d: %s", code, errb.String())
+			return
+		}
+		pki = testPKI{dir: dir, ca: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "n1.pem"),
+			key: filepath.Join(dir, "n1-key.pem"), tokens: filepath.Join(dir, "tokens.yaml"),
+			operatorToken: filepath.Join(dir, OperatorTokenFile)}
+	})
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
+	return pki
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pki.dir != "" {
+		os.RemoveAll(pki.dir)
+	}
+	os.Exit(code)
+}
+
+// testNode is a transport.Server over a fakeBackend behind httptest.
+type testNode struct {
+	b    *fakeBackend
+	srv  *httptest.Server
+	addr string // host:port
+}
+
+// startNode starts an HTTPS node (mutual TLS optional, tokens required)
+// or, with dev, a plain HTTP node without authentication.
+func startNode(t *testing.T, dev bool) *testNode {
+	t.Helper()
+	b := newFakeBackend()
+	cfg := transport.ServerConfig{Backend: b, Dev: dev, LeaderWait: 50 * time.Millisecond}
+	var p testPKI
+	if !dev {
+		p = getPKI(t)
+		tokens, err := transport.LoadTokens(p.tokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Tokens = tokens
+		cfg.NodeClientTLS, err = transport.ClientTLS(transport.TLSFiles{CA: p.ca, Cert: p.cert, Key: p.key}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := transport.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(s.Handler())
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // expected TLS handshake failures
+	if dev {
+		ts.Start()
+	} else {
+		ts.TLS, err = transport.ServerTLS(transport.TLSFiles{CA: p.ca, Cert: p.cert, Key: p.key}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.StartTLS()
+	}
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return &testNode{b: b, srv: ts, addr: ts.Listener.Addr().String()}
+}
+
+// env is the environment of an operator set up for n: address, CA and
+// operator token through the environment variables.
+func (n *testNode) env(t *testing.T) map[string]string {
+	p := getPKI(t)
+	return map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvTokenFile: p.operatorToken}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli runs ars with args, the given environment and stdin.
+func cli(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, Streams{
+		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
+		Getenv: func(k string) string { return env[k] },
+	})
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// ok asserts success with nothing on stderr.
+func (r result) ok(t *testing.T) result {
+	t.Helper()
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q, stdout %q; want success", r.code, r.stderr, r.stdout)
+	}
+	return r
+}
+
+// fails asserts the exit code, nothing on stdout, and exactly one stderr
+// line "ars: ..." containing want.
+func (r result) fails(t *testing.T, code int, want string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit %d, want %d (stderr %q)", r.code, code, r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout %q, want nothing on failure", r.stdout)
+	}
+	if !strings.HasPrefix(r.stderr, "ars: ") || strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
+		t.Errorf("stderr %q, want exactly one line \"ars: <reason>\"", r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q, want it to contain %q", r.stderr, want)
+	}
+}

@@ -1,0 +1,189 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalid is wrapped by every error this package returns for a bad
+// configuration file (syntax, unknown key, wrong type or bad value).
+var ErrInvalid = errors.New("invalid agent configuration")
+
+// Agent is the node-local configuration of one ars agent.
+type Agent struct {
+	// NodeName names the node in Raft and gossip: [a-z0-9][a-z0-9-]{0,62}.
+	NodeName string `yaml:"node_name"`
+	// DataDir holds the Raft log, stable store and snapshots. Required
+	// unless Dev; empty in dev mode means in-memory Raft.
+	DataDir string `yaml:"data_dir"`
+	// BindAddr is the IP the listeners bind to (default 0.0.0.0).
+	BindAddr string `yaml:"bind_addr"`
+	// AdvertiseAddr is the IP other nodes use to reach this one. Required if
+	// BindAddr is unspecified (0.0.0.0 or ::); Load defaults it to BindAddr.
+	AdvertiseAddr string `yaml:"advertise_addr"`
+	// Ports of the HTTPS API, the Raft stream layer and memberlist gossip.
+	Ports Ports `yaml:"ports"`
+	// BootstrapExpect: 0 = only join an existing cluster; N = bootstrap once
+	// N servers have found each other through gossip.
+	BootstrapExpect int `yaml:"bootstrap_expect"`
+	// Join lists gossip addresses (host:port) tried at start, with retries.
+	Join []string `yaml:"join"`
+	// TLS files of this node (mTLS for Raft, API server certificate).
+	TLS TLS `yaml:"tls"`
+	// GossipKeyFile holds the base64 memberlist encryption key (16/24/32 bytes).
+	GossipKeyFile string `yaml:"gossip_key_file"`
+	// TokensFile holds the API tokens (transport.LoadTokens format).
+	TokensFile string `yaml:"tokens_file"`
+
+	Raft       Raft       `yaml:"raft"`
+	Gossip     Gossip     `yaml:"gossip"`
+	Membership Membership `yaml:"membership"`
+	Log        Log        `yaml:"log"`
+
+	// VCenter is the vSphere endpoint for VM replicas (optional; nil = none).
+	VCenter *VCenter `yaml:"vcenter"`
+	// Docker lists the Docker Engine endpoints for container replicas.
+	Docker Docker `yaml:"docker"`
+
+	// Dev marks the `ars agent -dev` configuration (not settable from YAML).
+	Dev bool `yaml:"-"`
+	// File is the path the configuration was loaded from ("" if built in code).
+	File string `yaml:"-"`
+
+	lines map[string]int // field path -> line, filled by Load
+}
+
+// Ports are TCP (and for gossip also UDP) ports, 1..65535, all distinct.
+type Ports struct {
+	API    int `yaml:"api"`
+	Raft   int `yaml:"raft"`
+	Gossip int `yaml:"gossip"`
+}
+
+// TLS names PEM files. Relative paths are resolved against the config file.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// IsZero reports whether no TLS file is configured.
+func (t TLS) IsZero() bool { return t.CAFile == "" && t.CertFile == "" && t.KeyFile == "" }
+
+// Raft maps onto hashicorp/raft.Config.
+type Raft struct {
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
+	CommitTimeout      time.Duration `yaml:"commit_timeout"`
+	SnapshotInterval   time.Duration `yaml:"snapshot_interval"`
+	SnapshotThreshold  uint64        `yaml:"snapshot_threshold"`
+	TrailingLogs       uint64        `yaml:"trailing_logs"`
+}
+
+// Gossip maps onto memberlist.Config.
+type Gossip struct {
+	ProbeInterval  time.Duration `yaml:"probe_interval"`
+	ProbeTimeout   time.Duration `yaml:"probe_timeout"`
+	SuspicionMult  int           `yaml:"suspicion_mult"`
+	GossipInterval time.Duration `yaml:"gossip_interval"`
+}
+
+// Membership tunes how the leader reconciles gossip into the Raft configuration.
+type Membership struct {
+	// ReapFailedAfter: a failed member is removed from Raft only after this long.
+	ReapFailedAfter time.Duration `yaml:"reap_failed_after"`
+	// MinVoters: never reap a failed voter if fewer voters would remain.
+	MinVoters int `yaml:"min_voters"`
+}
+
+// Log selects the slog handler.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// VCenter is the vSphere endpoint used by the leader's VM driver.
+type VCenter struct {
+	URL          string `yaml:"url"`           // https://vcenter.example/sdk
+	Username     string `yaml:"username"`      // required with url
+	PasswordFile string `yaml:"password_file"` // required with url; file holds the password
+	CAFile       string `yaml:"ca_file"`       // optional; system roots if empty
+	Insecure     bool   `yaml:"insecure"`      // skip certificate verification (labs only)
+}
+
+// Docker lists Docker Engine API endpoints; replicas name them by Name.
+type Docker struct {
+	Hosts []DockerHost `yaml:"hosts"`
+}
+
+// DockerHost is one Docker Engine API endpoint.
+type DockerHost struct {
+	Name     string `yaml:"name"`     // referenced by fsm.ReplicaSpec.Host
+	Endpoint string `yaml:"endpoint"` // unix:///var/run/docker.sock or tcp://host:2376
+	TLS      TLS    `yaml:"tls"`      // optional client TLS for tcp endpoints
+}
+
+// Default returns an Agent with every default of the schema filled in. The
+// result is not valid by itself: node_name, data_dir, the TLS files, the
+// gossip key and the tokens file have no default.
+func Default() *Agent {
+	return &Agent{
+		BindAddr: "0.0.0.0",
+		Ports:    Ports{API: 7500, Raft: 7501, Gossip: 7502},
+		Raft: Raft{
+			HeartbeatTimeout:   500 * time.Millisecond,
+			ElectionTimeout:    500 * time.Millisecond,
+			LeaderLeaseTimeout: 250 * time.Millisecond,
+			CommitTimeout:      50 * time.Millisecond,
+			SnapshotInterval:   30 * time.Second,
+			SnapshotThreshold:  1024,
+			TrailingLogs:       4096,
+		},
+		Gossip: Gossip{
+			ProbeInterval:  200 * time.Millisecond,
+			ProbeTimeout:   100 * time.Millisecond,
+			SuspicionMult:  3,
+			GossipInterval: 100 * time.Millisecond,
+		},
+		Membership: Membership{ReapFailedAfter: 30 * time.Minute, MinVoters: 3},
+		Log:        Log{Level: "info", Format: "text"},
+	}
+}
+
+// Dev returns the configuration of `ars agent -dev`: one node named "dev",
+// in-memory Raft (empty DataDir), everything on 127.0.0.1, API on port 7500,
+// no TLS, no gossip key and no tokens. It is valid as returned.
+func Dev() *Agent {
+	a := Default()
+	a.Dev = true
+	a.NodeName = "dev"
+	a.BindAddr = "127.0.0.1"
+	a.AdvertiseAddr = "127.0.0.1"
+	a.BootstrapExpect = 1
+	a.Membership.MinVoters = 1
+	return a
+}
+
+// Error is one configuration problem.
+type Error struct {
+	File   string // "" when the Agent was not loaded from a file
+	Line   int    // 1-based; 0 when unknown (no file)
+	Field  string // dotted path such as "raft.heartbeat_timeout" or "join[1]"; may be ""
+	Reason string
+}
+
+func (e *Error) Error() string {
+	msg := e.Reason
+	if e.Field != "" {
+		msg = e.Field + ": " + e.Reason
+	}
+	if e.File == "" {
+		return msg
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, msg)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *Error) Unwrap() error { return ErrInvalid }

@@ -1,0 +1,268 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// wantErr is one expected "FILE:LINE: reason" line.
+type wantErr struct {
+	line   int
+	reason string // substring of the text after "FILE:LINE: "
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	tests := []struct {
+		file string
+		want []wantErr
+	}{
+		// YAML syntax and structure.
+		{"syntax.yaml", []wantErr{{13, "invalid YAML: did not find expected ',' or '}'"}}},
+		{"unknown_key.yaml", []wantErr{{11, "tls.keyfile: unknown key"}}},
+		{"unknown_top_key.yaml", []wantErr{{13, "raft_timeout: unknown key"}}},
+		{"duplicate_key.yaml", []wantErr{{13, "node_name: duplicate key (first defined at line 1)"}}},
+		{"multi_doc.yaml", []wantErr{{13, "more than one YAML document"}}},
+		{"top_level_list.yaml", []wantErr{{1, "the top level must be a mapping"}}},
+		// Types.
+		{"bad_type.yaml", []wantErr{{5, `bootstrap_expect: must be an integer, got "three"`}}},
+		{"bad_duration.yaml", []wantErr{{14, `raft.heartbeat_timeout: must be a duration such as 500ms, 2s or 1m, got "5x"`}}},
+		{"duration_no_unit.yaml", []wantErr{{14, `raft.commit_timeout: must be a duration such as 500ms, 2s or 1m, got "50" (a unit is required, e.g. 50ms)`}}},
+		// Names and addresses.
+		{"bad_name.yaml", []wantErr{{1, `node_name: "N1_x" must match [a-z0-9][a-z0-9-]{0,62}`}}},
+		{"missing_name.yaml", []wantErr{{1, "node_name: required"}}},
+		{"missing_data_dir.yaml", []wantErr{{1, "data_dir: required"}}},
+		{"data_dir_is_file.yaml", []wantErr{{2, "data_dir: " + filepath.Join(dir, "tokens.yaml") + " exists and is not a directory"}}},
+		{"bad_bind.yaml", []wantErr{{3, `bind_addr: "localhost" is not an IP address`}}},
+		{"advertise_required.yaml", []wantErr{{1, "advertise_addr: required when bind_addr is 0.0.0.0"}}},
+		{"advertise_unspecified.yaml", []wantErr{{4, "advertise_addr: :: cannot be advertised"}}},
+		{"advertise_not_ip.yaml", []wantErr{{4, `advertise_addr: "n1.lab.internal" is not an IP address`}}},
+		{"bad_join.yaml", []wantErr{{8, `join[1]: "127.0.0.3": must be host:port`}}},
+		{"bad_join_port.yaml", []wantErr{{6, `join[1]: "127.0.0.3:0": port "0" is not 1..65535`}}},
+		// Ports and counts.
+		{"port_range.yaml", []wantErr{{4, "ports.raft: 70000 is not a port (1..65535)"}}},
+		{"port_zero.yaml", []wantErr{{5, "ports.api: 0 is not a port (1..65535)"}}},
+		{"port_dup.yaml", []wantErr{{4, "ports.gossip: port 7500 is already used by ports.api"}}},
+		{"negative_bootstrap.yaml", []wantErr{{5, "bootstrap_expect: must be >= 0"}}},
+		{"min_voters.yaml", []wantErr{{14, "membership.min_voters: must be >= 1, got 0"}}},
+		{"suspicion_mult.yaml", []wantErr{{14, "gossip.suspicion_mult: must be >= 1, got 0"}}},
+		{"snapshot_threshold_zero.yaml", []wantErr{{14, "raft.snapshot_threshold: must be > 0"}}},
+		// Durations.
+		{"zero_duration.yaml", []wantErr{{14, "raft.commit_timeout: must be > 0, got 0s"}}},
+		{"negative_duration.yaml", []wantErr{{14, "membership.reap_failed_after: must be > 0, got -5m0s"}}},
+		{"too_small_duration.yaml", []wantErr{
+			{14, "raft.heartbeat_timeout: must be at least 5ms, got 1ms"},
+			{15, "raft.leader_lease_timeout: must be at least 5ms, got 1ms"},
+		}},
+		{"lease_gt_heartbeat.yaml", []wantErr{{13, "raft.leader_lease_timeout: 250ms must not exceed raft.heartbeat_timeout (200ms)"}}},
+		{"election_lt_heartbeat.yaml", []wantErr{{15, "raft.election_timeout: 500ms must not be shorter than raft.heartbeat_timeout (1s)"}}},
+		{"probe_timeout.yaml", []wantErr{{15, "gossip.probe_timeout: 100ms must be shorter than gossip.probe_interval (100ms)"}}},
+		// Files.
+		{"missing_file.yaml", []wantErr{{10, "tls.key_file: open " + filepath.Join(dir, "missing-key.pem") + ": no such file or directory"}}},
+		{"missing_tls_key.yaml", []wantErr{{7, "tls.key_file: required"}}},
+		{"missing_tls.yaml", []wantErr{{1, "tls.ca_file: required"}, {1, "tls.cert_file: required"}, {1, "tls.key_file: required"}}},
+		{"dir_not_file.yaml", []wantErr{{12, "tokens_file: " + dir + " is not a regular file"}}},
+		{"mismatched_key.yaml", []wantErr{{9, "tls.cert_file: cannot use certificate"}}},
+		{"ca_not_pem.yaml", []wantErr{{8, "tls.ca_file: " + filepath.Join(dir, "tokens.yaml") + " holds no PEM certificate"}}},
+		{"bad_gossip_key.yaml", []wantErr{{11, "gossip_key_file: " + filepath.Join(dir, "bad-gossip.key") + ": not base64"}}},
+		{"short_gossip_key.yaml", []wantErr{{11, "key is 8 bytes, want 16, 24 or 32"}}},
+		// Enumerations and optional sections.
+		{"log_level.yaml", []wantErr{{14, `log.level: "verbose" must be debug, info, warn or error`}}},
+		{"log_format.yaml", []wantErr{{13, `log.format: "xml" must be text or json`}}},
+		{"vcenter_incomplete.yaml", []wantErr{
+			{13, "vcenter.username: required"},
+			{13, "vcenter.password_file: required"},
+			{14, `vcenter.url: "ftp://vcenter.lab.internal" must be an https:// URL`},
+		}},
+		{"docker_bad_endpoint.yaml", []wantErr{
+			{17, `docker.hosts[1].name: "lx1" is listed twice`},
+			{18, `docker.hosts[1].endpoint: "ssh://lx2" must be unix://PATH or tcp://HOST:PORT`},
+		}},
+		// Several problems are all reported, in line order.
+		{"two_errors.yaml", []wantErr{{1, `node_name: "-n1" must match`}, {5, "bootstrap_expect: must be >= 0"}}},
+	}
+	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true}
+	for _, tt := range tests {
+		covered[tt.file] = true
+		t.Run(strings.TrimSuffix(tt.file, ".yaml"), func(t *testing.T) {
+			path := copyTestdata(t, dir, tt.file)
+			a, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) = %+v, want an error", tt.file, a)
+			}
+			if a != nil {
+				t.Errorf("Load returned a config together with an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(err, ErrInvalid) = false for %v", err)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("got %d error lines, want %d:\n%v", len(lines), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				prefix := path + ":" + strconv.Itoa(w.line) + ": "
+				if !strings.HasPrefix(lines[i], prefix) {
+					t.Errorf("error %d = %q, want prefix %q", i, lines[i], prefix)
+					continue
+				}
+				if !strings.Contains(strings.TrimPrefix(lines[i], prefix), w.reason) {
+					t.Errorf("error %d = %q, want reason containing %q", i, lines[i], w.reason)
+				}
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || ce.File != path || ce.Line != tt.want[0].line {
+				t.Errorf("errors.As(*Error) = %+v, want File %s Line %d", ce, path, tt.want[0].line)
+			}
+		})
+	}
+	// Every testdata file is exercised by some test.
+	ents, err := os.ReadDir("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !covered[e.Name()] {
+			t.Errorf("testdata/%s is not used by any test case", e.Name())
+		}
+	}
+}
+
+func TestLoadValid(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	a, err := Load(copyTestdata(t, dir, "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Agent{
+		NodeName:        "n1",
+		DataDir:         filepath.Join(dir, "data/n1"),
+		BindAddr:        "127.0.0.1",
+		AdvertiseAddr:   "127.0.0.1", // defaulted from bind_addr
+		Ports:           Ports{API: 7500, Raft: 7501, Gossip: 7502},
+		BootstrapExpect: 3,
+		Join:            []string{"127.0.0.2:7502", "127.0.0.3:7502"},
+		TLS: TLS{
+			CAFile:   filepath.Join(dir, "ca.pem"),
+			CertFile: filepath.Join(dir, "n1.pem"),
+			KeyFile:  filepath.Join(dir, "n1-key.pem"),
+		},
+		GossipKeyFile: filepath.Join(dir, "gossip.key"),
+		TokensFile:    filepath.Join(dir, "tokens.yaml"),
+		Raft:          Default().Raft,
+		Gossip:        Default().Gossip,
+		Membership:    Default().Membership,
+		Log:           Log{Level: "info", Format: "text"},
+		VCenter: &VCenter{
+			URL:          "https://vcenter.lab.internal/sdk",
+			Username:     "ars@vsphere.local",
+			PasswordFile: filepath.Join(dir, "vcenter.password"),
+		},
+		Docker: Docker{Hosts: []DockerHost{
+			{Name: "lx1", Endpoint: "unix:///var/run/docker.sock"},
+			{Name: "lx2", Endpoint: "tcp://127.0.0.1:2376", TLS: TLS{
+				CAFile:   filepath.Join(dir, "ca.pem"),
+				CertFile: filepath.Join(dir, "n1.pem"),
+				KeyFile:  filepath.Join(dir, "n1-key.pem"),
+			}},
+		}},
+		File: filepath.Join(dir, "valid.yaml"),
+	}
+	a.lines = nil
+	if !reflect.DeepEqual(a, want) {
+		t.Errorf("Load(valid.yaml) =\n%+v\nwant\n%+v", a, want)
+	}
+}
+
+func TestLoadMinimalGetsDefaults(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	for _, name := range []string{"valid_minimal.yaml", "null_sections.yaml"} {
+		a, err := Load(copyTestdata(t, dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		d := Default()
+		if a.Raft != d.Raft || a.Gossip != d.Gossip || a.Membership != d.Membership || a.Log != d.Log {
+			t.Errorf("%s: defaults not applied: raft %+v gossip %+v membership %+v log %+v", name, a.Raft, a.Gossip, a.Membership, a.Log)
+		}
+		if a.VCenter != nil || len(a.Docker.Hosts) != 0 {
+			t.Errorf("%s: optional sections set: %+v %+v", name, a.VCenter, a.Docker)
+		}
+	}
+}
+
+func TestLoadRelativeToConfigDir(t *testing.T) {
+	// Relative paths resolve against the config file, not the working dir.
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if err := os.Mkdir(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFixtures(t, certs)
+	conf := filepath.Join(dir, "conf")
+	if err := os.Mkdir(conf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `node_name: n1
+data_dir: ../data
+bind_addr: 127.0.0.1
+tls: {ca_file: ../certs/ca.pem, cert_file: ../certs/n1.pem, key_file: ../certs/n1-key.pem}
+gossip_key_file: ../certs/gossip.key
+tokens_file: ../certs/tokens.yaml
+`
+	p := filepath.Join(conf, "agent.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TLS.CAFile != filepath.Join(certs, "ca.pem") || a.DataDir != filepath.Join(dir, "data") {
+		t.Errorf("paths not resolved against %s: tls %+v data_dir %s", conf, a.TLS, a.DataDir)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(p)
+	if err == nil || !strings.HasPrefix(err.Error(), p+":1: ") || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want %s:1: ... wrapping os.ErrNotExist", err, p)
+	}
+}
+
+func TestDevIsValid(t *testing.T) {
+	d := Dev()
+	if err := d.Validate(); err != nil {
+		t.Fatalf("Dev().Validate() = %v", err)
+	}
+	if !d.Dev || d.DataDir != "" || d.BindAddr != "127.0.0.1" || d.AdvertiseAddr != "127.0.0.1" ||
+		d.Ports.API != 7500 || !d.TLS.IsZero() || d.TokensFile != "" || d.GossipKeyFile != "" || d.BootstrapExpect != 1 {
+		t.Errorf("Dev() = %+v", d)
+	}
+}
+
+func TestValidateWithoutFile(t *testing.T) {
+	// An Agent built in code has no file: errors carry no "FILE:LINE: ".
+	a := Default()
+	a.NodeName = "n1"
+	a.Dev = true
+	a.BindAddr = "127.0.0.1"
+	a.Raft.LeaderLeaseTimeout = time.Second
+	err := a.Validate()
+	if err == nil || err.Error() != "raft.leader_lease_timeout: 1s must not exceed raft.heartbeat_timeout (500ms)" {
+		t.Errorf("Validate() = %v", err)
+	}
+	if err := Default().Validate(); err == nil {
+		t.Errorf("Default().Validate() = nil; node_name etc. have no default")
+	}
+}

@@ -6,7 +6,7 @@ ARS := $(BIN)/ars
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X ars/cluster.Version=$(VERSION)
+LDFLAGS := -X main.version=$(VERSION)
 PKGS := ./...
 FUZZTIME ?= 60s
 
@@ -57,8 +57,8 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 .PHONY: bench
-bench: ## Go benchmarks: Raft apply latency through a follower (p50/p99) on loopback
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./cluster/
+bench: ## Raft apply latency p50/p99 through a follower and on the leader (HTTPS, loopback)
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./test/e2e/
 
 .PHONY: demo
 demo: build ## Start three real ars agents on loopback, apply a service, kill the leader, show the new one

@@ -2,6 +2,9 @@ module ars
 
 go 1.26.8
 
+// raft-boltdb/v2 v2.3.1 imports github.com/hashicorp/go-metrics/compat, a
+// package that go-metrics v0.7.0 removed; raft v1.8.0 asks for v0.7.0. Pin
+// v0.6.1, the last release with compat, until raft-boltdb drops the import.
 replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
 
 require (

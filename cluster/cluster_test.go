@@ -15,11 +15,24 @@ import (
 	"ars/transport"
 )
 
+// applyOK commits cmd through n. Like any client it retries while
+// leadership is moving (a starved CI machine can cost a leader its lease);
+// the commands used here are declarative, so a retry is safe.
 func applyOK(t *testing.T, n *testNode, cmd []byte) fsm.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	res, err := n.c.Apply(ctx, cmd)
+	var (
+		res fsm.Result
+		err error
+	)
+	for i := 0; i < 50; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err = n.c.Apply(ctx, cmd)
+		cancel()
+		if !errors.Is(err, transport.ErrNotLeader) && !errors.Is(err, transport.ErrNoLeader) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("apply on %s: %v", n.name, err)
 	}

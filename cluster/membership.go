@@ -264,4 +264,3 @@ func (c *Cluster) bootstrap(servers []raft.Server) {
 	}
 	c.log.Info("bootstrapped raft", "servers", ids)
 }
-

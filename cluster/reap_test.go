@@ -30,7 +30,7 @@ func TestFailedVoterIsReapedOnlyWhenQuorumStaysSafe(t *testing.T) {
 		}
 		h.start(cfgs[i])
 	}
-	leader := h.waitLeader(10 * time.Second)
+	h.waitLeader(10 * time.Second)
 
 	// Four voters, one dies: three remain, which is MinVoters and a healthy
 	// majority, so the dead one is reaped.
@@ -49,7 +49,7 @@ func TestFailedVoterIsReapedOnlyWhenQuorumStaysSafe(t *testing.T) {
 
 	// Three voters, one more dies: removing it would leave two, below
 	// MinVoters: it stays in the configuration.
-	leader = h.waitLeader(10 * time.Second)
+	leader := h.waitLeader(10 * time.Second)
 	second := h.follower()
 	h.stop(second)
 	deadline := time.Now().Add(1500 * time.Millisecond)

@@ -38,10 +38,7 @@ func TestServiceAppliedThroughFollowerAppearsOnAllNodes(t *testing.T) {
 	c.Leader(10 * time.Second)
 	f := c.Follower()
 	ctx := harness.Ctx(t)
-	res, err := c.Client(f, "operator").ApplyService(ctx, spec("dns", 4))
-	if err != nil {
-		t.Fatalf("apply through follower %s: %v", f.Name, err)
-	}
+	res := harness.Apply(t, c.Client(f, "operator"), spec("dns", 4))
 	if res.Index == 0 || res.Generation == 0 {
 		t.Fatalf("result %+v", res)
 	}
@@ -73,9 +70,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	c.Leader(10 * time.Second)
 	f := c.Follower()
 	ctx := harness.Ctx(t)
-	if _, err := c.Client(f, "operator").ApplyService(ctx, spec("dns", 2)); err != nil {
-		t.Fatal(err)
-	}
+	harness.Apply(t, c.Client(f, "operator"), spec("dns", 2))
 	before, beforeIdx := c.SameState(5 * time.Second)
 
 	cases := []struct {
@@ -144,9 +139,7 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 	if !errors.Is(err, transport.ErrForbidden) && !errors.Is(err, transport.ErrUnauthorized) {
 		t.Fatalf("internal apply with an operator token: %v", err)
 	}
-	if _, err := c.Client(c.Follower(), "operator").ApplyService(harness.Ctx(t), spec("dns", 2)); err != nil {
-		t.Fatalf("cluster stopped committing: %v", err)
-	}
+	harness.Apply(t, c.Client(c.Follower(), "operator"), spec("dns", 2))
 }
 
 func TestLeaderOnlyRoutesAreForwarded(t *testing.T) {
@@ -170,16 +163,12 @@ func TestSnapshotSaveAndRestore(t *testing.T) {
 	c.Leader(10 * time.Second)
 	ctx := harness.Ctx(t)
 	op := c.Client(c.Follower(), "operator")
-	if _, err := op.ApplyService(ctx, spec("keep", 2)); err != nil {
-		t.Fatal(err)
-	}
+	harness.Apply(t, op, spec("keep", 2))
 	var snap bytes.Buffer
 	if err := op.SnapshotSave(ctx, &snap); err != nil {
 		t.Fatalf("save: %v", err)
 	}
-	if _, err := op.ApplyService(ctx, spec("later", 2)); err != nil {
-		t.Fatal(err)
-	}
+	harness.Apply(t, op, spec("later", 2))
 	withLater, idx := c.SameState(5 * time.Second)
 
 	// A damaged file is refused and changes nothing.
@@ -224,9 +213,7 @@ func TestMetricsAndStatusPage(t *testing.T) {
 		b.ReadFrom(resp.Body)
 		return resp.StatusCode, b.String()
 	}
-	if _, err := c.Client(n, "operator").ApplyService(harness.Ctx(t), spec("dns", 2)); err != nil {
-		t.Fatal(err)
-	}
+	harness.Apply(t, c.Client(n, "operator"), spec("dns", 2))
 	if code, _ := get("/metrics", ""); code != 401 {
 		t.Fatalf("/metrics without token: %d", code)
 	}

@@ -160,9 +160,12 @@ func TestProcessThreeAgentsSurviveKillOfLeader(t *testing.T) {
 	if leader == "n1" {
 		follower = "n2"
 	}
-	if out, err := p.cli("-addr", p.api[follower], "service", "apply", filepath.Join("..", "..", "deploy", "examples", "service-dns.yaml")); err != nil {
-		t.Fatalf("service apply: %v\n%s", err, out)
-	}
+	harness.WaitFor(t, 10*time.Second, "service apply through "+follower, func() error {
+		if out, err := p.cli("-addr", p.api[follower], "service", "apply", filepath.Join("..", "..", "deploy", "examples", "service-dns.yaml")); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
 
 	// kill -9 the leader; a survivor reports a new leader.
 	killed := time.Now()

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"ars/cmd/ars/agent"
+	"ars/fsm"
 	"ars/transport"
 )
 
@@ -40,8 +41,18 @@ type Node struct {
 	Agent *agent.Agent
 }
 
+// Option changes a node's configuration before it starts.
+type Option func(*agent.Config)
+
+// DefaultTimings keeps the production Raft and gossip timings instead of
+// the harness's tightened ones (for benchmarks).
+func DefaultTimings(cfg *agent.Config) {
+	def := agent.DefaultConfig()
+	cfg.Raft, cfg.Gossip = def.Raft, def.Gossip
+}
+
 // New starts n nodes (n1…nN) that bootstrap together.
-func New(t testing.TB, n int) *Cluster {
+func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	var pkiNodes []transport.PKINode
@@ -55,6 +66,9 @@ func New(t testing.TB, n int) *Cluster {
 	var first string
 	for i := 1; i <= n; i++ {
 		cfg := c.Config("n"+strconv.Itoa(i), n)
+		for _, o := range opts {
+			o(cfg)
+		}
 		if first == "" {
 			first = net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(cfg.Ports.Gossip))
 		} else {
@@ -108,12 +122,15 @@ func (c *Cluster) Config(name string, expect int) *agent.Config {
 	cfg.TLS.KeyFile = filepath.Join(c.Dir, name+"-key.pem")
 	cfg.GossipKeyFile = filepath.Join(c.Dir, "gossip.key")
 	cfg.TokensFile = filepath.Join(c.Dir, "tokens.yaml")
-	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
 	cfg.Raft.CommitTimeout = 5 * time.Millisecond
 	cfg.Gossip.ProbeInterval, cfg.Gossip.ProbeTimeout, cfg.Gossip.SuspicionMult, cfg.Gossip.GossipInterval = 100*time.Millisecond, 50*time.Millisecond, 2, 50*time.Millisecond
 	cfg.Log.Level = "error"
-	if os.Getenv("ARS_TEST_LOG") != "" {
+	if lvl := os.Getenv("ARS_TEST_LOG"); lvl != "" {
 		cfg.Log.Level = "debug"
+		if lvl != "1" {
+			cfg.Log.Level = lvl
+		}
 	}
 	return cfg
 }
@@ -167,6 +184,27 @@ func (c *Cluster) Client(n *Node, role string) *transport.Client {
 		c.t.Fatalf("client: %v", err)
 	}
 	return cl
+}
+
+// Apply commits a service spec through cl, retrying while leadership moves
+// (as any client would; a spec apply is declarative, so a retry is safe).
+func Apply(t testing.TB, cl *transport.Client, spec []byte) fsm.Result {
+	t.Helper()
+	var (
+		res fsm.Result
+		err error
+	)
+	for i := 0; i < 50; i++ {
+		res, err = cl.ApplyService(Ctx(t), spec)
+		if !errors.Is(err, transport.ErrNotLeader) && !errors.Is(err, transport.ErrNoLeader) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("apply through %s: %v", cl.Addr(), err)
+	}
+	return res
 }
 
 // WaitFor polls cond every 20 ms until it returns nil or timeout passes.

@@ -38,7 +38,7 @@ $(STATICCHECK):
 .PHONY: lint
 lint: $(STATICCHECK) ## go vet, gofmt check and staticcheck (installed into bin/ on first use)
 	$(GO) vet $(PKGS)
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l .); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(STATICCHECK) $(PKGS)
 

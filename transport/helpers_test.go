@@ -449,5 +449,3 @@ func encodedApply(t testing.TB, name string) []byte {
 	}
 	return cmd
 }
-
-

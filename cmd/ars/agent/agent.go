@@ -49,6 +49,7 @@ type Agent struct {
 	api     *http.Server
 	apiLn   net.Listener
 	apiURL  string
+	vc      *devVCenter
 	done    chan struct{}
 	stopped sync.Once
 	err     error
@@ -194,6 +195,18 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log.Warn("vcenter/docker settings are read and validated, but this version has no replica drivers yet: they are not used")
 	}
 	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
+	if cfg.Dev {
+		if a.vc, err = startDevVCenter(); err != nil {
+			a.stop(err)
+			return nil, err
+		}
+		log.Info("dev: embedded vCenter simulator (any username/password; no replica driver uses it yet)", "url", a.vc.URL())
+		if err := a.applyDevService(context.Background()); err != nil {
+			a.stop(err)
+			return nil, fmt.Errorf("dev sample service: %w", err)
+		}
+		log.Info("dev: applied the sample service 'dns' (ars service show dns)")
+	}
 	return a, nil
 }
 
@@ -249,6 +262,9 @@ func (a *Agent) stop(err error) {
 		_ = a.api.Shutdown(ctx)
 		if cerr := a.Cluster.Shutdown(); err == nil {
 			err = cerr
+		}
+		if a.vc != nil {
+			a.vc.Close()
 		}
 		a.err = err
 		close(a.done)

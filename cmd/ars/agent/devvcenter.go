@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+
+	"ars/fsm"
+)
+
+// devVCenter is the vCenter simulator (govmomi's vcsim) embedded in
+// `ars agent -dev`, so there is an inventory to look at without a vCenter:
+// one datacenter, a cluster of three hosts and a standalone host, with two
+// powered-on VMs each. The sample service's VM replicas are two of them.
+type devVCenter struct {
+	model  *simulator.Model
+	server *simulator.Server
+}
+
+// Sample replicas of the dev service: VM replicas name simulator VMs.
+const (
+	devVMBind9   = "DC0_C0_RP0_VM0"
+	devVMUnbound = "DC0_C0_RP0_VM1"
+)
+
+func startDevVCenter() (*devVCenter, error) {
+	m := simulator.VPX()
+	if err := m.Create(); err != nil {
+		return nil, fmt.Errorf("vcenter simulator: %w", err)
+	}
+	m.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
+	m.Service.TLS = new(tls.Config)
+	return &devVCenter{model: m, server: m.Service.NewServer()}, nil
+}
+
+// URL is the simulator's SDK endpoint without credentials (it accepts any).
+func (d *devVCenter) URL() string {
+	u := *d.server.URL
+	u.User = nil
+	return u.String()
+}
+
+func (d *devVCenter) Close() {
+	d.server.Close()
+	d.model.Remove()
+}
+
+// devService is the sample service a -dev node starts with: the paper's
+// testbed (BIND 9 and Unbound on Windows VMs, both in Linux containers)
+// plus Knot Resolver and PowerDNS Recursor containers.
+func devService() fsm.ServiceSpec {
+	vm := func(name, impl, vmName string) fsm.ReplicaSpec {
+		return fsm.ReplicaSpec{Name: name, Impl: impl, OS: "windows", Platform: "vm", VM: vmName, NIC: "ethernet-0", Snapshot: "clean"}
+	}
+	ct := func(name, impl string) fsm.ReplicaSpec {
+		return fsm.ReplicaSpec{Name: name, Impl: impl, OS: "linux", Platform: "container", Host: "local", Image: "ars-lab/" + impl}
+	}
+	s := fsm.ServiceSpec{
+		Name:    "dns",
+		Address: "192.0.2.53:53",
+		Replicas: []fsm.ReplicaSpec{
+			vm("bind9-win", "bind9", devVMBind9),
+			vm("unbound-win", "unbound", devVMUnbound),
+			ct("bind9-ct", "bind9"),
+			ct("unbound-ct", "unbound"),
+			ct("knot-ct", "knot-resolver"),
+			ct("pdns-ct", "pdns-recursor"),
+		},
+		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Type: "A", Expect: "192.0.2.10"},
+	}
+	s.Normalize()
+	return s
+}
+
+// applyDevService commits the sample service once this dev node leads.
+func (a *Agent) applyDevService(ctx context.Context) error {
+	if _, ok := a.Cluster.Service("dns"); ok {
+		return nil
+	}
+	cmd, err := fsm.Encode(0, fsm.ServiceApply{Spec: devService()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for !a.Cluster.IsLeader() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no leadership to apply the sample service: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_, err = a.Cluster.Apply(ctx, cmd)
+	return err
+}

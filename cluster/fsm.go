@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -39,7 +38,7 @@ func (f *raftFSM) Apply(l *raft.Log) interface{} {
 	f.mu.Lock()
 	res, err := f.m.Apply(l.Index, l.Term, l.Data)
 	f.mu.Unlock()
-	if errors.Is(err, fsm.ErrCorrupt) || errors.Is(err, fsm.ErrUnknownCommand) {
+	if fsm.Fatal(err) {
 		// Every node holds the same entry; skipping it on some nodes and not
 		// others would fork the state. Stop here, loudly: the operator must
 		// upgrade this node or restore from a snapshot.

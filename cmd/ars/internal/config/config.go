@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"ars/cluster"
 )
 
 // ErrInvalid is wrapped by every error this package returns for a bad
@@ -129,25 +131,28 @@ type DockerHost struct {
 // result is not valid by itself: node_name, data_dir, the TLS files, the
 // gossip key and the tokens file have no default.
 func Default() *Agent {
+	// The timing defaults are the cluster package's, so there is one place
+	// that says what they are and why.
+	rt, gt, mp := cluster.DefaultRaftTimings(), cluster.DefaultGossipTimings(), cluster.DefaultMembershipPolicy()
 	return &Agent{
 		BindAddr: "0.0.0.0",
 		Ports:    Ports{API: 7500, Raft: 7501, Gossip: 7502},
 		Raft: Raft{
-			HeartbeatTimeout:   500 * time.Millisecond,
-			ElectionTimeout:    500 * time.Millisecond,
-			LeaderLeaseTimeout: 250 * time.Millisecond,
-			CommitTimeout:      50 * time.Millisecond,
-			SnapshotInterval:   30 * time.Second,
-			SnapshotThreshold:  1024,
-			TrailingLogs:       4096,
+			HeartbeatTimeout:   rt.HeartbeatTimeout,
+			ElectionTimeout:    rt.ElectionTimeout,
+			LeaderLeaseTimeout: rt.LeaderLeaseTimeout,
+			CommitTimeout:      rt.CommitTimeout,
+			SnapshotInterval:   rt.SnapshotInterval,
+			SnapshotThreshold:  rt.SnapshotThreshold,
+			TrailingLogs:       rt.TrailingLogs,
 		},
 		Gossip: Gossip{
-			ProbeInterval:  200 * time.Millisecond,
-			ProbeTimeout:   100 * time.Millisecond,
-			SuspicionMult:  3,
-			GossipInterval: 100 * time.Millisecond,
+			ProbeInterval:  gt.ProbeInterval,
+			ProbeTimeout:   gt.ProbeTimeout,
+			SuspicionMult:  gt.SuspicionMult,
+			GossipInterval: gt.GossipInterval,
 		},
-		Membership: Membership{ReapFailedAfter: 30 * time.Minute, MinVoters: 3},
+		Membership: Membership{ReapFailedAfter: mp.ReapFailedAfter, MinVoters: mp.MinVoters},
 		Log:        Log{Level: "info", Format: "text"},
 	}
 }

@@ -327,3 +327,10 @@ func (c *Cluster) Applied() <-chan struct{} { return c.fsm.applied }
 
 // Name is this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
+
+// Alerts returns the alert ledger from this node's FSM.
+func (c *Cluster) Alerts() []fsm.AlertRecord {
+	var out []fsm.AlertRecord
+	c.fsm.read(func(m *fsm.Machine) { out = m.Alerts() })
+	return out
+}

@@ -126,6 +126,9 @@ type ServerConfig struct {
 	// Term returns the current Raft term, stamped on commands the server
 	// encodes. Nil uses Backend.Status().Term.
 	Term func() uint64
+	// Now is the clock stamped on alert commands the leader builds
+	// (fsm.Alert.At; the fsm itself has no clock). Nil uses time.Now.
+	Now func() time.Time
 
 	// NodeName names this node in X-Ars-Forwarded (default
 	// Backend.Status().Node).

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,7 +101,9 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
 func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Request, error) {
 	u := *c.base
-	u.Path += path
+	p, query, _ := strings.Cut(path, "?")
+	u.Path += p
+	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("client: building request %s %s: %w", method, path, err)
@@ -262,6 +265,37 @@ func (c *Client) Service(ctx context.Context, name string) (fsm.Service, error) 
 	var svc fsm.Service
 	err := c.doJSON(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), nil, &svc)
 	return svc, err
+}
+
+// PostAlert submits a detector alert (POST /v1/alerts; operator or
+// detector token) and returns once the leader committed it. A retry of an
+// alert that was already committed (same ID) succeeds with Duplicate set,
+// so a caller may retry until it gets an answer. Errors keep their identity:
+// errors.Is(err, fsm.ErrUnknownService), ErrNoLeader, ErrNotLeader, …
+func (c *Client) PostAlert(ctx context.Context, req AlertRequest) (AlertResponse, error) {
+	var resp AlertResponse
+	err := c.doJSON(ctx, http.MethodPost, "/v1/alerts", req, &resp)
+	return resp, err
+}
+
+// Alerts lists the node's alert ledger, newest first: at most limit
+// records (0 = the server's default, DefaultAlertListLimit) of service
+// ("" = every service).
+func (c *Client) Alerts(ctx context.Context, service string, limit int) ([]fsm.AlertRecord, error) {
+	q := url.Values{}
+	if service != "" {
+		q.Set("service", service)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/alerts"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var list []fsm.AlertRecord
+	err := c.doJSON(ctx, http.MethodGet, path, nil, &list)
+	return list, err
 }
 
 // InternalApply submits an encoded fsm command to the leader (node

@@ -40,14 +40,49 @@
 //	POST /v1/services                                 operator, leader
 //	GET  /v1/services, /v1/services/{name}            reader (leader with ?consistent)
 //	GET|POST /v1/snapshot                             operator, leader
+//	POST /v1/alerts, /v1/alerts/webhook               detector and operator, leader
+//	GET  /v1/alerts                                   reader (leader with ?consistent)
 //	POST /v1/internal/apply                           node, leader
 //	GET  /metrics, /                                  reader
 //
 // Request bodies are decoded strictly (unknown fields, trailing data and
 // wrong types are 400 "invalid"; nothing reaches the backend), limited to
-// 1 MiB (snapshots 64 MiB; over the limit is 413 "too_large"). Raw
+// 1 MiB (snapshots 64 MiB, alerts 64 KiB, webhook alerts 16 KiB; over the
+// limit, or a Content-Length over it, is 413 "too_large"). Raw
 // commands on /v1/internal/apply are decoded with fsm.Decode before they
 // are applied, so a corrupt entry never reaches the Raft log.
+//
+// # Alerts
+//
+// POST /v1/alerts takes {"id","service","replica","kind","source",
+// "evidence"} (AlertRequest; kind "exploit" or "dos"; id 1..128 of
+// [A-Za-z0-9._:-] starting with a letter or digit; source defaults to the
+// caller's token name; evidence up to 16 KiB of text, tab and line breaks
+// allowed). The leader checks it, refuses unknown services and replicas
+// (404 unknown_service / unknown_replica) before anything reaches the log,
+// stamps fsm.Alert.At with its own clock (ServerConfig.Now), encodes the
+// command with its term and applies it. It answers only after the commit:
+// 201 with AlertResponse for a new alert, 200 with "duplicate": true when
+// the ledger already holds the id (the fsm dedups; the entry changes
+// nothing). A detector therefore retries with the same id until it gets
+// an answer. Any error commits nothing.
+//
+// POST /v1/alerts/webhook?service=S&replica=R&kind=K[&source=NAME] is the
+// same for detectors that cannot shape JSON (SecondDEP, an EDR): the body
+// (up to 16 KiB) is the evidence — as text if it is valid UTF-8 without
+// control characters other than tab and line breaks, otherwise "base64:"
+// and its base64 — and the id comes from the X-Ars-Alert-Id header or,
+// without one, is WebhookAlertID(source, service, replica, body), so a
+// redelivered webhook dedups. Unknown or repeated query parameters are 400.
+//
+// The ledger keeps LedgerEvidenceBytes (4 KiB, the fsm's limit) of the
+// evidence; longer evidence is cut and ends in
+// "[truncated: N bytes, sha256 HEX]" (AlertResponse.EvidenceTruncated).
+//
+// GET /v1/alerts[?service=S][&limit=N] lists the node's ledger newest
+// first (limit 1..4096, default 100). The backend provides it through
+// AlertLedger, or else through State() (the fsm snapshot bytes), which is
+// what cluster.Cluster offers today.
 //
 // # Forwarding
 //

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"time"
 
 	"ars/fsm"
 )
@@ -105,6 +106,13 @@ func (s *Server) term() uint64 {
 		return s.cfg.Term()
 	}
 	return s.b.Status().Term
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {

@@ -249,6 +249,13 @@ func (f *fakeBackend) Service(name string) (fsm.Service, bool) {
 	return f.m.Service(name)
 }
 
+// Alerts implements AlertLedger.
+func (f *fakeBackend) Alerts() []fsm.AlertRecord {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Alerts()
+}
+
 func (f *fakeBackend) Barrier(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

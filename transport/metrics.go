@@ -15,6 +15,7 @@ type serverMetrics struct {
 	duration  *prometheus.HistogramVec
 	forwarded *prometheus.CounterVec
 	authFail  *prometheus.CounterVec
+	alerts    *prometheus.CounterVec
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -39,7 +40,14 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Name: "ars_http_auth_failures_total",
 		Help: "API requests rejected by authentication (unauthenticated) or authorization (forbidden).",
 	}, []string{"reason"})
+	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ars_alerts_total",
+		Help: "Alerts this node committed as leader, by kind and result (committed or duplicate).",
+	}, []string{"kind", "result"})
 	var err error
+	if m.alerts, err = register(reg, m.alerts); err != nil {
+		return nil, err
+	}
 	if m.requests, err = register(reg, m.requests); err != nil {
 		return nil, err
 	}
@@ -87,4 +95,11 @@ func (m *serverMetrics) authFailure(reason string) {
 		return
 	}
 	m.authFail.WithLabelValues(reason).Inc()
+}
+
+func (m *serverMetrics) alert(kind, result string) {
+	if m.alerts == nil {
+		return
+	}
+	m.alerts.WithLabelValues(kind, result).Inc()
 }

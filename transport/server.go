@@ -81,7 +81,9 @@ type route struct {
 	snapshot bool
 	// basicAuth: a 401 invites a browser to prompt (the status page).
 	basicAuth bool
-	h         handlerFunc
+	// maxBody, if set, replaces ServerConfig.MaxBodyBytes for the route.
+	maxBody int64
+	h       handlerFunc
 }
 
 func (rt *route) pattern() string { return rt.method + " " + rt.path }
@@ -99,6 +101,9 @@ var (
 	readers   = []Role{RoleReader}
 	operators = []Role{RoleOperator}
 	nodes     = []Role{RoleNode}
+	// detectors may post alerts; so may operators (listed explicitly: the
+	// operator ⊇ reader rule does not cover detector routes).
+	detectors = []Role{RoleDetector, RoleOperator}
 )
 
 // NewServer builds the API server.
@@ -224,6 +229,9 @@ func (s *Server) routeTable() []*route {
 		{method: "GET", path: "/v1/services/{name}", allow: readers, consistent: true, h: s.handleService},
 		{method: "GET", path: "/v1/snapshot", allow: operators, leader: true, snapshot: true, h: s.handleSnapshotSave},
 		{method: "POST", path: "/v1/snapshot", allow: operators, leader: true, snapshot: true, h: s.handleSnapshotRestore},
+		{method: "POST", path: "/v1/alerts", allow: detectors, leader: true, maxBody: MaxAlertBodyBytes, h: s.handlePostAlert},
+		{method: "POST", path: "/v1/alerts/webhook", allow: detectors, leader: true, maxBody: MaxAlertEvidenceBytes, h: s.handleAlertWebhook},
+		{method: "GET", path: "/v1/alerts", allow: readers, consistent: true, h: s.handleAlerts},
 		{method: "POST", path: "/v1/internal/apply", allow: nodes, leader: true, h: s.handleInternalApply},
 		{method: "GET", path: "/metrics", allow: readers, h: s.handleMetrics},
 		{method: "GET", path: "/{$}", allow: readers, basicAuth: true, h: s.handleStatusPage},
@@ -378,12 +386,20 @@ func (s *Server) wrap(rt *route) http.Handler {
 		}
 
 		limit, timeout := s.cfg.MaxBodyBytes, s.cfg.RequestTimeout
+		if rt.maxBody > 0 {
+			limit = rt.maxBody
+		}
 		if rt.snapshot {
 			limit, timeout = s.cfg.MaxSnapshotBytes, s.cfg.SnapshotTimeout
 			// Let the transfer outlive the http.Server's read/write timeouts.
 			rc := http.NewResponseController(w)
 			_ = rc.SetReadDeadline(time.Now().Add(timeout))
 			_ = rc.SetWriteDeadline(time.Now().Add(timeout + 5*time.Second))
+		}
+		if r.ContentLength > limit {
+			// Declared too large: refuse before reading (or forwarding) it.
+			fail(&http.MaxBytesError{Limit: limit})
+			return
 		}
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)

@@ -1,0 +1,378 @@
+package transport
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"ars/fsm"
+)
+
+// Alert limits. See the package documentation, "Alerts".
+const (
+	// MaxAlertBodyBytes bounds the JSON body of POST /v1/alerts.
+	MaxAlertBodyBytes = 64 << 10
+	// MaxAlertEvidenceBytes bounds the evidence a detector may send: the
+	// "evidence" field of POST /v1/alerts, or the whole body of POST
+	// /v1/alerts/webhook.
+	MaxAlertEvidenceBytes = 16 << 10
+	// LedgerEvidenceBytes is what the alert ledger keeps of the evidence
+	// (the fsm's limit). Longer evidence is cut at this size and ends in a
+	// marker naming the original length and its SHA-256.
+	LedgerEvidenceBytes = 4096
+	// MaxAlertIDLength bounds an alert id.
+	MaxAlertIDLength = 128
+	// DefaultAlertListLimit and MaxAlertListLimit bound GET /v1/alerts.
+	DefaultAlertListLimit = 100
+	MaxAlertListLimit     = fsm.AlertLedgerLimit
+
+	maxAlertSourceBytes = 128
+	maxAlertNameBytes   = 256
+)
+
+// HeaderAlertID carries a detector's own alert id on POST
+// /v1/alerts/webhook.
+const HeaderAlertID = "X-Ars-Alert-Id"
+
+// EvidenceBase64Prefix starts evidence that was not storable as text (a
+// webhook body that is not valid UTF-8 or holds control characters): the
+// rest is the body in standard base64.
+const EvidenceBase64Prefix = "base64:"
+
+// alertIDRE is the charset of alert ids: ASCII letters, digits and
+// ". _ : -", starting with a letter or digit. UUIDs, hex digests and
+// "source:serial" forms fit.
+var alertIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+
+// AlertRequest is the body of POST /v1/alerts.
+type AlertRequest struct {
+	// ID identifies the detection: the ledger records an ID once, so a
+	// retried delivery is answered as a duplicate. 1..128 characters of
+	// [A-Za-z0-9._:-], starting with a letter or digit.
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Replica string `json:"replica"`
+	Kind    string `json:"kind"` // "exploit" | "dos"
+	// Source names the detector (default: the caller's token name).
+	Source string `json:"source,omitempty"`
+	// Evidence is free text (up to MaxAlertEvidenceBytes; tab and line
+	// breaks allowed, other control characters not). The ledger keeps
+	// LedgerEvidenceBytes of it.
+	Evidence string `json:"evidence,omitempty"`
+}
+
+// AlertResponse answers POST /v1/alerts and POST /v1/alerts/webhook. It is
+// sent only after the alert command was committed: 201 when the alert is
+// new, 200 with Duplicate when its ID was already in the ledger.
+type AlertResponse struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Replica string `json:"replica"`
+	Kind    string `json:"kind"`
+	Source  string `json:"source"`
+	// Index is the log index of the entry that committed this request (for
+	// a duplicate, of the no-op entry, not of the original alert).
+	Index     uint64 `json:"index"`
+	Duplicate bool   `json:"duplicate"`
+	// At is the leader's clock when it built the command (unix ns).
+	At int64 `json:"at"`
+	// EvidenceTruncated: the ledger holds a shortened copy of the evidence.
+	EvidenceTruncated bool `json:"evidence_truncated,omitempty"`
+}
+
+// AlertLedger is implemented by a Backend that can list this node's alert
+// ledger (oldest first, like fsm.Machine.Alerts). GET /v1/alerts uses it;
+// a Backend without it but with State() (the fsm snapshot bytes, as
+// cluster.Cluster has) is read through a scratch fsm.Machine instead.
+type AlertLedger interface {
+	Alerts() []fsm.AlertRecord
+}
+
+type stateReader interface {
+	State() ([]byte, uint64, error)
+}
+
+// ledger returns the node's alert ledger, oldest first.
+func (s *Server) ledger() ([]fsm.AlertRecord, error) {
+	switch b := s.b.(type) {
+	case AlertLedger:
+		return b.Alerts(), nil
+	case stateReader:
+		data, _, err := b.State()
+		if err != nil {
+			return nil, fmt.Errorf("reading the replicated state: %w", err)
+		}
+		m := fsm.New()
+		if err := m.Restore(data); err != nil {
+			return nil, fmt.Errorf("reading the replicated state: %w", err)
+		}
+		return m.Alerts(), nil
+	}
+	return nil, &requestError{status: http.StatusNotFound, code: CodeNotFound, msg: "this node cannot list its alert ledger"}
+}
+
+// handlePostAlert is POST /v1/alerts (leader).
+func (s *Server) handlePostAlert(w http.ResponseWriter, r *http.Request) error {
+	var req AlertRequest
+	if err := decodeBody(r, &req, false); err != nil {
+		return err
+	}
+	if err := checkAlertID(req.ID, "id"); err != nil {
+		return err
+	}
+	if len(req.Evidence) > MaxAlertEvidenceBytes {
+		return invalidf("evidence: %d bytes, at most %d allowed", len(req.Evidence), MaxAlertEvidenceBytes)
+	}
+	if err := checkEvidenceText(req.Evidence); err != nil {
+		return invalidf("evidence: %v", err)
+	}
+	return s.commitAlert(w, r, req)
+}
+
+// handleAlertWebhook is POST /v1/alerts/webhook (leader): the query names
+// the alert, the body is the evidence, X-Ars-Alert-Id (or a digest of
+// source, service, replica and body) its id.
+func (s *Server) handleAlertWebhook(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for k, vs := range q {
+		if !slices.Contains([]string{"service", "replica", "kind", "source"}, k) {
+			return invalidf("unknown query parameter %q (want service, replica, kind, source)", k)
+		}
+		if len(vs) > 1 {
+			return invalidf("query parameter %q given %d times", k, len(vs))
+		}
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	req := AlertRequest{Service: q.Get("service"), Replica: q.Get("replica"), Kind: q.Get("kind"), Source: q.Get("source")}
+	if req.Source == "" {
+		if p, ok := PrincipalFromContext(r.Context()); ok {
+			req.Source = p.Name
+		}
+	}
+	ids := r.Header.Values(HeaderAlertID)
+	switch {
+	case len(ids) > 1:
+		return invalidf("%s given %d times", HeaderAlertID, len(ids))
+	case len(ids) == 1:
+		req.ID = strings.TrimSpace(ids[0])
+		if err := checkAlertID(req.ID, HeaderAlertID); err != nil {
+			return err
+		}
+	case len(body) == 0:
+		return invalidf("empty body and no %s header: nothing to derive an alert id from", HeaderAlertID)
+	default:
+		req.ID = WebhookAlertID(req.Source, req.Service, req.Replica, body)
+	}
+	if checkEvidenceText(string(body)) == nil {
+		req.Evidence = string(body)
+	} else {
+		req.Evidence = EvidenceBase64Prefix + base64.StdEncoding.EncodeToString(body)
+	}
+	return s.commitAlert(w, r, req)
+}
+
+// WebhookAlertID is the id POST /v1/alerts/webhook gives an alert without
+// an X-Ars-Alert-Id header: "wh-" and the hex SHA-256 of the
+// length-prefixed source, service, replica and body. A retried delivery of
+// the same body therefore dedups; a detector that reports two distinct
+// events with identical bodies must send its own ids.
+func WebhookAlertID(source, service, replica string, body []byte) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, part := range [][]byte{[]byte(source), []byte(service), []byte(replica), body} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return "wh-" + hex.EncodeToString(h.Sum(nil))
+}
+
+// commitAlert validates the rest of req, stamps it with the leader's
+// clock, commits it and answers 201 (new) or 200 (duplicate).
+func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRequest) error {
+	switch {
+	case req.Kind == "":
+		return invalidf("kind: required (%q or %q)", fsm.KindExploit, fsm.KindDoS)
+	case req.Kind != fsm.KindExploit && req.Kind != fsm.KindDoS:
+		return invalidf("kind: %q must be %q or %q", req.Kind, fsm.KindExploit, fsm.KindDoS)
+	}
+	for _, f := range []struct{ name, v string }{{"service", req.Service}, {"replica", req.Replica}} {
+		if f.v == "" {
+			return invalidf("%s: required", f.name)
+		}
+		if err := checkLine(f.v, maxAlertNameBytes); err != nil {
+			return invalidf("%s: %v", f.name, err)
+		}
+	}
+	if req.Source == "" {
+		if p, ok := PrincipalFromContext(r.Context()); ok {
+			req.Source = p.Name
+		}
+	}
+	if err := checkLine(req.Source, maxAlertSourceBytes); err != nil {
+		return invalidf("source: %v", err)
+	}
+	// Refuse unknown names before anything reaches the log. The fsm checks
+	// again when it applies the entry (the authority, should the service
+	// change in between).
+	svc, ok := s.b.Service(req.Service)
+	if !ok {
+		return &requestError{status: http.StatusNotFound, code: fsm.CodeUnknownService,
+			msg: fmt.Sprintf("service %q does not exist", req.Service)}
+	}
+	if !slices.ContainsFunc(svc.Replicas, func(rs fsm.ReplicaState) bool { return rs.Name == req.Replica }) {
+		return &requestError{status: http.StatusNotFound, code: fsm.CodeUnknownReplica,
+			msg: fmt.Sprintf("service %q has no replica %q", req.Service, req.Replica)}
+	}
+	evidence, truncated := fitEvidence(req.Evidence)
+	a := fsm.Alert{ID: req.ID, Service: req.Service, Replica: req.Replica, Kind: req.Kind,
+		Source: req.Source, Evidence: evidence, At: s.now().UnixNano()}
+	cmd, err := fsm.Encode(s.term(), a)
+	if err != nil {
+		return fmt.Errorf("encoding alert command: %w", err)
+	}
+	res, err := s.b.Apply(r.Context(), cmd)
+	if err != nil {
+		return err
+	}
+	result := "committed"
+	if res.Duplicate {
+		result = "duplicate"
+	}
+	s.metrics.alert(a.Kind, result)
+	caller := ""
+	if p, ok := PrincipalFromContext(r.Context()); ok {
+		caller = p.Name
+	}
+	s.log.Info("alert "+result, "id", a.ID, "service", a.Service, "replica", a.Replica, "kind", a.Kind,
+		"source", a.Source, "caller", caller, "index", res.Index)
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	return writeJSONStatus(w, status, AlertResponse{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
+		Source: a.Source, Index: res.Index, Duplicate: res.Duplicate, At: a.At, EvidenceTruncated: truncated})
+}
+
+// handleAlerts is GET /v1/alerts?service=S&limit=N: the ledger, newest
+// first.
+func (s *Server) handleAlerts(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for k, vs := range q {
+		if !slices.Contains([]string{"service", "limit", "consistent"}, k) {
+			return invalidf("unknown query parameter %q (want service, limit, consistent)", k)
+		}
+		if len(vs) > 1 {
+			return invalidf("query parameter %q given %d times", k, len(vs))
+		}
+	}
+	limit := DefaultAlertListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxAlertListLimit {
+			return invalidf("limit: %q must be a number from 1 to %d", v, MaxAlertListLimit)
+		}
+		limit = n
+	}
+	if err := s.barrierIfConsistent(r); err != nil {
+		return err
+	}
+	all, err := s.ledger()
+	if err != nil {
+		return err
+	}
+	service := q.Get("service")
+	out := []fsm.AlertRecord{}
+	for i := len(all) - 1; i >= 0 && len(out) < limit; i-- {
+		if service == "" || all[i].Service == service {
+			out = append(out, all[i])
+		}
+	}
+	return writeJSON(w, out)
+}
+
+func checkAlertID(id, field string) error {
+	switch {
+	case id == "":
+		return invalidf("%s: required", field)
+	case len(id) > MaxAlertIDLength:
+		return invalidf("%s: %d characters, at most %d allowed", field, len(id), MaxAlertIDLength)
+	case !alertIDRE.MatchString(id):
+		return invalidf("%s: %q must be letters, digits and . _ : - (starting with a letter or digit)", field, id)
+	}
+	return nil
+}
+
+// checkEvidenceText accepts what the ledger stores as text: valid UTF-8
+// without control characters other than tab, newline and carriage return.
+func checkEvidenceText(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return fmt.Errorf("control character %U not allowed", r)
+		}
+	}
+	return nil
+}
+
+// checkLine accepts one line of printable UTF-8 of at most max bytes.
+func checkLine(s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%d bytes, at most %d allowed", len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("not valid UTF-8")
+	}
+	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return fmt.Errorf("control character %U not allowed", r)
+	}
+	return nil
+}
+
+// fitEvidence shortens evidence to LedgerEvidenceBytes: it keeps a prefix
+// (on a rune boundary; for base64 evidence on a 4-character boundary, so
+// the prefix still decodes) and appends a marker with the original length
+// and SHA-256.
+func fitEvidence(s string) (string, bool) {
+	if len(s) <= LedgerEvidenceBytes {
+		return s, false
+	}
+	sum := sha256.Sum256([]byte(s))
+	marker := fmt.Sprintf("\n[truncated: %d bytes, sha256 %s]", len(s), hex.EncodeToString(sum[:]))
+	cut := LedgerEvidenceBytes - len(marker)
+	if strings.HasPrefix(s, EvidenceBase64Prefix) {
+		cut -= (cut - len(EvidenceBase64Prefix)) % 4
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker, true
+}
+
+// writeJSONStatus writes v as a JSON response with the given status.
+func writeJSONStatus(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}

@@ -71,7 +71,7 @@ const (
 	DefaultProbeType    = "A"
 	DefaultARSTimeout   = Duration(100 * time.Millisecond)
 	DefaultARSInterval  = Duration(50 * time.Millisecond)
-	DefaultARSWindow    = Duration(250 * time.Millisecond)
+	DefaultARSWindow    = Duration(275 * time.Millisecond)
 	DefaultPaperTimeout = Duration(500 * time.Millisecond)
 	DefaultFailures     = 3
 	DefaultMinDwell     = Duration(2 * time.Second)
@@ -117,7 +117,7 @@ type ProbeSpec struct {
 	Timeout  Duration `json:"timeout"`  // default ars 100ms, paper 500ms
 	Interval Duration `json:"interval"` // default ars 50ms, paper 0 (sequential)
 	Failures int      `json:"failures"` // paper: consecutive timeouts; ars: consecutive failures also required within Window. Default 3
-	Window   Duration `json:"window"`   // ars: no valid answer for this long => DoS (default 250ms); paper: unused (0)
+	Window   Duration `json:"window"`   // ars: no valid answer for this long => DoS (default 275ms, see controller/probe); paper: unused (0)
 	Confirm  string   `json:"confirm"`  // "none" (default) | "quorum"
 }
 

@@ -28,7 +28,7 @@ func TestNormalizeDefaults(t *testing.T) {
 			{Name: "b", Impl: "unbound", OS: "linux", Platform: "container"},
 		},
 		Probe: ProbeSpec{Query: "www.lab.internal.", Type: "AAAA", Profile: ProfileARS, Timeout: Duration(100 * time.Millisecond),
-			Interval: Duration(50 * time.Millisecond), Failures: 3, Window: Duration(250 * time.Millisecond), Confirm: ConfirmNone},
+			Interval: Duration(50 * time.Millisecond), Failures: 3, Window: Duration(275 * time.Millisecond), Confirm: ConfirmNone},
 		Policy: PolicySpec{Rotation: RotationDiverse, MinDwell: Duration(2 * time.Second), MaxSwitches: 5, Window: Duration(time.Minute),
 			ExploitMode: ModeMakeBeforeBreak, DoSMode: ModeBreakBeforeMake},
 	}

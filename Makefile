@@ -57,8 +57,9 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 .PHONY: bench
-bench: ## Raft apply latency p50/p99 through a follower and on the leader (HTTPS, loopback)
+bench: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a persistent session vs per-operation login
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./test/e2e/
+	$(GO) test -run '^$$' -bench Attach -benchtime 20x -count 1 ./controller/vsphere/
 
 .PHONY: demo
 demo: build ## Start three real ars agents on loopback, apply a service, kill the leader, show the new one

@@ -1,7 +1,10 @@
-// Package controller will hold the leader-only work of an ars node: service
-// probes, the pure decide function, the reconciler and the replica drivers
-// (vSphere via govmomi, containers via the Docker Engine API).
+// Package controller holds the leader-only work of an ars node: service
+// probes (controller/probe), the pure decide function (controller/decide),
+// the reconciler and the replica drivers.
 //
-// Nothing of it is built yet. What the cluster already offers it is
-// described in DESIGN.md beside this file.
+// This package itself defines what the reconciler needs from a platform:
+// the Driver interface (driver.go) with its observation, event and error
+// types. controller/vsphere implements it for VMs on vSphere; the Docker
+// driver for containers follows. Decisions are recorded in DESIGN.md
+// beside this file.
 package controller

@@ -1,7 +1,7 @@
 // Package agent assembles one ars controller node from its configuration:
-// the replicated core (cluster), the HTTPS API (transport) and metrics. The
-// `ars agent` command runs it; the test harness in test/ starts it in
-// process.
+// the replicated core (cluster), the HTTPS API (transport), metrics and the
+// leader-only vSphere driver session. The `ars agent` command runs it; the
+// test harness in test/ starts it in process.
 package agent
 
 import (
@@ -24,6 +24,7 @@ import (
 
 	"ars/cluster"
 	"ars/cmd/ars/internal/config"
+	"ars/controller/vsphere"
 	"ars/fsm"
 	"ars/transport"
 )
@@ -50,6 +51,9 @@ type Agent struct {
 	apiLn   net.Listener
 	apiURL  string
 	vc      *devVCenter
+	// VSphere is the node's vSphere driver (nil without a vCenter). It
+	// holds a session only while this node leads.
+	VSphere *vsphere.Driver
 	done    chan struct{}
 	stopped sync.Once
 	err     error
@@ -150,6 +154,27 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.Cluster = c
 
+	// -dev embeds a vCenter simulator; it is the node's vCenter unless the
+	// configuration names another one.
+	if cfg.Dev {
+		if a.vc, err = startDevVCenter(); err != nil {
+			return nil, err
+		}
+	}
+	if a.VSphere, err = newVSphere(cfg, a.vc, log, reg); err != nil {
+		a.closeDevVCenter()
+		return nil, err
+	}
+	if d := a.VSphere; d != nil {
+		// The session lives exactly as long as leadership: opened after the
+		// barrier, logged out (operations in flight cancelled) when it ends.
+		c.OnLeader("vsphere", func(ctx context.Context) {
+			if err := d.Run(ctx); err != nil {
+				log.Warn("vsphere driver stopped", "err", err)
+			}
+		})
+	}
+
 	srv, err := transport.NewServer(transport.ServerConfig{
 		Backend:       c,
 		Tokens:        tokens,
@@ -161,14 +186,17 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		Term:          c.Term,
 	})
 	if err != nil {
+		a.closeDevVCenter()
 		return nil, fmt.Errorf("api server: %w", err)
 	}
 	ln, err := net.Listen("tcp", host(cfg.Ports.API))
 	if err != nil {
+		a.closeDevVCenter()
 		return nil, fmt.Errorf("api listener on %s: %w", host(cfg.Ports.API), err)
 	}
 	if err := c.Start(); err != nil {
 		ln.Close()
+		a.closeDevVCenter()
 		return nil, err
 	}
 	a.api = transport.NewHTTPServer(ln.Addr().String(), srv.Handler(), apiTLS, log)
@@ -191,16 +219,12 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log.Info("left the cluster; stopping")
 		a.stop(nil)
 	}()
-	if cfg.VCenter != nil || len(cfg.Docker.Hosts) > 0 {
-		log.Warn("vcenter/docker settings are read and validated, but this version has no replica drivers yet: they are not used")
+	if len(cfg.Docker.Hosts) > 0 {
+		log.Warn("docker settings are read and validated, but this version has no container driver yet: they are not used")
 	}
 	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
 	if cfg.Dev {
-		if a.vc, err = startDevVCenter(); err != nil {
-			a.stop(err)
-			return nil, err
-		}
-		log.Info("dev: embedded vCenter simulator (any username/password; no replica driver uses it yet)", "url", a.vc.URL())
+		log.Info("dev: embedded vCenter simulator (any username/password); the dev leader holds a session on it", "url", a.vc.URL())
 		if err := a.applyDevService(context.Background()); err != nil {
 			a.stop(err)
 			return nil, fmt.Errorf("dev sample service: %w", err)
@@ -208,6 +232,54 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log.Info("dev: applied the sample service 'dns' (ars service show dns)")
 	}
 	return a, nil
+}
+
+// newVSphere builds the vSphere driver for the configured vCenter, or for
+// the embedded simulator of a -dev node (verified by its thumbprint), or
+// returns nil when there is no vCenter. It does not connect.
+func newVSphere(cfg *Config, dev *devVCenter, log *slog.Logger, reg prometheus.Registerer) (*vsphere.Driver, error) {
+	var vcfg vsphere.Config
+	switch vc := cfg.VCenter; {
+	case vc != nil:
+		vcfg = vsphere.Config{
+			URL:               vc.URL,
+			Username:          vc.Username,
+			Password:          vc.Password,
+			CAFile:            vc.CAFile,
+			Thumbprint:        vc.Thumbprint,
+			Insecure:          vc.Insecure,
+			PerOperationLogin: vc.PerOperationLogin,
+			CallTimeout:       vc.CallTimeout,
+			TaskTimeout:       vc.TaskTimeout,
+			MaxAttempts:       vc.MaxAttempts,
+			KeepAlive:         vc.KeepAliveInterval,
+		}
+		if vc.Insecure {
+			log.Warn("vcenter: certificate verification is OFF (insecure: true); use ca_file or thumbprint outside a lab")
+		}
+	case dev != nil:
+		vcfg = vsphere.Config{
+			URL:        dev.URL(),
+			Username:   devVCenterUser,
+			Password:   func() (string, error) { return devVCenterPassword, nil },
+			Thumbprint: dev.Thumbprint(),
+		}
+	default:
+		return nil, nil
+	}
+	vcfg.Logger = log.With("component", "vsphere")
+	vcfg.Metrics = vsphere.NewMetrics(reg)
+	d, err := vsphere.New(vcfg)
+	if err != nil {
+		return nil, fmt.Errorf("vcenter: %w", err)
+	}
+	return d, nil
+}
+
+func (a *Agent) closeDevVCenter() {
+	if a.vc != nil {
+		a.vc.Close()
+	}
 }
 
 // forwarder sends follower writes to the leader's API with the node's
@@ -263,9 +335,7 @@ func (a *Agent) stop(err error) {
 		if cerr := a.Cluster.Shutdown(); err == nil {
 			err = cerr
 		}
-		if a.vc != nil {
-			a.vc.Close()
-		}
+		a.closeDevVCenter()
 		a.err = err
 		close(a.done)
 	})

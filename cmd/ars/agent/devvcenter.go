@@ -2,59 +2,64 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net/url"
 	"time"
 
-	"github.com/vmware/govmomi/simulator"
-
+	"ars/controller/vsphere/vcsim"
 	"ars/fsm"
 )
 
 // devVCenter is the vCenter simulator (govmomi's vcsim) embedded in
-// `ars agent -dev`, so there is an inventory to look at without a vCenter:
-// one datacenter, a cluster of three hosts and a standalone host, with two
-// powered-on VMs each. The sample service's VM replicas are two of them.
+// `ars agent -dev`: one datacenter, a cluster of three hosts and a
+// standalone host, with two powered-on VMs each. It is the dev node's
+// vCenter: the node logs in to it when it leads (verifying its certificate
+// by thumbprint) and holds that session. The sample service's VM replicas
+// are two of its VMs, each with a "clean" snapshot.
 type devVCenter struct {
-	model  *simulator.Model
-	server *simulator.Server
+	sim *vcsim.Sim
 }
 
 // Sample replicas of the dev service: VM replicas name simulator VMs.
 const (
 	devVMBind9   = "DC0_C0_RP0_VM0"
 	devVMUnbound = "DC0_C0_RP0_VM1"
+	devSnapshot  = "clean"
+	// The simulator accepts any non-empty credentials; these are the dev
+	// node's.
+	devVCenterUser     = "dev"
+	devVCenterPassword = "dev"
 )
 
 func startDevVCenter() (*devVCenter, error) {
-	m := simulator.VPX()
-	if err := m.Create(); err != nil {
+	sim, err := vcsim.Start(vcsim.Options{})
+	if err != nil {
 		return nil, fmt.Errorf("vcenter simulator: %w", err)
 	}
-	m.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
-	m.Service.TLS = new(tls.Config)
-	return &devVCenter{model: m, server: m.Service.NewServer()}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, vm := range []string{devVMBind9, devVMUnbound} {
+		if err := sim.Snapshot(ctx, vm, devSnapshot); err != nil {
+			sim.Close()
+			return nil, fmt.Errorf("vcenter simulator: snapshot of %s: %w", vm, err)
+		}
+	}
+	return &devVCenter{sim: sim}, nil
 }
 
-// URL is the simulator's SDK endpoint without credentials (it accepts any).
-func (d *devVCenter) URL() string {
-	u := *d.server.URL
-	u.User = nil
-	return u.String()
-}
+// URL is the simulator's SDK endpoint without credentials.
+func (d *devVCenter) URL() string { return d.sim.URL() }
 
-func (d *devVCenter) Close() {
-	d.server.Close()
-	d.model.Remove()
-}
+// Thumbprint is the SHA-256 thumbprint of its certificate.
+func (d *devVCenter) Thumbprint() string { return d.sim.Thumbprint() }
+
+func (d *devVCenter) Close() { d.sim.Close() }
 
 // devService is the sample service a -dev node starts with: the paper's
 // testbed (BIND 9 and Unbound on Windows VMs, both in Linux containers)
 // plus Knot Resolver and PowerDNS Recursor containers.
 func devService() fsm.ServiceSpec {
 	vm := func(name, impl, vmName string) fsm.ReplicaSpec {
-		return fsm.ReplicaSpec{Name: name, Impl: impl, OS: "windows", Platform: "vm", VM: vmName, NIC: "ethernet-0", Snapshot: "clean"}
+		return fsm.ReplicaSpec{Name: name, Impl: impl, OS: "windows", Platform: "vm", VM: vmName, NIC: "ethernet-0", Snapshot: devSnapshot}
 	}
 	ct := func(name, impl string) fsm.ReplicaSpec {
 		return fsm.ReplicaSpec{Name: name, Impl: impl, OS: "linux", Platform: "container", Host: "local", Image: "ars-lab/" + impl}

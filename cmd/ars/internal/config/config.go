@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"ars/cluster"
+	"ars/controller/vsphere"
 )
 
 // ErrInvalid is wrapped by every error this package returns for a bad
@@ -106,13 +109,74 @@ type Log struct {
 	Format string `yaml:"format"` // text | json
 }
 
-// VCenter is the vSphere endpoint used by the leader's VM driver.
+// VCenter is the vSphere endpoint used by the leader's VM driver. Only the
+// leader holds a session (one, for as long as it leads).
 type VCenter struct {
-	URL          string `yaml:"url"`           // https://vcenter.example/sdk
-	Username     string `yaml:"username"`      // required with url
-	PasswordFile string `yaml:"password_file"` // required with url; file holds the password
-	CAFile       string `yaml:"ca_file"`       // optional; system roots if empty
-	Insecure     bool   `yaml:"insecure"`      // skip certificate verification (labs only)
+	URL      string `yaml:"url"`      // https://vcenter.example/sdk
+	Username string `yaml:"username"` // required with url
+	// PasswordFile holds the password (trailing newline ignored; re-read
+	// at every login). Without it the password comes from the environment
+	// variable ARS_VCENTER_PASSWORD. It is never logged.
+	PasswordFile string `yaml:"password_file"`
+	// The vCenter certificate is verified: against the system roots, or
+	// CAFile, or pinned by Thumbprint (SHA-256 or SHA-1 hex, as the vSphere
+	// client shows it). Insecure skips verification (labs only) and cannot
+	// be combined with either.
+	CAFile     string `yaml:"ca_file"`
+	Thumbprint string `yaml:"thumbprint"`
+	Insecure   bool   `yaml:"insecure"`
+	// PerOperationLogin logs in and out around every VM operation: the
+	// older script behaviour, for the paper comparison only.
+	PerOperationLogin bool `yaml:"per_operation_login"`
+	// CallTimeout bounds each vCenter round trip (default 1s), TaskTimeout
+	// each vCenter task (default 60s); MaxAttempts is how often a failed
+	// operation is tried (default 3); KeepAliveInterval is how often the
+	// session is checked and kept from idling out (default 10s).
+	CallTimeout       time.Duration `yaml:"call_timeout"`
+	TaskTimeout       time.Duration `yaml:"task_timeout"`
+	MaxAttempts       int           `yaml:"max_attempts"`
+	KeepAliveInterval time.Duration `yaml:"keepalive_interval"`
+}
+
+// PasswordEnv names the environment variable that holds the vCenter
+// password when vcenter.password_file is not set.
+const PasswordEnv = "ARS_VCENTER_PASSWORD"
+
+// setDefaults fills the timing defaults (the vSphere driver's) of the keys
+// that set does not report as written.
+func (v *VCenter) setDefaults(set func(field string) bool) {
+	if v.CallTimeout == 0 && !set("vcenter.call_timeout") {
+		v.CallTimeout = vsphere.DefaultCallTimeout
+	}
+	if v.TaskTimeout == 0 && !set("vcenter.task_timeout") {
+		v.TaskTimeout = vsphere.DefaultTaskTimeout
+	}
+	if v.MaxAttempts == 0 && !set("vcenter.max_attempts") {
+		v.MaxAttempts = vsphere.DefaultMaxAttempts
+	}
+	if v.KeepAliveInterval == 0 && !set("vcenter.keepalive_interval") {
+		v.KeepAliveInterval = vsphere.DefaultKeepAlive
+	}
+}
+
+// Password returns the vCenter password: from PasswordFile if set, else
+// from ARS_VCENTER_PASSWORD. Errors never contain the password.
+func (v *VCenter) Password() (string, error) {
+	if v.PasswordFile != "" {
+		data, err := os.ReadFile(v.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("vcenter password file: %w", err)
+		}
+		pw := strings.TrimRight(string(data), "\r\n")
+		if pw == "" {
+			return "", fmt.Errorf("vcenter password file %s is empty", v.PasswordFile)
+		}
+		return pw, nil
+	}
+	if pw := os.Getenv(PasswordEnv); pw != "" {
+		return pw, nil
+	}
+	return "", fmt.Errorf("no vcenter password: set vcenter.password_file or %s", PasswordEnv)
 }
 
 // Docker lists Docker Engine API endpoints; replicas name them by Name.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ars/controller/vsphere"
 )
 
 // wantErr is one expected "FILE:LINE: reason" line.
@@ -81,6 +83,20 @@ func TestLoadErrors(t *testing.T) {
 			{13, "vcenter.password_file: required"},
 			{14, `vcenter.url: "ftp://vcenter.lab.internal" must be an https:// URL`},
 		}},
+		{"vcenter_thumbprint.yaml", []wantErr{{17, `vcenter.thumbprint: thumbprint "AB:CD" must be a SHA-256 (or SHA-1) fingerprint`}}},
+		{"vcenter_insecure.yaml", []wantErr{
+			{17, "vcenter.thumbprint: use either ca_file or thumbprint, not both"},
+			{18, "vcenter.insecure: contradicts ca_file/thumbprint"},
+		}},
+		{"vcenter_http.yaml", []wantErr{{14, `vcenter.url: "http://vcenter.lab.internal/sdk" is plain http, which sends the password in clear`}}},
+		{"vcenter_timeouts.yaml", []wantErr{
+			{17, "vcenter.call_timeout: must be > 0 and at most 1m, got 0s"},
+			{18, "vcenter.task_timeout: must be > 0 and at most 1h, got -1s"},
+			{19, "vcenter.max_attempts: must be 1-10, got 11"},
+			{20, "vcenter.keepalive_interval: must be between 1s and 10m"},
+		}},
+		{"vcenter_password_empty.yaml", []wantErr{{16, "vcenter.password_file: vcenter password file " + filepath.Join(dir, "empty.password") + " is empty"}}},
+		{"vcenter_ca_not_pem.yaml", []wantErr{{17, "vcenter.ca_file: " + filepath.Join(dir, "tokens.yaml") + " holds no PEM certificate"}}},
 		{"docker_bad_endpoint.yaml", []wantErr{
 			{17, `docker.hosts[1].name: "lx1" is listed twice`},
 			{18, `docker.hosts[1].endpoint: "ssh://lx2" must be unix://PATH or tcp://HOST:PORT`},
@@ -88,7 +104,7 @@ func TestLoadErrors(t *testing.T) {
 		// Several problems are all reported, in line order.
 		{"two_errors.yaml", []wantErr{{1, `node_name: "-n1" must match`}, {5, "bootstrap_expect: must be >= 0"}}},
 	}
-	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true}
+	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true, "vcenter_env_password.yaml": true}
 	for _, tt := range tests {
 		covered[tt.file] = true
 		t.Run(strings.TrimSuffix(tt.file, ".yaml"), func(t *testing.T) {
@@ -162,9 +178,14 @@ func TestLoadValid(t *testing.T) {
 		Membership:    Default().Membership,
 		Log:           Log{Level: "info", Format: "text"},
 		VCenter: &VCenter{
-			URL:          "https://vcenter.lab.internal/sdk",
-			Username:     "ars@vsphere.local",
-			PasswordFile: filepath.Join(dir, "vcenter.password"),
+			URL:               "https://vcenter.lab.internal/sdk",
+			Username:          "ars@vsphere.local",
+			PasswordFile:      filepath.Join(dir, "vcenter.password"),
+			Thumbprint:        "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+			CallTimeout:       500 * time.Millisecond,
+			TaskTimeout:       vsphere.DefaultTaskTimeout,
+			MaxAttempts:       vsphere.DefaultMaxAttempts,
+			KeepAliveInterval: vsphere.DefaultKeepAlive,
 		},
 		Docker: Docker{Hosts: []DockerHost{
 			{Name: "lx1", Endpoint: "unix:///var/run/docker.sock"},
@@ -264,5 +285,34 @@ func TestValidateWithoutFile(t *testing.T) {
 	}
 	if err := Default().Validate(); err == nil {
 		t.Errorf("Default().Validate() = nil; node_name etc. have no default")
+	}
+}
+
+// The vCenter password comes from password_file, else from the environment;
+// with neither the configuration is refused.
+func TestVCenterPasswordSources(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	path := copyTestdata(t, dir, "vcenter_env_password.yaml")
+	t.Setenv(PasswordEnv, "")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "vcenter.password_file: required (or the password in the environment variable ARS_VCENTER_PASSWORD)") {
+		t.Fatalf("no password source: %v", err)
+	}
+	t.Setenv(PasswordEnv, "from-env")
+	a, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, err := a.VCenter.Password(); err != nil || pw != "from-env" {
+		t.Fatalf("password = %q, %v", pw, err)
+	}
+	// A password file wins over the environment; its trailing newline is not part of it.
+	a.VCenter.PasswordFile = filepath.Join(dir, "vcenter.password")
+	if pw, err := a.VCenter.Password(); err != nil || pw != "hunter2" {
+		t.Fatalf("password = %q, %v", pw, err)
+	}
+	a.VCenter.PasswordFile = filepath.Join(dir, "missing.password")
+	if _, err := a.VCenter.Password(); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -76,6 +76,7 @@ func writeFixtures(tb testing.TB, dir string) {
 		"short-gossip.key": []byte(base64.StdEncoding.EncodeToString(make([]byte, 8)) + "\n"),
 		"tokens.yaml":      []byte("tokens:\n  - {name: ops, role: operator, secret: s3cret}\n"),
 		"vcenter.password": []byte("hunter2\n"),
+		"empty.password":   []byte("\n"),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"ars/controller/vsphere"
 )
 
 // maxFileSize bounds what Load reads; an agent config is a few hundred bytes.
@@ -115,6 +117,10 @@ func (a *Agent) resolvePaths(dir string) {
 	if a.VCenter != nil {
 		abs(&a.VCenter.PasswordFile)
 		abs(&a.VCenter.CAFile)
+		a.VCenter.setDefaults(func(f string) bool { _, ok := a.lines[f]; return ok })
+		if tp, err := vsphere.ParseThumbprint(a.VCenter.Thumbprint); err == nil && a.VCenter.Thumbprint != "" {
+			a.VCenter.Thumbprint = tp // canonical "AB:CD:…"; a bad one is left for Validate to report
+		}
 	}
 	for i := range a.Docker.Hosts {
 		t := &a.Docker.Hosts[i].TLS

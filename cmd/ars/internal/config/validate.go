@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ars/controller/vsphere"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -321,19 +323,53 @@ func (v *validator) vcenter() {
 		v.add("vcenter.url", "%q must be an https:// URL such as https://vcenter.example/sdk", vc.URL)
 	case u.User != nil:
 		v.add("vcenter.url", "must not carry credentials; use username and password_file")
+	case u.Scheme == "http" && !vc.Insecure:
+		v.add("vcenter.url", "%q is plain http, which sends the password in clear: use https (or insecure: true, labs only)", vc.URL)
 	}
 	if vc.Username == "" {
 		v.add("vcenter.username", "required")
 	}
-	if vc.PasswordFile == "" {
-		v.add("vcenter.password_file", "required")
-	} else if err := checkReadable(vc.PasswordFile); err != nil {
-		v.add("vcenter.password_file", "%v", err)
+	switch {
+	case vc.PasswordFile != "":
+		if err := checkReadable(vc.PasswordFile); err != nil {
+			v.add("vcenter.password_file", "%v", err)
+		} else if _, err := vc.Password(); err != nil {
+			v.add("vcenter.password_file", "%v", err)
+		}
+	case os.Getenv(PasswordEnv) == "":
+		v.add("vcenter.password_file", "required (or the password in the environment variable %s)", PasswordEnv)
 	}
 	if vc.CAFile != "" {
 		if err := checkReadable(vc.CAFile); err != nil {
 			v.add("vcenter.ca_file", "%v", err)
+		} else if pem, err := os.ReadFile(vc.CAFile); err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			v.add("vcenter.ca_file", "%s holds no PEM certificate", vc.CAFile)
 		}
+	}
+	if vc.Thumbprint != "" {
+		if _, err := vsphere.ParseThumbprint(vc.Thumbprint); err != nil {
+			v.add("vcenter.thumbprint", "%v", err)
+		} else if vc.CAFile != "" {
+			v.add("vcenter.thumbprint", "use either ca_file or thumbprint, not both")
+		}
+	}
+	if vc.Insecure && (vc.CAFile != "" || vc.Thumbprint != "") {
+		v.add("vcenter.insecure", "contradicts ca_file/thumbprint: insecure skips the verification they configure")
+	}
+	// Zero means the default unless it was written in the file (Load fills
+	// the defaults of keys that are absent).
+	set := func(field string) bool { _, ok := v.a.lines[field]; return ok }
+	if d := vc.CallTimeout; (d == 0 && set("vcenter.call_timeout")) || d < 0 || d > time.Minute {
+		v.add("vcenter.call_timeout", "must be > 0 and at most 1m, got %s", d)
+	}
+	if d := vc.TaskTimeout; (d == 0 && set("vcenter.task_timeout")) || d < 0 || d > time.Hour {
+		v.add("vcenter.task_timeout", "must be > 0 and at most 1h, got %s", d)
+	}
+	if n := vc.MaxAttempts; (n == 0 && set("vcenter.max_attempts")) || n < 0 || n > 10 {
+		v.add("vcenter.max_attempts", "must be 1-10, got %d", n)
+	}
+	if d := vc.KeepAliveInterval; (d == 0 && set("vcenter.keepalive_interval")) || d < 0 || (d > 0 && d < time.Second) || d > 10*time.Minute {
+		v.add("vcenter.keepalive_interval", "must be between 1s and 10m (vCenter expires idle sessions after 30m by default), got %s", d)
 	}
 }
 

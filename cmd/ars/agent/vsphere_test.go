@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ars/cmd/ars/internal/config"
+	"ars/controller"
+	"ars/controller/vsphere/vcsim"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A -dev leader logs in to its embedded simulator, exposes the session in
+// /metrics, and drives the sample service's VM replicas.
+func TestDevLeaderHoldsVCenterSession(t *testing.T) {
+	cfg := DevConfig()
+	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
+	var logs syncBuffer
+	a, err := Start(cfg, NewLogger(cfg, &logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	if a.VSphere == nil {
+		t.Fatal("dev agent has no vSphere driver")
+	}
+	waitFor(t, "one session on the embedded vCenter", func() bool { return a.vc.sim.SessionCount(context.Background()) == 1 })
+
+	res, err := http.Get(a.APIURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{`ars_vsphere_sessions_live{vcenter="` + strings.TrimPrefix(strings.TrimSuffix(a.vc.URL(), "/sdk"), "https://") + `"} 1`,
+		`ars_vsphere_logins_total{kind="initial"`, `ars_vsphere_call_duration_seconds_bucket{method="Login"`} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	svc, ok := a.Cluster.Service("dns")
+	if !ok {
+		t.Fatal("no sample service")
+	}
+	r, _ := svc.Spec.Replica("unbound-win")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.VSphere.Detach(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := a.VSphere.Observe(ctx, r)
+	if err != nil || obs.NICConnected || !obs.Supports.Restore {
+		t.Fatalf("observe sample replica: %+v, %v", obs, err)
+	}
+	if strings.Contains(logs.String(), "not used") && strings.Contains(logs.String(), "vcenter") {
+		t.Errorf("the agent still says vcenter settings are not used:\n%s", logs.String())
+	}
+}
+
+// With a configured vCenter the session follows leadership: one session
+// while the node leads, none after it stops; the password (from a file)
+// is in no log line, even at debug level.
+func TestVCenterSessionFollowsLeadership(t *testing.T) {
+	const password = "Agent-vc-Pa55word-9731"
+	sim, err := vcsim.Start(vcsim.Options{Username: "ars@vsphere.local", Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "vcenter.password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DevConfig()
+	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
+	cfg.Log.Level = "debug"
+	cfg.VCenter = &config.VCenter{URL: sim.URL(), Username: "ars@vsphere.local", PasswordFile: pwFile, Thumbprint: sim.Thumbprint()}
+	var logs syncBuffer
+	a, err := Start(cfg, NewLogger(cfg, &logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leader's session", func() bool { return sim.SessionCount(context.Background()) == 1 })
+	// The embedded simulator of -dev is not used when a vCenter is configured.
+	if n := a.vc.sim.SessionCount(context.Background()); n != 0 {
+		t.Errorf("%d sessions on the embedded simulator", n)
+	}
+	// Force a re-login: the password is read again.
+	if err := sim.Terminate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := a.Cluster.Service("dns")
+	r, _ := svc.Spec.Replica("bind9-win")
+	r.VM = "DC0_H0_VM0" // a VM of the configured vCenter
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.VSphere.Observe(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.SessionCount(context.Background()); n != 1 {
+		t.Fatalf("%d sessions after re-login", n)
+	}
+
+	if err := a.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.SessionCount(context.Background()); n != 0 {
+		t.Fatalf("%d sessions after the node stopped leading, want 0", n)
+	}
+	if _, err := a.VSphere.Observe(context.Background(), r); !errors.Is(err, controller.ErrUnavailable) {
+		t.Fatalf("observe after leadership = %v", err)
+	}
+	out := logs.String()
+	if strings.Contains(out, password) {
+		t.Fatalf("the agent log contains the vCenter password:\n%s", out)
+	}
+	for _, want := range []string{"vcenter session opened", "logged in again", "vcenter session closed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+}

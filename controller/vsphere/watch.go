@@ -1,0 +1,322 @@
+package vsphere
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"ars/controller"
+	"ars/fsm"
+)
+
+// subscriber is one Watch caller.
+type subscriber struct {
+	ch   chan controller.Event
+	lost bool // an event was dropped: send EventResync before the next one
+}
+
+// watched is the last reported state of one replica.
+type watched struct {
+	r   fsm.ReplicaSpec
+	obs controller.Observation
+}
+
+// Watch streams changes of every replica this driver has observed or acted
+// on during the current leadership term, until ctx ends. A new watcher
+// first receives the current state of every replica already watched. The
+// watch runs only while somebody watches, and only with a held session
+// (not in per-operation mode).
+func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
+	sub := &subscriber{ch: make(chan controller.Event, 256)}
+	d.subMu.Lock()
+	d.subs[sub] = struct{}{}
+	now := time.Now()
+	for _, w := range d.last {
+		sub.send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+	}
+	d.subMu.Unlock()
+	d.kickWatch()
+	context.AfterFunc(ctx, func() {
+		d.subMu.Lock()
+		delete(d.subs, sub)
+		close(sub.ch)
+		d.subMu.Unlock()
+		d.kickWatch()
+	})
+	return sub.ch
+}
+
+func (d *Driver) hasSubscribers() bool {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	return len(d.subs) > 0
+}
+
+// publish sends an event to every subscriber (see subscriber.send).
+func (d *Driver) publish(ev controller.Event) {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	for sub := range d.subs {
+		sub.send(ev)
+	}
+}
+
+// send never blocks: a full subscriber loses the event and gets an
+// EventResync as soon as it has room again.
+func (sub *subscriber) send(ev controller.Event) {
+	if sub.lost {
+		select {
+		case sub.ch <- controller.Event{Kind: controller.EventResync, At: ev.At}:
+			sub.lost = false
+		default:
+			return
+		}
+	}
+	select {
+	case sub.ch <- ev:
+	default:
+		sub.lost = true
+	}
+}
+
+// report publishes a replica's state if it differs from what was last
+// reported; an FT-protected VM that failed over is reported as such.
+func (d *Driver) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Time) {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	key := r.Name + "\x00" + r.VM
+	prev, had := d.last[key]
+	if had && reflect.DeepEqual(prev.obs, obs) {
+		return
+	}
+	d.last[key] = watched{r: r, obs: obs}
+	kind := controller.EventChanged
+	if had && ftFailover(prev.obs, obs) {
+		kind = controller.EventFTFailover
+	}
+	for sub := range d.subs {
+		sub.send(controller.Event{Kind: kind, Replica: r, State: obs, At: at})
+	}
+}
+
+// forgetReported drops what the watch reported: nothing watches any more,
+// so it will not be kept current.
+func (d *Driver) forgetReported() {
+	d.subMu.Lock()
+	clear(d.last)
+	d.subMu.Unlock()
+}
+
+// watchProps are the VM properties whose change wakes the watch: power,
+// FT, host, reachability, tools, and the configuration version (which every
+// reconfigure, a NIC change by hand included, moves on). Device lists and
+// snapshot trees are not streamed: they are large on a real vCenter, and
+// vcsim shares the device array of its update sets with the VM (a data race
+// with the next reconfigure under the race detector). A changed VM is read
+// in full instead.
+var watchProps = []string{
+	"runtime.powerState",
+	"runtime.connectionState",
+	"runtime.faultToleranceState",
+	"runtime.host",
+	"guest.toolsRunningStatus",
+	"config.changeVersion",
+}
+
+// watcher follows the watched VMs with a property collector of its own
+// (WaitForUpdatesEx long polls). Collectors and filters belong to the
+// session that created them: after a re-login they are gone, so the
+// watcher rebuilds them whenever the session generation changes, after any
+// error, and when the set of watched replicas changes (filters are changed
+// only between two waits, never during one).
+type watcher struct {
+	d        *Driver
+	s        *session
+	pc       types.ManagedObjectReference
+	version  string
+	builtV   uint64
+	builtGen uint64
+	dirty    bool // updates may have been missed: tell subscribers to resync
+}
+
+func (d *Driver) watchLoop(ctx context.Context, s *session) {
+	w := &watcher{d: d, s: s}
+	defer func() {
+		w.destroy()
+		d.forgetReported()
+	}()
+	failures := 0
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		v := d.watchV
+		specs := make(map[types.ManagedObjectReference][]fsm.ReplicaSpec, len(d.watched))
+		for ref, m := range d.watched {
+			for _, r := range m {
+				specs[ref] = append(specs[ref], r)
+			}
+		}
+		d.mu.Unlock()
+
+		if len(specs) == 0 || !d.hasSubscribers() {
+			if w.pc.Value != "" {
+				w.destroy()
+				d.forgetReported()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.kick:
+			}
+			continue
+		}
+		if gen := s.gen.Load(); w.pc.Value == "" || w.builtV != v || w.builtGen != gen {
+			if w.pc.Value != "" && w.builtGen != gen {
+				w.dirty = true // the old collector died with the old session
+			}
+			w.destroy()
+			if err := w.build(ctx, specs); err != nil {
+				failures++
+				d.log.Warn("vcenter watch: cannot build the property collector", "err", err)
+				if !sleep(ctx, min(backoff(failures)*4, 5*time.Second)) {
+					return
+				}
+				continue
+			}
+			w.builtV, w.builtGen = v, gen
+			d.m.WatchRebuilds.WithLabelValues(d.host).Inc()
+		}
+		set, err := w.wait(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			d.log.Debug("vcenter watch: wait failed; rebuilding", "err", err)
+			w.dirty = true
+			w.destroy()
+			if !sleep(ctx, min(backoff(failures), time.Second)) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		if w.dirty {
+			w.dirty = false
+			d.publish(controller.Event{Kind: controller.EventResync, At: time.Now()})
+		}
+		if set != nil {
+			w.apply(ctx, set, specs)
+		}
+	}
+}
+
+func (w *watcher) build(ctx context.Context, specs map[types.ManagedObjectReference][]fsm.ReplicaSpec) error {
+	s := w.s
+	res, err := methods.CreatePropertyCollector(ctx, s.vc, &types.CreatePropertyCollector{This: s.vc.ServiceContent.PropertyCollector})
+	if err != nil {
+		return err
+	}
+	w.pc = res.Returnval
+	w.version = ""
+	// One filter per VM, so that a VM that vanished fails alone.
+	for ref, rs := range specs {
+		_, err := methods.CreateFilter(ctx, s.vc, &types.CreateFilter{
+			This: w.pc,
+			Spec: types.PropertyFilterSpec{
+				ObjectSet: []types.ObjectSpec{{Obj: ref}},
+				PropSet:   []types.PropertySpec{{Type: "VirtualMachine", PathSet: watchProps}},
+			},
+		})
+		if err != nil {
+			if _, ok := vimFault(err).(*types.ManagedObjectNotFound); ok {
+				w.d.log.Warn("vcenter watch: VM vanished", "vm", ref.Value, "replica", rs[0].Name)
+				continue
+			}
+			w.destroy()
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *watcher) destroy() {
+	if w.pc.Value == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.CallTimeout)
+	defer cancel()
+	// Through raw: after a re-login the collector is gone and that is fine.
+	_, _ = methods.DestroyPropertyCollector(ctx, w.s.raw, &types.DestroyPropertyCollector{This: w.pc})
+	w.pc = types.ManagedObjectReference{}
+}
+
+func (w *watcher) wait(ctx context.Context) (*types.UpdateSet, error) {
+	secs := int32(w.d.cfg.WatchWait / time.Second)
+	res, err := methods.WaitForUpdatesEx(ctx, w.s.vc, &types.WaitForUpdatesEx{
+		This:    w.pc,
+		Version: w.version,
+		Options: &types.WaitOptions{MaxWaitSeconds: &secs},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Returnval != nil {
+		w.version = res.Returnval.Version
+	}
+	return res.Returnval, nil
+}
+
+// apply reads the current state of every VM the update set names and
+// reports what changed for each replica. The updates themselves carry only
+// small scalar properties (watchProps); the full state (NICs, snapshots) of
+// a changed VM is read fresh, in one round trip.
+func (w *watcher) apply(ctx context.Context, set *types.UpdateSet, specs map[types.ManagedObjectReference][]fsm.ReplicaSpec) {
+	changed := map[types.ManagedObjectReference]bool{}
+	for _, fs := range set.FilterSet {
+		for _, ou := range fs.ObjectSet {
+			changed[ou.Obj] = changed[ou.Obj] || ou.Kind == types.ObjectUpdateKindLeave
+		}
+	}
+	now := time.Now()
+	for ref, left := range changed {
+		var vm *mo.VirtualMachine
+		if !left {
+			var err error
+			vm, _, err = w.s.readVM(ctx, ref, false)
+			switch {
+			case errors.Is(err, errRefGone):
+				left = true
+			case err != nil:
+				w.d.log.Debug("vcenter watch: cannot read a changed VM", "vm", ref.Value, "err", err)
+				w.dirty = true
+				continue
+			}
+		}
+		for _, r := range specs[ref] {
+			obs := controller.Observation{Replica: r.Name, Target: r.VM, Power: controller.PowerUnknown, Tools: controller.ToolsUnknown}
+			if !left {
+				obs, _ = observation(r, vm, nil)
+			}
+			w.d.report(r, obs, now)
+		}
+	}
+}
+
+// ftFailover reports an FT failover between two observations of a
+// protected VM: FT leaves "running" for needSecondary/starting (the
+// secondary took over or was lost and is being re-created), or the VM now
+// runs on another host (the secondary's).
+func ftFailover(prev, cur controller.Observation) bool {
+	if !prev.FT.Protected() && !cur.FT.Protected() {
+		return false
+	}
+	if prev.FT == controller.FTRunning && (cur.FT == controller.FTNeedSecondary || cur.FT == controller.FTStarting) {
+		return true
+	}
+	return prev.FT.Protected() && cur.FT.Protected() && prev.Host != "" && cur.Host != "" && prev.Host != cur.Host
+}

@@ -240,10 +240,17 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		applyOK(t, leader, serviceCmd(t, "svc"+strconv.Itoa(i), "a", "b"))
 	}
-	if err := leader.c.raft.Snapshot().Error(); err != nil {
-		t.Fatalf("snapshot: %v", err)
+	// Snapshot (and so compact the log) on every live node: should
+	// leadership move meanwhile, the new leader must not hold the old
+	// entries either.
+	h.sameState(10 * time.Second)
+	var snapIndex uint64
+	for _, n := range h.live() {
+		if err := n.c.raft.Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot on %s: %v", n.name, err)
+		}
+		snapIndex = max(snapIndex, n.c.raft.LastIndex())
 	}
-	snapIndex := leader.c.raft.LastIndex()
 
 	back := h.restart(lagger)
 	h.sameState(15 * time.Second)

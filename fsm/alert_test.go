@@ -107,3 +107,26 @@ func TestAlertLedgerBound(t *testing.T) {
 		t.Fatal("restored ledger lost its dedup index")
 	}
 }
+
+func TestAlertOutcome(t *testing.T) {
+	h := newPaper(t)
+	h.must(Alert{ID: "a1", Service: "dns", Replica: "win-bind", Kind: KindExploit})
+	h.must(Alert{ID: "a2", Service: "dns", Replica: "lin-unbound", Kind: KindExploit})
+	h.must(Alert{ID: "a3", Service: "dns", Replica: "win-bind", Kind: KindExploit})
+	h.must(Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonExploit, AlertID: "a1"})
+	h.must(ReplicaRole{Service: "dns", Replica: "win-unbound", Action: ActionQuarantine, AlertID: "a2"})
+	h.must(AlertOutcome{ID: "a3", Outcome: "ignored: already handled"})
+	h.reject(AlertOutcome{ID: "nope", Outcome: "x"}, ErrConflict, "not in the ledger")
+	h.reject(AlertOutcome{ID: "a3"}, ErrInvalid, "outcome")
+	want := map[string]string{"a1": "switch", "a2": ActionQuarantine, "a3": "ignored: already handled"}
+	for id, o := range want {
+		if got, _ := h.m.Alert(id); got.Outcome != o {
+			t.Errorf("alert %s outcome %q, want %q", id, got.Outcome, o)
+		}
+	}
+	// First outcome wins.
+	h.must(AlertOutcome{ID: "a1", Outcome: "other"})
+	if got, _ := h.m.Alert("a1"); got.Outcome != "switch" {
+		t.Errorf("outcome overwritten: %q", got.Outcome)
+	}
+}

@@ -22,6 +22,7 @@ const (
 	CmdSwitchDone    CommandType = "switch.done"
 	CmdReplicaRole   CommandType = "replica.role"
 	CmdAlert         CommandType = "alert"
+	CmdAlertOutcome  CommandType = "alert.outcome"
 )
 
 // Command is the body of a log entry. Every body type below implements it
@@ -58,6 +59,9 @@ type Switch struct {
 	NextStandby      string `json:"next_standby,omitempty"`
 	ExpectGeneration uint64 `json:"expect_generation,omitempty"` // 0 = any; required to supersede an open switch
 	At               int64  `json:"at"`                          // unix nanoseconds, decided by the leader
+	// AlertID, when set, names the ledger alert this switch handles: the FSM
+	// records "switch" as that alert's Outcome (if it is still held).
+	AlertID string `json:"alert_id,omitempty"`
 }
 
 // SwitchDone closes the open switch of a service and records its measurements.
@@ -78,6 +82,17 @@ type ReplicaRole struct {
 	Action           string `json:"action"` // "quarantine" | "restored" | "maintenance" | "release"
 	ExpectGeneration uint64 `json:"expect_generation,omitempty"`
 	Reason           string `json:"reason,omitempty"`
+	// AlertID, when set, names the ledger alert this action handles: the FSM
+	// records the action as that alert's Outcome (if it is still held).
+	AlertID string `json:"alert_id,omitempty"`
+}
+
+// AlertOutcome records what the controller decided about a ledger alert
+// when the decision commits nothing else (ignored, damped, no eligible
+// replica), so that a later leader does not handle the alert again.
+type AlertOutcome struct {
+	ID      string `json:"id"`
+	Outcome string `json:"outcome"`
 }
 
 // Alert records a detector's alert in the ledger. It does not switch by
@@ -109,6 +124,9 @@ func (ReplicaRole) Type() CommandType { return CmdReplicaRole }
 
 // Type implements Command.
 func (Alert) Type() CommandType { return CmdAlert }
+
+// Type implements Command.
+func (AlertOutcome) Type() CommandType { return CmdAlertOutcome }
 
 // Envelope is the header of an encoded command:
 // {"v":1,"type":"switch","term":7,"body":{...}}.
@@ -143,6 +161,7 @@ var handlers = map[CommandType]handler{
 	CmdSwitchDone:    {decodeBody[SwitchDone], applySwitchDone},
 	CmdReplicaRole:   {decodeBody[ReplicaRole], applyReplicaRole},
 	CmdAlert:         {decodeBody[Alert], applyAlert},
+	CmdAlertOutcome:  {decodeBody[AlertOutcome], applyAlertOutcome},
 }
 
 func decodeBody[T Command](body []byte) (Command, error) {

@@ -26,6 +26,9 @@ func sampleCommands() []Command {
 		ReplicaRole{Service: "dns", Replica: "win-bind", Action: ActionRestored, ExpectGeneration: 6, Reason: "reverted to snapshot clean"},
 		Alert{ID: "aa-1", Service: "dns", Replica: "win-bind", Kind: KindExploit, Source: "apparmor",
 			Evidence: `apparmor="DENIED" operation="exec" <x>`, At: 1699999999900000000},
+		Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonExploit, ExpectGeneration: 7, At: 1700000000500000000, AlertID: "aa-1"},
+		ReplicaRole{Service: "dns", Replica: "lin-bind", Action: ActionQuarantine, ExpectGeneration: 8, AlertID: "aa-2"},
+		AlertOutcome{ID: "aa-3", Outcome: "ignored: already handled"},
 	}
 }
 

@@ -190,6 +190,8 @@ func validateSwitch(s Switch) error {
 		return fmt.Errorf("mode: %q must be %q or %q", s.Mode, ModeMakeBeforeBreak, ModeBreakBeforeMake)
 	case s.At < 0:
 		return fmt.Errorf("at: %d must not be negative", s.At)
+	case len(s.AlertID) > maxIDLen:
+		return fmt.Errorf("alert_id: longer than %d bytes", maxIDLen)
 	}
 	return nil
 }
@@ -319,6 +321,7 @@ func applySwitch(m *Machine, e entry, c Command) (Result, error) {
 	if err := m.commit(svc); err != nil {
 		return res, err
 	}
+	m.recordOutcome(s.AlertID, "switch")
 	return Result{Index: e.index, Service: s.Service, Generation: svc.Generation}, nil
 }
 
@@ -404,6 +407,8 @@ func validateReplicaRole(r ReplicaRole) error {
 		return errors.New("service: required")
 	case r.Replica == "":
 		return errors.New("replica: required")
+	case len(r.AlertID) > maxIDLen:
+		return fmt.Errorf("alert_id: longer than %d bytes", maxIDLen)
 	case r.Action != ActionQuarantine && r.Action != ActionRestored && r.Action != ActionMaintenance && r.Action != ActionRelease:
 		return fmt.Errorf("action: %q must be %q, %q, %q or %q", r.Action,
 			ActionQuarantine, ActionRestored, ActionMaintenance, ActionRelease)
@@ -477,6 +482,7 @@ func applyReplicaRole(m *Machine, e entry, c Command) (Result, error) {
 	if err := m.commit(svc); err != nil {
 		return res, err
 	}
+	m.recordOutcome(a.AlertID, a.Action)
 	return Result{Index: e.index, Service: a.Service, Generation: svc.Generation}, nil
 }
 
@@ -532,4 +538,47 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 		m.alerts = m.alerts[1:]
 	}
 	return Result{Index: e.index, Service: a.Service, Generation: svc.Generation}, nil
+}
+
+// recordOutcome sets the Outcome of the ledger alert id, if it is held and
+// has none yet ("" id: nothing).
+func (m *Machine) recordOutcome(id, outcome string) bool {
+	if id == "" {
+		return false
+	}
+	if _, ok := m.alertIDs[id]; !ok {
+		return false
+	}
+	for i := len(m.alerts) - 1; i >= 0; i-- {
+		if m.alerts[i].ID == id {
+			if m.alerts[i].Outcome == "" {
+				m.alerts[i].Outcome = outcome
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// ---- alert.outcome -------------------------------------------------------
+
+func applyAlertOutcome(m *Machine, e entry, c Command) (Result, error) {
+	o := c.(AlertOutcome)
+	res := Result{Index: e.index}
+	switch {
+	case o.ID == "":
+		return res, fmt.Errorf("%w: alert.outcome: id: required", ErrInvalid)
+	case o.Outcome == "":
+		return res, fmt.Errorf("%w: alert.outcome %q: outcome: required", ErrInvalid, o.ID)
+	}
+	if err := checkText(o.ID, maxIDLen); err != nil {
+		return res, fmt.Errorf("%w: alert.outcome: id: %v", ErrInvalid, err)
+	}
+	if err := checkText(o.Outcome, maxReasonLen); err != nil {
+		return res, fmt.Errorf("%w: alert.outcome %q: outcome: %v", ErrInvalid, o.ID, err)
+	}
+	if !m.recordOutcome(o.ID, o.Outcome) {
+		return res, fmt.Errorf("%w: alert.outcome: alert %q is not in the ledger", ErrConflict, o.ID)
+	}
+	return res, nil
 }

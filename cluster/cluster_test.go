@@ -65,9 +65,12 @@ func TestThreeNodesElectALeaderAndReplicateThroughAFollower(t *testing.T) {
 	}
 	h.sameState(5 * time.Second)
 
-	st := f.c.Status()
+	// Status of a follower names the agreed leader (re-read: on a loaded
+	// machine leadership may have moved meanwhile).
+	leader = h.waitLeader(10 * time.Second)
+	st := h.follower().c.Status()
 	if st.State != "follower" || st.Leader != leader.name || st.Voters != 3 {
-		t.Fatalf("follower status %+v", st)
+		t.Fatalf("follower status %+v, leader %s", st, leader.name)
 	}
 }
 

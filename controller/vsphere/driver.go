@@ -411,19 +411,9 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 	for attempts < d.cfg.MaxAttempts {
 		attempts++
 		last = d.withSession(ctx, rs, func(s *session) error {
-			ref, err := d.resolve(ctx, s, r)
+			ref, vm, _, err := d.readReplica(ctx, s, r, false)
 			if err != nil {
 				return err
-			}
-			vm, _, err := s.readVM(ctx, ref, false)
-			if err != nil {
-				if errors.Is(err, errRefGone) {
-					d.forget(r)
-				}
-				return err
-			}
-			if !s.perOp {
-				d.track(ref, r)
 			}
 			return fn(ctx, s, ref, vm)
 		})
@@ -641,22 +631,33 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 	}
 }
 
+// readReplica resolves r to its VM and reads it (with its running tasks if
+// asked), keeping the lookup cache current: a VM that vanished is
+// forgotten, one that was read is tracked for the watch.
+func (d *Driver) readReplica(ctx context.Context, s *session, r fsm.ReplicaSpec, tasks bool) (types.ManagedObjectReference, *mo.VirtualMachine, []taskState, error) {
+	ref, err := d.resolve(ctx, s, r)
+	if err != nil {
+		return ref, nil, nil, err
+	}
+	vm, ts, err := s.readVM(ctx, ref, tasks)
+	if err != nil {
+		if errors.Is(err, errRefGone) {
+			d.forget(r)
+		}
+		return ref, nil, nil, err
+	}
+	if !s.perOp {
+		d.track(ref, r)
+	}
+	return ref, vm, ts, nil
+}
+
 // observe is one read; obs.Replica is set whenever the VM could be read.
 func (d *Driver) observe(ctx context.Context, rs *runState, r fsm.ReplicaSpec) (obs controller.Observation, err error) {
 	err = d.withSession(ctx, rs, func(s *session) error {
-		ref, err := d.resolve(ctx, s, r)
+		_, vm, tasks, err := d.readReplica(ctx, s, r, true)
 		if err != nil {
 			return err
-		}
-		vm, tasks, err := s.readVM(ctx, ref, true)
-		if err != nil {
-			if errors.Is(err, errRefGone) {
-				d.forget(r)
-			}
-			return err
-		}
-		if !s.perOp {
-			d.track(ref, r)
 		}
 		var nicErr error
 		obs, nicErr = observation(r, vm, tasks)

@@ -25,7 +25,7 @@
 // every node refuses it the same way. Code maps errors to stable API codes.
 //
 // Commands (see the body types): ServiceApply, ServiceDelete, Switch,
-// SwitchDone, ReplicaRole, Alert.
+// SwitchDone, ReplicaRole, Alert, AlertOutcome.
 //
 // Machine is not safe for concurrent use; the caller (cluster) serialises
 // access. Accessors return deep copies.

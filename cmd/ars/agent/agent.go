@@ -24,6 +24,8 @@ import (
 
 	"ars/cluster"
 	"ars/cmd/ars/internal/config"
+	"ars/controller"
+	"ars/controller/probe"
 	"ars/controller/vsphere"
 	"ars/fsm"
 	"ars/transport"
@@ -173,6 +175,28 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 				log.Warn("vsphere driver stopped", "err", err)
 			}
 		})
+	}
+
+	// The leader loop: probes, decisions, reconciliation. It runs only
+	// where it has a driver to act with (containers come later). A -dev
+	// node does not probe: its sample service's address is a documentation
+	// address nothing answers, so every probe would be a DoS verdict.
+	if drivers := controllerDrivers(a.VSphere); len(drivers) > 0 {
+		pm := probe.NewMetrics()
+		reg.MustRegister(pm)
+		ctl, err := controller.New(controller.Config{
+			Cluster:       c,
+			Drivers:       drivers,
+			Logger:        log.With("component", "controller"),
+			Metrics:       controller.NewMetrics(reg),
+			ProbeMetrics:  pm,
+			DisableProbes: cfg.Dev,
+		})
+		if err != nil {
+			a.closeDevVCenter()
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		c.OnLeader("controller", ctl.Run)
 	}
 
 	srv, err := transport.NewServer(transport.ServerConfig{
@@ -353,4 +377,13 @@ func (a *Agent) Shutdown() error {
 func DevBanner(url string) string {
 	line := strings.Repeat("!", 72)
 	return fmt.Sprintf("%s\n!! ars agent -dev: ONE in-memory node, plain HTTP, NO authentication.\n!! API %s — every request is treated as an operator.\n!! Never expose this to a network. CLI: export ARS_HTTP_ADDR=%s\n%s\n", line, url, url, line)
+}
+
+// controllerDrivers maps replica platforms to the drivers this node has.
+func controllerDrivers(vs *vsphere.Driver) map[string]controller.Driver {
+	drivers := map[string]controller.Driver{}
+	if vs != nil {
+		drivers[fsm.PlatformVM] = vs
+	}
+	return drivers
 }

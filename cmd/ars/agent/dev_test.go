@@ -10,6 +10,8 @@ import (
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
+
+	"ars/fsm"
 )
 
 func freePort(t *testing.T) int {
@@ -65,5 +67,50 @@ func TestDevAgentHasSampleServiceOnSimulatedVCenter(t *testing.T) {
 		if _, err := finder.VirtualMachine(ctx, r.VM); err != nil {
 			t.Errorf("replica %s names VM %q, not in the simulator: %v", r.Name, r.VM, err)
 		}
+	}
+}
+
+// In -dev the whole leader loop runs against the embedded simulator: an
+// exploit alert on the active replica is decided, the switch is driven
+// through the vSphere driver (NIC attach/detach on simulator VMs) and
+// completes, and the attacked VM is reverted and parked.
+func TestDevAgentSwitchesOnExploitAlert(t *testing.T) {
+	cfg := DevConfig()
+	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
+	a, err := Start(cfg, NewLogger(cfg, io.Discard))
+	if err != nil {
+		t.Fatalf("start dev agent: %v", err)
+	}
+	defer a.Shutdown()
+
+	cmd, err := fsm.Encode(0, fsm.Alert{ID: "t-1", Service: "dns", Replica: "bind9-win", Kind: fsm.KindExploit, Source: "test", At: time.Now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Cluster.Apply(ctx, cmd); err != nil {
+		t.Fatalf("commit alert: %v", err)
+	}
+	var svc fsm.Service
+	for {
+		svc, _ = a.Cluster.Service("dns")
+		if n := len(svc.History); n > 0 && svc.History[n-1].Done {
+			if r, _ := svc.Replica("bind9-win"); r.Role == fsm.RoleSuspended && r.Clean {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("switch not completed: %+v", svc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec := svc.History[len(svc.History)-1]
+	if rec.From != "bind9-win" || rec.Reason != fsm.ReasonExploit || rec.ToImpl == "bind9" {
+		t.Fatalf("switch %+v: want away from bind9-win to another impl", rec)
+	}
+	active, _ := svc.Active()
+	if active.Name != rec.To {
+		t.Fatalf("active %s, switched to %s", active.Name, rec.To)
 	}
 }

@@ -66,7 +66,7 @@ func devService() fsm.ServiceSpec {
 	}
 	s := fsm.ServiceSpec{
 		Name:    "dns",
-		Address: "192.0.2.53:53",
+		Address: "127.0.0.1:53", // never probed: -dev sends no probe
 		Replicas: []fsm.ReplicaSpec{
 			vm("bind9-win", "bind9", devVMBind9),
 			vm("unbound-win", "unbound", devVMUnbound),

@@ -1,0 +1,527 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"ars/controller/decide"
+	"ars/controller/probe"
+	"ars/fsm"
+)
+
+// Cluster is what the controller needs from the replicated state machine:
+// the subset of *cluster.Cluster it uses (the controller does not import
+// cluster).
+type Cluster interface {
+	// Apply commits an encoded fsm command.
+	Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
+	// Term is the current leader term, stamped on every command.
+	Term() uint64
+	Services() []fsm.Service
+	Service(name string) (fsm.Service, bool)
+	Alerts() []fsm.AlertRecord
+	// Applied is signalled (coalesced) after committed commands are applied.
+	Applied() <-chan struct{}
+}
+
+// Config configures a Controller.
+type Config struct {
+	Cluster Cluster
+	// Drivers maps a replica platform (fsm.PlatformVM, fsm.PlatformContainer)
+	// to its driver. A replica whose platform has no driver is reported and
+	// never touched.
+	Drivers map[string]Driver
+	Logger  *slog.Logger
+	Metrics *Metrics // nil: none
+	// ProbeMetrics is handed to every service prober (nil: none).
+	ProbeMetrics *probe.Metrics
+
+	// ReconcileInterval is the level-triggered timer (default 1s).
+	ReconcileInterval time.Duration
+	// Query sends one probe; default probe.Query. It is used by the
+	// probers and to verify a switch.
+	Query probe.QueryFunc
+	// ProbeClock is the probers' clock (default probe.SystemClock()).
+	ProbeClock probe.Clock
+	// VerifyAttempts bounds the probes that verify a switch (default 10),
+	// VerifyBackoff is the pause between them (default 100ms).
+	VerifyAttempts int
+	VerifyBackoff  time.Duration
+	// Now is the leader clock (default time.Now).
+	Now func() time.Time
+	// DisableProbes sends no probe at all: no probers, and switches
+	// complete without the verify probe (-dev, and tests that drive verdicts
+	// by hand).
+	DisableProbes bool
+}
+
+// Controller is the leader loop: it probes, decides, commits and
+// reconciles. Register Run with cluster.OnLeader.
+type Controller struct {
+	cfg     Config
+	cl      Cluster
+	log     *slog.Logger
+	m       *Metrics
+	now     func() time.Time
+	query   probe.QueryFunc
+	running sync.Mutex // one Run at a time
+}
+
+// New checks cfg and returns a Controller; it starts nothing.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Cluster == nil {
+		return nil, errors.New("controller: config: Cluster is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = time.Second
+	}
+	if cfg.Query == nil {
+		cfg.Query = probe.Query
+	}
+	if cfg.VerifyAttempts <= 0 {
+		cfg.VerifyAttempts = 10
+	}
+	if cfg.VerifyBackoff <= 0 {
+		cfg.VerifyBackoff = 100 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	drivers := make(map[string]Driver, len(cfg.Drivers))
+	for p, d := range cfg.Drivers {
+		if d != nil {
+			drivers[p] = d
+		}
+	}
+	cfg.Drivers = drivers
+	return &Controller{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now, query: cfg.Query}, nil
+}
+
+// verdict is a DOWN transition of one service's prober.
+type verdict struct {
+	service string
+	t       probe.Transition
+}
+
+// switchTiming is what the leader remembers of a switch it decided, to
+// report its phases; a switch inherited from an earlier leader has none.
+type switchTiming struct {
+	detection time.Duration
+	start     time.Time
+}
+
+// retry is a damped decision to make again at RetryAt if still relevant.
+type retry struct {
+	ev decide.Event
+	at time.Time
+}
+
+// run is the state of one leadership.
+type run struct {
+	c        *Controller
+	probers  map[string]*proberRun
+	verdicts chan verdict
+	kick     chan struct{}
+	timingOf map[string]switchTiming // service/generation -> timing
+	retries  map[string]retry        // service -> damped DoS verdict
+	alertAt  map[string]time.Time    // alert id -> retry time (damped alerts)
+	obs      map[string]Observation  // replica key -> last observation
+	reported map[string]bool         // replicas reported as undrivable
+}
+
+type proberRun struct {
+	addr   string
+	spec   fsm.ProbeSpec
+	p      *probe.Prober
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Run is one leadership: it returns when ctx ends (leadership lost), after
+// every goroutine it started has stopped.
+func (c *Controller) Run(ctx context.Context) {
+	c.running.Lock()
+	defer c.running.Unlock()
+	r := &run{
+		c:        c,
+		probers:  map[string]*proberRun{},
+		verdicts: make(chan verdict, 64),
+		kick:     make(chan struct{}, 1),
+		timingOf: map[string]switchTiming{},
+		retries:  map[string]retry{},
+		alertAt:  map[string]time.Time{},
+		obs:      map[string]Observation{},
+		reported: map[string]bool{},
+	}
+	var wg sync.WaitGroup
+	for _, d := range c.cfg.Drivers {
+		ch := d.Watch(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range ch {
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	defer func() {
+		r.stopProbers()
+		wg.Wait()
+	}()
+	c.log.Info("controller started")
+	tick := time.NewTicker(c.cfg.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		r.syncProbers(ctx)
+		r.handleAlerts(ctx)
+		r.handleRetries(ctx)
+		r.reconcileAll(ctx)
+		select {
+		case <-ctx.Done():
+			c.log.Info("controller stopped")
+			return
+		case <-c.cl.Applied():
+		case <-tick.C:
+		case <-r.kick:
+		case v := <-r.verdicts:
+			r.handleVerdict(ctx, v)
+		}
+	}
+}
+
+// ---- probes ---------------------------------------------------------------
+
+func (r *run) syncProbers(ctx context.Context) {
+	if r.c.cfg.DisableProbes {
+		return
+	}
+	want := map[string]fsm.Service{}
+	for _, s := range r.c.cl.Services() {
+		want[s.Spec.Name] = s
+	}
+	for name, pr := range r.probers {
+		s, ok := want[name]
+		if !ok || s.Spec.Address != pr.addr || s.Spec.Probe != pr.spec {
+			pr.cancel()
+			<-pr.done
+			delete(r.probers, name)
+		}
+	}
+	for name, s := range want {
+		if _, ok := r.probers[name]; ok {
+			continue
+		}
+		name := name
+		p, err := probe.New(probe.Config{
+			Service: name, Addr: s.Spec.Address, Spec: s.Spec.Probe,
+			Clock: r.c.cfg.ProbeClock, Query: r.c.query, Metrics: r.c.cfg.ProbeMetrics,
+			OnTransition: func(t probe.Transition) {
+				r.c.m.verdict(name, t.To.String())
+				if t.To != probe.StateDown {
+					return
+				}
+				select {
+				case r.verdicts <- verdict{service: name, t: t}:
+				case <-ctx.Done():
+				}
+			},
+		})
+		if err != nil {
+			r.c.log.Error("prober not started", "service", name, "err", err)
+			continue
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		pr := &proberRun{addr: s.Spec.Address, spec: s.Spec.Probe, p: p, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(pr.done)
+			if err := p.Run(pctx); err != nil && pctx.Err() == nil {
+				r.c.log.Error("prober stopped", "service", name, "err", err)
+			}
+		}()
+		r.probers[name] = pr
+	}
+}
+
+func (r *run) stopProbers() {
+	for name, pr := range r.probers {
+		pr.cancel()
+		<-pr.done
+		delete(r.probers, name)
+	}
+}
+
+// handleVerdict turns a DOWN verdict into a decide.DoSVerdict. Quorum
+// confirmation by followers' probes is not implemented: a local verdict is
+// one confirmation without quorum, so a service with probe.confirm "quorum"
+// never switches on a probe verdict (see DESIGN.md).
+func (r *run) handleVerdict(ctx context.Context, v verdict) {
+	svc, ok := r.c.cl.Service(v.service)
+	if !ok {
+		return
+	}
+	act, ok := svc.Active()
+	if !ok {
+		return
+	}
+	ev := decide.DoSVerdict{Service: v.service, Replica: act.Name, DetectedAt: v.t.At,
+		Detection: v.t.Detection, Confirmations: 1, Quorum: false}
+	r.decideCommit(ctx, ev, "", v.t.Detection)
+}
+
+func (r *run) handleRetries(ctx context.Context) {
+	now := r.c.now()
+	for name, rt := range r.retries {
+		if now.Before(rt.at) {
+			continue
+		}
+		delete(r.retries, name)
+		if pr, ok := r.probers[name]; ok && pr.p.Status().State == probe.StateDown {
+			if svc, ok := r.c.cl.Service(name); ok {
+				if act, ok := svc.Active(); ok {
+					ev := rt.ev.(decide.DoSVerdict)
+					ev.Replica = act.Name
+					r.decideCommit(ctx, ev, "", ev.Detection)
+				}
+			}
+		}
+	}
+}
+
+// ---- alerts ---------------------------------------------------------------
+
+// handleAlerts feeds every ledger alert without an Outcome to decide. The
+// outcome is committed with the decision (Switch/ReplicaRole AlertID, or an
+// alert.outcome command), so a new leader neither loses nor replays one.
+func (r *run) handleAlerts(ctx context.Context) {
+	now := r.c.now()
+	for _, a := range r.c.cl.Alerts() {
+		if a.Outcome != "" || ctx.Err() != nil {
+			continue
+		}
+		if at, ok := r.alertAt[a.ID]; ok && now.Before(at) {
+			continue
+		}
+		var det time.Duration
+		if a.At > 0 {
+			if d := now.Sub(time.Unix(0, a.At)); d > 0 {
+				det = d
+			}
+		}
+		r.decideCommit(ctx, decide.AlertFromRecord(a), a.ID, det)
+	}
+}
+
+// ---- decide and commit ------------------------------------------------------
+
+const maxDecideAttempts = 3
+
+// decideCommit decides on ev with the current state and commits the
+// decision; on fsm.ErrStaleGeneration it decides again on fresh state
+// (bounded). alertID ties the decision to a ledger alert.
+func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string, detection time.Duration) {
+	name := ev.ServiceName()
+	for attempt := 1; attempt <= maxDecideAttempts; attempt++ {
+		if ctx.Err() != nil {
+			return
+		}
+		now := r.c.now()
+		svc, ok := r.c.cl.Service(name)
+		var dec decide.Decision
+		var err error
+		if !ok {
+			dec = decide.Decision{Outcome: decide.OutcomeRejected, Reason: "unknown service " + name}
+			err = fmt.Errorf("%w: %q", fsm.ErrUnknownService, name)
+		} else {
+			dec, err = decide.Decide(decide.State{Service: svc, Capabilities: r.capabilities(svc)}, ev, now)
+		}
+		r.c.m.decision(name, string(dec.Outcome))
+		log := r.c.log.With("service", name, "event", ev.String(), "outcome", dec.Outcome, "reason", dec.Reason)
+		if err != nil {
+			log.Warn("decision rejected", "err", err)
+		} else {
+			log.Info("decision")
+		}
+		cmds := dec.Commands
+		if len(cmds) == 0 {
+			if !dec.RetryAt.IsZero() {
+				// Damped: decide again when it would not be.
+				if alertID != "" {
+					r.alertAt[alertID] = dec.RetryAt
+				} else if v, ok := ev.(decide.DoSVerdict); ok {
+					r.retries[name] = retry{ev: v, at: dec.RetryAt}
+				}
+				return
+			}
+			if alertID == "" {
+				return
+			}
+			cmds = []fsm.Command{fsm.AlertOutcome{ID: alertID, Outcome: clipText(string(dec.Outcome), 256)}}
+		}
+		stale := false
+		for _, cmd := range cmds {
+			var sw *fsm.Switch
+			switch c := cmd.(type) {
+			case fsm.Switch:
+				c.AlertID = alertID
+				if c.At == 0 {
+					c.At = now.UnixNano()
+				}
+				sw = &c
+				cmd = c
+			case fsm.ReplicaRole:
+				c.AlertID = alertID
+				cmd = c
+			}
+			res, err := r.apply(ctx, cmd)
+			if errors.Is(err, fsm.ErrStaleGeneration) && attempt < maxDecideAttempts {
+				log.Info("decision stale; deciding again", "err", err)
+				stale = true
+				break
+			}
+			if err != nil {
+				log.Error("commit failed", "err", err)
+				return
+			}
+			if sw != nil {
+				r.timingOf[timingKey(name, res.Generation)] = switchTiming{detection: detection, start: time.Unix(0, sw.At)}
+				r.c.m.switchStarted(svc, *sw)
+			}
+		}
+		if !stale {
+			delete(r.alertAt, alertID)
+			return
+		}
+	}
+}
+
+func (r *run) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	data, err := fsm.Encode(r.c.cl.Term(), cmd)
+	if err != nil {
+		return fsm.Result{}, fmt.Errorf("encode %s: %w", cmd.Type(), err)
+	}
+	res, err := r.c.cl.Apply(ctx, data)
+	if err != nil {
+		return res, fmt.Errorf("commit %s: %w", cmd.Type(), err)
+	}
+	return res, nil
+}
+
+func timingKey(service string, gen uint64) string { return fmt.Sprintf("%s/%d", service, gen) }
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// capabilities tells decide which replicas cannot be driven now (no driver
+// for their platform, unreachable, not found) or cannot be restored.
+func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
+	caps := map[string]decide.Capabilities{}
+	for _, rs := range svc.Spec.Replicas {
+		if _, ok := r.c.cfg.Drivers[rs.Platform]; !ok {
+			caps[rs.Name] = decide.Capabilities{Unavailable: true, NoRestore: true}
+			continue
+		}
+		if o, ok := r.obs[replicaKey(svc.Spec.Name, rs.Name)]; ok {
+			caps[rs.Name] = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}
+		}
+	}
+	return caps
+}
+
+func replicaKey(service, replica string) string { return service + "/" + replica }
+
+// ---- metrics ----------------------------------------------------------------
+
+// Metrics are the controller's collectors.
+type Metrics struct {
+	verdicts  *prometheus.CounterVec
+	decisions *prometheus.CounterVec
+	switches  *prometheus.CounterVec
+	phases    *prometheus.HistogramVec
+	actions   *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+}
+
+// NewMetrics creates the controller's collectors and registers them with
+// reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_verdicts_total", Help: "Probe verdict transitions seen by the leader, by service and new state.",
+		}, []string{"service", "state"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_decisions_total", Help: "Decisions taken, by service and outcome.",
+		}, []string{"service", "outcome"}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_switches_total", Help: "Switches committed, by service, reason and impl pair (from->to).",
+		}, []string{"service", "reason", "pair"}),
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ars_controller_switch_phase_seconds", Help: "Measured switch phases (detection, switch, total).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"service", "phase"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_reconcile_actions_total", Help: "Driver actions taken by the reconciler, by service and action.",
+		}, []string{"service", "action"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_reconcile_errors_total", Help: "Reconciler errors, by service and action.",
+		}, []string{"service", "action"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors)
+	}
+	return m
+}
+
+func (m *Metrics) verdict(service, state string) {
+	if m != nil {
+		m.verdicts.WithLabelValues(service, state).Inc()
+	}
+}
+
+func (m *Metrics) decision(service, outcome string) {
+	if m != nil {
+		m.decisions.WithLabelValues(service, outcome).Inc()
+	}
+}
+
+func (m *Metrics) switchStarted(svc fsm.Service, s fsm.Switch) {
+	if m == nil {
+		return
+	}
+	fs, _ := svc.Spec.Replica(s.From)
+	ts, _ := svc.Spec.Replica(s.To)
+	m.switches.WithLabelValues(svc.Spec.Name, s.Reason, fs.Impl+"->"+ts.Impl).Inc()
+}
+
+func (m *Metrics) phase(service, phase string, d time.Duration) {
+	if m != nil {
+		m.phases.WithLabelValues(service, phase).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) action(service, action string) {
+	if m != nil {
+		m.actions.WithLabelValues(service, action).Inc()
+	}
+}
+
+func (m *Metrics) failed(service, action string) {
+	if m != nil {
+		m.errors.WithLabelValues(service, action).Inc()
+	}
+}

@@ -1,0 +1,337 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"ars/fsm"
+)
+
+const svcName = "dns"
+
+type env struct {
+	t      *testing.T
+	cl     *fakeCluster
+	d      *fakeDriver
+	m      *Metrics
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newEnv applies a service with four VM replicas (bind-a active, unbound-a
+// standby, the others suspended) and puts the fake VMs in that state.
+func newEnv(t *testing.T) *env { return newEnvConfirm(t, "") }
+
+func newEnvConfirm(t *testing.T, confirm string) *env {
+	cl := newFakeCluster()
+	spec := fsm.ServiceSpec{
+		Name:    svcName,
+		Address: "127.0.0.1:5353",
+		Replicas: []fsm.ReplicaSpec{
+			{Name: "bind-a", Impl: "bind9", OS: "linux", Platform: fsm.PlatformVM, VM: "bind-a"},
+			{Name: "unbound-a", Impl: "unbound", OS: "windows", Platform: fsm.PlatformVM, VM: "unbound-a"},
+			{Name: "bind-b", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-b"},
+			{Name: "knot-a", Impl: "knot", OS: "linux", Platform: fsm.PlatformVM, VM: "knot-a"},
+		},
+		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10", Confirm: confirm},
+	}
+	cl.must(t, fsm.ServiceApply{Spec: spec})
+	svc, _ := cl.Service(svcName)
+	d := newFakeDriver(t, cl)
+	for _, rs := range svc.Replicas {
+		r, _ := svc.Spec.Replica(rs.Name)
+		switch rs.Role {
+		case fsm.RoleActive:
+			d.add(svcName, rs.Name, r.Impl, PowerOn, true)
+		case fsm.RoleStandby:
+			d.add(svcName, rs.Name, r.Impl, PowerOn, false)
+		default:
+			d.add(svcName, rs.Name, r.Impl, PowerSuspended, false)
+		}
+	}
+	if got := roles(cl); got != "bind-a=active unbound-a=standby bind-b=suspended knot-a=suspended" {
+		t.Fatalf("initial roles %s", got)
+	}
+	return &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+}
+
+func (e *env) start(probes bool) {
+	ctl, err := New(Config{
+		Cluster: e.cl, Drivers: map[string]Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
+		ReconcileInterval: 20 * time.Millisecond, Query: e.d.query(svcName),
+		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); ctl.Run(ctx) }()
+	e.t.Cleanup(e.stop)
+}
+
+func (e *env) stop() {
+	if e.cancel != nil {
+		e.cancel()
+		e.wg.Wait()
+		e.cancel = nil
+	}
+}
+
+func roles(cl *fakeCluster) string {
+	svc, _ := cl.Service(svcName)
+	s := ""
+	for i, rs := range svc.Replicas {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%s=%s", rs.Name, rs.Role)
+	}
+	return s
+}
+
+// eventually polls cond until it holds (or fails the test after a generous
+// bound; no assertion depends on timing).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (e *env) settled(want string) func() bool {
+	return func() bool {
+		svc, _ := e.cl.Service(svcName)
+		return roles(e.cl) == want && svc.Intent == nil
+	}
+}
+
+func (e *env) vmIs(name string, p Power, nic bool) func() bool {
+	return func() bool { vm := e.d.vm(name); return vm.power == p && (vm.nic && vm.power == PowerOn) == nic }
+}
+
+// parked: not running (suspended, or powered off as the clean snapshot left
+// it) and not attached.
+func (e *env) parked(name string) func() bool {
+	return func() bool { vm := e.d.vm(name); return vm.power != PowerOn && !vm.nic && !vm.nicStart }
+}
+
+func (e *env) switches() []fsm.SwitchRecord {
+	svc, _ := e.cl.Service(svcName)
+	return svc.History
+}
+
+func index(calls []string, c string) int { return slices.Index(calls, c) }
+
+func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
+	e := newEnv(t)
+	e.start(true)
+	e.d.attack("bind9", true)
+	// unbound-a takes over; bind-a is reverted and suspended; knot-a (the
+	// most diverse from bind9 left) is the next standby, running, detached.
+	eventually(t, "switch to unbound-a, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	eventually(t, "bind-a suspended", e.parked("bind-a"))
+	eventually(t, "knot-a running detached", e.vmIs("knot-a", PowerOn, false))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	if e.d.vm("bind-a").restored != 1 {
+		t.Errorf("bind-a restored %d times", e.d.vm("bind-a").restored)
+	}
+	h := e.switches()
+	if len(h) != 1 || !h[0].Done || h[0].Reason != fsm.ReasonDoS || h[0].To != "unbound-a" || h[0].Mode != fsm.ModeBreakBeforeMake {
+		t.Fatalf("history %+v", h)
+	}
+	if h[0].DetectionMS <= 0 || h[0].TotalMS < h[0].DetectionMS {
+		t.Errorf("phases %+v", h[0])
+	}
+	calls := e.d.callLog()
+	if d, a := index(calls, "detach bind-a"), index(calls, "attach unbound-a"); d < 0 || a < 0 || d > a {
+		t.Errorf("break-before-make order: %v", calls)
+	}
+	if got := testutil.ToFloat64(e.m.switches.WithLabelValues(svcName, "dos", "bind9->unbound")); got != 1 {
+		t.Errorf("switch metric %v", got)
+	}
+}
+
+func TestExploitAlertMakeBeforeBreak(t *testing.T) {
+	e := newEnv(t)
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "ex-1", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit, Source: "apparmor"})
+	eventually(t, "switch done, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	calls := e.d.callLog()
+	if a, d := index(calls, "attach unbound-a"), index(calls, "detach bind-a"); a < 0 || d < 0 || a > d {
+		t.Errorf("make-before-break order: %v", calls)
+	}
+	if a := e.cl.alert("ex-1"); a.Outcome != "switch" {
+		t.Errorf("alert outcome %q", a.Outcome)
+	}
+	if h := e.switches(); len(h) != 1 || h[0].Mode != fsm.ModeMakeBeforeBreak || !h[0].Done {
+		t.Errorf("history %+v", h)
+	}
+}
+
+func TestExploitAlertOnStandby(t *testing.T) {
+	e := newEnv(t)
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "ex-sb", Service: svcName, Replica: "unbound-a", Kind: fsm.KindExploit})
+	eventually(t, "standby quarantined, restored and replaced", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		rs, _ := svc.Replica("unbound-a")
+		sb, ok := svc.Standby()
+		return rs.Role == fsm.RoleSuspended && rs.Clean && ok && sb.Name != "unbound-a" && e.d.vm("unbound-a").restored == 1
+	})
+	svc, _ := e.cl.Service(svcName)
+	sb, _ := svc.Standby()
+	eventually(t, "new standby running detached", e.vmIs(sb.Name, PowerOn, false))
+	eventually(t, "unbound-a suspended", e.parked("unbound-a"))
+	for _, c := range e.d.callLog() {
+		if c == "attach bind-a" || c == "detach bind-a" || c == "power-on bind-a" {
+			t.Errorf("active touched: %s", c)
+		}
+	}
+	if len(e.switches()) != 0 {
+		t.Errorf("switched: %+v", e.switches())
+	}
+	if a := e.cl.alert("ex-sb"); a.Outcome != fsm.ActionQuarantine {
+		t.Errorf("alert outcome %q", a.Outcome)
+	}
+}
+
+func TestManyAlertsOneSwitch(t *testing.T) {
+	e := newEnv(t)
+	for i := range 20 {
+		e.cl.must(t, fsm.Alert{ID: fmt.Sprintf("ex-%d", i), Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit})
+	}
+	e.start(false)
+	eventually(t, "every alert handled", func() bool {
+		for _, a := range e.cl.Alerts() {
+			if a.Outcome == "" {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, "settled", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	if h := e.switches(); len(h) != 1 {
+		t.Fatalf("%d switches: %+v", len(h), h)
+	}
+	// A new leader replays nothing.
+	e.stop()
+	n := len(e.cl.commands())
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "marker", Service: svcName, Replica: "bind-b", Kind: fsm.KindDoS})
+	eventually(t, "marker handled", func() bool { a := e.cl.alert("marker"); return a.Outcome != "" })
+	for _, c := range e.cl.commands()[n:] {
+		if c.Type() == fsm.CmdSwitch || (c.Type() == fsm.CmdAlertOutcome && c.(fsm.AlertOutcome).ID != "marker") {
+			t.Errorf("replayed: %#v", c)
+		}
+	}
+}
+
+func TestOpenIntentCompletedByNewLeader(t *testing.T) {
+	e := newEnv(t)
+	// A dead leader committed the switch and did nothing else.
+	e.cl.must(t, fsm.Switch{Service: svcName, From: "bind-a", To: "unbound-a", Reason: fsm.ReasonExploit, At: time.Now().UnixNano()})
+	e.start(false)
+	eventually(t, "intent completed", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	if h := e.switches(); len(h) != 1 || !h[0].Done || h[0].DetectionMS != 0 {
+		t.Errorf("history %+v", h)
+	}
+}
+
+func TestAttachFailureRetried(t *testing.T) {
+	e := newEnv(t)
+	e.d.setFail("attach unbound-a", 3)
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "ex-f", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit})
+	eventually(t, "switch done after retries", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	if got := testutil.ToFloat64(e.m.errors.WithLabelValues(svcName, "attach")); got != 3 {
+		t.Errorf("attach errors reported %v, want 3", got)
+	}
+	n := 0
+	for _, c := range e.d.callLog() {
+		if c == "attach unbound-a" {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("attach calls %d, want 4", n)
+	}
+}
+
+func TestDriftRepaired(t *testing.T) {
+	e := newEnv(t)
+	e.start(false)
+	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power = PowerOff })
+	eventually(t, "standby powered on again", e.vmIs("unbound-a", PowerOn, false))
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power, vm.nic = PowerOff, false })
+	eventually(t, "active powered on and attached again", e.vmIs("bind-a", PowerOn, true))
+	e.d.byHand("bind-b", func(vm *fakeVM) { vm.power, vm.nic, vm.nicStart = PowerOn, true, true })
+	eventually(t, "suspended replica detached and suspended again", e.vmIs("bind-b", PowerSuspended, false))
+	if got := roles(e.cl); got != "bind-a=active unbound-a=standby bind-b=suspended knot-a=suspended" {
+		t.Errorf("roles changed: %s", got)
+	}
+}
+
+// Quorum confirmation is not implemented: a local verdict never switches a
+// service that requires it.
+func TestQuorumVerdictNotConfirmed(t *testing.T) {
+	e := newEnvConfirm(t, "quorum")
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "unconfirmed verdict decided", func() bool {
+		return testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, "ignored: unconfirmed")) >= 1
+	})
+	if h := e.switches(); len(h) != 0 {
+		t.Fatalf("switched: %+v", h)
+	}
+}
+
+// A replica whose platform has no driver is reported, never touched, and
+// never chosen to become active.
+func TestReplicaWithoutDriver(t *testing.T) {
+	cl := newFakeCluster()
+	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{
+		Name:    svcName,
+		Address: "127.0.0.1:5353",
+		Replicas: []fsm.ReplicaSpec{
+			{Name: "bind-a", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-a"},
+			{Name: "knot-ct", Impl: "knot", OS: "linux", Platform: fsm.PlatformContainer, Host: "local", Image: "ars-lab/knot"},
+			{Name: "bind-b", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-b"},
+		},
+		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10"},
+	}})
+	d := newFakeDriver(t, cl)
+	d.add(svcName, "bind-a", "bind9", PowerOn, true)
+	d.add(svcName, "bind-b", "bind9", PowerOff, false)
+	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+	e.start(false)
+	eventually(t, "container replica reported", func() bool {
+		return testutil.ToFloat64(e.m.errors.WithLabelValues(svcName, "no-driver")) == 1
+	})
+	cl.must(t, fsm.Alert{ID: "ex-nd", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit})
+	eventually(t, "switched to the VM", func() bool {
+		svc, _ := cl.Service(svcName)
+		act, _ := svc.Active()
+		return act.Name == "bind-b" && svc.Intent == nil
+	})
+	for _, c := range d.callLog() {
+		if strings.Contains(c, "knot-ct") {
+			t.Errorf("container replica touched: %s", c)
+		}
+	}
+}

@@ -1,0 +1,354 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"ars/controller/probe"
+	"ars/fsm"
+)
+
+// fakeCluster is a Cluster backed by a real fsm.Machine (term 1).
+type fakeCluster struct {
+	mu      sync.Mutex
+	m       *fsm.Machine
+	index   uint64
+	applied chan struct{}
+	cmds    []fsm.Command // committed commands, in order
+}
+
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{m: fsm.New(), applied: make(chan struct{}, 1)}
+}
+
+func (c *fakeCluster) Apply(_ context.Context, data []byte) (fsm.Result, error) {
+	_, cmd, err := fsm.Decode(data)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	c.mu.Lock()
+	c.index++
+	res, err := c.m.Apply(c.index, 1, data)
+	if err == nil {
+		c.cmds = append(c.cmds, cmd)
+	}
+	c.mu.Unlock()
+	select {
+	case c.applied <- struct{}{}:
+	default:
+	}
+	return res, err
+}
+
+func (c *fakeCluster) Term() uint64 { return 1 }
+
+func (c *fakeCluster) Services() []fsm.Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.Services()
+}
+
+func (c *fakeCluster) Service(name string) (fsm.Service, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.Service(name)
+}
+
+func (c *fakeCluster) Alerts() []fsm.AlertRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.Alerts()
+}
+
+func (c *fakeCluster) Applied() <-chan struct{} { return c.applied }
+
+func (c *fakeCluster) must(t *testing.T, cmd fsm.Command) fsm.Result {
+	t.Helper()
+	data, err := fsm.Encode(1, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Apply(context.Background(), data)
+	if err != nil {
+		t.Fatalf("apply %T: %v", cmd, err)
+	}
+	return res
+}
+
+func (c *fakeCluster) commands() []fsm.Command {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]fsm.Command(nil), c.cmds...)
+}
+
+// fakeVM is one in-memory replica.
+type fakeVM struct {
+	service, impl string
+	power         Power
+	nic, nicStart bool
+	noSuspend     bool
+	restored      int
+}
+
+// fakeDriver is an in-memory Driver. It fails the test when invariant 2
+// (one attached replica per service outside a make-before-break window) or
+// invariant 4 (a quarantined/recovering replica attached) breaks.
+type fakeDriver struct {
+	t  *testing.T
+	cl *fakeCluster
+
+	mu       sync.Mutex
+	vms      map[string]*fakeVM
+	calls    []string
+	fail     map[string]int           // "attach r": failures left
+	delay    map[string]chan struct{} // "op r": blocks until closed
+	watchers []chan Event
+	attacked map[string]bool // impls under DoS: they do not answer
+}
+
+func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
+	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{},
+		delay: map[string]chan struct{}{}, attacked: map[string]bool{}}
+}
+
+func (d *fakeDriver) add(service, name, impl string, power Power, nic bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.vms[name] = &fakeVM{service: service, impl: impl, power: power, nic: nic, nicStart: nic}
+}
+
+func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f func(vm *fakeVM) error) error {
+	key := op + " " + r.Name
+	d.mu.Lock()
+	ch := d.delay[key]
+	d.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return &OpError{Op: op, Replica: r.Name, Err: fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())}
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if op != "observe" {
+		d.calls = append(d.calls, key)
+	}
+	vm, ok := d.vms[r.Name]
+	if !ok {
+		d.calls = append(d.calls, key+" (not found)")
+		return &OpError{Op: op, Replica: r.Name, Err: ErrNotFound}
+	}
+	if d.fail[key] > 0 {
+		d.fail[key]--
+		return &OpError{Op: op, Replica: r.Name, Attempts: 1, Err: fmt.Errorf("%w: injected", ErrFailed)}
+	}
+	if err := f(vm); err != nil {
+		return &OpError{Op: op, Replica: r.Name, Attempts: 1, Err: err}
+	}
+	if op != "observe" {
+		d.checkLocked(vm.service, op, r.Name)
+	}
+	return nil
+}
+
+// checkLocked asserts invariants 2 and 4 against the committed state.
+func (d *fakeDriver) checkLocked(service, op, replica string) {
+	svc, ok := d.cl.Service(service)
+	if !ok {
+		return
+	}
+	var attached []string
+	for name, vm := range d.vms {
+		if vm.service == service && vm.power == PowerOn && vm.nic {
+			attached = append(attached, name)
+			if rs, _ := svc.Replica(name); rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
+				if name == replica && (op == "attach" || op == "power-on") {
+					d.t.Errorf("invariant 4: %s %s: replica %s is %s and attached", op, replica, name, rs.Role)
+				}
+			}
+		}
+	}
+	if len(attached) <= 1 {
+		return
+	}
+	in := svc.Intent
+	if in != nil && in.Mode == fsm.ModeMakeBeforeBreak && len(attached) == 2 {
+		ok := true
+		for _, a := range attached {
+			ok = ok && (a == in.From || a == in.To)
+		}
+		if ok {
+			return
+		}
+	}
+	d.t.Errorf("invariant 2: after %s %s: service %s has %d attached replicas %v (intent %+v)", op, replica, service, len(attached), attached, in)
+}
+
+func (d *fakeDriver) Attach(ctx context.Context, r fsm.ReplicaSpec, _ ...Option) error {
+	return d.op(ctx, "attach", r, func(vm *fakeVM) error {
+		if vm.power != PowerOn {
+			return ErrInvalidState
+		}
+		vm.nic, vm.nicStart = true, true
+		return nil
+	})
+}
+
+func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...Option) error {
+	return d.op(ctx, "detach", r, func(vm *fakeVM) error {
+		vm.nic, vm.nicStart = false, false
+		return nil
+	})
+}
+
+func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
+	return d.op(ctx, "power-on", r, func(vm *fakeVM) error {
+		if vm.power == PowerOff {
+			vm.nic = vm.nicStart
+		}
+		vm.power = PowerOn
+		return nil
+	})
+}
+
+func (d *fakeDriver) Suspend(ctx context.Context, r fsm.ReplicaSpec) error {
+	return d.op(ctx, "suspend", r, func(vm *fakeVM) error {
+		if vm.noSuspend {
+			return ErrUnsupported
+		}
+		if vm.power != PowerOn {
+			return ErrInvalidState
+		}
+		vm.power = PowerSuspended
+		return nil
+	})
+}
+
+func (d *fakeDriver) Resume(ctx context.Context, r fsm.ReplicaSpec) error {
+	return d.op(ctx, "resume", r, func(vm *fakeVM) error {
+		if vm.power == PowerOff {
+			return ErrInvalidState
+		}
+		vm.power = PowerOn
+		return nil
+	})
+}
+
+func (d *fakeDriver) PowerOff(ctx context.Context, r fsm.ReplicaSpec) error {
+	return d.op(ctx, "power-off", r, func(vm *fakeVM) error {
+		vm.power = PowerOff
+		vm.nic = false
+		return nil
+	})
+}
+
+func (d *fakeDriver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
+	return d.op(ctx, "restore", r, func(vm *fakeVM) error {
+		// The clean snapshot is powered off with the NIC set to connect at
+		// power-on: the reconciler must detach it again.
+		vm.restored++
+		vm.power, vm.nic, vm.nicStart = PowerOff, false, true
+		return nil
+	})
+}
+
+func (d *fakeDriver) Observe(ctx context.Context, r fsm.ReplicaSpec) (Observation, error) {
+	var o Observation
+	err := d.op(ctx, "observe", r, func(vm *fakeVM) error {
+		o = Observation{Replica: r.Name, Target: r.Name, Power: vm.power, NICConnected: vm.nic && vm.power == PowerOn,
+			NICStartConnected: vm.nicStart, Reachable: true, Tools: ToolsRunning,
+			Supports: Capabilities{Attach: true, Suspend: !vm.noSuspend, Restore: true}}
+		return nil
+	})
+	return o, err
+}
+
+func (d *fakeDriver) Watch(ctx context.Context) <-chan Event {
+	ch := make(chan Event, 16)
+	d.mu.Lock()
+	d.watchers = append(d.watchers, ch)
+	d.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for i, w := range d.watchers {
+			if w == ch {
+				d.watchers = append(d.watchers[:i], d.watchers[i+1:]...)
+				break
+			}
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// byHand changes a VM behind the controller's back (drift) and reports it
+// on the watch.
+func (d *fakeDriver) byHand(name string, f func(vm *fakeVM)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.vms[name])
+	for _, w := range d.watchers {
+		select {
+		case w <- Event{Kind: EventChanged, Replica: fsm.ReplicaSpec{Name: name}, At: time.Now()}:
+		default:
+		}
+	}
+}
+
+func (d *fakeDriver) vm(name string) fakeVM {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return *d.vms[name]
+}
+
+func (d *fakeDriver) callLog() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.calls...)
+}
+
+func (d *fakeDriver) setFail(key string, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail[key] = n
+}
+
+func (d *fakeDriver) attack(impl string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.attacked[impl] = on
+}
+
+// query answers for a service when exactly its attached replicas answer:
+// one attached, running replica whose impl is not under attack.
+func (d *fakeDriver) query(service string) probe.QueryFunc {
+	return func(ctx context.Context, addr string, spec fsm.ProbeSpec) probe.Result {
+		start := time.Now()
+		d.mu.Lock()
+		ok := false
+		for _, vm := range d.vms {
+			if vm.service == service && vm.power == PowerOn && vm.nic && !d.attacked[vm.impl] {
+				ok = true
+			}
+		}
+		d.mu.Unlock()
+		if ok {
+			return probe.Result{Start: start, RTT: time.Millisecond, OK: true, Reason: probe.ReasonOK, Rcode: 0}
+		}
+		return probe.Result{Start: start, RTT: time.Millisecond, Reason: probe.ReasonNetwork, Rcode: -1,
+			Err: fmt.Errorf("%w: fake: no replica answers", probe.ErrNetwork)}
+	}
+}
+
+func (c *fakeCluster) alert(id string) fsm.AlertRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, _ := c.m.Alert(id)
+	return a
+}

@@ -1,0 +1,312 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"ars/fsm"
+)
+
+// reconcileAll brings every service's replicas to their committed roles.
+func (r *run) reconcileAll(ctx context.Context) {
+	for _, svc := range r.c.cl.Services() {
+		if ctx.Err() != nil {
+			return
+		}
+		r.reconcileService(ctx, svc)
+	}
+}
+
+// reconcileService is one level-triggered pass over one service: the open
+// intent's critical path first, then every other replica (detaches before
+// the active's attach, so invariant 2 holds outside make-before-break).
+func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
+	name := svc.Spec.Name
+	if svc.Intent != nil {
+		if !r.completeIntent(ctx, svc, *svc.Intent) {
+			// The active replica and the one it replaces are the intent's:
+			// leave them to the next pass's critical path (a
+			// make-before-break source keeps serving until the target is
+			// attached); the others still converge.
+			r.converge(ctx, svc, true, svc.Intent.From)
+			return
+		}
+		var ok bool
+		if svc, ok = r.c.cl.Service(name); !ok {
+			return
+		}
+	}
+	r.converge(ctx, svc, svc.Intent != nil, "")
+}
+
+// driverFor returns the replica's spec and driver; ok is false (and the
+// replica is reported once) when its platform has no driver.
+func (r *run) driverFor(svc fsm.Service, replica string) (fsm.ReplicaSpec, Driver, bool) {
+	spec, ok := svc.Spec.Replica(replica)
+	if !ok {
+		return spec, nil, false
+	}
+	d, ok := r.c.cfg.Drivers[spec.Platform]
+	if !ok {
+		key := replicaKey(svc.Spec.Name, replica)
+		if !r.reported[key] {
+			r.reported[key] = true
+			r.c.log.Warn("replica not managed: no driver for its platform",
+				"service", svc.Spec.Name, "replica", replica, "platform", spec.Platform)
+			r.c.m.failed(svc.Spec.Name, "no-driver")
+		}
+		return spec, nil, false
+	}
+	return spec, d, true
+}
+
+func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.ReplicaSpec) (Observation, error) {
+	o, err := d.Observe(ctx, spec)
+	if err != nil {
+		r.c.m.failed(service, "observe")
+		delete(r.obs, replicaKey(service, spec.Name))
+		return o, fmt.Errorf("observe: %w", err)
+	}
+	r.obs[replicaKey(service, spec.Name)] = o
+	return o, nil
+}
+
+// do runs one driver action and counts it.
+func (r *run) do(service, action string, spec fsm.ReplicaSpec, f func() error) error {
+	r.c.m.action(service, action)
+	if err := f(); err != nil {
+		r.c.m.failed(service, action)
+		r.c.log.Warn("reconcile action failed", "service", service, "replica", spec.Name, "action", action, "err", err)
+		return fmt.Errorf("%s %s: %w", action, spec.Name, err)
+	}
+	r.c.log.Debug("reconcile action", "service", service, "replica", spec.Name, "action", action)
+	return nil
+}
+
+// completeIntent runs the critical path of the open switch (attach To,
+// detach From, in the intent's mode), verifies the service through its
+// address and commits SwitchDone. It reports whether the intent is closed.
+func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent) bool {
+	name := svc.Spec.Name
+	to, ok := svc.Replica(in.To)
+	if !ok || to.Role != fsm.RoleActive || !to.Clean {
+		// Invariant 4: never attach a replica that is not a clean active.
+		r.c.log.Error("open switch target is not a clean active replica", "service", name, "to", in.To, "role", to.Role)
+		return false
+	}
+	toSpec, dTo, ok := r.driverFor(svc, in.To)
+	if !ok {
+		return false
+	}
+	attach := func() error {
+		o, err := r.observe(ctx, name, dTo, toSpec)
+		if err != nil {
+			return err
+		}
+		if o.Power != PowerOn {
+			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
+				return err
+			}
+		}
+		if !o.NICConnected || o.Power != PowerOn {
+			return r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
+		}
+		return nil
+	}
+	detach := func() error {
+		fromSpec, dFrom, ok := r.driverFor(svc, in.From)
+		if !ok {
+			return fmt.Errorf("detach %s: no driver for platform %q", in.From, fromSpec.Platform)
+		}
+		o, err := r.observe(ctx, name, dFrom, fromSpec)
+		if err != nil {
+			return err
+		}
+		if !o.NICConnected && !o.NICStartConnected {
+			return nil
+		}
+		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+	}
+	steps := []func() error{detach, attach}
+	if in.Mode == fsm.ModeMakeBeforeBreak {
+		steps = []func() error{attach, detach}
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
+				"generation", in.Generation, "err", err)
+			return false
+		}
+	}
+	if err := r.verify(ctx, svc); err != nil {
+		r.c.m.failed(name, "verify")
+		r.c.log.Warn("switch not verified; retrying on the next pass", "service", name, "generation", in.Generation, "err", err)
+		return false
+	}
+	now := r.c.now()
+	t, known := r.timingOf[timingKey(name, in.Generation)]
+	if !known {
+		t.start = time.Unix(0, in.OpenedAt) // inherited from an earlier leader: detection unknown
+	}
+	sw := max(now.Sub(t.start), 0)
+	total := t.detection + sw
+	done := fsm.SwitchDone{Service: name, Generation: in.Generation, DetectionMS: ms(t.detection), SwitchMS: ms(sw),
+		TotalMS: ms(total), At: now.UnixNano()}
+	if _, err := r.apply(ctx, done); err != nil {
+		if errors.Is(err, fsm.ErrStaleGeneration) {
+			return true // superseded or closed meanwhile; the fresh state decides
+		}
+		r.c.log.Error("switch done not committed", "service", name, "err", err)
+		return false
+	}
+	delete(r.timingOf, timingKey(name, in.Generation))
+	r.c.m.phase(name, "detection", t.detection)
+	r.c.m.phase(name, "switch", sw)
+	r.c.m.phase(name, "total", total)
+	r.c.log.Info("switch done", "service", name, "generation", in.Generation, "from", in.From, "to", in.To,
+		"detection", t.detection, "switch", sw, "total", total)
+	return true
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// verify sends probes to the service address until one answers (bounded).
+// With probes disabled it sends nothing and the switch completes
+// unverified: such a node (-dev) has no service to ask.
+func (r *run) verify(ctx context.Context, svc fsm.Service) error {
+	if r.c.cfg.DisableProbes {
+		return nil
+	}
+	var last error
+	for i := 0; i < r.c.cfg.VerifyAttempts; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("verify: %w", ctx.Err())
+			case <-time.After(r.c.cfg.VerifyBackoff):
+			}
+		}
+		res := r.c.query(ctx, svc.Spec.Address, svc.Spec.Probe)
+		if res.OK {
+			return nil
+		}
+		last = res.Err
+	}
+	return fmt.Errorf("verify %s: no valid answer after %d probes: %w", svc.Spec.Address, r.c.cfg.VerifyAttempts, last)
+}
+
+// converge brings every replica to its role's platform state: the
+// non-active ones first, then the active (skipped while an intent is open:
+// that is the critical path's job), never the one named skip.
+func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, skip string) {
+	name := svc.Spec.Name
+	othersAttached := false
+	for _, rs := range svc.Replicas {
+		if rs.Role == fsm.RoleActive || rs.Role == fsm.RoleMaintenance || rs.Name == skip || ctx.Err() != nil {
+			continue
+		}
+		if !r.convergeReplica(ctx, svc, rs) {
+			othersAttached = true
+		}
+	}
+	act, ok := svc.Active()
+	if !ok || skipActive || ctx.Err() != nil {
+		return
+	}
+	if !act.Clean {
+		return // invariant 4 (the FSM never makes an unclean replica active)
+	}
+	spec, d, ok := r.driverFor(svc, act.Name)
+	if !ok {
+		return
+	}
+	o, err := r.observe(ctx, name, d, spec)
+	if err != nil {
+		r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
+		return
+	}
+	if o.Power != PowerOn {
+		if r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) }) != nil {
+			return
+		}
+	}
+	if !o.NICConnected || o.Power != PowerOn {
+		if othersAttached {
+			// Invariant 2: attach only when every other replica is known detached.
+			r.c.m.failed(name, "attach-blocked")
+			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
+			return
+		}
+		_ = r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec) })
+	}
+}
+
+// convergeReplica handles one non-active, non-maintenance replica. It
+// reports whether the replica is known detached afterwards.
+func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.ReplicaState) bool {
+	name := svc.Spec.Name
+	spec, d, ok := r.driverFor(svc, rs.Name)
+	if !ok {
+		return true // not ours to drive; reported
+	}
+	o, err := r.observe(ctx, name, d, spec)
+	if err != nil {
+		r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
+		return false
+	}
+	detach := func() bool {
+		if !o.NICConnected && !o.NICStartConnected {
+			return true
+		}
+		return r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
+	}
+	switch rs.Role {
+	case fsm.RoleStandby:
+		if !detach() {
+			return false
+		}
+		if o.Power != PowerOn {
+			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+		}
+	case fsm.RoleSuspended:
+		if !detach() {
+			return false
+		}
+		if o.Power == PowerOn {
+			if o.Supports.Suspend {
+				_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
+			} else {
+				_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
+			}
+		}
+	case fsm.RoleQuarantined, fsm.RoleRecovering:
+		if !detach() {
+			return false
+		}
+		if !o.Supports.Restore {
+			key := replicaKey(name, rs.Name) + "/restore"
+			if !r.reported[key] {
+				r.reported[key] = true
+				r.c.log.Warn("replica cannot be restored; it stays out of service", "service", name, "replica", rs.Name, "role", rs.Role)
+				r.c.m.failed(name, "restore-unsupported")
+			}
+			return true
+		}
+		if r.do(name, "restore", spec, func() error { return d.Restore(ctx, spec) }) != nil {
+			return true
+		}
+		// A snapshot may hold the NIC connected: detach again (idempotent).
+		if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
+			return false
+		}
+		cmd := fsm.ReplicaRole{Service: name, Replica: rs.Name, Action: fsm.ActionRestored,
+			ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
+		if _, err := r.apply(ctx, cmd); err != nil {
+			r.c.m.failed(name, "commit-restored")
+			r.c.log.Warn("restored not committed; retrying on the next pass", "service", name, "replica", rs.Name, "err", err)
+		}
+	}
+	return true
+}

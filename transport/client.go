@@ -357,3 +357,33 @@ func (m markWriter) Write(p []byte) (int, error) {
 func (c *Client) SnapshotRestore(ctx context.Context, r io.Reader) error {
 	return c.doRaw(ctx, http.MethodPost, "/v1/snapshot", io.NopCloser(r), "application/octet-stream", nil)
 }
+
+// Switch asks the leader for a manual switch of service (POST
+// /v1/services/{name}/switch; operator token). to "" lets the leader pick.
+// A refusal is an *APIError with code "conflict" (409).
+func (c *Client) Switch(ctx context.Context, service string, req SwitchRequest) (SwitchResponse, error) {
+	var resp SwitchResponse
+	err := c.doJSON(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/switch", req, &resp)
+	return resp, err
+}
+
+// ReplicaAction applies action (one of ReplicaActions) to a replica (POST
+// /v1/services/{name}/replicas/{replica}/{action}; operator token).
+func (c *Client) ReplicaAction(ctx context.Context, service, replica, action, reason string) (ReplicaActionResponse, error) {
+	var resp ReplicaActionResponse
+	path := "/v1/services/" + url.PathEscape(service) + "/replicas/" + url.PathEscape(replica) + "/" + url.PathEscape(action)
+	err := c.doJSON(ctx, http.MethodPost, path, ReplicaActionRequest{Reason: reason}, &resp)
+	return resp, err
+}
+
+// History returns the switch history of service ("" = every service) and
+// its per-(reason, platform pair) aggregates (GET /v1/history).
+func (c *Client) History(ctx context.Context, service string) (HistoryResponse, error) {
+	path := "/v1/history"
+	if service != "" {
+		path += "?" + url.Values{"service": {service}}.Encode()
+	}
+	var resp HistoryResponse
+	err := c.doJSON(ctx, http.MethodGet, path, nil, &resp)
+	return resp, err
+}

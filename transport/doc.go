@@ -42,6 +42,9 @@
 //	GET|POST /v1/snapshot                             operator, leader
 //	POST /v1/alerts, /v1/alerts/webhook               detector and operator, leader
 //	GET  /v1/alerts                                   reader (leader with ?consistent)
+//	POST /v1/services/{name}/switch                   operator, leader
+//	POST /v1/services/{name}/replicas/{replica}/{action} operator, leader
+//	GET  /v1/history                                  reader (leader with ?consistent)
 //	POST /v1/internal/apply                           node, leader
 //	GET  /metrics, /                                  reader
 //
@@ -83,6 +86,29 @@
 // first (limit 1..4096, default 100). The backend provides it through
 // AlertLedger, or else through State() (the fsm snapshot bytes), which is
 // what cluster.Cluster offers today.
+//
+// # Operator actions and history
+//
+// POST /v1/services/{name}/switch takes an optional {"to","reason"} (reason
+// at most 256 bytes of one printable line; body at most 4 KiB). The leader
+// runs decide.Decide with a ManualSwitch on its copy of the service and
+// commits the single fsm.Switch it returns; it answers 200
+// {"service","from","to","generation","index","outcome","reason"}. A
+// refusal (already active, quarantined, in maintenance, nothing eligible)
+// is 409 conflict with decide's reason; an unknown service or replica 404;
+// bad input 400. Nothing is committed in those cases.
+//
+// POST /v1/services/{name}/replicas/{replica}/{action}, action quarantine,
+// restore, maintenance or release, takes an optional {"reason"} and commits
+// an fsm.ReplicaRole with ExpectGeneration set to the current generation.
+// "restore" is the fsm action "restored": it marks the replica clean, i.e.
+// the operator asserts the replica was restored out of band. It answers 200
+// {"service","replica","action","result"}; the fsm's refusals are 409.
+//
+// GET /v1/history[?service=S] returns {"switches": the switch records,
+// per service in name order, newest last; "aggregates": per reason and
+// platform pair ("vm-container": from-platform, to-platform) the count,
+// mean and max of switch_ms and total_ms over the done records}.
 //
 // # Forwarding
 //

@@ -45,6 +45,9 @@ func allRouteCases(t *testing.T) []routeCase {
 		{"POST", "/v1/services", validSpec("dns"), RoleOperator},
 		{"GET", "/v1/services", nil, RoleReader},
 		{"GET", "/v1/services/{name}", nil, RoleReader},
+		{"POST", "/v1/services/{name}/switch", []byte(`{"reason":"matrix"}`), RoleOperator},
+		{"POST", "/v1/services/{name}/replicas/{replica}/{action}", []byte(`{"reason":"matrix"}`), RoleOperator},
+		{"GET", "/v1/history", nil, RoleReader},
 		{"GET", "/v1/snapshot", nil, RoleOperator},
 		{"POST", "/v1/snapshot", []byte("snapshot-data"), RoleOperator},
 		{"POST", "/v1/alerts", []byte(`{"id":"matrix-1","service":"dns","replica":"win-bind","kind":"exploit"}`), classAlert},
@@ -61,6 +64,8 @@ func concretePath(p string) string {
 		return p + "?service=dns&replica=win-bind&kind=exploit&source=edr"
 	}
 	p = strings.ReplaceAll(p, "{name}", "dns")
+	p = strings.ReplaceAll(p, "{replica}", "win-bind")
+	p = strings.ReplaceAll(p, "{action}", "quarantine")
 	return strings.ReplaceAll(p, "{$}", "")
 }
 

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"ars/transport"
+)
+
+func init() {
+	Register(Command{
+		Name:    "history",
+		Args:    "[SERVICE]",
+		MinArgs: 0, MaxArgs: 1,
+		Summary: "Show switch times per reason and platform pair, and the last switches",
+		Help: `Prints, over the completed switches of SERVICE (default: every service),
+count, mean and max of the switch time and of the total downtime per
+reason and platform pair (from-to, e.g. vm-container), then the last -n
+switches. Needs a reader token.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			n := fs.Int("n", 10, "number of recent switches to list (`N`; 0 = none)")
+			return func(ctx context.Context, e *Env, args []string) error {
+				if *n < 0 {
+					return usageErrorf("-n %d: must be >= 0", *n)
+				}
+				service := ""
+				if len(args) == 1 {
+					service = args[0]
+				}
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				h, err := c.History(ctx, service)
+				if err != nil {
+					return err
+				}
+				if e.JSONOutput() {
+					return e.JSON(h)
+				}
+				return printHistory(e.Stdout, h, *n)
+			}
+		},
+	})
+}
+
+func printHistory(out io.Writer, h transport.HistoryResponse, n int) error {
+	if len(h.Aggregates) == 0 {
+		fmt.Fprintln(out, "No completed switches yet.")
+	} else {
+		tw := newTabWriter(out)
+		fmt.Fprintln(tw, "REASON\tPAIR\tCOUNT\tMEAN-SWITCH\tMAX-SWITCH\tMEAN-TOTAL\tMAX-TOTAL")
+		for _, a := range h.Aggregates {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.Reason, a.Pair, a.Count,
+				ms(a.MeanSwitchMS), ms(a.MaxSwitchMS), ms(a.MeanTotalMS), ms(a.MaxTotalMS))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	recs := h.Switches
+	if n == 0 || len(recs) == 0 {
+		return nil
+	}
+	if len(recs) > n {
+		recs = recs[len(recs)-n:]
+	}
+	fmt.Fprintf(out, "\nLast switches (%d of %d, newest last):\n", len(recs), len(h.Switches))
+	tw := newTabWriter(out)
+	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tDONE")
+	for _, r := range recs {
+		sw, tot := "-", "-"
+		if r.Done {
+			sw, tot = ms(r.SwitchMS), ms(r.TotalMS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
+			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
+			r.Reason, sw, tot, yesNo(r.Done))
+	}
+	return tw.Flush()
+}

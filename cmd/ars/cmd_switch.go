@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"ars/transport"
+)
+
+func init() {
+	Register(Command{
+		Name:    "switch",
+		Args:    "SERVICE",
+		MinArgs: 1, MaxArgs: 1,
+		Summary: "Switch a service to another replica now (manual switch)",
+		Help: `Asks the leader to switch SERVICE away from its active replica (POST
+/v1/services/SERVICE/switch). Without -to the leader picks the most diverse
+eligible replica, as for an attack. A switch the leader refuses (the
+replica is quarantined, in maintenance, already active, or nothing is
+eligible) fails with the reason and changes nothing. Needs an operator
+token.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			to := fs.String("to", "", "`replica` to switch to (default: the leader picks)")
+			reason := fs.String("reason", "", "free-text `reason`, logged with the decision (at most 256 bytes)")
+			return func(ctx context.Context, e *Env, args []string) error {
+				if len(*reason) > transport.MaxOperateReasonBytes {
+					return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), transport.MaxOperateReasonBytes)
+				}
+				c, err := e.Client()
+				if err != nil {
+					return err
+				}
+				res, err := c.Switch(ctx, args[0], transport.SwitchRequest{To: *to, Reason: *reason})
+				if err != nil {
+					return err
+				}
+				if e.JSONOutput() {
+					return e.JSON(res)
+				}
+				_, err = fmt.Fprintf(e.Stdout, "switched %s: %s -> %s (generation %d)\n", res.Service, res.From, res.To, res.Generation)
+				return err
+			}
+		},
+	})
+}

@@ -1,0 +1,264 @@
+package transport
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+
+	"ars/controller/decide"
+	"ars/fsm"
+)
+
+// Operator action limits.
+const (
+	// MaxOperateBodyBytes bounds the JSON body of the switch and replica
+	// action routes.
+	MaxOperateBodyBytes = 4 << 10
+	// MaxOperateReasonBytes bounds the operator's reason text.
+	MaxOperateReasonBytes = 256
+)
+
+// ReplicaActions are the actions of POST
+// /v1/services/{name}/replicas/{replica}/{action}. "restore" is the fsm
+// action "restored": it marks the replica clean, i.e. the operator asserts
+// it was restored out of band.
+var ReplicaActions = []string{"quarantine", "restore", "maintenance", "release"}
+
+// SwitchRequest is the body of POST /v1/services/{name}/switch.
+type SwitchRequest struct {
+	// To names the replica to switch to; "" lets the leader pick by
+	// diversity.
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// SwitchResponse answers POST /v1/services/{name}/switch once the switch
+// command was committed.
+type SwitchResponse struct {
+	Service    string `json:"service"`
+	From       string `json:"from"`
+	To         string `json:"to"`
+	Generation uint64 `json:"generation"`
+	Index      uint64 `json:"index"`
+	Outcome    string `json:"outcome"`
+	Reason     string `json:"reason"`
+}
+
+// ReplicaActionRequest is the (optional) body of POST
+// /v1/services/{name}/replicas/{replica}/{action}.
+type ReplicaActionRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReplicaActionResponse answers a replica action once it was committed.
+type ReplicaActionResponse struct {
+	Service string     `json:"service"`
+	Replica string     `json:"replica"`
+	Action  string     `json:"action"`
+	Result  fsm.Result `json:"result"`
+}
+
+// HistoryAggregate summarises the done switches of one reason and one
+// platform pair ("vm-container": from-platform, to-platform).
+type HistoryAggregate struct {
+	Reason       string  `json:"reason"`
+	Pair         string  `json:"pair"`
+	Count        int     `json:"count"`
+	MeanSwitchMS float64 `json:"mean_switch_ms"`
+	MaxSwitchMS  float64 `json:"max_switch_ms"`
+	MeanTotalMS  float64 `json:"mean_total_ms"`
+	MaxTotalMS   float64 `json:"max_total_ms"`
+}
+
+// HistoryResponse answers GET /v1/history: the switch records (per
+// service, newest last; services in name order) and the per-pair
+// aggregates over the done ones, sorted by reason and pair.
+type HistoryResponse struct {
+	Switches   []fsm.SwitchRecord `json:"switches"`
+	Aggregates []HistoryAggregate `json:"aggregates"`
+}
+
+// Aggregate computes the per-(reason, platform pair) table over the done
+// records.
+func Aggregate(recs []fsm.SwitchRecord) []HistoryAggregate {
+	type key struct{ reason, pair string }
+	idx := map[key]int{}
+	out := []HistoryAggregate{}
+	for _, r := range recs {
+		if !r.Done {
+			continue
+		}
+		k := key{r.Reason, r.FromPlatform + "-" + r.ToPlatform}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, HistoryAggregate{Reason: k.reason, Pair: k.pair})
+		}
+		a := &out[i]
+		a.Count++
+		a.MeanSwitchMS += r.SwitchMS
+		a.MeanTotalMS += r.TotalMS
+		a.MaxSwitchMS = max(a.MaxSwitchMS, r.SwitchMS)
+		a.MaxTotalMS = max(a.MaxTotalMS, r.TotalMS)
+	}
+	for i := range out {
+		out[i].MeanSwitchMS /= float64(out[i].Count)
+		out[i].MeanTotalMS /= float64(out[i].Count)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Reason != out[j].Reason {
+			return out[i].Reason < out[j].Reason
+		}
+		return out[i].Pair < out[j].Pair
+	})
+	return out
+}
+
+func (s *Server) serviceOr404(name string) (fsm.Service, error) {
+	svc, ok := s.b.Service(name)
+	if !ok {
+		return fsm.Service{}, &requestError{status: http.StatusNotFound, code: fsm.CodeUnknownService,
+			msg: fmt.Sprintf("service %q does not exist", name)}
+	}
+	return svc, nil
+}
+
+func checkReason(reason string) error {
+	if err := checkLine(reason, MaxOperateReasonBytes); err != nil {
+		return invalidf("reason: %v", err)
+	}
+	return nil
+}
+
+func caller(r *http.Request) string {
+	if p, ok := PrincipalFromContext(r.Context()); ok {
+		return p.Name
+	}
+	return ""
+}
+
+// handleSwitch is POST /v1/services/{name}/switch (leader): a manual
+// switch, decided by decide.Decide on the leader's state.
+func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
+	var req SwitchRequest
+	if err := decodeBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason); err != nil {
+		return err
+	}
+	if err := checkLine(req.To, maxAlertNameBytes); err != nil {
+		return invalidf("to: %v", err)
+	}
+	svc, err := s.serviceOr404(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	dec, err := decide.Decide(decide.State{Service: svc},
+		decide.ManualSwitch{Service: svc.Spec.Name, To: req.To, Reason: req.Reason}, s.now())
+	if err != nil {
+		return err // fsm codes: unknown replica 404, conflict 409, invalid 400
+	}
+	if len(dec.Commands) != 1 {
+		return &requestError{status: http.StatusConflict, code: fsm.CodeConflict,
+			msg: fmt.Sprintf("service %q: no switch: %s: %s", svc.Spec.Name, dec.Outcome, dec.Reason)}
+	}
+	cmd, err := fsm.Encode(s.term(), dec.Commands[0])
+	if err != nil {
+		return fmt.Errorf("encoding switch command: %w", err)
+	}
+	res, err := s.b.Apply(r.Context(), cmd)
+	if err != nil {
+		return err
+	}
+	resp := SwitchResponse{Service: svc.Spec.Name, Generation: res.Generation, Index: res.Index,
+		Outcome: string(dec.Outcome), Reason: dec.Reason}
+	if sw, ok := dec.Commands[0].(fsm.Switch); ok {
+		resp.From, resp.To = sw.From, sw.To
+	}
+	if resp.From == "" {
+		if a, ok := svc.Active(); ok {
+			resp.From = a.Name
+		}
+	}
+	s.log.Info("manual switch committed", "service", resp.Service, "from", resp.From, "to", resp.To,
+		"caller", caller(r), "reason", req.Reason, "index", res.Index)
+	return writeJSON(w, resp)
+}
+
+// handleReplicaAction is POST /v1/services/{name}/replicas/{replica}/{action}
+// (leader).
+func (s *Server) handleReplicaAction(w http.ResponseWriter, r *http.Request) error {
+	action := r.PathValue("action")
+	if !slices.Contains(ReplicaActions, action) {
+		return &requestError{status: http.StatusNotFound, code: CodeNotFound,
+			msg: fmt.Sprintf("unknown replica action %q (want quarantine, restore, maintenance or release)", action)}
+	}
+	var req ReplicaActionRequest
+	if err := decodeBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason); err != nil {
+		return err
+	}
+	svc, err := s.serviceOr404(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	replica := r.PathValue("replica")
+	if !slices.ContainsFunc(svc.Replicas, func(rs fsm.ReplicaState) bool { return rs.Name == replica }) {
+		return &requestError{status: http.StatusNotFound, code: fsm.CodeUnknownReplica,
+			msg: fmt.Sprintf("service %q has no replica %q", svc.Spec.Name, replica)}
+	}
+	fsmAction := action
+	if action == "restore" {
+		fsmAction = "restored"
+	}
+	cmd, err := fsm.Encode(s.term(), fsm.ReplicaRole{Service: svc.Spec.Name, Replica: replica, Action: fsmAction,
+		ExpectGeneration: svc.Generation, Reason: req.Reason})
+	if err != nil {
+		return fmt.Errorf("encoding replica command: %w", err)
+	}
+	res, err := s.b.Apply(r.Context(), cmd)
+	if err != nil {
+		return err
+	}
+	s.log.Info("replica action committed", "service", svc.Spec.Name, "replica", replica, "action", action,
+		"caller", caller(r), "reason", req.Reason, "index", res.Index)
+	return writeJSON(w, ReplicaActionResponse{Service: svc.Spec.Name, Replica: replica, Action: action, Result: res})
+}
+
+// handleHistory is GET /v1/history[?service=S].
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for k, vs := range q {
+		if !slices.Contains([]string{"service", "consistent"}, k) {
+			return invalidf("unknown query parameter %q (want service, consistent)", k)
+		}
+		if len(vs) > 1 {
+			return invalidf("query parameter %q given %d times", k, len(vs))
+		}
+	}
+	if err := s.barrierIfConsistent(r); err != nil {
+		return err
+	}
+	var svcs []fsm.Service
+	if name := q.Get("service"); name != "" {
+		svc, err := s.serviceOr404(name)
+		if err != nil {
+			return err
+		}
+		svcs = []fsm.Service{svc}
+	} else {
+		svcs = s.b.Services()
+		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+	}
+	out := HistoryResponse{Switches: []fsm.SwitchRecord{}}
+	for _, svc := range svcs {
+		out.Switches = append(out.Switches, svc.History...)
+	}
+	out.Aggregates = Aggregate(out.Switches)
+	return writeJSON(w, out)
+}

@@ -1,0 +1,240 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"ars/fsm"
+)
+
+// operateServer is a leader with service "dns" (win-bind active).
+func operateServer(t *testing.T) (*testServer, *fakeBackend) {
+	t.Helper()
+	b := newFakeBackend("n1", true)
+	if _, err := b.Apply(context.Background(), encodedApply(t, "dns")); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, "n1", b, nil), b
+}
+
+func applyCount(b *fakeBackend) int { a, _, _, _, _ := b.counts(); return a }
+
+func TestManualSwitchAndReplicaActions(t *testing.T) {
+	ts, b := operateServer(t)
+	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
+	ctx := context.Background()
+
+	res, err := c.Switch(ctx, "dns", SwitchRequest{Reason: "drill"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Service != "dns" || res.From != "win-bind" || res.To != "lin-unbound" || res.Generation == 0 ||
+		res.Index == 0 || res.Outcome != "switch" || !strings.Contains(res.Reason, "drill") {
+		t.Fatalf("switch response %+v", res)
+	}
+	svc, _ := b.Service("dns")
+	if a, _ := svc.Active(); a.Name != "lin-unbound" {
+		t.Fatalf("active after switch = %q", a.Name)
+	}
+
+	// Quarantine the old active, then restore it (marks it clean).
+	rr, err := c.ReplicaAction(ctx, "dns", "win-bind", "quarantine", "suspicious")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr.Action != "quarantine" || rr.Replica != "win-bind" || rr.Result.Index == 0 {
+		t.Fatalf("quarantine response %+v", rr)
+	}
+	// A switch to a quarantined replica is refused: 409, nothing applied.
+	before := applyCount(b)
+	_, err = c.Switch(ctx, "dns", SwitchRequest{To: "win-bind"})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != fsm.CodeConflict {
+		t.Fatalf("switch to quarantined: %v, want 409 conflict", err)
+	}
+	if applyCount(b) != before {
+		t.Fatal("refused switch reached Apply")
+	}
+	if _, err := c.ReplicaAction(ctx, "dns", "win-bind", "restore", ""); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ = b.Service("dns")
+	for _, rs := range svc.Replicas {
+		if rs.Name == "win-bind" && (!rs.Clean || rs.Role == fsm.RoleQuarantined) {
+			t.Fatalf("after restore: %+v", rs)
+		}
+	}
+	// The fsm refuses quarantining the active replica: 409.
+	if _, err := c.ReplicaAction(ctx, "dns", "lin-unbound", "quarantine", ""); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Fatalf("quarantine active: %v, want 409", err)
+	}
+
+	// Unknown names: 404, nothing applied.
+	before = applyCount(b)
+	for _, f := range []func() error{
+		func() error { _, err := c.Switch(ctx, "nope", SwitchRequest{}); return err },
+		func() error { _, err := c.Switch(ctx, "dns", SwitchRequest{To: "nope"}); return err },
+		func() error { _, err := c.ReplicaAction(ctx, "nope", "win-bind", "release", ""); return err },
+		func() error { _, err := c.ReplicaAction(ctx, "dns", "nope", "release", ""); return err },
+		func() error { _, err := c.ReplicaAction(ctx, "dns", "win-bind", "explode", ""); return err },
+	} {
+		if err := f(); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			t.Fatalf("got %v, want 404", err)
+		}
+	}
+	if applyCount(b) != before {
+		t.Fatal("unknown names reached Apply")
+	}
+}
+
+func TestOperateRefusedAndBadInput(t *testing.T) {
+	ts, b := operateServer(t)
+	before := applyCount(b)
+	long := `{"reason":"` + strings.Repeat("x", MaxOperateReasonBytes+1) + `"}`
+	cases := []struct {
+		name, path string
+		hdr        http.Header
+		body       string
+		status     int
+	}{
+		{"no token", "/v1/services/dns/switch", nil, `{}`, 401},
+		{"reader", "/v1/services/dns/switch", bearer(secretReader), `{}`, 403},
+		{"detector", "/v1/services/dns/switch", bearer(secretDetector), `{}`, 403},
+		{"reader replica", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretReader), `{}`, 403},
+		{"detector replica", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretDetector), `{}`, 403},
+		{"unknown field", "/v1/services/dns/switch", bearer(secretOperator), `{"to":"lin-unbound","force":true}`, 400},
+		{"wrong type", "/v1/services/dns/switch", bearer(secretOperator), `{"to":1}`, 400},
+		{"malformed", "/v1/services/dns/switch", bearer(secretOperator), `{"to":`, 400},
+		{"trailing", "/v1/services/dns/switch", bearer(secretOperator), `{} {}`, 400},
+		{"reason too long", "/v1/services/dns/switch", bearer(secretOperator), long, 400},
+		{"control char", "/v1/services/dns/switch", bearer(secretOperator), `{"reason":"a\u0007b"}`, 400},
+		{"too large", "/v1/services/dns/switch", bearer(secretOperator), `{"reason":"` + strings.Repeat(" ", MaxOperateBodyBytes) + `"}`, 413},
+		{"replica unknown field", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), `{"why":"x"}`, 400},
+		{"replica reason too long", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), long, 400},
+		{"replica not an object", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), `"x"`, 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, apiErr, body := rawRequest(t, ts, caOnly(t), "POST", c.path, c.hdr, []byte(c.body))
+			if status != c.status || apiErr == nil {
+				t.Fatalf("got %d %s, want %d", status, body, c.status)
+			}
+		})
+	}
+	if applyCount(b) != before {
+		t.Fatal("refused or bad requests reached Apply")
+	}
+	// An empty body is fine for both.
+	if status, _, body := rawRequest(t, ts, caOnly(t), "POST", "/v1/services/dns/replicas/lin-unbound/maintenance", bearer(secretOperator), nil); status != 200 {
+		t.Fatalf("maintenance with empty body: %d %s", status, body)
+	}
+}
+
+func TestOperateForwardedFromFollower(t *testing.T) {
+	lts, fts := leaderAndFollower(t)
+	ctx := context.Background()
+	c := newTestClient(t, fts.URL, secretOperator, caOnly(t))
+	if _, err := c.ApplyService(ctx, validSpec("dns")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Switch(ctx, "dns", SwitchRequest{To: "lin-unbound"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.To != "lin-unbound" {
+		t.Fatalf("switch via follower: %+v", res)
+	}
+	if _, err := c.ReplicaAction(ctx, "dns", "win-bind", "maintenance", "patching"); err != nil {
+		t.Fatal(err)
+	}
+	if a := applyCount(lts.b); a != 3 {
+		t.Fatalf("leader apply calls = %d, want 3", a)
+	}
+	if a := applyCount(fts.b); a != 0 {
+		t.Fatalf("follower apply calls = %d, want 0", a)
+	}
+	svc, _ := lts.b.Service("dns")
+	for _, rs := range svc.Replicas {
+		if rs.Name == "win-bind" && rs.Role != fsm.RoleMaintenance {
+			t.Fatalf("win-bind on the leader: %+v", rs)
+		}
+	}
+}
+
+func TestHistoryRoute(t *testing.T) {
+	ts, b := operateServer(t)
+	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
+	ctx := context.Background()
+	res, err := c.Switch(ctx, "dns", SwitchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := fsm.Encode(3, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 40, TotalMS: 90, At: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	rc := newTestClient(t, ts.URL, secretReader, caOnly(t))
+	for _, svc := range []string{"", "dns"} {
+		h, err := rc.History(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h.Switches) != 1 || !h.Switches[0].Done || len(h.Aggregates) != 1 {
+			t.Fatalf("history %+v", h)
+		}
+		if a := h.Aggregates[0]; a.Reason != fsm.ReasonManual || a.Pair != "vm-container" || a.Count != 1 || a.MeanTotalMS != 90 {
+			t.Fatalf("aggregate %+v", a)
+		}
+	}
+	var ae *APIError
+	if _, err := rc.History(ctx, "nope"); !errors.As(err, &ae) || ae.Status != 404 {
+		t.Fatalf("history of unknown service: %v", err)
+	}
+	if status, _, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/history?bogus=1", bearer(secretReader), nil); status != 400 {
+		t.Fatalf("unknown query parameter: %d", status)
+	}
+}
+
+func TestAggregate(t *testing.T) {
+	rec := func(reason, from, to string, sw, total float64, done bool) fsm.SwitchRecord {
+		return fsm.SwitchRecord{Reason: reason, FromPlatform: from, ToPlatform: to, SwitchMS: sw, TotalMS: total, Done: done}
+	}
+	cases := []struct {
+		name string
+		in   []fsm.SwitchRecord
+		want []HistoryAggregate
+	}{
+		{"empty", nil, []HistoryAggregate{}},
+		{"open only", []fsm.SwitchRecord{rec("dos", "vm", "vm", 1, 2, false)}, []HistoryAggregate{}},
+		{"one pair", []fsm.SwitchRecord{rec("dos", "vm", "container", 10, 100, true), rec("dos", "vm", "container", 30, 300, true),
+			rec("dos", "vm", "container", 1000, 1000, false)},
+			[]HistoryAggregate{{Reason: "dos", Pair: "vm-container", Count: 2, MeanSwitchMS: 20, MaxSwitchMS: 30, MeanTotalMS: 200, MaxTotalMS: 300}}},
+		{"sorted by reason then pair", []fsm.SwitchRecord{rec("manual", "vm", "vm", 5, 6, true), rec("exploit", "vm", "vm", 1, 2, true),
+			rec("exploit", "container", "vm", 3, 4, true), rec("exploit", "vm", "container", 7, 8, true)},
+			[]HistoryAggregate{
+				{Reason: "exploit", Pair: "container-vm", Count: 1, MeanSwitchMS: 3, MaxSwitchMS: 3, MeanTotalMS: 4, MaxTotalMS: 4},
+				{Reason: "exploit", Pair: "vm-container", Count: 1, MeanSwitchMS: 7, MaxSwitchMS: 7, MeanTotalMS: 8, MaxTotalMS: 8},
+				{Reason: "exploit", Pair: "vm-vm", Count: 1, MeanSwitchMS: 1, MaxSwitchMS: 1, MeanTotalMS: 2, MaxTotalMS: 2},
+				{Reason: "manual", Pair: "vm-vm", Count: 1, MeanSwitchMS: 5, MaxSwitchMS: 5, MeanTotalMS: 6, MaxTotalMS: 6},
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Aggregate(c.in)
+			if len(got) != len(c.want) {
+				t.Fatalf("got %+v, want %+v", got, c.want)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("row %d: got %+v, want %+v", i, got[i], c.want[i])
+				}
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ars/controller/decide"
 	"ars/fsm"
 )
 
@@ -110,6 +111,10 @@ const (
 // Dev is set.
 type ServerConfig struct {
 	Backend Backend
+	// Capabilities tells a manual switch which replicas this leader can
+	// drive (a replica whose platform has no driver is Unavailable, so it
+	// is never chosen). Nil: every replica counts as fully capable.
+	Capabilities func(fsm.Service) map[string]decide.Capabilities
 	// Tokens authenticates API callers. Nil only in Dev mode.
 	Tokens *Tokens
 	// Dev turns authentication off: every request is an operator. A loud

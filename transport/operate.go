@@ -156,7 +156,11 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	dec, err := decide.Decide(decide.State{Service: svc},
+	var caps map[string]decide.Capabilities
+	if s.cfg.Capabilities != nil {
+		caps = s.cfg.Capabilities(svc)
+	}
+	dec, err := decide.Decide(decide.State{Service: svc, Capabilities: caps},
 		decide.ManualSwitch{Service: svc.Spec.Name, To: req.To, Reason: req.Reason}, s.now())
 	if err != nil {
 		return err // fsm codes: unknown replica 404, conflict 409, invalid 400

@@ -25,6 +25,7 @@ import (
 	"ars/cluster"
 	"ars/cmd/ars/internal/config"
 	"ars/controller"
+	"ars/controller/decide"
 	"ars/controller/probe"
 	"ars/controller/vsphere"
 	"ars/fsm"
@@ -181,7 +182,8 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	// where it has a driver to act with (containers come later). A -dev
 	// node does not probe: its sample service's address is a documentation
 	// address nothing answers, so every probe would be a DoS verdict.
-	if drivers := controllerDrivers(a.VSphere); len(drivers) > 0 {
+	drivers := controllerDrivers(a.VSphere)
+	if len(drivers) > 0 {
 		pm := probe.NewMetrics()
 		reg.MustRegister(pm)
 		ctl, err := controller.New(controller.Config{
@@ -201,6 +203,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 
 	srv, err := transport.NewServer(transport.ServerConfig{
 		Backend:       c,
+		Capabilities:  driverCapabilities(drivers),
 		Tokens:        tokens,
 		Dev:           cfg.Dev,
 		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -386,4 +389,18 @@ func controllerDrivers(vs *vsphere.Driver) map[string]controller.Driver {
 		drivers[fsm.PlatformVM] = vs
 	}
 	return drivers
+}
+
+// driverCapabilities marks the replicas whose platform has no driver on
+// this node as unavailable, so a manual switch never picks one.
+func driverCapabilities(drivers map[string]controller.Driver) func(fsm.Service) map[string]decide.Capabilities {
+	return func(svc fsm.Service) map[string]decide.Capabilities {
+		caps := map[string]decide.Capabilities{}
+		for _, r := range svc.Spec.Replicas {
+			if _, ok := drivers[r.Platform]; !ok {
+				caps[r.Name] = decide.Capabilities{Unavailable: true}
+			}
+		}
+		return caps
+	}
 }

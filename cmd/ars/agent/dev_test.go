@@ -11,6 +11,7 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
+	"ars/controller/vsphere"
 	"ars/fsm"
 )
 
@@ -112,5 +113,17 @@ func TestDevAgentSwitchesOnExploitAlert(t *testing.T) {
 	active, _ := svc.Active()
 	if active.Name != rec.To {
 		t.Fatalf("active %s, switched to %s", active.Name, rec.To)
+	}
+}
+
+// A manual switch never picks a replica this node has no driver for: with
+// only the vSphere driver, container replicas are unavailable.
+func TestManualSwitchCapabilitiesFollowDrivers(t *testing.T) {
+	svc := fsm.Service{Spec: devService()}
+	caps := driverCapabilities(controllerDrivers(&vsphere.Driver{}))(svc)
+	for _, r := range svc.Spec.Replicas {
+		if got, want := caps[r.Name].Unavailable, r.Platform != fsm.PlatformVM; got != want {
+			t.Errorf("%s (%s): unavailable = %v, want %v", r.Name, r.Platform, got, want)
+		}
 	}
 }

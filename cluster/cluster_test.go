@@ -232,7 +232,7 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 		cfgs[i] = h.config(n, 3, nil)
 		cfgs[i].Raft.TrailingLogs = 5
 		if i > 0 {
-			cfgs[i].Join = []string{cfgs[0].GossipBind}
+			cfgs[i].Join = []string{h.nodes["n1"].cfg.GossipBind}
 		}
 		h.start(cfgs[i])
 	}
@@ -265,8 +265,7 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 
 func TestBootstrapExpectWaitsForEnoughNodes(t *testing.T) {
 	h := newHarness(t, "n1", "n2", "n3")
-	c1 := h.config("n1", 3, nil)
-	h.start(c1)
+	c1 := h.start(h.config("n1", 3, nil)).cfg
 	c2 := h.config("n2", 3, []string{c1.GossipBind})
 	n2 := h.start(c2)
 	waitFor(t, 5*time.Second, "two gossip members", func() error {

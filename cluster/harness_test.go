@@ -144,12 +144,21 @@ func (h *harness) forward(ctx context.Context, api string, cmd []byte) (fsm.Resu
 // start starts a node from cfg and registers it.
 func (h *harness) start(cfg Config) *testNode {
 	h.t.Helper()
-	c, err := New(cfg)
-	if err != nil {
-		h.t.Fatalf("new %s: %v", cfg.NodeName, err)
-	}
-	if err := c.Start(); err != nil {
-		h.t.Fatalf("start %s: %v", cfg.NodeName, err)
+	var c *Cluster
+	for attempt := 1; ; attempt++ {
+		var err error
+		if c, err = New(cfg); err != nil {
+			h.t.Fatalf("new %s: %v", cfg.NodeName, err)
+		}
+		if err = c.Start(); err == nil {
+			break
+		}
+		// A port picked as free may be taken before the node binds it.
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			h.t.Fatalf("start %s: %v", cfg.NodeName, err)
+		}
+		cfg.RaftBind, cfg.RaftAdvertise = fmt.Sprintf("127.0.0.1:%d", freePort(h.t)), ""
+		cfg.GossipBind, cfg.GossipAdvertise = fmt.Sprintf("127.0.0.1:%d", freePort(h.t)), ""
 	}
 	n := &testNode{name: cfg.NodeName, cfg: cfg, c: c}
 	h.mu.Lock()
@@ -170,7 +179,7 @@ func (h *harness) startCluster(names ...string) []*testNode {
 	var out []*testNode
 	for i := range cfgs {
 		if i > 0 {
-			cfgs[i].Join = []string{cfgs[0].GossipBind}
+			cfgs[i].Join = []string{out[0].cfg.GossipBind}
 		}
 		out = append(out, h.start(cfgs[i]))
 	}

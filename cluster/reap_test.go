@@ -26,7 +26,7 @@ func TestFailedVoterIsReapedOnlyWhenQuorumStaysSafe(t *testing.T) {
 		cfgs[i] = h.config(name, 4, nil)
 		cfgs[i].Membership = MembershipPolicy{ReapFailedAfter: 300 * time.Millisecond, MinVoters: 3, ReconcileInterval: 100 * time.Millisecond}
 		if i > 0 {
-			cfgs[i].Join = []string{cfgs[0].GossipBind}
+			cfgs[i].Join = []string{h.nodes["n1"].cfg.GossipBind}
 		}
 		h.start(cfgs[i])
 	}

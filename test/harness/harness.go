@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,9 +146,20 @@ func (c *Cluster) Start(cfg *agent.Config) *Node {
 	if os.Getenv("ARS_TEST_LOG") != "" {
 		w = os.Stderr
 	}
-	a, err := agent.Start(cfg, agent.NewLogger(cfg, w).With("test", c.t.Name()))
-	if err != nil {
-		c.t.Fatalf("start %s: %v", cfg.NodeName, err)
+	var (
+		a   *agent.Agent
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		a, err = agent.Start(cfg, agent.NewLogger(cfg, w).With("test", c.t.Name()))
+		if err == nil {
+			break
+		}
+		// A port picked as free may be taken before the node binds it.
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			c.t.Fatalf("start %s: %v", cfg.NodeName, err)
+		}
+		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(c.t), freePort(c.t), freePort(c.t)
 	}
 	n := &Node{Name: cfg.NodeName, Cfg: cfg, Agent: a}
 	c.Nodes = append(c.Nodes, n)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,15 +25,27 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// startOnFreePorts starts an agent on ports picked just before. Another
+// process may take a picked port before the agent binds it; then it picks
+// again (bounded).
+func startOnFreePorts(t *testing.T, cfg *Config, w io.Writer) *Agent {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
+		a, err := Start(cfg, NewLogger(cfg, w))
+		if err == nil {
+			return a
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			t.Fatalf("start agent: %v", err)
+		}
+	}
+}
+
 // A -dev node leads by itself, carries the sample service, and its VM
 // replicas name VMs that exist in the embedded vCenter simulator.
 func TestDevAgentHasSampleServiceOnSimulatedVCenter(t *testing.T) {
-	cfg := DevConfig()
-	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
-	a, err := Start(cfg, NewLogger(cfg, io.Discard))
-	if err != nil {
-		t.Fatalf("start dev agent: %v", err)
-	}
+	a := startOnFreePorts(t, DevConfig(), io.Discard)
 	defer a.Shutdown()
 
 	svc, ok := a.Cluster.Service("dns")
@@ -76,12 +89,7 @@ func TestDevAgentHasSampleServiceOnSimulatedVCenter(t *testing.T) {
 // through the vSphere driver (NIC attach/detach on simulator VMs) and
 // completes, and the attacked VM is reverted and parked.
 func TestDevAgentSwitchesOnExploitAlert(t *testing.T) {
-	cfg := DevConfig()
-	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
-	a, err := Start(cfg, NewLogger(cfg, io.Discard))
-	if err != nil {
-		t.Fatalf("start dev agent: %v", err)
-	}
+	a := startOnFreePorts(t, DevConfig(), io.Discard)
 	defer a.Shutdown()
 
 	cmd, err := fsm.Encode(0, fsm.Alert{ID: "t-1", Service: "dns", Replica: "bind9-win", Kind: fsm.KindExploit, Source: "test", At: time.Now().UnixNano()})

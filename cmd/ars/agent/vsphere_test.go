@@ -50,12 +50,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // /metrics, and drives the sample service's VM replicas.
 func TestDevLeaderHoldsVCenterSession(t *testing.T) {
 	cfg := DevConfig()
-	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
 	var logs syncBuffer
-	a, err := Start(cfg, NewLogger(cfg, &logs))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startOnFreePorts(t, cfg, &logs)
 	defer a.Shutdown()
 	if a.VSphere == nil {
 		t.Fatal("dev agent has no vSphere driver")
@@ -110,14 +106,10 @@ func TestVCenterSessionFollowsLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DevConfig()
-	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
 	cfg.Log.Level = "debug"
 	cfg.VCenter = &config.VCenter{URL: sim.URL(), Username: "ars@vsphere.local", PasswordFile: pwFile, Thumbprint: sim.Thumbprint()}
 	var logs syncBuffer
-	a, err := Start(cfg, NewLogger(cfg, &logs))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startOnFreePorts(t, cfg, &logs)
 	waitFor(t, "the leader's session", func() bool { return sim.SessionCount(context.Background()) == 1 })
 	// The embedded simulator of -dev is not used when a vCenter is configured.
 	if n := a.vc.sim.SessionCount(context.Background()); n != 0 {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"ars/fsm"
+	"ars/test/testutil"
 )
 
 // Test PKIs, generated once: the cluster's and a foreign one.
@@ -301,7 +302,7 @@ type testServer struct {
 	*httptest.Server
 	api  *Server
 	b    *fakeBackend
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	// seen records the X-Ars-Forwarded header of every request.
 	seenMu sync.Mutex
 	seen   []string
@@ -316,23 +317,6 @@ func (ts *testServer) forwardedHeaders() []string {
 // hostPort is the server's address without scheme.
 func (ts *testServer) hostPort() string { return ts.Listener.Addr().String() }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServer starts an API server for node (n1..n4) with cfg's Backend
 // defaulting to a fake leader.
 func startServer(t *testing.T, node string, b *fakeBackend, mod func(*ServerConfig)) *testServer {
@@ -342,7 +326,7 @@ func startServer(t *testing.T, node string, b *fakeBackend, mod func(*ServerConf
 
 func startServerTLS(t *testing.T, node string, b *fakeBackend, mod func(*ServerConfig), serverTLS *tls.Config) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg := ServerConfig{
 		Backend:       b,
 		Tokens:        testTokens(t),

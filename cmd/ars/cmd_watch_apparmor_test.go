@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"ars/cmd/ars/internal/apparmor"
+	"ars/test/testutil"
 	"ars/transport"
 )
 
@@ -41,26 +41,9 @@ func idOf(t *testing.T, line string) string {
 	return r.ID()
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // watchRun is a running `ars watch apparmor`.
 type watchRun struct {
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testutil.SyncBuffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -68,7 +51,7 @@ type watchRun struct {
 func startWatch(t *testing.T, env map[string]string, args ...string) *watchRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watchRun{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	w := &watchRun{stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() {
 		w.done <- run(ctx, append([]string{"watch", "apparmor", "-poll", "10ms"}, args...), Streams{
 			Stdin: strings.NewReader(""), Stdout: w.stdout, Stderr: w.stderr,
@@ -324,9 +307,9 @@ func TestWatchQueueBoundsReading(t *testing.T) {
 		lines = append(lines, denial(i+1, "/usr/sbin/named", fmt.Sprint("/bin/x", i)))
 	}
 	appendLines(t, log, lines...)
-	stderr := &lockedBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	w := &apparmorWatcher{client: fake, path: log, service: "dns", replica: "r", source: "apparmor", fromStart: true,
-		poll: 10 * time.Millisecond, queue: 3, log: newTestLogger(stderr), out: &lockedBuffer{}}
+		poll: 10 * time.Millisecond, queue: 3, log: newTestLogger(stderr), out: &testutil.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.run(ctx) }()
@@ -418,4 +401,4 @@ func TestApparmorEvidence(t *testing.T) {
 	}
 }
 
-func newTestLogger(w *lockedBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+func newTestLogger(w *testutil.SyncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"ars/controller"
 	"ars/controller/vsphere/vcsim"
 	"ars/fsm"
+	arstest "ars/test/testutil"
 )
 
 // VMs of the simulator's VPX inventory.
@@ -25,31 +25,13 @@ const (
 	vm1 = "DC0_C0_RP0_VM1"
 )
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is a simulator plus a driver on it.
 type env struct {
 	t      *testing.T
 	sim    *vcsim.Sim
 	d      *Driver
 	cfg    Config
-	logs   *syncBuffer
+	logs   *arstest.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -63,7 +45,7 @@ func newEnv(t *testing.T, opts vcsim.Options, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	e := &env{t: t, sim: sim, logs: &syncBuffer{}}
+	e := &env{t: t, sim: sim, logs: &arstest.SyncBuffer{}}
 	pass := opts.Password
 	if pass == "" {
 		pass = "any-password"
@@ -263,6 +245,6 @@ func nextEvent(t *testing.T, ch <-chan controller.Event, timeout time.Duration, 
 	}
 }
 
-func testLogger(w *syncBuffer) *slog.Logger {
+func testLogger(w *arstest.SyncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

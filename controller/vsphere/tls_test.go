@@ -12,6 +12,7 @@ import (
 
 	"ars/controller"
 	"ars/controller/vsphere/vcsim"
+	arstest "ars/test/testutil"
 )
 
 // The simulator's certificate is verified by CA file or by thumbprint
@@ -60,7 +61,7 @@ func TestTLSVerified(t *testing.T) {
 	}
 	for name, b := range bad {
 		t.Run(name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs arstest.SyncBuffer
 			d := tlsDriver(t, sim, func(c *Config) {
 				b.mod(c)
 				c.Logger = testLogger(&logs)

@@ -9,31 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"ars/cmd/ars/internal/config"
 	"ars/controller"
 	"ars/controller/vsphere/vcsim"
+	"ars/test/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -50,7 +33,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // /metrics, and drives the sample service's VM replicas.
 func TestDevLeaderHoldsVCenterSession(t *testing.T) {
 	cfg := DevConfig()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	a := startOnFreePorts(t, cfg, &logs)
 	defer a.Shutdown()
 	if a.VSphere == nil {
@@ -108,7 +91,7 @@ func TestVCenterSessionFollowsLeadership(t *testing.T) {
 	cfg := DevConfig()
 	cfg.Log.Level = "debug"
 	cfg.VCenter = &config.VCenter{URL: sim.URL(), Username: "ars@vsphere.local", PasswordFile: pwFile, Thumbprint: sim.Thumbprint()}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	a := startOnFreePorts(t, cfg, &logs)
 	waitFor(t, "the leader's session", func() bool { return sim.SessionCount(context.Background()) == 1 })
 	// The embedded simulator of -dev is not used when a vCenter is configured.

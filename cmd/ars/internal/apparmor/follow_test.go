@@ -1,7 +1,6 @@
 package apparmor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"ars/test/testutil"
 )
 
 const waitFor = 10 * time.Second
@@ -21,30 +21,13 @@ type followed struct {
 	lines chan string
 	done  chan error
 	stop  context.CancelFunc
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testutil.SyncBuffer
 }
 
 func follow(t *testing.T, path string, opts FollowOptions) *followed {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	fw := &followed{lines: make(chan string, 1000), done: make(chan error, 1), stop: cancel, logs: &syncBuffer{}}
+	fw := &followed{lines: make(chan string, 1000), done: make(chan error, 1), stop: cancel, logs: &testutil.SyncBuffer{}}
 	if opts.Poll == 0 {
 		opts.Poll = MinPoll
 	}

@@ -106,7 +106,28 @@ type ReplicaSpec struct {
 	Snapshot string `json:"snapshot,omitempty"` // clean snapshot name (platform vm)
 	Host     string `json:"host,omitempty"`     // docker host name (platform container)
 	Image    string `json:"image,omitempty"`    // container image (platform container)
+	// Container holds the rest of a container replica's definition
+	// (platform container only; nil: the image's own command, no limits).
+	Container *ContainerSpec `json:"container,omitempty"`
 }
+
+// ContainerSpec is how a container replica is created: the Docker driver
+// re-creates the container from it and the image on every restore, so it is
+// the container's "clean snapshot" together with the image.
+type ContainerSpec struct {
+	Command  []string `json:"command,omitempty"`  // replaces the image's CMD
+	Env      []string `json:"env,omitempty"`      // KEY=VALUE
+	Network  string   `json:"network,omitempty"`  // Docker network carrying the service address (macvlan in production, a bridge in the lab); default "ars-service"
+	Networks []string `json:"networks,omitempty"` // other networks the container is always on (management); never the service network
+	MemoryMB int      `json:"memory_mb,omitempty"`
+	CPUMilli int      `json:"cpu_milli,omitempty"` // 1000 = one CPU
+	PidsMax  int      `json:"pids_max,omitempty"`  // pids limit
+	AppArmor string   `json:"apparmor,omitempty"`  // AppArmor profile to run under (hosts with AppArmor); "" = the engine default
+}
+
+// DefaultContainerNetwork is the service network of a container replica
+// whose spec names none.
+const DefaultContainerNetwork = "ars-service"
 
 // ProbeSpec describes how the service is probed.
 type ProbeSpec struct {
@@ -148,13 +169,40 @@ func (s ServiceSpec) Clone() ServiceSpec {
 	if c.Replicas == nil {
 		c.Replicas = []ReplicaSpec{}
 	}
+	for i, r := range c.Replicas {
+		if r.Container != nil {
+			cc := *r.Container
+			cc.Command = slices.Clone(cc.Command)
+			cc.Env = slices.Clone(cc.Env)
+			cc.Networks = slices.Clone(cc.Networks)
+			c.Replicas[i].Container = &cc
+		}
+	}
 	return c
 }
 
 // Equal reports whether s and o are identical.
 func (s ServiceSpec) Equal(o ServiceSpec) bool {
 	return s.Name == o.Name && s.Address == o.Address && s.Probe == o.Probe &&
-		s.Policy == o.Policy && slices.Equal(s.Replicas, o.Replicas)
+		s.Policy == o.Policy && slices.EqualFunc(s.Replicas, o.Replicas, ReplicaSpec.Equal)
+}
+
+// Equal reports whether r and o are identical (the container definition
+// compared by value).
+func (r ReplicaSpec) Equal(o ReplicaSpec) bool {
+	rc, oc := r.Container, o.Container
+	r.Container, o.Container = nil, nil
+	if r != o || (rc == nil) != (oc == nil) {
+		return false
+	}
+	return rc == nil || rc.equal(*oc)
+}
+
+func (c ContainerSpec) equal(o ContainerSpec) bool {
+	return slices.Equal(c.Command, o.Command) && slices.Equal(c.Env, o.Env) &&
+		c.Network == o.Network && slices.Equal(c.Networks, o.Networks) &&
+		c.MemoryMB == o.MemoryMB && c.CPUMilli == o.CPUMilli &&
+		c.PidsMax == o.PidsMax && c.AppArmor == o.AppArmor
 }
 
 // Replica returns the spec of the named replica.
@@ -197,6 +245,13 @@ func (s *ServiceSpec) Normalize() {
 		r.Snapshot = strings.TrimSpace(r.Snapshot)
 		r.Host = strings.TrimSpace(r.Host)
 		r.Image = strings.TrimSpace(r.Image)
+		if c := r.Container; c != nil {
+			c.Network = strings.TrimSpace(c.Network)
+			c.AppArmor = strings.TrimSpace(c.AppArmor)
+			for j := range c.Networks {
+				c.Networks[j] = strings.TrimSpace(c.Networks[j])
+			}
+		}
 		if r.Platform == PlatformVM && r.VM == "" {
 			r.VM = r.Name
 		}
@@ -371,12 +426,96 @@ func (r ReplicaSpec) validate() error {
 		if r.Image != "" {
 			return fmt.Errorf("image: only for platform %q", PlatformContainer)
 		}
+		if r.Container != nil {
+			return fmt.Errorf("container: only for platform %q", PlatformContainer)
+		}
 	case PlatformContainer:
 		if r.VM != "" {
 			return fmt.Errorf("vm: only for platform %q", PlatformVM)
 		}
 		if r.Snapshot != "" {
 			return fmt.Errorf("snapshot: only for platform %q (containers are re-created)", PlatformVM)
+		}
+		if r.Container != nil {
+			if err := r.Container.validate(); err != nil {
+				return fmt.Errorf("container.%w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Limits of a container definition: generous for any real DNS server, small
+// enough that a spec stays a small log entry.
+const (
+	maxContainerArgs = 64
+	maxContainerEnv  = 64
+	maxContainerNets = 8
+)
+
+var containerNetRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+func (c ContainerSpec) validate() error {
+	if len(c.Command) > maxContainerArgs {
+		return fmt.Errorf("command: at most %d arguments", maxContainerArgs)
+	}
+	for i, a := range c.Command {
+		if err := checkText(a, maxTextLen); err != nil {
+			return fmt.Errorf("command[%d]: %v", i, err)
+		}
+	}
+	if len(c.Env) > maxContainerEnv {
+		return fmt.Errorf("env: at most %d entries", maxContainerEnv)
+	}
+	for i, e := range c.Env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("env[%d]: %q must be KEY=VALUE", i, e)
+		}
+		if err := checkText(e, maxTextLen); err != nil {
+			return fmt.Errorf("env[%d]: %v", i, err)
+		}
+	}
+	if c.Network != "" && !containerNetRE.MatchString(c.Network) {
+		return fmt.Errorf("network: %q is not a Docker network name", c.Network)
+	}
+	if len(c.Networks) > maxContainerNets {
+		return fmt.Errorf("networks: at most %d", maxContainerNets)
+	}
+	service := c.Network
+	if service == "" {
+		service = DefaultContainerNetwork
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Networks {
+		switch {
+		case !containerNetRE.MatchString(n):
+			return fmt.Errorf("networks[%d]: %q is not a Docker network name", i, n)
+		case n == service:
+			return fmt.Errorf("networks[%d]: %q is the service network; the driver attaches it only to the active replica", i, n)
+		case seen[n]:
+			return fmt.Errorf("networks[%d]: %q is listed twice", i, n)
+		}
+		seen[n] = true
+	}
+	if c.MemoryMB < 0 || c.MemoryMB > 1<<20 {
+		return fmt.Errorf("memory_mb: %d out of range 0..%d", c.MemoryMB, 1<<20)
+	}
+	if c.MemoryMB > 0 && c.MemoryMB < 6 {
+		return fmt.Errorf("memory_mb: %d is below Docker's minimum of 6", c.MemoryMB)
+	}
+	if c.CPUMilli < 0 || c.CPUMilli > 1024*1000 {
+		return fmt.Errorf("cpu_milli: %d out of range 0..%d", c.CPUMilli, 1024*1000)
+	}
+	if c.PidsMax < 0 || c.PidsMax > 1<<22 {
+		return fmt.Errorf("pids_max: %d out of range 0..%d", c.PidsMax, 1<<22)
+	}
+	if c.AppArmor != "" {
+		if err := checkText(c.AppArmor, maxTextLen); err != nil {
+			return fmt.Errorf("apparmor: %v", err)
+		}
+		if strings.ContainsAny(c.AppArmor, " \t") {
+			return fmt.Errorf("apparmor: %q must be a profile name without spaces", c.AppArmor)
 		}
 	}
 	return nil

@@ -59,6 +59,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(s *ServiceSpec) {}, ""},
 		{"valid without defaults (Validate normalizes a copy)", func(s *ServiceSpec) { s.Probe = ProbeSpec{Query: "x."}; s.Policy = PolicySpec{} }, ""},
+		{"valid container definition", func(s *ServiceSpec) {
+			s.Replicas[2].Container = &ContainerSpec{Command: []string{"unbound", "-d"}, Env: []string{"A="}, Networks: []string{"mgmt"}, MemoryMB: 64, CPUMilli: 250, PidsMax: 32, AppArmor: "ars-unbound"}
+		}, ""},
 		{"valid ipv6 address", func(s *ServiceSpec) { s.Address = "[2001:db8::53]:53" }, ""},
 		{"valid paper profile", func(s *ServiceSpec) { s.Probe.Profile = "paper"; s.Probe.Failures = 3 }, ""},
 		{"valid AAAA expect", func(s *ServiceSpec) { s.Probe.Type = "AAAA"; s.Probe.Expect = "2001:db8::10" }, ""},
@@ -89,6 +92,21 @@ func TestValidate(t *testing.T) {
 		{"host on vm", func(s *ServiceSpec) { s.Replicas[0].Host = "docker1" }, "replicas[0].host:"},
 		{"vm on container", func(s *ServiceSpec) { s.Replicas[2].VM = "x" }, "replicas[2].vm:"},
 		{"snapshot on container", func(s *ServiceSpec) { s.Replicas[2].Snapshot = "clean" }, "replicas[2].snapshot:"},
+		{"container on vm", func(s *ServiceSpec) { s.Replicas[0].Container = &ContainerSpec{} }, "replicas[0].container: only for"},
+		{"container env not k=v", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Env: []string{"NOEQ"}} }, "replicas[2].container.env[0]:"},
+		{"container bad network", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Network: "a b"} }, "replicas[2].container.network:"},
+		{"container service net twice", func(s *ServiceSpec) {
+			s.Replicas[2].Container = &ContainerSpec{Network: "svc", Networks: []string{"mgmt", "svc"}}
+		}, "replicas[2].container.networks[1]: \"svc\" is the service network"},
+		{"container default service net in networks", func(s *ServiceSpec) {
+			s.Replicas[2].Container = &ContainerSpec{Networks: []string{DefaultContainerNetwork}}
+		}, "replicas[2].container.networks[0]:"},
+		{"container duplicate network", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Networks: []string{"m", "m"}} }, "listed twice"},
+		{"container tiny memory", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{MemoryMB: 2} }, "replicas[2].container.memory_mb:"},
+		{"container negative cpu", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{CPUMilli: -1} }, "replicas[2].container.cpu_milli:"},
+		{"container negative pids", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{PidsMax: -1} }, "replicas[2].container.pids_max:"},
+		{"container apparmor space", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{AppArmor: "a b"} }, "replicas[2].container.apparmor:"},
+		{"container control char in command", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Command: []string{"x\x01"}} }, "replicas[2].container.command[0]:"},
 		{"control char in nic", func(s *ServiceSpec) { s.Replicas[0].NIC = "eth\x000" }, "replicas[0].nic:"},
 		{"long vm path", func(s *ServiceSpec) { s.Replicas[0].VM = strings.Repeat("v", 300) }, "replicas[0].vm:"},
 		{"missing query", func(s *ServiceSpec) { s.Probe.Query = "" }, "probe.query: required"},
@@ -207,5 +225,34 @@ func TestRoles(t *testing.T) {
 	}
 	if Role("idle").Valid() {
 		t.Error("unknown role valid")
+	}
+}
+
+func TestContainerSpecCloneEqual(t *testing.T) {
+	s := paperSpec("dns")
+	s.Replicas[2].Container = &ContainerSpec{
+		Command: []string{"unbound", "-d"}, Env: []string{"A=1"}, Network: "svc",
+		Networks: []string{"mgmt"}, MemoryMB: 128, CPUMilli: 500, PidsMax: 64, AppArmor: "ars-unbound",
+	}
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		t.Fatalf("valid container spec rejected: %v", err)
+	}
+	c := s.Clone()
+	if !c.Equal(s) {
+		t.Fatal("clone differs")
+	}
+	c.Replicas[2].Container.Command[0] = "named"
+	c.Replicas[2].Container.Networks[0] = "other"
+	if s.Replicas[2].Container.Command[0] != "unbound" || s.Replicas[2].Container.Networks[0] != "mgmt" {
+		t.Fatal("clone shares slices with the original")
+	}
+	if c.Equal(s) {
+		t.Fatal("Equal ignores the container definition")
+	}
+	c = s.Clone()
+	c.Replicas[2].Container = nil
+	if c.Equal(s) || s.Equal(c) {
+		t.Fatal("nil and non-nil container compare equal")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -46,6 +47,8 @@ type Cluster struct {
 	metrics   *metrics
 	notifyCh  chan bool
 	leaderFns []namedLeaderFunc
+
+	msgHandler atomic.Pointer[MessageHandler]
 
 	mu          sync.Mutex
 	isLeader    bool

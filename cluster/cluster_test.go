@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"ars/fsm"
+	"ars/test/testutil"
 	"ars/transport"
 )
 
@@ -368,3 +370,51 @@ func TestFollowerRefusesLeaderOnlyOperations(t *testing.T) {
 type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestSendToLeaderReachesTheLeader(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	leader := h.waitLeader(10 * time.Second)
+	for _, n := range h.live() {
+		waitFor(t, 5*time.Second, "gossip members on "+n.name, func() error {
+			if got := len(n.c.Members()); got != 3 {
+				return fmt.Errorf("%d members", got)
+			}
+			return nil
+		})
+	}
+	got := map[string]*testutil.SyncBuffer{}
+	for _, n := range h.live() {
+		buf := &testutil.SyncBuffer{}
+		got[n.name] = buf
+		n.c.SetMessageHandler(func(msg []byte) { _, _ = buf.Write(append(msg, '\n')) })
+	}
+	if err := leader.c.SendToLeader(make([]byte, MaxMessageSize+1)); err == nil {
+		t.Fatal("an oversize message was accepted")
+	}
+	if err := leader.c.SendToLeader(nil); err == nil {
+		t.Fatal("an empty message was accepted")
+	}
+	f := h.follower()
+	// Best effort over UDP: resend until it arrives (loopback rarely drops).
+	waitFor(t, 5*time.Second, "message from "+f.name+" at the leader", func() error {
+		if err := f.c.SendToLeader([]byte("from-" + f.name)); err != nil {
+			return err
+		}
+		l := h.waitLeader(5 * time.Second)
+		if !strings.Contains(got[l.name].String(), "from-"+f.name) {
+			return fmt.Errorf("not received by %s yet", l.name)
+		}
+		return nil
+	})
+	leader = h.waitLeader(5 * time.Second)
+	if err := leader.c.SendToLeader([]byte("self")); err != nil {
+		t.Fatalf("leader to itself: %v", err)
+	}
+	if !strings.Contains(got[leader.name].String(), "self") {
+		t.Fatal("a leader's message to itself was not delivered in-process")
+	}
+	if v := leader.c.VoterCount(); v != 3 {
+		t.Fatalf("VoterCount = %d, want 3", v)
+	}
+}

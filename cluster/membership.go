@@ -141,7 +141,7 @@ func (d *metaDelegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *metaDelegate) NotifyMsg([]byte)                           {}
+func (d *metaDelegate) NotifyMsg(b []byte)                         { d.c.deliver(b) }
 func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
 func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}

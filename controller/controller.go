@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,11 +29,17 @@ type Cluster interface {
 	Alerts() []fsm.AlertRecord
 	// Applied is signalled (coalesced) after committed commands are applied.
 	Applied() <-chan struct{}
+	// VoterCount is the number of Raft voters; a DoS verdict of a service
+	// with probe.confirm "quorum" needs a majority of them.
+	VoterCount() int
 }
 
 // Config configures a Controller.
 type Config struct {
 	Cluster Cluster
+	// NodeName is this node's name: its own probe reports (sent by its
+	// Witness before it became leader) never count as a second vote.
+	NodeName string
 	// Drivers maps a replica platform (fsm.PlatformVM, fsm.PlatformContainer)
 	// to its driver. A replica whose platform has no driver is reported and
 	// never touched.
@@ -71,6 +78,15 @@ type Controller struct {
 	now     func() time.Time
 	query   probe.QueryFunc
 	running sync.Mutex // one Run at a time
+
+	leading atomic.Bool   // a Run is in progress: reports are wanted
+	reports chan received // followers' probe reports, see HandleReport
+}
+
+// received is a follower's report and when this node received it.
+type received struct {
+	Report
+	at time.Time
 }
 
 // New checks cfg and returns a Controller; it starts nothing.
@@ -103,12 +119,36 @@ func New(cfg Config) (*Controller, error) {
 		}
 	}
 	cfg.Drivers = drivers
-	return &Controller{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now, query: cfg.Query}, nil
+	return &Controller{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now, query: cfg.Query,
+		reports: make(chan received, 256)}, nil
 }
 
-// verdict is a DOWN transition of one service's prober.
+// HandleReport takes a follower's probe report (the payload of a
+// cluster message; install it with cluster.SetMessageHandler). It never
+// blocks: reports that arrive while this node is not leading, that do not
+// decode, or that find the queue full are dropped (followers repeat them).
+func (c *Controller) HandleReport(msg []byte) {
+	if !c.leading.Load() {
+		return
+	}
+	r, err := DecodeReport(msg)
+	if err != nil {
+		c.m.report("invalid")
+		c.log.Debug("probe report dropped", "err", err)
+		return
+	}
+	select {
+	case c.reports <- received{Report: r, at: c.now()}:
+		c.m.report("accepted")
+	default:
+		c.m.report("overflow")
+	}
+}
+
+// verdict is a transition of one service's prober on one activation.
 type verdict struct {
 	service string
+	act     activation
 	t       probe.Transition
 }
 
@@ -136,14 +176,8 @@ type run struct {
 	alertAt  map[string]time.Time    // alert id -> retry time (damped alerts)
 	obs      map[string]Observation  // replica key -> last observation
 	reported map[string]bool         // replicas reported as undrivable
-}
-
-type proberRun struct {
-	addr   string
-	spec   fsm.ProbeSpec
-	p      *probe.Prober
-	cancel context.CancelFunc
-	done   chan struct{}
+	tally    *tally                  // followers' probe votes
+	fired    map[string]uint64       // service -> epoch a quorum verdict was decided on
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -161,7 +195,11 @@ func (c *Controller) Run(ctx context.Context) {
 		alertAt:  map[string]time.Time{},
 		obs:      map[string]Observation{},
 		reported: map[string]bool{},
+		tally:    newTally(),
+		fired:    map[string]uint64{},
 	}
+	c.leading.Store(true)
+	defer c.leading.Store(false)
 	var wg sync.WaitGroup
 	for _, d := range c.cfg.Drivers {
 		ch := d.Watch(ctx)
@@ -187,6 +225,7 @@ func (c *Controller) Run(ctx context.Context) {
 		r.syncProbers(ctx)
 		r.handleAlerts(ctx)
 		r.handleRetries(ctx)
+		r.evaluateQuorums(ctx)
 		r.reconcileAll(ctx)
 		select {
 		case <-ctx.Done():
@@ -197,6 +236,9 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-r.kick:
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
+		case rep := <-c.reports:
+			r.tally.add(rep.Report, rep.at)
+			r.evaluateQuorum(ctx, rep.Service)
 		}
 	}
 }
@@ -207,79 +249,124 @@ func (r *run) syncProbers(ctx context.Context) {
 	if r.c.cfg.DisableProbes {
 		return
 	}
-	want := map[string]fsm.Service{}
+	want := map[string]activation{}
 	for _, s := range r.c.cl.Services() {
-		want[s.Spec.Name] = s
+		if a, ok := activationOf(s); ok {
+			want[s.Spec.Name] = a
+		}
 	}
 	for name, pr := range r.probers {
-		s, ok := want[name]
-		if !ok || s.Spec.Address != pr.addr || s.Spec.Probe != pr.spec {
-			pr.cancel()
-			<-pr.done
+		if a, ok := want[name]; !ok || a != pr.act {
+			pr.stop()
 			delete(r.probers, name)
 		}
 	}
-	for name, s := range want {
+	for name := range r.tally.votes {
+		if _, ok := want[name]; !ok {
+			r.tally.forget(name)
+		}
+	}
+	base := probe.Config{Clock: r.c.cfg.ProbeClock, Query: r.c.query, Metrics: r.c.cfg.ProbeMetrics}
+	for name, a := range want {
 		if _, ok := r.probers[name]; ok {
 			continue
 		}
-		name := name
-		p, err := probe.New(probe.Config{
-			Service: name, Addr: s.Spec.Address, Spec: s.Spec.Probe,
-			Clock: r.c.cfg.ProbeClock, Query: r.c.query, Metrics: r.c.cfg.ProbeMetrics,
-			OnTransition: func(t probe.Transition) {
-				r.c.m.verdict(name, t.To.String())
-				if t.To != probe.StateDown {
-					return
-				}
-				select {
-				case r.verdicts <- verdict{service: name, t: t}:
-				case <-ctx.Done():
-				}
-			},
+		pr, err := startProber(ctx, r.c.log, name, a, base, func(t probe.Transition) {
+			r.c.m.verdict(name, t.To.String())
+			select {
+			case r.verdicts <- verdict{service: name, act: a, t: t}:
+			case <-ctx.Done():
+			}
 		})
 		if err != nil {
 			r.c.log.Error("prober not started", "service", name, "err", err)
 			continue
 		}
-		pctx, cancel := context.WithCancel(ctx)
-		pr := &proberRun{addr: s.Spec.Address, spec: s.Spec.Probe, p: p, cancel: cancel, done: make(chan struct{})}
-		go func() {
-			defer close(pr.done)
-			if err := p.Run(pctx); err != nil && pctx.Err() == nil {
-				r.c.log.Error("prober stopped", "service", name, "err", err)
-			}
-		}()
 		r.probers[name] = pr
 	}
 }
 
 func (r *run) stopProbers() {
 	for name, pr := range r.probers {
-		pr.cancel()
-		<-pr.done
+		pr.stop()
 		delete(r.probers, name)
 	}
 }
 
-// handleVerdict turns a DOWN verdict into a decide.DoSVerdict. Quorum
-// confirmation by followers' probes is not implemented: a local verdict is
-// one confirmation without quorum, so a service with probe.confirm "quorum"
-// never switches on a probe verdict (see DESIGN.md).
+// handleVerdict acts on a prober transition. Without confirmation a DOWN
+// verdict on the current activation is decided on at once; with
+// probe.confirm "quorum" the leader's verdict is one vote and the tally
+// decides. A verdict on an earlier activation is stale and dropped.
 func (r *run) handleVerdict(ctx context.Context, v verdict) {
 	svc, ok := r.c.cl.Service(v.service)
 	if !ok {
 		return
 	}
-	act, ok := svc.Active()
-	if !ok {
+	cur, ok := activationOf(svc)
+	if !ok || cur != v.act {
 		return
 	}
-	ev := decide.DoSVerdict{Service: v.service, Replica: act.Name, DetectedAt: v.t.At,
-		Detection: v.t.Detection, Confirmations: 1, Quorum: false}
+	if svc.Spec.Probe.Confirm == fsm.ConfirmQuorum {
+		r.evaluateQuorum(ctx, v.service)
+		return
+	}
+	if v.t.To != probe.StateDown {
+		return
+	}
+	ev := decide.DoSVerdict{Service: v.service, Replica: cur.replica, DetectedAt: v.t.At,
+		Detection: v.t.Detection, Confirmations: 1}
 	r.decideCommit(ctx, ev, "", v.t.Detection)
 }
 
+// evaluateQuorum decides on a quorum-confirmed DoS verdict when, for the
+// current activation of a service with probe.confirm "quorum", a majority
+// of the voters' probers say DOWN: the leader's own prober and the fresh
+// reports of the followers. It fires once per activation while the
+// majority holds (level-triggered: called on every report, verdict and
+// loop pass); losing the majority re-arms it.
+func (r *run) evaluateQuorum(ctx context.Context, name string) {
+	svc, ok := r.c.cl.Service(name)
+	if !ok || svc.Spec.Probe.Confirm != fsm.ConfirmQuorum {
+		return
+	}
+	a, ok := activationOf(svc)
+	if !ok {
+		return
+	}
+	now := r.c.now()
+	n, earliest := r.tally.down(name, a.replica, a.epoch, r.c.cfg.NodeName, now)
+	if pr, ok := r.probers[name]; ok && pr.act == a {
+		if st := pr.p.Status(); st.State == probe.StateDown {
+			n++
+			if earliest.IsZero() || st.Since.Before(earliest) {
+				earliest = st.Since
+			}
+		}
+	}
+	if n < Majority(r.c.cl.VoterCount()) {
+		delete(r.fired, name)
+		return
+	}
+	if e, ok := r.fired[name]; ok && e == a.epoch {
+		return
+	}
+	r.fired[name] = a.epoch
+	detection := max(now.Sub(earliest), 0)
+	ev := decide.DoSVerdict{Service: name, Replica: a.replica, DetectedAt: now,
+		Detection: detection, Confirmations: n, Quorum: true}
+	r.decideCommit(ctx, ev, "", detection)
+}
+
+func (r *run) evaluateQuorums(ctx context.Context) {
+	for _, s := range r.c.cl.Services() {
+		if s.Spec.Probe.Confirm == fsm.ConfirmQuorum {
+			r.evaluateQuorum(ctx, s.Spec.Name)
+		}
+	}
+}
+
+// handleRetries decides again on damped DoS verdicts whose RetryAt has
+// come, if the evidence still holds on the current activation.
 func (r *run) handleRetries(ctx context.Context) {
 	now := r.c.now()
 	for name, rt := range r.retries {
@@ -287,14 +374,23 @@ func (r *run) handleRetries(ctx context.Context) {
 			continue
 		}
 		delete(r.retries, name)
-		if pr, ok := r.probers[name]; ok && pr.p.Status().State == probe.StateDown {
-			if svc, ok := r.c.cl.Service(name); ok {
-				if act, ok := svc.Active(); ok {
-					ev := rt.ev.(decide.DoSVerdict)
-					ev.Replica = act.Name
-					r.decideCommit(ctx, ev, "", ev.Detection)
-				}
-			}
+		svc, ok := r.c.cl.Service(name)
+		if !ok {
+			continue
+		}
+		a, ok := activationOf(svc)
+		if !ok {
+			continue
+		}
+		if svc.Spec.Probe.Confirm == fsm.ConfirmQuorum {
+			delete(r.fired, name) // re-arm: decide again if the majority still holds
+			r.evaluateQuorum(ctx, name)
+			continue
+		}
+		if pr, ok := r.probers[name]; ok && pr.act == a && pr.p.Status().State == probe.StateDown {
+			ev := rt.ev.(decide.DoSVerdict)
+			ev.Replica = a.replica
+			r.decideCommit(ctx, ev, "", ev.Detection)
 		}
 	}
 }
@@ -455,6 +551,7 @@ type Metrics struct {
 	phases    *prometheus.HistogramVec
 	actions   *prometheus.CounterVec
 	errors    *prometheus.CounterVec
+	reports   *prometheus.CounterVec
 }
 
 // NewMetrics creates the controller's collectors and registers them with
@@ -480,9 +577,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ars_controller_reconcile_errors_total", Help: "Reconciler errors, by service and action.",
 		}, []string{"service", "action"}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ars_controller_probe_reports_total", Help: "Followers' probe reports received by the leader, by result (accepted, invalid, overflow).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors)
+		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports)
 	}
 	return m
 }
@@ -523,5 +623,11 @@ func (m *Metrics) action(service, action string) {
 func (m *Metrics) failed(service, action string) {
 	if m != nil {
 		m.errors.WithLabelValues(service, action).Inc()
+	}
+}
+
+func (m *Metrics) report(result string) {
+	if m != nil {
+		m.reports.WithLabelValues(result).Inc()
 	}
 }

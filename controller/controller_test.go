@@ -22,6 +22,7 @@ type env struct {
 	cl     *fakeCluster
 	d      *fakeDriver
 	m      *Metrics
+	ctl    *Controller
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -65,13 +66,14 @@ func newEnvConfirm(t *testing.T, confirm string) *env {
 
 func (e *env) start(probes bool) {
 	ctl, err := New(Config{
-		Cluster: e.cl, Drivers: map[string]Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
+		Cluster: e.cl, NodeName: "n1", Drivers: map[string]Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
 		ReconcileInterval: 20 * time.Millisecond, Query: e.d.query(svcName),
 		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
 	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.ctl = ctl
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.wg.Add(1)
@@ -287,17 +289,96 @@ func TestDriftRepaired(t *testing.T) {
 	}
 }
 
-// Quorum confirmation is not implemented: a local verdict never switches a
-// service that requires it.
-func TestQuorumVerdictNotConfirmed(t *testing.T) {
+func (e *env) report(node string, down bool, downFor time.Duration, epochDelta int) {
+	e.t.Helper()
+	svc, _ := e.cl.Service(svcName)
+	act, _ := svc.Active()
+	msg, err := EncodeReport(Report{Node: node, Service: svcName, Replica: act.Name,
+		Epoch: uint64(int(act.Since) + epochDelta), Down: down, DownForUS: downFor.Microseconds()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.ctl.HandleReport(msg)
+}
+
+// With probe.confirm "quorum" the leader's own DOWN verdict is one vote of
+// three: no switch until a follower agrees on the same activation.
+func TestQuorumVerdictNeedsAFollower(t *testing.T) {
 	e := newEnvConfirm(t, "quorum")
+	e.cl.voters = 3
 	e.start(true)
 	e.d.attack("bind9", true)
-	eventually(t, "unconfirmed verdict decided", func() bool {
-		return testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, "ignored: unconfirmed")) >= 1
+	eventually(t, "leader's prober says down", func() bool {
+		return testutil.ToFloat64(e.m.verdicts.WithLabelValues(svcName, "down")) >= 1
 	})
-	if h := e.switches(); len(h) != 0 {
-		t.Fatalf("switched: %+v", h)
+	// A follower vote on another activation of bind-a does not count; its
+	// 50 s outage would show in the detection time if it did.
+	e.report("n2", true, 50*time.Second, 1)
+	// The second vote: its 5 s outage is the earliest of the majority, so
+	// a switch by the leader's vote alone (about 0.3 s) shows too.
+	e.report("n3", true, 5*time.Second, 0)
+	eventually(t, "switch to unbound-a", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	h := e.switches()
+	if len(h) != 1 || h[0].Reason != fsm.ReasonDoS || h[0].From != "bind-a" {
+		t.Fatalf("history %+v", h)
+	}
+	if h[0].DetectionMS < 5000 || h[0].DetectionMS >= 50000 {
+		t.Fatalf("detection %.0f ms: want the confirming follower's 5 s outage (not the leader's alone, not the stale vote's 50 s)", h[0].DetectionMS)
+	}
+	if got := testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, "switch")); got != 1 {
+		t.Fatalf("%v switch decisions, want 1", got)
+	}
+}
+
+// Two followers that see the replica down make a majority even when the
+// leader's own probes get answers (the majority decides, not the leader's
+// network position). The leader's own name never counts as a follower.
+func TestQuorumOfFollowersSwitches(t *testing.T) {
+	e := newEnvConfirm(t, "quorum")
+	e.cl.voters = 3
+	e.start(true)
+	eventually(t, "leader's prober says up", func() bool {
+		return testutil.ToFloat64(e.m.verdicts.WithLabelValues(svcName, "up")) >= 1
+	})
+	e.report("n1", true, time.Second, 0) // the leader itself: ignored
+	e.report("n2", true, 400*time.Millisecond, 0)
+	eventually(t, "reports accepted", func() bool {
+		return testutil.ToFloat64(e.m.reports.WithLabelValues("accepted")) == 2
+	})
+	e.report("n3", true, 200*time.Millisecond, 0)
+	eventually(t, "switch away from bind-a", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name != "bind-a"
+	})
+	if h := e.switches(); len(h) != 1 || h[0].DetectionMS < 400 || h[0].DetectionMS >= 1000 {
+		t.Fatalf("history %+v: want one switch with the followers' 400 ms detection, not the leader's self-report", h)
+	}
+	// Garbage never reaches the tally.
+	e.ctl.HandleReport([]byte(`{"v":1,"node":"n2"}`))
+	e.ctl.HandleReport([]byte(`not json`))
+	eventually(t, "invalid reports counted", func() bool {
+		return testutil.ToFloat64(e.m.reports.WithLabelValues("invalid")) == 2
+	})
+}
+
+// After a switch the prober starts afresh on the new activation, so a DoS
+// that also hits the replica that took over is detected and switched away
+// from (once min_dwell has passed).
+func TestDoSOnTheReplicaThatTookOver(t *testing.T) {
+	e := newEnv(t)
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	e.d.attack("unbound", true)
+	eventually(t, "switch to knot-a", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == "knot-a" && svc.Intent == nil
+	})
+	h := e.switches()
+	if len(h) != 2 || h[1].From != "unbound-a" || h[1].To != "knot-a" || !h[1].Done {
+		t.Fatalf("history %+v", h)
 	}
 }
 

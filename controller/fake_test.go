@@ -18,6 +18,7 @@ type fakeCluster struct {
 	index   uint64
 	applied chan struct{}
 	cmds    []fsm.Command // committed commands, in order
+	voters  int           // VoterCount (0: 1)
 }
 
 func newFakeCluster() *fakeCluster {
@@ -64,6 +65,12 @@ func (c *fakeCluster) Alerts() []fsm.AlertRecord {
 }
 
 func (c *fakeCluster) Applied() <-chan struct{} { return c.applied }
+
+func (c *fakeCluster) VoterCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.voters, 1)
+}
 
 func (c *fakeCluster) must(t *testing.T, cmd fsm.Command) fsm.Result {
 	t.Helper()

@@ -58,8 +58,11 @@ type Agent struct {
 	// holds a session only while this node leads.
 	VSphere *vsphere.Driver
 	done    chan struct{}
-	stopped sync.Once
-	err     error
+	// witness probes quorum-confirmed services while this node follows.
+	witnessStop context.CancelFunc
+	witnessDone chan struct{}
+	stopped     sync.Once
+	err         error
 }
 
 // NewLogger builds the node's logger from the log settings.
@@ -183,11 +186,12 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	// node does not probe: its sample service's address is a documentation
 	// address nothing answers, so every probe would be a DoS verdict.
 	drivers := controllerDrivers(a.VSphere)
+	pm := probe.NewMetrics()
+	reg.MustRegister(pm)
 	if len(drivers) > 0 {
-		pm := probe.NewMetrics()
-		reg.MustRegister(pm)
 		ctl, err := controller.New(controller.Config{
 			Cluster:       c,
+			NodeName:      cfg.NodeName,
 			Drivers:       drivers,
 			Logger:        log.With("component", "controller"),
 			Metrics:       controller.NewMetrics(reg),
@@ -199,6 +203,19 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("controller: %w", err)
 		}
 		c.OnLeader("controller", ctl.Run)
+		c.SetMessageHandler(ctl.HandleReport)
+	}
+	// Every node (the -dev one excepted, see above) probes the services
+	// that ask for quorum confirmation while it is a follower, and reports
+	// to the leader.
+	var witness *controller.Witness
+	if !cfg.Dev {
+		if witness, err = controller.NewWitness(controller.WitnessConfig{
+			NodeName: cfg.NodeName, Cluster: c, Logger: log, ProbeMetrics: pm,
+		}); err != nil {
+			a.closeDevVCenter()
+			return nil, fmt.Errorf("witness: %w", err)
+		}
 	}
 
 	srv, err := transport.NewServer(transport.ServerConfig{
@@ -225,6 +242,14 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		ln.Close()
 		a.closeDevVCenter()
 		return nil, err
+	}
+	if witness != nil {
+		wctx, cancel := context.WithCancel(context.Background())
+		a.witnessStop, a.witnessDone = cancel, make(chan struct{})
+		go func() {
+			defer close(a.witnessDone)
+			witness.Run(wctx)
+		}()
 	}
 	a.api = transport.NewHTTPServer(ln.Addr().String(), srv.Handler(), apiTLS, log)
 	a.apiLn = ln
@@ -359,6 +384,10 @@ func (a *Agent) stop(err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		_ = a.api.Shutdown(ctx)
+		if a.witnessStop != nil {
+			a.witnessStop()
+			<-a.witnessDone
+		}
 		if cerr := a.Cluster.Shutdown(); err == nil {
 			err = cerr
 		}

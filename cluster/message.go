@@ -1,0 +1,66 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+
+	"ars/transport"
+)
+
+// MaxMessageSize bounds a message sent with SendToLeader: it must fit one
+// gossip UDP packet with memberlist's framing and encryption overhead.
+const MaxMessageSize = 1024
+
+// MessageHandler receives a message sent to this node with SendToLeader. It
+// runs on memberlist's packet goroutine (or the sender's, for a message a
+// leader sends itself) and must not block; msg is the handler's to keep.
+type MessageHandler func(msg []byte)
+
+// SetMessageHandler installs the receiver of leader-bound messages (nil:
+// drop them). It may be called at any time.
+func (c *Cluster) SetMessageHandler(h MessageHandler) {
+	if h == nil {
+		c.msgHandler.Store(nil)
+		return
+	}
+	c.msgHandler.Store(&h)
+}
+
+func (c *Cluster) deliver(msg []byte) {
+	if h := c.msgHandler.Load(); h != nil {
+		(*h)(slices.Clone(msg))
+	}
+}
+
+// SendToLeader sends msg to the current leader as one best-effort gossip
+// packet (UDP, encrypted and authenticated with the gossip key): no
+// delivery guarantee, no order, no reply. It is for small, frequently
+// repeated reports (followers' probe verdicts) where the next report
+// replaces a lost one; anything that must not be lost goes through Apply.
+// A leader sending to itself delivers in-process.
+func (c *Cluster) SendToLeader(msg []byte) error {
+	if len(msg) == 0 || len(msg) > MaxMessageSize {
+		return fmt.Errorf("message of %d bytes: must be 1..%d", len(msg), MaxMessageSize)
+	}
+	_, id := c.raft.LeaderWithID()
+	if id == "" {
+		return transport.ErrNoLeader
+	}
+	if string(id) == c.cfg.NodeName {
+		c.deliver(msg)
+		return nil
+	}
+	for _, n := range c.ml.Members() {
+		if n.Name == string(id) {
+			if err := c.ml.SendBestEffort(n, msg); err != nil {
+				return fmt.Errorf("send to leader %s: %w", id, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("leader %s not in gossip: %w", id, transport.ErrNoLeader)
+}
+
+// VoterCount is the number of voters in the Raft configuration (0 if it
+// cannot be read); a majority of it is a quorum.
+func (c *Cluster) VoterCount() int { return c.voterCount() }

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
+
+	"github.com/hashicorp/memberlist"
 
 	"ars/transport"
 )
@@ -50,15 +53,22 @@ func (c *Cluster) SendToLeader(msg []byte) error {
 		c.deliver(msg)
 		return nil
 	}
-	for _, n := range c.ml.Members() {
-		if n.Name == string(id) {
-			if err := c.ml.SendBestEffort(n, msg); err != nil {
-				return fmt.Errorf("send to leader %s: %w", id, err)
-			}
-			return nil
-		}
+	// The address comes from this node's own member table: the nodes
+	// memberlist.Members returns are its live state, which its packet
+	// handler rewrites concurrently.
+	m, ok := c.members.get(string(id))
+	if !ok || m.State != memberlist.StateAlive {
+		return fmt.Errorf("leader %s not alive in gossip: %w", id, transport.ErrNoLeader)
 	}
-	return fmt.Errorf("leader %s not in gossip: %w", id, transport.ErrNoLeader)
+	ap, err := netip.ParseAddrPort(m.Addr)
+	if err != nil {
+		return fmt.Errorf("leader %s gossip address %q: %w", id, m.Addr, err)
+	}
+	to := &memberlist.Node{Name: m.Name, Addr: ap.Addr().AsSlice(), Port: ap.Port()}
+	if err := c.ml.SendBestEffort(to, msg); err != nil {
+		return fmt.Errorf("send to leader %s: %w", id, err)
+	}
+	return nil
 }
 
 // VoterCount is the number of voters in the Raft configuration (0 if it

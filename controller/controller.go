@@ -56,8 +56,10 @@ type Config struct {
 	Query probe.QueryFunc
 	// ProbeClock is the probers' clock (default probe.SystemClock()).
 	ProbeClock probe.Clock
-	// VerifyAttempts bounds the probes that verify a switch (default 10),
-	// VerifyBackoff is the pause between them (default 100ms).
+	// VerifyAttempts bounds the probes that verify a switch (default 25),
+	// VerifyBackoff is the pause between them (default 20ms: the new
+	// replica's link comes up a few ms after the driver call returns, and
+	// the pause is part of the measured switch time).
 	VerifyAttempts int
 	VerifyBackoff  time.Duration
 	// Now is the leader clock (default time.Now).
@@ -104,10 +106,10 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Query = probe.Query
 	}
 	if cfg.VerifyAttempts <= 0 {
-		cfg.VerifyAttempts = 10
+		cfg.VerifyAttempts = 25
 	}
 	if cfg.VerifyBackoff <= 0 {
-		cfg.VerifyBackoff = 100 * time.Millisecond
+		cfg.VerifyBackoff = 20 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -177,7 +179,10 @@ type run struct {
 	obs      map[string]Observation  // replica key -> last observation
 	reported map[string]bool         // replicas reported as undrivable
 	tally    *tally                  // followers' probe votes
-	fired    map[string]uint64       // service -> epoch a quorum verdict was decided on
+	fired    map[string]uint64       // service -> epoch a DoS verdict was decided on
+	// attachedSince: replica key -> when the reconciler first saw it
+	// attached (continuously since).
+	attachedSince map[string]time.Time
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -197,6 +202,8 @@ func (c *Controller) Run(ctx context.Context) {
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},
+
+		attachedSince: map[string]time.Time{},
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -225,21 +232,47 @@ func (c *Controller) Run(ctx context.Context) {
 		r.syncProbers(ctx)
 		r.handleAlerts(ctx)
 		r.handleRetries(ctx)
-		r.evaluateQuorums(ctx)
+		r.evaluateAll(ctx)
 		r.reconcileAll(ctx)
-		select {
-		case <-ctx.Done():
+		if !r.wait(ctx, tick.C) {
 			c.log.Info("controller stopped")
 			return
-		case <-c.cl.Applied():
-		case <-tick.C:
+		}
+	}
+}
+
+// wait blocks until the next full pass is due: a commit, a driver event, a
+// verdict or the timer. Followers' reports arrive many times a second; they
+// are taken in batches and evaluated here without a full pass (a pass
+// observes every replica, and reports queued behind passes would expire
+// before they were counted). It returns false when ctx ends.
+func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-r.c.cl.Applied():
+		case <-tick:
 		case <-r.kick:
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
-		case rep := <-c.reports:
-			r.tally.add(rep.Report, rep.at)
-			r.evaluateQuorum(ctx, rep.Service)
+		case rep := <-r.c.reports:
+			services := map[string]bool{}
+			for more := true; more; {
+				r.tally.add(rep.Report, rep.at)
+				services[rep.Service] = true
+				select {
+				case rep = <-r.c.reports:
+				default:
+					more = false
+				}
+			}
+			for name := range services {
+				r.evaluate(ctx, name)
+			}
+			continue
 		}
+		return true
 	}
 }
 
@@ -293,57 +326,80 @@ func (r *run) stopProbers() {
 	}
 }
 
-// handleVerdict acts on a prober transition. Without confirmation a DOWN
-// verdict on the current activation is decided on at once; with
-// probe.confirm "quorum" the leader's verdict is one vote and the tally
-// decides. A verdict on an earlier activation is stale and dropped.
+// handleVerdict acts on a prober transition of the current activation (a
+// transition of an earlier one is stale and dropped).
 func (r *run) handleVerdict(ctx context.Context, v verdict) {
 	svc, ok := r.c.cl.Service(v.service)
 	if !ok {
 		return
 	}
-	cur, ok := activationOf(svc)
-	if !ok || cur != v.act {
-		return
+	if cur, ok := activationOf(svc); ok && cur == v.act {
+		r.evaluate(ctx, v.service)
 	}
-	if svc.Spec.Probe.Confirm == fsm.ConfirmQuorum {
-		r.evaluateQuorum(ctx, v.service)
-		return
-	}
-	if v.t.To != probe.StateDown {
-		return
-	}
-	ev := decide.DoSVerdict{Service: v.service, Replica: cur.replica, DetectedAt: v.t.At,
-		Detection: v.t.Detection, Confirmations: 1}
-	r.decideCommit(ctx, ev, "", v.t.Detection)
 }
 
-// evaluateQuorum decides on a quorum-confirmed DoS verdict when, for the
-// current activation of a service with probe.confirm "quorum", a majority
-// of the voters' probers say DOWN: the leader's own prober and the fresh
-// reports of the followers. It fires once per activation while the
-// majority holds (level-triggered: called on every report, verdict and
-// loop pass); losing the majority re-arms it.
-func (r *run) evaluateQuorum(ctx context.Context, name string) {
+// evaluate decides on a DoS verdict when the evidence against the current
+// activation of a service holds: the leader's own prober says DOWN
+// (probe.confirm "none"), or a majority of the voters' probers do — the
+// leader's and the fresh reports of the followers (probe.confirm
+// "quorum"). It is level-triggered (called on every verdict, report and
+// loop pass) and fires once per activation while the evidence holds;
+// losing it re-arms it, and so does a retry (damped decision, failed
+// commit).
+//
+// Failures count against the active replica only from the moment it was
+// attached (see judgedFrom): an outage that began before is the switch's
+// or the creation's own gap, and the replica gets a full probe window
+// after its attach before it can be judged.
+func (r *run) evaluate(ctx context.Context, name string) {
 	svc, ok := r.c.cl.Service(name)
-	if !ok || svc.Spec.Probe.Confirm != fsm.ConfirmQuorum {
+	if !ok {
 		return
 	}
 	a, ok := activationOf(svc)
 	if !ok {
 		return
 	}
+	pr, ok := r.probers[name]
+	if !ok || pr.act != a {
+		return // no prober for this activation yet: nothing to weigh
+	}
+	from, ok := r.judgedFrom(svc)
+	if !ok {
+		delete(r.fired, name)
+		return
+	}
+	spec := pr.p.Spec()
+	grace := time.Duration(spec.Window)
+	if spec.Profile == fsm.ProfilePaper || grace <= 0 {
+		grace = time.Duration(spec.Timeout) * time.Duration(max(spec.Failures, 1))
+	}
 	now := r.c.now()
-	n, earliest := r.tally.down(name, a.replica, a.epoch, r.c.cfg.NodeName, now)
-	if pr, ok := r.probers[name]; ok && pr.act == a {
-		if st := pr.p.Status(); st.State == probe.StateDown {
-			n++
-			if earliest.IsZero() || st.Since.Before(earliest) {
-				earliest = st.Since
+	n := 0
+	var earliest time.Time
+	vote := func(since time.Time) {
+		if since.Before(from) {
+			if now.Sub(from) < grace {
+				return // attached too recently to be judged
 			}
+			since = from
+		}
+		n++
+		if earliest.IsZero() || since.Before(earliest) {
+			earliest = since
 		}
 	}
-	if n < Majority(r.c.cl.VoterCount()) {
+	if st := pr.p.Status(); st.State == probe.StateDown {
+		vote(st.Since)
+	}
+	need, quorum := 1, svc.Spec.Probe.Confirm == fsm.ConfirmQuorum
+	if quorum {
+		for _, since := range r.tally.down(name, a.replica, a.epoch, r.c.cfg.NodeName, now) {
+			vote(since)
+		}
+		need = Majority(r.c.cl.VoterCount())
+	}
+	if n < need {
 		delete(r.fired, name)
 		return
 	}
@@ -353,20 +409,37 @@ func (r *run) evaluateQuorum(ctx context.Context, name string) {
 	r.fired[name] = a.epoch
 	detection := max(now.Sub(earliest), 0)
 	ev := decide.DoSVerdict{Service: name, Replica: a.replica, DetectedAt: now,
-		Detection: detection, Confirmations: n, Quorum: true}
+		Detection: detection, Confirmations: n, Quorum: quorum}
 	r.decideCommit(ctx, ev, "", detection)
 }
 
-func (r *run) evaluateQuorums(ctx context.Context) {
+// judgedFrom is when probe failures start to count against the service's
+// active replica. While a switch is open: always (decide damps a DoS on
+// the replica being switched to for min_dwell, then moves on from a stuck
+// switch). Otherwise from when the reconciler saw it attached; not at all
+// before that — the service is not down then, it is not up yet: at
+// creation, under a new leader, or while drift (a NIC disconnected by
+// hand) is repaired, which is faster than a switch.
+func (r *run) judgedFrom(svc fsm.Service) (time.Time, bool) {
+	if svc.Intent != nil {
+		return time.Time{}, true
+	}
+	act, ok := svc.Active()
+	if !ok {
+		return time.Time{}, false
+	}
+	t, ok := r.attachedSince[replicaKey(svc.Spec.Name, act.Name)]
+	return t, ok
+}
+
+func (r *run) evaluateAll(ctx context.Context) {
 	for _, s := range r.c.cl.Services() {
-		if s.Spec.Probe.Confirm == fsm.ConfirmQuorum {
-			r.evaluateQuorum(ctx, s.Spec.Name)
-		}
+		r.evaluate(ctx, s.Spec.Name)
 	}
 }
 
-// handleRetries decides again on damped DoS verdicts whose RetryAt has
-// come, if the evidence still holds on the current activation.
+// handleRetries re-arms and re-evaluates services whose damped or
+// uncommitted DoS verdict is due again.
 func (r *run) handleRetries(ctx context.Context) {
 	now := r.c.now()
 	for name, rt := range r.retries {
@@ -374,24 +447,8 @@ func (r *run) handleRetries(ctx context.Context) {
 			continue
 		}
 		delete(r.retries, name)
-		svc, ok := r.c.cl.Service(name)
-		if !ok {
-			continue
-		}
-		a, ok := activationOf(svc)
-		if !ok {
-			continue
-		}
-		if svc.Spec.Probe.Confirm == fsm.ConfirmQuorum {
-			delete(r.fired, name) // re-arm: decide again if the majority still holds
-			r.evaluateQuorum(ctx, name)
-			continue
-		}
-		if pr, ok := r.probers[name]; ok && pr.act == a && pr.p.Status().State == probe.StateDown {
-			ev := rt.ev.(decide.DoSVerdict)
-			ev.Replica = a.replica
-			r.decideCommit(ctx, ev, "", ev.Detection)
-		}
+		delete(r.fired, name)
+		r.evaluate(ctx, name)
 	}
 }
 
@@ -422,6 +479,10 @@ func (r *run) handleAlerts(ctx context.Context) {
 // ---- decide and commit ------------------------------------------------------
 
 const maxDecideAttempts = 3
+
+// commitRetry is how soon a verdict whose commit failed (no quorum for a
+// moment, leadership moving) is decided again if it still holds.
+const commitRetry = 250 * time.Millisecond
 
 // decideCommit decides on ev with the current state and commits the
 // decision; on fsm.ErrStaleGeneration it decides again on fresh state
@@ -488,6 +549,12 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 			}
 			if err != nil {
 				log.Error("commit failed", "err", err)
+				// An alert stays unanswered in the ledger and is decided
+				// again on the next pass; a verdict is an edge, so it is
+				// kept to be decided again shortly if it still holds.
+				if v, ok := ev.(decide.DoSVerdict); ok {
+					r.retries[name] = retry{ev: v, at: now.Add(commitRetry)}
+				}
 				return
 			}
 			if sw != nil {

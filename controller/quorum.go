@@ -126,10 +126,11 @@ func (t *tally) add(r Report, now time.Time) {
 	m[r.Node] = v
 }
 
-// down counts the fresh DOWN votes on the given activation, ignoring the
-// node `self` (the leader votes with its own prober), and returns the
-// earliest outage start among them. It also drops expired reports.
-func (t *tally) down(service, replica string, epoch uint64, self string, now time.Time) (n int, earliest time.Time) {
+// down returns the outage starts of the fresh DOWN votes on the given
+// activation, ignoring the node `self` (the leader votes with its own
+// prober), in no particular order. It also drops expired reports.
+func (t *tally) down(service, replica string, epoch uint64, self string, now time.Time) []time.Time {
+	var since []time.Time
 	for node, v := range t.votes[service] {
 		if now.Sub(v.recv) > ReportTTL {
 			delete(t.votes[service], node)
@@ -138,12 +139,9 @@ func (t *tally) down(service, replica string, epoch uint64, self string, now tim
 		if node == self || !v.Down || v.Replica != replica || v.Epoch != epoch {
 			continue
 		}
-		n++
-		if earliest.IsZero() || v.downSince.Before(earliest) {
-			earliest = v.downSince
-		}
+		since = append(since, v.downSince)
 	}
-	return n, earliest
+	return since
 }
 
 // forget drops a service's votes (the service was deleted).

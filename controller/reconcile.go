@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"ars/controller/probe"
 	"ars/fsm"
 )
 
@@ -69,8 +71,22 @@ func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.Re
 		delete(r.obs, replicaKey(service, spec.Name))
 		return o, fmt.Errorf("observe: %w", err)
 	}
-	r.obs[replicaKey(service, spec.Name)] = o
+	key := replicaKey(service, spec.Name)
+	r.obs[key] = o
+	r.sawAttached(key, o.NICConnected)
 	return o, nil
+}
+
+// sawAttached records whether a replica is attached, keeping the time it
+// was first seen attached (see judgedFrom).
+func (r *run) sawAttached(key string, attached bool) {
+	if !attached {
+		delete(r.attachedSince, key)
+		return
+	}
+	if _, ok := r.attachedSince[key]; !ok {
+		r.attachedSince[key] = r.c.now()
+	}
 }
 
 // do runs one driver action and counts it.
@@ -100,32 +116,27 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	if !ok {
 		return false
 	}
+	// One driver call each (DESIGN §5): the drivers read the state before
+	// they act, so no Observe round trip precedes them. Only a target that
+	// is not running (its standby was lost, or a suspended replica was
+	// chosen) costs a power-on on the critical path.
 	attach := func() error {
-		o, err := r.observe(ctx, name, dTo, toSpec)
-		if err != nil {
-			return err
-		}
-		if o.Power != PowerOn {
+		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
+		if errors.Is(err, ErrInvalidState) {
 			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
 				return err
 			}
+			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
 		}
-		if !o.NICConnected || o.Power != PowerOn {
-			return r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
+		if err == nil {
+			r.sawAttached(replicaKey(name, in.To), true)
 		}
-		return nil
+		return err
 	}
 	detach := func() error {
 		fromSpec, dFrom, ok := r.driverFor(svc, in.From)
 		if !ok {
 			return fmt.Errorf("detach %s: no driver for platform %q", in.From, fromSpec.Platform)
-		}
-		o, err := r.observe(ctx, name, dFrom, fromSpec)
-		if err != nil {
-			return err
-		}
-		if !o.NICConnected && !o.NICStartConnected {
-			return nil
 		}
 		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
@@ -172,29 +183,54 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// verify sends probes to the service address until one answers (bounded).
-// With probes disabled it sends nothing and the switch completes
-// unverified: such a node (-dev) has no service to ask.
+// verify sends probes to the service address until one answers: a new
+// probe every VerifyBackoff, overlapping (a probe sent before the new
+// replica's link was up is lost and would cost a whole probe timeout if
+// the next one waited for it), at most VerifyAttempts. With probes
+// disabled it sends nothing and the switch completes unverified: such a
+// node (-dev) has no service to ask.
 func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 	if r.c.cfg.DisableProbes {
 		return nil
 	}
-	var last error
-	for i := 0; i < r.c.cfg.VerifyAttempts; i++ {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("verify: %w", ctx.Err())
-			case <-time.After(r.c.cfg.VerifyBackoff):
-			}
-		}
-		res := r.c.query(ctx, svc.Spec.Address, svc.Spec.Probe)
-		if res.OK {
-			return nil
-		}
-		last = res.Err
+	n := r.c.cfg.VerifyAttempts
+	results := make(chan probe.Result, n)
+	tick := time.NewTicker(r.c.cfg.VerifyBackoff)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel() // probes still in flight are abandoned, not waited for
+		wg.Wait()
+	}()
+	sent, done := 0, 0
+	send := func() {
+		sent++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- r.c.query(ctx, svc.Spec.Address, svc.Spec.Probe)
+		}()
 	}
-	return fmt.Errorf("verify %s: no valid answer after %d probes: %w", svc.Spec.Address, r.c.cfg.VerifyAttempts, last)
+	send()
+	var last error
+	for done < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("verify: %w", ctx.Err())
+		case <-tick.C:
+			if sent < n {
+				send()
+			}
+		case res := <-results:
+			done++
+			if res.OK {
+				return nil
+			}
+			last = res.Err
+		}
+	}
+	return fmt.Errorf("verify %s: no valid answer after %d probes: %w", svc.Spec.Address, n, last)
 }
 
 // converge brings every replica to its role's platform state: the
@@ -239,7 +275,9 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
 		}
-		_ = r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec) })
+		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec) }) == nil {
+			r.sawAttached(replicaKey(name, act.Name), true)
+		}
 	}
 }
 

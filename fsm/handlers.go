@@ -460,6 +460,7 @@ func applyReplicaRole(m *Machine, e entry, c Command) (Result, error) {
 		}
 		setRole(&svc, i, RoleSuspended, e.index, reason)
 		svc.Replicas[i].Clean = true
+		svc.Replicas[i].RestoredIndex = e.index
 	case ActionMaintenance:
 		switch cur {
 		case RoleActive:

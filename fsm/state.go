@@ -50,6 +50,10 @@ type ReplicaState struct {
 	// Reason of the last role change ("exploit", "dos", "manual" for
 	// switches; the operator's reason for role actions). Informational.
 	Reason string `json:"reason,omitempty"`
+	// RestoredIndex is the log index of the replica's last "restored" (0:
+	// never). An alert committed before it reports a state the restore
+	// wiped out.
+	RestoredIndex uint64 `json:"restored_index,omitempty"`
 }
 
 // Intent is an open switch: committed, not yet reported done. At most one per

@@ -240,6 +240,15 @@ func (d *decider) alert(e Alert) (Decision, error) {
 	}
 	trigger += fmt.Sprintf(" on %s %q", rs.Role, rs.Name)
 
+	if e.Index > 0 && rs.RestoredIndex > e.Index {
+		// A detector that repeats itself (retries, a burst of denials from
+		// one exploit) must not re-quarantine the clean replica the first
+		// alert already had restored.
+		return Decision{Outcome: OutcomeAlreadyHandled, Reason: fmt.Sprintf(
+			"%s: committed at log index %d, before the replica was restored to its clean state (index %d)",
+			trigger, e.Index, rs.RestoredIndex)}, nil
+	}
+
 	if e.Kind == fsm.KindDoS {
 		if dec, done := d.dosOnInactive(rs, trigger); done {
 			return dec, nil

@@ -693,7 +693,42 @@ func TestLongAlertID(t *testing.T) {
 
 func TestAlertFromRecord(t *testing.T) {
 	r := fsm.AlertRecord{ID: "i", Service: "s", Replica: "r", Kind: fsm.KindDoS, Source: "src", Evidence: "e", At: 5, Index: 9}
-	if got, want := decide.AlertFromRecord(r), (decide.Alert{ID: "i", Service: "s", Replica: "r", Kind: fsm.KindDoS, Source: "src"}); got != want {
+	if got, want := decide.AlertFromRecord(r), (decide.Alert{ID: "i", Service: "s", Replica: "r", Kind: fsm.KindDoS, Source: "src", Index: 9}); got != want {
 		t.Fatalf("%+v, want %+v", got, want)
+	}
+}
+
+// An alert committed before its replica's last restore reports a state the
+// restore wiped out: a repeated or late alert from the same exploit must not
+// quarantine the clean replica again. One committed after it must.
+func TestAlertBeforeRestoreIsAlreadyHandled(t *testing.T) {
+	l := newLab(t, spec(paperReplicas()))
+	l.role("lin-bind", fsm.ActionQuarantine) // index 2
+	l.role("lin-bind", fsm.ActionRestored)   // index 3
+	r, _ := l.svc().Replica("lin-bind")
+	if r.RestoredIndex != 3 {
+		t.Fatalf("RestoredIndex %d, want 3", r.RestoredIndex)
+	}
+	for _, c := range []struct {
+		index uint64
+		want  decide.Outcome
+	}{
+		{2, decide.OutcomeAlreadyHandled}, // committed before the restore
+		{4, decide.OutcomeQuarantine},     // after it: a new exploit
+		{0, decide.OutcomeQuarantine},     // index unknown: never ignored
+	} {
+		for _, kind := range []string{fsm.KindExploit, fsm.KindDoS} {
+			ev := exploit("a", "lin-bind")
+			ev.Kind, ev.Index = kind, c.index
+			dec, err := decide.Decide(l.state(), ev, at(time.Second))
+			checkDecision(t, l, dec, err, at(time.Second))
+			want := c.want
+			if kind == fsm.KindDoS && want == decide.OutcomeQuarantine {
+				want = decide.OutcomeNotActive // a DoS alert on a suspended replica is moot
+			}
+			if dec.Outcome != want {
+				t.Errorf("%s alert at index %d: outcome %q (%s), want %q", kind, c.index, dec.Outcome, dec.Reason, want)
+			}
+		}
 	}
 }

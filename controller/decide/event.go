@@ -47,11 +47,15 @@ type Alert struct {
 	Replica string
 	Kind    string // fsm.KindExploit | fsm.KindDoS
 	Source  string // detector name, e.g. "apparmor", "seconddep"; informational
+	// Index is the log index the alert was committed at (0: unknown). An
+	// alert committed before its replica's last restore is about a state
+	// that no longer exists.
+	Index uint64
 }
 
 // AlertFromRecord returns the event for a committed alert of the ledger.
 func AlertFromRecord(r fsm.AlertRecord) Alert {
-	return Alert{ID: r.ID, Service: r.Service, Replica: r.Replica, Kind: r.Kind, Source: r.Source}
+	return Alert{ID: r.ID, Service: r.Service, Replica: r.Replica, Kind: r.Kind, Source: r.Source, Index: r.Index}
 }
 
 // ManualSwitch is an operator's request to move the service off its active

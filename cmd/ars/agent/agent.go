@@ -35,6 +35,9 @@ import (
 // Config is the agent's configuration (the YAML schema).
 type Config = config.Agent
 
+// VCenterConfig is the vcenter section of Config.
+type VCenterConfig = config.VCenter
+
 // LoadConfig reads and validates an agent configuration file.
 func LoadConfig(path string) (*Config, error) { return config.Load(path) }
 

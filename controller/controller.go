@@ -183,6 +183,10 @@ type run struct {
 	// attachedSince: replica key -> when the reconciler first saw it
 	// attached (continuously since).
 	attachedSince map[string]time.Time
+	// Background operations (see background): replica key -> in progress.
+	busy   map[string]bool
+	bgDone chan string
+	bg     sync.WaitGroup
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -204,6 +208,8 @@ func (c *Controller) Run(ctx context.Context) {
 		fired:    map[string]uint64{},
 
 		attachedSince: map[string]time.Time{},
+		busy:          map[string]bool{},
+		bgDone:        make(chan string),
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -223,6 +229,7 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	defer func() {
 		r.stopProbers()
+		r.bg.Wait()
 		wg.Wait()
 	}()
 	c.log.Info("controller started")
@@ -254,6 +261,8 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 		case <-r.c.cl.Applied():
 		case <-tick:
 		case <-r.kick:
+		case key := <-r.bgDone:
+			delete(r.busy, key)
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:

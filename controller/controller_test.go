@@ -425,3 +425,40 @@ func TestReplicaWithoutDriver(t *testing.T) {
 		}
 	}
 }
+
+// A restore that hangs (a slow snapshot revert) runs in the background:
+// the leader loop goes on detecting and switching, and the replica being
+// restored is neither attached nor chosen until the restore is done.
+func TestSlowRestoreDoesNotDelayTheNextSwitch(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["restore bind-a"] = release
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == "unbound-a" && svc.Intent == nil
+	})
+	e.d.attack("unbound", true)
+	eventually(t, "switch to knot-a while bind-a's restore hangs", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == "knot-a" && svc.Intent == nil
+	})
+	if r, _ := e.cl.Service(svcName); roleOf(r, "bind-a") != fsm.RoleRecovering {
+		t.Fatalf("bind-a is %s while its restore hangs, want recovering", roleOf(r, "bind-a"))
+	}
+	close(release)
+	eventually(t, "bind-a restored", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		return roleOf(svc, "bind-a") == fsm.RoleSuspended && e.d.vm("bind-a").restored == 1
+	})
+}
+
+func roleOf(svc fsm.Service, name string) fsm.Role {
+	r, _ := svc.Replica(name)
+	return r.Role
+}

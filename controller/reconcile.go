@@ -289,6 +289,12 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 	if !ok {
 		return true // not ours to drive; reported
 	}
+	key := replicaKey(name, rs.Name)
+	if r.busy[key] {
+		// A background operation is at work on it; observing it now would
+		// see it half-way. A replica being restored is not known detached.
+		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
+	}
 	o, err := r.observe(ctx, name, d, spec)
 	if err != nil {
 		r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
@@ -300,51 +306,97 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		return r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
 	}
+	// Detaches run here, on the leader loop: they are fast and invariant 2
+	// depends on them. Everything slow (a boot, a suspend, a snapshot
+	// revert) runs in the background, so that a slow vCenter never delays
+	// the next verdict or the next switch.
 	switch rs.Role {
 	case fsm.RoleStandby:
 		if !detach() {
 			return false
 		}
 		if o.Power != PowerOn {
-			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+			r.background(ctx, key, func(ctx context.Context) {
+				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+			})
 		}
 	case fsm.RoleSuspended:
 		if !detach() {
 			return false
 		}
 		if o.Power == PowerOn {
-			if o.Supports.Suspend {
-				_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
-			} else {
-				_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
-			}
+			r.background(ctx, key, func(ctx context.Context) {
+				if o.Supports.Suspend {
+					_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
+				} else {
+					_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
+				}
+			})
 		}
 	case fsm.RoleQuarantined, fsm.RoleRecovering:
 		if !detach() {
 			return false
 		}
 		if !o.Supports.Restore {
-			key := replicaKey(name, rs.Name) + "/restore"
-			if !r.reported[key] {
-				r.reported[key] = true
+			if !r.reported[key+"/restore"] {
+				r.reported[key+"/restore"] = true
 				r.c.log.Warn("replica cannot be restored; it stays out of service", "service", name, "replica", rs.Name, "role", rs.Role)
 				r.c.m.failed(name, "restore-unsupported")
 			}
 			return true
 		}
-		if r.do(name, "restore", spec, func() error { return d.Restore(ctx, spec) }) != nil {
-			return true
-		}
-		// A snapshot may hold the NIC connected: detach again (idempotent).
-		if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
-			return false
-		}
-		cmd := fsm.ReplicaRole{Service: name, Replica: rs.Name, Action: fsm.ActionRestored,
-			ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
-		if _, err := r.apply(ctx, cmd); err != nil {
-			r.c.m.failed(name, "commit-restored")
-			r.c.log.Warn("restored not committed; retrying on the next pass", "service", name, "replica", rs.Name, "err", err)
-		}
+		r.background(ctx, key, func(ctx context.Context) { r.restore(ctx, name, rs.Name, spec, d) })
+		// A revert may connect the NIC (a snapshot taken attached): until
+		// it is over and detached again, this replica is not known detached.
+		return false
 	}
 	return true
+}
+
+// background runs f for one replica off the leader loop, at most one at a
+// time per replica; the loop makes a full pass when it ends. f gets the
+// leadership's context: it is cancelled when leadership ends, and Run
+// waits for f before it returns (invariant 1). f may use only the driver,
+// r.do, r.apply and the logger — the run's maps belong to the loop.
+func (r *run) background(ctx context.Context, key string, f func(ctx context.Context)) {
+	if r.busy[key] {
+		return
+	}
+	r.busy[key] = true
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		f(ctx)
+		select {
+		case r.bgDone <- key:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// restore reverts a quarantined or recovering replica to its clean state,
+// detaches it again (a snapshot may hold the NIC connected) and commits
+// "restored" against the service's generation as it is then (the restore
+// is valid whatever else changed, as long as the replica still waits for
+// it). Runs in the background.
+func (r *run) restore(ctx context.Context, service, replica string, spec fsm.ReplicaSpec, d Driver) {
+	if r.do(service, "restore", spec, func() error { return d.Restore(ctx, spec) }) != nil {
+		return
+	}
+	if r.do(service, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
+		return
+	}
+	svc, ok := r.c.cl.Service(service)
+	if !ok {
+		return
+	}
+	if rs, ok := svc.Replica(replica); !ok || (rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering) {
+		return
+	}
+	cmd := fsm.ReplicaRole{Service: service, Replica: replica, Action: fsm.ActionRestored,
+		ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
+	if _, err := r.apply(ctx, cmd); err != nil {
+		r.c.m.failed(service, "commit-restored")
+		r.c.log.Warn("restored not committed; retrying on the next pass", "service", service, "replica", replica, "err", err)
+	}
 }

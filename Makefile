@@ -69,6 +69,10 @@ demo: build ## Start three real ars agents on loopback, apply a service, kill th
 e2e: build ## Three ars agent processes from deploy/ examples: members, peers, kill -9 of the leader
 	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
+.PHONY: images
+images: ## Build the lab's container images (test DNS responder; bind9, unbound, knot-resolver, pdns-recursor from Debian) into the local Docker engine; skips images already built
+	GO=$(GO) ./images/build.sh $(IMAGES)
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN)

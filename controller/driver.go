@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -185,6 +186,11 @@ type Options struct {
 	// replica's configuration version still equals it (vSphere
 	// ChangeVersion). Empty: no precondition.
 	IfVersion string
+	// ServiceAddr is the service address the replica takes on the service
+	// network when attached. Drivers whose NIC carries its address itself
+	// (vSphere: the guest configures it) ignore it; the Docker driver needs
+	// it for Attach (it assigns the address to the container's endpoint).
+	ServiceAddr netip.Addr
 }
 
 // Option sets one of Options.
@@ -194,6 +200,12 @@ type Option func(*Options)
 // deposed leader acting on an old observation fails instead of overwriting
 // a newer decision.
 func IfVersion(v string) Option { return func(o *Options) { o.IfVersion = v } }
+
+// ServiceAddr passes the service's IP address (fsm.ServiceSpec.Address
+// without the port) to Attach: the Docker driver assigns it to the
+// container on the service network and refuses an Attach without it.
+// Detach and other drivers ignore it, so callers may pass it everywhere.
+func ServiceAddr(a netip.Addr) Option { return func(o *Options) { o.ServiceAddr = a } }
 
 // ApplyOptions folds opts into Options.
 func ApplyOptions(opts ...Option) Options {

@@ -1,0 +1,280 @@
+package docker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"ars/controller"
+)
+
+// TestLifecycle drives one replica through every operation, checks each
+// one's effect on the engine and through Observe, that every repeat makes
+// no mutating API call, and that the service address answers DNS exactly
+// while the replica is attached.
+func TestLifecycle(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	addr := controller.ServiceAddr(e.svcAddr)
+
+	o := observe(t, d, r)
+	if o.Power != controller.PowerOff || o.ChangeVersion != "" || o.NICConnected || !o.Reachable ||
+		o.Supports != (controller.Capabilities{Attach: true, Suspend: true, Restore: true}) {
+		t.Fatalf("missing container observed as %+v", o)
+	}
+
+	// PowerOn creates (image inspect, park network, create, start).
+	mustOp(t, cnt, "power-on (create+start)", -1, func() error { return d.PowerOn(ctx, r) })
+	c := e.inspect(t, ContainerName(r))
+	if c == nil || !c.State.Running {
+		t.Fatalf("after power-on: %+v", c)
+	}
+	if c.Config.Labels[labelReplica] != r.Name || c.Config.Labels[labelSpecHash] != specHash(r) || c.Config.Labels[labelImpl] != "dnsd" {
+		t.Fatalf("labels %v", c.Config.Labels)
+	}
+	if string(c.HostConfig.RestartPolicy.Name) != "no" {
+		t.Fatalf("restart policy %q, want no", c.HostConfig.RestartPolicy.Name)
+	}
+	if onNetwork(c, e.svcNet) || !onNetwork(c, e.parkNet) {
+		t.Fatalf("new container's networks %v: want only the park network", keys(c.NetworkSettings.Networks))
+	}
+	id := c.ID
+	mustOp(t, cnt, "power-on (repeat)", 0, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "detach (never attached)", 0, func() error { return d.Detach(ctx, r) })
+
+	if _, err := query(e.svcAddr); err == nil {
+		t.Fatal("the service address answers before any replica is attached")
+	}
+	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	waited := waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+	t.Logf("first answer %s after attach returned", waited)
+	mustOp(t, cnt, "attach (repeat)", 0, func() error { return d.Attach(ctx, r, addr) })
+	if o := observe(t, d, r); o.Power != controller.PowerOn || !o.NICConnected || !o.NICStartConnected || o.ChangeVersion != id[:12] {
+		t.Fatalf("attached replica observed as %+v", o)
+	}
+
+	mustOp(t, cnt, "detach", 1, func() error { return d.Detach(ctx, r) })
+	if _, err := query(e.svcAddr); err == nil {
+		t.Fatal("the service address still answers after detach")
+	}
+	mustOp(t, cnt, "detach (repeat)", 0, func() error { return d.Detach(ctx, r) })
+	if o := observe(t, d, r); o.NICConnected || o.NICStartConnected {
+		t.Fatalf("detached replica observed as %+v", o)
+	}
+
+	mustOp(t, cnt, "attach (again)", 1, func() error { return d.Attach(ctx, r, addr) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
+	mustOp(t, cnt, "suspend (repeat)", 0, func() error { return d.Suspend(ctx, r) })
+	if o := observe(t, d, r); o.Power != controller.PowerSuspended || !o.NICConnected {
+		t.Fatalf("suspended replica observed as %+v", o)
+	}
+	if _, err := query(e.svcAddr); err == nil {
+		t.Fatal("a paused replica answered")
+	}
+	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
+	mustOp(t, cnt, "resume (repeat)", 0, func() error { return d.Resume(ctx, r) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+
+	// Suspend, then PowerOn unpauses.
+	mustOp(t, cnt, "suspend (for power-on)", 1, func() error { return d.Suspend(ctx, r) })
+	mustOp(t, cnt, "power-on (unpause)", 1, func() error { return d.PowerOn(ctx, r) })
+
+	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
+	mustOp(t, cnt, "power-off (repeat)", 0, func() error { return d.PowerOff(ctx, r) })
+	o = observe(t, d, r)
+	if o.Power != controller.PowerOff || o.NICConnected || !o.NICStartConnected {
+		t.Fatalf("powered-off attached replica observed as %+v (want off, connected at power-on)", o)
+	}
+	// Containers keep their networks: it comes back attached.
+	mustOp(t, cnt, "power-on (start, attached)", 1, func() error { return d.PowerOn(ctx, r) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+	if o := observe(t, d, r); o.Power != controller.PowerOn || !o.NICConnected {
+		t.Fatalf("restarted replica observed as %+v", o)
+	}
+
+	mustOp(t, cnt, "restore", 2, func() error { return d.Restore(ctx, r) }) // DELETE + create
+	c = e.inspect(t, ContainerName(r))
+	if c == nil || c.ID == id || c.State.Running || onNetwork(c, e.svcNet) {
+		t.Fatalf("after restore: container %v (old id %s): want a new, stopped, detached container", c, id[:12])
+	}
+	if _, err := query(e.svcAddr); err == nil {
+		t.Fatal("the service address answers after restore")
+	}
+	o = observe(t, d, r)
+	if o.Power != controller.PowerOff || o.NICConnected || o.NICStartConnected || o.ChangeVersion != c.ID[:12] {
+		t.Fatalf("restored replica observed as %+v", o)
+	}
+	mustOp(t, cnt, "restore (repeat)", 2, func() error { return d.Restore(ctx, r) })
+	mustOp(t, cnt, "power-on (after restore)", 1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "attach (after restore)", 1, func() error { return d.Attach(ctx, r, addr) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+	mustOp(t, cnt, "detach (cleanup)", 1, func() error { return d.Detach(ctx, r) })
+}
+
+func keys[M ~map[string]V, V any](m M) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// TestDetachPausedAndStopped: detach must always be possible; the engine
+// allows disconnecting paused and stopped containers. Attach needs a
+// running one.
+func TestDetachPausedAndStopped(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	addr := controller.ServiceAddr(e.svcAddr)
+
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
+	mustOp(t, cnt, "detach (paused)", 1, func() error { return d.Detach(ctx, r) })
+	if o := observe(t, d, r); o.Power != controller.PowerSuspended || o.NICConnected || o.NICStartConnected {
+		t.Fatalf("paused, detached replica observed as %+v", o)
+	}
+	oe := wantErr(t, d.Attach(ctx, r, addr), controller.ErrInvalidState, "paused")
+	if oe.State == nil || oe.State.Power != controller.PowerSuspended {
+		t.Fatalf("OpError.State = %+v, want the paused state", oe.State)
+	}
+	if m := cnt.mutations(); len(m) != 0 {
+		t.Fatalf("a refused attach made mutating calls %v", m)
+	}
+
+	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
+	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
+	wantErr(t, d.Attach(ctx, r, addr), controller.ErrInvalidState, "exited")
+	mustOp(t, cnt, "detach (stopped)", 1, func() error { return d.Detach(ctx, r) })
+	if o := observe(t, d, r); o.NICStartConnected {
+		t.Fatalf("stopped, detached replica observed as %+v", o)
+	}
+	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	if o := observe(t, d, r); o.Power != controller.PowerOn || o.NICConnected {
+		t.Fatalf("a replica detached while stopped came back as %+v", o)
+	}
+	if _, err := query(e.svcAddr); err == nil {
+		t.Fatal("a replica detached while stopped answers on the service address")
+	}
+}
+
+// TestInvalidStates: operations that need another state are refused with
+// ErrInvalidState, no mutating call, and the state in the error.
+func TestInvalidStates(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+
+	for name, f := range map[string]func() error{
+		"attach":  func() error { return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)) },
+		"suspend": func() error { return d.Suspend(ctx, r) },
+		"resume":  func() error { return d.Resume(ctx, r) },
+	} {
+		oe := wantErr(t, f(), controller.ErrInvalidState, "does not exist")
+		if oe.State == nil || oe.State.Power != controller.PowerOff || oe.Attempts != 1 {
+			t.Fatalf("%s: OpError %+v, want 1 attempt and state off", name, oe)
+		}
+	}
+	mustOp(t, cnt, "power-off (missing)", 0, func() error { return d.PowerOff(ctx, r) })
+	mustOp(t, cnt, "detach (missing)", 0, func() error { return d.Detach(ctx, r) })
+
+	mustOp(t, cnt, "restore (missing: create)", -1, func() error { return d.Restore(ctx, r) })
+	wantErr(t, d.Resume(ctx, r), controller.ErrInvalidState, "created")
+	wantErr(t, d.Suspend(ctx, r), controller.ErrInvalidState, "created")
+	if m := cnt.mutations(); len(m) != 0 {
+		t.Fatalf("refused operations made mutating calls %v", m)
+	}
+
+	// IfVersion: the container id is the version; a re-created one conflicts.
+	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	v := observe(t, d, r).ChangeVersion
+	mustOp(t, cnt, "restore", 2, func() error { return d.Restore(ctx, r) })
+	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr), controller.IfVersion(v)), controller.ErrConflict, "changed since")
+	if m := cnt.mutations(); len(m) != 0 {
+		t.Fatalf("a conflicting attach made mutating calls %v", m)
+	}
+	now := observe(t, d, r).ChangeVersion
+	mustOp(t, cnt, "attach (current version)", 1, func() error {
+		return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr), controller.IfVersion(now))
+	})
+	mustOp(t, cnt, "detach", 1, func() error { return d.Detach(ctx, r) })
+}
+
+// TestAttachTakesOverAddress: on one engine only one endpoint can hold the
+// service address, so attaching a second replica detaches the first (a
+// make-before-break switch becomes break-before-make), and the answer
+// switches to the new replica. The same address gets the same MAC on every
+// replica, so clients need no new ARP entry.
+func TestAttachTakesOverAddress(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	a, b := e.replica(t, "192.0.2.10"), e.replica(t, "192.0.2.11")
+	ctx := ctxT(t)
+	addr := controller.ServiceAddr(e.svcAddr)
+
+	mustOp(t, cnt, "power-on a", -1, func() error { return d.PowerOn(ctx, a) })
+	mustOp(t, cnt, "power-on b", -1, func() error { return d.PowerOn(ctx, b) })
+	mustOp(t, cnt, "attach a", 1, func() error { return d.Attach(ctx, a, addr) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+	macA := e.inspect(t, ContainerName(a)).NetworkSettings.Networks[e.svcNet].MacAddress.String()
+
+	took := mustOp(t, cnt, "attach b (takes over)", 2, func() error { return d.Attach(ctx, b, addr) })
+	gap := waitAnswer(t, e.svcAddr, "192.0.2.11", 5*time.Second)
+	t.Logf("switch a→b: attach took %s, first answer from b %s later", took, gap)
+	if o := observe(t, d, a); o.NICConnected || o.NICStartConnected {
+		t.Fatalf("a still attached after b took the address: %+v", o)
+	}
+	if o := observe(t, d, b); !o.NICConnected {
+		t.Fatalf("b not attached: %+v", o)
+	}
+	macB := e.inspect(t, ContainerName(b)).NetworkSettings.Networks[e.svcNet].MacAddress.String()
+	if macA != macB || macA == "" {
+		t.Logf("note: MAC differs between replicas (%s vs %s): clients need a new ARP entry", macA, macB)
+	}
+	mustOp(t, cnt, "detach a (already)", 0, func() error { return d.Detach(ctx, a) })
+
+	// A container that ars does not manage holding the address: conflict.
+	mustOp(t, cnt, "detach b", 1, func() error { return d.Detach(ctx, b) })
+	foreign := e.run + "-foreign"
+	_, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: "ars-" + foreign, Image: e.image, HostConfig: nil,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.cli.ContainerRemove(context.Background(), "ars-"+foreign, client.ContainerRemoveOptions{Force: true})
+	})
+	if _, err := e.cli.ContainerStart(ctx, "ars-"+foreign, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.NetworkConnect(ctx, e.svcNet, client.NetworkConnectOptions{Container: "ars-" + foreign,
+		EndpointConfig: endpointWithIP(e.svcAddr)}); err != nil {
+		t.Fatal(err)
+	}
+	cnt.mutations()
+	wantErr(t, d.Attach(ctx, a, addr), controller.ErrConflict, "does not manage", "ars-"+foreign)
+	if m := cnt.mutations(); len(m) != 0 {
+		t.Fatalf("attach made mutating calls %v although a foreign container holds the address", m)
+	}
+
+	// The foreign container is also named like a replica: the driver
+	// refuses to adopt it.
+	fr := a
+	fr.Name = foreign
+	wantErr(t, d.PowerOn(ctx, fr), controller.ErrConflict, "not created by ars")
+	wantErr(t, d.Restore(ctx, fr), controller.ErrConflict, "not created by ars")
+	if c := e.inspect(t, "ars-"+foreign); c == nil || !c.State.Running {
+		t.Fatal("the driver touched a container it does not manage")
+	}
+}

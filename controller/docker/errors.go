@@ -1,0 +1,141 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"ars/controller"
+)
+
+// Short names for the controller's sentinels.
+var (
+	errNotFound     = controller.ErrNotFound
+	errUnsupported  = controller.ErrUnsupported
+	errUnavailable  = controller.ErrUnavailable
+	errInvalidState = controller.ErrInvalidState
+	errConflict     = controller.ErrConflict
+	errDenied       = controller.ErrDenied
+	errInvalid      = controller.ErrInvalid
+	errFailed       = controller.ErrFailed
+)
+
+// errCallTimeout: one round trip got no answer within its timeout.
+var errCallTimeout = errors.New("docker engine did not answer in time")
+
+// errRetry marks an error the next attempt may not see (a concurrent
+// change found by a check; the next attempt reads the state again).
+var errRetry = errors.New("state changed underneath; read again")
+
+var sentinels = []error{errNotFound, errUnsupported, errUnavailable, errInvalidState, errConflict, errDenied, errInvalid, errFailed}
+
+// classify maps an error to a controller sentinel and says whether another
+// attempt may succeed. Every attempt reads the container's state first, so
+// retrying after a conflict (a concurrent change, a removal in progress,
+// an address still held) is safe: the next attempt acts on what it finds.
+func classify(err error) (sentinel error, retry bool) {
+	switch {
+	case err == nil:
+		return nil, false
+	case errors.Is(err, context.Canceled):
+		return errUnavailable, false
+	case errors.Is(err, errCallTimeout):
+		return errUnavailable, true
+	}
+	retry = errors.Is(err, errRetry)
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return s, retry || s == errUnavailable
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errUnavailable, false // the caller's own deadline
+	}
+	if client.IsErrConnectionFailed(err) {
+		return errUnavailable, true
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "Address already in use"):
+		// 403 from the engine: another endpoint holds the address.
+		return errConflict, true
+	case cerrdefs.IsNotFound(err):
+		return errNotFound, false
+	case cerrdefs.IsConflict(err):
+		return errConflict, true
+	case cerrdefs.IsInvalidArgument(err):
+		return errInvalid, false
+	case cerrdefs.IsPermissionDenied(err), cerrdefs.IsUnauthorized(err):
+		return errDenied, false
+	case cerrdefs.IsNotImplemented(err):
+		return errUnsupported, false
+	case cerrdefs.IsUnavailable(err), cerrdefs.IsDeadlineExceeded(err):
+		return errUnavailable, true
+	case cerrdefs.IsInternal(err), cerrdefs.IsUnknown(err):
+		return errFailed, true // engine-side failure; bounded retries
+	}
+	// Transport errors the client did not wrap (connection reset, EOF
+	// mid-response, TLS): the engine may be restarting.
+	return errUnavailable, true
+}
+
+// classified wraps err with its sentinel unless it already carries one.
+func classified(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return err
+		}
+	}
+	s, _ := classify(err)
+	return fmt.Errorf("%w: %w", s, err)
+}
+
+// errKind is the metrics label of a failed round trip.
+func errKind(err error) string {
+	s, _ := classify(err)
+	switch {
+	case errors.Is(err, errCallTimeout):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case s == errUnavailable:
+		return "unreachable"
+	case s == errNotFound:
+		return "not_found"
+	case s == errConflict:
+		return "conflict"
+	case s == errInvalid:
+		return "invalid"
+	case s == errDenied:
+		return "denied"
+	}
+	return "engine"
+}
+
+// backoff is the pause before attempt n+1: 50 ms doubling, capped at 1 s.
+func backoff(n int) time.Duration {
+	d := 50 * time.Millisecond << (n - 1)
+	if d > time.Second || d <= 0 {
+		d = time.Second
+	}
+	return d
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

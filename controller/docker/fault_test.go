@@ -1,0 +1,441 @@
+package docker
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"ars/controller"
+	"ars/fsm"
+)
+
+// TestBadInput: specs the driver cannot use are refused with a clear
+// error that names the replica and the culprit, and nothing is left
+// half-created on the engine.
+func TestBadInput(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	ctx := ctxT(t)
+
+	t.Run("unknown host", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		r.Host = "nowhere"
+		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, `docker host "nowhere" is not configured`)
+		if _, err := d.Observe(ctx, r); !errors.Is(err, controller.ErrNotFound) {
+			t.Fatalf("observe: %v", err)
+		}
+	})
+	t.Run("no host with two configured", func(t *testing.T) {
+		d2, _ := newDriver(t, e, "", func(c *Config) {
+			c.Hosts = append(c.Hosts, Host{Name: "other", Endpoint: "unix:///nonexistent/docker.sock"})
+		})
+		wantErr(t, d2.PowerOn(ctx, e.replica(t, "192.0.2.10")), controller.ErrInvalid, "names no docker host")
+	})
+	t.Run("wrong platform", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		r.Platform = fsm.PlatformVM
+		wantErr(t, d.PowerOn(ctx, r), controller.ErrInvalid, `platform "vm"`)
+	})
+	t.Run("attach without address", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		oe := wantErr(t, d.Attach(ctx, r), controller.ErrInvalid, "service address", "ServiceAddr")
+		if oe.Attempts != 0 {
+			t.Fatalf("attempts %d, want 0 (refused before trying)", oe.Attempts)
+		}
+	})
+	t.Run("image missing", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		r.Image = "ars-lab/does-not-exist:1"
+		cnt.mutations()
+		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, r.Image, "make images")
+		wantErr(t, d.Restore(ctx, r), controller.ErrNotFound, "make images")
+		if c := e.inspect(t, ContainerName(r)); c != nil {
+			t.Fatal("a container was left behind")
+		}
+		if m := cnt.mutations(); len(m) != 0 {
+			t.Fatalf("mutating calls %v", m)
+		}
+	})
+	t.Run("network missing", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		r.Container.Networks = []string{e.run + "-nonet"}
+		cnt.mutations()
+		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, `network "`+e.run+`-nonet" does not exist`)
+		if c := e.inspect(t, ContainerName(r)); c != nil {
+			t.Fatal("a container was left behind")
+		}
+		if m := cnt.mutations(); len(m) != 0 {
+			t.Fatalf("mutating calls %v", m)
+		}
+	})
+	t.Run("service network missing", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		r.Container.Network = e.run + "-nosvc"
+		mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+		wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)), controller.ErrNotFound, `network "`+e.run+`-nosvc" does not exist`)
+		if m := cnt.mutations(); len(m) != 0 {
+			t.Fatalf("mutating calls %v", m)
+		}
+		if o := observe(t, d, r); o.NICConnected || o.NICStartConnected {
+			t.Fatalf("observed %+v", o)
+		}
+	})
+	t.Run("address outside the service network", func(t *testing.T) {
+		r := e.replica(t, "192.0.2.10")
+		mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+		wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.subnet.Addr().Prev())), controller.ErrInvalid, "not in a subnet")
+	})
+	t.Run("apparmor without apparmor", func(t *testing.T) {
+		info, err := e.cli.Info(ctx, clientInfoOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range info.Info.SecurityOptions {
+			if strings.Contains(s, "apparmor") {
+				t.Skip("this engine has AppArmor: the refusal cannot be tested here")
+			}
+		}
+		r := e.replica(t, "192.0.2.10")
+		r.Container.AppArmor = "ars-dns"
+		wantErr(t, d.PowerOn(ctx, r), controller.ErrUnsupported, `AppArmor profile "ars-dns"`, "no AppArmor")
+		if c := e.inspect(t, ContainerName(r)); c != nil {
+			t.Fatal("a container was left behind")
+		}
+	})
+}
+
+// TestResourceLimits: memory, CPU, pids, extra networks and restart policy
+// reach the engine; a changed spec re-creates a stopped container on
+// power-on but leaves a running one alone.
+func TestResourceLimits(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	ctx := ctxT(t)
+	r := e.replica(t, "192.0.2.10")
+	r.Container.MemoryMB, r.Container.CPUMilli, r.Container.PidsMax = 64, 500, 50
+	r.Container.Networks = []string{e.mgmtNet}
+	r.Container.Env = []string{"DNSD_TTL=30"}
+
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	c := e.inspect(t, ContainerName(r))
+	hc := c.HostConfig
+	if hc.Memory != 64<<20 || hc.NanoCPUs != 500_000_000 || hc.PidsLimit == nil || *hc.PidsLimit != 50 {
+		t.Fatalf("limits: memory %d, nanocpus %d, pids %v", hc.Memory, hc.NanoCPUs, hc.PidsLimit)
+	}
+	if string(hc.NetworkMode) != e.mgmtNet || !onNetwork(c, e.mgmtNet) || onNetwork(c, e.parkNet) || onNetwork(c, e.svcNet) {
+		t.Fatalf("network mode %s, networks %v", hc.NetworkMode, keys(c.NetworkSettings.Networks))
+	}
+	if !strings.Contains(strings.Join(c.Config.Env, " "), "DNSD_TTL=30") {
+		t.Fatalf("env %v", c.Config.Env)
+	}
+	id := c.ID
+
+	changed := r
+	cs := *r.Container
+	cs.PidsMax = 60
+	changed.Container = &cs
+	mustOp(t, cnt, "power-on (new spec, running)", 0, func() error { return d.PowerOn(ctx, changed) })
+	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, changed) })
+	mustOp(t, cnt, "power-on (new spec, stopped)", 3, func() error { return d.PowerOn(ctx, changed) }) // DELETE, create, start
+	c = e.inspect(t, ContainerName(r))
+	if c.ID == id || *c.HostConfig.PidsLimit != 60 || c.Config.Labels[labelSpecHash] != specHash(changed) {
+		t.Fatalf("not re-created from the new spec: id %s (old %s), pids %d", c.ID[:12], id[:12], *c.HostConfig.PidsLimit)
+	}
+}
+
+// TestUnreachable: an engine that is not there fails fast with
+// ErrUnavailable; Observe says unknown and unreachable.
+func TestUnreachable(t *testing.T) {
+	d, err := New(Config{Hosts: []Host{{Name: "gone", Endpoint: "unix:///nonexistent/ars/docker.sock"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := fsm.ReplicaSpec{Name: "r1", Impl: "dnsd", OS: "linux", Platform: fsm.PlatformContainer, Image: "ars-lab/dnsd:latest"}
+	ctx := ctxT(t)
+	took, err := timed(func() error { return d.PowerOn(ctx, r) })
+	oe := wantErr(t, err, controller.ErrUnavailable, "gone")
+	if oe.Attempts != DefaultMaxAttempts || oe.State != nil {
+		t.Fatalf("OpError %+v: want %d attempts and no state", oe, DefaultMaxAttempts)
+	}
+	if took > time.Second {
+		t.Fatalf("power-on against a missing engine took %s", took)
+	}
+	t.Logf("power-on against a missing socket failed after %s (%d attempts)", took, oe.Attempts)
+	o, err := d.Observe(ctx, r)
+	wantErr(t, err, controller.ErrUnavailable)
+	if o.Reachable || o.Power != controller.PowerUnknown || o.Replica != "r1" {
+		t.Fatalf("observation %+v", o)
+	}
+}
+
+// proxy is a unix socket in front of the engine's that a test can break:
+// drop and lose break one request (see the fields); down closes the
+// listener and every connection.
+type proxy struct {
+	path, upstream string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	drop  string // request-line substring: drop that request once, unanswered and not forwarded
+	lose  string // request-line substring: forward that request once, then drop the answer
+	drops int
+}
+
+func newProxy(t *testing.T, upstream string) *proxy {
+	dir, err := os.MkdirTemp("", "arsp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := &proxy{path: filepath.Join(dir, "d.sock"), upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p.up(t)
+	t.Cleanup(p.down)
+	return p
+}
+
+func (p *proxy) up(t *testing.T) {
+	ln, err := net.Listen("unix", p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+}
+
+func (p *proxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *proxy) dropped() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.drops
+}
+
+// cut closes every open connection (the engine "restarting" mid-stream).
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *proxy) track(c net.Conn, add bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+// serve forwards one client connection request by request (the client
+// sends the next request only after the answer), so it can drop a chosen
+// request before the engine sees it, or drop the engine's answer to it.
+func (p *proxy) serve(c net.Conn) {
+	p.track(c, true)
+	defer func() { p.track(c, false); c.Close() }()
+	up, err := net.Dial("unix", p.upstream)
+	if err != nil {
+		return
+	}
+	p.track(up, true)
+	defer func() { p.track(up, false); up.Close() }()
+	br, ubr := bufio.NewReader(c), bufio.NewReader(up)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		line := req.Method + " " + req.URL.Path
+		p.mu.Lock()
+		drop := p.drop != "" && strings.Contains(line, p.drop)
+		if drop {
+			p.drop = ""
+			p.drops++
+		}
+		lose := p.lose != "" && strings.Contains(line, p.lose)
+		if lose {
+			p.lose = ""
+			p.drops++
+		}
+		p.mu.Unlock()
+		if drop {
+			return // the engine "died" before it saw the request
+		}
+		if err := req.Write(up); err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(ubr, req)
+		if err != nil {
+			return
+		}
+		if lose {
+			resp.Body.Close()
+			return // the engine did it, but the answer is lost
+		}
+		err = resp.Write(c)
+		resp.Body.Close()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestEngineDropsMidOperation: a connection that dies with a request in
+// flight is retried (the next attempt re-reads the state), the operation
+// succeeds, and the failed round trip is counted; an engine that is down
+// gives ErrUnavailable and the next call after it returns succeeds.
+func TestEngineDropsMidOperation(t *testing.T) {
+	e := testEnv(t)
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	reg := prometheus.NewRegistry()
+	d, cnt := newDriver(t, e, "unix://"+p.path, func(c *Config) { c.Registerer = reg })
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+
+	p.mu.Lock()
+	p.drop = "/connect"
+	p.mu.Unlock()
+	mustOp(t, cnt, "attach (first connect dropped)", -1, func() error { return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)) })
+	if p.dropped() != 1 {
+		t.Fatalf("%d requests dropped, want 1", p.dropped())
+	}
+	if got := testutil.ToFloat64(d.m.callErrors.WithLabelValues("local", "connect", "unreachable")); got != 1 {
+		t.Fatalf("call errors for connect: %v, want 1", got)
+	}
+	if o := observe(t, d, r); !o.NICConnected {
+		t.Fatalf("not attached after the retry: %+v", o)
+	}
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+
+	// The uncertain case: the engine pauses the container but the answer
+	// is lost. The retry reads the state, finds it paused, and is done:
+	// one pause request in all.
+	p.mu.Lock()
+	p.lose = "/pause"
+	p.mu.Unlock()
+	mustOp(t, cnt, "suspend (answer lost)", 1, func() error { return d.Suspend(ctx, r) })
+	if p.dropped() != 2 {
+		t.Fatalf("%d requests broken, want 2", p.dropped())
+	}
+	if o := observe(t, d, r); o.Power != controller.PowerSuspended {
+		t.Fatalf("not suspended: %+v", o)
+	}
+	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
+
+	// Engine down: ErrUnavailable, with the state unknown.
+	p.down()
+	took, err := timed(func() error { return d.Detach(ctx, r) })
+	oe := wantErr(t, err, controller.ErrUnavailable)
+	if oe.State != nil {
+		t.Fatalf("state %+v read from an engine that is down", oe.State)
+	}
+	t.Logf("detach with the engine down failed after %s", took)
+	p.up(t)
+	mustOp(t, cnt, "detach (engine back)", 1, func() error { return d.Detach(ctx, r) })
+	if o := observe(t, d, r); o.NICConnected {
+		t.Fatalf("still attached: %+v", o)
+	}
+	if n := testutil.CollectAndCount(reg, "ars_docker_operation_duration_seconds"); n == 0 {
+		t.Fatal("no operation metrics")
+	}
+}
+
+// TestWatchSurvivesEngineRestart: when the event stream breaks the watch
+// subscribes again, tells watchers to resync, and goes on reporting.
+func TestWatchSurvivesEngineRestart(t *testing.T) {
+	e := testEnv(t)
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	d, cnt := newDriver(t, e, "unix://"+p.path, nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	ch := d.Watch(ctx)
+	waitEvent(t, ch, r, 5*time.Second, "current state", func(o controller.Observation) bool { return o.Power == controller.PowerOn })
+
+	// The stream breaks while the engine stays: resync, no state change.
+	p.cut()
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	for resynced := false; !resynced; {
+		select {
+		case ev := <-ch:
+			if ev.Kind == controller.EventResync {
+				resynced = true
+			} else if ev.State.Power != controller.PowerOn {
+				t.Fatalf("a broken stream changed the state: %+v", ev)
+			}
+		case <-timer.C:
+			t.Fatal("no resync after the event stream broke")
+		}
+	}
+
+	p.down() // the engine goes away: the replica becomes unreachable
+	waitEvent(t, ch, r, 5*time.Second, "unreachable", func(o controller.Observation) bool { return !o.Reachable })
+	p.up(t)
+	// It comes back: the state again (reachable) and a resync, in either
+	// order (the failed-stream path re-reads the replica before it
+	// subscribes again).
+	start := time.Now()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	back, resynced := false, false
+	for !back || !resynced {
+		select {
+		case ev := <-ch:
+			switch {
+			case ev.Kind == controller.EventResync:
+				resynced = true
+			case ev.Replica.Name == r.Name && ev.State.Reachable && ev.State.Power == controller.PowerOn:
+				back = true
+			}
+		case <-deadline.C:
+			t.Fatalf("after the engine returned: reachable event %v, resync %v", back, resynced)
+		}
+	}
+	t.Logf("watch back (reachable event and resync) %s after the engine returned", time.Since(start))
+	// And follows changes through the new stream.
+	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
+	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o controller.Observation) bool { return o.Power == controller.PowerSuspended })
+	if n := testutilCounter(d, "local"); n == 0 {
+		t.Fatal("watch restarts not counted")
+	}
+}
+
+func testutilCounter(d *Driver, host string) float64 {
+	return testutil.ToFloat64(d.m.watchRestarts.WithLabelValues(host))
+}

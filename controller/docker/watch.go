@@ -1,0 +1,282 @@
+package docker
+
+import (
+	"context"
+	"reflect"
+	"time"
+
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+
+	"ars/controller"
+	"ars/fsm"
+)
+
+// subscriber is one Watch caller.
+type subscriber struct {
+	ch   chan controller.Event
+	lost bool // an event was dropped: send EventResync before the next one
+}
+
+// watched is the last reported state of one replica.
+type watched struct {
+	r   fsm.ReplicaSpec
+	obs controller.Observation
+}
+
+// watchEvents are the engine events that can change an Observation:
+// container lifecycle (power, re-creation) and network (dis)connections.
+var watchEvents = []string{
+	"create", "start", "die", "stop", "kill", "pause", "unpause", "destroy", "rename", "oom", "restart",
+	"connect", "disconnect",
+}
+
+// Watch streams changes of every replica this driver has been called
+// with, on every configured engine, until ctx ends. A new watcher first
+// receives the current state of every replica already watched. Each engine
+// is followed through its event stream (container and network events); a
+// replica an event concerns is inspected and reported if its Observation
+// changed. When a stream fails (engine restarting, connection lost) the
+// driver subscribes again with backoff, re-reads every replica and sends
+// EventResync. Sends never block. The streams run only while somebody
+// watches.
+func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
+	sub := &subscriber{ch: make(chan controller.Event, 256)}
+	d.subMu.Lock()
+	d.subs[sub] = struct{}{}
+	now := time.Now()
+	for _, w := range d.last {
+		sub.send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+	}
+	for _, n := range d.order {
+		h := d.hosts[n]
+		h.mu.Lock()
+		if !h.watching {
+			h.watching = true
+			wctx, cancel := context.WithCancel(context.Background())
+			h.watchCancel = cancel
+			go h.watchLoop(wctx)
+		}
+		h.mu.Unlock()
+	}
+	d.subMu.Unlock()
+	context.AfterFunc(ctx, func() {
+		d.subMu.Lock()
+		delete(d.subs, sub)
+		close(sub.ch)
+		if len(d.subs) == 0 {
+			for _, n := range d.order {
+				h := d.hosts[n]
+				h.mu.Lock()
+				if h.watchCancel != nil {
+					h.watchCancel()
+				}
+				h.mu.Unlock()
+			}
+		}
+		d.subMu.Unlock()
+	})
+	return sub.ch
+}
+
+// send never blocks: a full subscriber loses the event and gets an
+// EventResync as soon as it has room again.
+func (sub *subscriber) send(ev controller.Event) {
+	if sub.lost {
+		select {
+		case sub.ch <- controller.Event{Kind: controller.EventResync, At: ev.At}:
+			sub.lost = false
+		default:
+			return
+		}
+	}
+	select {
+	case sub.ch <- ev:
+	default:
+		sub.lost = true
+	}
+}
+
+func (d *Driver) publish(ev controller.Event) {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	for sub := range d.subs {
+		sub.send(ev)
+	}
+}
+
+// report publishes a replica's state if it differs from what was last
+// reported.
+func (h *host) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Time) {
+	d := h.d
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	key := h.name + "\x00" + r.Name
+	if prev, ok := d.last[key]; ok && reflect.DeepEqual(prev.obs, obs) {
+		return
+	}
+	d.last[key] = watched{r: r, obs: obs}
+	for sub := range d.subs {
+		sub.send(controller.Event{Kind: controller.EventChanged, Replica: r, State: obs, At: at})
+	}
+}
+
+// stopWatching ends the loop if nobody watches (it forgets what it
+// reported: nothing keeps it current any more). Otherwise it returns a
+// fresh context for the loop to go on with.
+func (h *host) stopWatching() (context.Context, bool) {
+	d := h.d
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(d.subs) > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		h.watchCancel = cancel
+		return ctx, false
+	}
+	h.watching = false
+	h.watchCancel = nil
+	for _, r := range h.watched {
+		delete(d.last, h.name+"\x00"+r.Name)
+	}
+	return nil, true
+}
+
+func (h *host) snapshot() map[string]fsm.ReplicaSpec {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := make(map[string]fsm.ReplicaSpec, len(h.watched))
+	for k, v := range h.watched {
+		m[k] = v
+	}
+	return m
+}
+
+// refresh reads one replica and reports it; an engine that cannot be
+// reached makes it "unreachable".
+func (h *host) refresh(ctx context.Context, r fsm.ReplicaSpec) {
+	obs, err := h.d.observeOnce(ctx, h, r)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		if s, _ := classify(err); s != errUnavailable {
+			h.log.Debug("docker watch: cannot read a replica", "replica", r.Name, "err", err)
+			return
+		}
+		obs = controller.Observation{Replica: r.Name, Target: ContainerName(r), Power: controller.PowerUnknown, Host: h.name}
+	}
+	h.report(r, obs, time.Now())
+}
+
+// watchLoop follows one engine's event stream while anybody watches.
+func (h *host) watchLoop(ctx context.Context) {
+	failures := 0
+	dirty := false // events may have been missed: tell watchers to resync
+	for {
+		if ctx.Err() != nil {
+			var stop bool
+			if ctx, stop = h.stopWatching(); stop {
+				return
+			}
+		}
+		specs := h.snapshot()
+		if len(specs) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-h.kick:
+			}
+			continue
+		}
+		err := h.follow(ctx, specs, &dirty, &failures)
+		if ctx.Err() != nil {
+			continue
+		}
+		failures++
+		dirty = true
+		h.d.m.watchRestarts.WithLabelValues(h.name).Inc()
+		h.log.Debug("docker watch: event stream failed; subscribing again", "err", err, "failures", failures)
+		for _, r := range specs {
+			h.refresh(ctx, r)
+		}
+		sleep(ctx, min(backoff(failures)*2, 5*time.Second))
+	}
+}
+
+// follow subscribes to the engine's events, reads every watched replica
+// (so nothing between the last read and the subscription is lost), and
+// then handles events until the stream fails or ctx ends. Once subscribed
+// it clears dirty (after telling watchers to resync) and failures.
+func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dirty *bool, failures *int) error {
+	if err := h.ready(ctx); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f := make(client.Filters).Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
+		Add("event", watchEvents...)
+	res := h.cli.Events(sctx, client.EventsListOptions{Filters: f})
+	select {
+	case err := <-res.Err: // the subscription itself failed
+		if err == nil {
+			err = context.Canceled
+		}
+		return err
+	default:
+	}
+	if *dirty {
+		*dirty = false
+		h.d.publish(controller.Event{Kind: controller.EventResync, At: time.Now()})
+	}
+	for _, r := range specs {
+		h.refresh(sctx, r)
+	}
+	*failures = 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.kick:
+			// A replica joined or its spec changed: read it now (the
+			// stream's filters are by type, so no new subscription).
+			now := h.snapshot()
+			for name, r := range now {
+				if old, ok := specs[name]; !ok || !old.Equal(r) {
+					h.refresh(sctx, r)
+				}
+			}
+			specs = now
+		case err := <-res.Err:
+			if err == nil {
+				err = context.Canceled
+			}
+			return err
+		case m := <-res.Messages:
+			if r, ok := h.replicaOf(m, specs); ok {
+				h.d.m.events.WithLabelValues(h.name, string(m.Type)).Inc()
+				h.refresh(sctx, r)
+			}
+		}
+	}
+}
+
+// replicaOf finds the watched replica an event concerns.
+func (h *host) replicaOf(m events.Message, specs map[string]fsm.ReplicaSpec) (fsm.ReplicaSpec, bool) {
+	var name string
+	switch m.Type {
+	case events.ContainerEventType:
+		name = m.Actor.Attributes[labelReplica]
+		if name == "" {
+			h.mu.Lock()
+			name = h.ids[m.Actor.ID]
+			h.mu.Unlock()
+		}
+	case events.NetworkEventType:
+		h.mu.Lock()
+		name = h.ids[m.Actor.Attributes["container"]]
+		h.mu.Unlock()
+	}
+	r, ok := specs[name]
+	return r, ok && name != ""
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -77,6 +78,13 @@ func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.Re
 	return o, nil
 }
 
+// serviceAddr is the Attach option carrying the service's IP address (the
+// Docker driver assigns it to the container; vSphere ignores it).
+func serviceAddr(svc fsm.Service) Option {
+	ap, _ := netip.ParseAddrPort(svc.Spec.Address) // validated by the fsm
+	return ServiceAddr(ap.Addr())
+}
+
 // sawAttached records whether a replica is attached, keeping the time it
 // was first seen attached (see judgedFrom).
 func (r *run) sawAttached(key string, attached bool) {
@@ -121,12 +129,12 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	// is not running (its standby was lost, or a suspended replica was
 	// chosen) costs a power-on on the critical path.
 	attach := func() error {
-		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
+		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		if errors.Is(err, ErrInvalidState) {
 			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
 				return err
 			}
-			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec) })
+			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		}
 		if err == nil {
 			r.sawAttached(replicaKey(name, in.To), true)
@@ -275,7 +283,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
 		}
-		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec) }) == nil {
+		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil {
 			r.sawAttached(replicaKey(name, act.Name), true)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"ars/cmd/ars/internal/config"
 	"ars/controller"
 	"ars/controller/decide"
+	"ars/controller/docker"
 	"ars/controller/probe"
 	"ars/controller/vsphere"
 	"ars/fsm"
@@ -60,7 +61,10 @@ type Agent struct {
 	// VSphere is the node's vSphere driver (nil without a vCenter). It
 	// holds a session only while this node leads.
 	VSphere *vsphere.Driver
-	done    chan struct{}
+	// Docker is the node's container driver (nil without docker hosts).
+	// Only the leader's controller calls it.
+	Docker *docker.Driver
+	done   chan struct{}
 	// witness probes quorum-confirmed services while this node follows.
 	witnessStop context.CancelFunc
 	witnessDone chan struct{}
@@ -184,11 +188,18 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		})
 	}
 
+	if len(cfg.Docker.Hosts) > 0 {
+		if a.Docker, err = newDocker(cfg, log, reg); err != nil {
+			a.closeDevVCenter()
+			return nil, err
+		}
+	}
+
 	// The leader loop: probes, decisions, reconciliation. It runs only
-	// where it has a driver to act with (containers come later). A -dev
+	// where it has a driver to act with. A -dev
 	// node does not probe: its sample service's address is a documentation
 	// address nothing answers, so every probe would be a DoS verdict.
-	drivers := controllerDrivers(a.VSphere)
+	drivers := controllerDrivers(a.VSphere, a.Docker)
 	pm := probe.NewMetrics()
 	reg.MustRegister(pm)
 	if len(drivers) > 0 {
@@ -274,9 +285,6 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log.Info("left the cluster; stopping")
 		a.stop(nil)
 	}()
-	if len(cfg.Docker.Hosts) > 0 {
-		log.Warn("docker settings are read and validated, but this version has no container driver yet: they are not used")
-	}
 	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
 	if cfg.Dev {
 		log.Info("dev: embedded vCenter simulator (any username/password); the dev leader holds a session on it", "url", a.vc.URL())
@@ -395,6 +403,9 @@ func (a *Agent) stop(err error) {
 			err = cerr
 		}
 		a.closeDevVCenter()
+		if a.Docker != nil {
+			_ = a.Docker.Close()
+		}
 		a.err = err
 		close(a.done)
 	})
@@ -414,9 +425,27 @@ func DevBanner(url string) string {
 	return fmt.Sprintf("%s\n!! ars agent -dev: ONE in-memory node, plain HTTP, NO authentication.\n!! API %s — every request is treated as an operator.\n!! Never expose this to a network. CLI: export ARS_HTTP_ADDR=%s\n%s\n", line, url, url, line)
 }
 
+// newDocker builds the container driver for the configured Docker hosts.
+// It connects lazily.
+func newDocker(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*docker.Driver, error) {
+	dcfg := docker.Config{Logger: log.With("component", "docker"), Registerer: reg}
+	for _, h := range cfg.Docker.Hosts {
+		dcfg.Hosts = append(dcfg.Hosts, docker.Host{Name: h.Name, Endpoint: h.Endpoint,
+			TLS: docker.TLS{CAFile: h.TLS.CAFile, CertFile: h.TLS.CertFile, KeyFile: h.TLS.KeyFile}})
+	}
+	d, err := docker.New(dcfg)
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	return d, nil
+}
+
 // controllerDrivers maps replica platforms to the drivers this node has.
-func controllerDrivers(vs *vsphere.Driver) map[string]controller.Driver {
+func controllerDrivers(vs *vsphere.Driver, dk *docker.Driver) map[string]controller.Driver {
 	drivers := map[string]controller.Driver{}
+	if dk != nil {
+		drivers[fsm.PlatformContainer] = dk
+	}
 	if vs != nil {
 		drivers[fsm.PlatformVM] = vs
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
+	"ars/controller/docker"
 	"ars/controller/vsphere"
 	"ars/fsm"
 )
@@ -128,10 +129,17 @@ func TestDevAgentSwitchesOnExploitAlert(t *testing.T) {
 // only the vSphere driver, container replicas are unavailable.
 func TestManualSwitchCapabilitiesFollowDrivers(t *testing.T) {
 	svc := fsm.Service{Spec: devService()}
-	caps := driverCapabilities(controllerDrivers(&vsphere.Driver{}))(svc)
+	caps := driverCapabilities(controllerDrivers(&vsphere.Driver{}, nil))(svc)
 	for _, r := range svc.Spec.Replicas {
 		if got, want := caps[r.Name].Unavailable, r.Platform != fsm.PlatformVM; got != want {
 			t.Errorf("%s (%s): unavailable = %v, want %v", r.Name, r.Platform, got, want)
+		}
+	}
+	// With a container driver too, every replica is drivable.
+	caps = driverCapabilities(controllerDrivers(&vsphere.Driver{}, &docker.Driver{}))(svc)
+	for _, r := range svc.Spec.Replicas {
+		if caps[r.Name].Unavailable {
+			t.Errorf("%s (%s): unavailable with both drivers", r.Name, r.Platform)
 		}
 	}
 }

@@ -161,6 +161,14 @@ type switchTiming struct {
 	start     time.Time
 }
 
+// attachment is when a replica was first seen attached, and whether this
+// leader attached it (then it may still be coming up).
+type attachment struct {
+	at      time.Time
+	byUs    bool
+	firstOK time.Time // byUs: when the leader's probes first got an answer after at
+}
+
 // retry is a damped decision to make again at RetryAt if still relevant.
 type retry struct {
 	ev decide.Event
@@ -181,8 +189,8 @@ type run struct {
 	tally    *tally                  // followers' probe votes
 	fired    map[string]uint64       // service -> epoch a DoS verdict was decided on
 	// attachedSince: replica key -> when the reconciler first saw it
-	// attached (continuously since).
-	attachedSince map[string]time.Time
+	// attached (continuously since), and whether it attached it itself.
+	attachedSince map[string]attachment
 	// Background operations (see background): replica key -> in progress.
 	busy   map[string]bool
 	bgDone chan string
@@ -207,7 +215,7 @@ func (c *Controller) Run(ctx context.Context) {
 		tally:    newTally(),
 		fired:    map[string]uint64{},
 
-		attachedSince: map[string]time.Time{},
+		attachedSince: map[string]attachment{},
 		busy:          map[string]bool{},
 		bgDone:        make(chan string),
 	}
@@ -373,7 +381,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	if !ok || pr.act != a {
 		return // no prober for this activation yet: nothing to weigh
 	}
-	from, ok := r.judgedFrom(svc)
+	from, fresh, ok := r.judgedFrom(svc)
 	if !ok {
 		delete(r.fired, name)
 		return
@@ -384,6 +392,30 @@ func (r *run) evaluate(ctx context.Context, name string) {
 		grace = time.Duration(spec.Timeout) * time.Duration(max(spec.Failures, 1))
 	}
 	now := r.c.now()
+	st := pr.p.Status()
+	if fresh {
+		// This leader attached it. Until it has answered once it is coming
+		// up (a container's endpoint took up to 0.86 s to pass traffic
+		// here), not down; then it is judged from its first answer, so the
+		// followers, whose probes see it come up a little later, get a
+		// probe window too. One found attached (by an earlier leader) is
+		// judged from when it was found.
+		key := replicaKey(name, a.replica)
+		att := r.attachedSince[key]
+		if att.firstOK.IsZero() {
+			if st.LastOK.Before(from) {
+				if now.Sub(from) < StartupGrace {
+					return
+				}
+			} else {
+				att.firstOK = st.LastOK
+				r.attachedSince[key] = att
+			}
+		}
+		if !att.firstOK.IsZero() {
+			from = att.firstOK
+		}
+	}
 	n := 0
 	var earliest time.Time
 	vote := func(since time.Time) {
@@ -398,7 +430,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 			earliest = since
 		}
 	}
-	if st := pr.p.Status(); st.State == probe.StateDown {
+	if st.State == probe.StateDown {
 		vote(st.Since)
 	}
 	need, quorum := 1, svc.Spec.Probe.Confirm == fsm.ConfirmQuorum
@@ -423,22 +455,23 @@ func (r *run) evaluate(ctx context.Context, name string) {
 }
 
 // judgedFrom is when probe failures start to count against the service's
-// active replica. While a switch is open: always (decide damps a DoS on
-// the replica being switched to for min_dwell, then moves on from a stuck
-// switch). Otherwise from when the reconciler saw it attached; not at all
-// before that — the service is not down then, it is not up yet: at
-// creation, under a new leader, or while drift (a NIC disconnected by
-// hand) is repaired, which is faster than a switch.
-func (r *run) judgedFrom(svc fsm.Service) (time.Time, bool) {
+// active replica, and whether this leader attached it then (fresh). While
+// a switch is open: always (decide damps a DoS on the replica being
+// switched to for min_dwell, then moves on from a stuck switch).
+// Otherwise from when the reconciler saw it attached; not at all before
+// that — the service is not down then, it is not up yet: at creation, or
+// while drift (a NIC disconnected by hand) is repaired, which is faster
+// than a switch.
+func (r *run) judgedFrom(svc fsm.Service) (from time.Time, fresh, ok bool) {
 	if svc.Intent != nil {
-		return time.Time{}, true
+		return time.Time{}, false, true
 	}
 	act, ok := svc.Active()
 	if !ok {
-		return time.Time{}, false
+		return time.Time{}, false, false
 	}
-	t, ok := r.attachedSince[replicaKey(svc.Spec.Name, act.Name)]
-	return t, ok
+	a, ok := r.attachedSince[replicaKey(svc.Spec.Name, act.Name)]
+	return a.at, a.byUs, ok
 }
 
 func (r *run) evaluateAll(ctx context.Context) {
@@ -488,6 +521,12 @@ func (r *run) handleAlerts(ctx context.Context) {
 // ---- decide and commit ------------------------------------------------------
 
 const maxDecideAttempts = 3
+
+// StartupGrace is how long a replica that was attached but has not answered
+// a single probe since is left to come up before the probes judge it. A
+// replica that answered once is judged from then on; a switch target that
+// never comes up is moved on from by decide's rule for open switches.
+const StartupGrace = 5 * time.Second
 
 // commitRetry is how soon a verdict whose commit failed (no quorum for a
 // moment, leadership moving) is decided again if it still holds.

@@ -40,11 +40,14 @@ const ReportVersion = 1
 
 // Bounds on reports.
 const (
-	// ReportTTL: a report not refreshed for this long no longer counts.
+	// ReportTTL: a report not refreshed for this long is forgotten.
 	// Followers refresh a DOWN report every ReportDownEvery and any other
-	// every ReportUpEvery, so a vote survives a few lost packets and an UP
-	// report that was lost is outlived by at most ReportTTL.
+	// every ReportUpEvery. A DOWN vote counts only while its latest
+	// refresh is at most DownVoteTTL old: it survives two lost packets,
+	// and a follower whose UP report was lost stops counting as DOWN
+	// within DownVoteTTL of its last DOWN heartbeat.
 	ReportTTL       = time.Second
+	DownVoteTTL     = 3 * ReportDownEvery
 	ReportDownEvery = 100 * time.Millisecond
 	ReportUpEvery   = 500 * time.Millisecond
 	maxReportField  = 128
@@ -136,7 +139,7 @@ func (t *tally) down(service, replica string, epoch uint64, self string, now tim
 			delete(t.votes[service], node)
 			continue
 		}
-		if node == self || !v.Down || v.Replica != replica || v.Epoch != epoch {
+		if node == self || !v.Down || v.Replica != replica || v.Epoch != epoch || now.Sub(v.recv) > DownVoteTTL {
 			continue
 		}
 		since = append(since, v.downSince)

@@ -69,7 +69,8 @@ func TestTally(t *testing.T) {
 		{"another service does not count", []Report{{Node: "n2", Service: "web", Replica: "bind-a", Epoch: 5, Down: true}}, []time.Duration{0}, 0, 0, 0},
 		{"self does not count", []Report{down("n1", 5, 300)}, []time.Duration{0}, 0, 0, 0},
 		{"expired", []Report{down("n2", 5, 300)}, []time.Duration{0}, ReportTTL + time.Millisecond, 0, 0},
-		{"fresh at the TTL", []Report{down("n2", 5, 300)}, []time.Duration{0}, ReportTTL, 1, -300 * time.Millisecond},
+		{"down vote fresh at its TTL", []Report{down("n2", 5, 300)}, []time.Duration{0}, DownVoteTTL, 1, -300 * time.Millisecond},
+		{"down vote not refreshed", []Report{down("n2", 5, 300)}, []time.Duration{0}, DownVoteTTL + time.Millisecond, 0, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

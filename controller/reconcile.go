@@ -74,7 +74,7 @@ func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.Re
 	}
 	key := replicaKey(service, spec.Name)
 	r.obs[key] = o
-	r.sawAttached(key, o.NICConnected)
+	r.sawAttached(key, o.NICConnected, false)
 	return o, nil
 }
 
@@ -86,14 +86,16 @@ func serviceAddr(svc fsm.Service) Option {
 }
 
 // sawAttached records whether a replica is attached, keeping the time it
-// was first seen attached (see judgedFrom).
-func (r *run) sawAttached(key string, attached bool) {
+// was first seen attached (see judgedFrom); byUs marks an attach this
+// leader just made (the replica may still be coming up, see StartupGrace),
+// as opposed to one found attached.
+func (r *run) sawAttached(key string, attached, byUs bool) {
 	if !attached {
 		delete(r.attachedSince, key)
 		return
 	}
 	if _, ok := r.attachedSince[key]; !ok {
-		r.attachedSince[key] = r.c.now()
+		r.attachedSince[key] = attachment{at: r.c.now(), byUs: byUs}
 	}
 }
 
@@ -137,7 +139,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		}
 		if err == nil {
-			r.sawAttached(replicaKey(name, in.To), true)
+			r.sawAttached(replicaKey(name, in.To), true, true)
 		}
 		return err
 	}
@@ -284,7 +286,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			return
 		}
 		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil {
-			r.sawAttached(replicaKey(name, act.Name), true)
+			r.sawAttached(replicaKey(name, act.Name), true, true)
 		}
 	}
 }

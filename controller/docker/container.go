@@ -278,7 +278,13 @@ func (h *host) inspectNetwork(ctx context.Context, r fsm.ReplicaSpec, name strin
 
 // ensurePark creates the park network if it is missing: an internal bridge
 // (no route out, no NAT) without inter-container traffic.
+//
+// Serialised per engine: the reconciler powers replicas on concurrently, and
+// engine 20.10 creates a second network of the same name when two creates
+// race, after which every start on it fails as "ambiguous".
 func (h *host) ensurePark(ctx context.Context) error {
+	h.parkMu.Lock()
+	defer h.parkMu.Unlock()
 	name := h.d.cfg.ParkNetwork
 	err := h.call(ctx, "network-inspect", h.d.cfg.CallTimeout, func(ctx context.Context) error {
 		_, err := h.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})

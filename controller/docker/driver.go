@@ -44,6 +44,7 @@ type host struct {
 	log  *slog.Logger
 
 	negotiated atomic.Bool
+	parkMu     sync.Mutex // serialises ensurePark
 
 	mu          sync.Mutex
 	apparmor    *bool                      // AppArmor enabled on the engine (nil: not asked yet)

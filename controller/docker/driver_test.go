@@ -2,12 +2,14 @@ package docker
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
 
 	"ars/controller"
+	"ars/fsm"
 )
 
 // TestLifecycle drives one replica through every operation, checks each
@@ -276,5 +278,45 @@ func TestAttachTakesOverAddress(t *testing.T) {
 	wantErr(t, d.Restore(ctx, fr), controller.ErrConflict, "not created by ars")
 	if c := e.inspect(t, "ars-"+foreign); c == nil || !c.State.Running {
 		t.Fatal("the driver touched a container it does not manage")
+	}
+}
+
+// Replicas powered on at the same time (the reconciler does that) share
+// one park network: engine 20.10 creates a second network of the same name
+// when two creates race, and then no container on it can start.
+func TestConcurrentPowerOnCreatesOneParkNetwork(t *testing.T) {
+	e := testEnv(t)
+	parkNet := e.run + "-park2"
+	d, _ := newDriver(t, e, "", func(c *Config) { c.ParkNetwork = parkNet })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = e.cli.NetworkRemove(ctx, parkNet, client.NetworkRemoveOptions{})
+	})
+	rs := []fsm.ReplicaSpec{e.replica(t, "192.0.2.11"), e.replica(t, "192.0.2.12"), e.replica(t, "192.0.2.13")}
+	var wg sync.WaitGroup
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = d.PowerOn(ctxT(t), r) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("power-on %s: %v", rs[i].Name, err)
+		}
+	}
+	list, err := e.cli.NetworkList(ctxT(t), client.NetworkListOptions{Filters: make(client.Filters).Add("name", parkNet)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, nw := range list.Items {
+		if nw.Name == parkNet {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d networks named %s, want 1", n, parkNet)
 	}
 }

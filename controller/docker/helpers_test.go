@@ -1,20 +1,14 @@
 package docker
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,13 +22,13 @@ import (
 
 	"ars/controller"
 	"ars/fsm"
+	"ars/test/dockertest"
 )
 
 // The tests run against the real Docker engine of the machine. Without a
 // socket they skip (a developer laptop without Docker); with one they run
 // and fail on any problem (CI has an engine and runs as root). Set
 // ARS_REQUIRE_DOCKER=1 to make a missing socket a failure.
-const defaultSocket = "/var/run/docker.sock"
 
 // env is what every test shares: one engine, the test image, and
 // networks made for this run (removed by TestMain).
@@ -84,10 +78,7 @@ func testEnv(t *testing.T) *env {
 }
 
 func setupEnv() {
-	sock := defaultSocket
-	if v := os.Getenv("ARS_TEST_DOCKER_SOCKET"); v != "" {
-		sock = v
-	}
+	sock := dockertest.Socket()
 	if _, err := os.Stat(sock); err != nil {
 		envSkip = fmt.Sprintf("no Docker engine socket at %s (%v): skipping the Docker driver tests; they need a local engine (set ARS_TEST_DOCKER_SOCKET to use another socket)", sock, err)
 		return
@@ -109,7 +100,7 @@ func setupEnv() {
 		envErr = fmt.Errorf("the socket %s exists but the engine does not answer: %w", sock, err)
 		return
 	}
-	if e.image, err = buildTestImage(ctx, cli); err != nil {
+	if e.image, err = dockertest.DNSImage(ctx, cli); err != nil {
 		envErr = err
 		return
 	}
@@ -124,31 +115,13 @@ func setupEnv() {
 	}
 }
 
-// createSubnetNetwork makes an internal bridge network (no route out of
-// the machine) on the first free /24 of 172.31.250.0-254.0 that no
-// interface of this machine uses.
+// createSubnetNetwork makes an internal bridge network for this run.
 func (e *env) createSubnetNetwork(ctx context.Context, name string) (netip.Prefix, error) {
-	routes, _ := exec.Command("ip", "-4", "route").Output()
-	for third := 250; third <= 254; third++ {
-		p := netip.MustParsePrefix(fmt.Sprintf("172.31.%d.0/24", third))
-		if strings.Contains(string(routes), p.String()) {
-			continue
-		}
-		_, err := e.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
-			Driver:   "bridge",
-			Internal: true,
-			IPAM:     &network.IPAM{Config: []network.IPAMConfig{{Subnet: p}}},
-			Labels:   map[string]string{"ars.test": e.run},
-		})
-		if err == nil {
-			e.nets = append(e.nets, name)
-			return p, nil
-		}
-		if !strings.Contains(err.Error(), "overlap") {
-			return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
-		}
+	p, err := dockertest.CreateNetwork(ctx, e.cli, name, e.run)
+	if err == nil {
+		e.nets = append(e.nets, name)
 	}
-	return netip.Prefix{}, fmt.Errorf("create network %s: no free /24 in 172.31.250-254", name)
+	return p, err
 }
 
 // teardown removes every container and network of this run (the image
@@ -159,70 +132,8 @@ func (e *env) teardown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("name", "ars-"+e.run)})
-	if err == nil {
-		for _, c := range list.Items {
-			_, _ = e.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
-		}
-	}
-	for _, n := range append(e.nets, e.parkNet) {
-		_, _ = e.cli.NetworkRemove(ctx, n, client.NetworkRemoveOptions{})
-	}
+	dockertest.RemoveAll(ctx, e.cli, "ars-"+e.run, append(e.nets, e.parkNet)...)
 	_ = e.cli.Close()
-}
-
-// buildTestImage builds test/dnsd statically and imports it as a one-file
-// image tagged ars-lab/dnsd:<first 12 hex of the binary's sha256> (the
-// same tag images/build.sh gives it), unless that tag exists already.
-func buildTestImage(ctx context.Context, cli *client.Client) (string, error) {
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "ars-dnsd-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "dnsd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, "./test/dnsd")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build test/dnsd: %w\n%s", err, out)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(data)
-	tag := "ars-lab/dnsd:" + hex.EncodeToString(sum[:])[:12]
-	if _, err := cli.ImageInspect(ctx, tag); err == nil {
-		return tag, nil
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "dnsd", Mode: 0o755, Size: int64(len(data)), ModTime: time.Unix(0, 0)}); err != nil {
-		return "", err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return "", err
-	}
-	if err := tw.Close(); err != nil {
-		return "", err
-	}
-	rc, err := cli.ImageImport(ctx, client.ImageImportSource{Source: &buf, SourceName: "-"}, tag,
-		client.ImageImportOptions{Changes: []string{`ENTRYPOINT ["/dnsd"]`}, Message: "ars test DNS responder"})
-	if err != nil {
-		return "", fmt.Errorf("import test image: %w", err)
-	}
-	out, _ := io.ReadAll(rc)
-	rc.Close()
-	if _, err := cli.ImageInspect(ctx, tag); err != nil {
-		return "", fmt.Errorf("import test image %s: %w (engine said %s)", tag, err, out)
-	}
-	return tag, nil
 }
 
 // counter counts the Engine API requests a driver makes.

@@ -14,6 +14,9 @@
 //	-ttl SECONDS   the record's TTL [DNSD_TTL] (default 60)
 //
 // It exits 0 on SIGTERM or SIGINT, non-zero when it cannot listen.
+// SIGUSR1 wedges it: it keeps running and reading queries but answers none
+// (a hang bug, as a DoS leaves a server); SIGUSR2 unwedges it. Tests and
+// the lab inject a DoS this way without the platform seeing any change.
 package main
 
 import (
@@ -28,6 +31,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,8 +102,14 @@ func parse(args []string) (config, error) {
 	return c, nil
 }
 
+// wedged is set while the server answers nothing (SIGUSR1 .. SIGUSR2).
+var wedged atomic.Bool
+
 // handler answers one query.
 func (c config) handler(w dns.ResponseWriter, q *dns.Msg) {
+	if wedged.Load() {
+		return
+	}
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.Authoritative = true
@@ -161,6 +171,15 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	wedge := make(chan os.Signal, 4)
+	signal.Notify(wedge, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(wedge)
+	go func() {
+		for sig := range wedge {
+			wedged.Store(sig == syscall.SIGUSR1)
+			log.Printf("dnsd: wedged=%t (%s)", wedged.Load(), sig)
+		}
+	}()
 	select {
 	case <-ctx.Done():
 	case err = <-errc:

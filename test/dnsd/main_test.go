@@ -31,20 +31,8 @@ func TestParse(t *testing.T) {
 // TestServe answers over UDP on loopback: the record, NXDOMAIN inside the
 // zone, REFUSED outside it.
 func TestServe(t *testing.T) {
-	c, err := parse([]string{"-a", "192.0.2.10"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := dns.NewServeMux()
-	mux.HandleFunc(".", c.handler)
-	srv := &dns.Server{PacketConn: pc, Handler: mux}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-
+	pc := serveUDP(t)
+	var err error
 	cl := &dns.Client{Timeout: 2 * time.Second}
 	ask := func(name string) *dns.Msg {
 		m := new(dns.Msg)
@@ -72,4 +60,47 @@ func TestServe(t *testing.T) {
 	if r := ask("example.org."); r.Rcode != dns.RcodeRefused {
 		t.Fatalf("outside the zone: %v", r)
 	}
+}
+
+// A wedged server reads queries and answers none; unwedged it answers
+// again (the signals only flip this flag, tested through it).
+func TestWedged(t *testing.T) {
+	pc := serveUDP(t)
+	t.Cleanup(func() { wedged.Store(false) })
+	var err error
+	m := new(dns.Msg)
+	m.SetQuestion("www.lab.internal.", dns.TypeA)
+	cl := &dns.Client{Timeout: 300 * time.Millisecond}
+	wedged.Store(true)
+	if _, _, err := cl.Exchange(m, pc.LocalAddr().String()); err == nil {
+		t.Fatal("a wedged server answered")
+	}
+	wedged.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, err = cl.Exchange(m, pc.LocalAddr().String()); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("unwedged server: %v", err)
+	}
+}
+
+// serveUDP serves the default record (A 192.0.2.10) on a loopback UDP port
+// for the test.
+func serveUDP(t *testing.T) net.PacketConn {
+	t.Helper()
+	c, err := parse([]string{"-a", "192.0.2.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(c.handler)}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc
 }

@@ -39,6 +39,9 @@ type Config = config.Agent
 // VCenterConfig is the vcenter section of Config.
 type VCenterConfig = config.VCenter
 
+// DockerHostConfig is one entry of the docker.hosts section of Config.
+type DockerHostConfig = config.DockerHost
+
 // LoadConfig reads and validates an agent configuration file.
 func LoadConfig(path string) (*Config, error) { return config.Load(path) }
 

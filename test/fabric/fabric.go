@@ -11,6 +11,8 @@
 // (as the gratuitous ARP of the newest link would make it). Nothing is
 // forwarded when none is.
 //
+// The watch itself is lab/vcwatch, which the lab uses too.
+//
 // The fabric also records what the invariants talk about: how many
 // replicas were attached at once and for how long, and whether a replica
 // was attached while "dirty" (attacked and not yet reverted to its clean
@@ -23,23 +25,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/property"
-	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/simulator"
-	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
-	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"ars/controller/vsphere/vcsim"
+	"ars/lab/vcwatch"
 )
 
 // Zone is what every replica serves: QName A Answer.
@@ -63,9 +58,9 @@ type Replica struct {
 // concurrent use.
 type Fabric struct {
 	sim      *vcsim.Sim
-	vc       *vim25.Client
-	sm       *session.Manager
+	w        *vcwatch.Watcher
 	refs     map[types.ManagedObjectReference]string // VM ref -> replica
+	order    []string                                // replica names, as given
 	replicas map[string]*server                      // by replica name
 	svc      *net.UDPConn
 	cancel   context.CancelFunc
@@ -117,8 +112,12 @@ func Start(ctx context.Context, sim *vcsim.Sim, replicas []Replica) (*Fabric, er
 			f.Close()
 		}
 	}()
-	if err := f.login(ctx); err != nil {
-		return nil, err
+	ca, err := sim.CAFile()
+	if err != nil {
+		return nil, fmt.Errorf("fabric: %w", err)
+	}
+	if f.w, err = vcwatch.Login(ctx, sim.URL(), ca, User, "fabric"); err != nil {
+		return nil, fmt.Errorf("fabric: %w", err)
 	}
 	for _, r := range replicas {
 		vm, err := sim.VM(ctx, r.VM)
@@ -131,6 +130,8 @@ func Start(ctx context.Context, sim *vcsim.Sim, replicas []Replica) (*Fabric, er
 		}
 		f.replicas[r.Name] = s
 		f.refs[s.ref] = r.Name
+		f.order = append(f.order, r.Name)
+		f.w.Add(r.Name, s.ref)
 	}
 	svc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -139,42 +140,16 @@ func Start(ctx context.Context, sim *vcsim.Sim, replicas []Replica) (*Fabric, er
 	f.svc = svc
 	wctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
-	if err := f.refresh(ctx); err != nil {
+	states, err := f.w.Read(ctx)
+	if err != nil {
 		return nil, err
 	}
+	f.apply(states)
 	f.wg.Add(2)
-	go func() { defer f.wg.Done(); f.watch(wctx) }()
+	go func() { defer f.wg.Done(); f.w.Run(wctx, f.apply) }()
 	go func() { defer f.wg.Done(); f.forward() }()
 	ok = true
 	return f, nil
-}
-
-func (f *Fabric) login(ctx context.Context) error {
-	u, err := soap.ParseURL(f.sim.URL())
-	if err != nil {
-		return fmt.Errorf("fabric: %w", err)
-	}
-	ca, err := f.sim.CAFile()
-	if err != nil {
-		return fmt.Errorf("fabric: %w", err)
-	}
-	sc := soap.NewClient(u, false)
-	// Verified against the simulator's certificate as a CA: a pinned
-	// thumbprint makes govmomi try a verified handshake first, which the
-	// simulator logs as a failed one on every new connection.
-	if err := sc.SetRootCAs(ca); err != nil {
-		return fmt.Errorf("fabric: %w", err)
-	}
-	vc, err := vim25.NewClient(ctx, sc)
-	if err != nil {
-		return fmt.Errorf("fabric: connect to the simulator: %w", err)
-	}
-	sm := session.NewManager(vc)
-	if err := sm.Login(ctx, url.UserPassword(User, "fabric")); err != nil {
-		return fmt.Errorf("fabric: login: %w", err)
-	}
-	f.vc, f.sm = vc, sm
-	return nil
 }
 
 // serve starts the replica's DNS server: it answers QName A Answer
@@ -294,96 +269,24 @@ func (f *Fabric) Close() {
 		}
 	}
 	f.wg.Wait()
-	if f.sm != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = f.sm.Logout(ctx)
-		cancel()
+	if f.w != nil {
+		f.w.Close()
 	}
 }
 
-// watch follows power state and config.changeVersion of the replicas' VMs
-// with a property collector, and re-reads the attached set on every update
-// (and every half second, in case an update was missed).
-func (f *Fabric) watch(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := f.watchOnce(ctx); err != nil && ctx.Err() == nil {
-			// The simulator is local; a failure is transient (or the
-			// test is ending). Back off briefly and rebuild.
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-}
-
-func (f *Fabric) watchOnce(ctx context.Context) error {
-	res, err := methods.CreatePropertyCollector(ctx, f.vc, &types.CreatePropertyCollector{This: f.vc.ServiceContent.PropertyCollector})
-	if err != nil {
-		return err
-	}
-	pc := res.Returnval
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _ = methods.DestroyPropertyCollector(c, f.vc, &types.DestroyPropertyCollector{This: pc})
-		cancel()
-	}()
-	spec := types.PropertyFilterSpec{PropSet: []types.PropertySpec{{Type: "VirtualMachine", PathSet: []string{"runtime.powerState", "config.changeVersion"}}}}
-	for ref := range f.refs {
-		spec.ObjectSet = append(spec.ObjectSet, types.ObjectSpec{Obj: ref})
-	}
-	if _, err := methods.CreateFilter(ctx, f.vc, &types.CreateFilter{This: pc, Spec: spec}); err != nil {
-		return err
-	}
-	version := ""
-	wait := int32(1)
-	for {
-		r, err := methods.WaitForUpdatesEx(ctx, f.vc, &types.WaitForUpdatesEx{This: pc, Version: version, Options: &types.WaitOptions{MaxWaitSeconds: &wait}})
-		if err != nil {
-			return err
-		}
-		if r.Returnval != nil {
-			version = r.Returnval.Version
-		}
-		if err := f.refresh(ctx); err != nil {
-			return err
-		}
-	}
-}
-
-// refresh reads every replica VM in one round trip and updates the
-// attached set.
-func (f *Fabric) refresh(ctx context.Context) error {
-	refs := make([]types.ManagedObjectReference, 0, len(f.refs))
-	for ref := range f.refs {
-		refs = append(refs, ref)
-	}
-	var vms []mo.VirtualMachine
-	if err := property.DefaultCollector(f.vc).Retrieve(ctx, refs, []string{"runtime.powerState", "config.hardware.device"}, &vms); err != nil {
-		return err
-	}
+// apply updates the attached set from a read of the replicas' VMs.
+func (f *Fabric) apply(states map[string]vcwatch.State) {
 	now := time.Now()
-	up := map[string]bool{}
-	for _, vm := range vms {
-		if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || vm.Config == nil {
-			continue
-		}
-		for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil)) {
-			if c := d.GetVirtualDevice().Connectable; c != nil && c.Connected {
-				up[f.refs[vm.Self]] = true
-			}
-		}
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	next := slices.DeleteFunc(slices.Clone(f.attached), func(n string) bool { return !up[n] })
-	for _, vm := range vms { // stable order for replicas attached in the same read
-		if n := f.refs[vm.Self]; up[n] && !slices.Contains(next, n) {
+	next := slices.DeleteFunc(slices.Clone(f.attached), func(n string) bool { return !states[n].Attached() })
+	for _, n := range f.order { // stable order for replicas attached in the same read
+		if states[n].Attached() && !slices.Contains(next, n) {
 			next = append(next, n)
 		}
 	}
 	if slices.Equal(next, f.attached) {
-		return nil
+		return
 	}
 	if len(f.attached) > 1 && len(next) <= 1 {
 		if d := now.Sub(f.overlapFrom); d > f.stats.LongestOverlap {
@@ -403,7 +306,6 @@ func (f *Fabric) refresh(ctx context.Context) error {
 	f.attached = next
 	f.stats.MaxAttached = max(f.stats.MaxAttached, len(next))
 	f.events = append(f.events, Event{At: now, Attached: slices.Clone(next)})
-	return nil
 }
 
 // forward relays each query to the service address to the newest attached

@@ -167,6 +167,14 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		return false
 	}
 	now := r.c.now()
+	// The verification was an answer through the service address: the
+	// target is up, so it is judged from now on (see evaluate).
+	if key := replicaKey(name, in.To); r.attachedSince[key].firstOK.IsZero() {
+		if att, ok := r.attachedSince[key]; ok {
+			att.firstOK = now
+			r.attachedSince[key] = att
+		}
+	}
 	t, known := r.timingOf[timingKey(name, in.Generation)]
 	if !known {
 		t.start = time.Unix(0, in.OpenedAt) // inherited from an earlier leader: detection unknown

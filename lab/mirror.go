@@ -1,0 +1,181 @@
+// Package lab runs ars against real DNS servers on one machine: replicas
+// are processes in network namespaces, VM replicas are VMs of an embedded
+// vCenter simulator, and the lab applies what the controller does to those
+// VMs (through the production govmomi code path) to the processes.
+//
+// This file is that last step, the Mirror: it takes the simulated VMs'
+// state as lab/vcwatch reports it and makes the replica processes and
+// their links follow (DESIGN.md §7: powered on ↔ running, suspended ↔
+// stopped (SIGSTOP), powered off ↔ killed, NIC connected ↔ linked to the
+// service network, with a gratuitous ARP; a snapshot revert ↔ a fresh
+// process).
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/vmware/govmomi/vim25/types"
+
+	"ars/lab/vcwatch"
+)
+
+// Replicas is what the Mirror drives: the replica processes and their
+// links to the service network. Every method is called for a replica the
+// Mirror was given, and only when its state must change.
+type Replicas interface {
+	// Start starts the replica's server (a fresh process: its clean state).
+	Start(name string) error
+	// Kill stops it hard.
+	Kill(name string) error
+	// Suspend and Resume stop and continue the process (SIGSTOP/SIGCONT).
+	Suspend(name string) error
+	Resume(name string) error
+	// Link connects the replica to the service network and announces its
+	// address (gratuitous ARP); Unlink disconnects it.
+	Link(name string) error
+	Unlink(name string) error
+}
+
+// procState is what the Mirror last made of a replica.
+type procState struct {
+	power  types.VirtualMachinePowerState
+	linked bool
+}
+
+// Mirror applies simulated VM state to replicas. Safe for concurrent use.
+type Mirror struct {
+	r        Replicas
+	names    []string
+	mu       sync.Mutex
+	applied  map[string]procState
+	reverted map[string]bool
+}
+
+// NewMirror returns a Mirror for the named replicas, all of which start
+// powered off and unlinked (nothing running).
+func NewMirror(r Replicas, names ...string) *Mirror {
+	m := &Mirror{r: r, names: slices.Clone(names), applied: map[string]procState{}, reverted: map[string]bool{}}
+	for _, n := range names {
+		m.applied[n] = procState{power: types.VirtualMachinePowerStatePoweredOff}
+	}
+	return m
+}
+
+// Reverted records that the replica's VM was reverted to its snapshot: its
+// process is replaced by a fresh one at the next Apply if it runs (the
+// attack it carried is gone with the revert). Call it from the
+// simulator's method hook on RevertToSnapshot_Task.
+func (m *Mirror) Reverted(name string) {
+	m.mu.Lock()
+	m.reverted[name] = true
+	m.mu.Unlock()
+}
+
+// Apply makes every replica follow states (by replica name; replicas not
+// in states are left as they are). Unlinks come first, links last, so a
+// switch never links the new replica before the old one is gone unless
+// both are connected in the simulator (make-before-break), where the newest
+// link's gratuitous ARP wins. It returns every error, joined; the state of
+// a replica whose action failed is retried at the next Apply.
+func (m *Mirror) Apply(states map[string]vcwatch.State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	try := func(name, what string, f func(string) error) bool {
+		if err := f(name); err != nil {
+			errs = append(errs, fmt.Errorf("replica %s: %s: %w", name, what, err))
+			return false
+		}
+		return true
+	}
+	// Unlinks and power changes first.
+	for _, n := range m.names {
+		want, ok := states[n]
+		if !ok {
+			continue
+		}
+		cur := m.applied[n]
+		if cur.linked && !want.Attached() {
+			if !try(n, "unlink", m.r.Unlink) {
+				continue
+			}
+			cur.linked = false
+		}
+		if m.reverted[n] && cur.power != types.VirtualMachinePowerStatePoweredOff {
+			if !try(n, "kill (revert)", m.r.Kill) {
+				m.applied[n] = cur
+				continue
+			}
+			cur.power = types.VirtualMachinePowerStatePoweredOff
+		}
+		delete(m.reverted, n)
+		if cur.power != want.Power {
+			cur.power = m.setPower(n, cur.power, want.Power, try)
+		}
+		m.applied[n] = cur
+	}
+	// Then links.
+	for _, n := range m.names {
+		want, ok := states[n]
+		cur := m.applied[n]
+		if !ok || cur.linked || !want.Attached() || cur.power != types.VirtualMachinePowerStatePoweredOn {
+			continue
+		}
+		if try(n, "link", m.r.Link) {
+			cur.linked = true
+			m.applied[n] = cur
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setPower moves a replica's process from one power state to another and
+// returns the state it reached.
+func (m *Mirror) setPower(n string, from, to types.VirtualMachinePowerState, try func(string, string, func(string) error) bool) types.VirtualMachinePowerState {
+	const (
+		on   = types.VirtualMachinePowerStatePoweredOn
+		off  = types.VirtualMachinePowerStatePoweredOff
+		susp = types.VirtualMachinePowerStateSuspended
+	)
+	if to == off {
+		if try(n, "kill", m.r.Kill) {
+			return off
+		}
+		return from
+	}
+	if from == off {
+		// Suspended while the lab was not looking, or powered on: run it
+		// first (a fresh process).
+		if !try(n, "start", m.r.Start) {
+			return from
+		}
+		from = on
+	}
+	switch {
+	case to == on && from == susp:
+		if try(n, "resume", m.r.Resume) {
+			return on
+		}
+	case to == susp && from == on:
+		if try(n, "suspend", m.r.Suspend) {
+			return susp
+		}
+	}
+	return from
+}
+
+// Linked reports which replicas the Mirror has linked, in its order.
+func (m *Mirror) Linked() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, n := range m.names {
+		if m.applied[n].linked {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -69,6 +69,16 @@ demo: build ## Start three real ars agents on loopback, apply a service, kill th
 e2e: build ## Three ars agent processes from deploy/ examples: members, peers, kill -9 of the leader
 	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2
+
+.PHONY: lab-deps
+lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2) from Debian; needs root, skips what is installed
+	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "lab packages: all installed"; fi
+
 .PHONY: images
 images: ## Build the lab's container images (test DNS responder; bind9, unbound, knot-resolver, pdns-recursor from Debian) into the local Docker engine; skips images already built
 	GO=$(GO) ./images/build.sh $(IMAGES)

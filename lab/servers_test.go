@@ -118,7 +118,7 @@ func testNetns(t *testing.T) string {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	name := "arslabtest-" + hex.EncodeToString(b[:])
+	name := "ars-srvtest-" + hex.EncodeToString(b[:]) // not the lab's prefix: its cleanup must not see it
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}

@@ -404,16 +404,25 @@ func (r *run) restore(ctx context.Context, service, replica string, spec fsm.Rep
 	if r.do(service, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
 		return
 	}
-	svc, ok := r.c.cl.Service(service)
-	if !ok {
-		return
+	// Other commits (another replica's restore, a switch) may move the
+	// generation between the read and the commit: read again and retry
+	// the commit, not the revert.
+	var err error
+	for attempt := 0; attempt < maxDecideAttempts; attempt++ {
+		svc, ok := r.c.cl.Service(service)
+		if !ok {
+			return
+		}
+		if rs, ok := svc.Replica(replica); !ok || (rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering) {
+			return
+		}
+		cmd := fsm.ReplicaRole{Service: service, Replica: replica, Action: fsm.ActionRestored,
+			ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
+		if _, err = r.apply(ctx, cmd); !errors.Is(err, fsm.ErrStaleGeneration) {
+			break
+		}
 	}
-	if rs, ok := svc.Replica(replica); !ok || (rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering) {
-		return
-	}
-	cmd := fsm.ReplicaRole{Service: service, Replica: replica, Action: fsm.ActionRestored,
-		ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
-	if _, err := r.apply(ctx, cmd); err != nil {
+	if err != nil {
 		r.c.m.failed(service, "commit-restored")
 		r.c.log.Warn("restored not committed; retrying on the next pass", "service", service, "replica", replica, "err", err)
 	}

@@ -21,7 +21,8 @@
 //     never damped, in the policy's exploit mode (make-before-break by
 //     default). On a standby, suspended or maintenance replica it
 //     quarantines that replica. On a quarantined or recovering replica it is
-//     already handled: many alerts for one exploit give one switch.
+//     already handled: many alerts for one exploit give one switch. So is an
+//     alert committed before the replica's last restore (any kind).
 //   - A DoS verdict or dos alert on the active replica switches away from it
 //     in the policy's DoS mode (break-before-make by default) unless flap
 //     damping refuses: the active has been active for less than

@@ -7,13 +7,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 
 	"ars/fsm"
 )
@@ -121,8 +126,67 @@ func (s *Server) ledger() ([]fsm.AlertRecord, error) {
 	return nil, &requestError{status: http.StatusNotFound, code: CodeNotFound, msg: "this node cannot list its alert ledger"}
 }
 
+// alertLimiter is a token bucket per caller for the alert routes. The set
+// of callers is bounded by the tokens file (and the nodes), so the map is
+// too.
+type alertLimiter struct {
+	limit rate.Limit
+	burst int
+	mu    sync.Mutex
+	by    map[string]*rate.Limiter
+}
+
+func newAlertLimiter(perSecond float64, burst int) *alertLimiter {
+	if perSecond < 0 {
+		return nil
+	}
+	return &alertLimiter{limit: rate.Limit(perSecond), burst: burst, by: map[string]*rate.Limiter{}}
+}
+
+// allow takes one alert from caller's bucket; when it is empty it returns
+// false and how long until the next alert is allowed.
+func (l *alertLimiter) allow(caller string, now time.Time) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	l.mu.Lock()
+	lim := l.by[caller]
+	if lim == nil {
+		lim = rate.NewLimiter(l.limit, l.burst)
+		l.by[caller] = lim
+	}
+	l.mu.Unlock()
+	r := lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// limitAlert answers 429 with Retry-After when the caller is over its
+// alert rate (before the body is read: a flood costs no decoding).
+func (s *Server) limitAlert(w http.ResponseWriter, r *http.Request) error {
+	caller := ""
+	if p, ok := PrincipalFromContext(r.Context()); ok {
+		caller = p.Name
+	}
+	ok, wait := s.alerts.allow(caller, time.Now())
+	if ok {
+		return nil
+	}
+	s.metrics.alert("unknown", "rate_limited")
+	secs := int(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	return fmt.Errorf("%w: caller %q is over its alert rate (%g per second, burst %d); retry in %s",
+		ErrRateLimited, caller, float64(s.alerts.limit), s.alerts.burst, wait.Round(time.Millisecond))
+}
+
 // handlePostAlert is POST /v1/alerts (leader).
 func (s *Server) handlePostAlert(w http.ResponseWriter, r *http.Request) error {
+	if err := s.limitAlert(w, r); err != nil {
+		return err
+	}
 	var req AlertRequest
 	if err := decodeBody(r, &req, false); err != nil {
 		return err
@@ -143,6 +207,9 @@ func (s *Server) handlePostAlert(w http.ResponseWriter, r *http.Request) error {
 // the alert, the body is the evidence, X-Ars-Alert-Id (or a digest of
 // source, service, replica and body) its id.
 func (s *Server) handleAlertWebhook(w http.ResponseWriter, r *http.Request) error {
+	if err := s.limitAlert(w, r); err != nil {
+		return err
+	}
 	q := r.URL.Query()
 	for k, vs := range q {
 		if !slices.Contains([]string{"service", "replica", "kind", "source"}, k) {

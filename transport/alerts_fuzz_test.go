@@ -53,13 +53,17 @@ func FuzzAlertBody(f *testing.F) {
 	})
 }
 
-func alertFuzzServer(tb testing.TB) (http.Handler, *fakeBackend) {
+func alertFuzzServer(tb testing.TB, mods ...func(*ServerConfig)) (http.Handler, *fakeBackend) {
 	b := newFakeBackend("n1", true)
 	if _, err := b.Apply(context.Background(), encodedApply(tb, "dns")); err != nil {
 		tb.Fatal(err)
 	}
-	api, err := NewServer(ServerConfig{Backend: b, Tokens: testTokens(tb), NodeName: "n1",
-		Logger: slog.New(slog.DiscardHandler), LeaderWait: 50 * time.Millisecond})
+	cfg := ServerConfig{Backend: b, Tokens: testTokens(tb), NodeName: "n1",
+		Logger: slog.New(slog.DiscardHandler), LeaderWait: 50 * time.Millisecond, AlertRate: -1}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	api, err := NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

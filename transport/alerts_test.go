@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -423,4 +424,50 @@ func TestAlertListSourcesAndBadQueries(t *testing.T) {
 	if status != 404 || apiErr.Code != CodeNotFound {
 		t.Fatalf("ledger without support: %d %+v", status, apiErr)
 	}
+}
+
+// A caller that floods alerts gets 429 with Retry-After once its burst is
+// spent, and nothing more is committed for it; another caller has its own
+// bucket. The bound: at most AlertBurst + AlertRate × t commits per caller.
+func TestAlertFloodIsRateLimited(t *testing.T) {
+	h, b := alertFuzzServer(t, func(c *ServerConfig) { c.AlertRate, c.AlertBurst = 1, 10 })
+	created, limited := 0, 0
+	for i := 0; i < 50; i++ {
+		req := httptest.NewRequest(http.MethodPost, "https://n1/v1/alerts",
+			bytes.NewReader(alertJSON(fmt.Sprintf("flood-%d", i))))
+		req.Header.Set("Authorization", "Bearer "+secretDetector)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusCreated:
+			created++
+		case http.StatusTooManyRequests:
+			limited++
+			if rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), `"rate_limited"`) {
+				t.Fatalf("429 without Retry-After or code: %v %s", rec.Header(), rec.Body)
+			}
+		default:
+			t.Fatalf("alert %d: status %d: %s", i, rec.Code, rec.Body)
+		}
+	}
+	// 10 from the burst, perhaps one more refilled while the loop ran.
+	if created < 10 || created > 11 || limited != 50-created {
+		t.Fatalf("%d created, %d limited; want the burst of 10 (or 11) through", created, limited)
+	}
+	if n := len(b.m.Alerts()); n != created {
+		t.Fatalf("%d alerts in the ledger, %d acknowledged", n, created)
+	}
+	// The operator's bucket is its own.
+	code, resp := postAs(h, secretOperator, alertJSON("op-1"))
+	if code != http.StatusCreated {
+		t.Fatalf("operator after the detector's flood: %d %s", code, resp)
+	}
+}
+
+func postAs(h http.Handler, token string, body []byte) (int, string) {
+	req := httptest.NewRequest(http.MethodPost, "https://n1/v1/alerts", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
 }

@@ -105,6 +105,14 @@ const (
 	DefaultSnapshotTimeout  = 10 * time.Minute
 	DefaultMaxBodyBytes     = 1 << 20
 	DefaultMaxSnapshotBytes = 64 << 20
+	// DefaultAlertRate and DefaultAlertBurst bound the alerts one caller
+	// (token) can have committed: a burst of 200, then 20 per second. A
+	// real detector reports a handful of events per attack; the bound
+	// keeps a stolen or runaway detector token from filling the Raft log
+	// and the alert ledger (each alert is a commit, and its decision
+	// another).
+	DefaultAlertRate  = 20
+	DefaultAlertBurst = 200
 )
 
 // ServerConfig configures NewServer. Backend is required, and Tokens unless
@@ -152,6 +160,12 @@ type ServerConfig struct {
 	// 1 MiB and 64 MiB).
 	MaxBodyBytes     int64
 	MaxSnapshotBytes int64
+	// AlertRate (alerts per second) and AlertBurst limit POST /v1/alerts
+	// and the webhook per caller, on the leader (followers forward them
+	// there, so the bound is cluster-wide). Defaults DefaultAlertRate and
+	// DefaultAlertBurst; a negative AlertRate disables the limit.
+	AlertRate  float64
+	AlertBurst int
 }
 
 // Headers.

@@ -78,6 +78,14 @@
 // without one, is WebhookAlertID(source, service, replica, body), so a
 // redelivered webhook dedups. Unknown or repeated query parameters are 400.
 //
+// Both routes are rate-limited per caller (token) on the leader: a bucket
+// of AlertBurst (default 200) refilled at AlertRate per second (default
+// 20). Over it the answer is 429 rate_limited with Retry-After, before the
+// body is read, and nothing is committed. So one caller can have at most
+// AlertBurst + AlertRate × t alerts committed in t seconds (each alert is
+// one log entry, and its decision at most one more), whatever it sends;
+// duplicates count too.
+//
 // The ledger keeps LedgerEvidenceBytes (4 KiB, the fsm's limit) of the
 // evidence; longer evidence is cut and ends in
 // "[truncated: N bytes, sha256 HEX]" (AlertResponse.EvidenceTruncated).

@@ -30,6 +30,9 @@ var (
 	// shutting down, a snapshot restore aborted the operation, the request
 	// was cancelled). Retrying elsewhere or later may succeed (HTTP 503).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrRateLimited: the caller sent more alerts than its rate allows
+	// (HTTP 429); retry after the Retry-After seconds.
+	ErrRateLimited = errors.New("rate limited")
 )
 
 // Error codes carried in the JSON error body. fsm codes ("invalid",
@@ -47,6 +50,7 @@ const (
 	CodeUnavailable  = "unavailable"
 	CodeInternal     = "internal"
 	CodeConflict     = "conflict"
+	CodeRateLimited  = "rate_limited"
 )
 
 // transportCodes maps our sentinels to (code, status).
@@ -64,6 +68,7 @@ var transportCodes = []struct {
 	{ErrTimeout, CodeTimeout, http.StatusGatewayTimeout},
 	{ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable},
+	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests},
 }
 
 // fsmStatus is the HTTP status for an fsm error code.

@@ -34,6 +34,7 @@ type Server struct {
 	mh      http.Handler
 	routes  []*route
 	self    atomic.Pointer[string] // cached node name
+	alerts  *alertLimiter
 }
 
 // Principal is the authenticated caller of a request.
@@ -132,7 +133,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxSnapshotBytes <= 0 {
 		cfg.MaxSnapshotBytes = DefaultMaxSnapshotBytes
 	}
-	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger.With("component", "api")}
+	if cfg.AlertRate == 0 {
+		cfg.AlertRate = DefaultAlertRate
+	}
+	if cfg.AlertBurst <= 0 {
+		cfg.AlertBurst = DefaultAlertBurst
+	}
+	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger.With("component", "api"),
+		alerts: newAlertLimiter(cfg.AlertRate, cfg.AlertBurst)}
 
 	if cfg.Dev {
 		s.log.Warn("API AUTHENTICATION IS DISABLED (dev mode): every request is treated as an operator; never run a production node like this")

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -416,5 +417,28 @@ func TestSendToLeaderReachesTheLeader(t *testing.T) {
 	}
 	if v := leader.c.VoterCount(); v != 3 {
 		t.Fatalf("VoterCount = %d, want 3", v)
+	}
+}
+
+// A node with another gossip key cannot join: memberlist drops its
+// unauthenticated packets, so the cluster never lists it and a probe
+// report it sends never reaches the leader.
+func TestGossipRefusesAnotherKey(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3", "n4")
+	nodes := h.startCluster("n1", "n2", "n3")
+	h.waitLeader(10 * time.Second)
+	cfg := h.config("n4", 3, nil)
+	cfg.GossipKey = bytes.Repeat([]byte{7}, 32)
+	intruder := h.start(cfg)
+	seed := nodes[0].cfg.GossipBind
+	if n, err := intruder.c.Join(context.Background(), []string{seed}); err == nil && n > 0 {
+		t.Fatalf("a node with another gossip key joined %d members", n)
+	}
+	for _, n := range nodes {
+		for _, m := range n.c.Members() {
+			if m.Name == "n4" {
+				t.Fatalf("%s lists the intruder: %+v", n.name, m)
+			}
+		}
 	}
 }

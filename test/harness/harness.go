@@ -33,6 +33,7 @@ type Cluster struct {
 	Nodes []*Node
 	// Tokens by role name: "operator", "detector", "reader".
 	Tokens map[string]string
+	logs   io.Writer // every node's log too (NewWithLogs)
 }
 
 // Node is one in-process agent.
@@ -55,6 +56,13 @@ func DefaultTimings(cfg *agent.Config) {
 // New starts n nodes (n1…nN) that bootstrap together.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
+	return NewWithLogs(t, n, nil, opts...)
+}
+
+// NewWithLogs is New with every node's log (text, debug level) written to
+// logs as well (tests that inspect what the nodes log).
+func NewWithLogs(t testing.TB, n int, logs io.Writer, opts ...Option) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
 	var pkiNodes []transport.PKINode
 	for i := 1; i <= n+1; i++ {
@@ -63,7 +71,10 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	if err := transport.GeneratePKI(transport.PKIRequest{Dir: dir, Nodes: pkiNodes, ValidFor: time.Hour}); err != nil {
 		t.Fatalf("pki: %v", err)
 	}
-	c := &Cluster{t: t, Dir: dir, Tokens: readTokens(t, filepath.Join(dir, "tokens.yaml"))}
+	c := &Cluster{t: t, Dir: dir, Tokens: readTokens(t, filepath.Join(dir, "tokens.yaml")), logs: logs}
+	if logs != nil {
+		opts = append([]Option{func(cfg *agent.Config) { cfg.Log.Level = "debug" }}, opts...)
+	}
 	var first string
 	for i := 1; i <= n; i++ {
 		cfg := c.Config("n"+strconv.Itoa(i), n)
@@ -145,6 +156,9 @@ func (c *Cluster) Start(cfg *agent.Config) *Node {
 	var w io.Writer = io.Discard
 	if os.Getenv("ARS_TEST_LOG") != "" {
 		w = os.Stderr
+	}
+	if c.logs != nil {
+		w = io.MultiWriter(w, c.logs)
 	}
 	var (
 		a   *agent.Agent

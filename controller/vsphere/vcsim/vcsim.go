@@ -74,6 +74,9 @@ type Options struct {
 	// Username and Password, if set, are the only credentials that log in.
 	// Otherwise any non-empty username and password do.
 	Username, Password string
+	// VMsPerHost is how many VMs the standalone host and the cluster each
+	// carry (default 2: four VMs in all). The lab needs one per VM replica.
+	VMsPerHost int
 	// Handler, if set, runs before every SOAP method (simulator.Registry.Handler):
 	// return a fault to fail the call. It runs on the simulator's request
 	// goroutines.
@@ -91,9 +94,10 @@ type Sim struct {
 }
 
 // Start creates a VPX inventory (one datacenter DC0, a cluster DC0_C0 of
-// three hosts and a standalone host, two powered-on VMs on each, e.g.
-// DC0_C0_RP0_VM0, each with one NIC "ethernet-0") and serves it on
-// https://127.0.0.1:PORT/sdk.
+// three hosts and a standalone host DC0_H0; two powered-on VMs (or
+// VMsPerHost) on the standalone host and two in the cluster, e.g.
+// DC0_H0_VM0 and DC0_C0_RP0_VM0, each with one NIC "ethernet-0") and
+// serves it on https://127.0.0.1:PORT/sdk.
 func Start(opts Options) (*Sim, error) {
 	delays, ok := Profiles[opts.Profile]
 	if opts.Profile == "" {
@@ -103,6 +107,9 @@ func Start(opts Options) (*Sim, error) {
 		return nil, fmt.Errorf("vcsim: unknown delay profile %q", opts.Profile)
 	}
 	m := simulator.VPX()
+	if opts.VMsPerHost > 0 {
+		m.Machine = opts.VMsPerHost
+	}
 	// Delays are read by the simulator's request goroutines: set them
 	// before anything runs. "*" is the per-call base delay.
 	m.DelayConfig.MethodDelay = map[string]int{}

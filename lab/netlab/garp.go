@@ -1,0 +1,157 @@
+package netlab
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// announce sends the replica's gratuitous ARPs for the service address.
+func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error {
+	switch mode {
+	case GARPNone:
+		return nil
+	case GARPArping:
+		// arping sends one request per second; -c 1 sends one. It is run
+		// once per announcement; the later ones go in the background.
+		run := func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(replica),
+				"arping", "-q", "-U", "-c", "1", "-I", l.ServiceDev(), l.t.Service.String()).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("netlab: arping in %s: %w: %s", replica, err, out)
+			}
+			return nil
+		}
+		if err := run(ctx); err != nil {
+			return err
+		}
+		l.background(func() {
+			for i := 1; i < l.t.GARPCount; i++ {
+				time.Sleep(l.t.GARPGap)
+				_ = run(context.Background())
+			}
+		})
+		return nil
+	case GARPPacket:
+		s, err := openGARP(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), l.t.Service)
+		if err != nil {
+			return err
+		}
+		if err := s.send(); err != nil {
+			s.close()
+			return err
+		}
+		l.background(func() {
+			defer s.close()
+			for i := 1; i < l.t.GARPCount; i++ {
+				time.Sleep(l.t.GARPGap)
+				_ = s.send()
+			}
+		})
+		return nil
+	}
+	return fmt.Errorf("netlab: unknown GARP mode %d", mode)
+}
+
+// background runs fn in a goroutine that Down waits for.
+func (l *Lab) background(fn func()) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn()
+	}()
+}
+
+// garpSocket is an AF_PACKET socket in a replica's namespace, bound to its
+// service link, with one gratuitous ARP ready to send.
+type garpSocket struct {
+	fd    int
+	to    unix.SockaddrLinklayer
+	frame []byte
+}
+
+// htons converts a 16-bit value to network byte order, as AF_PACKET wants
+// its protocol numbers.
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// openGARP opens the socket inside the namespace at nsPath (the socket
+// stays in that namespace) and builds the announcement of addr from dev.
+func openGARP(nsPath, dev string, addr netip.Addr) (*garpSocket, error) {
+	s := &garpSocket{fd: -1}
+	err := inNetns(nsPath, func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", dev, err)
+		}
+		if len(ifi.HardwareAddr) != 6 {
+			return fmt.Errorf("netlab: %s has no Ethernet address", dev)
+		}
+		// SOCK_DGRAM: the kernel writes the Ethernet header from the
+		// destination below and the link's own address.
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+		if err != nil {
+			return fmt.Errorf("netlab: packet socket: %w", err)
+		}
+		s.fd = fd
+		// Straight to the driver: right after the link comes up its
+		// queueing discipline may still be the no-op one that drops
+		// everything, until the kernel's link watcher activates it.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			return fmt.Errorf("netlab: PACKET_QDISC_BYPASS: %w", err)
+		}
+		s.to = unix.SockaddrLinklayer{
+			Protocol: htons(unix.ETH_P_ARP),
+			Ifindex:  ifi.Index,
+			Halen:    6,
+			Addr:     [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		}
+		s.frame = garpRequest(ifi.HardwareAddr, addr)
+		return nil
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// garpRequest is an ARP request for addr from addr (sender and target
+// protocol address equal), the form Linux neighbours always accept as an
+// override of an existing entry (kernel ≥ 4.19, arp_is_garp), whatever
+// their locktime.
+func garpRequest(mac net.HardwareAddr, addr netip.Addr) []byte {
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint16(b[0:], 1)      // hardware: Ethernet
+	binary.BigEndian.PutUint16(b[2:], 0x0800) // protocol: IPv4
+	b[4], b[5] = 6, 4                         // address lengths
+	binary.BigEndian.PutUint16(b[6:], 1)      // request
+	copy(b[8:14], mac)                        // sender MAC
+	ip4 := addr.As4()
+	copy(b[14:18], ip4[:]) // sender IP
+	// target MAC stays zero
+	copy(b[24:28], ip4[:]) // target IP
+	return b
+}
+
+func (s *garpSocket) send() error {
+	if err := unix.Sendto(s.fd, s.frame, 0, &s.to); err != nil {
+		return fmt.Errorf("netlab: sending gratuitous ARP: %w", err)
+	}
+	return nil
+}
+
+func (s *garpSocket) close() {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+}

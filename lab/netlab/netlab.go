@@ -1,0 +1,563 @@
+package netlab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults of a Topology.
+const (
+	DefaultPrefix = "arslab"
+)
+
+var (
+	// DefaultSubnet is the lab's service network. It exists only inside
+	// the lab's namespaces; Up refuses to start when the host routes any
+	// part of it.
+	DefaultSubnet = netip.MustParsePrefix("10.253.53.0/24")
+	// DefaultService is the service address every replica carries.
+	DefaultService = netip.MustParseAddr("10.253.53.53")
+	// DefaultClient is the client's address.
+	DefaultClient = netip.MustParseAddr("10.253.53.2")
+)
+
+// GARPMode says how Attach announces the newly attached replica.
+type GARPMode int
+
+const (
+	// GARPPacket sends gratuitous ARP requests from Go through an
+	// AF_PACKET socket opened inside the replica's namespace (the
+	// default; needs no package).
+	GARPPacket GARPMode = iota
+	// GARPArping runs `arping -U -c 1 -I DEV SERVICE` (iputils-arping)
+	// inside the replica's namespace.
+	GARPArping
+	// GARPNone sends nothing: neighbours keep their old ARP entry until it
+	// expires (for measuring what the announcement is worth).
+	GARPNone
+)
+
+func (m GARPMode) String() string {
+	switch m {
+	case GARPPacket:
+		return "packet"
+	case GARPArping:
+		return "arping"
+	case GARPNone:
+		return "none"
+	}
+	return "GARPMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Topology describes a lab network. The zero value of every field but
+// Replicas means its default.
+type Topology struct {
+	// Prefix names everything the lab creates: namespaces "PREFIX-hub",
+	// "PREFIX-client", "PREFIX-r-REPLICA" and links "PREFIX-…". It is
+	// 1–10 characters [a-z0-9], starting with a letter, so that link
+	// names stay within 15 characters. Default "arslab".
+	Prefix string
+	// Subnet is the service network (default 10.253.53.0/24).
+	Subnet netip.Prefix
+	// Service is the address all replicas carry (default 10.253.53.53).
+	Service netip.Addr
+	// Client is the client's address (default 10.253.53.2).
+	Client netip.Addr
+	// Replicas names the replicas: [a-z0-9][a-z0-9_.-]*, at most 32
+	// characters, at most 100 of them.
+	Replicas []string
+	// StateDir holds the state file (namespace identities, for cleaning
+	// up after a crash) and logs/ (default /run/PREFIX).
+	StateDir string
+	// GARP is how Attach announces a replica (default GARPPacket).
+	GARP GARPMode
+	// GARPCount is how many gratuitous ARPs Attach sends (default 2),
+	// GARPGap the pause between them (default 20 ms). The first goes out
+	// as soon as the link is up; Attach returns after the first.
+	GARPCount int
+	GARPGap   time.Duration
+	// Persist lets processes started by Run and RunClient outlive this
+	// Go process (a CLI that brings the lab up and exits). By default
+	// they get SIGKILL when it dies (Linux parent-death signal), so a
+	// crashed test leaves no server running.
+	Persist bool
+}
+
+var (
+	prefixRE  = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
+	replicaRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)
+)
+
+// withDefaults validates t and fills in defaults.
+func (t Topology) withDefaults() (Topology, error) {
+	if t.Prefix == "" {
+		t.Prefix = DefaultPrefix
+	}
+	if !prefixRE.MatchString(t.Prefix) {
+		return t, fmt.Errorf("netlab: prefix %q: want 1-10 of [a-z0-9], starting with a letter", t.Prefix)
+	}
+	if !t.Subnet.IsValid() {
+		t.Subnet = DefaultSubnet
+	}
+	t.Subnet = t.Subnet.Masked()
+	if !t.Subnet.Addr().Is4() || t.Subnet.Bits() > 30 {
+		return t, fmt.Errorf("netlab: subnet %s: want an IPv4 prefix of /30 or shorter", t.Subnet)
+	}
+	if !t.Service.IsValid() {
+		t.Service = DefaultService
+	}
+	if !t.Client.IsValid() {
+		t.Client = DefaultClient
+	}
+	for _, a := range []netip.Addr{t.Service, t.Client} {
+		if !t.Subnet.Contains(a) || a == t.Subnet.Addr() {
+			return t, fmt.Errorf("netlab: address %s is not a host of %s", a, t.Subnet)
+		}
+	}
+	if t.Service == t.Client {
+		return t, errors.New("netlab: service and client address are the same")
+	}
+	if len(t.Replicas) == 0 || len(t.Replicas) > 100 {
+		return t, fmt.Errorf("netlab: %d replicas: want 1-100", len(t.Replicas))
+	}
+	seen := map[string]bool{}
+	for _, r := range t.Replicas {
+		if !replicaRE.MatchString(r) {
+			return t, fmt.Errorf("netlab: replica name %q: want [a-z0-9][a-z0-9_.-]{0,31}", r)
+		}
+		if seen[r] {
+			return t, fmt.Errorf("netlab: replica %q twice", r)
+		}
+		seen[r] = true
+	}
+	t.Replicas = slices.Clone(t.Replicas)
+	if t.StateDir == "" {
+		t.StateDir = filepath.Join("/run", t.Prefix)
+	}
+	if t.GARPCount <= 0 {
+		t.GARPCount = 2
+	}
+	if t.GARPGap <= 0 {
+		t.GARPGap = 20 * time.Millisecond
+	}
+	return t, nil
+}
+
+// Lab is one lab network: its namespaces, links and the processes started
+// in them. Its methods are safe for concurrent use.
+type Lab struct {
+	t Topology
+
+	mu    sync.Mutex
+	procs []*Proc
+	wg    sync.WaitGroup // background GARPs
+}
+
+// New validates t; nothing is created before Up.
+func New(t Topology) (*Lab, error) {
+	t, err := t.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{t: t}, nil
+}
+
+// Topology returns the lab's topology with defaults filled in.
+func (l *Lab) Topology() Topology {
+	t := l.t
+	t.Replicas = slices.Clone(t.Replicas)
+	return t
+}
+
+// Names of namespaces and links. Inside the lab's namespaces every link is
+// prefixed as well, so that "only touch what has the prefix" holds there
+// too.
+func (l *Lab) hubNS() string    { return l.t.Prefix + "-hub" }
+func (l *Lab) clientNS() string { return l.t.Prefix + "-client" }
+func (l *Lab) bridge() string   { return l.t.Prefix + "-br" }
+func (l *Lab) clientPort() string {
+	return l.t.Prefix + "-c" // hub side of the client's veth
+}
+
+// ClientDev is the client's link inside the client namespace.
+func (l *Lab) ClientDev() string { return l.t.Prefix + "-cli" }
+
+// ServiceDev is the replica's service link inside its namespace (the
+// "NIC" of the replica).
+func (l *Lab) ServiceDev() string { return l.t.Prefix + "-svc" }
+
+// Namespace is the name of the replica's network namespace (for
+// `ip netns exec`).
+func (l *Lab) Namespace(replica string) string { return l.t.Prefix + "-r-" + replica }
+
+// ClientNamespace is the name of the client's network namespace.
+func (l *Lab) ClientNamespace() string { return l.clientNS() }
+
+func (l *Lab) replicaPort(replica string) (string, error) {
+	i := slices.Index(l.t.Replicas, replica)
+	if i < 0 {
+		return "", fmt.Errorf("netlab: no replica %q", replica)
+	}
+	return l.t.Prefix + "-p" + strconv.Itoa(i), nil
+}
+
+func (l *Lab) allNS() []string {
+	ns := []string{l.hubNS(), l.clientNS()}
+	for _, r := range l.t.Replicas {
+		ns = append(ns, l.Namespace(r))
+	}
+	return ns
+}
+
+func (l *Lab) statePath() string { return filepath.Join(l.t.StateDir, "netns.json") }
+
+// LogDir is where the logs of processes started by Run and RunClient go.
+func (l *Lab) LogDir() string { return filepath.Join(l.t.StateDir, "logs") }
+
+// state is what survives a crash: the identity (nsfs inode) of every
+// namespace the lab created, so processes still inside one are found even
+// after its name was removed.
+type state struct {
+	Prefix  string            `json:"prefix"`
+	Inodes  map[string]uint64 `json:"inodes"`
+	Created time.Time         `json:"created"`
+}
+
+func (l *Lab) readState() state {
+	var s state
+	b, err := os.ReadFile(l.statePath())
+	if err == nil {
+		_ = json.Unmarshal(b, &s)
+	}
+	if s.Prefix != l.t.Prefix {
+		s = state{}
+	}
+	return s
+}
+
+func (l *Lab) writeState(s state) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := l.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, l.statePath())
+}
+
+// labInodes is every namespace identity the lab knows of: from the state
+// file and from the namespaces with its prefix that exist now.
+func (l *Lab) labInodes() map[uint64]bool {
+	inodes := map[uint64]bool{}
+	for _, ino := range l.readState().Inodes {
+		inodes[ino] = true
+	}
+	names, _ := namespaces(l.t.Prefix)
+	for _, n := range names {
+		if ino, err := nsInode(n); err == nil {
+			inodes[ino] = true
+		}
+	}
+	return inodes
+}
+
+// Up creates the lab, after removing whatever an earlier lab with the same
+// prefix left behind (a crash). On failure it removes what it made.
+func (l *Lab) Up(ctx context.Context) (err error) {
+	if err := l.Down(ctx); err != nil {
+		return fmt.Errorf("netlab: cleaning up an earlier lab: %w", err)
+	}
+	if err := l.checkHostRoutes(ctx); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(l.LogDir(), 0o755); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = l.Down(context.WithoutCancel(ctx))
+		}
+	}()
+	st := state{Prefix: l.t.Prefix, Inodes: map[string]uint64{}, Created: time.Now().UTC()}
+	for _, ns := range l.allNS() {
+		if _, err := ip(ctx, "netns", "add", ns); err != nil {
+			return err
+		}
+		ino, err := nsInode(ns)
+		if err != nil {
+			return fmt.Errorf("netlab: %w", err)
+		}
+		st.Inodes[ns] = ino
+		if err := l.writeState(st); err != nil {
+			return fmt.Errorf("netlab: state file: %w", err)
+		}
+		if err := l.prepareNS(ctx, ns); err != nil {
+			return err
+		}
+	}
+	bits := strconv.Itoa(l.t.Subnet.Bits())
+	hub := l.hubNS()
+	steps := [][]string{
+		{"-n", hub, "link", "add", l.bridge(), "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"-n", hub, "link", "set", l.bridge(), "up"},
+		{"-n", hub, "link", "add", l.clientPort(), "type", "veth", "peer", "name", l.ClientDev(), "netns", l.clientNS()},
+		{"-n", hub, "link", "set", l.clientPort(), "master", l.bridge(), "up"},
+		{"-n", l.clientNS(), "addr", "add", l.t.Client.String() + "/" + bits, "dev", l.ClientDev()},
+		{"-n", l.clientNS(), "link", "set", l.ClientDev(), "up"},
+	}
+	for _, r := range l.t.Replicas {
+		port, _ := l.replicaPort(r)
+		ns := l.Namespace(r)
+		steps = append(steps,
+			[]string{"-n", hub, "link", "add", port, "type", "veth", "peer", "name", l.ServiceDev(), "netns", ns},
+			// Enslaved but down: the replica is detached.
+			[]string{"-n", hub, "link", "set", port, "master", l.bridge()},
+			[]string{"-n", ns, "addr", "add", l.t.Service.String() + "/" + bits, "dev", l.ServiceDev()},
+			[]string{"-n", ns, "link", "set", l.ServiceDev(), "up"},
+		)
+	}
+	for _, s := range steps {
+		if _, err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepareNS brings lo up and turns IPv6 off in a fresh namespace, so the
+// service network carries IPv4 only (no link-local addresses, DAD, router
+// or MLD solicitations on the bridge).
+func (l *Lab) prepareNS(ctx context.Context, ns string) error {
+	if _, err := ip(ctx, "-n", ns, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	return inNetns(filepath.Join(netnsDir, ns), func() error {
+		for _, k := range []string{"all", "default"} {
+			err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("netlab: %s: disable IPv6: %w", ns, err)
+			}
+		}
+		return nil
+	})
+}
+
+// checkHostRoutes refuses a subnet the host's own namespace routes or
+// addresses: lab addresses must exist only inside the lab.
+func (l *Lab) checkHostRoutes(ctx context.Context) error {
+	out, err := ip(ctx, "-j", "-4", "route", "show", "table", "all")
+	if err != nil {
+		return err
+	}
+	var routes []struct {
+		Dst string `json:"dst"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return fmt.Errorf("netlab: parsing host routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == "default" || r.Dst == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(r.Dst)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r.Dst)
+			if aerr != nil {
+				continue
+			}
+			p = netip.PrefixFrom(a, 32)
+		}
+		if p.Overlaps(l.t.Subnet) {
+			return fmt.Errorf("netlab: the host routes %s, which overlaps the lab subnet %s; pick another subnet", p, l.t.Subnet)
+		}
+	}
+	return nil
+}
+
+// Down removes every process, namespace and link of the lab (and of an
+// earlier lab with the same prefix). It is idempotent.
+func (l *Lab) Down(ctx context.Context) error {
+	var errs []error
+	l.wg.Wait()
+	inodes := l.labInodes()
+	if err := killAndWait(ctx, inodes, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	l.mu.Lock()
+	procs := l.procs
+	l.procs = nil
+	l.mu.Unlock()
+	for _, p := range procs {
+		// Every process of ours was in a lab namespace and got SIGKILL;
+		// wait for it to be reaped so none is left as a zombie.
+		_ = p.Signal(syscall.SIGKILL)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			errs = append(errs, fmt.Errorf("netlab: process %d (%s) not reaped", p.Pid(), p.name))
+		}
+	}
+	names, err := namespaces(l.t.Prefix)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range names {
+		if _, err := ip(ctx, "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	links, err := rootLinks(l.t.Prefix)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ln := range links {
+		if _, err := ip(ctx, "link", "del", ln); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(l.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Leftovers is what exists of a lab: after Down, all empty.
+type Leftovers struct {
+	Namespaces []string // named namespaces with the prefix
+	Links      []string // links with the prefix in the host's namespace
+	Pids       []int    // processes in any namespace the lab made
+}
+
+// Empty reports whether nothing is left.
+func (o Leftovers) Empty() bool {
+	return len(o.Namespaces) == 0 && len(o.Links) == 0 && len(o.Pids) == 0
+}
+
+func (o Leftovers) String() string {
+	return fmt.Sprintf("namespaces %v, host links %v, processes %v", o.Namespaces, o.Links, o.Pids)
+}
+
+// Leftovers lists what exists of this lab (or of an earlier one with the
+// same prefix) now.
+func (l *Lab) Leftovers() (Leftovers, error) {
+	var o Leftovers
+	var err error
+	if o.Namespaces, err = namespaces(l.t.Prefix); err != nil {
+		return o, err
+	}
+	if o.Links, err = rootLinks(l.t.Prefix); err != nil {
+		return o, err
+	}
+	o.Pids = pidsIn(l.labInodes())
+	l.mu.Lock()
+	for _, p := range l.procs {
+		if !p.exited() && !slices.Contains(o.Pids, p.Pid()) {
+			o.Pids = append(o.Pids, p.Pid())
+		}
+	}
+	l.mu.Unlock()
+	return o, nil
+}
+
+// Attach connects the replica to the service network: the hub side of its
+// veth goes up, then the replica announces the service address with
+// gratuitous ARP (Topology.GARP). It returns once the first announcement is
+// sent; further ones follow in the background.
+func (l *Lab) Attach(ctx context.Context, replica string) error {
+	return l.AttachWith(ctx, replica, l.t.GARP)
+}
+
+// AttachWith is Attach with the given announcement mode.
+func (l *Lab) AttachWith(ctx context.Context, replica string, mode GARPMode) error {
+	port, err := l.replicaPort(replica)
+	if err != nil {
+		return err
+	}
+	if err := setLinkUp(filepath.Join(netnsDir, l.hubNS()), port, true); err != nil {
+		return err
+	}
+	// Announce only once both ends can carry traffic: a neighbour that
+	// moved to the new replica earlier would lose the queries sent before
+	// the replica can answer.
+	if err := waitRunning(filepath.Join(netnsDir, l.hubNS()), port, 2*time.Second); err != nil {
+		return err
+	}
+	if err := waitRunning(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), 2*time.Second); err != nil {
+		return err
+	}
+	return l.announce(ctx, replica, mode)
+}
+
+// Detach disconnects the replica: the hub side of its veth goes down. The
+// replica keeps its address and sees its link lose carrier, as a VM whose
+// NIC is disconnected does.
+func (l *Lab) Detach(_ context.Context, replica string) error {
+	port, err := l.replicaPort(replica)
+	if err != nil {
+		return err
+	}
+	return setLinkUp(filepath.Join(netnsDir, l.hubNS()), port, false)
+}
+
+// Attached reports whether the replica's link to the bridge is up.
+func (l *Lab) Attached(replica string) (bool, error) {
+	port, err := l.replicaPort(replica)
+	if err != nil {
+		return false, err
+	}
+	var up bool
+	err = inNetns(filepath.Join(netnsDir, l.hubNS()), func() error {
+		ifi, err := net.InterfaceByName(port)
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", port, err)
+		}
+		up = ifi.Flags&net.FlagUp != 0
+		return nil
+	})
+	return up, err
+}
+
+// SignalReplica sends sig to every process in the replica's namespace,
+// whoever started it (a server that daemonized too): SIGSTOP suspends the
+// "VM", SIGCONT resumes it, SIGKILL powers it off.
+func (l *Lab) SignalReplica(replica string, sig syscall.Signal) error {
+	if !slices.Contains(l.t.Replicas, replica) {
+		return fmt.Errorf("netlab: no replica %q", replica)
+	}
+	ino, err := nsInode(l.Namespace(replica))
+	if err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	var errs []error
+	for _, p := range pidsIn(map[uint64]bool{ino: true}) {
+		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("netlab: kill %d: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReplicaPids lists the processes in the replica's namespace.
+func (l *Lab) ReplicaPids(replica string) ([]int, error) {
+	ino, err := nsInode(l.Namespace(replica))
+	if err != nil {
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	return pidsIn(map[uint64]bool{ino: true}), nil
+}

@@ -1,0 +1,180 @@
+package netlab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where `ip netns add` bind-mounts named namespaces.
+const netnsDir = "/run/netns"
+
+// inNetns runs fn on a locked OS thread that has joined the network
+// namespace at nsPath. Sockets created by fn stay in that namespace after it
+// returns. fn must not start goroutines that expect to be in the namespace:
+// only the calling thread is moved. The thread is moved back afterwards;
+// if that fails it is not unlocked, so the runtime discards it instead of
+// reusing a thread in the wrong namespace.
+func inNetns(nsPath string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			restored = true // nothing changed yet
+			errc <- fmt.Errorf("netlab: open own netns: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			restored = true
+			errc <- fmt.Errorf("netlab: open %s: %w", nsPath, err)
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			restored = true
+			errc <- fmt.Errorf("netlab: setns %s: %w", nsPath, err)
+			return
+		}
+		ferr := fn()
+		restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// nsInode returns the inode of a named namespace's nsfs file, the
+// namespace's identity as /proc/PID/ns/net shows it ("net:[INODE]").
+func nsInode(name string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(netnsDir, name), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// pidsIn lists the processes (thread-group leaders) whose network
+// namespace is one of inodes, never this process. Zombies have no
+// namespace left and are not listed.
+func pidsIn(inodes map[uint64]bool) []int {
+	if len(inodes) == 0 {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		link, err := os.Readlink("/proc/" + e.Name() + "/ns/net")
+		if err != nil {
+			continue
+		}
+		s, ok := strings.CutPrefix(link, "net:[")
+		if !ok {
+			continue
+		}
+		ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
+		if err == nil && inodes[ino] {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// namespaces lists the named network namespaces whose name starts with
+// prefix+"-".
+func namespaces(prefix string) ([]string, error) {
+	ents, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// rootLinks lists links of this process's (the host's) network namespace
+// whose name starts with prefix+"-". The lab creates none there; anything
+// listed is a leftover of some other tool or a bug.
+func rootLinks(prefix string) ([]string, error) {
+	ents, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// ipTimeout bounds one run of ip(8).
+const ipTimeout = 10 * time.Second
+
+// ip runs ip(8) with args and returns its standard output.
+func ip(ctx context.Context, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, ipTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), fmt.Errorf("netlab: ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// killAndWait sends SIGKILL to every process in the namespaces with the
+// given inodes and waits (bounded) until none is left.
+func killAndWait(ctx context.Context, inodes map[uint64]bool, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for i := 0; ; i++ {
+		pids := pidsIn(inodes)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("netlab: processes still in lab namespaces after %s: %v", limit, pids)
+		}
+		if i%10 == 0 { // again now and then, for forks that raced the first
+			for _, p := range pids {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by limit
+	}
+}

@@ -1,0 +1,329 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"syscall"
+
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"ars/controller/vsphere/vcsim"
+	"ars/fsm"
+	"ars/lab/netlab"
+	"ars/lab/vcwatch"
+)
+
+// Replica is one lab replica: a DNS server of Impl in its own namespace,
+// standing for a VM of the simulator.
+type Replica struct {
+	Name string
+	Impl string // a key of Implementations
+	OS   string // the label the service spec gives it ("windows" or "linux")
+}
+
+// Config configures Up.
+type Config struct {
+	// Prefix names the lab's namespaces and links (netlab; default
+	// "arslab"). StateDir holds state, logs and the servers' folders
+	// (default /run/PREFIX).
+	Prefix   string
+	StateDir string
+	Replicas []Replica
+	// Profile is the simulator's vCenter latency profile (vcsim.Profiles).
+	Profile string
+	// DNSD is the path of test/dnsd, for replicas of impl "dnsd".
+	DNSD   string
+	Logger *slog.Logger
+}
+
+// Lab is a running lab: the simulator the controller drives, the network,
+// and the Mirror keeping the replica processes in step with the VMs.
+type Lab struct {
+	Sim *vcsim.Sim
+	Net *netlab.Lab
+
+	cfg    Config
+	log    *slog.Logger
+	mirror *Mirror
+	w      *vcwatch.Watcher
+	vms    map[string]string                            // replica -> VM name
+	byRef  map[types.ManagedObjectReference]string      // VM -> replica
+	mu     sync.Mutex
+	procs  map[string]*netlab.Proc
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// CleanSnapshot is the name of every lab VM's clean snapshot.
+const CleanSnapshot = "clean"
+
+// Up builds the lab: a simulator with one VM per replica (each
+// disconnected and snapshotted as CleanSnapshot, running), the network
+// namespaces, and the Mirror, which from then on starts, stops, links and
+// unlinks the replicas' servers as the VMs change. Everything Up made is
+// removed again if it fails.
+func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
+	if len(cfg.Replicas) == 0 {
+		return nil, errors.New("lab: no replicas")
+	}
+	names := make([]string, len(cfg.Replicas))
+	for i, r := range cfg.Replicas {
+		if _, ok := Implementations[r.Impl]; !ok {
+			return nil, fmt.Errorf("lab: replica %s: unknown implementation %q (known: %v)", r.Name, r.Impl, ImplNames())
+		}
+		names[i] = r.Name
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	l = &Lab{cfg: cfg, log: cfg.Logger.With("component", "lab"), vms: map[string]string{},
+		byRef: map[types.ManagedObjectReference]string{}, procs: map[string]*netlab.Proc{}}
+	defer func() {
+		if err != nil {
+			_ = l.Down(context.Background())
+		}
+	}()
+
+	var mirror *Mirror
+	var mu sync.Mutex // guards mirror for the handler, set below
+	sim, err := vcsim.Start(vcsim.Options{Profile: cfg.Profile, VMsPerHost: (len(names) + 1) / 2,
+		Handler: func(sctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+			if m.Name != "RevertToSnapshot_Task" {
+				return nil, nil
+			}
+			snap, ok := sctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot)
+			if !ok {
+				return nil, nil
+			}
+			mu.Lock()
+			name, mr := l.byRef[snap.Vm], mirror
+			mu.Unlock()
+			if name != "" && mr != nil {
+				mr.Reverted(name)
+			}
+			return nil, nil
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	l.Sim = sim
+
+	vmNames, err := l.vmNames(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(vmNames) < len(names) {
+		return nil, fmt.Errorf("lab: the simulator has %d VMs for %d replicas", len(vmNames), len(names))
+	}
+	for i, n := range names {
+		vm, err := sim.VM(ctx, vmNames[i])
+		if err != nil {
+			return nil, fmt.Errorf("lab: %w", err)
+		}
+		if err := disconnect(ctx, sim, vmNames[i]); err != nil {
+			return nil, err
+		}
+		if err := sim.Snapshot(ctx, vmNames[i], CleanSnapshot); err != nil {
+			return nil, fmt.Errorf("lab: snapshot %s: %w", vmNames[i], err)
+		}
+		mu.Lock()
+		l.vms[n] = vmNames[i]
+		l.byRef[vm.Reference()] = n
+		mu.Unlock()
+	}
+
+	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names})
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	if err := l.Net.Up(ctx); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+
+	ca, err := sim.CAFile()
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	if l.w, err = vcwatch.Login(ctx, sim.URL(), ca, "ars-lab", "lab"); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	for ref, n := range l.byRef {
+		l.w.Add(n, ref)
+	}
+	mu.Lock()
+	mirror = NewMirror(procs{l}, names...)
+	l.mirror = mirror
+	mu.Unlock()
+	states, err := l.w.Read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	if err := l.mirror.Apply(states); err != nil {
+		return nil, fmt.Errorf("lab: starting the replicas: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.w.Run(wctx, func(s map[string]vcwatch.State) {
+			if err := l.mirror.Apply(s); err != nil {
+				l.log.Warn("lab: replica state not applied; retrying at the next change", "err", err)
+			}
+		})
+	}()
+	return l, nil
+}
+
+func (l *Lab) vmNames(ctx context.Context) ([]string, error) {
+	f := find.NewFinder(l.Sim.Local(), true)
+	dc, err := f.DefaultDatacenter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	f.SetDatacenter(dc)
+	vms, err := f.VirtualMachineList(ctx, "*")
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	var names []string
+	for _, vm := range vms {
+		names = append(names, vm.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// disconnect disconnects a VM's NICs, now and at power-on.
+func disconnect(ctx context.Context, sim *vcsim.Sim, name string) error {
+	vm, err := sim.VM(ctx, name)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	devs, err := vm.Device(ctx)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	for _, d := range devs.SelectByType((*types.VirtualEthernetCard)(nil)) {
+		c := d.GetVirtualDevice().Connectable
+		c.Connected, c.StartConnected = false, false
+		if err := vm.EditDevice(ctx, d); err != nil {
+			return fmt.Errorf("lab: disconnect %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// VM is the simulator VM that stands for replica.
+func (l *Lab) VM(replica string) string { return l.vms[replica] }
+
+// ServiceSpec is the service to apply to the cluster for this lab: every
+// replica as a VM of the simulator with its clean snapshot, the lab's
+// service address, and a probe for the test record.
+func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
+	t := l.Net.Topology()
+	s := fsm.ServiceSpec{Name: name, Address: t.Service.String() + ":53",
+		Probe: fsm.ProbeSpec{Query: RecordName, Expect: RecordA}}
+	for _, r := range l.cfg.Replicas {
+		s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
+			Platform: fsm.PlatformVM, VM: l.vms[r.Name], Snapshot: CleanSnapshot})
+	}
+	return s
+}
+
+// DoS wedges the replica's server (SIGSTOP to every process in its
+// namespace: it keeps its sockets and answers nothing, as a server with a
+// hang bug does). The simulator sees no change; a revert of the VM starts
+// a fresh process, which ends the attack on that replica.
+func (l *Lab) DoS(replica string) error {
+	if _, ok := l.vms[replica]; !ok {
+		return fmt.Errorf("lab: no replica %q", replica)
+	}
+	return l.Net.SignalReplica(replica, syscall.SIGSTOP)
+}
+
+// Down stops the watch, the simulator and every process, and removes the
+// network. It is safe to call more than once.
+func (l *Lab) Down(ctx context.Context) error {
+	if l.cancel != nil {
+		l.cancel()
+		l.wg.Wait()
+		l.cancel = nil
+	}
+	if l.w != nil {
+		l.w.Close()
+		l.w = nil
+	}
+	var errs []error
+	if l.Net != nil {
+		errs = append(errs, l.Net.Down(ctx))
+	}
+	if l.Sim != nil {
+		l.Sim.Close()
+		l.Sim = nil
+	}
+	return errors.Join(errs...)
+}
+
+// procs is the Mirror's view of the lab: the servers and their links.
+type procs struct{ l *Lab }
+
+func (p procs) Start(name string) error {
+	l := p.l
+	r := l.replica(name)
+	argv, err := Prepare(ServerSpec{Impl: r.Impl, Dir: filepath.Join(l.Net.Topology().StateDir, "replicas", name),
+		Addr: l.Net.Topology().Service, Subnet: l.Net.Topology().Subnet, Binary: l.binary(r.Impl)})
+	if err != nil {
+		return err
+	}
+	proc, err := l.Net.Run(name, argv...)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.procs[name] = proc
+	l.mu.Unlock()
+	return nil
+}
+
+func (p procs) Kill(name string) error {
+	l := p.l
+	// Every process in the namespace: a server may have forked.
+	err := l.Net.SignalReplica(name, syscall.SIGKILL)
+	l.mu.Lock()
+	proc := l.procs[name]
+	delete(l.procs, name)
+	l.mu.Unlock()
+	if proc != nil {
+		if kerr := proc.Kill(); kerr != nil && err == nil {
+			err = kerr
+		}
+	}
+	return err
+}
+
+func (p procs) Suspend(name string) error { return p.l.Net.SignalReplica(name, syscall.SIGSTOP) }
+func (p procs) Resume(name string) error  { return p.l.Net.SignalReplica(name, syscall.SIGCONT) }
+func (p procs) Link(name string) error    { return p.l.Net.Attach(context.Background(), name) }
+func (p procs) Unlink(name string) error  { return p.l.Net.Detach(context.Background(), name) }
+
+func (l *Lab) replica(name string) Replica {
+	i := slices.IndexFunc(l.cfg.Replicas, func(r Replica) bool { return r.Name == name })
+	return l.cfg.Replicas[i]
+}
+
+func (l *Lab) binary(impl string) string {
+	if impl == "dnsd" {
+		return l.cfg.DNSD
+	}
+	return ""
+}

@@ -55,8 +55,8 @@ type Lab struct {
 	log    *slog.Logger
 	mirror *Mirror
 	w      *vcwatch.Watcher
-	vms    map[string]string                            // replica -> VM name
-	byRef  map[types.ManagedObjectReference]string      // VM -> replica
+	vms    map[string]string                       // replica -> VM name
+	byRef  map[types.ManagedObjectReference]string // VM -> replica
 	mu     sync.Mutex
 	procs  map[string]*netlab.Proc
 	cancel context.CancelFunc

@@ -260,10 +260,16 @@ func TestLaggingFollowerCatchesUpFromSnapshot(t *testing.T) {
 
 	back := h.restart(lagger)
 	h.sameState(15 * time.Second)
-	got, err := strconv.ParseUint(back.c.raft.Stats()["last_snapshot_index"], 10, 64)
-	if err != nil || got == 0 || got > snapIndex {
-		t.Fatalf("lagging follower's last snapshot index = %d (%v); want one installed from the leader (<= %d)", got, err, snapIndex)
-	}
+	// Raft records the installed snapshot just after restoring the FSM
+	// from it, so the state can be identical a moment before the
+	// statistic says so: poll.
+	waitFor(t, 5*time.Second, "the lagging follower's installed snapshot", func() error {
+		got, err := strconv.ParseUint(back.c.raft.Stats()["last_snapshot_index"], 10, 64)
+		if err != nil || got == 0 || got > snapIndex {
+			return fmt.Errorf("last snapshot index = %d (%v); want one installed from the leader (<= %d)", got, err, snapIndex)
+		}
+		return nil
+	})
 }
 
 func TestBootstrapExpectWaitsForEnoughNodes(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -246,12 +247,25 @@ type Error struct {
 func (e *Error) Error() string {
 	msg := e.Reason
 	if e.Field != "" {
-		msg = e.Field + ": " + e.Reason
+		msg = fieldName(e.Field) + ": " + e.Reason
 	}
 	if e.File == "" {
 		return msg
 	}
 	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, msg)
+}
+
+// fieldName shows a field path as is when it is plain (letters, digits,
+// "_", ".", "[", "]", "-"), quoted otherwise: a key with spaces or
+// control characters must not blur the FILE:LINE: field: reason shape.
+func fieldName(f string) string {
+	for _, r := range f {
+		if !(r == '_' || r == '.' || r == '[' || r == ']' || r == '-' ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return strconv.Quote(f)
+		}
+	}
+	return f
 }
 
 // Unwrap makes errors.Is(err, ErrInvalid) true.

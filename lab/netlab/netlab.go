@@ -78,6 +78,12 @@ type Topology struct {
 	// Replicas names the replicas: [a-z0-9][a-z0-9_.-]*, at most 32
 	// characters, at most 100 of them.
 	Replicas []string
+	// Nodes names controller nodes that live on the service network too
+	// (same rule as replica names, at most 9): namespace "PREFIX-n-NODE",
+	// address NodeAddr(NODE) — the subnet's .11, .12, … in order — on link
+	// MgmtDev. From there an ars agent reaches the service address (its
+	// probes), the other nodes and whatever else the lab puts on the bridge.
+	Nodes []string
 	// StateDir holds the state file (namespace identities, for cleaning
 	// up after a crash) and logs/ (default /run/PREFIX).
 	StateDir string
@@ -143,6 +149,21 @@ func (t Topology) withDefaults() (Topology, error) {
 		seen[r] = true
 	}
 	t.Replicas = slices.Clone(t.Replicas)
+	if len(t.Nodes) > 9 {
+		return t, fmt.Errorf("netlab: %d nodes: want at most 9", len(t.Nodes))
+	}
+	for i, n := range t.Nodes {
+		if !replicaRE.MatchString(n) {
+			return t, fmt.Errorf("netlab: node name %q: want [a-z0-9][a-z0-9_.-]{0,31}", n)
+		}
+		if slices.Contains(t.Nodes[:i], n) {
+			return t, fmt.Errorf("netlab: node %q twice", n)
+		}
+		if a := nodeAddr(t.Subnet, i); !t.Subnet.Contains(a) || a == t.Service || a == t.Client {
+			return t, fmt.Errorf("netlab: node %s's address %s is not free in %s", n, a, t.Subnet)
+		}
+	}
+	t.Nodes = slices.Clone(t.Nodes)
 	if t.StateDir == "" {
 		t.StateDir = filepath.Join("/run", t.Prefix)
 	}
@@ -178,6 +199,7 @@ func New(t Topology) (*Lab, error) {
 func (l *Lab) Topology() Topology {
 	t := l.t
 	t.Replicas = slices.Clone(t.Replicas)
+	t.Nodes = slices.Clone(t.Nodes)
 	return t
 }
 
@@ -218,8 +240,38 @@ func (l *Lab) allNS() []string {
 	for _, r := range l.t.Replicas {
 		ns = append(ns, l.Namespace(r))
 	}
+	for _, n := range l.t.Nodes {
+		ns = append(ns, l.NodeNamespace(n))
+	}
 	return ns
 }
+
+// nodeAddr is the i-th node's address: the subnet's .11 + i.
+func nodeAddr(subnet netip.Prefix, i int) netip.Addr {
+	a := subnet.Masked().Addr()
+	for range 11 + i {
+		a = a.Next()
+	}
+	return a
+}
+
+// NodeNamespace is the node's namespace.
+func (l *Lab) NodeNamespace(node string) string { return l.t.Prefix + "-n-" + node }
+
+// NodeAddr is the node's address on the service network (invalid for an
+// unknown node).
+func (l *Lab) NodeAddr(node string) netip.Addr {
+	if i := slices.Index(l.t.Nodes, node); i >= 0 {
+		return nodeAddr(l.t.Subnet, i)
+	}
+	return netip.Addr{}
+}
+
+// MgmtDev is a node's link inside its namespace.
+func (l *Lab) MgmtDev() string { return l.t.Prefix + "-mgmt" }
+
+// nodePort is the hub side of the i-th node's veth.
+func (l *Lab) nodePort(i int) string { return l.t.Prefix + "-n" + strconv.Itoa(i) }
 
 func (l *Lab) statePath() string { return filepath.Join(l.t.StateDir, "netns.json") }
 
@@ -328,6 +380,15 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			[]string{"-n", hub, "link", "set", port, "master", l.bridge()},
 			[]string{"-n", ns, "addr", "add", l.t.Service.String() + "/" + bits, "dev", l.ServiceDev()},
 			[]string{"-n", ns, "link", "set", l.ServiceDev(), "up"},
+		)
+	}
+	for i, n := range l.t.Nodes {
+		ns := l.NodeNamespace(n)
+		steps = append(steps,
+			[]string{"-n", hub, "link", "add", l.nodePort(i), "type", "veth", "peer", "name", l.MgmtDev(), "netns", ns},
+			[]string{"-n", hub, "link", "set", l.nodePort(i), "master", l.bridge(), "up"},
+			[]string{"-n", ns, "addr", "add", nodeAddr(l.t.Subnet, i).String() + "/" + bits, "dev", l.MgmtDev()},
+			[]string{"-n", ns, "link", "set", l.MgmtDev(), "up"},
 		)
 	}
 	for _, s := range steps {

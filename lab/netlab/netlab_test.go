@@ -510,3 +510,61 @@ func TestUpAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Controller nodes on the service network reach the attached replica
+// through the service address, and each other through their own
+// addresses; Down removes their namespaces too.
+func TestNodesReachServiceAndEachOther(t *testing.T) {
+	needLab(t)
+	if _, err := exec.LookPath("dig"); err != nil {
+		if os.Getenv("ARS_REQUIRE_LAB") != "" {
+			t.Fatal("ARS_REQUIRE_LAB is set but dig (dnsutils) is not installed")
+		}
+		t.Skip("needs dig (make lab-deps)")
+	}
+	l, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := within(t, time.Minute)
+	if err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		assertClean(t, l)
+	})
+	if got := l.NodeAddr("n2"); got != netip.MustParseAddr("10.253.53.12") {
+		t.Fatalf("NodeAddr(n2) = %s", got)
+	}
+	serve(t, l, "r1", answer1)
+	if err := l.Attach(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	// n2 serves on its own address, as an agent's API would.
+	p, err := l.RunNode("n2", dnsd(t), "-listen", netip.AddrPortFrom(l.NodeAddr("n2"), 53).String(), "-a", answer2.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Kill() }()
+	dig := func(server netip.Addr, want netip.Addr) {
+		t.Helper()
+		var out []byte
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			out, _ = l.ExecNode(ctx, "n1", "dig", "+short", "+time=1", "+tries=1", "@"+server.String(), "www.lab.internal", "A")
+			if strings.TrimSpace(string(out)) == want.String() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("from n1, @%s: %q, want %s", server, out, want)
+	}
+	dig(l.t.Service, answer1)
+	dig(l.NodeAddr("n2"), answer2)
+	if _, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n1"}}); err == nil {
+		t.Fatal("a node named twice was accepted")
+	}
+}

@@ -141,6 +141,24 @@ func (l *Lab) Exec(ctx context.Context, argv ...string) ([]byte, error) {
 	return l.execIn(ctx, l.clientNS(), argv)
 }
 
+// RunNode starts argv inside the node's namespace; its output goes to
+// LogDir()/node-NODE-PROGRAM.log.
+func (l *Lab) RunNode(node string, argv ...string) (*Proc, error) {
+	if !slices.Contains(l.t.Nodes, node) {
+		return nil, fmt.Errorf("netlab: no node %q", node)
+	}
+	return l.start(l.NodeNamespace(node), "node-"+node, argv)
+}
+
+// ExecNode runs argv in the node's namespace and returns its combined
+// output.
+func (l *Lab) ExecNode(ctx context.Context, node string, argv ...string) ([]byte, error) {
+	if !slices.Contains(l.t.Nodes, node) {
+		return nil, fmt.Errorf("netlab: no node %q", node)
+	}
+	return l.execIn(ctx, l.NodeNamespace(node), argv)
+}
+
 // ExecIn runs argv in the replica's namespace and returns its combined
 // output.
 func (l *Lab) ExecIn(ctx context.Context, replica string, argv ...string) ([]byte, error) {

@@ -30,7 +30,7 @@ type Driver struct {
 	order []string // host names in configuration order
 
 	subMu sync.Mutex
-	subs  map[*subscriber]struct{}
+	subs  map[*controller.Subscriber]struct{}
 	last  map[string]watched // what the watch last reported, by host + replica name
 }
 
@@ -67,7 +67,7 @@ func New(cfg Config) (*Driver, error) {
 		log:   cfg.Logger,
 		m:     newMetrics(cfg.Registerer),
 		hosts: map[string]*host{},
-		subs:  map[*subscriber]struct{}{},
+		subs:  map[*controller.Subscriber]struct{}{},
 		last:  map[string]watched{},
 	}
 	for _, hc := range cfg.Hosts {
@@ -286,7 +286,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, precheck 
 			break
 		}
 		h.log.Debug("docker operation failed; retrying", "op", op, "replica", r.Name, "attempt", attempts, "err", last)
-		if !sleep(ctx, backoff(attempts)) {
+		if !controller.Sleep(ctx, controller.Backoff(attempts)) {
 			break
 		}
 	}
@@ -499,7 +499,7 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 			d.m.ops.WithLabelValues(h.name, "observe", "ok").Observe(time.Since(start).Seconds())
 			return obs, nil
 		}
-		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !sleep(ctx, backoff(attempts)) {
+		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !controller.Sleep(ctx, controller.Backoff(attempts)) {
 			d.m.ops.WithLabelValues(h.name, "observe", "error").Observe(time.Since(start).Seconds())
 			return unknown, &controller.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(err)}
 		}

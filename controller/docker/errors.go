@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
@@ -32,8 +31,6 @@ var errCallTimeout = errors.New("docker engine did not answer in time")
 // change found by a check; the next attempt reads the state again).
 var errRetry = errors.New("state changed underneath; read again")
 
-var sentinels = []error{errNotFound, errUnsupported, errUnavailable, errInvalidState, errConflict, errDenied, errInvalid, errFailed}
-
 // classify maps an error to a controller sentinel and says whether another
 // attempt may succeed. Every attempt reads the container's state first, so
 // retrying after a conflict (a concurrent change, a removal in progress,
@@ -48,10 +45,8 @@ func classify(err error) (sentinel error, retry bool) {
 		return errUnavailable, true
 	}
 	retry = errors.Is(err, errRetry)
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return s, retry || s == errUnavailable
-		}
+	if s := controller.SentinelOf(err); s != nil {
+		return s, retry || s == errUnavailable
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errUnavailable, false // the caller's own deadline
@@ -86,13 +81,8 @@ func classify(err error) (sentinel error, retry bool) {
 
 // classified wraps err with its sentinel unless it already carries one.
 func classified(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return err
-		}
+	if err == nil || controller.SentinelOf(err) != nil {
+		return err
 	}
 	s, _ := classify(err)
 	return fmt.Errorf("%w: %w", s, err)
@@ -118,24 +108,4 @@ func errKind(err error) string {
 		return "denied"
 	}
 	return "engine"
-}
-
-// backoff is the pause before attempt n+1: 50 ms doubling, capped at 1 s.
-func backoff(n int) time.Duration {
-	d := 50 * time.Millisecond << (n - 1)
-	if d > time.Second || d <= 0 {
-		d = time.Second
-	}
-	return d
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -12,12 +12,6 @@ import (
 	"ars/fsm"
 )
 
-// subscriber is one Watch caller.
-type subscriber struct {
-	ch   chan controller.Event
-	lost bool // an event was dropped: send EventResync before the next one
-}
-
 // watched is the last reported state of one replica.
 type watched struct {
 	r   fsm.ReplicaSpec
@@ -41,12 +35,12 @@ var watchEvents = []string{
 // EventResync. Sends never block. The streams run only while somebody
 // watches.
 func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
-	sub := &subscriber{ch: make(chan controller.Event, 256)}
+	sub := controller.NewSubscriber(256)
 	d.subMu.Lock()
 	d.subs[sub] = struct{}{}
 	now := time.Now()
 	for _, w := range d.last {
-		sub.send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
 	}
 	for _, n := range d.order {
 		h := d.hosts[n]
@@ -63,7 +57,7 @@ func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
 	context.AfterFunc(ctx, func() {
 		d.subMu.Lock()
 		delete(d.subs, sub)
-		close(sub.ch)
+		close(sub.C)
 		if len(d.subs) == 0 {
 			for _, n := range d.order {
 				h := d.hosts[n]
@@ -76,32 +70,14 @@ func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
 		}
 		d.subMu.Unlock()
 	})
-	return sub.ch
-}
-
-// send never blocks: a full subscriber loses the event and gets an
-// EventResync as soon as it has room again.
-func (sub *subscriber) send(ev controller.Event) {
-	if sub.lost {
-		select {
-		case sub.ch <- controller.Event{Kind: controller.EventResync, At: ev.At}:
-			sub.lost = false
-		default:
-			return
-		}
-	}
-	select {
-	case sub.ch <- ev:
-	default:
-		sub.lost = true
-	}
+	return sub.C
 }
 
 func (d *Driver) publish(ev controller.Event) {
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
 	for sub := range d.subs {
-		sub.send(ev)
+		sub.Send(ev)
 	}
 }
 
@@ -117,7 +93,7 @@ func (h *host) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Tim
 	}
 	d.last[key] = watched{r: r, obs: obs}
 	for sub := range d.subs {
-		sub.send(controller.Event{Kind: controller.EventChanged, Replica: r, State: obs, At: at})
+		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: r, State: obs, At: at})
 	}
 }
 
@@ -200,7 +176,7 @@ func (h *host) watchLoop(ctx context.Context) {
 		for _, r := range specs {
 			h.refresh(ctx, r)
 		}
-		sleep(ctx, min(backoff(failures)*2, 5*time.Second))
+		controller.Sleep(ctx, min(controller.Backoff(failures)*2, 5*time.Second))
 	}
 }
 

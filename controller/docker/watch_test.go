@@ -117,24 +117,3 @@ func TestWatch(t *testing.T) {
 	for range ch2 {
 	}
 }
-
-// TestWatchNeverBlocks: a watcher that does not read loses events but gets
-// an EventResync; the driver's operations never wait for it.
-func TestWatchNeverBlocks(t *testing.T) {
-	sub := &subscriber{ch: make(chan controller.Event, 2)}
-	for i := range 5 {
-		sub.send(controller.Event{Kind: controller.EventChanged, State: controller.Observation{Replica: "r", ChangeVersion: string(rune('a' + i))}})
-	}
-	if !sub.lost {
-		t.Fatal("a full subscriber did not record the loss")
-	}
-	<-sub.ch
-	<-sub.ch
-	sub.send(controller.Event{Kind: controller.EventChanged})
-	if ev := <-sub.ch; ev.Kind != controller.EventResync {
-		t.Fatalf("first event after a loss is %s, want resync", ev.Kind)
-	}
-	if ev := <-sub.ch; ev.Kind != controller.EventChanged {
-		t.Fatalf("second event after a loss is %s, want changed", ev.Kind)
-	}
-}

@@ -41,7 +41,7 @@ type Driver struct {
 	watchV  uint64                                                      // bumped when watched changes
 
 	subMu sync.Mutex
-	subs  map[*subscriber]struct{}
+	subs  map[*controller.Subscriber]struct{}
 	last  map[string]watched // what the watch last reported, by replica name + vm
 	kick  chan struct{}      // wakes the watch loop (subscribers or watched set changed)
 }
@@ -84,7 +84,7 @@ func New(cfg Config) (*Driver, error) {
 		changed: make(chan struct{}),
 		refs:    map[string]types.ManagedObjectReference{},
 		watched: map[types.ManagedObjectReference]map[string]fsm.ReplicaSpec{},
-		subs:    map[*subscriber]struct{}{},
+		subs:    map[*controller.Subscriber]struct{}{},
 		last:    map[string]watched{},
 		kick:    make(chan struct{}, 1),
 	}
@@ -169,9 +169,9 @@ func (d *Driver) loginLoop(ctx context.Context) *session {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := min(backoff(attempt)*4, 10*time.Second)
+		wait := min(controller.Backoff(attempt)*4, 10*time.Second)
 		d.log.Warn("vcenter login failed; retrying", "err", err, "attempt", attempt, "retry_in", wait)
-		if !sleep(ctx, wait) {
+		if !controller.Sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -184,7 +184,7 @@ func (d *Driver) loginLoop(ctx context.Context) *session {
 func (d *Driver) keepAlive(ctx context.Context, s *session) {
 	next := d.cfg.KeepAlive
 	failures := 0
-	for sleep(ctx, next) {
+	for controller.Sleep(ctx, next) {
 		seen := s.gen.Load()
 		us, err := s.userSession(ctx)
 		switch {
@@ -193,14 +193,14 @@ func (d *Driver) keepAlive(ctx context.Context, s *session) {
 		case err != nil:
 			failures++
 			d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
-			next = min(backoff(failures)*4, d.cfg.KeepAlive)
+			next = min(controller.Backoff(failures)*4, d.cfg.KeepAlive)
 			d.log.Warn("vcenter keep-alive failed", "err", err, "retry_in", next)
 			continue
 		case us == nil:
 			if err := s.renew(ctx, seen, "keep-alive found the session gone"); err != nil && !errors.Is(err, errSessionAlive) {
 				failures++
 				d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
-				next = min(backoff(failures)*4, d.cfg.KeepAlive)
+				next = min(controller.Backoff(failures)*4, d.cfg.KeepAlive)
 				d.log.Warn("vcenter re-login failed", "err", err, "retry_in", next)
 				continue
 			}
@@ -425,7 +425,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 			break
 		}
 		d.log.Debug("vcenter operation failed; retrying", "op", op, "replica", r.Name, "attempt", attempts, "err", last)
-		if !sleep(ctx, backoff(attempts)) {
+		if !controller.Sleep(ctx, controller.Backoff(attempts)) {
 			break
 		}
 	}
@@ -625,7 +625,7 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 		if obs.Replica != "" { // read fine; the NIC is the problem
 			return fail(err, attempts, &obs)
 		}
-		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !sleep(ctx, backoff(attempts)) {
+		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !controller.Sleep(ctx, controller.Backoff(attempts)) {
 			return fail(err, attempts, nil)
 		}
 	}
@@ -702,7 +702,7 @@ func (s *session) waitTask(ctx context.Context, ref types.ManagedObjectReference
 			}
 			return te
 		}
-		if !sleep(tctx, pause) {
+		if !controller.Sleep(tctx, pause) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -66,9 +65,6 @@ func (e *taskError) Error() string {
 
 func (e *taskError) Fault() types.BaseMethodFault { return e.fault }
 
-// sentinels lists the controller errors a classified error may wrap already.
-var sentinels = []error{errNotFound, errUnsupported, errUnavailable, errInvalidState, errConflict, errDenied, errInvalid, errFailed}
-
 // classify maps an error to a controller sentinel and says whether another
 // attempt may succeed. Faults that mean "the caller must decide again"
 // (ConcurrentAccess, permission, bad input) are never retried;
@@ -87,10 +83,8 @@ func classify(err error) (sentinel error, retry bool) {
 	case errors.Is(err, errRefGone):
 		return errNotFound, true
 	}
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return s, s == errUnavailable
-		}
+	if s := controller.SentinelOf(err); s != nil {
+		return s, s == errUnavailable
 	}
 	var te *taskError
 	if errors.As(err, &te) && te.fault == nil {
@@ -129,13 +123,8 @@ func classify(err error) (sentinel error, retry bool) {
 
 // classified wraps err with its sentinel unless it already carries one.
 func classified(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return err
-		}
+	if err == nil || controller.SentinelOf(err) != nil {
+		return err
 	}
 	s, _ := classify(err)
 	return fmt.Errorf("%w: %w", s, err)
@@ -162,23 +151,3 @@ var errTaskTimeout = errors.New("task did not finish in time")
 // errRefGone: a cached VM reference no longer exists (the VM was removed or
 // re-registered); the next attempt resolves the name again.
 var errRefGone = errors.New("vm reference is stale")
-
-// backoff is the pause before attempt n+1: 50 ms doubling, capped at 1 s.
-func backoff(n int) time.Duration {
-	d := 50 * time.Millisecond << (n - 1)
-	if d > time.Second || d <= 0 {
-		d = time.Second
-	}
-	return d
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

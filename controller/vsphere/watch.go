@@ -14,12 +14,6 @@ import (
 	"ars/fsm"
 )
 
-// subscriber is one Watch caller.
-type subscriber struct {
-	ch   chan controller.Event
-	lost bool // an event was dropped: send EventResync before the next one
-}
-
 // watched is the last reported state of one replica.
 type watched struct {
 	r   fsm.ReplicaSpec
@@ -32,23 +26,23 @@ type watched struct {
 // watch runs only while somebody watches, and only with a held session
 // (not in per-operation mode).
 func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
-	sub := &subscriber{ch: make(chan controller.Event, 256)}
+	sub := controller.NewSubscriber(256)
 	d.subMu.Lock()
 	d.subs[sub] = struct{}{}
 	now := time.Now()
 	for _, w := range d.last {
-		sub.send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
 	}
 	d.subMu.Unlock()
 	d.kickWatch()
 	context.AfterFunc(ctx, func() {
 		d.subMu.Lock()
 		delete(d.subs, sub)
-		close(sub.ch)
+		close(sub.C)
 		d.subMu.Unlock()
 		d.kickWatch()
 	})
-	return sub.ch
+	return sub.C
 }
 
 func (d *Driver) hasSubscribers() bool {
@@ -62,25 +56,7 @@ func (d *Driver) publish(ev controller.Event) {
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
 	for sub := range d.subs {
-		sub.send(ev)
-	}
-}
-
-// send never blocks: a full subscriber loses the event and gets an
-// EventResync as soon as it has room again.
-func (sub *subscriber) send(ev controller.Event) {
-	if sub.lost {
-		select {
-		case sub.ch <- controller.Event{Kind: controller.EventResync, At: ev.At}:
-			sub.lost = false
-		default:
-			return
-		}
-	}
-	select {
-	case sub.ch <- ev:
-	default:
-		sub.lost = true
+		sub.Send(ev)
 	}
 }
 
@@ -100,7 +76,7 @@ func (d *Driver) report(r fsm.ReplicaSpec, obs controller.Observation, at time.T
 		kind = controller.EventFTFailover
 	}
 	for sub := range d.subs {
-		sub.send(controller.Event{Kind: kind, Replica: r, State: obs, At: at})
+		sub.Send(controller.Event{Kind: kind, Replica: r, State: obs, At: at})
 	}
 }
 
@@ -182,7 +158,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 			if err := w.build(ctx, specs); err != nil {
 				failures++
 				d.log.Warn("vcenter watch: cannot build the property collector", "err", err)
-				if !sleep(ctx, min(backoff(failures)*4, 5*time.Second)) {
+				if !controller.Sleep(ctx, min(controller.Backoff(failures)*4, 5*time.Second)) {
 					return
 				}
 				continue
@@ -199,7 +175,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 			d.log.Debug("vcenter watch: wait failed; rebuilding", "err", err)
 			w.dirty = true
 			w.destroy()
-			if !sleep(ctx, min(backoff(failures), time.Second)) {
+			if !controller.Sleep(ctx, min(controller.Backoff(failures), time.Second)) {
 				return
 			}
 			continue

@@ -89,22 +89,22 @@ func TestWatchSurvivesSessionLoss(t *testing.T) {
 // A slow reader loses events but is told to resync.
 func TestWatchSlowReaderGetsResync(t *testing.T) {
 	e := newEnv(t, vcsim.Options{}, nil)
-	sub := &subscriber{ch: make(chan controller.Event, 2)}
+	sub := controller.NewSubscriber(2)
 	e.d.subs[sub] = struct{}{}
 	defer delete(e.d.subs, sub)
 	for range 5 {
 		e.d.publish(controller.Event{Kind: controller.EventChanged})
 	}
-	if !sub.lost {
-		t.Fatal("overflow not noticed")
+	if len(sub.C) != cap(sub.C) {
+		t.Fatal("the slow reader's channel is not full")
 	}
-	<-sub.ch
-	<-sub.ch
+	<-sub.C
+	<-sub.C
 	e.d.publish(controller.Event{Kind: controller.EventChanged})
-	if ev := <-sub.ch; ev.Kind != controller.EventResync {
+	if ev := <-sub.C; ev.Kind != controller.EventResync {
 		t.Fatalf("first event after overflow = %v, want resync", ev.Kind)
 	}
-	if ev := <-sub.ch; ev.Kind != controller.EventChanged {
+	if ev := <-sub.C; ev.Kind != controller.EventChanged {
 		t.Fatalf("then %v", ev.Kind)
 	}
 }

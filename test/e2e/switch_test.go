@@ -295,6 +295,22 @@ func (l *switchLab) postAlert(n *harness.Node, id, replica string) transport.Ale
 	return res
 }
 
+// heldSwitch posts an exploit alert on victim and waits until the switch
+// away from it is committed (l.hold keeps vCenter from carrying it out).
+func (l *switchLab) heldSwitch(id, victim string) fsm.Intent {
+	l.t.Helper()
+	l.postAlert(l.c.Follower(), id, victim)
+	var intent fsm.Intent
+	harness.WaitFor(l.t, 10*time.Second, "switch committed", func() error {
+		if s := l.service(); s.Intent != nil && s.Intent.From == victim {
+			intent = *s.Intent
+			return nil
+		}
+		return errors.New("no intent yet")
+	})
+	return intent
+}
+
 func hasAlert(n *harness.Node, id string) bool {
 	_, ok := alertOn(n, id)
 	return ok
@@ -473,15 +489,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	l.fab.MarkDirty(victim.Name)
 	l.hold.Store(true)
 	old := l.c.Leader(10 * time.Second)
-	l.postAlert(l.c.Follower(), "exploit-leader-dies", victim.Name)
-	var intent fsm.Intent
-	harness.WaitFor(t, 10*time.Second, "switch committed", func() error {
-		if s := l.service(); s.Intent != nil && s.Intent.From == victim.Name {
-			intent = *s.Intent
-			return nil
-		}
-		return errors.New("no intent yet")
-	})
+	intent := l.heldSwitch("exploit-leader-dies", victim.Name)
 	killAt := time.Now()
 	l.c.Stop(old)
 	l.hold.Store(false)
@@ -529,15 +537,7 @@ func TestWholeClusterRestartMidSwitch(t *testing.T) {
 	victim, _ := svc.Active()
 	l.fab.MarkDirty(victim.Name)
 	l.hold.Store(true)
-	l.postAlert(l.c.Follower(), "exploit-restart", victim.Name)
-	var intent fsm.Intent
-	harness.WaitFor(t, 10*time.Second, "switch committed", func() error {
-		if s := l.service(); s.Intent != nil && s.Intent.From == victim.Name {
-			intent = *s.Intent
-			return nil
-		}
-		return errors.New("no intent yet")
-	})
+	intent := l.heldSwitch("exploit-restart", victim.Name)
 	old := append([]*harness.Node(nil), l.c.Nodes...)
 	for _, n := range old {
 		l.c.Stop(n)

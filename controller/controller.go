@@ -147,11 +147,11 @@ func (c *Controller) HandleReport(msg []byte) {
 	}
 }
 
-// verdict is a transition of one service's prober on one activation.
+// verdict says that a service's prober changed its verdict on one
+// activation; the evidence itself is read from the prober (evaluate).
 type verdict struct {
 	service string
 	act     activation
-	t       probe.Transition
 }
 
 // switchTiming is what the leader remembers of a switch it decided, to
@@ -169,12 +169,6 @@ type attachment struct {
 	firstOK time.Time // byUs: when the leader's probes first got an answer after at
 }
 
-// retry is a damped decision to make again at RetryAt if still relevant.
-type retry struct {
-	ev decide.Event
-	at time.Time
-}
-
 // run is the state of one leadership.
 type run struct {
 	c        *Controller
@@ -182,7 +176,7 @@ type run struct {
 	verdicts chan verdict
 	kick     chan struct{}
 	timingOf map[string]switchTiming // service/generation -> timing
-	retries  map[string]retry        // service -> damped DoS verdict
+	retries  map[string]time.Time    // service -> when to weigh its DoS evidence again (damped, or not committed)
 	alertAt  map[string]time.Time    // alert id -> retry time (damped alerts)
 	obs      map[string]Observation  // replica key -> last observation
 	reported map[string]bool         // replicas reported as undrivable
@@ -208,7 +202,7 @@ func (c *Controller) Run(ctx context.Context) {
 		verdicts: make(chan verdict, 64),
 		kick:     make(chan struct{}, 1),
 		timingOf: map[string]switchTiming{},
-		retries:  map[string]retry{},
+		retries:  map[string]time.Time{},
 		alertAt:  map[string]time.Time{},
 		obs:      map[string]Observation{},
 		reported: map[string]bool{},
@@ -324,7 +318,7 @@ func (r *run) syncProbers(ctx context.Context) {
 		pr, err := startProber(ctx, r.c.log, name, a, base, func(t probe.Transition) {
 			r.c.m.verdict(name, t.To.String())
 			select {
-			case r.verdicts <- verdict{service: name, act: a, t: t}:
+			case r.verdicts <- verdict{service: name, act: a}:
 			case <-ctx.Done():
 			}
 		})
@@ -484,8 +478,8 @@ func (r *run) evaluateAll(ctx context.Context) {
 // uncommitted DoS verdict is due again.
 func (r *run) handleRetries(ctx context.Context) {
 	now := r.c.now()
-	for name, rt := range r.retries {
-		if now.Before(rt.at) {
+	for name, at := range r.retries {
+		if now.Before(at) {
 			continue
 		}
 		delete(r.retries, name)
@@ -564,8 +558,8 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 				// Damped: decide again when it would not be.
 				if alertID != "" {
 					r.alertAt[alertID] = dec.RetryAt
-				} else if v, ok := ev.(decide.DoSVerdict); ok {
-					r.retries[name] = retry{ev: v, at: dec.RetryAt}
+				} else if _, ok := ev.(decide.DoSVerdict); ok {
+					r.retries[name] = dec.RetryAt
 				}
 				return
 			}
@@ -600,8 +594,8 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 				// An alert stays unanswered in the ledger and is decided
 				// again on the next pass; a verdict is an edge, so it is
 				// kept to be decided again shortly if it still holds.
-				if v, ok := ev.(decide.DoSVerdict); ok {
-					r.retries[name] = retry{ev: v, at: now.Add(commitRetry)}
+				if _, ok := ev.(decide.DoSVerdict); ok {
+					r.retries[name] = now.Add(commitRetry)
 				}
 				return
 			}

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/simulator"
@@ -20,6 +21,7 @@ import (
 	"ars/fsm"
 	"ars/lab/netlab"
 	"ars/lab/vcwatch"
+	"ars/transport"
 )
 
 // Replica is one lab replica: a DNS server of Impl in its own namespace,
@@ -43,6 +45,21 @@ type Config struct {
 	// DNSD is the path of test/dnsd, for replicas of impl "dnsd".
 	DNSD   string
 	Logger *slog.Logger
+
+	// Nodes names the controller nodes (e.g. n1, n2, n3): one `ars agent`
+	// each, run from Agent in a namespace of its own on the service
+	// network, with TLS, tokens and a gossip key, driving the simulator.
+	// Up then applies the lab's service (named Service, default "dns",
+	// with Probe and Policy) and starts one AppArmor watcher per replica.
+	// Without Nodes the caller drives the simulator itself.
+	Nodes   []string
+	Agent   string
+	Service string
+	Probe   fsm.ProbeSpec
+	Policy  fsm.PolicySpec
+	// PerOperationLogin makes the nodes log in to vCenter for every
+	// operation (the paper's script; the benchmark's paper-cli mode).
+	PerOperationLogin bool
 }
 
 // Lab is a running lab: the simulator the controller drives, the network,
@@ -61,6 +78,16 @@ type Lab struct {
 	procs  map[string]*netlab.Proc
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	vcPass    string
+	vcln      net.Listener  // the simulator's endpoint on the hub address
+	proxyDone chan struct{} // closed by Down: ends proxied connections
+	nodes     *nodeSet
+	watchers  []*netlab.Proc
+	attacks   attacks
+	client    probeClient
+	ctx       context.Context // the lab's lifetime, cancelled by Down
+	started   time.Time
 }
 
 // CleanSnapshot is the name of every lab VM's clean snapshot.
@@ -85,8 +112,19 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(cfg.Nodes) > 0 && cfg.Agent == "" {
+		return nil, errors.New("lab: nodes need the ars binary (Config.Agent)")
+	}
+	if cfg.Service == "" {
+		cfg.Service = "dns"
+	}
+	pass, err := transport.NewTokenSecret()
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
 	l = &Lab{cfg: cfg, log: cfg.Logger.With("component", "lab"), vms: map[string]string{},
-		byRef: map[types.ManagedObjectReference]string{}, procs: map[string]*netlab.Proc{}}
+		byRef: map[types.ManagedObjectReference]string{}, procs: map[string]*netlab.Proc{},
+		vcPass: pass, proxyDone: make(chan struct{}), started: time.Now().UTC()}
 	defer func() {
 		if err != nil {
 			_ = l.Down(context.Background())
@@ -96,6 +134,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	var mirror *Mirror
 	var mu sync.Mutex // guards mirror for the handler, set below
 	sim, err := vcsim.Start(vcsim.Options{Profile: cfg.Profile, VMsPerHost: (len(names) + 1) / 2,
+		Username: vcUser, Password: pass,
 		Handler: func(sctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 			if m.Name != "RevertToSnapshot_Task" {
 				return nil, nil
@@ -141,7 +180,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		mu.Unlock()
 	}
 
-	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names})
+	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -153,7 +192,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	if l.w, err = vcwatch.Login(ctx, sim.URL(), ca, "ars-lab", "lab"); err != nil {
+	if l.w, err = vcwatch.Login(ctx, sim.URL(), ca, vcUser, pass); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	for ref, n := range l.byRef {
@@ -171,7 +210,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		return nil, fmt.Errorf("lab: starting the replicas: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	l.cancel = cancel
+	l.cancel, l.ctx = cancel, wctx
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -179,8 +218,30 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 			if err := l.mirror.Apply(s); err != nil {
 				l.log.Warn("lab: replica state not applied; retrying at the next change", "err", err)
 			}
+			l.attacks.served(l, l.mirror.Linked())
 		})
 	}()
+	if len(cfg.Nodes) == 0 {
+		return l, nil
+	}
+	if err := l.proxyVCenter(); err != nil {
+		return nil, err
+	}
+	if err := l.startNodes(); err != nil {
+		return nil, err
+	}
+	if _, err := l.WaitLeader(ctx, ""); err != nil {
+		return nil, err
+	}
+	if err := l.applyService(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.startWatchers(); err != nil {
+		return nil, err
+	}
+	if err := l.runClient(l.ctx); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -226,27 +287,13 @@ func disconnect(ctx context.Context, sim *vcsim.Sim, name string) error {
 // VM is the simulator VM that stands for replica.
 func (l *Lab) VM(replica string) string { return l.vms[replica] }
 
-// ServiceSpec is the service to apply to the cluster for this lab: every
-// replica as a VM of the simulator with its clean snapshot, the lab's
-// service address, and a probe for the test record.
-func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
-	t := l.Net.Topology()
-	s := fsm.ServiceSpec{Name: name, Address: t.Service.String() + ":53",
-		Probe: fsm.ProbeSpec{Query: RecordName, Expect: RecordA}}
-	for _, r := range l.cfg.Replicas {
-		s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
-			Platform: fsm.PlatformVM, VM: l.vms[r.Name], Snapshot: CleanSnapshot})
-	}
-	return s
-}
-
 // DoS wedges the replica's server (SIGSTOP to every process in its
 // namespace: it keeps its sockets and answers nothing, as a server with a
 // hang bug does). The simulator sees no change; a revert of the VM starts
 // a fresh process, which ends the attack on that replica.
 func (l *Lab) DoS(replica string) error {
 	if _, ok := l.vms[replica]; !ok {
-		return fmt.Errorf("lab: no replica %q", replica)
+		return badRequest("no replica %q", replica)
 	}
 	return l.Net.SignalReplica(replica, syscall.SIGSTOP)
 }
@@ -254,6 +301,12 @@ func (l *Lab) DoS(replica string) error {
 // Down stops the watch, the simulator and every process, and removes the
 // network. It is safe to call more than once.
 func (l *Lab) Down(ctx context.Context) error {
+	l.attacks.stop()
+	if l.vcln != nil {
+		l.vcln.Close()
+		close(l.proxyDone)
+		l.vcln = nil
+	}
 	if l.cancel != nil {
 		l.cancel()
 		l.wg.Wait()
@@ -317,8 +370,8 @@ func (p procs) Link(name string) error    { return p.l.Net.Attach(context.Backgr
 func (p procs) Unlink(name string) error  { return p.l.Net.Detach(context.Background(), name) }
 
 func (l *Lab) replica(name string) Replica {
-	i := slices.IndexFunc(l.cfg.Replicas, func(r Replica) bool { return r.Name == name })
-	return l.cfg.Replicas[i]
+	r, _ := l.lookup(name)
+	return r
 }
 
 func (l *Lab) binary(impl string) string {

@@ -179,3 +179,12 @@ func (m *Mirror) Linked() []string {
 	}
 	return out
 }
+
+// Applied is what the Mirror last made of the replica: its power state
+// and whether it is linked to the service network.
+func (m *Mirror) Applied(name string) (power types.VirtualMachinePowerState, linked bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.applied[name]
+	return s.power, s.linked
+}

@@ -33,12 +33,21 @@ type Client struct {
 	hc    *http.Client
 }
 
+// ClientOption changes how a Client connects.
+type ClientOption func(*http.Transport)
+
+// WithDialContext makes the client open its connections with dial, for
+// example from inside a network namespace (the lab's client).
+func WithDialContext(dial func(ctx context.Context, network, addr string) (net.Conn, error)) ClientOption {
+	return func(tr *http.Transport) { tr.DialContext = dial }
+}
+
 // NewClient returns a client for addr: "host:port" or "host" (HTTPS on
 // port 7500 assumed), "https://host:port[/prefix]" or "http://…". token
 // (may be empty for node-certificate callers) is sent as a bearer token.
 // tlsCfg (from ClientTLS) is used for https; nil means Go's defaults
 // (system roots, no client certificate).
-func NewClient(addr, token string, tlsCfg *tls.Config) (*Client, error) {
+func NewClient(addr, token string, tlsCfg *tls.Config, opts ...ClientOption) (*Client, error) {
 	base, err := parseBaseURL(addr)
 	if err != nil {
 		return nil, err
@@ -57,6 +66,9 @@ func NewClient(addr, token string, tlsCfg *tls.Config) (*Client, error) {
 	}
 	if tlsCfg != nil {
 		tr.TLSClientConfig = tlsCfg.Clone()
+	}
+	for _, o := range opts {
+		o(tr)
 	}
 	return &Client{base: base, token: strings.TrimSpace(token), hc: &http.Client{
 		Transport: tr,

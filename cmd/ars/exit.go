@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"ars/lab"
 	"ars/transport"
 )
 
@@ -38,11 +39,21 @@ type tlsSetupError struct{ err error }
 func (e *tlsSetupError) Error() string { return "TLS setup: " + e.err.Error() }
 func (e *tlsSetupError) Unwrap() error { return e.err }
 
+// exitCodeError passes a child's exit code through (ars lab exec): the
+// child has said what went wrong.
+type exitCodeError struct{ code int }
+
+func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
 // fail prints "ars: <reason>" for err (nothing for nil) and returns the
 // exit code.
 func fail(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
+	}
+	var ece *exitCodeError
+	if errors.As(err, &ece) {
+		return ece.code
 	}
 	code, reason := classify(err)
 	reason = strings.Join(strings.Fields(strings.ReplaceAll(reason, "\n", "; ")), " ")
@@ -71,6 +82,10 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage, ue.msg
+	case lab.IsBadRequest(err):
+		return exitUsage, err.Error()
+	case errors.Is(err, lab.ErrNoLab):
+		return exitUnreachable, err.Error()
 	case errors.As(err, &tse):
 		return exitUnreachable, tse.Error()
 	case errors.As(err, &ae):

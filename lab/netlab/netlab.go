@@ -31,6 +31,10 @@ var (
 	DefaultService = netip.MustParseAddr("10.253.53.53")
 	// DefaultClient is the client's address.
 	DefaultClient = netip.MustParseAddr("10.253.53.2")
+	// DefaultHub is the bridge's own address in the hub namespace: where
+	// the lab serves what the nodes need besides each other (the vCenter
+	// simulator's endpoint).
+	DefaultHub = netip.MustParseAddr("10.253.53.1")
 )
 
 // GARPMode says how Attach announces the newly attached replica.
@@ -75,6 +79,9 @@ type Topology struct {
 	Service netip.Addr
 	// Client is the client's address (default 10.253.53.2).
 	Client netip.Addr
+	// Hub is the bridge's address inside the hub namespace (default
+	// 10.253.53.1); ListenHub listens there.
+	Hub netip.Addr
 	// Replicas names the replicas: [a-z0-9][a-z0-9_.-]*, at most 32
 	// characters, at most 100 of them.
 	Replicas []string
@@ -127,13 +134,16 @@ func (t Topology) withDefaults() (Topology, error) {
 	if !t.Client.IsValid() {
 		t.Client = DefaultClient
 	}
-	for _, a := range []netip.Addr{t.Service, t.Client} {
+	if !t.Hub.IsValid() {
+		t.Hub = DefaultHub
+	}
+	for _, a := range []netip.Addr{t.Service, t.Client, t.Hub} {
 		if !t.Subnet.Contains(a) || a == t.Subnet.Addr() {
 			return t, fmt.Errorf("netlab: address %s is not a host of %s", a, t.Subnet)
 		}
 	}
-	if t.Service == t.Client {
-		return t, errors.New("netlab: service and client address are the same")
+	if t.Service == t.Client || t.Hub == t.Service || t.Hub == t.Client {
+		return t, fmt.Errorf("netlab: service %s, client %s and hub %s must differ", t.Service, t.Client, t.Hub)
 	}
 	if len(t.Replicas) == 0 || len(t.Replicas) > 100 {
 		return t, fmt.Errorf("netlab: %d replicas: want 1-100", len(t.Replicas))
@@ -159,7 +169,7 @@ func (t Topology) withDefaults() (Topology, error) {
 		if slices.Contains(t.Nodes[:i], n) {
 			return t, fmt.Errorf("netlab: node %q twice", n)
 		}
-		if a := nodeAddr(t.Subnet, i); !t.Subnet.Contains(a) || a == t.Service || a == t.Client {
+		if a := nodeAddr(t.Subnet, i); !t.Subnet.Contains(a) || a == t.Service || a == t.Client || a == t.Hub {
 			return t, fmt.Errorf("netlab: node %s's address %s is not free in %s", n, a, t.Subnet)
 		}
 	}
@@ -365,6 +375,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	hub := l.hubNS()
 	steps := [][]string{
 		{"-n", hub, "link", "add", l.bridge(), "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"-n", hub, "addr", "add", l.t.Hub.String() + "/" + bits, "dev", l.bridge()},
 		{"-n", hub, "link", "set", l.bridge(), "up"},
 		{"-n", hub, "link", "add", l.clientPort(), "type", "veth", "peer", "name", l.ClientDev(), "netns", l.clientNS()},
 		{"-n", hub, "link", "set", l.clientPort(), "master", l.bridge(), "up"},

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,4 +179,34 @@ func killAndWait(ctx context.Context, inodes map[uint64]bool, limit time.Duratio
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by limit
 	}
+}
+
+// ListenHub listens on the hub's address (Topology.Hub) inside the hub
+// namespace: the socket lives there, this process does not move. Nodes,
+// the client and attached replicas reach it; the host's namespace does not.
+func (l *Lab) ListenHub(port int) (net.Listener, error) {
+	var ln net.Listener
+	err := inNetns(filepath.Join(netnsDir, l.hubNS()), func() error {
+		var err error
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(l.t.Hub, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlab: listen in %s: %w", l.hubNS(), err)
+	}
+	return ln, nil
+}
+
+// DialContext dials from inside the client namespace, as the lab's client
+// (and an operator's CLI there) would: an http.Transport or a DNS client
+// in this process can use it to reach the nodes' APIs and the service
+// address without leaving the lab.
+func (l *Lab) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(filepath.Join(netnsDir, l.clientNS()), func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }

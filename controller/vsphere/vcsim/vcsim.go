@@ -63,6 +63,16 @@ var Profiles = map[string]map[string]int{
 	},
 }
 
+// ProfileNames lists Profiles' names, sorted.
+func ProfileNames() []string {
+	names := make([]string, 0, len(Profiles))
+	for n := range Profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // Options configure Start.
 type Options struct {
 	// Profile names an entry of Profiles ("" = "none").

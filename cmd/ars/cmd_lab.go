@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"ars/controller/vsphere/vcsim"
+	"ars/fsm"
+	"ars/lab"
+	"ars/lab/netlab"
+)
+
+// The lab: `ars lab up` starts `ars lab serve` (the daemon that holds the
+// simulator, the network, the servers, three agents and the measuring
+// client) in the background and waits for it; every other lab command
+// talks to the daemon over its control socket.
+
+// labFlags are the flags every lab command shares.
+type labFlags struct {
+	prefix, stateDir string
+}
+
+func (f *labFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.prefix, "prefix", netlab.DefaultPrefix, "`prefix` of the lab's namespaces and links")
+	fs.StringVar(&f.stateDir, "state-dir", "", "the lab's state `directory` (default /run/PREFIX)")
+}
+
+func (f *labFlags) dir() string {
+	if f.stateDir != "" {
+		return f.stateDir
+	}
+	return filepath.Join("/run", f.prefix)
+}
+
+func (f *labFlags) control() *lab.Control { return lab.NewControl(f.dir()) }
+
+// labUpFlags configure the lab a daemon builds.
+type labUpFlags struct {
+	labFlags
+	profile   string
+	replicas  string
+	nodes     int
+	service   string
+	probe     string
+	confirm   string
+	rotation  string
+	perOpLog  bool
+	waitLimit time.Duration
+}
+
+func (f *labUpFlags) register(fs *flag.FlagSet) {
+	f.labFlags.register(fs)
+	fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
+	fs.StringVar(&f.replicas, "replicas", defaultLabReplicas, "replicas as `NAME:IMPL:OS,...` (IMPL one of "+strings.Join(lab.ImplNames(), ", ")+")")
+	fs.IntVar(&f.nodes, "nodes", 3, "controller `nodes` (ars agent processes), 1-9")
+	fs.StringVar(&f.service, "service", "dns", "service `name`")
+	fs.StringVar(&f.probe, "probe", "ars", "probe `profile`: ars or paper (500ms x 3 sequential)")
+	fs.StringVar(&f.confirm, "confirm", "quorum", "DoS verdicts: `none` or quorum (followers confirm)")
+	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
+	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
+	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
+}
+
+// defaultLabReplicas mirrors the research testbed (BIND 9 and Unbound on
+// Windows VMs) plus Knot Resolver and PowerDNS Recursor on Linux VMs.
+const defaultLabReplicas = "bind9-win:bind9:windows,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-lin:pdns-recursor:linux"
+
+func parseLabReplicas(s string) ([]lab.Replica, error) {
+	var out []lab.Replica
+	for _, e := range strings.Split(s, ",") {
+		parts := strings.Split(strings.TrimSpace(e), ":")
+		if len(parts) != 3 || parts[0] == "" {
+			return nil, usageErrorf("-replicas entry %q: want NAME:IMPL:OS", e)
+		}
+		if _, ok := lab.Implementations[parts[1]]; !ok {
+			return nil, usageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
+		}
+		if parts[2] != fsm.OSWindows && parts[2] != fsm.OSLinux {
+			return nil, usageErrorf("-replicas entry %q: os must be windows or linux", e)
+		}
+		out = append(out, lab.Replica{Name: parts[0], Impl: parts[1], OS: parts[2]})
+	}
+	return out, nil
+}
+
+// args is the flag list that gives a daemon the same settings.
+func (f *labUpFlags) args() []string {
+	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
+		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
+		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog)}
+}
+
+func (f *labUpFlags) config() (lab.Config, error) {
+	reps, err := parseLabReplicas(f.replicas)
+	if err != nil {
+		return lab.Config{}, err
+	}
+	if f.nodes < 1 || f.nodes > 9 {
+		return lab.Config{}, usageErrorf("-nodes %d: want 1-9", f.nodes)
+	}
+	if _, ok := vcsim.Profiles[f.profile]; !ok {
+		return lab.Config{}, usageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return lab.Config{}, err
+	}
+	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: self,
+		Service: f.service, PerOperationLogin: f.perOpLog,
+		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
+		Policy: fsm.PolicySpec{Rotation: f.rotation}}
+	for i := range f.nodes {
+		cfg.Nodes = append(cfg.Nodes, fmt.Sprintf("n%d", i+1))
+	}
+	if dnsd, err := exec.LookPath("dnsd"); err == nil {
+		cfg.DNSD = dnsd
+	} else if p := filepath.Join(filepath.Dir(self), "dnsd"); fileExists(p) {
+		cfg.DNSD = p
+	}
+	return cfg, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func needRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the lab needs root (network namespaces, veth links, bridges)")
+	}
+	return nil
+}
+
+func init() {
+	Register(Command{
+		Name:    "lab up",
+		Local:   true,
+		Summary: "Bring the lab up: vCenter simulator, real DNS servers in namespaces, three agents",
+		Help: `Starts the lab daemon (ars lab serve) in the background and waits until it
+is ready: govmomi's vCenter simulator with one VM per replica; each replica a
+real DNS server (BIND 9, Unbound, Knot Resolver, PowerDNS Recursor) in its own
+network namespace, all with the same service address on a lab bridge, started,
+stopped, linked and reverted as the simulator's VMs change; -nodes ars agent
+processes with TLS, tokens and a gossip key in namespaces of their own; the
+service applied; one ars watch apparmor per replica; and a client that queries
+the service address every 5 ms. Every lab address exists only inside the
+lab's namespaces, which have no default route. A lab left over by a crash is
+removed first. Needs root on Linux.
+
+Then: ars lab status, ars lab attack dos|exploit, ars lab node kill|start,
+ars lab exec -- ars status, ars lab down.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labUpFlags
+			f.register(fs)
+			return func(ctx context.Context, e *Env, args []string) error {
+				if err := needRoot(); err != nil {
+					return err
+				}
+				if _, err := f.config(); err != nil {
+					return err
+				}
+				c := f.control()
+				if st, err := c.Status(ctx); err == nil {
+					return fmt.Errorf("a lab is already up (daemon pid %d, state %s); ars lab down first", st.Pid, st.StateDir)
+				}
+				st, err := startLabDaemon(ctx, &f)
+				if err != nil {
+					return err
+				}
+				return printLabStatus(e, st)
+			}
+		},
+	})
+	Register(Command{
+		Name:    "lab serve",
+		Local:   true,
+		Summary: "Run the lab daemon in the foreground (what lab up starts)",
+		Help: `Builds the lab as ars lab up describes, serves the control socket
+STATE-DIR/control.sock and tears everything down on SIGINT/SIGTERM or
+ars lab down.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labUpFlags
+			f.register(fs)
+			return func(ctx context.Context, e *Env, args []string) error {
+				if err := needRoot(); err != nil {
+					return err
+				}
+				cfg, err := f.config()
+				if err != nil {
+					return err
+				}
+				return serveLab(ctx, e, cfg)
+			}
+		},
+	})
+	Register(Command{
+		Name:    "lab status",
+		Local:   true,
+		Summary: "Show the lab: nodes, replicas, roles, what the client sees",
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labFlags
+			f.register(fs)
+			return func(ctx context.Context, e *Env, args []string) error {
+				st, err := f.control().Status(ctx)
+				if err != nil {
+					return err
+				}
+				return printLabStatus(e, st)
+			}
+		},
+	})
+	Register(Command{
+		Name:    "lab down",
+		Local:   true,
+		Summary: "Tear the lab down: every namespace, link and process it made",
+		Help: `Asks the daemon to stop; if none runs (a crash), removes what a lab
+with -prefix left behind.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labFlags
+			f.register(fs)
+			return func(ctx context.Context, e *Env, args []string) error {
+				if err := needRoot(); err != nil {
+					return err
+				}
+				return labDown(ctx, e, &f)
+			}
+		},
+	})
+	registerLabAttacks()
+	registerLabNodes()
+	Register(Command{
+		Name:    "lab exec",
+		Args:    "-- COMMAND [ARG...]",
+		MinArgs: 1, MaxArgs: -1,
+		Local:   true,
+		Summary: "Run a command in the lab's client namespace, with the CLI pointed at a node",
+		Help: `Runs COMMAND inside the client namespace (where the nodes' APIs and the
+service address are reachable) with ARS_HTTP_ADDR set to a node (-node, by
+default the leader), ARS_CACERT to the lab's CA and ARS_HTTP_TOKEN_FILE to
+its operator token:
+  ars lab exec -- ars status
+  ars lab exec -- ars history
+  ars lab exec -- dig @10.253.53.53 www.lab.internal`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labFlags
+			f.register(fs)
+			node := fs.String("node", "", "`node` the CLI talks to (default the leader)")
+			return func(ctx context.Context, e *Env, args []string) error {
+				st, err := f.control().Status(ctx)
+				if err != nil {
+					return err
+				}
+				return labExec(ctx, e, st, *node, args)
+			}
+		},
+	})
+}
+
+// startLabDaemon starts `ars lab serve` detached (own session, output to
+// STATE-DIR/labd.log) and waits until its control socket answers.
+func startLabDaemon(ctx context.Context, f *labUpFlags) (lab.Status, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return lab.Status{}, err
+	}
+	if err := os.MkdirAll(f.dir(), 0o755); err != nil {
+		return lab.Status{}, err
+	}
+	logPath := filepath.Join(f.dir(), "labd.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return lab.Status{}, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, append([]string{"lab", "serve"}, f.args()...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return lab.Status{}, fmt.Errorf("starting the lab daemon: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.NewTimer(f.waitLimit)
+	defer deadline.Stop()
+	c := f.control()
+	for {
+		if st, err := c.Status(ctx); err == nil {
+			return st, nil
+		}
+		select {
+		case err := <-exited:
+			return lab.Status{}, fmt.Errorf("the lab daemon exited (%v): %s", err, logTail(logPath, 12))
+		case <-deadline.C:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return lab.Status{}, fmt.Errorf("the lab was not ready within %s (stopped it; log %s): %s", f.waitLimit, logPath, logTail(logPath, 12))
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return lab.Status{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// logTail is the last n lines of a file, joined for an error message.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// serveLab is the daemon: Up, serve the control socket, Down.
+func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
+	cfg.Logger = log
+	sock := lab.ControlSocket(cfg.StateDir)
+	_ = os.Remove(sock)
+	log.Info("lab: bringing the lab up", "prefix", cfg.Prefix, "state_dir", cfg.StateDir, "replicas", len(cfg.Replicas), "nodes", len(cfg.Nodes), "profile", cfg.Profile)
+	l, err := lab.Up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if derr := l.Down(context.Background()); derr != nil {
+			log.Error("lab: down", "err", derr)
+		}
+		_ = os.Remove(sock)
+		log.Info("lab: down")
+	}()
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	down := make(chan struct{})
+	srv := &http.Server{Handler: l.Handler(func() { close(down) }), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("lab: up", "control", sock, "vcenter", l.VCenterURL())
+	select {
+	case <-ctx.Done():
+	case <-down:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+func labDown(ctx context.Context, e *Env, f *labFlags) error {
+	c := f.control()
+	st, err := c.Status(ctx)
+	if err == nil {
+		if err := c.Down(ctx); err != nil {
+			return err
+		}
+		// Wait for the daemon to finish: its socket goes away last.
+		for i := 0; i < 600 && processAlive(st.Pid); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if processAlive(st.Pid) {
+			return fmt.Errorf("the lab daemon (pid %d) did not exit within 30s", st.Pid)
+		}
+	} else if !errors.Is(err, lab.ErrNoLab) {
+		return err
+	}
+	// Whatever is left (a crashed daemon, or nothing): remove by prefix.
+	nl, err := netlab.New(netlab.Topology{Prefix: f.prefix, StateDir: f.dir(), Replicas: []string{"x"}})
+	if err != nil {
+		return err
+	}
+	if err := nl.Down(ctx); err != nil {
+		return err
+	}
+	left, err := nl.Leftovers()
+	if err != nil {
+		return err
+	}
+	if !left.Empty() {
+		return fmt.Errorf("left behind: %s", left)
+	}
+	fmt.Fprintf(e.Stdout, "lab %s is down: no namespace, link or process left\n", f.prefix)
+	return nil
+}
+
+func processAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+func printLabStatus(e *Env, st lab.Status) error {
+	return e.Print(st, func(w io.Writer) {
+		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
+		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
+		fmt.Fprintf(w, "client: last 10s %d queries, %d lost\n\n", st.Last10s.Sent, st.Last10s.Lost)
+		fmt.Fprintln(w, "NODE\tAPI\tPID\tLEADER")
+		for _, n := range st.Nodes {
+			pid := "stopped"
+			if n.Pid > 0 {
+				pid = fmt.Sprint(n.Pid)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, yesNo(n.Leader))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
+		for _, r := range st.Replicas {
+			att := ""
+			if end, ok := st.Attacks[r.Impl]; ok {
+				att = "until " + end.Format(time.TimeOnly)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.VM, r.Power, yesNo(r.Linked), r.Role, att)
+		}
+		fmt.Fprintf(w, "\nCLI: ars lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
+	})
+}
+
+// labExec runs argv in the client namespace with the CLI's environment
+// pointed at a node, passing the exit code through.
+func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []string) error {
+	if node == "" {
+		node = st.Leader
+	}
+	addr := ""
+	for _, n := range st.Nodes {
+		if n.Name == node || node == "" && n.Pid > 0 {
+			addr, node = n.Addr, n.Name
+			break
+		}
+	}
+	if addr == "" {
+		return usageErrorf("no node %q in the lab", node)
+	}
+	if argv[0] == "ars" {
+		if self, err := os.Executable(); err == nil {
+			argv[0] = self
+		}
+	}
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.ClientNS}, argv...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.Stdin, e.Stdout, e.Stderr
+	cmd.Env = append(os.Environ(), EnvAddr+"=https://"+addr, EnvCACert+"="+filepath.Join(st.PKI, "ca.pem"),
+		EnvTokenFile+"="+filepath.Join(st.PKI, "operator.token"))
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &exitCodeError{code: ee.ExitCode()}
+	}
+	return err
+}

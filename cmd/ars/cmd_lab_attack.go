@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"ars/lab"
+)
+
+func registerLabAttacks() {
+	waitHelp := `With -wait, returns once the cluster has switched and the service answers
+again, and prints what the lab's client saw from the attack on: queries
+lost, the longest gap (the downtime) and the switch with its phases.`
+	Register(Command{
+		Name:    "lab attack dos",
+		Args:    "[REPLICA]",
+		MaxArgs: 1,
+		Local:   true,
+		Summary: "Make a replica (or every replica of -impl) stop answering",
+		Help: `A replica's server is wedged (SIGSTOP: it keeps its sockets and answers
+nothing, like a server with a hang bug); the simulator sees nothing, so only
+the probes can tell. Restoring the replica (a revert) ends it. With -impl,
+every replica of that implementation is wedged as soon as it serves, for -for.
+` + waitHelp,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labFlags
+			f.register(fs)
+			impl := fs.String("impl", "", "attack every replica of this `implementation` instead")
+			dur := fs.Duration("for", time.Minute, "how long an -impl attack lasts (at most 10m)")
+			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
+			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
+			return func(ctx context.Context, e *Env, args []string) error {
+				req := lab.AttackRequest{Kind: "dos", Impl: *impl, Wait: *wait, Timeout: timeout.String()}
+				switch {
+				case len(args) == 1 && *impl == "":
+					req.Replica = args[0]
+				case len(args) == 0 && *impl != "":
+					req.Duration = dur.String()
+				default:
+					return usageErrorf("name one target: a REPLICA or -impl IMPL")
+				}
+				return labAttack(ctx, e, &f, req)
+			}
+		},
+	})
+	Register(Command{
+		Name:    "lab attack exploit",
+		Args:    "REPLICA",
+		MinArgs: 1, MaxArgs: 1,
+		Local:   true,
+		Summary: "Write an AppArmor denial into a replica's audit log (its watcher posts the alert)",
+		Help: `Appends an auditd AVC record (apparmor="DENIED", the server exec'ing a
+shell) to the replica's audit log; the ars watch apparmor that the lab runs
+for that replica turns it into an exploit alert.
+` + waitHelp,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f labFlags
+			f.register(fs)
+			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
+			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
+			return func(ctx context.Context, e *Env, args []string) error {
+				return labAttack(ctx, e, &f, lab.AttackRequest{Kind: "exploit", Replica: args[0], Wait: *wait, Timeout: timeout.String()})
+			}
+		},
+	})
+}
+
+func labAttack(ctx context.Context, e *Env, f *labFlags, req lab.AttackRequest) error {
+	resp, err := f.control().Attack(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := e.Print(resp, func(w io.Writer) { printAttack(w, req.Kind, resp) }); err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("%s", resp.Error)
+	}
+	return nil
+}
+
+func printAttack(w io.Writer, kind string, r lab.AttackResponse) {
+	fmt.Fprintf(w, "%s attack on %s at %s", kind, r.Target, r.At.Format("15:04:05.000"))
+	if len(r.Wedged) > 0 {
+		fmt.Fprintf(w, " (wedged now: %v)", r.Wedged)
+	}
+	fmt.Fprintln(w)
+	ev := r.Event
+	if ev == nil {
+		return
+	}
+	if s := ev.Switch; s != nil {
+		fmt.Fprintf(w, "switch %s (%s) -> %s (%s), reason %s, %s: detection %.0f ms, switch %.0f ms\n",
+			s.From, s.FromImpl, s.To, s.ToImpl, s.Reason, s.Mode, s.DetectionMS, s.SwitchMS)
+	} else {
+		fmt.Fprintln(w, "no switch")
+	}
+	fmt.Fprintf(w, "client: %d queries sent, %d lost in %d gap(s); downtime %.1f ms\n", ev.Sent, ev.Lost, ev.Gaps, ev.Longest)
+}
+
+func registerLabNodes() {
+	for _, action := range []string{"kill", "start"} {
+		summary := "Kill a node's agent with SIGKILL (-leader: whichever leads)"
+		if action == "start" {
+			summary = "Start a killed node's agent again from its data dir"
+		}
+		Register(Command{
+			Name:    "lab node " + action,
+			Args:    "[NODE]",
+			MaxArgs: 1,
+			Local:   true,
+			Summary: summary,
+			Setup: func(fs *flag.FlagSet) RunFunc {
+				var f labFlags
+				f.register(fs)
+				leader := fs.Bool("leader", false, "the node that leads now")
+				return func(ctx context.Context, e *Env, args []string) error {
+					c := f.control()
+					node := ""
+					switch {
+					case len(args) == 1 && !*leader:
+						node = args[0]
+					case len(args) == 0 && *leader:
+						st, err := c.Status(ctx)
+						if err != nil {
+							return err
+						}
+						if st.Leader == "" {
+							return fmt.Errorf("no node leads now")
+						}
+						node = st.Leader
+					default:
+						return usageErrorf("name a NODE or give -leader")
+					}
+					if err := c.Node(ctx, node, action); err != nil {
+						return err
+					}
+					return e.Print(map[string]string{"node": node, "action": action, "at": time.Now().Format(time.RFC3339Nano)}, func(w io.Writer) {
+						fmt.Fprintf(w, "node %s: %s done at %s\n", node, action, time.Now().Format("15:04:05.000"))
+					})
+				}
+			},
+		})
+	}
+}

@@ -1,0 +1,378 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The lab daemon (`ars lab serve`, started by `ars lab up`) holds the
+// simulator, the Mirror and the measuring client, so it must outlive the
+// command that started it. The CLI talks to it over a unix socket in the
+// state directory (mode 0600: root only) with a small JSON API.
+
+// ControlSocket is the daemon's socket in stateDir.
+func ControlSocket(stateDir string) string { return filepath.Join(stateDir, "control.sock") }
+
+// Status is the lab as `ars lab status` shows it.
+type Status struct {
+	Prefix      string          `json:"prefix"`
+	StateDir    string          `json:"state_dir"`
+	Started     time.Time       `json:"started"`
+	Pid         int             `json:"pid"`
+	Profile     string          `json:"profile"`
+	Service     string          `json:"service"`
+	ServiceAddr string          `json:"service_addr"`
+	VCenter     string          `json:"vcenter"`
+	PKI         string          `json:"pki"`
+	ClientNS    string          `json:"client_namespace"`
+	Leader      string          `json:"leader"`
+	Generation  uint64          `json:"generation"`
+	Nodes       []NodeStatus    `json:"nodes"`
+	Replicas    []ReplicaStatus `json:"replicas"`
+	// Attacks maps an implementation under attack to the attack's end.
+	Attacks map[string]time.Time `json:"attacks,omitempty"`
+	// Last10s is what the client saw over the last ten seconds.
+	Last10s struct {
+		Sent int `json:"sent"`
+		Lost int `json:"lost"`
+	} `json:"last_10s"`
+}
+
+// NodeStatus is one node with its role.
+type NodeStatus struct {
+	Node
+	Leader bool `json:"leader"`
+}
+
+// ReplicaStatus is one replica: what the simulator made of it and the role
+// the cluster gives it.
+type ReplicaStatus struct {
+	Replica
+	VM     string `json:"vm"`
+	Power  string `json:"power"`
+	Linked bool   `json:"linked"`
+	Role   string `json:"role"`
+}
+
+// AttackRequest asks the daemon for an attack. Kind "dos" wedges Replica,
+// or every replica of Impl for Duration; "exploit" writes an AppArmor
+// denial into Replica's audit log. With Wait, the answer comes once the
+// cluster has switched and the service answers again (or after Timeout),
+// with the measured Event.
+type AttackRequest struct {
+	Kind     string `json:"kind"`
+	Replica  string `json:"replica,omitempty"`
+	Impl     string `json:"impl,omitempty"`
+	Duration string `json:"duration,omitempty"` // Go duration; dos --impl only (default 1m)
+	Wait     bool   `json:"wait,omitempty"`
+	Timeout  string `json:"timeout,omitempty"` // Go duration; with Wait (default 30s)
+}
+
+// AttackResponse is the daemon's answer to an attack.
+type AttackResponse struct {
+	At     time.Time `json:"at"`
+	Target string    `json:"target"`
+	// Wedged lists the replicas a DoS stopped now.
+	Wedged []string `json:"wedged,omitempty"`
+	// Record is the audit line an exploit wrote.
+	Record string `json:"record,omitempty"`
+	Event  *Event `json:"event,omitempty"`
+	// Error is set with Wait when the cluster did not recover in time.
+	Error string `json:"error,omitempty"`
+}
+
+// Status reports the lab now.
+func (l *Lab) Status(ctx context.Context) Status {
+	t := l.Net.Topology()
+	st := Status{Prefix: t.Prefix, StateDir: t.StateDir, Started: l.started, Pid: os.Getpid(),
+		Profile: l.cfg.Profile, Service: l.cfg.Service, ServiceAddr: t.Service.String() + ":53",
+		VCenter: l.VCenterURL(), PKI: l.PKIDir(), ClientNS: l.Net.ClientNamespace(), Attacks: l.attacks.active()}
+	if st.Profile == "" {
+		st.Profile = "none"
+	}
+	roles := map[string]string{}
+	if s, err := l.service(ctx); err == nil {
+		st.Generation = s.Generation
+		for _, r := range s.Replicas {
+			roles[r.Name] = string(r.Role)
+		}
+	}
+	st.Leader, _ = l.Leader(ctx)
+	for _, n := range l.nodes.list() {
+		st.Nodes = append(st.Nodes, NodeStatus{Node: n, Leader: n.Name == st.Leader})
+	}
+	for _, r := range l.cfg.Replicas {
+		p, linked := l.mirror.Applied(r.Name)
+		st.Replicas = append(st.Replicas, ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: string(p), Linked: linked, Role: roles[r.Name]})
+	}
+	if o, err := l.Outage(time.Now().Add(-10*time.Second), time.Now()); err == nil {
+		st.Last10s.Sent, st.Last10s.Lost = o.Sent, o.Lost
+	}
+	return st
+}
+
+// Attack carries out req.
+func (l *Lab) Attack(ctx context.Context, req AttackRequest) (AttackResponse, error) {
+	wait := 30 * time.Second
+	if req.Timeout != "" {
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil || d <= 0 || d > MaxAttack {
+			return AttackResponse{}, badRequest("timeout %q: want a duration from 1ms to %s", req.Timeout, MaxAttack)
+		}
+		wait = d
+	}
+	var gen uint64
+	if req.Wait {
+		var err error
+		if gen, err = l.Generation(ctx); err != nil {
+			return AttackResponse{}, err
+		}
+	}
+	resp := AttackResponse{At: time.Now()}
+	var err error
+	switch {
+	case req.Kind == "dos" && req.Impl != "" && req.Replica == "":
+		d := time.Minute
+		if req.Duration != "" {
+			if d, err = time.ParseDuration(req.Duration); err != nil {
+				return resp, badRequest("duration %q: %v", req.Duration, err)
+			}
+		}
+		resp.Target = "impl " + req.Impl
+		resp.Wedged, err = l.DoSImpl(req.Impl, d)
+	case req.Kind == "dos" && req.Replica != "" && req.Impl == "":
+		resp.Target = req.Replica
+		if err = l.DoS(req.Replica); err == nil {
+			resp.Wedged = []string{req.Replica}
+		}
+	case req.Kind == "exploit" && req.Replica != "" && req.Impl == "":
+		resp.Target = req.Replica
+		resp.Record, err = l.Exploit(req.Replica)
+	case req.Kind != "dos" && req.Kind != "exploit":
+		return resp, badRequest("attack kind %q: want dos or exploit", req.Kind)
+	default:
+		return resp, badRequest("a %s attack names one target: a replica (dos, exploit) or an implementation (dos only)", req.Kind)
+	}
+	if err != nil {
+		return resp, err
+	}
+	if req.Wait {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		ev, err := l.Await(wctx, resp.At, gen, 300*time.Millisecond)
+		resp.Event = &ev
+		if err != nil {
+			resp.Error = err.Error()
+		}
+	}
+	return resp, nil
+}
+
+type badRequestError struct{ msg string }
+
+func (e badRequestError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) error {
+	return badRequestError{fmt.Sprintf("lab: "+format, a...)}
+}
+
+// KillNode kills a node's agent with SIGKILL; StartNode starts it again
+// from its data dir.
+func (l *Lab) KillNode(node string) error {
+	if !slices.Contains(l.Net.Topology().Nodes, node) {
+		return badRequest("no node %q", node)
+	}
+	return l.nodes.kill(node)
+}
+
+// StartNode starts a stopped node again.
+func (l *Lab) StartNode(node string) error {
+	if !slices.Contains(l.Net.Topology().Nodes, node) {
+		return badRequest("no node %q", node)
+	}
+	return l.nodes.start(node)
+}
+
+// Handler is the daemon's control API. down is called (once) for
+// POST /v1/down, after the answer is written.
+func (l *Lab) Handler(down func()) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, l.Status(r.Context()))
+	})
+	mux.HandleFunc("POST /v1/attack", func(w http.ResponseWriter, r *http.Request) {
+		var req AttackRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeErr(w, badRequest("attack request: %v", err))
+			return
+		}
+		resp, err := l.Attack(r.Context(), req)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	})
+	mux.HandleFunc("POST /v1/nodes/{node}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		node := r.PathValue("node")
+		var err error
+		switch r.PathValue("action") {
+		case "kill":
+			err = l.KillNode(node)
+		case "start":
+			err = l.StartNode(node)
+		default:
+			err = badRequest("node action %q: want kill or start", r.PathValue("action"))
+		}
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"node": node, "done": r.PathValue("action")})
+	})
+	mux.HandleFunc("GET /v1/outage", func(w http.ResponseWriter, r *http.Request) {
+		from, err1 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("from"))
+		to, err2 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("to"))
+		if err := errors.Join(err1, err2); err != nil {
+			writeErr(w, badRequest("from and to must be RFC 3339 times: %v", err))
+			return
+		}
+		o, err := l.Outage(from, to)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"sent": o.Sent, "lost_queries": o.Lost, "gaps": o.Gaps,
+			"downtime_ms": float64(o.Longest.Microseconds()) / 1000})
+	})
+	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"down": true})
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		go down()
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	var br badRequestError
+	if errors.As(err, &br) {
+		code = http.StatusBadRequest
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// Control is a client of a lab daemon's control socket.
+type Control struct {
+	sock string
+	hc   *http.Client
+}
+
+// ErrNoLab says that no lab daemon answers on the socket.
+var ErrNoLab = errors.New("no lab is running")
+
+// NewControl returns a client for the daemon whose state dir is stateDir.
+func NewControl(stateDir string) *Control {
+	sock := ControlSocket(stateDir)
+	return &Control{sock: sock, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+func (c *Control) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://lab"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && (errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "connection refused")) {
+			return fmt.Errorf("%w (no daemon at %s)", ErrNoLab, c.sock)
+		}
+		return fmt.Errorf("lab daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("lab daemon: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusBadRequest {
+				return badRequestError{e.Error}
+			}
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("lab daemon: %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// IsBadRequest reports whether err is the daemon refusing bad input.
+func IsBadRequest(err error) bool {
+	var br badRequestError
+	return errors.As(err, &br)
+}
+
+// Status asks the daemon for the lab's status.
+func (c *Control) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// Attack asks the daemon for an attack.
+func (c *Control) Attack(ctx context.Context, req AttackRequest) (AttackResponse, error) {
+	var resp AttackResponse
+	err := c.do(ctx, http.MethodPost, "/v1/attack", req, &resp)
+	return resp, err
+}
+
+// Node kills or starts a node.
+func (c *Control) Node(ctx context.Context, node, action string) error {
+	return c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/"+url.PathEscape(action), nil, nil)
+}
+
+// Down asks the daemon to tear the lab down and exit.
+func (c *Control) Down(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/down", nil, nil)
+}

@@ -1,0 +1,168 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"ars/fsm"
+	"ars/lab/netlab"
+)
+
+// The lab's client queries the service address at this interval, and a
+// query counts as lost if no valid answer comes within ClientTimeout.
+const (
+	ClientInterval = 5 * time.Millisecond
+	ClientTimeout  = 250 * time.Millisecond
+)
+
+// probeClient keeps one measuring client running for the lab's lifetime:
+// a netlab.Client stops after netlab.MaxQueries, so a fresh one follows.
+type probeClient struct {
+	mu  sync.Mutex
+	cur *netlab.Client
+}
+
+func (p *probeClient) get() *netlab.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur
+}
+
+// runClient runs measuring clients until ctx ends.
+func (l *Lab) runClient(ctx context.Context) error {
+	c, err := l.Net.NewClient(ClientInterval, ClientTimeout)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.client.mu.Lock()
+	l.client.cur = c
+	l.client.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c.Run(ctx)
+			if ctx.Err() != nil {
+				c.Close()
+				return
+			}
+			next, err := l.Net.NewClient(ClientInterval, ClientTimeout)
+			if err != nil {
+				l.log.Error("lab: measuring client not renewed", "err", err)
+				return
+			}
+			l.client.mu.Lock()
+			l.client.cur = next
+			l.client.mu.Unlock()
+			c.Close()
+			c = next
+		}
+	}()
+	return nil
+}
+
+// Outage is what the lab's client saw between from and to.
+func (l *Lab) Outage(from, to time.Time) (netlab.Outage, error) {
+	c := l.client.get()
+	if c == nil {
+		return netlab.Outage{}, fmt.Errorf("lab: no measuring client (the lab runs without nodes)")
+	}
+	return c.Outage(from, to), nil
+}
+
+// Event is one attack as the lab measured it: the switch the cluster
+// made and the outage its client saw.
+type Event struct {
+	Attack  time.Time         `json:"attack"`
+	Switch  *fsm.SwitchRecord `json:"switch,omitempty"`
+	Sent    int               `json:"sent"`
+	Lost    int               `json:"lost_queries"`
+	Gaps    int               `json:"gaps"`
+	Longest float64           `json:"downtime_ms"` // the longest run of lost queries
+	// Recovered says whether the service answered again after the last
+	// loss within the wait.
+	Recovered bool `json:"recovered"`
+}
+
+// Generation is the service's switch generation now, as a node reports it.
+func (l *Lab) Generation(ctx context.Context) (uint64, error) {
+	s, err := l.service(ctx)
+	return s.Generation, err
+}
+
+func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
+	var last error
+	for _, n := range l.nodes.list() {
+		if n.Pid == 0 {
+			continue
+		}
+		c, err := l.Client(n.Name, "reader")
+		if err != nil {
+			return fsm.Service{}, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		s, err := c.Service(cctx, l.cfg.Service)
+		cancel()
+		c.Close()
+		if err == nil {
+			return s, nil
+		}
+		last = err
+	}
+	return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, last)
+}
+
+// Await waits (until ctx ends) for a completed switch of a generation after
+// gen, then for the service to answer for settle without a loss, and
+// returns what the client saw from attack on. Without a switch in time it
+// still reports the outage, with Switch nil.
+func (l *Lab) Await(ctx context.Context, attack time.Time, gen uint64, settle time.Duration) (Event, error) {
+	ev := Event{Attack: attack}
+	c := l.client.get()
+	if c == nil {
+		return ev, fmt.Errorf("lab: no measuring client (the lab runs without nodes)")
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ev.Switch == nil {
+		if s, err := l.service(ctx); err == nil {
+			for i := range s.History {
+				if h := s.History[i]; h.Generation > gen && h.Done {
+					ev.Switch = &h
+					break
+				}
+			}
+		}
+		if ev.Switch != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return l.summarize(ev, c), fmt.Errorf("lab: no switch after the attack: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+	// Answered for settle with no loss: the outage is over.
+	for {
+		o := c.Outage(time.Now().Add(-settle-ClientTimeout), time.Now().Add(-ClientTimeout))
+		if o.Sent > 0 && o.Lost == 0 && time.Since(attack) > settle+ClientTimeout {
+			ev.Recovered = true
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return l.summarize(ev, c), fmt.Errorf("lab: the service did not answer again: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return l.summarize(ev, c), nil
+}
+
+func (l *Lab) summarize(ev Event, c *netlab.Client) Event {
+	o := c.Outage(ev.Attack, time.Now().Add(-ClientTimeout))
+	ev.Sent, ev.Lost, ev.Gaps = o.Sent, o.Lost, o.Gaps
+	ev.Longest = float64(o.Longest.Microseconds()) / 1000
+	return ev
+}

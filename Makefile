@@ -62,14 +62,18 @@ bench: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a p
 	$(GO) test -run '^$$' -bench Attach -benchtime 20x -count 1 ./controller/vsphere/
 
 .PHONY: demo
-demo: build ## Start three real ars agents on loopback, apply a service, kill the leader, show the new one
+demo: lab-deps build ## The lab end to end (root): DoS, exploit, kill -9 of the leader, another DoS, history (DEMO_ARGS=--keep leaves it up)
+	ARS=$(abspath $(ARS)) ./test/lab-demo.sh $(DEMO_ARGS)
+
+.PHONY: demo-loopback
+demo-loopback: build ## Three ars agents on 127.0.0.1-3 without the lab: apply a service, kill the leader, time the new one
 	ARS=$(abspath $(ARS)) ./test/demo.sh $(DEMO_ARGS)
 
 .PHONY: e2e
-e2e: build ## Three ars agent processes from deploy/ examples: members, peers, kill -9 of the leader
+e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the lab (ars lab up, DoS, exploit, down)
 	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf
 
 .PHONY: lab-deps
 lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2) from Debian; needs root, skips what is installed

@@ -72,8 +72,10 @@ type ReplicaStatus struct {
 // cluster has switched and the service answers again (or after Timeout),
 // with the measured Event.
 type AttackRequest struct {
-	Kind     string `json:"kind"`
-	Replica  string `json:"replica,omitempty"`
+	Kind    string `json:"kind"`
+	Replica string `json:"replica,omitempty"`
+	// Active targets the replica the cluster has active now.
+	Active   bool   `json:"active,omitempty"`
 	Impl     string `json:"impl,omitempty"`
 	Duration string `json:"duration,omitempty"` // Go duration; dos --impl only (default 1m)
 	Wait     bool   `json:"wait,omitempty"`
@@ -139,6 +141,20 @@ func (l *Lab) Attack(ctx context.Context, req AttackRequest) (AttackResponse, er
 		if gen, err = l.Generation(ctx); err != nil {
 			return AttackResponse{}, err
 		}
+	}
+	if req.Active {
+		if req.Replica != "" || req.Impl != "" {
+			return AttackResponse{}, badRequest("an attack on the active replica names no other target")
+		}
+		s, err := l.service(ctx)
+		if err != nil {
+			return AttackResponse{}, err
+		}
+		a, ok := s.Active()
+		if !ok {
+			return AttackResponse{}, fmt.Errorf("lab: service %s has no active replica", l.cfg.Service)
+		}
+		req.Replica = a.Name
 	}
 	resp := AttackResponse{At: time.Now()}
 	var err error

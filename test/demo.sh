@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: three real `ars agent` processes on loopback (127.0.0.1-3) from
+# make demo-loopback: three real `ars agent` processes on loopback (127.0.0.1-3) from
 # the deploy/ example configs, with TLS and tokens. Applies the sample DNS
 # service, shows the cluster, kills the leader with SIGKILL and measures how
 # long a survivor takes to report a new leader. Everything runs in a temp

@@ -19,7 +19,7 @@ lost, the longest gap (the downtime) and the switch with its phases.`
 		Args:    "[REPLICA]",
 		MaxArgs: 1,
 		Local:   true,
-		Summary: "Make a replica (or every replica of -impl) stop answering",
+		Summary: "Make a replica (-active: the serving one; -impl: every one of an implementation) stop answering",
 		Help: `A replica's server is wedged (SIGSTOP: it keeps its sockets and answers
 nothing, like a server with a hang bug); the simulator sees nothing, so only
 the probes can tell. Restoring the replica (a revert) ends it. With -impl,
@@ -29,18 +29,20 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 			var f labFlags
 			f.register(fs)
 			impl := fs.String("impl", "", "attack every replica of this `implementation` instead")
+			active := fs.Bool("active", false, "attack the replica that is active now")
 			dur := fs.Duration("for", time.Minute, "how long an -impl attack lasts (at most 10m)")
 			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
 			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
 			return func(ctx context.Context, e *Env, args []string) error {
-				req := lab.AttackRequest{Kind: "dos", Impl: *impl, Wait: *wait, Timeout: timeout.String()}
+				req := lab.AttackRequest{Kind: "dos", Impl: *impl, Active: *active, Wait: *wait, Timeout: timeout.String()}
 				switch {
-				case len(args) == 1 && *impl == "":
+				case len(args) == 1 && *impl == "" && !*active:
 					req.Replica = args[0]
-				case len(args) == 0 && *impl != "":
+				case len(args) == 0 && *impl != "" && !*active:
 					req.Duration = dur.String()
+				case len(args) == 0 && *impl == "" && *active:
 				default:
-					return usageErrorf("name one target: a REPLICA or -impl IMPL")
+					return usageErrorf("name one target: a REPLICA, -active or -impl IMPL")
 				}
 				return labAttack(ctx, e, &f, req)
 			}
@@ -48,8 +50,8 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 	})
 	Register(Command{
 		Name:    "lab attack exploit",
-		Args:    "REPLICA",
-		MinArgs: 1, MaxArgs: 1,
+		Args:    "[REPLICA]",
+		MaxArgs: 1,
 		Local:   true,
 		Summary: "Write an AppArmor denial into a replica's audit log (its watcher posts the alert)",
 		Help: `Appends an auditd AVC record (apparmor="DENIED", the server exec'ing a
@@ -61,8 +63,17 @@ for that replica turns it into an exploit alert.
 			f.register(fs)
 			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
 			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
+			active := fs.Bool("active", false, "attack the replica that is active now")
 			return func(ctx context.Context, e *Env, args []string) error {
-				return labAttack(ctx, e, &f, lab.AttackRequest{Kind: "exploit", Replica: args[0], Wait: *wait, Timeout: timeout.String()})
+				req := lab.AttackRequest{Kind: "exploit", Active: *active, Wait: *wait, Timeout: timeout.String()}
+				switch {
+				case len(args) == 1 && !*active:
+					req.Replica = args[0]
+				case len(args) == 0 && *active:
+				default:
+					return usageErrorf("name one target: a REPLICA or -active")
+				}
+				return labAttack(ctx, e, &f, req)
 			}
 		},
 	})
@@ -117,6 +128,7 @@ func registerLabNodes() {
 				var f labFlags
 				f.register(fs)
 				leader := fs.Bool("leader", false, "the node that leads now")
+				wait := fs.Bool("wait", false, "kill: wait until another node leads and print how long it took")
 				return func(ctx context.Context, e *Env, args []string) error {
 					c := f.control()
 					node := ""
@@ -135,14 +147,39 @@ func registerLabNodes() {
 					default:
 						return usageErrorf("name a NODE or give -leader")
 					}
+					at := time.Now()
 					if err := c.Node(ctx, node, action); err != nil {
 						return err
 					}
-					return e.Print(map[string]string{"node": node, "action": action, "at": time.Now().Format(time.RFC3339Nano)}, func(w io.Writer) {
-						fmt.Fprintf(w, "node %s: %s done at %s\n", node, action, time.Now().Format("15:04:05.000"))
+					out := map[string]any{"node": node, "action": action, "at": at.Format(time.RFC3339Nano)}
+					newLeader := ""
+					if *wait && action == "kill" {
+						var err error
+						if newLeader, err = waitNewLeader(ctx, c, node, 20*time.Second); err != nil {
+							return err
+						}
+						out["new_leader"], out["new_leader_ms"] = newLeader, time.Since(at).Milliseconds()
+					}
+					return e.Print(out, func(w io.Writer) {
+						fmt.Fprintf(w, "node %s: %s done at %s\n", node, action, at.Format("15:04:05.000"))
+						if newLeader != "" {
+							fmt.Fprintf(w, "new leader %s, %d ms after the kill\n", newLeader, out["new_leader_ms"])
+						}
 					})
 				}
 			},
 		})
 	}
+}
+
+// waitNewLeader polls the lab until a node other than old leads.
+func waitNewLeader(ctx context.Context, c *lab.Control, old string, limit time.Duration) (string, error) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if st, err := c.Status(ctx); err == nil && st.Leader != "" && st.Leader != old {
+			return st.Leader, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("no new leader within %s", limit)
 }

@@ -1,0 +1,44 @@
+// Package bench turns the per-trial measurements of the attack-resilience
+// benchmark into its result files. It is pure: the runner collects a []Trial
+// per scenario × mode × profile, Summarize aggregates them into a Result, and
+// Write stores a File of results as
+//
+//   - latest.json, the machine-readable results,
+//   - latest.png, a chart of the downtimes (bar = max, marker = mean, one
+//     colour per mode, one panel per profile), and
+//   - latest.md, a Markdown table per profile.
+//
+// # Scenarios, modes, profiles
+//
+// Scenario names are dos/PAIR and exploit/PAIR for PAIR in vm-vm,
+// vm-container and container-container, leader-loss/dos, and
+// impl-attack/POLICY for POLICY in diverse and round-robin (see Scenarios).
+// Modes are ars, paper-sdk, paper-cli and dnsdist (see Modes), always
+// reported in that order. Profiles name the injected latency: "none", or a
+// calibrated profile such as "paper".
+//
+// # Schema of latest.json
+//
+//	{"machine": "...", "started": "RFC 3339", "go": "...", "command": "...",
+//	 "scenarios": [{"name": "dos/vm-vm", "mode": "ars", "profile": "none", "trials": 10,
+//	   "downtime_ms": {"mean": 0, "p50": 0, "max": 0},
+//	   "detection_ms": {"mean": 0, "max": 0}, "switch_ms": {"mean": 0, "max": 0},
+//	   "lost_queries": {"mean": 0, "max": 0}, "false_switches": 0,
+//	   "outages": {"mean": 0, "max": 0}, "switched": 0, "errors": ["trial 3: ..."]}]}
+//
+// The four metadata fields, "outages", "switched" and "errors" are optional
+// and omitted when empty. Results are sorted by profile, scenario name and
+// mode. Durations are milliseconds rounded to 0.1 ms; p50 is the median with
+// linear interpolation (the mean of the two middle trials for an even count).
+// "trials" counts the trials that succeeded; failed ones are listed in
+// "errors" and left out of the numbers.
+//
+// A scenario that could not run (for example a container pair on a host
+// without container replicas) is never estimated: it is reported as
+//
+//	{"name": "dos/vm-container", "mode": "ars", "profile": "none", "trials": 0,
+//	 "status": "not-run", "reason": "no container replicas"}
+//
+// with no measurement fields, left out of the chart and shown as
+// "not run: REASON" in the table.
+package bench

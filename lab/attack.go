@@ -39,7 +39,7 @@ func (a *attacks) served(l *Lab, linked []string) {
 	}
 	a.mu.Unlock()
 	for _, name := range hit {
-		if err := l.Net.SignalReplica(name, syscall.SIGSTOP); err != nil {
+		if err := l.record(name, "dos", l.Net.SignalReplica(name, syscall.SIGSTOP)); err != nil {
 			l.log.Warn("lab: wedging an attacked replica failed", "replica", name, "err", err)
 		} else {
 			l.log.Info("lab: attacked implementation serves; wedged", "replica", name)
@@ -136,5 +136,5 @@ func (l *Lab) Exploit(replica string) (string, error) {
 	if _, err := f.WriteString(line); err != nil {
 		return "", fmt.Errorf("lab: %w", err)
 	}
-	return line, nil
+	return line, l.record(replica, "exploit", nil)
 }

@@ -88,6 +88,7 @@ type Lab struct {
 	client    probeClient
 	ctx       context.Context // the lab's lifetime, cancelled by Down
 	started   time.Time
+	events    eventLog
 }
 
 // CleanSnapshot is the name of every lab VM's clean snapshot.
@@ -295,7 +296,7 @@ func (l *Lab) DoS(replica string) error {
 	if _, ok := l.vms[replica]; !ok {
 		return badRequest("no replica %q", replica)
 	}
-	return l.Net.SignalReplica(replica, syscall.SIGSTOP)
+	return l.record(replica, "dos", l.Net.SignalReplica(replica, syscall.SIGSTOP))
 }
 
 // Down stops the watch, the simulator and every process, and removes the
@@ -345,7 +346,7 @@ func (p procs) Start(name string) error {
 	l.mu.Lock()
 	l.procs[name] = proc
 	l.mu.Unlock()
-	return nil
+	return l.record(name, "start", nil)
 }
 
 func (p procs) Kill(name string) error {
@@ -361,13 +362,24 @@ func (p procs) Kill(name string) error {
 			err = kerr
 		}
 	}
-	return err
+	return l.record(name, "kill", err)
 }
 
-func (p procs) Suspend(name string) error { return p.l.Net.SignalReplica(name, syscall.SIGSTOP) }
-func (p procs) Resume(name string) error  { return p.l.Net.SignalReplica(name, syscall.SIGCONT) }
-func (p procs) Link(name string) error    { return p.l.Net.Attach(context.Background(), name) }
-func (p procs) Unlink(name string) error  { return p.l.Net.Detach(context.Background(), name) }
+func (p procs) Suspend(name string) error {
+	return p.l.record(name, "suspend", p.l.Net.SignalReplica(name, syscall.SIGSTOP))
+}
+
+func (p procs) Resume(name string) error {
+	return p.l.record(name, "resume", p.l.Net.SignalReplica(name, syscall.SIGCONT))
+}
+
+func (p procs) Link(name string) error {
+	return p.l.record(name, "link", p.l.Net.Attach(context.Background(), name))
+}
+
+func (p procs) Unlink(name string) error {
+	return p.l.record(name, "unlink", p.l.Net.Detach(context.Background(), name))
+}
 
 func (l *Lab) replica(name string) Replica {
 	r, _ := l.lookup(name)

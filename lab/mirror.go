@@ -75,11 +75,16 @@ func (m *Mirror) Reverted(name string) {
 }
 
 // Apply makes every replica follow states (by replica name; replicas not
-// in states are left as they are). Unlinks come first, links last, so a
-// switch never links the new replica before the old one is gone unless
-// both are connected in the simulator (make-before-break), where the newest
-// link's gratuitous ARP wins. It returns every error, joined; the state of
-// a replica whose action failed is retried at the next Apply.
+// in states are left as they are), in three phases: power changes of the
+// replicas that stay unlinked; then links; then unlinks, with the power
+// changes of the unlinked replicas after them. Links come before unlinks
+// because one watch update can carry both halves of a switch (the
+// simulator attached the new replica and detached the old one between two
+// reads): unlinking first would turn the controller's make-before-break
+// into break-before-make and lose queries the real network would not. The
+// newest link's gratuitous ARP moves the clients, and the old link goes
+// microseconds later. It returns every error, joined; the state of a
+// replica whose action failed is retried at the next Apply.
 func (m *Mirror) Apply(states map[string]vcwatch.State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -91,34 +96,23 @@ func (m *Mirror) Apply(states map[string]vcwatch.State) error {
 		}
 		return true
 	}
-	// Unlinks and power changes first.
-	for _, n := range m.names {
+	unlinking := func(n string) bool {
 		want, ok := states[n]
-		if !ok {
-			continue
+		return ok && m.applied[n].linked && !want.Attached()
+	}
+	// Power (and reverts) of the replicas that are not to be unlinked.
+	for _, n := range m.names {
+		if _, ok := states[n]; ok && !unlinking(n) {
+			m.power(n, states[n], try)
 		}
-		cur := m.applied[n]
-		if cur.linked && !want.Attached() {
-			if !try(n, "unlink", m.r.Unlink) {
-				continue
-			}
-			cur.linked = false
-		}
-		if m.reverted[n] && cur.power != types.VirtualMachinePowerStatePoweredOff {
-			if !try(n, "kill (revert)", m.r.Kill) {
-				m.applied[n] = cur
-				continue
-			}
-			cur.power = types.VirtualMachinePowerStatePoweredOff
-		}
-		delete(m.reverted, n)
-		if cur.power != want.Power {
-			cur.power = m.setPower(n, cur.power, want.Power, try)
-		}
-		m.applied[n] = cur
 	}
 	// Then links.
+	var unlink []string
 	for _, n := range m.names {
+		if unlinking(n) {
+			unlink = append(unlink, n)
+			continue
+		}
 		want, ok := states[n]
 		cur := m.applied[n]
 		if !ok || cur.linked || !want.Attached() || cur.power != types.VirtualMachinePowerStatePoweredOn {
@@ -129,7 +123,34 @@ func (m *Mirror) Apply(states map[string]vcwatch.State) error {
 			m.applied[n] = cur
 		}
 	}
+	// Then unlinks, each followed by the replica's power change.
+	for _, n := range unlink {
+		if !try(n, "unlink", m.r.Unlink) {
+			continue
+		}
+		cur := m.applied[n]
+		cur.linked = false
+		m.applied[n] = cur
+		m.power(n, states[n], try)
+	}
 	return errors.Join(errs...)
+}
+
+// power applies a revert (a fresh process) and the wanted power state to an
+// unlinked replica.
+func (m *Mirror) power(n string, want vcwatch.State, try func(string, string, func(string) error) bool) {
+	cur := m.applied[n]
+	if m.reverted[n] && cur.power != types.VirtualMachinePowerStatePoweredOff {
+		if !try(n, "kill (revert)", m.r.Kill) {
+			return
+		}
+		cur.power = types.VirtualMachinePowerStatePoweredOff
+	}
+	delete(m.reverted, n)
+	if cur.power != want.Power {
+		cur.power = m.setPower(n, cur.power, want.Power, try)
+	}
+	m.applied[n] = cur
 }
 
 // setPower moves a replica's process from one power state to another and

@@ -64,6 +64,8 @@ func TestMirrorFollowsTheSimulator(t *testing.T) {
 		{"a resumed with NIC connected: linked after the resume", map[string]vcwatch.State{"a": st(on, true)}, "", "", "resume a, link a", "a"},
 		{"a failing link is retried", map[string]vcwatch.State{"b": st(on, true)}, "", "link b", "start b, link b", "a"},
 		{"retry", map[string]vcwatch.State{"b": st(on, true)}, "", "", "link b", "a,b"},
+		{"b detached", map[string]vcwatch.State{"a": st(on, true), "b": st(on, false)}, "", "", "unlink b", "a"},
+		{"both halves of a switch in one update: link b before unlinking a, suspend a after", map[string]vcwatch.State{"a": st(susp, false), "b": st(on, true)}, "", "", "link b, unlink a, suspend a", "b"},
 	}
 	for _, s := range steps {
 		if s.revert != "" {

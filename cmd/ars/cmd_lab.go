@@ -33,8 +33,10 @@ type labFlags struct {
 	prefix, stateDir string
 }
 
-func (f *labFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.prefix, "prefix", netlab.DefaultPrefix, "`prefix` of the lab's namespaces and links")
+func (f *labFlags) register(fs *flag.FlagSet) { f.registerPrefix(fs, netlab.DefaultPrefix) }
+
+func (f *labFlags) registerPrefix(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&f.prefix, "prefix", prefix, "`prefix` of the lab's namespaces and links")
 	fs.StringVar(&f.stateDir, "state-dir", "", "the lab's state `directory` (default /run/PREFIX)")
 }
 

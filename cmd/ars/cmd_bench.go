@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"ars/controller/vsphere/vcsim"
+	"ars/fsm"
+	"ars/lab"
+	"ars/lab/bench"
+)
+
+// The downtime benchmark (DESIGN.md §6): scenarios × modes × trials on the
+// lab, every mode in the same invocation under the same vCenter latency
+// profile, written to bench/results/latest.{json,png,md}.
+
+// benchReplicas is the bench's topology: the research testbed's two
+// Windows VMs (BIND 9, Unbound) and Linux VMs with BIND 9, Knot Resolver
+// and PowerDNS Recursor. The two BIND 9 replicas come one after the other
+// in rotation order, so that an attack on BIND 9 meets round-robin rotation
+// twice (impl-attack).
+const benchReplicas = "bind9-win:bind9:windows,bind9-lin:bind9:linux,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-lin:pdns-recursor:linux"
+
+// benchImpl is the implementation impl-attack attacks.
+const benchImpl = "bind9"
+
+type benchFlags struct {
+	labFlags
+	profiles, modes, scenarios string
+	trials                     int
+	out                        string
+	implFor                    time.Duration
+}
+
+func init() {
+	Register(Command{
+		Name:  "bench",
+		Local: true,
+		Summary: "Measure downtime per attack on the lab: ars vs the paper's system (SDK and CLI) vs dnsdist; " +
+			"writes bench/results/latest.{json,png,md}",
+		Help: `Brings the lab up once per mode and profile (root, Linux; the lab's packages:
+make lab-deps) and runs each scenario -trials times from a steady service:
+
+  dos/vm-vm        the active replica's server is wedged; the probes find it
+  exploit/vm-vm    an AppArmor denial in the active replica's audit log
+  leader-loss/dos  the leader node is killed (SIGKILL) as the DoS starts (ars)
+  impl-attack/diverse, impl-attack/round-robin
+                   every BIND 9 replica fails as soon as it serves, for -impl-for;
+                   outages are counted (ars)
+
+Modes: ars (default tuning: 100 ms probes, 275 ms window, quorum
+confirmation, a persistent vCenter session, make-before-break on exploits);
+paper-sdk (the paper's improved system: 500 ms x 3 sequential probes, one
+persistent vCenter session, break-before-make); paper-cli (paper-sdk with a
+vCenter login for every operation); dnsdist (not run yet). Container pairs
+are reported as not run (the lab has no container replicas yet).
+
+Downtime is the longest run of queries the lab's client (one query every
+5 ms, 250 ms timeout) saw unanswered; detection and switch come from the
+cluster's switch record. A switch after the one the attack caused is a
+false switch.`,
+		Setup: func(fs *flag.FlagSet) RunFunc {
+			var f benchFlags
+			f.registerPrefix(fs, "arsbench") // never the lab an operator may have up
+			fs.StringVar(&f.profiles, "profiles", "none,paper", "vCenter latency `profiles`, comma-separated ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
+			fs.StringVar(&f.modes, "modes", "ars,paper-sdk,paper-cli,dnsdist", "`modes`, comma-separated")
+			fs.StringVar(&f.scenarios, "scenarios", "", "only scenarios whose name starts with one of these comma-separated `prefixes` (default all)")
+			fs.IntVar(&f.trials, "trials", 10, "`trials` per scenario and mode (1-100)")
+			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory`")
+			fs.DurationVar(&f.implFor, "impl-for", 8*time.Second, "how long each impl-attack lasts")
+			return func(ctx context.Context, e *Env, args []string) error {
+				if err := needRoot(); err != nil {
+					return err
+				}
+				return runBench(ctx, e, &f)
+			}
+		},
+	})
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func runBench(ctx context.Context, e *Env, f *benchFlags) error {
+	profiles, modes := splitList(f.profiles), splitList(f.modes)
+	for _, p := range profiles {
+		if _, ok := vcsim.Profiles[p]; !ok {
+			return usageErrorf("-profiles: unknown profile %q (known: %s)", p, strings.Join(vcsim.ProfileNames(), ", "))
+		}
+	}
+	for _, m := range modes {
+		if !slices.Contains(bench.Modes(), m) {
+			return usageErrorf("-modes: unknown mode %q (known: %s)", m, strings.Join(bench.Modes(), ", "))
+		}
+	}
+	if len(profiles) == 0 || len(modes) == 0 {
+		return usageErrorf("-profiles and -modes must name at least one")
+	}
+	if f.trials < 1 || f.trials > 100 {
+		return usageErrorf("-trials %d: want 1-100", f.trials)
+	}
+	if f.implFor < time.Second || f.implFor > lab.MaxAttack {
+		return usageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
+	}
+	r := &benchRun{f: f, e: e, log: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	file := bench.File{Machine: machineInfo(), Started: time.Now().UTC().Truncate(time.Second), Go: runtime.Version(),
+		Command: "ars " + strings.Join(os.Args[1:], " ")}
+	for _, profile := range profiles {
+		for _, mode := range modes {
+			res, err := r.mode(ctx, profile, mode)
+			if err != nil {
+				return fmt.Errorf("bench: profile %s, mode %s: %w", profile, mode, err)
+			}
+			file.Scenarios = append(file.Scenarios, res...)
+		}
+	}
+	if err := bench.Write(f.out, file); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "\nwrote %s, %s and %s\n\n%s", filepath.Join(f.out, bench.JSONFile), filepath.Join(f.out, bench.ChartFile),
+		filepath.Join(f.out, bench.TableFile), bench.Markdown(file))
+	return nil
+}
+
+type benchRun struct {
+	f   *benchFlags
+	e   *Env
+	log *slog.Logger
+}
+
+func (r *benchRun) want(name string) bool {
+	pre := splitList(r.f.scenarios)
+	if len(pre) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(pre, func(p string) bool { return strings.HasPrefix(name, p) })
+}
+
+// modeConfig is the lab for one mode under one profile.
+func (r *benchRun) modeConfig(profile, mode string) (lab.Config, error) {
+	uf := labUpFlags{labFlags: r.f.labFlags, profile: profile, replicas: benchReplicas, nodes: 3,
+		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse}
+	if mode == bench.ModePaperSDK || mode == bench.ModePaperCLI {
+		// The paper's service monitor: one prober, 500 ms x 3.
+		uf.probe, uf.confirm = "paper", "none"
+		uf.perOpLog = mode == bench.ModePaperCLI
+	}
+	cfg, err := uf.config()
+	if err != nil {
+		return cfg, err
+	}
+	// Ten trials a minute must not meet the default damping (5 per
+	// minute); min_dwell stays at its default and Steady waits it out.
+	cfg.Policy.MaxSwitches = 1000
+	if mode == bench.ModePaperSDK || mode == bench.ModePaperCLI {
+		// The paper's VM changer disconnects the attacked replica before
+		// it connects the standby, whatever the attack.
+		cfg.Policy.ExploitMode = fsm.ModeBreakBeforeMake
+	}
+	cfg.Logger = r.log
+	return cfg, nil
+}
+
+// pairs the lab can run now, and the ones it reports as not run.
+var (
+	benchPairs    = []string{"vm-vm"}
+	benchNotPairs = []string{"vm-container", "container-container"}
+)
+
+func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Result, error) {
+	var out []bench.Result
+	notRun := func(name, reason string) {
+		if r.want(name) {
+			out = append(out, bench.NotRun(name, mode, profile, reason))
+		}
+	}
+	for _, p := range benchNotPairs {
+		notRun("dos/"+p, "the lab has no container replicas yet")
+		notRun("exploit/"+p, "the lab has no container replicas yet")
+	}
+	if mode == bench.ModeDNSDist {
+		for _, p := range benchPairs {
+			notRun("dos/"+p, "the dnsdist mode is not built yet")
+			notRun("exploit/"+p, "dnsdist has no exploit detection")
+		}
+		return out, nil
+	}
+	if mode != bench.ModeARS {
+		notRun("leader-loss/dos", "the paper's system has one management node")
+		notRun("impl-attack/diverse", "measured for ars only")
+		notRun("impl-attack/round-robin", "measured for ars only")
+	}
+	cfg, err := r.modeConfig(profile, mode)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.e.Stdout, "== profile %s, mode %s: lab up\n", profile, mode)
+	l, err := lab.Up(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := l.Down(context.Background()); err != nil {
+			fmt.Fprintf(r.e.Stderr, "bench: lab down: %v\n", err)
+		}
+	}()
+	dwell := time.Duration(fsm.DefaultMinDwell) + 500*time.Millisecond
+	settle, limit := 1500*time.Millisecond, 30*time.Second
+	if _, err := l.Steady(ctx, 0); err != nil {
+		return nil, err
+	}
+	for _, p := range benchPairs {
+		for _, kind := range []string{"dos", "exploit"} {
+			name := kind + "/" + p
+			if !r.want(name) {
+				continue
+			}
+			res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
+				return l.Trial(ctx, kind, dwell, settle, limit)
+			})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, res)
+		}
+	}
+	if mode != bench.ModeARS {
+		return out, nil
+	}
+	if r.want("leader-loss/dos") {
+		res, err := r.trials("leader-loss/dos", mode, profile, func() (bench.Trial, int, error) {
+			return l.LeaderLossTrial(ctx, dwell, settle, limit)
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	for _, policy := range []string{fsm.RotationDiverse, fsm.RotationRoundRobin} {
+		name := "impl-attack/" + policy
+		if !r.want(name) {
+			continue
+		}
+		if err := l.SetRotation(ctx, policy); err != nil {
+			return nil, err
+		}
+		res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
+			t, err := l.ImplAttackTrial(ctx, benchImpl, r.f.implFor, dwell)
+			return t, 0, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// trials runs one scenario's trials and summarises them. A trial that
+// fails is recorded as failed; the lab failing to settle ends the run.
+func (r *benchRun) trials(name, mode, profile string, trial func() (bench.Trial, int, error)) (bench.Result, error) {
+	var ts []bench.Trial
+	falses := 0
+	for i := range r.f.trials {
+		t, fs, err := trial()
+		if err != nil {
+			return bench.Result{}, fmt.Errorf("%s trial %d: %w", name, i+1, err)
+		}
+		falses += fs
+		ts = append(ts, t)
+		printTrial(r.e.Stdout, profile, mode, name, i+1, r.f.trials, t, fs)
+	}
+	res, err := bench.Summarize(name, mode, profile, ts, falses)
+	if errors.Is(err, bench.ErrNoTrials) {
+		res = bench.NotRun(name, mode, profile, "every trial failed: "+ts[0].Err)
+		err = nil
+	}
+	return res, err
+}
+
+func printTrial(w io.Writer, profile, mode, name string, i, n int, t bench.Trial, falses int) {
+	fmt.Fprintf(w, "%s %s %s %d/%d: downtime %.1f ms, lost %d, detection %.0f ms, switch %.0f ms, outages %d, false switches %d",
+		profile, mode, name, i, n, float64(t.Downtime.Microseconds())/1000, t.Lost,
+		float64(t.Detection.Microseconds())/1000, float64(t.Switch.Microseconds())/1000, t.Outages, falses)
+	if t.Err != "" {
+		fmt.Fprintf(w, " (failed: %s)", t.Err)
+	}
+	fmt.Fprintln(w)
+}
+
+// machineInfo describes this machine for the result file.
+func machineInfo() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d cores (%s), Linux %s, %s", runtime.NumCPU(), model, kernel, runtime.Version())
+}

@@ -1,0 +1,280 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"ars/fsm"
+	"ars/lab/bench"
+	"ars/transport"
+)
+
+// Benchmark trials on a running lab with nodes. Each trial starts from a
+// steady service (Steady), attacks, measures what the client saw and what
+// the cluster recorded, and counts switches nobody asked for.
+
+// Steady waits until the service is steady: no switch open, an active
+// replica linked and answering, a standby running, the last switch at
+// least dwell ago (so the policy's flap damping does not hold the next
+// one back), and no query lost for the last half second.
+func (l *Lab) Steady(ctx context.Context, dwell time.Duration) (fsm.Service, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var why string
+	for {
+		s, err := l.service(ctx)
+		why = l.unsteady(s, err, dwell)
+		if why == "" {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, fmt.Errorf("lab: the service did not become steady (%s): %w", why, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// unsteady says why the service is not steady ("" if it is).
+func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
+	if err != nil {
+		return err.Error()
+	}
+	if s.Intent != nil {
+		return "a switch is open"
+	}
+	a, ok := s.Active()
+	if !ok {
+		return "no active replica"
+	}
+	if _, linked := l.mirror.Applied(a.Name); !linked {
+		return "the active replica is not linked"
+	}
+	sb, ok := s.Standby()
+	if !ok {
+		return "no standby"
+	}
+	if p, _ := l.mirror.Applied(sb.Name); p != "poweredOn" {
+		return "the standby is not running"
+	}
+	if n := len(s.History); n > 0 {
+		h := s.History[n-1]
+		if !h.Done {
+			return "the last switch is not done"
+		}
+		if time.Since(time.Unix(0, h.DoneAt)) < dwell {
+			return "within the dwell time of the last switch"
+		}
+	}
+	o, err := l.Outage(time.Now().Add(-500*time.Millisecond-ClientTimeout), time.Now().Add(-ClientTimeout))
+	if err != nil {
+		return err.Error()
+	}
+	if o.Sent == 0 || o.Lost > 0 {
+		return "the client is not answered"
+	}
+	return ""
+}
+
+// Trial runs one attack of kind ("dos" or "exploit") on the active
+// replica: from a steady service, it attacks, waits for the switch and the
+// service's recovery, then for settle more to see any switch nobody asked
+// for. It returns the trial's measurements and the number of such false
+// switches.
+func (l *Lab) Trial(ctx context.Context, kind string, dwell, settle, limit time.Duration) (bench.Trial, int, error) {
+	if _, err := l.Steady(ctx, dwell); err != nil {
+		return bench.Trial{}, 0, err
+	}
+	resp, err := l.Attack(ctx, AttackRequest{Kind: kind, Active: true, Wait: true, Timeout: limit.String()})
+	if err != nil {
+		return bench.Trial{}, 0, err
+	}
+	return l.finish(ctx, resp, settle)
+}
+
+// LeaderLossTrial kills the leader node (SIGKILL) as a DoS on the active
+// replica starts, measures the switch the surviving nodes make, then
+// starts the node again and waits until it has rejoined.
+func (l *Lab) LeaderLossTrial(ctx context.Context, dwell, settle, limit time.Duration) (bench.Trial, int, error) {
+	if _, err := l.Steady(ctx, dwell); err != nil {
+		return bench.Trial{}, 0, err
+	}
+	leader, err := l.Leader(ctx)
+	if err != nil || leader == "" {
+		return bench.Trial{}, 0, fmt.Errorf("lab: no leader before the trial: %v", err)
+	}
+	killed := make(chan error, 1)
+	go func() { killed <- l.KillNode(leader) }()
+	resp, err := l.Attack(ctx, AttackRequest{Kind: "dos", Active: true, Wait: true, Timeout: limit.String()})
+	if kerr := <-killed; kerr != nil {
+		return bench.Trial{}, 0, kerr
+	}
+	if err != nil {
+		return bench.Trial{}, 0, err
+	}
+	t, falses, ferr := l.finish(ctx, resp, settle)
+	if err := l.StartNode(leader); err != nil {
+		return t, falses, err
+	}
+	if err := l.waitVoters(ctx, leader, 30*time.Second); err != nil {
+		return t, falses, err
+	}
+	return t, falses, ferr
+}
+
+// waitVoters waits until node answers and reports a leader and every node
+// as a voter.
+func (l *Lab) waitVoters(ctx context.Context, node string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	want := len(l.Net.Topology().Nodes)
+	for {
+		c, err := l.Client(node, "reader")
+		if err != nil {
+			return err
+		}
+		st, err := c.Status(ctx)
+		c.Close()
+		if err == nil && st.Leader != "" && st.Voters == want && st.State != "candidate" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: node %s did not rejoin (last: %+v, %v): %w", node, st, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// finish turns an attack's answer into a trial and counts the switches
+// that came after the one the attack caused.
+func (l *Lab) finish(ctx context.Context, resp AttackResponse, settle time.Duration) (bench.Trial, int, error) {
+	ev := resp.Event
+	if ev == nil {
+		return bench.Trial{}, 0, errors.New("lab: the attack was not measured")
+	}
+	t := bench.Trial{Downtime: ms(ev.Longest), Lost: ev.Lost, Switched: ev.Switch != nil, Outages: ev.Gaps}
+	if ev.Switch == nil {
+		t.Err = resp.Error
+		if t.Err == "" {
+			t.Err = "no switch"
+		}
+		return t, 0, nil
+	}
+	t.Detection, t.Switch = ms(ev.Switch.DetectionMS), ms(ev.Switch.SwitchMS)
+	if resp.Error != "" {
+		t.Err = resp.Error
+	}
+	falses, err := l.switchesAfter(ctx, ev.Switch.Generation, settle)
+	return t, falses, err
+}
+
+// switchesAfter waits settle, then counts the switches recorded after gen.
+func (l *Lab) switchesAfter(ctx context.Context, gen uint64, settle time.Duration) (int, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(settle):
+	}
+	s, err := l.service(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, h := range s.History {
+		if h.Generation > gen {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+// SetRotation re-applies the lab's service with another rotation policy.
+func (l *Lab) SetRotation(ctx context.Context, rotation string) error {
+	l.cfg.Policy.Rotation = rotation
+	return l.applyService(ctx)
+}
+
+// ImplAttackTrial attacks every replica of impl for d, starting with one
+// of them active (switched to by hand if need be), and counts the outages:
+// the DoS switches away from a replica of impl, each one a replica the
+// attack took down while it served. (The client's gaps cannot tell them
+// apart: a replica that fails as soon as it serves extends the gap of the
+// one before it.) Downtime is the client's longest gap until the service
+// was steady again. A switch during the attack is the answer to it, not a
+// false one.
+func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Duration) (bench.Trial, error) {
+	s, err := l.Steady(ctx, dwell)
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	if a, _ := s.Active(); l.replica(a.Name).Impl != impl {
+		first := ""
+		for _, r := range l.cfg.Replicas {
+			if r.Impl == impl {
+				first = r.Name
+				break
+			}
+		}
+		if err := l.manualSwitch(ctx, first); err != nil {
+			return bench.Trial{}, err
+		}
+		if s, err = l.Steady(ctx, dwell); err != nil {
+			return bench.Trial{}, err
+		}
+	}
+	at := time.Now()
+	if _, err := l.DoSImpl(impl, d); err != nil {
+		return bench.Trial{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return bench.Trial{}, ctx.Err()
+	case <-time.After(d):
+	}
+	after, err := l.Steady(ctx, 0)
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	o, err := l.Outage(at, time.Now().Add(-ClientTimeout))
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	t := bench.Trial{Downtime: o.Longest, Lost: o.Lost, Switched: after.Generation > s.Generation}
+	for _, h := range after.History {
+		if h.Generation <= s.Generation {
+			continue
+		}
+		if t.Detection == 0 {
+			t.Detection, t.Switch = ms(h.DetectionMS), ms(h.SwitchMS)
+		}
+		if h.Reason == "dos" && h.FromImpl == impl {
+			t.Outages++
+		}
+	}
+	return t, nil
+}
+
+// manualSwitch asks the cluster to switch to replica (an operator switch).
+func (l *Lab) manualSwitch(ctx context.Context, replica string) error {
+	var last error
+	for _, n := range l.nodes.list() {
+		if n.Pid == 0 {
+			continue
+		}
+		c, err := l.Client(n.Name, "operator")
+		if err != nil {
+			return err
+		}
+		_, last = c.Switch(ctx, l.cfg.Service, transport.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		c.Close()
+		if last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("lab: switch to %s: %w", replica, last)
+}

@@ -386,9 +386,4 @@ func (l *Lab) replica(name string) Replica {
 	return r
 }
 
-func (l *Lab) binary(impl string) string {
-	if impl == "dnsd" {
-		return l.cfg.DNSD
-	}
-	return ""
-}
+func (l *Lab) binary(impl string) string { return binaryFor(l.cfg, impl) }

@@ -40,6 +40,8 @@ type benchFlags struct {
 	trials                     int
 	out                        string
 	implFor                    time.Duration
+	load, capacityFor          time.Duration
+	loadFraction               float64
 }
 
 func init() {
@@ -78,10 +80,10 @@ false switch.`,
 			fs.IntVar(&f.trials, "trials", 10, "`trials` per scenario and mode (1-100)")
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory`")
 			fs.DurationVar(&f.implFor, "impl-for", 8*time.Second, "how long each impl-attack lasts")
+			fs.DurationVar(&f.load, "load", 5*time.Minute, "benign load (dnsperf) on the ars lab of the first profile for this `long`; 0: none")
+			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
+			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
 			return func(ctx context.Context, e *Env, args []string) error {
-				if err := needRoot(); err != nil {
-					return err
-				}
 				return runBench(ctx, e, &f)
 			}
 		},
@@ -119,10 +121,28 @@ func runBench(ctx context.Context, e *Env, f *benchFlags) error {
 	if f.implFor < time.Second || f.implFor > lab.MaxAttack {
 		return usageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
 	}
+	if f.load < 0 || f.load > lab.MaxLoad || f.load > 0 && f.load < time.Second {
+		return usageErrorf("-load %s: want 0, or 1s to %s", f.load, lab.MaxLoad)
+	}
+	if f.loadFraction <= 0 || f.loadFraction > 1 {
+		return usageErrorf("-load-fraction %g: want more than 0 and at most 1", f.loadFraction)
+	}
+	if f.capacityFor < time.Second || f.capacityFor > time.Minute {
+		return usageErrorf("-capacity-for %s: want 1s to 1m", f.capacityFor)
+	}
+	if err := needRoot(); err != nil {
+		return err
+	}
 	r := &benchRun{f: f, e: e, log: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	file := bench.File{Machine: machineInfo(), Started: time.Now().UTC().Truncate(time.Second), Go: runtime.Version(),
 		Command: "ars " + strings.Join(os.Args[1:], " ")}
-	for _, profile := range profiles {
+	if f.load > 0 && slices.Contains(modes, bench.ModeARS) {
+		if err := r.capacity(ctx); err != nil {
+			return fmt.Errorf("bench: capacity: %w", err)
+		}
+	}
+	for i, profile := range profiles {
+		r.loadHere = i == 0 && r.loadQPS > 0
 		for _, mode := range modes {
 			res, err := r.mode(ctx, profile, mode)
 			if err != nil {
@@ -143,6 +163,42 @@ type benchRun struct {
 	f   *benchFlags
 	e   *Env
 	log *slog.Logger
+	// loadQPS is the benign load's rate (0: none); loadHere says whether
+	// the current profile runs it.
+	loadQPS  int
+	loadHere bool
+}
+
+// capacity measures every replica's capacity with dnsperf and sets the
+// benign load's rate from the weakest.
+func (r *benchRun) capacity(ctx context.Context) error {
+	reps, err := parseLabReplicas(benchReplicas)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.e.Stdout, "== capacity: dnsperf against each replica for %s\n", r.f.capacityFor)
+	d, err := lab.UpDNSDist(ctx, lab.Config{Prefix: r.f.prefix, StateDir: r.f.dir(), Replicas: reps, Logger: r.log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Down(context.Background()) }()
+	caps, err := d.Capacity(ctx, r.f.capacityFor)
+	if err != nil {
+		return err
+	}
+	weakest := ""
+	for _, rep := range reps {
+		fmt.Fprintf(r.e.Stdout, "capacity %s (%s): %.0f queries/s\n", rep.Name, rep.Impl, caps[rep.Name])
+		if weakest == "" || caps[rep.Name] < caps[weakest] {
+			weakest = rep.Name
+		}
+	}
+	r.loadQPS = int(caps[weakest] * r.f.loadFraction)
+	fmt.Fprintf(r.e.Stdout, "benign load: %d queries/s (%.0f %% of %s's %.0f)\n", r.loadQPS, 100*r.f.loadFraction, weakest, caps[weakest])
+	if r.loadQPS < 1 {
+		return fmt.Errorf("the weakest replica (%s) answered %.0f queries/s", weakest, caps[weakest])
+	}
+	return nil
 }
 
 func (r *benchRun) want(name string) bool {
@@ -196,11 +252,20 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 		notRun("exploit/"+p, "the lab has no container replicas yet")
 	}
 	if mode == bench.ModeDNSDist {
+		notRun("leader-loss/dos", "dnsdist has no controller to lose")
+		notRun("impl-attack/diverse", "measured for ars only")
+		notRun("impl-attack/round-robin", "measured for ars only")
 		for _, p := range benchPairs {
-			notRun("dos/"+p, "the dnsdist mode is not built yet")
 			notRun("exploit/"+p, "dnsdist has no exploit detection")
 		}
-		return out, nil
+		if !r.want("dos/vm-vm") {
+			return out, nil
+		}
+		res, err := r.dnsdist(ctx, profile)
+		if err != nil {
+			return nil, err
+		}
+		return append(out, res), nil
 	}
 	if mode != bench.ModeARS {
 		notRun("leader-loss/dos", "the paper's system has one management node")
@@ -244,6 +309,20 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 	if mode != bench.ModeARS {
 		return out, nil
 	}
+	if r.loadHere {
+		fmt.Fprintf(r.e.Stdout, "%s ars benign-load: %d queries/s for %s\n", profile, r.loadQPS, r.f.load)
+		t, falses, perf, err := l.BenignLoad(ctx, r.loadQPS, r.f.load, dwell)
+		if err != nil {
+			return nil, fmt.Errorf("benign load: %w", err)
+		}
+		fmt.Fprintf(r.e.Stdout, "%s ars benign-load: dnsperf sent %d, completed %d, lost %d, %.0f queries/s; ars client lost %d; false switches %d\n",
+			profile, perf.Sent, perf.Completed, perf.Lost, perf.QPS, t.Lost, falses)
+		res, err := bench.Summarize("benign-load", mode, profile, []bench.Trial{t}, falses)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
 	if r.want("leader-loss/dos") {
 		res, err := r.trials("leader-loss/dos", mode, profile, func() (bench.Trial, int, error) {
 			return l.LeaderLossTrial(ctx, dwell, settle, limit)
@@ -271,6 +350,30 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 		out = append(out, res)
 	}
 	return out, nil
+}
+
+// dnsdist runs dos/vm-vm with the replicas behind dnsdist. The vCenter
+// profile does not apply (dnsdist drives no vCenter); the result carries it
+// so that it sits beside the other modes of the same run.
+func (r *benchRun) dnsdist(ctx context.Context, profile string) (bench.Result, error) {
+	reps, err := parseLabReplicas(benchReplicas)
+	if err != nil {
+		return bench.Result{}, err
+	}
+	fmt.Fprintf(r.e.Stdout, "== profile %s, mode dnsdist: lab up\n", profile)
+	d, err := lab.UpDNSDist(ctx, lab.Config{Prefix: r.f.prefix, StateDir: r.f.dir(), Replicas: reps, Logger: r.log})
+	if err != nil {
+		return bench.Result{}, err
+	}
+	defer func() {
+		if err := d.Down(context.Background()); err != nil {
+			fmt.Fprintf(r.e.Stderr, "bench: lab down: %v\n", err)
+		}
+	}()
+	return r.trials("dos/vm-vm", bench.ModeDNSDist, profile, func() (bench.Trial, int, error) {
+		t, err := d.Trial(ctx, 300*time.Millisecond, 30*time.Second)
+		return t, 0, err
+	})
 }
 
 // trials runs one scenario's trials and summarises them. A trial that

@@ -166,10 +166,10 @@ ars lab exec -- ars status, ars lab down.`,
 			var f labUpFlags
 			f.register(fs)
 			return func(ctx context.Context, e *Env, args []string) error {
-				if err := needRoot(); err != nil {
+				if _, err := f.config(); err != nil {
 					return err
 				}
-				if _, err := f.config(); err != nil {
+				if err := needRoot(); err != nil {
 					return err
 				}
 				c := f.control()
@@ -195,11 +195,11 @@ ars lab down.`,
 			var f labUpFlags
 			f.register(fs)
 			return func(ctx context.Context, e *Env, args []string) error {
-				if err := needRoot(); err != nil {
-					return err
-				}
 				cfg, err := f.config()
 				if err != nil {
+					return err
+				}
+				if err := needRoot(); err != nil {
 					return err
 				}
 				return serveLab(ctx, e, cfg)

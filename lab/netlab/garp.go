@@ -25,7 +25,7 @@ func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(replica),
-				"arping", "-q", "-U", "-c", "1", "-I", l.ServiceDev(), l.t.Service.String()).CombinedOutput()
+				"arping", "-q", "-U", "-c", "1", "-I", l.ServiceDev(), l.ReplicaAddr(replica).String()).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("netlab: arping in %s: %w: %s", replica, err, out)
 			}
@@ -42,7 +42,7 @@ func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error
 		})
 		return nil
 	case GARPPacket:
-		s, err := openGARP(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), l.t.Service)
+		s, err := openGARP(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), l.ReplicaAddr(replica))
 		if err != nil {
 			return err
 		}

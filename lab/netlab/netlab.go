@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -85,6 +86,10 @@ type Topology struct {
 	// Replicas names the replicas: [a-z0-9][a-z0-9_.-]*, at most 32
 	// characters, at most 100 of them.
 	Replicas []string
+	// Addrs gives replicas an address of their own instead of Service (a
+	// load balancer's backends, each reached at its own address, with
+	// the balancer as the replica that carries Service).
+	Addrs map[string]netip.Addr
 	// Nodes names controller nodes that live on the service network too
 	// (same rule as replica names, at most 9): namespace "PREFIX-n-NODE",
 	// address NodeAddr(NODE) — the subnet's .11, .12, … in order — on link
@@ -159,6 +164,17 @@ func (t Topology) withDefaults() (Topology, error) {
 		seen[r] = true
 	}
 	t.Replicas = slices.Clone(t.Replicas)
+	addrs := map[string]netip.Addr{}
+	for r, a := range t.Addrs {
+		if !slices.Contains(t.Replicas, r) {
+			return t, fmt.Errorf("netlab: address for %q, which is no replica", r)
+		}
+		if !t.Subnet.Contains(a) || a == t.Subnet.Addr() || a == t.Client || a == t.Hub || a == t.Service {
+			return t, fmt.Errorf("netlab: replica %s's address %s is not a free host of %s", r, a, t.Subnet)
+		}
+		addrs[r] = a
+	}
+	t.Addrs = addrs
 	if len(t.Nodes) > 9 {
 		return t, fmt.Errorf("netlab: %d nodes: want at most 9", len(t.Nodes))
 	}
@@ -169,7 +185,7 @@ func (t Topology) withDefaults() (Topology, error) {
 		if slices.Contains(t.Nodes[:i], n) {
 			return t, fmt.Errorf("netlab: node %q twice", n)
 		}
-		if a := nodeAddr(t.Subnet, i); !t.Subnet.Contains(a) || a == t.Service || a == t.Client || a == t.Hub {
+		if a := nodeAddr(t.Subnet, i); !t.Subnet.Contains(a) || a == t.Service || a == t.Client || a == t.Hub || slices.Contains(slices.Collect(maps.Values(t.Addrs)), a) {
 			return t, fmt.Errorf("netlab: node %s's address %s is not free in %s", n, a, t.Subnet)
 		}
 	}
@@ -210,6 +226,7 @@ func (l *Lab) Topology() Topology {
 	t := l.t
 	t.Replicas = slices.Clone(t.Replicas)
 	t.Nodes = slices.Clone(t.Nodes)
+	t.Addrs = maps.Clone(t.Addrs)
 	return t
 }
 
@@ -263,6 +280,15 @@ func nodeAddr(subnet netip.Prefix, i int) netip.Addr {
 		a = a.Next()
 	}
 	return a
+}
+
+// ReplicaAddr is the address the replica carries: Topology.Service, or its
+// own from Topology.Addrs.
+func (l *Lab) ReplicaAddr(replica string) netip.Addr {
+	if a, ok := l.t.Addrs[replica]; ok {
+		return a
+	}
+	return l.t.Service
 }
 
 // NodeNamespace is the node's namespace.
@@ -389,7 +415,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			[]string{"-n", hub, "link", "add", port, "type", "veth", "peer", "name", l.ServiceDev(), "netns", ns},
 			// Enslaved but down: the replica is detached.
 			[]string{"-n", hub, "link", "set", port, "master", l.bridge()},
-			[]string{"-n", ns, "addr", "add", l.t.Service.String() + "/" + bits, "dev", l.ServiceDev()},
+			[]string{"-n", ns, "addr", "add", l.ReplicaAddr(r).String() + "/" + bits, "dev", l.ServiceDev()},
 			[]string{"-n", ns, "link", "set", l.ServiceDev(), "up"},
 		)
 	}

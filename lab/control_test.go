@@ -1,0 +1,57 @@
+package lab
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"ars/lab/netlab"
+)
+
+// A lab whose network is described but not built: enough for the control
+// API's input checks, which must refuse bad requests before touching
+// anything.
+func describedLab(t *testing.T) *Lab {
+	t.Helper()
+	nl, err := netlab.New(netlab.Topology{Prefix: "arsctl", Replicas: []string{"a", "b"}, Nodes: []string{"n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Lab{Net: nl, cfg: Config{Replicas: []Replica{{"a", "bind9", "linux"}, {"b", "unbound", "linux"}}}}
+}
+
+func TestControlRefusesBadInput(t *testing.T) {
+	h := describedLab(t).Handler(func() { t.Error("down called") })
+	cases := []struct {
+		method, path, body, want string
+	}{
+		{"POST", "/v1/attack", `{"kind":"dos","replica":"a","extra":1}`, "unknown field"},
+		{"POST", "/v1/attack", `{"kind":"flood","replica":"a"}`, "want dos or exploit"},
+		{"POST", "/v1/attack", `{"kind":"dos","replica":"a","impl":"bind9"}`, "names one target"},
+		{"POST", "/v1/attack", `{"kind":"exploit","impl":"bind9"}`, "names one target"},
+		{"POST", "/v1/attack", `{"kind":"dos"}`, "names one target"},
+		{"POST", "/v1/attack", `{"kind":"dos","replica":"zz"}`, `no replica "zz"`},
+		{"POST", "/v1/attack", `{"kind":"exploit","replica":"zz"}`, `no replica "zz"`},
+		{"POST", "/v1/attack", `{"kind":"dos","impl":"knot-resolver"}`, "no replica runs"},
+		{"POST", "/v1/attack", `{"kind":"dos","impl":"bind9","duration":"20m"}`, "at most"},
+		{"POST", "/v1/attack", `{"kind":"dos","replica":"a","timeout":"-1s"}`, "timeout"},
+		{"POST", "/v1/attack", `{"kind":"dos","active":true,"replica":"a"}`, "names no other target"},
+		{"POST", "/v1/attack", `not json`, "attack request"},
+		{"POST", "/v1/nodes/n9/kill", ``, `no node "n9"`},
+		{"POST", "/v1/nodes/n1/reboot", ``, "want kill or start"},
+		{"GET", "/v1/outage?from=yesterday&to=now", ``, "RFC 3339"},
+	}
+	for _, c := range cases {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, strings.NewReader(c.body)))
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
+			t.Errorf("%s %s %s: %d %q; want 400 with %q", c.method, c.path, c.body, rec.Code, e.Error, c.want)
+		}
+	}
+}

@@ -57,7 +57,11 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 .PHONY: bench
-bench: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a persistent session vs per-operation login
+bench: lab-deps build ## The downtime benchmark on the lab (root): scenarios x modes x 10 trials, both profiles -> bench/results/latest.{json,png,md} (BENCH_ARGS=...)
+	$(ARS) bench $(BENCH_ARGS)
+
+.PHONY: bench-micro
+bench-micro: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a persistent session vs per-operation login
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./test/e2e/
 	$(GO) test -run '^$$' -bench Attach -benchtime 20x -count 1 ./controller/vsphere/
 

@@ -46,8 +46,9 @@ func TestLabFollowsTheDriver(t *testing.T) {
 		}
 	}()
 
-	d, err := vsphere.New(vsphere.Config{URL: l.Sim.URL(), Username: "ars", Thumbprint: l.Sim.Thumbprint(),
-		Password: func() (string, error) { return "lab", nil }})
+	user, pass := l.VCenterLogin()
+	d, err := vsphere.New(vsphere.Config{URL: l.Sim.URL(), Username: user, Thumbprint: l.Sim.Thumbprint(),
+		Password: func() (string, error) { return pass, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

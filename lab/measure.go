@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -93,7 +94,7 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 }
 
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
-	var last error
+	last := errors.New("no node is running")
 	for _, n := range l.nodes.list() {
 		if n.Pid == 0 {
 			continue

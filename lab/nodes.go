@@ -283,6 +283,9 @@ func (ns *nodeSet) kill(node string) error {
 }
 
 func (ns *nodeSet) list() []Node {
+	if ns == nil {
+		return nil // a lab without nodes
+	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	var out []Node
@@ -444,3 +447,7 @@ func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
 	}
 	return s
 }
+
+// VCenterLogin is the simulator's only valid username and password (a
+// fresh random password per lab; the nodes read it from a 0600 file).
+func (l *Lab) VCenterLogin() (user, password string) { return vcUser, l.vcPass }

@@ -42,6 +42,7 @@ type benchFlags struct {
 	implFor                    time.Duration
 	load, capacityFor          time.Duration
 	loadFraction               float64
+	merge                      bool
 }
 
 func init() {
@@ -82,6 +83,7 @@ false switch.`,
 			fs.DurationVar(&f.implFor, "impl-for", 8*time.Second, "how long each impl-attack lasts")
 			fs.DurationVar(&f.load, "load", 5*time.Minute, "benign load (dnsperf) on the ars lab of the first profile for this `long`; 0: none")
 			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
+			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
 			return func(ctx context.Context, e *Env, args []string) error {
 				return runBench(ctx, e, &f)
@@ -151,11 +153,40 @@ func runBench(ctx context.Context, e *Env, f *benchFlags) error {
 			file.Scenarios = append(file.Scenarios, res...)
 		}
 	}
+	if f.merge {
+		if err := mergeOld(&file, filepath.Join(f.out, bench.JSONFile)); err != nil {
+			return err
+		}
+	}
 	if err := bench.Write(f.out, file); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.Stdout, "\nwrote %s, %s and %s\n\n%s", filepath.Join(f.out, bench.JSONFile), filepath.Join(f.out, bench.ChartFile),
 		filepath.Join(f.out, bench.TableFile), bench.Markdown(file))
+	return nil
+}
+
+// mergeOld adds to f the results of the file at path that f does not
+// have (by scenario, mode and profile); a missing file adds nothing.
+func mergeOld(f *bench.File, path string) error {
+	old, err := bench.Read(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("-merge: %w", err)
+	}
+	type key struct{ name, mode, profile string }
+	have := map[key]bool{}
+	for _, r := range f.Scenarios {
+		have[key{r.Name, r.Mode, r.Profile}] = true
+	}
+	for _, r := range old.Scenarios {
+		if !have[key{r.Name, r.Mode, r.Profile}] {
+			f.Scenarios = append(f.Scenarios, r)
+		}
+	}
+	f.Command += " (merged into the results of: " + old.Command + ")"
 	return nil
 }
 

@@ -1,6 +1,12 @@
 package main
 
-import "testing"
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"ars/lab/bench"
+)
 
 // The lab and bench commands check their input before they need root or
 // touch anything; with no daemon, lab commands say so with exit 3.
@@ -29,5 +35,40 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		cli(t, nil, "", c.args...).fails(t, c.code, c.want)
+	}
+}
+
+// -merge keeps the old results this run did not measure again, and only
+// those.
+func TestBenchMergeKeepsWhatWasNotRerun(t *testing.T) {
+	dir := t.TempDir()
+	tr := []bench.Trial{{Downtime: 300 * time.Millisecond, Switched: true}}
+	res := func(name, mode string, d time.Duration) bench.Result {
+		t.Helper()
+		tr[0].Downtime = d
+		r, err := bench.Summarize(name, mode, "none", tr, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	old := bench.File{Command: "ars bench", Scenarios: []bench.Result{
+		res("dos/vm-vm", "ars", 300*time.Millisecond), res("leader-loss/dos", "ars", 1800*time.Millisecond)}}
+	if err := bench.Write(dir, old); err != nil {
+		t.Fatal(err)
+	}
+	f := bench.File{Command: "ars bench -scenarios leader-loss", Scenarios: []bench.Result{res("leader-loss/dos", "ars", 1200*time.Millisecond)}}
+	if err := mergeOld(&f, filepath.Join(dir, bench.JSONFile)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range f.Scenarios {
+		got[r.Name] = r.Downtime.Mean
+	}
+	if len(f.Scenarios) != 2 || got["leader-loss/dos"] != 1200 || got["dos/vm-vm"] != 300 {
+		t.Fatalf("merged %+v; want the new leader-loss and the old dos", got)
+	}
+	if err := mergeOld(&f, filepath.Join(t.TempDir(), "none.json")); err != nil {
+		t.Fatalf("no old file: %v", err)
 	}
 }

@@ -275,6 +275,17 @@ func (l *Lab) Handler(down func()) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"sent": o.Sent, "lost_queries": o.Lost, "gaps": o.Gaps,
 			"downtime_ms": float64(o.Longest.Microseconds()) / 1000})
 	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		var since time.Time
+		if v := r.URL.Query().Get("since"); v != "" {
+			var err error
+			if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				writeErr(w, badRequest("since must be an RFC 3339 time: %v", err))
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, l.Events(since))
+	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"down": true})
 		if f, ok := w.(http.Flusher); ok {

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"ars/lab/netlab"
 )
@@ -42,6 +43,7 @@ func TestControlRefusesBadInput(t *testing.T) {
 		{"POST", "/v1/nodes/n9/kill", ``, `no node "n9"`},
 		{"POST", "/v1/nodes/n1/reboot", ``, "want kill or start"},
 		{"GET", "/v1/outage?from=yesterday&to=now", ``, "RFC 3339"},
+		{"GET", "/v1/events?since=soon", ``, "RFC 3339"},
 	}
 	for _, c := range cases {
 		rec := httptest.NewRecorder()
@@ -53,5 +55,21 @@ func TestControlRefusesBadInput(t *testing.T) {
 		if rec.Code != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
 			t.Errorf("%s %s %s: %d %q; want 400 with %q", c.method, c.path, c.body, rec.Code, e.Error, c.want)
 		}
+	}
+}
+
+// The event log keeps the newest maxEvents, oldest first, and Events
+// returns those at or after a time.
+func TestEventLogIsBounded(t *testing.T) {
+	l := describedLab(t)
+	for i := range maxEvents + 5 {
+		l.events.add(LabEvent{At: time.Unix(int64(i), 0), Replica: "a", What: "link"})
+	}
+	all := l.Events(time.Time{})
+	if len(all) != maxEvents || !all[0].At.Equal(time.Unix(5, 0)) {
+		t.Fatalf("%d events from %v; want %d from the 6th", len(all), all[0].At, maxEvents)
+	}
+	if got := l.Events(time.Unix(int64(maxEvents+3), 0)); len(got) != 2 {
+		t.Fatalf("%d events at or after the last but one; want 2", len(got))
 	}
 }

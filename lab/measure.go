@@ -2,13 +2,13 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"ars/fsm"
 	"ars/lab/netlab"
+	"ars/transport"
 )
 
 // The lab's client queries the service address at this interval, and a
@@ -94,25 +94,16 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 }
 
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
-	last := errors.New("no node is running")
-	for _, n := range l.nodes.list() {
-		if n.Pid == 0 {
-			continue
-		}
-		c, err := l.Client(n.Name, "reader")
-		if err != nil {
-			return fsm.Service{}, err
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		s, err := c.Service(cctx, l.cfg.Service)
-		cancel()
-		c.Close()
-		if err == nil {
-			return s, nil
-		}
-		last = err
+	var s fsm.Service
+	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *transport.Client) error {
+		var err error
+		s, err = c.Service(ctx, l.cfg.Service)
+		return err
+	})
+	if err != nil {
+		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, err)
 	}
-	return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, last)
+	return s, nil
 }
 
 // Await waits (until ctx ends) for a completed switch of a generation after

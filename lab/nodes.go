@@ -329,30 +329,46 @@ func NodeClient(pkiDir, addr, role string, dial func(ctx context.Context, networ
 	return transport.NewClient("https://"+addr, strings.TrimSpace(string(tok)), tlsCfg, opts...)
 }
 
-// Leader asks the running nodes which one leads; "" if none knows.
-func (l *Lab) Leader(ctx context.Context) (string, error) {
+// anyNode calls fn with a client (token of role) for each running node in
+// turn, each call bounded by timeout, until one succeeds; it returns the
+// errors of all if none does.
+func (l *Lab) anyNode(ctx context.Context, role string, timeout time.Duration, fn func(context.Context, *transport.Client) error) error {
 	var errs []error
 	for _, n := range l.nodes.list() {
 		if n.Pid == 0 {
 			continue
 		}
-		c, err := l.Client(n.Name, "reader")
+		c, err := l.Client(n.Name, role)
 		if err != nil {
-			return "", err
+			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := c.Status(cctx)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err = fn(cctx, c)
 		cancel()
 		c.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
-			continue
+		if err == nil {
+			return nil
 		}
-		if st.Leader != "" {
-			return st.Leader, nil
-		}
+		errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
 	}
-	return "", errors.Join(errs...)
+	if len(errs) == 0 {
+		return errors.New("lab: no node is running")
+	}
+	return errors.Join(errs...)
+}
+
+// Leader asks the running nodes which one leads; "" if none knows.
+func (l *Lab) Leader(ctx context.Context) (string, error) {
+	leader := ""
+	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *transport.Client) error {
+		st, err := c.Status(ctx)
+		if err == nil && st.Leader == "" {
+			err = errors.New("no leader known")
+		}
+		leader = st.Leader
+		return err
+	})
+	return leader, err
 }
 
 // WaitLeader polls until a node names a leader other than not (any if
@@ -378,24 +394,17 @@ func (l *Lab) applyService(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	var last error
 	for {
-		for _, n := range l.Net.Topology().Nodes {
-			c, err := l.Client(n, "operator")
-			if err != nil {
-				return err
-			}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, last = c.ApplyService(cctx, spec)
-			cancel()
-			c.Close()
-			if last == nil {
-				return nil
-			}
+		err := l.anyNode(ctx, "operator", 5*time.Second, func(ctx context.Context, c *transport.Client) error {
+			_, err := c.ApplyService(ctx, spec)
+			return err
+		})
+		if err == nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab: applying service %s: %w (last: %v)", l.cfg.Service, ctx.Err(), last)
+			return fmt.Errorf("lab: applying service %s: %w (last: %v)", l.cfg.Service, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

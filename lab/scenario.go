@@ -261,20 +261,12 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 
 // manualSwitch asks the cluster to switch to replica (an operator switch).
 func (l *Lab) manualSwitch(ctx context.Context, replica string) error {
-	var last error
-	for _, n := range l.nodes.list() {
-		if n.Pid == 0 {
-			continue
-		}
-		c, err := l.Client(n.Name, "operator")
-		if err != nil {
-			return err
-		}
-		_, last = c.Switch(ctx, l.cfg.Service, transport.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
-		c.Close()
-		if last == nil {
-			return nil
-		}
+	err := l.anyNode(ctx, "operator", 10*time.Second, func(ctx context.Context, c *transport.Client) error {
+		_, err := c.Switch(ctx, l.cfg.Service, transport.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: switch to %s: %w", replica, err)
 	}
-	return fmt.Errorf("lab: switch to %s: %w", replica, last)
+	return nil
 }

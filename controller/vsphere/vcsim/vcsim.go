@@ -87,7 +87,8 @@ var Profiles = map[string]map[string]int{
 // (2.4 − 1.5) / 2 ≈ 0.45 s (400 ms here; verification and commits take
 // the rest), and each of the switch's two per-operation logins would cost
 // the other 2.5 s / 2 = 1.25 s. With 1.25 s logins (1100 + 100 + 50 ms)
-// three trials measured D_sdk = 2.45 s and D_cli = 6.1 s (60 %, not 51 %):
+// three trials (ars bench -profiles paper -modes paper-sdk,paper-cli
+// -trials 3) measured D_sdk = 2.45 s and D_cli = 6.1 s (60 %, not 51 %):
 // in paper-cli the logins of the operations around a switch also delay
 // its detection. The logins were scaled once by 2.55 / 3.6 to 0.92 s
 // (Profiles: login 800 ms, logout 80 ms, service content 40 ms); the

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -39,7 +38,7 @@ func (a *attacks) served(l *Lab, linked []string) {
 	}
 	a.mu.Unlock()
 	for _, name := range hit {
-		if err := l.record(name, "dos", l.Net.SignalReplica(name, syscall.SIGSTOP)); err != nil {
+		if err := l.record(name, "dos", l.wedge(name)); err != nil {
 			l.log.Warn("lab: wedging an attacked replica failed", "replica", name, "err", err)
 		} else {
 			l.log.Info("lab: attacked implementation serves; wedged", "replica", name)
@@ -99,7 +98,7 @@ func (l *Lab) DoSImpl(impl string, d time.Duration) ([]string, error) {
 	}
 	l.attacks.start(impl, d)
 	var now []string
-	for _, name := range l.mirror.Linked() {
+	for _, name := range l.linked() {
 		if r, _ := l.lookup(name); r.Impl == impl {
 			now = append(now, name)
 		}

@@ -116,8 +116,8 @@ func (l *Lab) Status(ctx context.Context) Status {
 		st.Nodes = append(st.Nodes, NodeStatus{Node: n, Leader: n.Name == st.Leader})
 	}
 	for _, r := range l.cfg.Replicas {
-		p, linked := l.mirror.Applied(r.Name)
-		st.Replicas = append(st.Replicas, ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: string(p), Linked: linked, Role: roles[r.Name]})
+		p, linked := l.applied(r.Name)
+		st.Replicas = append(st.Replicas, ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: p, Linked: linked, Role: roles[r.Name]})
 	}
 	if o, err := l.Outage(time.Now().Add(-10*time.Second), time.Now()); err == nil {
 		st.Last10s.Sent, st.Last10s.Lost = o.Sent, o.Lost

@@ -20,7 +20,7 @@ func describedLab(t *testing.T) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Lab{Net: nl, cfg: Config{Replicas: []Replica{{"a", "bind9", "linux"}, {"b", "unbound", "linux"}}}}
+	return &Lab{Net: nl, cfg: Config{Replicas: []Replica{{Name: "a", Impl: "bind9", OS: "linux"}, {Name: "b", Impl: "unbound", OS: "linux"}}}}
 }
 
 func TestControlRefusesBadInput(t *testing.T) {

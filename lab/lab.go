@@ -24,13 +24,19 @@ import (
 	"ars/transport"
 )
 
-// Replica is one lab replica: a DNS server of Impl in its own namespace,
-// standing for a VM of the simulator.
+// Replica is one lab replica: a DNS server of Impl, either in its own
+// namespace standing for a VM of the simulator (Platform "vm", the
+// default) or a container of the machine's Docker engine run from
+// ImageFor(Impl) (Platform "container").
 type Replica struct {
-	Name string
-	Impl string // a key of Implementations
-	OS   string // the label the service spec gives it ("windows" or "linux")
+	Name     string `json:"name"`
+	Impl     string `json:"impl"`               // a key of Implementations
+	OS       string `json:"os"`                 // the label the service spec gives it ("windows" or "linux")
+	Platform string `json:"platform,omitempty"` // fsm.PlatformVM (default) or fsm.PlatformContainer
 }
+
+// isContainer reports whether r is a container replica.
+func (r Replica) isContainer() bool { return r.Platform == fsm.PlatformContainer }
 
 // Config configures Up.
 type Config struct {
@@ -85,6 +91,7 @@ type Lab struct {
 	nodes     *nodeSet
 	watchers  []*netlab.Proc
 	attacks   attacks
+	ctrs      *containers // nil without container replicas
 	client    probeClient
 	ctx       context.Context // the lab's lifetime, cancelled by Down
 	started   time.Time
@@ -103,12 +110,23 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if len(cfg.Replicas) == 0 {
 		return nil, errors.New("lab: no replicas")
 	}
-	names := make([]string, len(cfg.Replicas))
+	var names []string // the VM replicas
+	ctrs := false
 	for i, r := range cfg.Replicas {
 		if _, ok := Implementations[r.Impl]; !ok {
 			return nil, fmt.Errorf("lab: replica %s: unknown implementation %q (known: %v)", r.Name, r.Impl, ImplNames())
 		}
-		names[i] = r.Name
+		switch r.Platform {
+		case "":
+			cfg.Replicas[i].Platform = fsm.PlatformVM
+			fallthrough
+		case fsm.PlatformVM:
+			names = append(names, r.Name)
+		case fsm.PlatformContainer:
+			ctrs = true
+		default:
+			return nil, fmt.Errorf("lab: replica %s: platform %q: want %s or %s", r.Name, r.Platform, fsm.PlatformVM, fsm.PlatformContainer)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -181,7 +199,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		mu.Unlock()
 	}
 
-	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes})
+	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes, Docker: ctrs})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -222,6 +240,9 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 			l.attacks.served(l, l.mirror.Linked())
 		})
 	}()
+	if err := l.upContainers(ctx); err != nil {
+		return nil, err
+	}
 	if len(cfg.Nodes) == 0 {
 		return l, nil
 	}
@@ -285,18 +306,42 @@ func disconnect(ctx context.Context, sim *vcsim.Sim, name string) error {
 	return nil
 }
 
-// VM is the simulator VM that stands for replica.
+// VM is the simulator VM that stands for replica ("" for a container).
 func (l *Lab) VM(replica string) string { return l.vms[replica] }
+
+// applied is what the lab last made (VM) or saw (container) of a replica:
+// its power state (poweredOn, suspended, poweredOff) and whether it is on
+// the service network.
+func (l *Lab) applied(name string) (power string, linked bool) {
+	if r, _ := l.lookup(name); r.isContainer() {
+		return l.ctrs.applied(name)
+	}
+	p, linked := l.mirror.Applied(name)
+	return string(p), linked
+}
+
+// linked lists the replicas on the service network.
+func (l *Lab) linked() []string { return append(l.mirror.Linked(), l.ctrs.linked()...) }
+
+// wedge stops every process of a replica (SIGSTOP): it keeps its sockets
+// and answers nothing.
+func (l *Lab) wedge(name string) error {
+	if r, _ := l.lookup(name); r.isContainer() {
+		return l.ctrs.signal(name, syscall.SIGSTOP)
+	}
+	return l.Net.SignalReplica(name, syscall.SIGSTOP)
+}
 
 // DoS wedges the replica's server (SIGSTOP to every process in its
 // namespace: it keeps its sockets and answers nothing, as a server with a
-// hang bug does). The simulator sees no change; a revert of the VM starts
-// a fresh process, which ends the attack on that replica.
+// hang bug does). Neither the simulator nor the Docker engine sees a
+// change; a revert of the VM (a re-created container) starts a fresh
+// process, which ends the attack on that replica.
 func (l *Lab) DoS(replica string) error {
-	if _, ok := l.vms[replica]; !ok {
+	if _, ok := l.lookup(replica); !ok {
 		return badRequest("no replica %q", replica)
 	}
-	return l.record(replica, "dos", l.Net.SignalReplica(replica, syscall.SIGSTOP))
+	return l.record(replica, "dos", l.wedge(replica))
 }
 
 // Down stops the watch, the simulator and every process, and removes the
@@ -318,6 +363,9 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.w = nil
 	}
 	var errs []error
+	// Containers first: their service network hangs off netlab's link.
+	errs = append(errs, l.downContainers(ctx))
+	l.ctrs = nil
 	if l.Net != nil {
 		errs = append(errs, l.Net.Down(ctx))
 	}

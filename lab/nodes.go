@@ -211,6 +211,12 @@ vcenter:
   password_file: {{.PKI}}/vcenter.password
   thumbprint: "{{.Thumbprint}}"
   per_operation_login: {{.PerOpLogin}}
+{{- if .Docker}}
+docker:
+  hosts:
+    - name: {{.DockerHost}}
+      endpoint: {{.Docker}}
+{{- end}}
 `))
 
 func (ns *nodeSet) configPath(node string) string { return filepath.Join(ns.dir, node+".yaml") }
@@ -233,6 +239,7 @@ func (ns *nodeSet) writeConfig(node string) error {
 		"API": APIPort, "Raft": RaftPort, "Gossip": GossipPort, "Expect": len(t.Nodes),
 		"Join": strings.Join(join, ", "), "PKI": ns.pki, "VCenter": l.VCenterURL(), "User": vcUser,
 		"Thumbprint": l.Sim.Thumbprint(), "PerOpLogin": l.cfg.PerOperationLogin,
+		"Docker": dockerEndpoint(l), "DockerHost": DockerHost,
 	})
 	if err != nil {
 		return fmt.Errorf("lab: agent config: %w", err)
@@ -451,6 +458,12 @@ func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
 		Probe: l.cfg.Probe, Policy: l.cfg.Policy}
 	s.Probe.Query, s.Probe.Expect = RecordName, RecordA
 	for _, r := range l.cfg.Replicas {
+		if r.isContainer() {
+			s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
+				Platform: fsm.PlatformContainer, Host: DockerHost, Image: ImageFor(r.Impl),
+				Container: &fsm.ContainerSpec{Network: l.serviceNetwork()}})
+			continue
+		}
 		s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
 			Platform: fsm.PlatformVM, VM: l.vms[r.Name], Snapshot: CleanSnapshot})
 	}

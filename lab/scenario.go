@@ -49,14 +49,14 @@ func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
 	if !ok {
 		return "no active replica"
 	}
-	if _, linked := l.mirror.Applied(a.Name); !linked {
+	if _, linked := l.applied(a.Name); !linked {
 		return "the active replica is not linked"
 	}
 	sb, ok := s.Standby()
 	if !ok {
 		return "no standby"
 	}
-	if p, _ := l.mirror.Applied(sb.Name); p != "poweredOn" {
+	if p, _ := l.applied(sb.Name); p != "poweredOn" {
 		return "the standby is not running"
 	}
 	if n := len(s.History); n > 0 {

@@ -54,8 +54,10 @@ func init() {
 		Help: `Brings the lab up once per mode and profile (root, Linux; the lab's packages:
 make lab-deps) and runs each scenario -trials times from a steady service:
 
-  dos/vm-vm        the active replica's server is wedged; the probes find it
-  exploit/vm-vm    an AppArmor denial in the active replica's audit log
+  dos/PAIR         the active replica's server is wedged; the probes find it
+  exploit/PAIR     an AppArmor denial in the active replica's audit log
+                   (PAIR: vm-vm, vm-container, container-container; each
+                   pair has a lab of its own; containers need make images)
   leader-loss/dos  the leader node is killed (SIGKILL) as the DoS starts (ars)
   impl-attack/diverse, impl-attack/round-robin
                    every BIND 9 replica fails as soon as it serves, for -impl-for;
@@ -65,8 +67,8 @@ Modes: ars (default tuning: 100 ms probes, 275 ms window, quorum
 confirmation, a persistent vCenter session, make-before-break on exploits);
 paper-sdk (the paper's improved system: 500 ms x 3 sequential probes, one
 persistent vCenter session, break-before-make); paper-cli (paper-sdk with a
-vCenter login for every operation); dnsdist (not run yet). Container pairs
-are reported as not run (the lab has no container replicas yet).
+vCenter login for every operation); dnsdist (the vm-vm replicas behind
+dnsdist at its fastest health checks: dos/vm-vm only).
 
 Downtime is the longest run of queries the lab's client (one query every
 5 ms, 250 ms timeout) saw unanswered; detection and switch come from the
@@ -241,8 +243,8 @@ func (r *benchRun) want(name string) bool {
 }
 
 // modeConfig is the lab for one mode under one profile.
-func (r *benchRun) modeConfig(profile, mode string) (lab.Config, error) {
-	uf := labUpFlags{labFlags: r.f.labFlags, profile: profile, replicas: benchReplicas, nodes: 3,
+func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error) {
+	uf := labUpFlags{labFlags: r.f.labFlags, profile: profile, replicas: replicas, nodes: 3,
 		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse}
 	if mode == bench.ModePaperSDK || mode == bench.ModePaperCLI {
 		// The paper's service monitor: one prober, 500 ms x 3.
@@ -265,11 +267,25 @@ func (r *benchRun) modeConfig(profile, mode string) (lab.Config, error) {
 	return cfg, nil
 }
 
-// pairs the lab can run now, and the ones it reports as not run.
-var (
-	benchPairs    = []string{"vm-vm"}
-	benchNotPairs = []string{"vm-container", "container-container"}
-)
+// benchPairs are the platform pairs of the dos/ and exploit/ scenarios,
+// each run on a lab of its own (benchTopology).
+var benchPairs = []string{"vm-vm", "vm-container", "container-container"}
+
+// benchTopology is the lab of one pair. vm-vm is benchReplicas (which
+// also runs leader-loss, impl-attack and the benign load). vm-container
+// is the paper's Linux<->Windows pair: a Windows VM and a container (the
+// paper ran its containers on a Linux VM); with two replicas every
+// switch crosses platforms, VM->container and container->VM in turn.
+// container-container has containers only.
+func benchTopology(pair string) string {
+	switch pair {
+	case "vm-container":
+		return "bind9-win:bind9:windows:vm,unbound-ctr:unbound:linux:container"
+	case "container-container":
+		return "bind9-ctr:bind9:linux:container,unbound-ctr:unbound:linux:container,knot-ctr:knot-resolver:linux:container"
+	}
+	return benchReplicas
+}
 
 func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Result, error) {
 	var out []bench.Result
@@ -278,16 +294,15 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 			out = append(out, bench.NotRun(name, mode, profile, reason))
 		}
 	}
-	for _, p := range benchNotPairs {
-		notRun("dos/"+p, "the lab has no container replicas yet")
-		notRun("exploit/"+p, "the lab has no container replicas yet")
-	}
 	if mode == bench.ModeDNSDist {
 		notRun("leader-loss/dos", "dnsdist has no controller to lose")
 		notRun("impl-attack/diverse", "measured for ars only")
 		notRun("impl-attack/round-robin", "measured for ars only")
 		for _, p := range benchPairs {
 			notRun("exploit/"+p, "dnsdist has no exploit detection")
+			if p != "vm-vm" {
+				notRun("dos/"+p, "the dnsdist mode runs the vm-vm replicas only")
+			}
 		}
 		if !r.want("dos/vm-vm") {
 			return out, nil
@@ -303,11 +318,30 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 		notRun("impl-attack/diverse", "measured for ars only")
 		notRun("impl-attack/round-robin", "measured for ars only")
 	}
-	cfg, err := r.modeConfig(profile, mode)
+	for _, p := range benchPairs {
+		rest := p == "vm-vm" && mode == bench.ModeARS &&
+			(r.loadHere || r.want("leader-loss/dos") || r.want("impl-attack/diverse") || r.want("impl-attack/round-robin"))
+		if !r.want("dos/"+p) && !r.want("exploit/"+p) && !rest {
+			continue
+		}
+		res, err := r.pair(ctx, profile, mode, p, rest)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}
+
+// pair brings up the lab of one pair and runs its dos and exploit
+// scenarios, and with rest the scenarios that only the vm-vm lab runs.
+func (r *benchRun) pair(ctx context.Context, profile, mode, pair string, rest bool) ([]bench.Result, error) {
+	var out []bench.Result
+	cfg, err := r.modeConfig(profile, mode, benchTopology(pair))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(r.e.Stdout, "== profile %s, mode %s: lab up\n", profile, mode)
+	fmt.Fprintf(r.e.Stdout, "== profile %s, mode %s, %s: lab up\n", profile, mode, pair)
 	l, err := lab.Up(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -322,22 +356,20 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 	if _, err := l.Steady(ctx, 0); err != nil {
 		return nil, err
 	}
-	for _, p := range benchPairs {
-		for _, kind := range []string{"dos", "exploit"} {
-			name := kind + "/" + p
-			if !r.want(name) {
-				continue
-			}
-			res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
-				return l.Trial(ctx, kind, dwell, settle, limit)
-			})
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, res)
+	for _, kind := range []string{"dos", "exploit"} {
+		name := kind + "/" + pair
+		if !r.want(name) {
+			continue
 		}
+		res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
+			return l.Trial(ctx, kind, dwell, settle, limit)
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
 	}
-	if mode != bench.ModeARS {
+	if !rest {
 		return out, nil
 	}
 	if r.loadHere {

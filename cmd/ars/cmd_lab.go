@@ -66,7 +66,8 @@ type labUpFlags struct {
 func (f *labUpFlags) register(fs *flag.FlagSet) {
 	f.labFlags.register(fs)
 	fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
-	fs.StringVar(&f.replicas, "replicas", defaultLabReplicas, "replicas as `NAME:IMPL:OS,...` (IMPL one of "+strings.Join(lab.ImplNames(), ", ")+")")
+	fs.StringVar(&f.replicas, "replicas", defaultLabReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (IMPL one of "+strings.Join(lab.ImplNames(), ", ")+
+		"; PLATFORM vm, the default, or container: a container of the local Docker engine from the image make images builds)")
 	fs.IntVar(&f.nodes, "nodes", 3, "controller `nodes` (ars agent processes), 1-9")
 	fs.StringVar(&f.service, "service", "dns", "service `name`")
 	fs.StringVar(&f.probe, "probe", "ars", "probe `profile`: ars or paper (500ms x 3 sequential)")
@@ -84,8 +85,14 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 	var out []lab.Replica
 	for _, e := range strings.Split(s, ",") {
 		parts := strings.Split(strings.TrimSpace(e), ":")
-		if len(parts) != 3 || parts[0] == "" {
-			return nil, usageErrorf("-replicas entry %q: want NAME:IMPL:OS", e)
+		if len(parts) == 3 {
+			parts = append(parts, fsm.PlatformVM)
+		}
+		if len(parts) != 4 || parts[0] == "" {
+			return nil, usageErrorf("-replicas entry %q: want NAME:IMPL:OS[:PLATFORM]", e)
+		}
+		if parts[3] != fsm.PlatformVM && parts[3] != fsm.PlatformContainer {
+			return nil, usageErrorf("-replicas entry %q: platform must be vm or container", e)
 		}
 		if _, ok := lab.Implementations[parts[1]]; !ok {
 			return nil, usageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
@@ -93,7 +100,7 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 		if parts[2] != fsm.OSWindows && parts[2] != fsm.OSLinux {
 			return nil, usageErrorf("-replicas entry %q: os must be windows or linux", e)
 		}
-		out = append(out, lab.Replica{Name: parts[0], Impl: parts[1], OS: parts[2]})
+		out = append(out, lab.Replica{Name: parts[0], Impl: parts[1], OS: parts[2], Platform: parts[3]})
 	}
 	return out, nil
 }
@@ -423,13 +430,17 @@ func printLabStatus(e *Env, st lab.Status) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, yesNo(n.Leader))
 		}
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
+		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tPLATFORM\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
 		for _, r := range st.Replicas {
 			att := ""
 			if end, ok := st.Attacks[r.Impl]; ok {
 				att = "until " + end.Format(time.TimeOnly)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.VM, r.Power, yesNo(r.Linked), r.Role, att)
+			vm := r.VM
+			if vm == "" {
+				vm = "-"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, yesNo(r.Linked), r.Role, att)
 		}
 		fmt.Fprintf(w, "\nCLI: ars lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
 	})

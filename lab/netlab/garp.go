@@ -62,6 +62,62 @@ func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error
 	return fmt.Errorf("netlab: unknown GARP mode %d", mode)
 }
 
+// AnnounceIn sends the lab's gratuitous ARPs (Topology.GARPCount,
+// GARPGap) for addr from the network namespace at nsPath, on whichever
+// link there carries addr: a container of the Docker engine announcing
+// the service address once it was connected (/proc/PID/ns/net). It
+// returns after the first; the others follow in the background.
+func (l *Lab) AnnounceIn(nsPath string, addr netip.Addr) error {
+	dev, err := linkWith(nsPath, addr)
+	if err != nil {
+		return err
+	}
+	s, err := openGARP(nsPath, dev, addr)
+	if err != nil {
+		return err
+	}
+	if err := s.send(); err != nil {
+		s.close()
+		return err
+	}
+	l.background(func() {
+		defer s.close()
+		for i := 1; i < l.t.GARPCount; i++ {
+			time.Sleep(l.t.GARPGap)
+			_ = s.send()
+		}
+	})
+	return nil
+}
+
+// linkWith names the link that carries addr in the namespace at nsPath.
+func linkWith(nsPath string, addr netip.Addr) (string, error) {
+	var dev string
+	err := inNetns(nsPath, func() error {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		for _, ifi := range ifs {
+			as, err := ifi.Addrs()
+			if err != nil {
+				continue
+			}
+			for _, a := range as {
+				if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == addr {
+					dev = ifi.Name
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no link carries %s", addr)
+	})
+	if err != nil {
+		return "", fmt.Errorf("netlab: %s: %w", nsPath, err)
+	}
+	return dev, nil
+}
+
 // background runs fn in a goroutine that Down waits for.
 func (l *Lab) background(fn func()) {
 	l.wg.Add(1)

@@ -106,6 +106,14 @@ type Topology struct {
 	// as soon as the link is up; Attach returns after the first.
 	GARPCount int
 	GARPGap   time.Duration
+	// Docker adds a link for container replicas: a veth pair whose hub
+	// side (PREFIX-dkh) is a port of the bridge and whose other side
+	// (DockerParent, PREFIX-dk) stays in the host's namespace, up, with no
+	// address, no IPv6 and ARP answers off, as the parent of a Docker
+	// macvlan network. It is the lab's one link in the host's namespace:
+	// the Docker engine creates macvlan endpoints only on a parent in its
+	// own namespace.
+	Docker bool
 	// Persist lets processes started by Run and RunClient outlive this
 	// Go process (a CLI that brings the lab up and exits). By default
 	// they get SIGKILL when it dies (Linux parent-death signal), so a
@@ -150,8 +158,8 @@ func (t Topology) withDefaults() (Topology, error) {
 	if t.Service == t.Client || t.Hub == t.Service || t.Hub == t.Client {
 		return t, fmt.Errorf("netlab: service %s, client %s and hub %s must differ", t.Service, t.Client, t.Hub)
 	}
-	if len(t.Replicas) == 0 || len(t.Replicas) > 100 {
-		return t, fmt.Errorf("netlab: %d replicas: want 1-100", len(t.Replicas))
+	if len(t.Replicas) == 0 && !t.Docker || len(t.Replicas) > 100 {
+		return t, fmt.Errorf("netlab: %d replicas: want 1-100 (0 only with a Docker link)", len(t.Replicas))
 	}
 	seen := map[string]bool{}
 	for _, r := range t.Replicas {
@@ -239,6 +247,17 @@ func (l *Lab) bridge() string   { return l.t.Prefix + "-br" }
 func (l *Lab) clientPort() string {
 	return l.t.Prefix + "-c" // hub side of the client's veth
 }
+
+// DockerParent is the host-side link that a Docker macvlan network uses
+// as its parent ("" without Topology.Docker).
+func (l *Lab) DockerParent() string {
+	if !l.t.Docker {
+		return ""
+	}
+	return l.t.Prefix + "-dk"
+}
+
+func (l *Lab) dockerPort() string { return l.t.Prefix + "-dkh" }
 
 // ClientDev is the client's link inside the client namespace.
 func (l *Lab) ClientDev() string { return l.t.Prefix + "-cli" }
@@ -429,6 +448,38 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		)
 	}
 	for _, s := range steps {
+		if _, err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	if l.t.Docker {
+		return l.upDockerParent(ctx)
+	}
+	return nil
+}
+
+// upDockerParent makes the Docker link (Topology.Docker): created in the
+// host's namespace with its peer directly in the hub, then made inert for
+// the host before it goes up (no IPv6, never answers ARP), so that the
+// host takes no part in the lab network and nothing of the host's reaches
+// it.
+func (l *Lab) upDockerParent(ctx context.Context) error {
+	dev, hub := l.DockerParent(), l.hubNS()
+	if _, err := ip(ctx, "link", "add", dev, "type", "veth", "peer", "name", l.dockerPort(), "netns", hub); err != nil {
+		return err
+	}
+	for _, sc := range []struct{ path, val string }{
+		{"/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6", "1"},
+		{"/proc/sys/net/ipv4/conf/" + dev + "/arp_ignore", "8"},
+	} {
+		if err := os.WriteFile(sc.path, []byte(sc.val), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("netlab: %s: %w", dev, err)
+		}
+	}
+	for _, s := range [][]string{
+		{"link", "set", dev, "up"},
+		{"-n", hub, "link", "set", l.dockerPort(), "master", l.bridge(), "up"},
+	} {
 		if _, err := ip(ctx, s...); err != nil {
 			return err
 		}

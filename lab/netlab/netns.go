@@ -74,6 +74,22 @@ func nsInode(name string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// SignalNetns sends sig to every process whose network namespace is the
+// one at nsPath (a container's: /proc/PID/ns/net), never this process.
+func SignalNetns(nsPath string, sig syscall.Signal) error {
+	var st unix.Stat_t
+	if err := unix.Stat(nsPath, &st); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	var errs []error
+	for _, p := range pidsIn(map[uint64]bool{st.Ino: true}) {
+		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("netlab: kill %d: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // pidsIn lists the processes (thread-group leaders) whose network
 // namespace is one of inodes, never this process. Zombies have no
 // namespace left and are not listed.

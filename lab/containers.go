@@ -309,6 +309,16 @@ func (c *containers) linked() []string {
 	return out
 }
 
+// pid is the container's first process (0 when it does not run).
+func (c *containers) pid(name string) int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state[name].pid
+}
+
 // signal sends sig to every process of a container replica (SIGSTOP: a
 // DoS the engine does not see).
 func (c *containers) signal(name string, sig syscall.Signal) error {

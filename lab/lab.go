@@ -144,9 +144,10 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	l = &Lab{cfg: cfg, log: cfg.Logger.With("component", "lab"), vms: map[string]string{},
 		byRef: map[types.ManagedObjectReference]string{}, procs: map[string]*netlab.Proc{},
 		vcPass: pass, proxyDone: make(chan struct{}), started: time.Now().UTC()}
+	made := l // l is nil on the error returns below
 	defer func() {
 		if err != nil {
-			_ = l.Down(context.Background())
+			_ = made.Down(context.Background())
 		}
 	}()
 

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"ars/fsm"
+	"ars/lab/netlab"
 	"ars/lab/bench"
 	"ars/transport"
 )
@@ -37,6 +41,19 @@ func (l *Lab) Steady(ctx context.Context, dwell time.Duration) (fsm.Service, err
 	}
 }
 
+// serves asks a replica's server directly, from inside its namespace,
+// whatever its link: a warm standby answers before it is needed.
+func (l *Lab) serves(name string) error {
+	if r, _ := l.lookup(name); r.isContainer() {
+		pid := l.ctrs.pid(name)
+		if pid <= 0 {
+			return fmt.Errorf("lab: container replica %s is not running", name)
+		}
+		return netlab.AnswersIn("/proc/"+strconv.Itoa(pid)+"/ns/net", netip.MustParseAddr("127.0.0.1"), 200*time.Millisecond)
+	}
+	return netlab.AnswersIn(filepath.Join("/run/netns", l.Net.Namespace(name)), l.Net.ReplicaAddr(name), 200*time.Millisecond)
+}
+
 // unsteady says why the service is not steady ("" if it is).
 func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
 	if err != nil {
@@ -58,6 +75,9 @@ func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
 	}
 	if p, _ := l.applied(sb.Name); p != "poweredOn" {
 		return "the standby is not running"
+	}
+	if err := l.serves(sb.Name); err != nil {
+		return "the standby's server does not answer yet"
 	}
 	if n := len(s.History); n > 0 {
 		h := s.History[n-1]

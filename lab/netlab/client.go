@@ -285,3 +285,35 @@ func (c *Client) firstAfter(t time.Time) int {
 	i, _ := slices.BinarySearchFunc(c.results, t, func(r Result, t time.Time) int { return r.Sent.Compare(t) })
 	return i
 }
+
+// AnswersIn reports whether a DNS server answers QName at addr:53, asked
+// from inside the network namespace at nsPath (one query, timeout):
+// whether a replica's server is up, whatever its link to the service
+// network (a VM's namespace, or a container's /proc/PID/ns/net with
+// 127.0.0.1).
+func AnswersIn(nsPath string, addr netip.Addr, timeout time.Duration) error {
+	var conn *net.UDPConn
+	err := inNetns(nsPath, func() error {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 53)))
+		conn = c
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("netlab: %s: %w", nsPath, err)
+	}
+	defer conn.Close()
+	m := new(dns.Msg).SetQuestion(QName, dns.TypeA)
+	dc := &dns.Conn{Conn: conn}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if err := dc.WriteMsg(m); err != nil {
+		return fmt.Errorf("netlab: query %s in %s: %w", addr, nsPath, err)
+	}
+	r, err := dc.ReadMsg()
+	if err != nil {
+		return fmt.Errorf("netlab: query %s in %s: %w", addr, nsPath, err)
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		return fmt.Errorf("netlab: query %s in %s: %s with %d answers", addr, nsPath, dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	return nil
+}

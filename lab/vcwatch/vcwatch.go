@@ -87,6 +87,9 @@ func (w *Watcher) Close() {
 
 // Read returns the current state of every watched VM, by name.
 func (w *Watcher) Read(ctx context.Context) (map[string]State, error) {
+	if len(w.refs) == 0 {
+		return map[string]State{}, nil // nothing to watch (a lab of containers only)
+	}
 	refs := make([]types.ManagedObjectReference, 0, len(w.refs))
 	for ref := range w.refs {
 		refs = append(refs, ref)
@@ -114,6 +117,10 @@ func (w *Watcher) Read(ctx context.Context) (map[string]State, error) {
 // every change, until ctx ends. A failed watch is rebuilt after a short
 // pause; onChange then gets a fresh read, so no change is missed for good.
 func (w *Watcher) Run(ctx context.Context, onChange func(map[string]State)) {
+	if len(w.refs) == 0 {
+		<-ctx.Done()
+		return
+	}
 	for ctx.Err() == nil {
 		if err := w.runOnce(ctx, onChange); err != nil && ctx.Err() == nil {
 			select {

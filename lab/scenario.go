@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"ars/fsm"
-	"ars/lab/netlab"
 	"ars/lab/bench"
+	"ars/lab/netlab"
 	"ars/transport"
 )
 

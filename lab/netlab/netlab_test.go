@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -567,4 +568,53 @@ func TestNodesReachServiceAndEachOther(t *testing.T) {
 	if _, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n1"}}); err == nil {
 		t.Fatal("a node named twice was accepted")
 	}
+}
+
+// TestDockerLink: Topology.Docker adds the one host-side link, inert for
+// the host (no IPv4 address, IPv6 off, never answers ARP) and a port of
+// the lab bridge; a lab of containers only needs no replica namespace;
+// Down removes the link.
+func TestDockerLink(t *testing.T) {
+	if _, err := New(Topology{Prefix: testPrefix}); err == nil {
+		t.Error("a topology with no replicas and no Docker link was accepted")
+	}
+	needLab(t)
+	l, err := New(Topology{Prefix: testPrefix, Docker: true, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := within(t, time.Minute)
+	if err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dev := l.DockerParent()
+	if dev != testPrefix+"-dk" {
+		t.Fatalf("DockerParent %q", dev)
+	}
+	o, err := l.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.Links, []string{dev}) {
+		t.Errorf("host links while up: %v; want only %s", o.Links, dev)
+	}
+	if out, err := exec.Command("ip", "-o", "addr", "show", "dev", dev).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("%s has addresses (or ip failed: %v): %q", dev, err, out)
+	}
+	for path, want := range map[string]string{
+		"/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6": "1",
+		"/proc/sys/net/ipv4/conf/" + dev + "/arp_ignore":   "8",
+	} {
+		if b, err := os.ReadFile(path); err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q (%v); want %s", path, b, err, want)
+		}
+	}
+	out, err := exec.Command("ip", "-n", l.hubNS(), "-o", "link", "show", "master", l.bridge()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), l.dockerPort()+"@") {
+		t.Errorf("%s is not a port of %s: %v: %s", l.dockerPort(), l.bridge(), err, out)
+	}
+	if err := l.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, l)
 }

@@ -260,6 +260,14 @@ func (l *Lab) Handler(down func()) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"node": node, "done": r.PathValue("action")})
 	})
+	mux.HandleFunc("POST /v1/engine/restart", func(w http.ResponseWriter, r *http.Request) {
+		took, err := l.RestartEngine(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, EngineRestart{AwayMS: float64(took.Microseconds()) / 1000})
+	})
 	mux.HandleFunc("GET /v1/outage", func(w http.ResponseWriter, r *http.Request) {
 		from, err1 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("from"))
 		to, err2 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("to"))
@@ -397,6 +405,18 @@ func (c *Control) Attack(ctx context.Context, req AttackRequest) (AttackResponse
 // Node kills or starts a node.
 func (c *Control) Node(ctx context.Context, node, action string) error {
 	return c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/"+url.PathEscape(action), nil, nil)
+}
+
+// EngineRestart is what a Docker engine restart reports.
+type EngineRestart struct {
+	AwayMS float64 `json:"away_ms"` // from SIGTERM to the restarted engine's first answer
+}
+
+// RestartEngine restarts the Docker engine under the lab's containers.
+func (c *Control) RestartEngine(ctx context.Context) (EngineRestart, error) {
+	var out EngineRestart
+	err := c.do(ctx, http.MethodPost, "/v1/engine/restart", nil, &out)
+	return out, err
 }
 
 // Down asks the daemon to tear the lab down and exit.

@@ -364,7 +364,12 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.w = nil
 	}
 	var errs []error
-	// Containers first: their service network hangs off netlab's link.
+	// The nodes go before the containers (a leader would re-create a
+	// container it finds missing), and the containers before the network
+	// (their service network hangs off netlab's link).
+	if l.ctrs != nil {
+		errs = append(errs, l.nodes.killAll())
+	}
 	errs = append(errs, l.downContainers(ctx))
 	l.ctrs = nil
 	if l.Net != nil {

@@ -289,6 +289,26 @@ func (ns *nodeSet) kill(node string) error {
 	}
 }
 
+// killAll kills every running node (a lab without nodes has none).
+func (ns *nodeSet) killAll() error {
+	if ns == nil {
+		return nil
+	}
+	ns.mu.Lock()
+	var running []string
+	for n, p := range ns.procs {
+		if !exited(p) {
+			running = append(running, n)
+		}
+	}
+	ns.mu.Unlock()
+	var errs []error
+	for _, n := range running {
+		errs = append(errs, ns.kill(n))
+	}
+	return errors.Join(errs...)
+}
+
 func (ns *nodeSet) list() []Node {
 	if ns == nil {
 		return nil // a lab without nodes

@@ -560,21 +560,24 @@ func (l *Lab) Down(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("netlab: process %d (%s) not reaped", p.Pid(), p.name))
 		}
 	}
-	names, err := namespaces(l.t.Prefix)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, ns := range names {
-		if _, err := ip(ctx, "netns", "del", ns); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// Host links first: deleting a namespace takes the veth peers of its
+	// links with it, but asynchronously, so a link listed after it may be
+	// gone by the time it is deleted.
 	links, err := rootLinks(l.t.Prefix)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, ln := range links {
 		if _, err := ip(ctx, "link", "del", ln); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	names, err := namespaces(l.t.Prefix)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range names {
+		if _, err := ip(ctx, "netns", "del", ns); err != nil {
 			errs = append(errs, err)
 		}
 	}

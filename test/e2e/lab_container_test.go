@@ -41,7 +41,9 @@ func needLabImages(t *testing.T, impls ...string) {
 // A DoS on the VM moves the service to the container, a DoS on the
 // container moves it back (the container re-created), an exploit alert
 // switches make-before-break; a container removed by hand while it waits
-// as standby is re-created; `ars lab down` leaves no namespace, link,
+// as standby is re-created; the Docker engine restarted under the serving
+// container costs one DoS switch and the container comes back as the
+// standby; `ars lab down` leaves no namespace, link,
 // process, container or Docker network.
 func TestProcessLabContainers(t *testing.T) {
 	needLabHost(t)
@@ -142,6 +144,24 @@ func TestProcessLabContainers(t *testing.T) {
 		t.Errorf("exploit VM -> container: downtime %.1f ms; make-before-break should lose next to nothing", ex.Event.Longest)
 	}
 	t.Logf("exploit knot-win -> %s: %d lost, downtime %.1f ms", ctr, ex.Event.Lost, ex.Event.Longest)
+
+	// The Docker engine restarts under the serving container: the engine
+	// stops every container; the nodes' Docker calls fail and are
+	// retried; the cluster gets the service answering again — by a switch
+	// to the VM or by starting and attaching the container again,
+	// whichever comes first — and ends with one active and one running
+	// standby, every role a known one.
+	var er lab.EngineRestart
+	labCLI(t, bin, dir, &er, "engine", "restart")
+	settle("after the engine restart")
+	roles := map[string]string{}
+	for _, r := range st.Replicas {
+		roles[r.Name] = r.Role
+	}
+	if !(roles["knot-win"] == "active" && roles[ctr] == "standby" || roles["knot-win"] == "standby" && roles[ctr] == "active") {
+		t.Errorf("after the engine restart: roles %v; want one active and one standby", roles)
+	}
+	t.Logf("docker engine away %.0f ms; then %v, the client lost %d of %d queries in the last 10 s", er.AwayMS, roles, st.Last10s.Lost, st.Last10s.Sent)
 
 	labCLI(t, bin, dir, nil, "down")
 	left, err := nl.Leftovers()

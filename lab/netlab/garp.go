@@ -42,22 +42,7 @@ func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error
 		})
 		return nil
 	case GARPPacket:
-		s, err := openGARP(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), l.ReplicaAddr(replica))
-		if err != nil {
-			return err
-		}
-		if err := s.send(); err != nil {
-			s.close()
-			return err
-		}
-		l.background(func() {
-			defer s.close()
-			for i := 1; i < l.t.GARPCount; i++ {
-				time.Sleep(l.t.GARPGap)
-				_ = s.send()
-			}
-		})
-		return nil
+		return l.announcePacket(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), l.ReplicaAddr(replica))
 	}
 	return fmt.Errorf("netlab: unknown GARP mode %d", mode)
 }
@@ -72,6 +57,13 @@ func (l *Lab) AnnounceIn(nsPath string, addr netip.Addr) error {
 	if err != nil {
 		return err
 	}
+	return l.announcePacket(nsPath, dev, addr)
+}
+
+// announcePacket sends the first gratuitous ARP for addr on dev in the
+// namespace at nsPath, and the rest (GARPCount, GARPGap) in the
+// background.
+func (l *Lab) announcePacket(nsPath, dev string, addr netip.Addr) error {
 	s, err := openGARP(nsPath, dev, addr)
 	if err != nil {
 		return err

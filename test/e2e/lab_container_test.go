@@ -67,24 +67,7 @@ func TestProcessLabContainers(t *testing.T) {
 	}
 	settle := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			labCLI(t, bin, dir, &st, "status")
-			linked, standby := 0, false
-			for _, r := range st.Replicas {
-				if r.Linked {
-					linked++
-				}
-				standby = standby || r.Role == "standby" && r.Power == "poweredOn"
-			}
-			if linked == 1 && standby && st.Last10s.Sent > 0 && st.Leader != "" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the lab did not settle: %+v", what, st)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		labSettle(t, bin, dir, &st, what, 60*time.Second)
 	}
 	settle("up")
 	time.Sleep(2500 * time.Millisecond) // past the first answers and the policy's min_dwell

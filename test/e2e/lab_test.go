@@ -51,6 +51,31 @@ func labCLI(t *testing.T, bin, dir string, out any, args ...string) {
 	}
 }
 
+// labSettle polls `ars lab status` into st until the service is settled
+// — one replica linked, a standby running, a leader, the client sending —
+// and fails the test after limit.
+func labSettle(t *testing.T, bin, dir string, st *lab.Status, what string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		labCLI(t, bin, dir, st, "status")
+		linked, standby := 0, false
+		for _, r := range st.Replicas {
+			if r.Linked {
+				linked++
+			}
+			standby = standby || r.Role == "standby" && r.Power == "poweredOn"
+		}
+		if linked == 1 && standby && st.Last10s.Sent > 0 && st.Leader != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the lab did not settle: %+v", what, *st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func labLogTail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 4000 {
@@ -83,24 +108,7 @@ func TestProcessLab(t *testing.T) {
 	}
 	// Wait for the service to settle: one replica linked and active, a
 	// standby running, the client answered.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		labCLI(t, bin, dir, &st, "status")
-		linked, standby := 0, false
-		for _, r := range st.Replicas {
-			if r.Linked {
-				linked++
-			}
-			standby = standby || r.Role == "standby" && r.Power == "poweredOn"
-		}
-		if linked == 1 && standby && st.Last10s.Sent > 0 && st.Leader != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lab did not settle: %+v", st)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	labSettle(t, bin, dir, &st, "up", 30*time.Second)
 	time.Sleep(time.Second) // past the first answers' startup losses
 
 	var dos lab.AttackResponse

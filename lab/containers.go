@@ -254,7 +254,7 @@ func (c *containers) refresh(ctx context.Context, name string) {
 	c.mu.Unlock()
 	if was.id != now.id && was.power != "poweredOff" && was.id != "" {
 		c.l.record(name, "kill", nil) // removed (re-created by a restore)
-		was = ctrState{power: "poweredOff"}
+		was = ctrState{power: "poweredOff", linked: was.linked} // an unlink still follows
 	}
 	switch {
 	case was.power == "poweredOff" && now.power != "poweredOff":

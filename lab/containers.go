@@ -253,8 +253,13 @@ func (c *containers) refresh(ctx context.Context, name string) {
 	c.state[name] = now
 	c.mu.Unlock()
 	if was.id != now.id && was.power != "poweredOff" && was.id != "" {
-		c.l.record(name, "kill", nil) // removed (re-created by a restore)
-		was = ctrState{power: "poweredOff", linked: was.linked} // an unlink still follows
+		// Removed (and maybe re-created by a restore) since the last read:
+		// the old container's end first, then the new one from nothing.
+		c.l.record(name, "kill", nil)
+		if was.linked {
+			c.l.record(name, "unlink", nil)
+		}
+		was = ctrState{power: "poweredOff"}
 	}
 	switch {
 	case was.power == "poweredOff" && now.power != "poweredOff":

@@ -311,7 +311,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 	if err != nil {
 		return fmt.Errorf("encoding alert command: %w", err)
 	}
-	res, err := s.b.Apply(r.Context(), cmd)
+	res, err := s.applyOwn(r.Context(), cmd)
 	if err != nil {
 		return err
 	}

@@ -187,6 +187,10 @@ func TestAlertApplyErrorsKeepIdentity(t *testing.T) {
 		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), ErrNotLeader},
 		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), ErrTimeout},
 		{fmt.Errorf("%w: service deleted meanwhile", fsm.ErrUnknownService), fsm.ErrUnknownService},
+		// Leadership changed between encoding and append: nothing was
+		// committed and a retry is right, so 503, never a 409 a detector
+		// would take as final (found by TestAlertFloodIsBounded).
+		{fmt.Errorf("apply: %w: alert command issued in term 2, appended in term 3", fsm.ErrStaleTerm), ErrUnavailable},
 	} {
 		ts.b.mu.Lock()
 		ts.b.applyErr = tc.err
@@ -194,6 +198,9 @@ func TestAlertApplyErrorsKeepIdentity(t *testing.T) {
 		_, err := c.PostAlert(context.Background(), AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
 		if !errors.Is(err, tc.want) {
 			t.Errorf("backend error %v: client got %v, want %v", tc.err, err, tc.want)
+		}
+		if errors.Is(tc.err, fsm.ErrStaleTerm) && errors.Is(err, fsm.ErrStaleTerm) {
+			t.Errorf("a stale term of the leader's own command reached the client as %v", err)
 		}
 	}
 	if n := len(ts.b.Alerts()); n != 0 {

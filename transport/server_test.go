@@ -320,12 +320,17 @@ func TestApplyServiceAndRead(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Fatalf("services %v %v", list, err)
 	}
-	// A command stamped with a stale term is rejected by the fsm; that
-	// error must round-trip with its identity.
-	ts2 := startServer(t, "n2", newFakeBackend("n2", true), func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
+	// A command the leader stamped with a term that ended before the
+	// append is rejected by the fsm: nothing is committed, and the caller
+	// is told to retry (503 unavailable), not that its request conflicts.
+	b2 := newFakeBackend("n2", true)
+	ts2 := startServer(t, "n2", b2, func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
 	_, err = newTestClient(t, ts2.URL, secretOperator, caOnly(t)).ApplyService(ctx, validSpec("dns"))
-	if !errors.Is(err, fsm.ErrStaleTerm) {
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, fsm.ErrStaleTerm) {
 		t.Fatalf("stale term apply: %v", err)
+	}
+	if _, ok := b2.Service("dns"); ok {
+		t.Fatal("a stale-term apply committed the service")
 	}
 	_, err = c.Service(ctx, "nosuch")
 	if !errors.Is(err, fsm.ErrUnknownService) || !errors.Is(err, ErrNotFound) {

@@ -101,6 +101,8 @@ func TestRouteRoleMatrix(t *testing.T) {
 	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Registerer = prometheus.NewRegistry() })
 
 	nodeTLS := mustClientTLS(t, nodeFiles(pkiDir, "n2"))
+	nonNodeTLS := caOnly(t)
+	nonNodeTLS.Certificates = []tls.Certificate{issueNonNodeCert(t, "operator-alice")}
 	type caller struct {
 		name string
 		tls  *tls.Config
@@ -116,6 +118,8 @@ func TestRouteRoleMatrix(t *testing.T) {
 		{"detector", caOnly(t), bearer(secretDetector), RoleDetector},
 		{"node cert", nodeTLS, nil, RoleNode},
 		{"node cert with reader token", nodeTLS, bearer(secretReader), RoleReader},
+		{"node cert with detector token", nodeTLS, bearer(secretDetector), RoleDetector},
+		{"cluster-CA cert without node marker", nonNodeTLS, nil, ""},
 	}
 	allowed := func(role, class Role) bool {
 		switch class {

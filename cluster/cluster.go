@@ -280,7 +280,7 @@ func (c *Cluster) Left() <-chan struct{} { return c.left }
 func (c *Cluster) Leave(ctx context.Context) error {
 	if c.IsLeader() && c.voterCount() > 1 {
 		c.log.Info("leaving: transferring leadership first")
-		if err := c.raft.LeadershipTransfer().Error(); err != nil {
+		if err := c.transferBeforeLeave(ctx); err != nil {
 			return fmt.Errorf("transfer leadership before leaving: %w", err)
 		}
 	}
@@ -308,6 +308,24 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	case <-c.left:
 	default:
 		close(c.left)
+	}
+	return err
+}
+
+// transferBeforeLeave hands leadership over, trying up to three times: one
+// attempt gives up after an election timeout, which a follower still
+// catching up, or a busy machine, can miss. Leadership that moved anyway
+// counts as handed over.
+func (c *Cluster) transferBeforeLeave(ctx context.Context) error {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = c.raft.LeadershipTransfer().Error(); err == nil || !c.IsLeader() {
+			return nil
+		}
+		c.log.Warn("leadership transfer failed; trying again", "attempt", attempt, "err", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
 	}
 	return err
 }

@@ -430,21 +430,49 @@ func TestSendToLeaderReachesTheLeader(t *testing.T) {
 // unauthenticated packets, so the cluster never lists it and a probe
 // report it sends never reaches the leader.
 func TestGossipRefusesAnotherKey(t *testing.T) {
-	h := newHarness(t, "n1", "n2", "n3", "n4")
+	h := newHarness(t, "n1", "n2", "n3", "n4", "n5")
 	nodes := h.startCluster("n1", "n2", "n3")
 	h.waitLeader(10 * time.Second)
-	cfg := h.config("n4", 3, nil)
-	cfg.GossipKey = bytes.Repeat([]byte{7}, 32)
-	intruder := h.start(cfg)
 	seed := nodes[0].cfg.GossipBind
-	if n, err := intruder.c.Join(context.Background(), []string{seed}); err == nil && n > 0 {
-		t.Fatalf("a node with another gossip key joined %d members", n)
+	intruders := map[string][]byte{
+		"n4": bytes.Repeat([]byte{7}, 32), // another key
+		"n5": nil,                         // no key: plaintext gossip
+	}
+	for name, key := range intruders {
+		cfg := h.config(name, 3, nil)
+		cfg.GossipKey = key
+		intruder := h.start(cfg)
+		// The intruder asks to join, and a member asks the intruder.
+		if n, err := intruder.c.Join(context.Background(), []string{seed}); err == nil && n > 0 {
+			t.Fatalf("%s (key %x) joined %d members", name, key, n)
+		}
+		if n, err := nodes[1].c.Join(context.Background(), []string{cfg.GossipBind}); err == nil && n > 0 {
+			t.Fatalf("a member joined %s (key %x)", name, key)
+		}
+		for _, m := range intruder.c.Members() {
+			if m.Name != name {
+				t.Fatalf("%s (key %x) learned of member %s", name, key, m.Name)
+			}
+		}
 	}
 	for _, n := range nodes {
 		for _, m := range n.c.Members() {
-			if m.Name == "n4" {
+			if _, bad := intruders[m.Name]; bad {
 				t.Fatalf("%s lists the intruder: %+v", n.name, m)
 			}
+		}
+	}
+	// Nor did the leader make an intruder a Raft voter.
+	for _, n := range nodes {
+		if !n.c.IsLeader() {
+			continue
+		}
+		peers, err := n.c.Peers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(peers) != 3 {
+			t.Fatalf("raft peers %+v, want the three members", peers)
 		}
 	}
 }

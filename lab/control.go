@@ -221,6 +221,20 @@ func (l *Lab) StartNode(node string) error {
 	return l.nodes.start(node)
 }
 
+// MaxControlBody is the largest request body the control API reads; a
+// larger one is answered 413.
+const MaxControlBody = 1 << 16
+
+// ControlServer is the http.Server for the control socket around h: the
+// headers must arrive within 5 s and the whole request within 10 s, so a
+// slow client cannot hold a connection or a handler; idle connections are
+// closed after a minute. There is no write timeout: an attack with -wait
+// answers when the switch has been seen.
+func ControlServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
+}
+
 // Handler is the daemon's control API. down is called (once) for
 // POST /v1/down, after the answer is written.
 func (l *Lab) Handler(down func()) http.Handler {
@@ -230,12 +244,21 @@ func (l *Lab) Handler(down func()) http.Handler {
 	})
 	mux.HandleFunc("POST /v1/attack", func(w http.ResponseWriter, r *http.Request) {
 		var req AttackRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxControlBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{
+					"error": fmt.Sprintf("lab: attack request: larger than %d bytes", mbe.Limit)})
+				return
+			}
 			writeErr(w, badRequest("attack request: %v", err))
 			return
 		}
+		// The request is read (within ControlServer's ReadTimeout); the
+		// answer of an attack with -wait may take longer than that.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 		resp, err := l.Attack(r.Context(), req)
 		if err != nil {
 			writeErr(w, err)

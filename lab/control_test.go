@@ -2,8 +2,11 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +74,57 @@ func TestEventLogIsBounded(t *testing.T) {
 	}
 	if got := l.Events(time.Unix(int64(maxEvents+3), 0)); len(got) != 2 {
 		t.Fatalf("%d events at or after the last but one; want 2", len(got))
+	}
+}
+
+// The control socket refuses an oversized request with 413 and drops
+// clients that send their headers or body too slowly (ControlServer's
+// timeouts, shortened here).
+func TestControlServerRefusesOversizedAndSlowRequests(t *testing.T) {
+	h := describedLab(t).Handler(func() { t.Error("down called") })
+	rec := httptest.NewRecorder()
+	big := `{"kind":"dos","replica":"a","impl":"` + strings.Repeat("x", MaxControlBody) + `"}`
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/attack", strings.NewReader(big)))
+	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "larger than") {
+		t.Fatalf("oversized attack request: %d %s; want 413", rec.Code, rec.Body)
+	}
+
+	srv := ControlServer(h)
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
+		t.Fatalf("control server without limits: %+v", srv)
+	}
+	srv.ReadHeaderTimeout, srv.ReadTimeout = 200*time.Millisecond, 300*time.Millisecond
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	for name, partial := range map[string]string{
+		"slow headers": "POST /v1/attack HTTP/1.1\r\nHost: lab\r\n",
+		"slow body":    "POST /v1/attack HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"kind\":",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte(partial)); err != nil {
+				t.Fatal(err)
+			}
+			// The server must end the connection; our deadline only keeps
+			// a broken server from hanging the test.
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 512)
+			for err == nil {
+				_, err = conn.Read(buf)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the control server kept a slow client's connection open")
+			}
+		})
 	}
 }

@@ -144,24 +144,27 @@ func newAlertLimiter(perSecond float64, burst int) *alertLimiter {
 }
 
 // allow takes one alert from caller's bucket; when it is empty it returns
-// false and how long until the next alert is allowed.
-func (l *alertLimiter) allow(caller string, now time.Time) (bool, time.Duration) {
+// false and how long until the next alert is allowed. The clock is read
+// under the lock: a token bucket fed times out of order (one goroutine's
+// reading overtaken by another's) counts a refill twice, and a flood from
+// many goroutines then gets more than the bound through.
+func (l *alertLimiter) allow(caller string) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	lim := l.by[caller]
 	if lim == nil {
 		lim = rate.NewLimiter(l.limit, l.burst)
 		l.by[caller] = lim
 	}
-	l.mu.Unlock()
-	r := lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
+	now := time.Now()
+	if lim.AllowN(now, 1) {
+		return true, 0
 	}
-	return true, 0
+	missing := 1 - lim.TokensAt(now)
+	return false, time.Duration(missing / float64(l.limit) * float64(time.Second))
 }
 
 // limitAlert answers 429 with Retry-After when the caller is over its
@@ -171,7 +174,7 @@ func (s *Server) limitAlert(w http.ResponseWriter, r *http.Request) error {
 	if p, ok := PrincipalFromContext(r.Context()); ok {
 		caller = p.Name
 	}
-	ok, wait := s.alerts.allow(caller, time.Now())
+	ok, wait := s.alerts.allow(caller)
 	if ok {
 		return nil
 	}
@@ -311,7 +314,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 	if err != nil {
 		return fmt.Errorf("encoding alert command: %w", err)
 	}
-	res, err := s.b.Apply(r.Context(), cmd)
+	res, err := s.applyOwn(r.Context(), cmd)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,6 +188,10 @@ func TestAlertApplyErrorsKeepIdentity(t *testing.T) {
 		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), ErrNotLeader},
 		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), ErrTimeout},
 		{fmt.Errorf("%w: service deleted meanwhile", fsm.ErrUnknownService), fsm.ErrUnknownService},
+		// Leadership changed between encoding and append: nothing was
+		// committed and a retry is right, so 503, never a 409 a detector
+		// would take as final (found by TestAlertFloodIsBounded).
+		{fmt.Errorf("apply: %w: alert command issued in term 2, appended in term 3", fsm.ErrStaleTerm), ErrUnavailable},
 	} {
 		ts.b.mu.Lock()
 		ts.b.applyErr = tc.err
@@ -194,6 +199,9 @@ func TestAlertApplyErrorsKeepIdentity(t *testing.T) {
 		_, err := c.PostAlert(context.Background(), AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
 		if !errors.Is(err, tc.want) {
 			t.Errorf("backend error %v: client got %v, want %v", tc.err, err, tc.want)
+		}
+		if errors.Is(tc.err, fsm.ErrStaleTerm) && errors.Is(err, fsm.ErrStaleTerm) {
+			t.Errorf("a stale term of the leader's own command reached the client as %v", err)
 		}
 	}
 	if n := len(ts.b.Alerts()); n != 0 {
@@ -470,4 +478,70 @@ func postAs(h http.Handler, token string, body []byte) (int, string) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.String()
+}
+
+// Thousands of authenticated alerts from several callers at once, with
+// the default limits, through the handler (no network, so the flood runs
+// at thousands per second): each caller gets at most DefaultAlertBurst +
+// DefaultAlertRate × elapsed alerts acknowledged — new and duplicate alike
+// — and nothing else reaches the log. TestAlertFloodIsBounded (test/e2e)
+// checks the same bound on a real cluster, with the switches.
+func TestAlertFloodFromSeveralCallersIsBounded(t *testing.T) {
+	h, b := alertFuzzServer(t, func(c *ServerConfig) { c.AlertRate, c.AlertBurst = 0, 0 }) // the defaults
+	callers := map[string]string{"detector": secretDetector, "operator": secretOperator}
+	const perCaller, workers = 3000, 4
+	type counts struct{ ok, limited int }
+	results := map[string]*counts{}
+	var mu sync.Mutex
+	start := time.Now()
+	var wg sync.WaitGroup
+	for name := range callers {
+		results[name] = &counts{}
+	}
+	for name, secret := range callers {
+		c := results[name]
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < perCaller/workers; i++ {
+					// Half new ids, half one id repeated: duplicates count too.
+					id := fmt.Sprintf("%s-%d-%d", name, w, i)
+					if i%2 == 1 {
+						id = name + "-same"
+					}
+					code, body := postAs(h, secret, alertJSON(id))
+					mu.Lock()
+					switch code {
+					case http.StatusCreated, http.StatusOK:
+						c.ok++
+					case http.StatusTooManyRequests:
+						c.limited++
+					default:
+						t.Errorf("%s: %d %s", name, code, body)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	bound := DefaultAlertBurst + int(DefaultAlertRate*elapsed.Seconds()) + 1
+	applies, _, _, _, _ := b.counts()
+	total := 0
+	for name, c := range results {
+		t.Logf("%s: %d acknowledged, %d rate-limited in %s (bound %d)", name, c.ok, c.limited, elapsed.Round(time.Millisecond), bound)
+		if c.ok > bound || c.ok+c.limited != perCaller {
+			t.Errorf("%s: %d acknowledged, %d limited of %d; the bound is %d", name, c.ok, c.limited, perCaller, bound)
+		}
+		if c.limited == 0 {
+			t.Errorf("%s: nothing rate-limited: the flood did not exceed the limit", name)
+		}
+		total += c.ok
+	}
+	// One log entry per acknowledged alert (and the service's apply).
+	if applies != total+1 {
+		t.Errorf("%d applies for %d acknowledged alerts", applies, total)
+	}
 }

@@ -81,10 +81,51 @@
 // Both routes are rate-limited per caller (token) on the leader: a bucket
 // of AlertBurst (default 200) refilled at AlertRate per second (default
 // 20). Over it the answer is 429 rate_limited with Retry-After, before the
-// body is read, and nothing is committed. So one caller can have at most
-// AlertBurst + AlertRate × t alerts committed in t seconds (each alert is
-// one log entry, and its decision at most one more), whatever it sends;
-// duplicates count too.
+// body is read, and nothing is committed. A request without a valid token
+// is 401 before it reaches the bucket; a reader's is 403.
+//
+// # Alert floods: the bound
+//
+// Whatever a caller sends, and however fast:
+//
+//   - Per caller, at most AlertBurst + AlertRate × t alerts are
+//     acknowledged or committed in t seconds: 200 + 20 t with the
+//     defaults. Duplicates count too. The buckets live on the node that
+//     leads, so each change of leader can let one more burst through:
+//     over T leader terms, T × 200 + 20 t. With k tokens that may post alerts (detectors and
+//     operators; tokens.yaml fixes k) the cluster-wide bound is k times
+//     that.
+//   - Dedup: an id already in the ledger is answered 200 "duplicate" and
+//     decided on once: thousands of copies of one alert are one ledger
+//     record and at most one switch.
+//   - Log entries: each acknowledged alert is one entry; each new alert
+//     adds its decision (one entry, up to three when the decision is
+//     overtaken by another commit and taken again); each switch or
+//     quarantine adds its SwitchDone and up to three "restored" attempts.
+//     So the log grows by at most accepted + 3 × new + 4 × (switches +
+//     quarantines) entries, plus a few per election.
+//   - Switches: a DoS alert or verdict on the active replica is flap-damped
+//     by the service's policy — at most policy.max_switches switches (of
+//     any reason) start within policy.window, none before the active was
+//     active for policy.min_dwell; damped alerts wait in the ledger and are
+//     decided again when damping allows. Exploit alerts are never damped
+//     (DESIGN.md): each switches away from the replica it names only if
+//     that replica is active, and the replica then serves again only after
+//     it was restored, so exploit switches are at most the distinct exploit
+//     alerts on the active, and in a flood at most one per restore.
+//   - Alerts on replicas that are not active decide nothing but an outcome
+//     (or a quarantine of a standby or suspended replica).
+//
+// TestAlertFloodFromSeveralCallersIsBounded checks the per-caller bound at
+// thousands of requests per second through the handler;
+// TestAlertFloodIsBounded (test/e2e) floods a three-node cluster driving a
+// vCenter simulator from three callers and checks the acknowledged alerts,
+// the ledger, the switches and the log growth against it, and that every
+// node keeps answering reads.
+//
+// The ledger holds the newest fsm.AlertLedgerLimit (4096) alerts; an
+// alert evicted before it was decided on (a damped one, under a flood from
+// many tokens) is not decided any more.
 //
 // The ledger keeps LedgerEvidenceBytes (4 KiB, the fsm's limit) of the
 // evidence; longer evidence is cut and ends in

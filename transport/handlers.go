@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -106,6 +107,22 @@ func (s *Server) term() uint64 {
 		return s.cfg.Term()
 	}
 	return s.b.Status().Term
+}
+
+// applyOwn commits a command this node encoded with its own term (alerts,
+// service specs, switches, replica actions). If leadership changed between
+// the encoding and the append, the FSM refuses the entry with
+// fsm.ErrStaleTerm on every node: nothing was committed and the caller did
+// nothing wrong, so the answer is 503 unavailable, which every client
+// retries — not the 409 that a node's own stale command gets on
+// /v1/internal/apply.
+func (s *Server) applyOwn(ctx context.Context, cmd []byte) (fsm.Result, error) {
+	res, err := s.b.Apply(ctx, cmd)
+	if errors.Is(err, fsm.ErrStaleTerm) {
+		return res, fmt.Errorf("%w: leadership changed while the request was being committed; nothing was committed, retry (%v)",
+			ErrUnavailable, err)
+	}
+	return res, err
 }
 
 func (s *Server) now() time.Time {
@@ -218,7 +235,7 @@ func (s *Server) handleApplyService(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return fmt.Errorf("encoding service.apply command: %w", err)
 	}
-	res, err := s.b.Apply(r.Context(), cmd)
+	res, err := s.applyOwn(r.Context(), cmd)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,14 @@
 package transport
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +64,68 @@ func TestHTTPServerDropsSlowClients(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// A client that sends its headers and then trickles the body (slowloris on
+// the body) is cut off at the server's ReadTimeout, and its half-sent
+// alert commits nothing.
+func TestHTTPServerDropsSlowBodies(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	if _, err := b.Apply(t.Context(), encodedApply(t, "dns")); err != nil {
+		t.Fatal(err)
+	}
+	api, err := NewServer(ServerConfig{Backend: b, Tokens: testTokens(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewHTTPServer("127.0.0.1:0", api.Handler(), mustServerTLS(t, pkiDir, "n1", false), nil)
+	srv.ReadHeaderTimeout, srv.ReadTimeout = time.Second, time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	applied, _, _, _, _ := b.counts()
+
+	conn, err := tls.Dial("tcp", ln.Addr().String(), caOnly(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := alertJSON("slow-1")
+	head := "POST /v1/alerts HTTP/1.1\r\nHost: n1\r\nAuthorization: Bearer " + secretDetector +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), body[:len(body)/2]...)); err != nil {
+		t.Fatal(err)
+	}
+	// Keep trickling one byte now and then, never finishing.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := len(body) / 2; i < len(body)-1; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := conn.Write(body[i : i+1]); err != nil {
+				return
+			}
+		}
+	}()
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var resp bytes.Buffer
+	_, err = io.Copy(&resp, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("server kept a connection with an unfinished body open")
+	}
+	if strings.HasPrefix(resp.String(), "HTTP/1.1 2") {
+		t.Fatalf("a half-sent alert was accepted: %q", resp.String())
+	}
+	if now, _, _, _, _ := b.counts(); now != applied || len(b.Alerts()) != 0 {
+		t.Fatalf("a half-sent alert reached the backend (%d applies, %d alerts)", now-applied, len(b.Alerts()))
 	}
 }

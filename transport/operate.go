@@ -173,7 +173,7 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("encoding switch command: %w", err)
 	}
-	res, err := s.b.Apply(r.Context(), cmd)
+	res, err := s.applyOwn(r.Context(), cmd)
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (s *Server) handleReplicaAction(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return fmt.Errorf("encoding replica command: %w", err)
 	}
-	res, err := s.b.Apply(r.Context(), cmd)
+	res, err := s.applyOwn(r.Context(), cmd)
 	if err != nil {
 		return err
 	}

@@ -101,6 +101,8 @@ func TestRouteRoleMatrix(t *testing.T) {
 	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Registerer = prometheus.NewRegistry() })
 
 	nodeTLS := mustClientTLS(t, nodeFiles(pkiDir, "n2"))
+	nonNodeTLS := caOnly(t)
+	nonNodeTLS.Certificates = []tls.Certificate{issueNonNodeCert(t, "operator-alice")}
 	type caller struct {
 		name string
 		tls  *tls.Config
@@ -116,6 +118,8 @@ func TestRouteRoleMatrix(t *testing.T) {
 		{"detector", caOnly(t), bearer(secretDetector), RoleDetector},
 		{"node cert", nodeTLS, nil, RoleNode},
 		{"node cert with reader token", nodeTLS, bearer(secretReader), RoleReader},
+		{"node cert with detector token", nodeTLS, bearer(secretDetector), RoleDetector},
+		{"cluster-CA cert without node marker", nonNodeTLS, nil, ""},
 	}
 	allowed := func(role, class Role) bool {
 		switch class {
@@ -320,12 +324,17 @@ func TestApplyServiceAndRead(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Fatalf("services %v %v", list, err)
 	}
-	// A command stamped with a stale term is rejected by the fsm; that
-	// error must round-trip with its identity.
-	ts2 := startServer(t, "n2", newFakeBackend("n2", true), func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
+	// A command the leader stamped with a term that ended before the
+	// append is rejected by the fsm: nothing is committed, and the caller
+	// is told to retry (503 unavailable), not that its request conflicts.
+	b2 := newFakeBackend("n2", true)
+	ts2 := startServer(t, "n2", b2, func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
 	_, err = newTestClient(t, ts2.URL, secretOperator, caOnly(t)).ApplyService(ctx, validSpec("dns"))
-	if !errors.Is(err, fsm.ErrStaleTerm) {
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, fsm.ErrStaleTerm) {
 		t.Fatalf("stale term apply: %v", err)
+	}
+	if _, ok := b2.Service("dns"); ok {
+		t.Fatal("a stale-term apply committed the service")
 	}
 	_, err = c.Service(ctx, "nosuch")
 	if !errors.Is(err, fsm.ErrUnknownService) || !errors.Is(err, ErrNotFound) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -363,7 +362,7 @@ func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
 		return err
 	}
 	down := make(chan struct{})
-	srv := &http.Server{Handler: l.Handler(func() { close(down) }), ReadHeaderTimeout: 5 * time.Second}
+	srv := lab.ControlServer(l.Handler(func() { close(down) }))
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("lab: up", "control", sock, "vcenter", l.VCenterURL())
 	select {

@@ -212,8 +212,10 @@ const (
 )
 
 // classifyAlertError: network errors, timeouts, 5xx (not_leader,
-// no_leader, unavailable …) and 408/429 are retried; 401 and 403 are fatal;
-// any other 4xx is permanent.
+// no_leader, unavailable …), 408/429 and 409 stale_term (leadership moved
+// while the alert was being committed: nothing was committed; current
+// nodes answer 503 for it) are retried; 401 and 403 are fatal; any other
+// 4xx is permanent.
 func classifyAlertError(err error) failure {
 	var ae *transport.APIError
 	if !errors.As(err, &ae) {
@@ -222,7 +224,8 @@ func classifyAlertError(err error) failure {
 	switch {
 	case ae.Code == transport.CodeNotLeader, ae.Code == transport.CodeNoLeader, ae.Code == transport.CodeTimeout,
 		ae.Code == transport.CodeUnavailable, ae.Status >= 500,
-		ae.Status == http.StatusRequestTimeout, ae.Status == http.StatusTooManyRequests:
+		ae.Status == http.StatusRequestTimeout, ae.Status == http.StatusTooManyRequests,
+		ae.Code == fsm.CodeStaleTerm:
 		return failRetry
 	case ae.Status == http.StatusUnauthorized, ae.Status == http.StatusForbidden:
 		return failFatal

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"ars/cmd/ars/internal/apparmor"
+	"ars/fsm"
 	"ars/test/testutil"
 	"ars/transport"
 )
@@ -377,6 +378,10 @@ func TestClassifyAlertError(t *testing.T) {
 		{&transport.APIError{Status: 404, Code: "unknown_service"}, failPermanent},
 		{&transport.APIError{Status: 400, Code: transport.CodeInvalid}, failPermanent},
 		{&transport.APIError{Status: 413, Code: transport.CodeTooLarge}, failPermanent},
+		// An older leader's answer when leadership moved mid-commit:
+		// nothing was committed, so the alert must be sent again.
+		{&transport.APIError{Status: 409, Code: fsm.CodeStaleTerm}, failRetry},
+		{&transport.APIError{Status: 409, Code: fsm.CodeStaleGeneration}, failPermanent},
 	} {
 		if got := classifyAlertError(c.err); got != c.want {
 			t.Errorf("classify(%v) = %d, want %d", c.err, got, c.want)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,39 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 		t.Fatal("raft port accepted a peer without a client certificate")
 	}
 
+	// A node certificate of another cluster's CA (with our CA trusted, so
+	// only the node can refuse): neither Raft nor the API lets it in.
+	foreignDir := t.TempDir()
+	if err := transport.GeneratePKI(transport.PKIRequest{Dir: foreignDir, Nodes: []transport.PKINode{{Name: leader.Name, IPs: []string{"127.0.0.1"}}}, ValidFor: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := transport.ClientTLS(transport.TLSFiles{CA: filepath.Join(c.Dir, transport.CACertFile),
+		Cert: filepath.Join(foreignDir, transport.NodeCertFile(leader.Name)), Key: filepath.Join(foreignDir, transport.NodeKeyFile(leader.Name))}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err = tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", raftAddr, foreign)
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		conn.Write([]byte{0})
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil {
+		t.Fatal("raft port accepted a node certificate of another CA")
+	}
+	before, beforeIdx := c.SameState(5 * time.Second)
+	foreignClient, err := transport.NewClient(leader.Agent.APIURL(), "", foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := foreignClient.InternalApply(harness.Ctx(t), mustEncode(t, fsm.ServiceDelete{Name: "x"})); err == nil {
+		t.Fatal("the API applied a command from a node certificate of another CA")
+	}
+	if after, afterIdx := c.SameState(5 * time.Second); afterIdx != beforeIdx || !bytes.Equal(before, after) {
+		t.Fatal("state moved after the foreign node's requests")
+	}
+
 	// Plain TCP garbage does not hurt the listener: the cluster still commits.
 	if raw, err := net.DialTimeout("tcp", raftAddr, time.Second); err == nil {
 		raw.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
@@ -140,6 +174,15 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 		t.Fatalf("internal apply with an operator token: %v", err)
 	}
 	harness.Apply(t, c.Client(c.Follower(), "operator"), spec("dns", 2))
+}
+
+func mustEncode(t *testing.T, c fsm.Command) []byte {
+	t.Helper()
+	b, err := fsm.Encode(0, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestLeaderOnlyRoutesAreForwarded(t *testing.T) {

@@ -43,6 +43,17 @@ type procCluster struct {
 // creates its certificates with `ars keygen` and starts the three agents.
 func startProcCluster(t *testing.T) *procCluster {
 	t.Helper()
+	p := newProcCluster(t)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		p.start(n)
+	}
+	return p
+}
+
+// newProcCluster is startProcCluster without starting the agents (their
+// configurations can still be changed).
+func newProcCluster(t *testing.T) *procCluster {
+	t.Helper()
 	p := &procCluster{t: t, bin: arsBinary(t), dir: t.TempDir(), procs: map[string]*exec.Cmd{}, api: map[string]string{}}
 	for _, n := range []string{"n1", "n2", "n3"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "examples", "three-node", n+".yaml"))
@@ -58,7 +69,6 @@ func startProcCluster(t *testing.T) *procCluster {
 	}
 	for i, n := range []string{"n1", "n2", "n3"} {
 		p.api[n] = fmt.Sprintf("https://127.0.0.%d:7500", i+1)
-		p.start(n)
 	}
 	return p
 }

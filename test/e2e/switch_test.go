@@ -45,8 +45,12 @@ type switchLab struct {
 
 const labService = "dns"
 
-func newSwitchLab(t *testing.T) *switchLab {
-	l := &switchLab{t: t, replicas: map[string]fabric.Replica{}}
+// startSimAndFabric starts the vCenter simulator (ReconfigVM_Task held
+// while l.hold is set) with four VMs as diverse replicas, each with a clean
+// snapshot, and the fabric of DNS servers behind the service address; it
+// returns the replicas' spec JSON.
+func (l *switchLab) startSimAndFabric() []string {
+	t := l.t
 	var fab atomic.Pointer[fabric.Fabric]
 	sim, err := vcsim.Start(vcsim.Options{Handler: func(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 		if f := fab.Load(); f != nil {
@@ -97,6 +101,22 @@ func newSwitchLab(t *testing.T) *switchLab {
 	l.fab = f
 	t.Cleanup(f.Close)
 
+	return specs
+}
+
+// serviceSpec is the lab's service over the replicas' specs.
+func (l *switchLab) serviceSpec(replicas []string) []byte {
+	return []byte(fmt.Sprintf(`{"name":%q,"address":%q,"replicas":[%s],
+		"probe":{"query":%q,"expect":%q,"confirm":"quorum"},
+		"policy":{"min_dwell":"500ms","max_switches":20,"window":"1m"}}`,
+		labService, l.fab.Addr(), strings.Join(replicas, ","), fabric.QName, fabric.Answer))
+}
+
+func newSwitchLab(t *testing.T) *switchLab {
+	l := &switchLab{t: t, replicas: map[string]fabric.Replica{}}
+	specs := l.startSimAndFabric()
+	sim, f := l.sim, l.fab
+
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "vcenter.password")
 	if err := os.WriteFile(pw, []byte("lab-password\n"), 0o600); err != nil {
@@ -110,10 +130,7 @@ func newSwitchLab(t *testing.T) *switchLab {
 		cfg.VCenter = &agent.VCenterConfig{URL: sim.URL(), Username: "ars", PasswordFile: pw, Thumbprint: sim.Thumbprint()}
 	})
 	l.c.Leader(15 * time.Second)
-	harness.Apply(t, l.c.Client(l.c.Nodes[0], "operator"), []byte(fmt.Sprintf(`{"name":%q,"address":%q,"replicas":[%s],
-		"probe":{"query":%q,"expect":%q,"confirm":"quorum"},
-		"policy":{"min_dwell":"500ms","max_switches":20,"window":"1m"}}`,
-		labService, f.Addr(), strings.Join(specs, ","), fabric.QName, fabric.Answer)))
+	harness.Apply(t, l.c.Client(l.c.Nodes[0], "operator"), l.serviceSpec(specs))
 	l.c.SameState(10 * time.Second)
 
 	cctx, cancel := context.WithCancel(context.Background())

@@ -284,6 +284,9 @@ func (l *Lab) Handler(down func()) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"node": node, "done": r.PathValue("action")})
 	})
 	mux.HandleFunc("POST /v1/engine/restart", func(w http.ResponseWriter, r *http.Request) {
+		// A restart takes longer than ControlServer's read limit (up to
+		// twice maxEngineRestart); the request itself has no body.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 		took, err := l.RestartEngine(r.Context())
 		if err != nil {
 			writeErr(w, err)

@@ -68,6 +68,33 @@ func TestThreeNodesElectALeaderAndReplicateThroughAFollower(t *testing.T) {
 	}
 	h.sameState(5 * time.Second)
 
+	// Every node at the same applied index reports the same state digest
+	// (GET /v1/status?digest=1, what the chaos checker compares).
+	waitFor(t, 5*time.Second, "equal state digests", func() error {
+		var idx0 uint64
+		var d0 string
+		for i, n := range h.live() {
+			idx, d, err := n.c.StateDigest()
+			if err != nil {
+				return err
+			}
+			if len(d) != 64 || idx == 0 {
+				return fmt.Errorf("%s: digest %q at index %d", n.name, d, idx)
+			}
+			if i == 0 {
+				idx0, d0 = idx, d
+				continue
+			}
+			if idx != idx0 {
+				return fmt.Errorf("%s at index %d, %s at %d", n.name, idx, h.live()[0].name, idx0)
+			}
+			if d != d0 {
+				t.Fatalf("%s digest %s at index %d, %s has %s", n.name, d, idx, h.live()[0].name, d0)
+			}
+		}
+		return nil
+	})
+
 	// Status of a follower names the agreed leader (re-read: on a loaded
 	// machine leadership may have moved meanwhile).
 	leader = h.waitLeader(10 * time.Second)

@@ -101,8 +101,10 @@ type Report struct {
 	// LongestOverlap is the longest time two replicas were linked.
 	LongestOverlap time.Duration `json:"longest_overlap"`
 	// Unprovoked counts switches with no attack in the outage bound
-	// before them (reported, not a §4 violation).
-	Unprovoked int `json:"unprovoked_switches"`
+	// before them, UnattributedGaps the client's gaps with none (reported,
+	// not §4 violations: a false switch would show in both).
+	Unprovoked       int `json:"unprovoked_switches"`
+	UnattributedGaps int `json:"unattributed_gaps"`
 	// Duration is the run's length, from Start to End.
 	Duration time.Duration `json:"duration"`
 }
@@ -265,16 +267,24 @@ func checkRestored(evs []Event, add addFunc) {
 	}
 }
 
+// lossLead is how long before an attack a query may be sent and still be
+// lost to it: the client's timeout (a query in flight when the server is
+// wedged).
+const lossLead = 250 * time.Millisecond
+
 // checkAttacks: an attack on the linked replica is answered by a switch
-// away from it, and the service answers again, within MaxOutage.
+// away from it within MaxOutage, and every gap the client saw after an
+// attack (a gap belongs to the latest attack before it) is over by then.
 func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
-	var windows [][2]time.Time
+	var attacks []Injection
 	for _, in := range h.Injections {
-		if !in.Step.Kind.IsAttack() || !in.Done() {
-			continue
+		if in.Step.Kind.IsAttack() && in.Done() {
+			attacks = append(attacks, in)
 		}
+	}
+	sort.SliceStable(attacks, func(i, j int) bool { return attacks[i].At.Before(attacks[j].At) })
+	for _, in := range attacks {
 		t, bound := in.At, in.At.Add(b.MaxOutage)
-		windows = append(windows, [2]time.Time{t, bound})
 		if linkedAt(h, evs, t)[in.Replica] {
 			ok := slices.ContainsFunc(h.Switches, func(s fsm.SwitchRecord) bool {
 				st := time.Unix(0, s.StartedAt)
@@ -284,19 +294,28 @@ func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 				add(InvAttackUnanswered, t, "%s on %s: no switch away from it within %s", in.Step.Kind, in.Replica, b.MaxOutage)
 			}
 		}
-		for _, g := range h.Gaps {
-			if g.Start.Before(t) || g.Start.After(bound) {
-				continue
+	}
+	for _, g := range h.Gaps {
+		// The latest attack at most lossLead after the gap's start.
+		i := -1
+		for j, in := range attacks {
+			if !in.At.After(g.Start.Add(lossLead)) {
+				i = j
 			}
-			end := g.End
-			if g.Open {
-				end = h.End
-			}
-			r.LongestOutage = max(r.LongestOutage, end.Sub(g.Start))
-			if g.Open || end.After(bound) {
-				add(InvOutage, g.Start, "%s on %s at %s: the service did not answer again within %s (gap of %s, %d lost%s)",
-					in.Step.Kind, in.Replica, t.Format("15:04:05.000"), b.MaxOutage, end.Sub(g.Start).Round(time.Millisecond), g.Lost, openNote(g.Open))
-			}
+		}
+		if i < 0 || g.Start.After(attacks[i].At.Add(b.MaxOutage)) {
+			r.UnattributedGaps++
+			continue
+		}
+		in := attacks[i]
+		end := g.End
+		if g.Open {
+			end = h.End
+		}
+		r.LongestOutage = max(r.LongestOutage, end.Sub(g.Start))
+		if bound := in.At.Add(b.MaxOutage); g.Open || end.After(bound) {
+			add(InvOutage, g.Start, "%s on %s at %s: the service did not answer again within %s (gap of %s, %d lost%s)",
+				in.Step.Kind, in.Replica, in.At.Format("15:04:05.000"), b.MaxOutage, end.Sub(g.Start).Round(time.Millisecond), g.Lost, openNote(g.Open))
 		}
 	}
 	for _, s := range h.Switches {
@@ -304,7 +323,9 @@ func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 		if st.Before(h.Start) || st.After(h.End) || s.Reason == fsm.ReasonManual {
 			continue
 		}
-		if !slices.ContainsFunc(windows, func(w [2]time.Time) bool { return !st.Before(w[0].Add(-time.Second)) && !st.After(w[1]) }) {
+		if !slices.ContainsFunc(attacks, func(in Injection) bool {
+			return !st.Before(in.At.Add(-time.Second)) && !st.After(in.At.Add(b.MaxOutage))
+		}) {
 			r.Unprovoked++
 		}
 	}

@@ -83,8 +83,8 @@ func TestCheckAcceptsAGoodHistory(t *testing.T) {
 	if r.LongestOverlap != 10*time.Millisecond {
 		t.Fatalf("longest overlap %s, want 10ms", r.LongestOverlap)
 	}
-	if r.Unprovoked != 0 {
-		t.Fatalf("%d unprovoked switches", r.Unprovoked)
+	if r.Unprovoked != 0 || r.UnattributedGaps != 0 {
+		t.Fatalf("%d unprovoked switches, %d gaps with no attack", r.Unprovoked, r.UnattributedGaps)
 	}
 }
 
@@ -143,6 +143,13 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		{"a gap longer than the bound", InvOutage, func(h *History) {
 			h.Gaps[0].End = at(1000 + 16000)
 		}},
+		{"a second attack's gap outlasts the bound (it is not the first attack's)", InvOutage, func(h *History) {
+			// A DoS at 3 s whose gap (from 2.9 s) lasts 15.5 s: within the
+			// first attack's 15 s window, but it belongs to the second.
+			h.Injections = append(h.Injections, Injection{Step: Step{Kind: AttackDoS, Target: TargetActive}, At: at(3000), Replica: "b"})
+			h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 9, From: "b", To: "c", Reason: fsm.ReasonDoS, StartedAt: ns(3300), Done: true})
+			h.Gaps = append(h.Gaps, Gap{Start: at(2900), End: at(3000 + 15500), Lost: 3000})
+		}},
 		{"no healthy cluster after the heal", InvNotReady, func(h *History) {
 			h.Ready, h.NotReady = false, "no leader"
 		}},
@@ -190,9 +197,10 @@ func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
 func TestCheckCountsUnprovokedSwitches(t *testing.T) {
 	h := good()
 	h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 5, From: "b", To: "a", Reason: fsm.ReasonDoS, StartedAt: ns(19500), Done: true})
+	h.Gaps = append(h.Gaps, Gap{Start: at(19400), End: at(19700), Lost: 60})
 	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
-	if r.Unprovoked != 1 || !r.OK() {
-		t.Fatalf("unprovoked %d, violations %v", r.Unprovoked, r.Violations)
+	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || !r.OK() {
+		t.Fatalf("unprovoked %d, unattributed gaps %d, violations %v", r.Unprovoked, r.UnattributedGaps, r.Violations)
 	}
 }
 

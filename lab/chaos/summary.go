@@ -16,15 +16,17 @@ type Summary struct {
 	Schedules int       `json:"schedules"`
 	// Length is each schedule's length; MeanSeconds and MaxSeconds the
 	// time a schedule took with its heal and readiness check.
-	Length      string         `json:"schedule_length"`
-	MeanSeconds float64        `json:"mean_schedule_seconds"`
-	MaxSeconds  float64        `json:"max_schedule_seconds"`
-	Faults      map[Kind]int   `json:"faults"`
-	Skipped     map[Kind]int   `json:"skipped,omitempty"`
-	Attacks     int            `json:"attacks"`
-	Switches    int            `json:"switches"`
-	Unprovoked  int            `json:"unprovoked_switches"`
-	Violations  map[string]int `json:"violations"`
+	Length      string       `json:"schedule_length"`
+	MeanSeconds float64      `json:"mean_schedule_seconds"`
+	MaxSeconds  float64      `json:"max_schedule_seconds"`
+	Faults      map[Kind]int `json:"faults"`
+	Skipped     map[Kind]int `json:"skipped,omitempty"`
+	Attacks     int          `json:"attacks"`
+	Switches    int          `json:"switches"`
+	Unprovoked  int          `json:"unprovoked_switches"`
+	// UnattributedGaps counts the client's gaps with no attack before them.
+	UnattributedGaps int            `json:"unattributed_gaps"`
+	Violations       map[string]int `json:"violations"`
 	// FailingSeeds are the seeds whose schedule broke an invariant:
 	// `ars chaos -seed N -schedules 1` runs one again.
 	FailingSeeds     []int64 `json:"failing_seeds"`
@@ -55,6 +57,7 @@ func (s *Summary) Add(r Report) {
 	s.Attacks += r.Attacks
 	s.Switches += r.Switches
 	s.Unprovoked += r.Unprovoked
+	s.UnattributedGaps += r.UnattributedGaps
 	for _, v := range r.Violations {
 		s.Violations[v.Invariant]++
 	}
@@ -98,6 +101,7 @@ func (s *Summary) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "attacks (dos, exploit)\t%d (%d, %d)\n", s.Attacks, s.Faults[AttackDoS], s.Faults[AttackExploit])
 	fmt.Fprintf(w, "switches\t%d (%d with no attack before them)\n", s.Switches, s.Unprovoked)
+	fmt.Fprintf(w, "client gaps with no attack before them\t%d\n", s.UnattributedGaps)
 	fmt.Fprintf(w, "invariant violations\t%d\n", s.ViolationCount())
 	for _, inv := range Invariants {
 		if n := s.Violations[inv]; n > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -137,6 +138,18 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	if err := os.MkdirAll(hdir, 0o755); err != nil {
 		return err
 	}
+
+	// The simulator and its HTTP server log through the standard logger:
+	// every call on a terminated session's property collector, every
+	// connection a fault cut. That goes to a file, not between the
+	// results.
+	simLog, err := os.OpenFile(filepath.Join(f.dir(), "simulator.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer simLog.Close()
+	log.SetOutput(simLog)
+	defer log.SetOutput(os.Stderr)
 
 	fmt.Fprintf(e.Stdout, "chaos: lab %s up (state %s, histories %s)\n", f.prefix, f.dir(), hdir)
 	l, err := lab.Up(ctx, cfg)

@@ -17,7 +17,8 @@ type LabEvent struct {
 	Node string `json:"node,omitempty"`
 	// What: start, kill, suspend, resume, link, unlink, revert, dos,
 	// exploit (a replica); node-* (a node); vc-delay, vc-fail, vc-clear,
-	// vc-terminate (the vCenter).
+	// vc-terminate (the vCenter); vc-call (a node's call that changes a
+	// VM, Detail "METHOD OBJECT").
 	What   string `json:"what"`
 	Detail string `json:"detail,omitempty"`
 	Err    string `json:"err,omitempty"`

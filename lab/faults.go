@@ -138,11 +138,22 @@ func fromNode(sctx *simulator.Context) bool {
 	return strings.HasPrefix(ip, "127.") && ip != "127.0.0.1"
 }
 
-// vcHook applies the fault rules to a node's call of m: it waits out a
-// delay (bounded by MaxVCDelay) and fails the call if a rule says so.
+// drivingMethods are the vCenter methods that change a VM: the calls
+// that only the leader may make (DESIGN.md §4.1). The event log records
+// every one a node makes ("vc-call", Node, Detail "METHOD VM").
+var drivingMethods = []string{"ReconfigVM_Task", "PowerOnVM_Task", "PowerOffVM_Task", "SuspendVM_Task",
+	"ResetVM_Task", "RevertToSnapshot_Task", "RevertToCurrentSnapshot_Task"}
+
+// vcHook records a node's calls that change a VM and applies the fault
+// rules to its call of m: it waits out a delay (bounded by MaxVCDelay)
+// and fails the call if a rule says so.
 func (l *Lab) vcHook(sctx *simulator.Context, m *simulator.Method) types.BaseMethodFault {
 	if !fromNode(sctx) {
 		return nil
+	}
+	if slices.Contains(drivingMethods, m.Name) {
+		l.events.add(LabEvent{At: time.Now(), Node: l.nodeOfSource(sctx.Session.IpAddress), What: "vc-call",
+			Detail: m.Name + " " + m.This.Value})
 	}
 	delay, fail := l.vcFaults.match(m.Name, time.Now())
 	if delay > 0 {

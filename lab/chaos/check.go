@@ -11,6 +11,10 @@ import (
 
 // Invariants the checker reports (DESIGN.md §4 and the issue's list).
 const (
+	// InvDeposedCall: a node that was not the leader made a vCenter call
+	// that changes a VM (§4.1): another node led both in the sample before
+	// the call and in the one after it.
+	InvDeposedCall = "deposed-driver-call"
 	// InvTwoAttached: two replicas linked at once for longer than the
 	// make-before-break window (§4.2).
 	InvTwoAttached = "two-attached"
@@ -39,7 +43,7 @@ const (
 )
 
 // Invariants lists them in report order.
-var Invariants = []string{InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
+var Invariants = []string{InvDeposedCall, InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
 	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady}
 
 // Bounds are the checker's limits.
@@ -100,6 +104,12 @@ type Report struct {
 	LongestOutage time.Duration `json:"longest_outage"`
 	// LongestOverlap is the longest time two replicas were linked.
 	LongestOverlap time.Duration `json:"longest_overlap"`
+	// DriverCalls counts the nodes' vCenter calls that change a VM;
+	// LateCalls those of a node that was cut off in the 10 s before
+	// (requests it sent as leader can reach vCenter after the partition
+	// heals: counted, not violations).
+	DriverCalls int `json:"driver_calls"`
+	LateCalls   int `json:"late_calls"`
 	// Unprovoked counts switches with no attack in the outage bound
 	// before them, UnattributedGaps the client's gaps with none (reported,
 	// not §4 violations: a false switch would show in both).
@@ -137,6 +147,7 @@ func Check(h History, b Bounds) Report {
 	evs := slices.Clone(h.Events)
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) })
 
+	checkDriverCalls(h, evs, &r, add)
 	checkAttached(h, evs, b, &r, add)
 	checkAlerts(h, add)
 	checkRestored(evs, add)
@@ -151,6 +162,45 @@ func Check(h History, b Bounds) Report {
 }
 
 type addFunc func(inv string, at time.Time, format string, a ...any)
+
+// lateWindow is how long after a partition a node's call may be one it
+// sent before (TCP delivers it when the link comes back).
+const lateWindow = 10 * time.Second
+
+// checkDriverCalls: only the leader changes VMs (§4.1).
+func checkDriverCalls(h History, evs []Event, r *Report, add addFunc) {
+	for _, e := range evs {
+		if e.What != "vc-call" || e.Node == "" {
+			continue
+		}
+		r.DriverCalls++
+		prev, next := -1, -1
+		for i, s := range h.Samples {
+			if !s.At.After(e.At) {
+				prev = i
+			} else if next < 0 {
+				next = i
+			}
+		}
+		if prev < 0 || next < 0 {
+			continue
+		}
+		before, after := h.Samples[prev].Leader(), h.Samples[next].Leader()
+		if before == "" || before == e.Node || after != before {
+			continue
+		}
+		cut := slices.ContainsFunc(h.Injections, func(in Injection) bool {
+			return in.Node == e.Node && in.Step.Kind == NodePartition && in.Done() &&
+				!in.At.After(e.At) && !in.At.Before(e.At.Add(-lateWindow-in.Step.Duration))
+		})
+		if cut {
+			r.LateCalls++
+			continue
+		}
+		add(InvDeposedCall, e.At, "%s called %s while %s led (samples at %s and %s)", e.Node, e.Detail, before,
+			h.Samples[prev].At.Format("15:04:05.000"), h.Samples[next].At.Format("15:04:05.000"))
+	}
+}
 
 // linkedAt replays the link events up to (not after) t.
 func linkedAt(h History, evs []Event, t time.Time) map[string]bool {

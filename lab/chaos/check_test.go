@@ -46,6 +46,8 @@ func good() History {
 	}
 	h.Events = []Event{
 		{At: at(1000), Replica: "a", What: "dos"},
+		{At: at(1285), Node: "n1", What: "vc-call", Detail: "ReconfigVM_Task vm-a"},
+		{At: at(1295), Node: "n1", What: "vc-call", Detail: "ReconfigVM_Task vm-b"},
 		{At: at(1290), Replica: "a", What: "unlink"},
 		{At: at(1300), Replica: "b", What: "link"},
 		{At: at(1500), Replica: "a", What: "revert"},
@@ -82,6 +84,9 @@ func TestCheckAcceptsAGoodHistory(t *testing.T) {
 	}
 	if r.LongestOverlap != 10*time.Millisecond {
 		t.Fatalf("longest overlap %s, want 10ms", r.LongestOverlap)
+	}
+	if r.DriverCalls != 2 || r.LateCalls != 0 {
+		t.Fatalf("driver calls %d, late %d; want 2, 0", r.DriverCalls, r.LateCalls)
 	}
 	if r.Unprovoked != 0 || r.UnattributedGaps != 0 {
 		t.Fatalf("%d unprovoked switches, %d gaps with no attack", r.Unprovoked, r.UnattributedGaps)
@@ -150,6 +155,19 @@ func TestCheckFindsEachViolation(t *testing.T) {
 			h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 9, From: "b", To: "c", Reason: fsm.ReasonDoS, StartedAt: ns(3300), Done: true})
 			h.Gaps = append(h.Gaps, Gap{Start: at(2900), End: at(3000 + 15500), Lost: 3000})
 		}},
+		{"a follower changes a VM", InvDeposedCall, func(h *History) {
+			h.Events = append(h.Events, Event{At: at(5100), Node: "n2", What: "vc-call", Detail: "PowerOnVM_Task vm-c"})
+		}},
+		{"a stale leader changes a VM after another was elected", InvDeposedCall, func(h *History) {
+			// n2 resumes from SIGSTOP believing it leads (term 1) while n1
+			// leads in term 2.
+			for i := range h.Samples {
+				if ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond); ms == 4000 || ms == 4500 {
+					h.Samples[i].Nodes[1] = NodeSample{Node: "n2", State: "leader", Leader: "n2", Term: 1, Voters: 3}
+				}
+			}
+			h.Events = append(h.Events, Event{At: at(4200), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
+		}},
 		{"no healthy cluster after the heal", InvNotReady, func(h *History) {
 			h.Ready, h.NotReady = false, "no leader"
 		}},
@@ -190,6 +208,19 @@ func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
 	}
 	if r := Check(mk(18000), Bounds{SessionExpiry: 5 * time.Second}); r.OK() {
 		t.Fatal("a killed leader's session 8 s after the kill with a 5 s expiry: no violation")
+	}
+}
+
+// A call that a cut-off leader sent before it was deposed may reach vCenter
+// when the partition heals: counted, not a violation.
+func TestCheckCountsLateCallsOfAPartitionedNode(t *testing.T) {
+	h := good()
+	h.Injections = append(h.Injections, Injection{Step: Step{Kind: NodePartition, Target: TargetLeader, Duration: 2 * time.Second},
+		At: at(10000), Until: at(12000), Node: "n2"})
+	h.Events = append(h.Events, Event{At: at(12100), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
+	r := Check(h, Bounds{})
+	if !r.OK() || r.LateCalls != 1 {
+		t.Fatalf("late calls %d, violations %v", r.LateCalls, r.Violations)
 	}
 }
 

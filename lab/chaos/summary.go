@@ -24,6 +24,10 @@ type Summary struct {
 	Attacks     int          `json:"attacks"`
 	Switches    int          `json:"switches"`
 	Unprovoked  int          `json:"unprovoked_switches"`
+	// DriverCalls counts the nodes' vCenter calls that changed a VM,
+	// LateCalls those a cut-off node's requests made after the heal.
+	DriverCalls int `json:"driver_calls"`
+	LateCalls   int `json:"late_calls"`
 	// UnattributedGaps counts the client's gaps with no attack before them.
 	UnattributedGaps int            `json:"unattributed_gaps"`
 	Violations       map[string]int `json:"violations"`
@@ -58,6 +62,8 @@ func (s *Summary) Add(r Report) {
 	s.Switches += r.Switches
 	s.Unprovoked += r.Unprovoked
 	s.UnattributedGaps += r.UnattributedGaps
+	s.DriverCalls += r.DriverCalls
+	s.LateCalls += r.LateCalls
 	for _, v := range r.Violations {
 		s.Violations[v.Invariant]++
 	}
@@ -102,6 +108,7 @@ func (s *Summary) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "attacks (dos, exploit)\t%d (%d, %d)\n", s.Attacks, s.Faults[AttackDoS], s.Faults[AttackExploit])
 	fmt.Fprintf(w, "switches\t%d (%d with no attack before them)\n", s.Switches, s.Unprovoked)
 	fmt.Fprintf(w, "client gaps with no attack before them\t%d\n", s.UnattributedGaps)
+	fmt.Fprintf(w, "vCenter calls that changed a VM\t%d (%d from a node after its partition healed)\n", s.DriverCalls, s.LateCalls)
 	fmt.Fprintf(w, "invariant violations\t%d\n", s.ViolationCount())
 	for _, inv := range Invariants {
 		if n := s.Violations[inv]; n > 0 {

@@ -80,7 +80,7 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
 			fs.DurationVar(&f.keepAlive, "keepalive", 1500*time.Millisecond, "the nodes' vCenter session check `interval` (well below -session-timeout)")
-			fs.DurationVar(&f.bounds.MaxOutage, "max-outage", 15*time.Second, "bound: attack -> switched away and answered again")
+			fs.DurationVar(&f.bounds.MaxOutage, "max-outage", 10*time.Second, "bound: attack -> switched away and answered again")
 			fs.DurationVar(&f.bounds.MaxOverlap, "max-overlap", 10*time.Second, "bound: two replicas linked at once (make-before-break window)")
 			fs.DurationVar(&f.bounds.LogoutGrace, "logout-grace", 5*time.Second, "bound: a node's session after its leadership ends")
 			return func(ctx context.Context, e *Env, args []string) error {

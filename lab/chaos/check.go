@@ -53,7 +53,10 @@ type Bounds struct {
 	// election and a reconcile pass with its retries).
 	MaxOverlap time.Duration
 	// MaxOutage bounds how long after an attack the service may go
-	// unanswered and the switch may take (default 15s).
+	// unanswered and the switch may take (default 10s: the longest node
+	// fault, 4 s, plus the longest vCenter failure, 3 s, plus an
+	// election, barrier and login, 2 s, plus detection and the switch,
+	// 1 s — all at once, which a schedule rarely lines up).
 	MaxOutage time.Duration
 	// LogoutGrace is how long a node's session may outlive its
 	// leadership, or its replacement by a newer session of the node
@@ -70,7 +73,7 @@ func (b Bounds) withDefaults() Bounds {
 		b.MaxOverlap = 10 * time.Second
 	}
 	if b.MaxOutage == 0 {
-		b.MaxOutage = 15 * time.Second
+		b.MaxOutage = 10 * time.Second
 	}
 	if b.LogoutGrace == 0 {
 		b.LogoutGrace = 5 * time.Second

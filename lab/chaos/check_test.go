@@ -150,7 +150,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		}},
 		{"a second attack's gap outlasts the bound (it is not the first attack's)", InvOutage, func(h *History) {
 			// A DoS at 3 s whose gap (from 2.9 s) lasts 15.5 s: within the
-			// first attack's 15 s window, but it belongs to the second.
+			// first attack's window, but it belongs to the second.
 			h.Injections = append(h.Injections, Injection{Step: Step{Kind: AttackDoS, Target: TargetActive}, At: at(3000), Replica: "b"})
 			h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 9, From: "b", To: "c", Reason: fsm.ReasonDoS, StartedAt: ns(3300), Done: true})
 			h.Gaps = append(h.Gaps, Gap{Start: at(2900), End: at(3000 + 15500), Lost: 3000})

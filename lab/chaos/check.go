@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -66,6 +67,13 @@ type Bounds struct {
 	// stopped or cut off meanwhile (it could not log out; vCenter expires
 	// the session): default 20s, set it from the lab's session timeout.
 	SessionExpiry time.Duration
+}
+
+// MarshalJSON writes the bounds as Go durations ("10s"), for people
+// reading a summary.
+func (b Bounds) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"max_overlap": b.MaxOverlap.String(), "max_outage": b.MaxOutage.String(),
+		"logout_grace": b.LogoutGrace.String(), "session_expiry": b.SessionExpiry.String()})
 }
 
 func (b Bounds) withDefaults() Bounds {

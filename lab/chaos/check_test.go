@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -232,6 +233,13 @@ func TestCheckCountsUnprovokedSwitches(t *testing.T) {
 	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
 	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || !r.OK() {
 		t.Fatalf("unprovoked %d, unattributed gaps %d, violations %v", r.Unprovoked, r.UnattributedGaps, r.Violations)
+	}
+}
+
+func TestBoundsJSONIsReadable(t *testing.T) {
+	b, err := json.Marshal(Bounds{}.withDefaults())
+	if err != nil || !strings.Contains(string(b), `"max_outage":"10s"`) {
+		t.Fatalf("bounds as JSON: %s, %v", b, err)
 	}
 }
 

@@ -22,7 +22,8 @@ import (
 const ChaosSampleEvery = 250 * time.Millisecond
 
 // ChaosReady waits (until ctx ends) for a healthy lab: every node running,
-// linked and answering, all naming one leader with every node a voter; the
+// linked and answering, all naming one leader with every node a voter and
+// every member alive in its gossip; the
 // service steady (Steady, no dwell); every committed alert answered; and at
 // most one node's vCenter session, the leader's. It returns why not when
 // ctx ends first. This is the check before and after each schedule.
@@ -59,7 +60,7 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := c.Status(cctx)
 		cancel()
-		c.Close()
+		defer c.Close()
 		switch {
 		case err != nil:
 			return fmt.Sprintf("node %s: %v", n.Name, err)
@@ -71,6 +72,21 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 			return fmt.Sprintf("node %s counts %d voters, want %d", n.Name, st.Voters, len(nodes))
 		}
 		leader = st.Leader
+		cctx, cancel = context.WithTimeout(ctx, time.Second)
+		ms, err := c.Members(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Sprintf("node %s: members: %v", n.Name, err)
+		}
+		alive := 0
+		for _, m := range ms {
+			if m.Status == "alive" {
+				alive++
+			}
+		}
+		if alive != len(nodes) {
+			return fmt.Sprintf("node %s sees %d of %d members alive in gossip", n.Name, alive, len(nodes))
+		}
 	}
 	s, err := l.service(ctx)
 	if why := l.unsteady(s, err, 0); why != "" {

@@ -77,6 +77,16 @@ demo-loopback: build ## Three ars agents on 127.0.0.1-3 without the lab: apply a
 e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the lab (ars lab up, DoS, exploit, down)
 	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
+CHAOS_SEED ?= 1
+
+.PHONY: chaos
+chaos: lab-deps build ## The chaos suite on its own lab (root): 100 seeded schedules of attacks and faults, invariants checked -> bench/results/chaos.json (CHAOS_ARGS=...)
+	$(ARS) chaos -seed $(CHAOS_SEED) -schedules 100 $(CHAOS_ARGS)
+
+.PHONY: chaos-short
+chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): the same checks, no summary file
+	$(ARS) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
+
 LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf
 
 .PHONY: lab-deps

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -69,6 +71,26 @@ func (c *Cluster) Status() transport.Status {
 		st.LastContact = "never"
 	}
 	return st
+}
+
+// StateDigest returns the index the state machine has applied and the hex
+// SHA-256 of its canonical snapshot, read under one lock so that they
+// belong together (transport.StateDigester).
+func (c *Cluster) StateDigest() (uint64, string, error) {
+	var (
+		idx  uint64
+		data []byte
+		err  error
+	)
+	c.fsm.read(func(m *fsm.Machine) {
+		idx = m.Index()
+		data, err = m.Snapshot()
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("state digest: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return idx, hex.EncodeToString(sum[:]), nil
 }
 
 func stateName(s raft.RaftState) string {

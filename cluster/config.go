@@ -107,6 +107,10 @@ func DefaultRaftTimings() RaftTimings {
 	}
 }
 
+// PushPullInterval is how often gossip makes a full state sync with a
+// random member (memberlist's LAN default is 30 s).
+const PushPullInterval = 5 * time.Second
+
 // DefaultGossipTimings notice a dead node in about one second: a probe
 // every 200 ms with a 100 ms timeout, then a suspicion period of
 // 3 × 200 ms (memberlist scales it by log10(n), which is below 1 for n < 10).

@@ -210,7 +210,7 @@ func (l *Lab) KillNode(node string) error {
 	if !slices.Contains(l.Net.Topology().Nodes, node) {
 		return badRequest("no node %q", node)
 	}
-	return l.nodes.kill(node)
+	return l.recordNode(node, EvNodeKill, l.nodes.kill(node))
 }
 
 // StartNode starts a stopped node again.
@@ -218,7 +218,7 @@ func (l *Lab) StartNode(node string) error {
 	if !slices.Contains(l.Net.Topology().Nodes, node) {
 		return badRequest("no node %q", node)
 	}
-	return l.nodes.start(node)
+	return l.recordNode(node, EvNodeStart, l.nodes.start(node))
 }
 
 // MaxControlBody is the largest request body the control API reads; a
@@ -274,8 +274,16 @@ func (l *Lab) Handler(down func()) http.Handler {
 			err = l.KillNode(node)
 		case "start":
 			err = l.StartNode(node)
+		case "stop":
+			err = l.StopNode(node)
+		case "cont":
+			err = l.ContNode(node)
+		case "partition":
+			err = l.PartitionNode(node)
+		case "heal":
+			err = l.HealNode(node)
 		default:
-			err = badRequest("node action %q: want kill or start", r.PathValue("action"))
+			err = badRequest("node action %q: want kill, start, stop, cont, partition or heal", r.PathValue("action"))
 		}
 		if err != nil {
 			writeErr(w, err)
@@ -307,7 +315,7 @@ func (l *Lab) Handler(down func()) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"sent": o.Sent, "lost_queries": o.Lost, "gaps": o.Gaps,
-			"downtime_ms": float64(o.Longest.Microseconds()) / 1000})
+			"downtime_ms": float64(o.Longest.Microseconds()) / 1000, "gap_list": o.Spans})
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		var since time.Time
@@ -319,6 +327,51 @@ func (l *Lab) Handler(down func()) http.Handler {
 			}
 		}
 		writeJSON(w, http.StatusOK, l.Events(since))
+	})
+	mux.HandleFunc("GET /v1/vcenter/faults", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, l.VCFaults())
+	})
+	mux.HandleFunc("POST /v1/vcenter/faults", func(w http.ResponseWriter, r *http.Request) {
+		var req VCFaultRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeErr(w, badRequest("vCenter fault request: %v", err))
+			return
+		}
+		f, err := req.Rule(time.Now())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		l.AddVCFault(f)
+		writeJSON(w, http.StatusOK, f)
+	})
+	mux.HandleFunc("DELETE /v1/vcenter/faults", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"cleared": l.ClearVCFaults()})
+	})
+	mux.HandleFunc("GET /v1/vcenter/sessions", func(w http.ResponseWriter, r *http.Request) {
+		ss, err := l.VCSessions(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ss)
+	})
+	mux.HandleFunc("POST /v1/vcenter/terminate", func(w http.ResponseWriter, r *http.Request) {
+		n, err := l.TerminateVCSessions(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"terminated": n})
+	})
+	mux.HandleFunc("POST /v1/heal", func(w http.ResponseWriter, r *http.Request) {
+		if err := l.Heal(); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"healed": true})
 	})
 	mux.HandleFunc("POST /v1/down", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"down": true})
@@ -443,6 +496,36 @@ func (c *Control) RestartEngine(ctx context.Context) (EngineRestart, error) {
 	var out EngineRestart
 	err := c.do(ctx, http.MethodPost, "/v1/engine/restart", nil, &out)
 	return out, err
+}
+
+// VCFault puts a vCenter fault rule in force.
+func (c *Control) VCFault(ctx context.Context, req VCFaultRequest) (VCFault, error) {
+	var f VCFault
+	err := c.do(ctx, http.MethodPost, "/v1/vcenter/faults", req, &f)
+	return f, err
+}
+
+// ClearVCFaults removes every vCenter fault rule.
+func (c *Control) ClearVCFaults(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "/v1/vcenter/faults", nil, nil)
+}
+
+// VCSessions lists the nodes' live vCenter sessions.
+func (c *Control) VCSessions(ctx context.Context) ([]VCSession, error) {
+	var ss []VCSession
+	err := c.do(ctx, http.MethodGet, "/v1/vcenter/sessions", nil, &ss)
+	return ss, err
+}
+
+// TerminateVCSessions terminates every node's vCenter session.
+func (c *Control) TerminateVCSessions(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/vcenter/terminate", nil, nil)
+}
+
+// Heal undoes every fault (vCenter rules, partitions, stopped and killed
+// nodes).
+func (c *Control) Heal(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/heal", nil, nil)
 }
 
 // Down asks the daemon to tear the lab down and exit.

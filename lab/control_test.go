@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,7 +45,17 @@ func TestControlRefusesBadInput(t *testing.T) {
 		{"POST", "/v1/attack", `{"kind":"dos","active":true,"replica":"a"}`, "names no other target"},
 		{"POST", "/v1/attack", `not json`, "attack request"},
 		{"POST", "/v1/nodes/n9/kill", ``, `no node "n9"`},
-		{"POST", "/v1/nodes/n1/reboot", ``, "want kill or start"},
+		{"POST", "/v1/nodes/n1/reboot", ``, "want kill, start, stop"},
+		{"POST", "/v1/nodes/n9/stop", ``, `no node "n9"`},
+		{"POST", "/v1/nodes/n9/partition", ``, `no node "n9"`},
+		{"POST", "/v1/nodes/n9/heal", ``, `no node "n9"`},
+		{"POST", "/v1/vcenter/faults", `{"method":"ReconfigVM_Task"}`, "would do nothing"},
+		{"POST", "/v1/vcenter/faults", `{"method":"","delay":"1s"}`, "want a SOAP method"},
+		{"POST", "/v1/vcenter/faults", `{"method":"Login","fail":true}`, "delay it instead"},
+		{"POST", "/v1/vcenter/faults", `{"method":"*","fail":true}`, "delay it instead"},
+		{"POST", "/v1/vcenter/faults", `{"method":"ReconfigVM_Task","delay":"10s"}`, "delay"},
+		{"POST", "/v1/vcenter/faults", `{"method":"ReconfigVM_Task","fail":true,"duration":"2h"}`, "duration"},
+		{"POST", "/v1/vcenter/faults", `{"method":"ReconfigVM_Task","fail":true,"x":1}`, "unknown field"},
 		{"GET", "/v1/outage?from=yesterday&to=now", ``, "RFC 3339"},
 		{"GET", "/v1/events?since=soon", ``, "RFC 3339"},
 	}
@@ -58,6 +69,58 @@ func TestControlRefusesBadInput(t *testing.T) {
 		if rec.Code != http.StatusBadRequest || !strings.Contains(e.Error, c.want) {
 			t.Errorf("%s %s %s: %d %q; want 400 with %q", c.method, c.path, c.body, rec.Code, e.Error, c.want)
 		}
+	}
+}
+
+// Fault rules apply to the methods they name (or all, "*"), the longest
+// delay wins, and they end by themselves.
+func TestVCFaultRules(t *testing.T) {
+	var v vcFaults
+	now := time.Now()
+	r1, err := VCFaultRequest{Method: "ReconfigVM_Task", Fail: true, Duration: "1s"}.Rule(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := VCFaultRequest{Method: "*", Delay: "200ms", Duration: "3s"}.Rule(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.add(r1)
+	v.add(r2)
+	if d, fail := v.match("ReconfigVM_Task", now); d != 200*time.Millisecond || !fail {
+		t.Fatalf("ReconfigVM_Task: delay %s fail %t; want 200ms and fail", d, fail)
+	}
+	if d, fail := v.match("PowerOnVM_Task", now); d != 200*time.Millisecond || fail {
+		t.Fatalf("PowerOnVM_Task: delay %s fail %t; want 200ms, no fail", d, fail)
+	}
+	if d, fail := v.match("ReconfigVM_Task", now.Add(2*time.Second)); d != 200*time.Millisecond || fail {
+		t.Fatalf("after the fail rule ended: delay %s fail %t", d, fail)
+	}
+	if d, fail := v.match("ReconfigVM_Task", now.Add(4*time.Second)); d != 0 || fail {
+		t.Fatalf("after every rule ended: delay %s fail %t", d, fail)
+	}
+	v.add(r1)
+	if n := v.clear(); n != 1 {
+		t.Fatalf("clear removed %d rules, want 1", n)
+	}
+}
+
+// The proxy dials the simulator from 127.0.0.X for a node at a.b.c.X, so
+// that a session names its node.
+func TestProxySource(t *testing.T) {
+	l := describedLab(t)
+	src := proxySource(&net.TCPAddr{IP: net.IPv4(10, 253, 53, 11), Port: 4000})
+	if src == nil || src.IP.String() != "127.0.0.11" {
+		t.Fatalf("source for .11 = %v", src)
+	}
+	if got := l.nodeOfSource("127.0.0.11"); got != "n1" {
+		t.Fatalf("node of 127.0.0.11 = %q, want n1", got)
+	}
+	if got := l.nodeOfSource("127.0.0.1"); got != "" {
+		t.Fatalf("node of 127.0.0.1 = %q, want none", got)
+	}
+	if proxySource(&net.UnixAddr{Name: "x"}) != nil {
+		t.Fatal("a non-TCP address got a source")
 	}
 }
 
@@ -126,5 +189,20 @@ func TestControlServerRefusesOversizedAndSlowRequests(t *testing.T) {
 				t.Fatal("the control server kept a slow client's connection open")
 			}
 		})
+	}
+}
+
+// An outage asked for across a renewal of the measuring client adds both
+// clients' halves.
+func TestMergeOutages(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	a := netlab.Outage{Sent: 10, Lost: 2, Gaps: 1, Longest: 10 * time.Millisecond,
+		Answers: map[netip.Addr]int{netip.MustParseAddr("192.0.2.10"): 8}, Spans: []netlab.Gap{{Start: t0, End: t0.Add(10 * time.Millisecond), Lost: 2}}}
+	b := netlab.Outage{Sent: 5, Lost: 5, Gaps: 1, Longest: 25 * time.Millisecond,
+		Answers: map[netip.Addr]int{}, Spans: []netlab.Gap{{Start: t0.Add(time.Second), End: t0.Add(time.Second + 25*time.Millisecond), Lost: 5, Open: true}}}
+	m := mergeOutages(a, b)
+	if m.Sent != 15 || m.Lost != 7 || m.Gaps != 2 || m.Longest != 25*time.Millisecond || len(m.Spans) != 2 || !m.Spans[1].Open ||
+		m.Answers[netip.MustParseAddr("192.0.2.10")] != 8 {
+		t.Fatalf("merged %+v", m)
 	}
 }

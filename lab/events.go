@@ -7,13 +7,21 @@ import (
 )
 
 // LabEvent is one thing the lab did to a replica (the Mirror following the
-// simulator, or an attack), for histories and for finding out what a lost
+// simulator, or an attack), a node or the vCenter (a fault), for histories and for finding out what a lost
 // query met.
 type LabEvent struct {
 	At      time.Time `json:"at"`
-	Replica string    `json:"replica"`
-	What    string    `json:"what"` // start, kill, suspend, resume, link, unlink, dos, exploit
-	Err     string    `json:"err,omitempty"`
+	Replica string    `json:"replica,omitempty"`
+	// Node is set for what the lab did to a controller node (node-kill,
+	// node-start, node-stop, node-cont, node-partition, node-heal).
+	Node string `json:"node,omitempty"`
+	// What: start, kill, suspend, resume, link, unlink, revert, dos,
+	// exploit (a replica); node-* (a node); vc-delay, vc-fail, vc-clear,
+	// vc-terminate (the vCenter); vc-call (a node's call that changes a
+	// VM, Detail "METHOD OBJECT").
+	What   string `json:"what"`
+	Detail string `json:"detail,omitempty"`
+	Err    string `json:"err,omitempty"`
 }
 
 // maxEvents bounds the events kept (the oldest go first).

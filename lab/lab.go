@@ -66,6 +66,14 @@ type Config struct {
 	// PerOperationLogin makes the nodes log in to vCenter for every
 	// operation (the paper's script; the benchmark's paper-cli mode).
 	PerOperationLogin bool
+	// VCenterSessionTimeout expires simulator sessions idle for longer
+	// (0: never), as a real vCenter does; VCenterKeepAlive is the nodes'
+	// session check interval (0: the driver's default, 10 s) and must be
+	// well below it. The chaos suite sets both so that the session of a
+	// leader killed with SIGKILL (which cannot log out) ends within a
+	// schedule.
+	VCenterSessionTimeout time.Duration
+	VCenterKeepAlive      time.Duration
 }
 
 // Lab is a running lab: the simulator the controller drives, the network,
@@ -93,6 +101,7 @@ type Lab struct {
 	attacks   attacks
 	ctrs      *containers // nil without container replicas
 	client    probeClient
+	vcFaults  vcFaults
 	ctx       context.Context // the lab's lifetime, cancelled by Down
 	started   time.Time
 	events    eventLog
@@ -154,8 +163,11 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	var mirror *Mirror
 	var mu sync.Mutex // guards mirror for the handler, set below
 	sim, err := vcsim.Start(vcsim.Options{Profile: cfg.Profile, VMsPerHost: (len(names) + 1) / 2,
-		Username: vcUser, Password: pass,
+		Username: vcUser, Password: pass, SessionTimeout: cfg.VCenterSessionTimeout,
 		Handler: func(sctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+			if f := l.vcHook(sctx, m); f != nil {
+				return nil, f
+			}
 			if m.Name != "RevertToSnapshot_Task" {
 				return nil, nil
 			}
@@ -168,6 +180,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 			mu.Unlock()
 			if name != "" && mr != nil {
 				mr.Reverted(name)
+				l.events.add(LabEvent{At: time.Now(), Replica: name, What: "revert"})
 			}
 			return nil, nil
 		}})

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ const (
 type probeClient struct {
 	mu  sync.Mutex
 	cur *netlab.Client
+	// prev is the client cur replaced (closed; its results stay), so that
+	// an outage asked for across a renewal still sees both halves.
+	prev *netlab.Client
 }
 
 func (p *probeClient) get() *netlab.Client {
@@ -55,7 +59,7 @@ func (l *Lab) runClient(ctx context.Context) error {
 				return
 			}
 			l.client.mu.Lock()
-			l.client.cur = next
+			l.client.prev, l.client.cur = c, next
 			l.client.mu.Unlock()
 			c.Close()
 			c = next
@@ -64,13 +68,35 @@ func (l *Lab) runClient(ctx context.Context) error {
 	return nil
 }
 
-// Outage is what the lab's client saw between from and to.
+// Outage is what the lab's client saw between from and to (across one
+// renewal of the client: the one before and the current one).
 func (l *Lab) Outage(from, to time.Time) (netlab.Outage, error) {
-	c := l.client.get()
+	l.client.mu.Lock()
+	prev, c := l.client.prev, l.client.cur
+	l.client.mu.Unlock()
 	if c == nil {
 		return netlab.Outage{}, fmt.Errorf("lab: no measuring client (the lab runs without nodes)")
 	}
-	return c.Outage(from, to), nil
+	o := c.Outage(from, to)
+	if prev == nil {
+		return o, nil
+	}
+	return mergeOutages(prev.Outage(from, to), o), nil
+}
+
+// mergeOutages adds b (later) to a (earlier). A gap that runs across the
+// boundary counts as two.
+func mergeOutages(a, b netlab.Outage) netlab.Outage {
+	out := netlab.Outage{Sent: a.Sent + b.Sent, Lost: a.Lost + b.Lost, Gaps: a.Gaps + b.Gaps,
+		Longest: max(a.Longest, b.Longest), Answers: map[netip.Addr]int{}}
+	for k, v := range a.Answers {
+		out.Answers[k] += v
+	}
+	for k, v := range b.Answers {
+		out.Answers[k] += v
+	}
+	out.Spans = append(append(out.Spans, a.Spans...), b.Spans...)
+	return out
 }
 
 // Event is one attack as the lab measured it: the switch the cluster

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,18 +92,22 @@ func (l *Lab) proxyVCenter() error {
 			conns.Add(1)
 			go func() {
 				defer conns.Done()
-				pipe(c, target, l.proxyDone)
+				pipe(c, target, proxySource(c.RemoteAddr()), l.proxyDone)
 			}()
 		}
 	}()
 	return nil
 }
 
-// pipe copies between c and a new connection to target until either side
-// closes or done is closed.
-func pipe(c net.Conn, target string, done <-chan struct{}) {
+// pipe copies between c and a new connection to target (dialed from src,
+// if set) until either side closes or done is closed.
+func pipe(c net.Conn, target string, src *net.TCPAddr, done <-chan struct{}) {
 	defer c.Close()
-	u, err := net.DialTimeout("tcp", target, 5*time.Second)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src != nil {
+		d.LocalAddr = src
+	}
+	u, err := d.Dial("tcp", target)
 	if err != nil {
 		return
 	}
@@ -211,6 +216,9 @@ vcenter:
   password_file: {{.PKI}}/vcenter.password
   thumbprint: "{{.Thumbprint}}"
   per_operation_login: {{.PerOpLogin}}
+{{- if .KeepAlive}}
+  keepalive_interval: {{.KeepAlive}}
+{{- end}}
 {{- if .Docker}}
 docker:
   hosts:
@@ -238,13 +246,20 @@ func (ns *nodeSet) writeConfig(node string) error {
 		"Name": node, "DataDir": filepath.Join(ns.dir, node), "Addr": l.Net.NodeAddr(node).String(),
 		"API": APIPort, "Raft": RaftPort, "Gossip": GossipPort, "Expect": len(t.Nodes),
 		"Join": strings.Join(join, ", "), "PKI": ns.pki, "VCenter": l.VCenterURL(), "User": vcUser,
-		"Thumbprint": l.Sim.Thumbprint(), "PerOpLogin": l.cfg.PerOperationLogin,
+		"Thumbprint": l.Sim.Thumbprint(), "PerOpLogin": l.cfg.PerOperationLogin, "KeepAlive": durationOrEmpty(l.cfg.VCenterKeepAlive),
 		"Docker": dockerEndpoint(l), "DockerHost": DockerHost,
 	})
 	if err != nil {
 		return fmt.Errorf("lab: agent config: %w", err)
 	}
 	return os.WriteFile(ns.configPath(node), []byte(b.String()), 0o600)
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return d.String()
 }
 
 func (ns *nodeSet) start(node string) error {
@@ -268,6 +283,23 @@ func exited(p *netlab.Proc) bool {
 	default:
 		return false
 	}
+}
+
+// running is the node's agent process, or an error if it is not running.
+func (ns *nodeSet) running(node string) (*netlab.Proc, error) {
+	if ns == nil {
+		return nil, badRequest("the lab has no nodes")
+	}
+	if !slices.Contains(ns.l.Net.Topology().Nodes, node) {
+		return nil, badRequest("no node %q", node)
+	}
+	ns.mu.Lock()
+	p := ns.procs[node]
+	ns.mu.Unlock()
+	if p == nil || exited(p) {
+		return nil, fmt.Errorf("lab: node %s is not running", node)
+	}
+	return p, nil
 }
 
 // kill sends SIGKILL to a node's agent and waits for it to exit.

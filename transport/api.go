@@ -29,6 +29,21 @@ type Status struct {
 	Voters       int    `json:"voters"`
 	Version      string `json:"version"`
 	Dev          bool   `json:"dev"`
+	// StateIndex and StateDigest are set only when asked for
+	// (GET /v1/status?digest=1): the log index this node's state machine
+	// has applied and the hex SHA-256 of its canonical snapshot at that
+	// index. Nodes at the same index must report the same digest
+	// (DESIGN.md §4.6); the chaos checker compares them.
+	StateIndex  uint64 `json:"state_index,omitempty"`
+	StateDigest string `json:"state_digest,omitempty"`
+}
+
+// StateDigester is implemented by a Backend that can digest its replicated
+// state (GET /v1/status?digest=1).
+type StateDigester interface {
+	// StateDigest returns the applied index and the hex SHA-256 of the
+	// state machine's canonical snapshot, read together.
+	StateDigest() (index uint64, digest string, err error)
 }
 
 // Member is one node as gossip sees it (GET /v1/members).

@@ -220,6 +220,14 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// StatusDigest is Status with the state machine's applied index and state
+// digest (GET /v1/status?digest=1).
+func (c *Client) StatusDigest(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.doJSON(ctx, http.MethodGet, "/v1/status?digest=1", nil, &st)
+	return st, err
+}
+
 // Members lists the nodes known to gossip.
 func (c *Client) Members(ctx context.Context) ([]Member, error) {
 	var ms []Member

@@ -133,7 +133,19 @@ func (s *Server) now() time.Time {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, s.b.Status())
+	st := s.b.Status()
+	if v := r.URL.Query().Get("digest"); v != "" && v != "0" && v != "false" {
+		d, ok := s.b.(StateDigester)
+		if !ok {
+			return invalidf("this node cannot digest its state")
+		}
+		idx, sum, err := d.StateDigest()
+		if err != nil {
+			return fmt.Errorf("state digest: %w", err)
+		}
+		st.StateIndex, st.StateDigest = idx, sum
+	}
+	return writeJSON(w, st)
 }
 
 func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) error {

@@ -113,11 +113,16 @@ func printAttack(w io.Writer, kind string, r lab.AttackResponse) {
 }
 
 func registerLabNodes() {
-	for _, action := range []string{"kill", "start"} {
-		summary := "Kill a node's agent with SIGKILL (-leader: whichever leads)"
-		if action == "start" {
-			summary = "Start a killed node's agent again from its data dir"
-		}
+	summaries := map[string]string{
+		"kill":      "Kill a node's agent with SIGKILL (-leader: whichever leads)",
+		"start":     "Start a killed node's agent again from its data dir",
+		"stop":      "Suspend a node's agent with SIGSTOP (-leader: whichever leads); lab node cont resumes it",
+		"cont":      "Resume a node's agent stopped with lab node stop (SIGCONT)",
+		"partition": "Cut a node off the lab network (its link to the bridge goes down; -leader: whichever leads)",
+		"heal":      "Connect a partitioned node to the lab network again",
+	}
+	for _, action := range []string{"kill", "start", "stop", "cont", "partition", "heal"} {
+		summary := summaries[action]
 		Register(Command{
 			Name:    "lab node " + action,
 			Args:    "[NODE]",
@@ -128,7 +133,7 @@ func registerLabNodes() {
 				var f labFlags
 				f.register(fs)
 				leader := fs.Bool("leader", false, "the node that leads now")
-				wait := fs.Bool("wait", false, "kill: wait until another node leads and print how long it took")
+				wait := fs.Bool("wait", false, "kill, stop, partition: wait until another node leads and print how long it took")
 				return func(ctx context.Context, e *Env, args []string) error {
 					c := f.control()
 					node := ""
@@ -153,7 +158,7 @@ func registerLabNodes() {
 					}
 					out := map[string]any{"node": node, "action": action, "at": at.Format(time.RFC3339Nano)}
 					newLeader := ""
-					if *wait && action == "kill" {
+					if *wait && (action == "kill" || action == "stop" || action == "partition") {
 						var err error
 						if newLeader, err = waitNewLeader(ctx, c, node, 20*time.Second); err != nil {
 							return err
@@ -163,7 +168,7 @@ func registerLabNodes() {
 					return e.Print(out, func(w io.Writer) {
 						fmt.Fprintf(w, "node %s: %s done at %s\n", node, action, at.Format("15:04:05.000"))
 						if newLeader != "" {
-							fmt.Fprintf(w, "new leader %s, %d ms after the kill\n", newLeader, out["new_leader_ms"])
+							fmt.Fprintf(w, "new leader %s, %d ms after the %s\n", newLeader, out["new_leader_ms"], action)
 						}
 					})
 				}

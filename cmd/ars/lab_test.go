@@ -32,6 +32,13 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"bench", "-modes", "ars,haproxy"}, exitUsage, `unknown mode "haproxy"`},
 		{[]string{"bench", "-profiles", "fast"}, exitUsage, `unknown profile "fast"`},
 		{[]string{"bench", "-load-fraction", "1.5"}, exitUsage, "-load-fraction"},
+		{[]string{"lab", "node", "partition", "-state-dir", dir}, exitUsage, "name a NODE or give -leader"},
+		{[]string{"lab", "node", "stop", "n1", "-state-dir", dir}, exitUnreachable, "no lab is running"},
+		{[]string{"chaos", "-state-dir", dir, "-schedules", "0"}, exitUsage, "-schedules 0"},
+		{[]string{"chaos", "-state-dir", dir, "-length", "2s"}, exitUsage, "-length 2s"},
+		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, exitUsage, `-profile "slow"`},
+		{[]string{"chaos", "-state-dir", dir, "-session-timeout", "4s", "-keepalive", "3s"}, exitUsage, "keep-alive of at most half"},
+		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, exitUsage, "must be positive"},
 	}
 	for _, c := range cases {
 		cli(t, nil, "", c.args...).fails(t, c.code, c.want)

@@ -190,6 +190,19 @@ type Outage struct {
 	Longest time.Duration
 	// Answers counts answered queries by the address they returned.
 	Answers map[netip.Addr]int
+	// Spans lists the gaps, oldest first.
+	Spans []Gap
+}
+
+// Gap is one run of lost queries: from the first lost query's send time to
+// the send time of the next answered one (End), or of the last lost one
+// with Open set if none was answered after it (within the window asked
+// for).
+type Gap struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Lost  int       `json:"lost"`
+	Open  bool      `json:"open,omitempty"`
 }
 
 func (o Outage) String() string {
@@ -215,14 +228,19 @@ func (c *Client) Outage(from, to time.Time) Outage {
 			if !inGap {
 				start, inGap = r.Sent, true
 				o.Gaps++
+				o.Spans = append(o.Spans, Gap{Start: start, Open: true})
 			}
 			o.Longest = max(o.Longest, r.Sent.Sub(start))
+			g := &o.Spans[len(o.Spans)-1]
+			g.End, g.Lost = r.Sent, g.Lost+1
 			continue
 		}
 		o.Answers[r.Answer]++
 		if inGap {
 			o.Longest = max(o.Longest, r.Sent.Sub(start))
 			inGap = false
+			g := &o.Spans[len(o.Spans)-1]
+			g.End, g.Open = r.Sent, false
 		}
 	}
 	return o

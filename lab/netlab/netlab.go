@@ -705,6 +705,37 @@ func (l *Lab) SignalReplica(replica string, sig syscall.Signal) error {
 	return errors.Join(errs...)
 }
 
+// SetNodeLink connects (up) or cuts off (down) a node: the hub side of its
+// veth, as Attach/Detach do for a replica. Cut off, the node reaches
+// nothing of the lab (no other node, no vCenter, no client) and nothing
+// reaches it; its process runs on. This is the chaos suite's partition
+// of one node.
+func (l *Lab) SetNodeLink(node string, up bool) error {
+	i := slices.Index(l.t.Nodes, node)
+	if i < 0 {
+		return fmt.Errorf("netlab: no node %q", node)
+	}
+	return setLinkUp(filepath.Join(netnsDir, l.hubNS()), l.nodePort(i), up)
+}
+
+// NodeLinked reports whether the node's link to the bridge is up.
+func (l *Lab) NodeLinked(node string) (bool, error) {
+	i := slices.Index(l.t.Nodes, node)
+	if i < 0 {
+		return false, fmt.Errorf("netlab: no node %q", node)
+	}
+	var up bool
+	err := inNetns(filepath.Join(netnsDir, l.hubNS()), func() error {
+		ifi, err := net.InterfaceByName(l.nodePort(i))
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", l.nodePort(i), err)
+		}
+		up = ifi.Flags&net.FlagUp != 0
+		return nil
+	})
+	return up, err
+}
+
 // ReplicaPids lists the processes in the replica's namespace.
 func (l *Lab) ReplicaPids(replica string) ([]int, error) {
 	ino, err := nsInode(l.Namespace(replica))

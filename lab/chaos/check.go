@@ -1,0 +1,509 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"ars/fsm"
+)
+
+// Invariants the checker reports (DESIGN.md §4 and the issue's list).
+const (
+	// InvDeposedCall: a node that was not the leader made a vCenter call
+	// that changes a VM (§4.1): another node led both in the sample before
+	// the call and in the one after it.
+	InvDeposedCall = "deposed-driver-call"
+	// InvTwoAttached: two replicas linked at once for longer than the
+	// make-before-break window (§4.2).
+	InvTwoAttached = "two-attached"
+	// InvAlertUnanswered: a committed alert without an outcome; InvAlertLost:
+	// an exploit the lab wrote that no committed alert reports (§4.3).
+	InvAlertUnanswered = "alert-unanswered"
+	InvAlertLost       = "alert-lost"
+	// InvUnrestored: a replica linked again after an exploit without a
+	// revert to its clean snapshot in between (§4.4).
+	InvUnrestored = "unrestored-linked"
+	// InvAttackUnanswered: an attack on the linked replica not followed
+	// by a switch away from it within the outage bound (§4.5).
+	InvAttackUnanswered = "attack-unanswered"
+	// InvStateDiverged: two nodes with different state digests at the same
+	// applied index (§4.6).
+	InvStateDiverged = "state-diverged"
+	// InvSessionLeak: a node's vCenter session alive longer than allowed
+	// after the node stopped leading or logged in again.
+	InvSessionLeak = "session-leak"
+	// InvOutage: the service not answering again within the bound after
+	// an attack.
+	InvOutage = "outage"
+	// InvNotReady: the cluster not healthy again after the faults were
+	// healed (leader, every voter, service steady, alerts answered).
+	InvNotReady = "not-ready"
+)
+
+// Invariants lists them in report order.
+var Invariants = []string{InvDeposedCall, InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
+	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady}
+
+// Bounds are the checker's limits.
+type Bounds struct {
+	// MaxOverlap bounds a make-before-break window: how long two replicas
+	// may be linked at once (default 10s: the longest fault, 4 s, plus an
+	// election and a reconcile pass with its retries).
+	MaxOverlap time.Duration
+	// MaxOutage bounds how long after an attack the service may go
+	// unanswered and the switch may take (default 10s: the longest node
+	// fault, 4 s, plus the longest vCenter failure, 3 s, plus an
+	// election, barrier and login, 2 s, plus detection and the switch,
+	// 1 s — all at once, which a schedule rarely lines up).
+	MaxOutage time.Duration
+	// LogoutGrace is how long a node's session may outlive its
+	// leadership, or its replacement by a newer session of the node
+	// (default 5s).
+	LogoutGrace time.Duration
+	// SessionExpiry replaces LogoutGrace for a node that was killed,
+	// stopped or cut off meanwhile (it could not log out; vCenter expires
+	// the session): default 20s, set it from the lab's session timeout.
+	SessionExpiry time.Duration
+}
+
+// MarshalJSON writes the bounds as Go durations ("10s"), for people
+// reading a summary.
+func (b Bounds) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"max_overlap": b.MaxOverlap.String(), "max_outage": b.MaxOutage.String(),
+		"logout_grace": b.LogoutGrace.String(), "session_expiry": b.SessionExpiry.String()})
+}
+
+func (b Bounds) withDefaults() Bounds {
+	if b.MaxOverlap == 0 {
+		b.MaxOverlap = 10 * time.Second
+	}
+	if b.MaxOutage == 0 {
+		b.MaxOutage = 10 * time.Second
+	}
+	if b.LogoutGrace == 0 {
+		b.LogoutGrace = 5 * time.Second
+	}
+	if b.SessionExpiry == 0 {
+		b.SessionExpiry = 20 * time.Second
+	}
+	return b
+}
+
+// Violation is one broken invariant.
+type Violation struct {
+	Invariant string    `json:"invariant"`
+	At        time.Time `json:"at"`
+	What      string    `json:"what"`
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s at %s: %s", v.Invariant, v.At.Format("15:04:05.000"), v.What)
+}
+
+// Report is the checker's verdict on one history, with its figures.
+type Report struct {
+	Seed       int64        `json:"seed"`
+	Violations []Violation  `json:"violations"`
+	Faults     map[Kind]int `json:"faults"`  // done, by kind (attacks included)
+	Skipped    map[Kind]int `json:"skipped"` // not done: skipped or failed
+	Attacks    int          `json:"attacks"`
+	Switches   int          `json:"switches"`
+	// LongestOutage is the longest gap the client saw after an attack.
+	LongestOutage time.Duration `json:"longest_outage"`
+	// LongestOverlap is the longest time two replicas were linked.
+	LongestOverlap time.Duration `json:"longest_overlap"`
+	// DriverCalls counts the nodes' vCenter calls that change a VM;
+	// LateCalls those of a node that was cut off in the 10 s before
+	// (requests it sent as leader can reach vCenter after the partition
+	// heals: counted, not violations).
+	DriverCalls int `json:"driver_calls"`
+	LateCalls   int `json:"late_calls"`
+	// Unprovoked counts switches with no attack in the outage bound
+	// before them, UnattributedGaps the client's gaps with none (reported,
+	// not §4 violations: a false switch would show in both).
+	Unprovoked       int `json:"unprovoked_switches"`
+	UnattributedGaps int `json:"unattributed_gaps"`
+	// Duration is the run's length, from Start to End.
+	Duration time.Duration `json:"duration"`
+}
+
+// OK reports whether no invariant was broken.
+func (r Report) OK() bool { return len(r.Violations) == 0 }
+
+// Check verifies the invariants over h.
+func Check(h History, b Bounds) Report {
+	b = b.withDefaults()
+	r := Report{Seed: h.Seed, Faults: map[Kind]int{}, Skipped: map[Kind]int{}, Duration: h.End.Sub(h.Start)}
+	add := func(inv string, at time.Time, format string, a ...any) {
+		r.Violations = append(r.Violations, Violation{Invariant: inv, At: at, What: fmt.Sprintf(format, a...)})
+	}
+	for _, in := range h.Injections {
+		if in.Done() {
+			r.Faults[in.Step.Kind]++
+			if in.Step.Kind.IsAttack() {
+				r.Attacks++
+			}
+		} else {
+			r.Skipped[in.Step.Kind]++
+		}
+	}
+	for _, s := range h.Switches {
+		if t := time.Unix(0, s.StartedAt); !t.Before(h.Start) && !t.After(h.End) {
+			r.Switches++
+		}
+	}
+	evs := slices.Clone(h.Events)
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) })
+
+	checkDriverCalls(h, evs, &r, add)
+	checkAttached(h, evs, b, &r, add)
+	checkAlerts(h, add)
+	checkRestored(evs, add)
+	checkAttacks(h, evs, b, &r, add)
+	checkDigests(h, add)
+	checkSessions(h, b, add)
+	if !h.Ready {
+		add(InvNotReady, h.End, "not healthy after the heal: %s", h.NotReady)
+	}
+	sort.SliceStable(r.Violations, func(i, j int) bool { return r.Violations[i].At.Before(r.Violations[j].At) })
+	return r
+}
+
+type addFunc func(inv string, at time.Time, format string, a ...any)
+
+// lateWindow is how long after a partition a node's call may be one it
+// sent before (TCP delivers it when the link comes back).
+const lateWindow = 10 * time.Second
+
+// checkDriverCalls: only the leader changes VMs (§4.1).
+func checkDriverCalls(h History, evs []Event, r *Report, add addFunc) {
+	for _, e := range evs {
+		if e.What != "vc-call" || e.Node == "" {
+			continue
+		}
+		r.DriverCalls++
+		prev, next := -1, -1
+		for i, s := range h.Samples {
+			if !s.At.After(e.At) {
+				prev = i
+			} else if next < 0 {
+				next = i
+			}
+		}
+		if prev < 0 || next < 0 {
+			continue
+		}
+		before, after := h.Samples[prev].Leader(), h.Samples[next].Leader()
+		if before == "" || before == e.Node || after != before {
+			continue
+		}
+		cut := slices.ContainsFunc(h.Injections, func(in Injection) bool {
+			return in.Node == e.Node && in.Step.Kind == NodePartition && in.Done() &&
+				!in.At.After(e.At) && !in.At.Before(e.At.Add(-lateWindow-in.Step.Duration))
+		})
+		if cut {
+			r.LateCalls++
+			continue
+		}
+		add(InvDeposedCall, e.At, "%s called %s while %s led (samples at %s and %s)", e.Node, e.Detail, before,
+			h.Samples[prev].At.Format("15:04:05.000"), h.Samples[next].At.Format("15:04:05.000"))
+	}
+}
+
+// linkedAt replays the link events up to (not after) t.
+func linkedAt(h History, evs []Event, t time.Time) map[string]bool {
+	linked := map[string]bool{}
+	for _, n := range h.Linked {
+		linked[n] = true
+	}
+	for _, e := range evs {
+		if e.At.After(t) {
+			break
+		}
+		applyLink(linked, e)
+	}
+	return linked
+}
+
+func applyLink(linked map[string]bool, e Event) {
+	if e.Err != "" || e.Replica == "" {
+		return
+	}
+	switch e.What {
+	case "link":
+		linked[e.Replica] = true
+	case "unlink":
+		delete(linked, e.Replica)
+	}
+}
+
+func names(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkAttached: never two replicas linked for longer than MaxOverlap.
+func checkAttached(h History, evs []Event, b Bounds, r *Report, add addFunc) {
+	linked := linkedAt(h, nil, h.Start)
+	var since time.Time
+	var who []string
+	end := func(at time.Time) {
+		d := at.Sub(since)
+		r.LongestOverlap = max(r.LongestOverlap, d)
+		if d > b.MaxOverlap {
+			add(InvTwoAttached, since, "%v linked together for %s (bound %s)", who, d.Round(time.Millisecond), b.MaxOverlap)
+		}
+		since = time.Time{}
+	}
+	if len(linked) >= 2 {
+		since, who = h.Start, names(linked)
+	}
+	for _, e := range evs {
+		applyLink(linked, e)
+		switch {
+		case len(linked) >= 2 && since.IsZero():
+			since, who = e.At, names(linked)
+		case len(linked) < 2 && !since.IsZero():
+			end(e.At)
+		}
+	}
+	if !since.IsZero() {
+		end(h.End)
+	}
+}
+
+// checkAlerts: every committed alert of the run answered; every exploit
+// the lab wrote reported by a committed alert.
+func checkAlerts(h History, add addFunc) {
+	for _, a := range h.Alerts {
+		at := time.Unix(0, a.At)
+		if at.Before(h.Start) {
+			continue
+		}
+		if a.Outcome == "" {
+			add(InvAlertUnanswered, at, "alert %s (%s on %s, index %d) has no outcome", a.ID, a.Kind, a.Replica, a.Index)
+		}
+	}
+	for _, in := range h.Injections {
+		if in.Step.Kind != AttackExploit || !in.Done() {
+			continue
+		}
+		found := slices.ContainsFunc(h.Alerts, func(a fsm.AlertRecord) bool {
+			return a.Replica == in.Replica && a.Kind == fsm.KindExploit && !time.Unix(0, a.At).Before(in.At.Add(-time.Second))
+		})
+		if !found {
+			add(InvAlertLost, in.At, "the exploit on %s has no committed alert", in.Replica)
+		}
+	}
+}
+
+// checkRestored: after an exploit on a replica, it is linked again only
+// after a revert to its clean snapshot.
+func checkRestored(evs []Event, add addFunc) {
+	tainted := map[string]time.Time{}
+	for _, e := range evs {
+		if e.Err != "" || e.Replica == "" {
+			continue
+		}
+		switch e.What {
+		case "exploit":
+			if _, ok := tainted[e.Replica]; !ok {
+				tainted[e.Replica] = e.At
+			}
+		case "revert":
+			delete(tainted, e.Replica)
+		case "link":
+			if t, ok := tainted[e.Replica]; ok {
+				add(InvUnrestored, e.At, "%s linked again without a revert since the exploit at %s", e.Replica, t.Format("15:04:05.000"))
+				delete(tainted, e.Replica) // once
+			}
+		}
+	}
+}
+
+// lossLead is how long before an attack a query may be sent and still be
+// lost to it: the client's timeout (a query in flight when the server is
+// wedged).
+const lossLead = 250 * time.Millisecond
+
+// checkAttacks: an attack on the linked replica is answered by a switch
+// away from it within MaxOutage, and every gap the client saw after an
+// attack (a gap belongs to the latest attack before it) is over by then.
+func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
+	var attacks []Injection
+	for _, in := range h.Injections {
+		if in.Step.Kind.IsAttack() && in.Done() {
+			attacks = append(attacks, in)
+		}
+	}
+	sort.SliceStable(attacks, func(i, j int) bool { return attacks[i].At.Before(attacks[j].At) })
+	for _, in := range attacks {
+		t, bound := in.At, in.At.Add(b.MaxOutage)
+		if linkedAt(h, evs, t)[in.Replica] {
+			ok := slices.ContainsFunc(h.Switches, func(s fsm.SwitchRecord) bool {
+				st := time.Unix(0, s.StartedAt)
+				return s.From == in.Replica && !st.Before(t.Add(-time.Second)) && !st.After(bound)
+			})
+			if !ok {
+				add(InvAttackUnanswered, t, "%s on %s: no switch away from it within %s", in.Step.Kind, in.Replica, b.MaxOutage)
+			}
+		}
+	}
+	for _, g := range h.Gaps {
+		// The latest attack at most lossLead after the gap's start.
+		i := -1
+		for j, in := range attacks {
+			if !in.At.After(g.Start.Add(lossLead)) {
+				i = j
+			}
+		}
+		if i < 0 || g.Start.After(attacks[i].At.Add(b.MaxOutage)) {
+			r.UnattributedGaps++
+			continue
+		}
+		in := attacks[i]
+		end := g.End
+		if g.Open {
+			end = h.End
+		}
+		r.LongestOutage = max(r.LongestOutage, end.Sub(g.Start))
+		if bound := in.At.Add(b.MaxOutage); g.Open || end.After(bound) {
+			add(InvOutage, g.Start, "%s on %s at %s: the service did not answer again within %s (gap of %s, %d lost%s)",
+				in.Step.Kind, in.Replica, in.At.Format("15:04:05.000"), b.MaxOutage, end.Sub(g.Start).Round(time.Millisecond), g.Lost, openNote(g.Open))
+		}
+	}
+	for _, s := range h.Switches {
+		st := time.Unix(0, s.StartedAt)
+		if st.Before(h.Start) || st.After(h.End) || s.Reason == fsm.ReasonManual {
+			continue
+		}
+		if !slices.ContainsFunc(attacks, func(in Injection) bool {
+			return !st.Before(in.At.Add(-time.Second)) && !st.After(in.At.Add(b.MaxOutage))
+		}) {
+			r.Unprovoked++
+		}
+	}
+}
+
+func openNote(open bool) string {
+	if open {
+		return ", never answered again"
+	}
+	return ""
+}
+
+// checkDigests: nodes at the same applied index hold the same state.
+func checkDigests(h History, add addFunc) {
+	type seen struct {
+		digest, node string
+	}
+	first := map[uint64]seen{}
+	reported := map[uint64]bool{}
+	for _, s := range h.Samples {
+		for _, n := range s.Nodes {
+			if n.Err != "" || n.Digest == "" {
+				continue
+			}
+			f, ok := first[n.Index]
+			if !ok {
+				first[n.Index] = seen{n.Digest, n.Node}
+				continue
+			}
+			if f.digest != n.Digest && !reported[n.Index] {
+				reported[n.Index] = true
+				add(InvStateDiverged, s.At, "index %d: %s has state %.12s, %s has %.12s", n.Index, f.node, f.digest, n.Node, n.Digest)
+			}
+		}
+	}
+}
+
+// checkSessions: a node's vCenter session ends within LogoutGrace of the
+// end of the node's leadership or of a newer session of the node, or
+// within SessionExpiry if the node was killed, stopped or cut off (it
+// could not log out).
+func checkSessions(h History, b Bounds, add addFunc) {
+	type life struct {
+		node        string
+		first, last time.Time
+	}
+	lives := map[string]*life{}
+	var samples []Sample
+	for _, s := range h.Samples {
+		if s.SessionsErr != "" {
+			continue
+		}
+		samples = append(samples, s)
+		for _, ss := range s.Sessions {
+			l := lives[ss.Key]
+			if l == nil {
+				l = &life{node: ss.Node, first: s.At}
+				lives[ss.Key] = l
+			}
+			l.last = s.At
+		}
+	}
+	excused := func(node string, from, to time.Time) bool {
+		return slices.ContainsFunc(h.Injections, func(in Injection) bool {
+			if in.Node != node || !in.Step.Kind.IsNodeFault() || !in.Done() {
+				return false
+			}
+			until := in.Until
+			if until.IsZero() {
+				until = h.End
+			}
+			return !in.At.After(to) && !until.Before(from)
+		})
+	}
+	reported := map[string]bool{}
+	for i, s := range samples {
+		for _, ss := range s.Sessions {
+			if reported[ss.Key] {
+				continue
+			}
+			l := lives[ss.Key]
+			var stale time.Time
+			// Not leading since when?
+			if samples[i].Leader() != l.node {
+				j := i
+				for j > 0 && samples[j-1].Leader() != l.node && !samples[j-1].At.Before(l.first) {
+					j--
+				}
+				stale = samples[j].At
+			}
+			// Replaced by a newer session of the same node?
+			for _, o := range s.Sessions {
+				if o.Key != ss.Key && o.Node == l.node && lives[o.Key].first.After(l.first) {
+					if f := lives[o.Key].first; stale.IsZero() || f.Before(stale) {
+						stale = f
+					}
+				}
+			}
+			if stale.IsZero() {
+				continue
+			}
+			allowed := b.LogoutGrace
+			if excused(l.node, l.first.Add(-time.Second), s.At) {
+				allowed = b.SessionExpiry
+			}
+			if d := s.At.Sub(stale); d > allowed {
+				reported[ss.Key] = true
+				add(InvSessionLeak, s.At, "session %.8s of %s alive %s after its node stopped leading or logged in again (bound %s)",
+					ss.Key, orNone(l.node), d.Round(time.Millisecond), allowed)
+			}
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no node"
+	}
+	return s
+}

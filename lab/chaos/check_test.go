@@ -1,0 +1,265 @@
+package chaos
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"ars/fsm"
+)
+
+var t0 = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func ns(ms int) int64 { return at(ms).UnixNano() }
+
+// sample is a poll where leader leads (term 2) and every node is at index
+// with digest, and sessions (KEY@NODE) are live.
+func sample(ms int, leader string, index uint64, digest string, sessions ...string) Sample {
+	s := Sample{At: at(ms)}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		st := "follower"
+		if n == leader {
+			st = "leader"
+		}
+		s.Nodes = append(s.Nodes, NodeSample{Node: n, State: st, Leader: leader, Term: 2, Voters: 3, Index: index, Digest: digest})
+	}
+	for _, kv := range sessions {
+		k, n, _ := strings.Cut(kv, "@")
+		s.Sessions = append(s.Sessions, Session{Key: k, Node: n})
+	}
+	return s
+}
+
+// good is a history that keeps every invariant: a DoS on the active "a"
+// answered by a break-before-make switch to "b" (a 300 ms gap), and an
+// exploit on "b" answered by a make-before-break switch to "c", "b"
+// reverted; n1 leads throughout with one session.
+func good() History {
+	h := History{Seed: 7, Start: at(0), End: at(20000), Healed: at(17000), Ready: true, Linked: []string{"a"}}
+	h.Injections = []Injection{
+		{Step: Step{Kind: AttackDoS, Target: TargetActive}, At: at(1000), Replica: "a"},
+		{Step: Step{Kind: NodeStop, Target: TargetFollower, Duration: 2 * time.Second}, At: at(2000), Until: at(4000), Node: "n2"},
+		{Step: Step{Kind: AttackExploit, Target: TargetActive}, At: at(6000), Replica: "b"},
+	}
+	h.Events = []Event{
+		{At: at(1000), Replica: "a", What: "dos"},
+		{At: at(1285), Node: "n1", What: "vc-call", Detail: "ReconfigVM_Task vm-a"},
+		{At: at(1295), Node: "n1", What: "vc-call", Detail: "ReconfigVM_Task vm-b"},
+		{At: at(1290), Replica: "a", What: "unlink"},
+		{At: at(1300), Replica: "b", What: "link"},
+		{At: at(1500), Replica: "a", What: "revert"},
+		{At: at(6000), Replica: "b", What: "exploit"},
+		{At: at(6050), Replica: "c", What: "link"},
+		{At: at(6060), Replica: "b", What: "unlink"},
+		{At: at(6500), Replica: "b", What: "revert"},
+		{At: at(9000), Replica: "b", What: "link"}, // after its revert: fine
+		{At: at(9010), Replica: "c", What: "unlink"},
+	}
+	h.Gaps = []Gap{{Start: at(1005), End: at(1305), Lost: 60}}
+	h.Switches = []fsm.SwitchRecord{
+		{Generation: 2, From: "a", To: "b", Reason: fsm.ReasonDoS, StartedAt: ns(1280), DoneAt: ns(1350), Done: true},
+		{Generation: 3, From: "b", To: "c", Reason: fsm.ReasonExploit, StartedAt: ns(6040), DoneAt: ns(6100), Done: true},
+		{Generation: 4, From: "c", To: "b", Reason: fsm.ReasonManual, StartedAt: ns(9000), DoneAt: ns(9050), Done: true},
+	}
+	h.Alerts = []fsm.AlertRecord{{ID: "x1", Replica: "b", Kind: fsm.KindExploit, At: ns(6002), Index: 30, Outcome: "switch"}}
+	for ms := 0; ms <= 20000; ms += 500 {
+		h.Samples = append(h.Samples, sample(ms, "n1", uint64(10+ms/1000), "d"+string(rune('a'+ms/1000)), "s1@n1"))
+	}
+	return h
+}
+
+func TestCheckAcceptsAGoodHistory(t *testing.T) {
+	r := Check(good(), Bounds{})
+	if !r.OK() {
+		t.Fatalf("violations in a good history: %v", r.Violations)
+	}
+	if r.Attacks != 2 || r.Switches != 3 || r.Faults[NodeStop] != 1 || r.Faults[AttackDoS] != 1 {
+		t.Fatalf("figures %+v", r)
+	}
+	if r.LongestOutage != 300*time.Millisecond {
+		t.Fatalf("longest outage %s, want 300ms", r.LongestOutage)
+	}
+	if r.LongestOverlap != 10*time.Millisecond {
+		t.Fatalf("longest overlap %s, want 10ms", r.LongestOverlap)
+	}
+	if r.DriverCalls != 2 || r.LateCalls != 0 {
+		t.Fatalf("driver calls %d, late %d; want 2, 0", r.DriverCalls, r.LateCalls)
+	}
+	if r.Unprovoked != 0 || r.UnattributedGaps != 0 {
+		t.Fatalf("%d unprovoked switches, %d gaps with no attack", r.Unprovoked, r.UnattributedGaps)
+	}
+}
+
+// Each case breaks one invariant of the good history; the checker must
+// report that one (and may report its consequences).
+func TestCheckFindsEachViolation(t *testing.T) {
+	cases := []struct {
+		name string
+		want string
+		mod  func(h *History)
+	}{
+		{"two replicas linked past the make-before-break window", InvTwoAttached, func(h *History) {
+			// c is never unlinked after the manual switch back to b at 9 s.
+			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "c" && e.What == "unlink" })
+		}},
+		{"an overlap still open at the end", InvTwoAttached, func(h *History) {
+			h.Events = append(h.Events, Event{At: at(9500), Replica: "a", What: "link"})
+		}},
+		{"a committed alert without an outcome", InvAlertUnanswered, func(h *History) {
+			h.Alerts = append(h.Alerts, fsm.AlertRecord{ID: "x2", Replica: "c", Kind: fsm.KindExploit, At: ns(12000), Index: 40})
+		}},
+		{"an exploit with no committed alert", InvAlertLost, func(h *History) {
+			h.Alerts = nil
+		}},
+		{"an exploited replica linked before its revert", InvUnrestored, func(h *History) {
+			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "b" && e.What == "revert" })
+		}},
+		{"a DoS on the linked replica never switched", InvAttackUnanswered, func(h *History) {
+			h.Switches = h.Switches[1:]
+		}},
+		{"an exploit on the linked replica switched too late", InvAttackUnanswered, func(h *History) {
+			h.Switches[1].StartedAt = ns(6000 + 16000)
+		}},
+		{"two nodes at the same index with different states", InvStateDiverged, func(h *History) {
+			h.Samples[3].Nodes[2].Digest = "forked"
+		}},
+		{"a deposed leader keeps its session", InvSessionLeak, func(h *History) {
+			// n3 leads from 10 s on; n1's session stays.
+			for i := range h.Samples {
+				if h.Samples[i].At.After(at(10000)) {
+					s := sample(int(h.Samples[i].At.Sub(t0)/time.Millisecond), "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, "s1@n1", "s3@n3")
+					h.Samples[i] = s
+				}
+			}
+		}},
+		{"a leader logs in again and leaves the old session", InvSessionLeak, func(h *History) {
+			for i := range h.Samples {
+				if h.Samples[i].At.After(at(8000)) {
+					h.Samples[i].Sessions = append(h.Samples[i].Sessions, Session{Key: "s2", Node: "n1"})
+				}
+			}
+		}},
+		{"the service does not answer again after an attack", InvOutage, func(h *History) {
+			h.Gaps = append(h.Gaps, Gap{Start: at(6100), End: at(19000), Lost: 2500, Open: true})
+		}},
+		{"a gap longer than the bound", InvOutage, func(h *History) {
+			h.Gaps[0].End = at(1000 + 16000)
+		}},
+		{"a second attack's gap outlasts the bound (it is not the first attack's)", InvOutage, func(h *History) {
+			// A DoS at 3 s whose gap (from 2.9 s) lasts 15.5 s: within the
+			// first attack's window, but it belongs to the second.
+			h.Injections = append(h.Injections, Injection{Step: Step{Kind: AttackDoS, Target: TargetActive}, At: at(3000), Replica: "b"})
+			h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 9, From: "b", To: "c", Reason: fsm.ReasonDoS, StartedAt: ns(3300), Done: true})
+			h.Gaps = append(h.Gaps, Gap{Start: at(2900), End: at(3000 + 15500), Lost: 3000})
+		}},
+		{"a follower changes a VM", InvDeposedCall, func(h *History) {
+			h.Events = append(h.Events, Event{At: at(5100), Node: "n2", What: "vc-call", Detail: "PowerOnVM_Task vm-c"})
+		}},
+		{"a stale leader changes a VM after another was elected", InvDeposedCall, func(h *History) {
+			// n2 resumes from SIGSTOP believing it leads (term 1) while n1
+			// leads in term 2.
+			for i := range h.Samples {
+				if ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond); ms == 4000 || ms == 4500 {
+					h.Samples[i].Nodes[1] = NodeSample{Node: "n2", State: "leader", Leader: "n2", Term: 1, Voters: 3}
+				}
+			}
+			h.Events = append(h.Events, Event{At: at(4200), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
+		}},
+		{"no healthy cluster after the heal", InvNotReady, func(h *History) {
+			h.Ready, h.NotReady = false, "no leader"
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := good()
+			c.mod(&h)
+			r := Check(h, Bounds{})
+			if !slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Invariant == c.want }) {
+				t.Fatalf("no %s violation; got %v", c.want, r.Violations)
+			}
+		})
+	}
+}
+
+// A node that was stopped, killed or cut off while it led cannot log out:
+// its session may live until vCenter expires it, not longer.
+func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
+	mk := func(lastMS int) History {
+		h := good()
+		h.Injections = append(h.Injections, Injection{Step: Step{Kind: NodeKill, Target: TargetLeader, Duration: 2 * time.Second},
+			At: at(10000), Until: at(12000), Node: "n1"})
+		for i := range h.Samples {
+			ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond)
+			if ms > 10000 {
+				sess := []string{"s3@n3"}
+				if ms <= lastMS {
+					sess = append(sess, "s1@n1")
+				}
+				h.Samples[i] = sample(ms, "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, sess...)
+			}
+		}
+		return h
+	}
+	if r := Check(mk(18000), Bounds{SessionExpiry: 10 * time.Second}); !r.OK() {
+		t.Fatalf("a killed leader's session gone 8 s later: %v", r.Violations)
+	}
+	if r := Check(mk(18000), Bounds{SessionExpiry: 5 * time.Second}); r.OK() {
+		t.Fatal("a killed leader's session 8 s after the kill with a 5 s expiry: no violation")
+	}
+}
+
+// A call that a cut-off leader sent before it was deposed may reach vCenter
+// when the partition heals: counted, not a violation.
+func TestCheckCountsLateCallsOfAPartitionedNode(t *testing.T) {
+	h := good()
+	h.Injections = append(h.Injections, Injection{Step: Step{Kind: NodePartition, Target: TargetLeader, Duration: 2 * time.Second},
+		At: at(10000), Until: at(12000), Node: "n2"})
+	h.Events = append(h.Events, Event{At: at(12100), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
+	r := Check(h, Bounds{})
+	if !r.OK() || r.LateCalls != 1 {
+		t.Fatalf("late calls %d, violations %v", r.LateCalls, r.Violations)
+	}
+}
+
+// A switch with no attack before it is counted, not a violation.
+func TestCheckCountsUnprovokedSwitches(t *testing.T) {
+	h := good()
+	h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 5, From: "b", To: "a", Reason: fsm.ReasonDoS, StartedAt: ns(19500), Done: true})
+	h.Gaps = append(h.Gaps, Gap{Start: at(19400), End: at(19700), Lost: 60})
+	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
+	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || !r.OK() {
+		t.Fatalf("unprovoked %d, unattributed gaps %d, violations %v", r.Unprovoked, r.UnattributedGaps, r.Violations)
+	}
+}
+
+func TestBoundsJSONIsReadable(t *testing.T) {
+	b, err := json.Marshal(Bounds{}.withDefaults())
+	if err != nil || !strings.Contains(string(b), `"max_outage":"10s"`) {
+		t.Fatalf("bounds as JSON: %s, %v", b, err)
+	}
+}
+
+func TestSummaryAddsReports(t *testing.T) {
+	s := NewSummary(t0, 1, 20*time.Second, Bounds{})
+	good := Check(good(), Bounds{})
+	h := good
+	s.Add(good)
+	bad := h
+	bad.Seed = 2
+	bad.Violations = []Violation{{Invariant: InvOutage}}
+	s.Add(bad)
+	if s.Schedules != 2 || s.Attacks != 4 || s.ViolationCount() != 1 || !slices.Equal(s.FailingSeeds, []int64{2}) {
+		t.Fatalf("summary %+v", s)
+	}
+	var b strings.Builder
+	s.WriteTable(&b)
+	for _, want := range []string{"schedules run\t2", "invariant violations\t1", "outage\t1", "failing seeds\t[2]", "node-stop\t2"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

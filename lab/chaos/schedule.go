@@ -1,0 +1,189 @@
+package chaos
+
+import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// Kind is what a step does.
+type Kind string
+
+// Attacks and faults a schedule interleaves.
+const (
+	// AttackDoS wedges the replica active when the step runs; AttackExploit
+	// writes an AppArmor denial into its audit log.
+	AttackDoS     Kind = "attack-dos"
+	AttackExploit Kind = "attack-exploit"
+	// NodeKill kills a node with SIGKILL and starts it again after
+	// Duration; NodeStop suspends it (SIGSTOP) for Duration; NodePartition
+	// cuts it off the lab network for Duration.
+	NodeKill      Kind = "node-kill"
+	NodeStop      Kind = "node-stop"
+	NodePartition Kind = "node-partition"
+	// VCDelay delays the nodes' calls of Method by Delay for Duration;
+	// VCFail fails them for Duration; VCTerminate terminates every node's
+	// vCenter session (the driver must log in again by itself).
+	VCDelay     Kind = "vc-delay"
+	VCFail      Kind = "vc-fail"
+	VCTerminate Kind = "vc-terminate"
+	// DockerRestart restarts the Docker engine that runs container
+	// replicas. The lab has none yet: the runner skips it unless the lab
+	// has container replicas (Options.Containers), and Generate emits it
+	// only then.
+	DockerRestart Kind = "docker-restart"
+)
+
+// Kinds lists every kind, attacks first.
+var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart}
+
+// IsAttack reports whether k is an attack (not a fault).
+func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
+
+// IsNodeFault reports whether k takes a node out for a while.
+func (k Kind) IsNodeFault() bool { return k == NodeKill || k == NodeStop || k == NodePartition }
+
+// Targets of node faults.
+const (
+	TargetLeader   = "leader"   // the node that leads when the step runs
+	TargetFollower = "follower" // a node that does not
+	TargetActive   = "active"   // attacks: the replica active when the step runs
+)
+
+// Step is one attack or fault, At after the schedule's start.
+type Step struct {
+	At       time.Duration `json:"at"`
+	Kind     Kind          `json:"kind"`
+	Target   string        `json:"target,omitempty"`
+	Method   string        `json:"method,omitempty"`
+	Delay    time.Duration `json:"delay,omitempty"`
+	Duration time.Duration `json:"duration,omitempty"`
+}
+
+func (s Step) String() string {
+	out := fmt.Sprintf("%6.2fs %s", s.At.Seconds(), s.Kind)
+	if s.Target != "" {
+		out += " " + s.Target
+	}
+	if s.Method != "" {
+		out += " " + s.Method
+	}
+	if s.Delay > 0 {
+		out += " +" + s.Delay.String()
+	}
+	if s.Duration > 0 {
+		out += " for " + s.Duration.String()
+	}
+	return out
+}
+
+// End is when the step's fault is undone (At for an instant step).
+func (s Step) End() time.Duration { return s.At + s.Duration }
+
+// Schedule is what one run does, in step order (by At).
+type Schedule struct {
+	Seed   int64         `json:"seed"`
+	Length time.Duration `json:"length"`
+	Steps  []Step        `json:"steps"`
+}
+
+// Options shape Generate.
+type Options struct {
+	// Length is a schedule's length (default 20s, at least 10s): steps
+	// start in its first part and every fault ends 3 s before it.
+	Length time.Duration
+	// Containers says the lab has container replicas: only then may a
+	// schedule restart the Docker engine.
+	Containers bool
+}
+
+// vcMethods are the methods a vCenter fault picks from: the critical path's
+// reconfigure, the background power and revert tasks, the session check
+// and the property collector's reads.
+var vcMethods = []string{"ReconfigVM_Task", "PowerOnVM_Task", "SuspendVM_Task", "RevertToSnapshot_Task", "RetrieveProperties", "RetrievePropertiesEx"}
+
+// Gaps between attacks: an attack needs detection, a switch and the
+// policy's min dwell before the next one is a fair test.
+const (
+	minAttackGap = 4 * time.Second
+	tailQuiet    = 3 * time.Second
+)
+
+// Generate makes the schedule of seed: 2–3 attacks on the active replica
+// (DoS or exploit), spaced at least 4 s apart; 1–3 node faults (kill,
+// stop, partition; the leader half of the time), never two at once, so a
+// quorum always remains (DESIGN.md §4.5 is about a single node's loss);
+// and 0–2 vCenter faults (delays, failing methods, session termination),
+// which may overlap anything. Every fault lasts 1–4 s and ends 3 s before
+// the schedule does. The same seed and options give the same schedule.
+func Generate(seed int64, o Options) Schedule {
+	if o.Length == 0 {
+		o.Length = 20 * time.Second
+	}
+	o.Length = max(o.Length, 10*time.Second)
+	r := rand.New(rand.NewPCG(uint64(seed), 0x6172732d6368616f)) // "ars-chao"
+	last := o.Length - tailQuiet                                 // every fault ends by then
+	ms := func(lo, hi time.Duration) time.Duration {             // uniform in [lo, hi), whole ms
+		if hi <= lo {
+			return lo
+		}
+		return lo + time.Duration(r.Int64N(int64((hi-lo)/time.Millisecond)))*time.Millisecond
+	}
+	s := Schedule{Seed: seed, Length: o.Length}
+
+	// Attacks.
+	nAtt := 2 + r.IntN(2)
+	at := ms(500*time.Millisecond, 2*time.Second)
+	for i := 0; i < nAtt && at < last; i++ {
+		k := AttackDoS
+		if r.IntN(2) == 0 {
+			k = AttackExploit
+		}
+		s.Steps = append(s.Steps, Step{At: at, Kind: k, Target: TargetActive})
+		at += ms(minAttackGap, minAttackGap+3*time.Second)
+	}
+
+	// Node faults, one at a time.
+	nodeKinds := []Kind{NodeKill, NodeStop, NodePartition}
+	nNode := 1 + r.IntN(3)
+	free := time.Duration(0)
+	for i := 0; i < nNode; i++ {
+		d := ms(time.Second, 4*time.Second)
+		start := ms(max(free, 300*time.Millisecond), last-d)
+		if start+d > last || start < free {
+			break
+		}
+		tgt := TargetLeader
+		if r.IntN(2) == 0 {
+			tgt = TargetFollower
+		}
+		s.Steps = append(s.Steps, Step{At: start, Kind: nodeKinds[r.IntN(len(nodeKinds))], Target: tgt, Duration: d})
+		free = start + d + 500*time.Millisecond
+	}
+
+	// vCenter faults (and, with containers, an engine restart).
+	nVC := r.IntN(3)
+	for i := 0; i < nVC; i++ {
+		kinds := []Kind{VCDelay, VCFail, VCTerminate}
+		if o.Containers {
+			kinds = append(kinds, DockerRestart)
+		}
+		k := kinds[r.IntN(len(kinds))]
+		st := Step{Kind: k}
+		switch k {
+		case VCDelay:
+			st.Method = vcMethods[r.IntN(len(vcMethods))]
+			st.Delay = ms(100*time.Millisecond, 900*time.Millisecond)
+			st.Duration = ms(time.Second, 4*time.Second)
+		case VCFail:
+			st.Method = vcMethods[r.IntN(len(vcMethods))]
+			st.Duration = ms(time.Second, 3*time.Second)
+		}
+		st.At = ms(300*time.Millisecond, last-st.Duration)
+		s.Steps = append(s.Steps, st)
+	}
+	slices.SortStableFunc(s.Steps, func(a, b Step) int { return cmp.Compare(a.At, b.At) })
+	return s
+}

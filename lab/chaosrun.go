@@ -141,7 +141,7 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 		return h, errors.New("lab: chaos needs a lab with nodes")
 	}
 	h.Start = time.Now()
-	h.Linked = l.mirror.Linked()
+	h.Linked = l.linked()
 
 	smp := newSampler(l)
 	sctx, stopSampling := context.WithCancel(ctx)
@@ -298,7 +298,14 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 		_, err := l.TerminateVCSessions(ctx)
 		fail(err)
 	case st.Kind == chaos.DockerRestart:
-		in.Skipped = "the lab has no container replicas"
+		if !l.HasContainers() {
+			in.Skipped = "the lab has no container replicas"
+			return
+		}
+		// Synchronous: the steps after it wait for the engine (3-5 s).
+		_, err := l.RestartEngine(ctx)
+		in.Until = time.Now()
+		fail(err)
 	default:
 		in.Skipped = "unknown step kind " + string(st.Kind)
 	}

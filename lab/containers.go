@@ -57,7 +57,8 @@ type containers struct {
 
 	mu    sync.Mutex
 	state map[string]ctrState
-	ready chan struct{} // closed once the event stream is subscribed
+	ids   map[string]string // the last container id seen per replica
+	ready chan struct{}     // closed once the event stream is subscribed
 }
 
 // serviceNetwork is the name of the lab's Docker service network.
@@ -86,7 +87,7 @@ func (l *Lab) upContainers(ctx context.Context) error {
 		return fmt.Errorf("lab: docker: %w", err)
 	}
 	c := &containers{l: l, cli: cli, network: l.serviceNetwork(), names: map[string]bool{},
-		state: map[string]ctrState{}, ready: make(chan struct{})}
+		state: map[string]ctrState{}, ids: map[string]string{}, ready: make(chan struct{})}
 	l.ctrs = c
 	for _, n := range names {
 		c.names[n] = true
@@ -251,7 +252,16 @@ func (c *containers) refresh(ctx context.Context, name string) {
 	c.mu.Lock()
 	was := c.state[name]
 	c.state[name] = now
+	lastID := c.ids[name]
+	if now.id != "" {
+		c.ids[name] = now.id
+	}
 	c.mu.Unlock()
+	if now.id != "" && lastID != "" && now.id != lastID {
+		// A new container from the image: what a restore (remove and
+		// create) makes, the container's clean snapshot (§4.4).
+		c.l.record(name, "revert", nil)
+	}
 	if was.id != now.id && was.power != "poweredOff" && was.id != "" {
 		// Removed (and maybe re-created by a restore) since the last read:
 		// the old container's end first, then the new one from nothing.
@@ -283,6 +293,9 @@ func (c *containers) refresh(ctx context.Context, name string) {
 		c.l.record(name, "unlink", nil)
 	}
 }
+
+// HasContainers reports whether the lab has container replicas.
+func (l *Lab) HasContainers() bool { return l.ctrs != nil }
 
 // applied is what the lab last saw of a container replica.
 func (c *containers) applied(name string) (power string, linked bool) {

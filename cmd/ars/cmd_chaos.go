@@ -34,10 +34,16 @@ type chaosFlags struct {
 	out        string
 	histories  string
 	profile    string
+	replicas   string
 	sessionTTL time.Duration
 	keepAlive  time.Duration
 	bounds     chaos.Bounds
 }
+
+// chaosReplicas is the chaos lab: the lab's default Windows VMs (BIND 9,
+// Unbound) and Knot Resolver VM, and PowerDNS Recursor as a container of
+// the local Docker engine, so that schedules can restart the engine too.
+const chaosReplicas = "bind9-win:bind9:windows,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-ctr:pdns-recursor:linux:container"
 
 func init() {
 	Register(Command{
@@ -50,7 +56,8 @@ seeds -seed, -seed+1, …. Each schedule (-length) interleaves attacks on the
 active replica (DoS, exploit) with faults: kill -9 and restart of a node,
 SIGSTOP/SIGCONT of a node, a partition that cuts one node off the lab network
 (the leader half of the time), vCenter method delays and failures, and
-termination of the nodes' vCenter sessions. Before a schedule the lab must be
+termination of the nodes' vCenter sessions, and (when -replicas has
+containers) a restart of the Docker engine under them. Before a schedule the lab must be
 healthy (leader, every node a voter, service steady, alerts answered, at most
 the leader's vCenter session); after it every fault is healed and the lab must
 become healthy again within -ready.
@@ -77,6 +84,7 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.DurationVar(&f.ready, "ready", 60*time.Second, "how `long` the lab may take to be healthy again after a schedule")
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results", "chaos.json"), "summary `file` (JSON); empty: none")
 			fs.StringVar(&f.histories, "histories", "", "`directory` for the histories (default STATE-DIR/histories)")
+			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
 			fs.DurationVar(&f.keepAlive, "keepalive", 1500*time.Millisecond, "the nodes' vCenter session check `interval` (well below -session-timeout)")
@@ -120,7 +128,7 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	uf := labUpFlags{labFlags: f.labFlags, profile: f.profile, replicas: defaultLabReplicas, nodes: 3,
+	uf := labUpFlags{labFlags: f.labFlags, profile: f.profile, replicas: f.replicas, nodes: 3,
 		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse"}
 	cfg, err := uf.config()
 	if err != nil {
@@ -167,7 +175,7 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	var runErr error
 	for i := range f.schedules {
 		seed := f.seed + int64(i)
-		s := chaos.Generate(seed, chaos.Options{Length: f.length})
+		s := chaos.Generate(seed, chaos.Options{Length: f.length, Containers: l.HasContainers()})
 		if err := readyOrHeal(ctx, l, f.ready); err != nil {
 			runErr = fmt.Errorf("chaos: before seed %d: %w", seed, err)
 			break

@@ -161,7 +161,7 @@ func Check(h History, b Bounds) Report {
 	checkDriverCalls(h, evs, &r, add)
 	checkAttached(h, evs, b, &r, add)
 	checkAlerts(h, add)
-	checkRestored(evs, add)
+	checkRestored(evs, h.Switches, add)
 	checkAttacks(h, evs, b, &r, add)
 	checkDigests(h, add)
 	checkSessions(h, b, add)
@@ -305,8 +305,21 @@ func checkAlerts(h History, add addFunc) {
 }
 
 // checkRestored: after an exploit on a replica, it is linked again only
-// after a revert to its clean snapshot.
-func checkRestored(evs []Event, add addFunc) {
+// after a revert to its clean snapshot. The replica is tainted from the
+// moment the cluster quarantined it — the exploit switch away from it,
+// when there is one — and from the exploit itself otherwise (an exploit
+// on a standby, or one never answered): until the alert is committed the
+// replica is still the active to the cluster, and a repair that links it
+// again (its engine restarted under it) is no violation of §4.4.
+func checkRestored(evs []Event, switches []fsm.SwitchRecord, add addFunc) {
+	quarantined := func(r string, after time.Time) time.Time {
+		for _, s := range switches {
+			if s.From == r && s.Reason == fsm.ReasonExploit && !time.Unix(0, s.StartedAt).Before(after) {
+				return time.Unix(0, s.StartedAt)
+			}
+		}
+		return after
+	}
 	tainted := map[string]time.Time{}
 	for _, e := range evs {
 		if e.Err != "" || e.Replica == "" {
@@ -315,12 +328,12 @@ func checkRestored(evs []Event, add addFunc) {
 		switch e.What {
 		case "exploit":
 			if _, ok := tainted[e.Replica]; !ok {
-				tainted[e.Replica] = e.At
+				tainted[e.Replica] = quarantined(e.Replica, e.At)
 			}
 		case "revert":
 			delete(tainted, e.Replica)
 		case "link":
-			if t, ok := tainted[e.Replica]; ok {
+			if t, ok := tainted[e.Replica]; ok && !e.At.Before(t) {
 				add(InvUnrestored, e.At, "%s linked again without a revert since the exploit at %s", e.Replica, t.Format("15:04:05.000"))
 				delete(tainted, e.Replica) // once
 			}

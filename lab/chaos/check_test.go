@@ -72,6 +72,18 @@ func good() History {
 	return h
 }
 
+// A replica linked again between the exploit and the switch that
+// quarantined it (its container re-started under it before the alert was
+// committed) is still the active to the cluster: no §4.4 violation.
+func TestCheckRelinkBeforeQuarantine(t *testing.T) {
+	h := good()
+	h.Events = append(h.Events, Event{At: at(6020), Replica: "b", What: "link"})
+	slices.SortStableFunc(h.Events, func(a, b Event) int { return a.At.Compare(b.At) })
+	if r := Check(h, Bounds{}); len(r.Violations) != 0 {
+		t.Fatalf("violations %+v", r.Violations)
+	}
+}
+
 func TestCheckAcceptsAGoodHistory(t *testing.T) {
 	r := Check(good(), Bounds{})
 	if !r.OK() {
@@ -117,6 +129,10 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		}},
 		{"an exploited replica linked before its revert", InvUnrestored, func(h *History) {
 			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "b" && e.What == "revert" })
+		}},
+		{"an exploited replica linked after its quarantine, before its revert", InvUnrestored, func(h *History) {
+			h.Events = append(h.Events, Event{At: at(6045), Replica: "b", What: "link"})
+			slices.SortStableFunc(h.Events, func(a, b Event) int { return a.At.Compare(b.At) })
 		}},
 		{"a DoS on the linked replica never switched", InvAttackUnanswered, func(h *History) {
 			h.Switches = h.Switches[1:]

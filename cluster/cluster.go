@@ -111,6 +111,7 @@ func (c *Cluster) Start() error {
 	}
 	c.goRun("leadership", c.monitorLeadership)
 	c.goRun("bootstrap", c.bootstrapLoop)
+	c.goRun("reconnect", c.reconnectLoop)
 	if len(c.cfg.Join) > 0 {
 		c.goRun("join", c.retryJoin)
 	}
@@ -261,6 +262,46 @@ func (c *Cluster) retryJoin() {
 		}
 		if backoff < 5*time.Second {
 			backoff *= 2
+		}
+	}
+}
+
+// reconnectLoop asks every member that this node's gossip holds dead (not
+// left) for a full state sync, every ReconnectInterval, as Serf's
+// reconnect does. memberlist syncs only with members it holds alive, and
+// revives a dead one only on news of a higher incarnation: two nodes each
+// cut off in turn can each hold the other dead at the incarnation it had,
+// while the third holds both alive at the same one, and nothing moves —
+// the chaos suite saw that last past its 60 s readiness limit (seed 46:
+// partitions of n1, then of n2). A sync with the "dead" member tells it of
+// its death; it refutes with a new incarnation and everyone revives it.
+// A member that is really gone costs one failed dial per interval.
+func (c *Cluster) reconnectLoop() {
+	t := time.NewTicker(ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range c.members.list() {
+			if m.State != memberlist.StateDead || m.Name == c.cfg.NodeName || m.Addr == "" || c.ctx.Err() != nil {
+				continue
+			}
+			// memberlist's Join has no context: a dial to a cut-off member
+			// may take its TCP timeout, which shutdown must not wait for
+			// (the goroutine ends with that timeout).
+			done := make(chan error, 1)
+			go func(addr string) { _, err := c.ml.Join([]string{addr}); done <- err }(m.Addr)
+			select {
+			case err := <-done:
+				if err == nil {
+					c.log.Info("gossip: synced with a member held dead", "member", m.Name)
+				}
+			case <-c.ctx.Done():
+				return
+			}
 		}
 	}
 }

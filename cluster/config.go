@@ -107,6 +107,10 @@ func DefaultRaftTimings() RaftTimings {
 	}
 }
 
+// ReconnectInterval is how often a node asks each member its gossip holds
+// dead for a full state sync (see reconnectLoop).
+const ReconnectInterval = 5 * time.Second
+
 // PushPullInterval is how often gossip makes a full state sync with a
 // random member (memberlist's LAN default is 30 s).
 const PushPullInterval = 5 * time.Second

@@ -77,7 +77,8 @@ func good() History {
 // committed) is still the active to the cluster: no §4.4 violation.
 func TestCheckRelinkBeforeQuarantine(t *testing.T) {
 	h := good()
-	h.Events = append(h.Events, Event{At: at(6020), Replica: "b", What: "link"})
+	h.Events = append(h.Events, Event{At: at(6020), Replica: "b", What: "link"}, // before the quarantine at 6040
+		Event{At: at(6043), Replica: "b", What: "link"}) // recorded 3 ms after it: seen late
 	slices.SortStableFunc(h.Events, func(a, b Event) int { return a.At.Compare(b.At) })
 	if r := Check(h, Bounds{}); len(r.Violations) != 0 {
 		t.Fatalf("violations %+v", r.Violations)
@@ -131,7 +132,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "b" && e.What == "revert" })
 		}},
 		{"an exploited replica linked after its quarantine, before its revert", InvUnrestored, func(h *History) {
-			h.Events = append(h.Events, Event{At: at(6045), Replica: "b", What: "link"})
+			h.Events = append(h.Events, Event{At: at(6200), Replica: "b", What: "link"})
 			slices.SortStableFunc(h.Events, func(a, b Event) int { return a.At.Compare(b.At) })
 		}},
 		{"a DoS on the linked replica never switched", InvAttackUnanswered, func(h *History) {

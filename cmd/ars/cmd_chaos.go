@@ -35,6 +35,7 @@ type chaosFlags struct {
 	histories  string
 	profile    string
 	replicas   string
+	recheck    bool
 	sessionTTL time.Duration
 	keepAlive  time.Duration
 	bounds     chaos.Bounds
@@ -84,6 +85,7 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.DurationVar(&f.ready, "ready", 60*time.Second, "how `long` the lab may take to be healthy again after a schedule")
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results", "chaos.json"), "summary `file` (JSON); empty: none")
 			fs.StringVar(&f.histories, "histories", "", "`directory` for the histories (default STATE-DIR/histories)")
+			fs.BoolVar(&f.recheck, "recheck", false, "bring no lab up: check the histories of seeds -seed.. in -histories again (after a change of the checker or its bounds)")
 			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
@@ -122,6 +124,9 @@ func (f *chaosFlags) check() error {
 func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	if err := f.check(); err != nil {
 		return err
+	}
+	if f.recheck {
+		return recheckChaos(e, f)
 	}
 	if err := needRoot(); err != nil {
 		return err
@@ -204,6 +209,47 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	}
 	if runErr != nil {
 		return runErr
+	}
+	if n := sum.ViolationCount(); n > 0 {
+		return fmt.Errorf("chaos: %d invariant violation(s) in seeds %v", n, sum.FailingSeeds)
+	}
+	return nil
+}
+
+// recheckChaos runs the checker again over the histories a run wrote.
+func recheckChaos(e *Env, f *chaosFlags) error {
+	hdir := f.histories
+	if hdir == "" {
+		hdir = filepath.Join(f.dir(), "histories")
+	}
+	var sum *chaos.Summary
+	for i := range f.schedules {
+		seed := f.seed + int64(i)
+		b, err := os.ReadFile(filepath.Join(hdir, fmt.Sprintf("seed-%d.json", seed)))
+		if err != nil {
+			return fmt.Errorf("chaos -recheck: %w", err)
+		}
+		var h chaos.History
+		if err := json.Unmarshal(b, &h); err != nil {
+			return fmt.Errorf("chaos -recheck: seed %d: %w", seed, err)
+		}
+		if sum == nil {
+			sum = chaos.NewSummary(h.Start.UTC().Truncate(time.Second), f.seed, h.Schedule.Length, f.bounds)
+			sum.Machine = machineInfo() + " (rechecked from " + hdir + ")"
+		}
+		r := chaos.Check(h, f.bounds)
+		sum.Add(r)
+		printChaosRun(e, i+1, f.schedules, h.Schedule, r, hdir, nil)
+	}
+	fmt.Fprintln(e.Stdout)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+	sum.WriteTable(tw)
+	tw.Flush()
+	if f.out != "" {
+		if err := writeJSONFile(f.out, sum); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.Stdout, "\nwrote %s\n", f.out)
 	}
 	if n := sum.ViolationCount(); n > 0 {
 		return fmt.Errorf("chaos: %d invariant violation(s) in seeds %v", n, sum.FailingSeeds)

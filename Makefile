@@ -57,7 +57,7 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 .PHONY: bench
-bench: lab-deps build ## The downtime benchmark on the lab (root): scenarios x modes x 10 trials, both profiles -> bench/results/latest.{json,png,md} (BENCH_ARGS=...)
+bench: lab-deps images build ## The downtime benchmark on the lab (root; VMs and containers): scenarios x modes x 10 trials, both profiles -> bench/results/latest.{json,png,md} (BENCH_ARGS=...)
 	$(ARS) bench $(BENCH_ARGS)
 
 .PHONY: bench-micro
@@ -80,7 +80,7 @@ e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the 
 CHAOS_SEED ?= 1
 
 .PHONY: chaos
-chaos: lab-deps build ## The chaos suite on its own lab (root): 100 seeded schedules of attacks and faults, invariants checked -> bench/results/chaos.json (CHAOS_ARGS=...)
+chaos: lab-deps images build ## The chaos suite on its own lab (root; three VMs and a container): 100 seeded schedules of attacks and faults, invariants checked -> bench/results/chaos.json (CHAOS_ARGS=...)
 	$(ARS) chaos -seed $(CHAOS_SEED) -schedules 100 $(CHAOS_ARGS)
 
 .PHONY: chaos-short

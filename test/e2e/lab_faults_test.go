@@ -12,29 +12,13 @@ import (
 	"ars/transport"
 )
 
-// waitLabSteady polls `ars lab status` until one replica is linked, a
-// standby runs, a leader is known and the client is answered.
+// waitLabSteady waits until the lab is settled (labSettle) and returns
+// its status.
 func waitLabSteady(t *testing.T, bin, dir string) lab.Status {
 	t.Helper()
 	var st lab.Status
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		labCLI(t, bin, dir, &st, "status")
-		linked, standby := 0, false
-		for _, r := range st.Replicas {
-			if r.Linked {
-				linked++
-			}
-			standby = standby || r.Role == "standby" && r.Power == "poweredOn"
-		}
-		if linked == 1 && standby && st.Last10s.Sent > 0 && st.Leader != "" {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lab did not settle: %+v", st)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	labSettle(t, bin, dir, &st, "faults", 30*time.Second)
+	return st
 }
 
 // waitSessions polls the lab's vCenter sessions until ok accepts them.

@@ -68,15 +68,58 @@ func TestAlert(t *testing.T) {
 
 func TestAlertLedgerBound(t *testing.T) {
 	h := newPaper(t)
-	n := AlertLedgerLimit + 100
-	for i := 0; i < n; i++ {
-		h.must(Alert{ID: fmt.Sprintf("a-%05d", i), Service: "dns", Replica: "win-bind", Kind: KindDoS, At: int64(i)})
+	id := func(i int) string { return fmt.Sprintf("a-%05d", i) }
+	alert := func(i int) Alert {
+		return Alert{ID: id(i), Service: "dns", Replica: "win-bind", Kind: KindDoS, At: int64(i)}
+	}
+	decided := func(i int) { h.must(AlertOutcome{ID: id(i), Outcome: "ignored"}) }
+	held := func(i int) bool { _, ok := h.m.Alert(id(i)); return ok }
+
+	// A ledger full of undecided alerts refuses a new one and changes
+	// nothing (h.reject compares the whole state): an undecided alert is
+	// never pushed out (invariant 3).
+	for i := 0; i < AlertLedgerLimit; i++ {
+		h.must(alert(i))
+	}
+	next := AlertLedgerLimit
+	h.reject(alert(next), ErrLedgerFull, id(next), "undecided")
+	if Code(h.reject(alert(next), ErrLedgerFull)) != CodeLedgerFull {
+		t.Fatal("ledger full has no code of its own")
+	}
+
+	// With some decided, a new alert pushes out the oldest decided one,
+	// not the oldest.
+	decided(20)
+	decided(10)
+	h.must(alert(next))
+	if held(10) || !held(0) || !held(20) || !held(next) {
+		t.Fatalf("after one eviction: a-00010 %v, a-00000 %v, a-00020 %v, new %v", held(10), held(0), held(20), held(next))
+	}
+	next++
+	h.must(alert(next))
+	if held(20) || !held(next) {
+		t.Fatal("second eviction did not take the other decided alert")
+	}
+	next++
+	h.reject(alert(next), ErrLedgerFull)
+
+	// Everything decided: the oldest go first, in index order.
+	for i := 0; i < next; i++ {
+		if held(i) {
+			decided(i)
+		}
+	}
+	for k := 0; k < 100; k++ {
+		h.must(alert(next))
+		next++
 	}
 	ledger := h.m.Alerts()
 	if len(ledger) != AlertLedgerLimit {
 		t.Fatalf("ledger length %d, want %d", len(ledger), AlertLedgerLimit)
 	}
-	if ledger[0].ID != "a-00100" || ledger[len(ledger)-1].ID != fmt.Sprintf("a-%05d", n-1) {
+	// 0..4097 held less 10 and 20 (evicted above), less the 100 oldest
+	// of the rest: the ledger starts at a-00102.
+	if ledger[0].ID != id(102) || ledger[len(ledger)-1].ID != id(next-1) {
 		t.Fatalf("ledger holds %s..%s", ledger[0].ID, ledger[len(ledger)-1].ID)
 	}
 	for i := 1; i < len(ledger); i++ {
@@ -85,13 +128,14 @@ func TestAlertLedgerBound(t *testing.T) {
 		}
 	}
 	// Still-held IDs are deduplicated; evicted ones are new again.
-	if res := h.must(Alert{ID: "a-00100", Service: "dns", Replica: "win-bind", Kind: KindDoS}); !res.Duplicate {
+	if res := h.must(alert(102)); !res.Duplicate {
 		t.Fatal("held alert not deduplicated")
 	}
-	if _, ok := h.m.Alert("a-00099"); ok {
+	if held(101) {
 		t.Fatal("evicted alert still found")
 	}
-	if res := h.must(Alert{ID: "a-00099", Service: "dns", Replica: "win-bind", Kind: KindDoS}); res.Duplicate {
+	decided(102)
+	if res := h.must(alert(101)); res.Duplicate {
 		t.Fatal("evicted alert ID reported as duplicate")
 	}
 	if len(h.m.alertIDs) != AlertLedgerLimit || len(h.m.Alerts()) != AlertLedgerLimit {
@@ -103,7 +147,7 @@ func TestAlertLedgerBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.m = m2
-	if res := h.must(Alert{ID: "a-00200", Service: "dns", Replica: "win-bind", Kind: KindDoS}); !res.Duplicate {
+	if res := h.must(alert(200)); !res.Duplicate {
 		t.Fatal("restored ledger lost its dedup index")
 	}
 }

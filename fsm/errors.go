@@ -28,6 +28,10 @@ var (
 	// ErrConflict: the command is well formed but contradicts the current
 	// state (switching to a quarantined replica, removing the active one, ...).
 	ErrConflict = errors.New("conflict")
+	// ErrLedgerFull: the alert ledger holds AlertLedgerLimit alerts and none
+	// of them has been decided yet, so a new alert would push out one that
+	// must still be answered. Nothing was recorded; the sender retries.
+	ErrLedgerFull = errors.New("alert ledger full")
 )
 
 // Stable error codes returned by Code.
@@ -40,6 +44,7 @@ const (
 	CodeUnknownCommand  = "unknown_command"
 	CodeCorrupt         = "corrupt"
 	CodeConflict        = "conflict"
+	CodeLedgerFull      = "ledger_full"
 )
 
 // codes is ordered: the first sentinel an error wraps decides its code, so an
@@ -56,12 +61,13 @@ var codes = []struct {
 	{ErrUnknownService, CodeUnknownService},
 	{ErrUnknownReplica, CodeUnknownReplica},
 	{ErrConflict, CodeConflict},
+	{ErrLedgerFull, CodeLedgerFull},
 	{ErrInvalid, CodeInvalid},
 }
 
 // Code returns the stable API code of err ("invalid", "unknown_service",
 // "unknown_replica", "stale_generation", "stale_term", "unknown_command",
-// "corrupt", "conflict"), or "" if err is nil or wraps none of this package's
+// "corrupt", "conflict", "ledger_full"), or "" if err is nil or wraps none of this package's
 // sentinels.
 func Code(err error) string {
 	if err == nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Limits on free text in commands.
@@ -530,14 +531,21 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 	if svc.replicaIndex(a.Replica) < 0 {
 		return res, fmt.Errorf("%w: alert %q: service %q has no replica %q", ErrUnknownReplica, a.ID, a.Service, a.Replica)
 	}
+	// A full ledger makes room by dropping its oldest decided alert; an
+	// undecided one is never dropped (invariant 3), so with none decided
+	// the new alert is refused and its sender retries.
+	for len(m.alerts) >= AlertLedgerLimit {
+		i := slices.IndexFunc(m.alerts, func(r AlertRecord) bool { return r.Outcome != "" })
+		if i < 0 {
+			return res, fmt.Errorf("%w: alert %q: all %d alerts held are still undecided; retry once some are decided",
+				ErrLedgerFull, a.ID, len(m.alerts))
+		}
+		delete(m.alertIDs, m.alerts[i].ID)
+		m.alerts = slices.Delete(m.alerts, i, i+1)
+	}
 	m.alerts = append(m.alerts, AlertRecord{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
 		Source: a.Source, Evidence: a.Evidence, At: a.At, Index: e.index})
 	m.alertIDs[a.ID] = struct{}{}
-	for len(m.alerts) > AlertLedgerLimit {
-		delete(m.alertIDs, m.alerts[0].ID)
-		m.alerts[0] = AlertRecord{}
-		m.alerts = m.alerts[1:]
-	}
 	return Result{Index: e.index, Service: a.Service, Generation: svc.Generation}, nil
 }
 

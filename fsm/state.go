@@ -5,7 +5,7 @@ import "slices"
 // Bounds of the replicated state.
 const (
 	HistoryLimit     = 256  // switch records kept per service (oldest dropped)
-	AlertLedgerLimit = 4096 // alerts kept in the ledger (oldest, by index, dropped)
+	AlertLedgerLimit = 4096 // alerts kept in the ledger (oldest decided one dropped; never an undecided one)
 )
 
 // Replica health values. Only HealthUnknown is set by the commands of this

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -315,6 +316,12 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 		return fmt.Errorf("encoding alert command: %w", err)
 	}
 	res, err := s.applyOwn(r.Context(), cmd)
+	if errors.Is(err, fsm.ErrLedgerFull) {
+		// Every alert held is still to be decided; the controller decides
+		// them in well under a second unless they are damped.
+		s.metrics.alert(a.Kind, "ledger_full")
+		w.Header().Set("Retry-After", "1")
+	}
 	if err != nil {
 		return err
 	}

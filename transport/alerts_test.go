@@ -472,6 +472,46 @@ func TestAlertFloodIsRateLimited(t *testing.T) {
 	}
 }
 
+// A ledger full of undecided alerts (the fsm never drops one, invariant 3)
+// answers a new alert 503 ledger_full with Retry-After, records nothing,
+// and takes it once an alert held is decided. Duplicates of held alerts
+// are still acknowledged.
+func TestFullLedgerRefusesNewAlerts(t *testing.T) {
+	h, b := alertFuzzServer(t)
+	for i := 0; i < fsm.AlertLedgerLimit; i++ {
+		if code, resp := postAs(h, secretDetector, alertJSON(fmt.Sprintf("held-%d", i))); code != http.StatusCreated {
+			t.Fatalf("alert %d: %d %s", i, code, resp)
+		}
+	}
+	req := httptest.NewRequest(http.MethodPost, "https://n1/v1/alerts", bytes.NewReader(alertJSON("one-more")))
+	req.Header.Set("Authorization", "Bearer "+secretDetector)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(rec.Body.String(), `"ledger_full"`) || !strings.Contains(rec.Body.String(), "one-more") {
+		t.Fatalf("full ledger: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if _, ok := b.m.Alert("one-more"); ok || len(b.m.Alerts()) != fsm.AlertLedgerLimit {
+		t.Fatalf("refused alert recorded (%d alerts)", len(b.m.Alerts()))
+	}
+	if code, resp := postAs(h, secretDetector, alertJSON("held-7")); code != http.StatusOK {
+		t.Fatalf("duplicate of a held alert: %d %s", code, resp)
+	}
+	cmd, err := fsm.Encode(3, fsm.AlertOutcome{ID: "held-7", Outcome: "ignored"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(context.Background(), cmd); err != nil {
+		t.Fatal(err)
+	}
+	if code, resp := postAs(h, secretDetector, alertJSON("one-more")); code != http.StatusCreated {
+		t.Fatalf("after one was decided: %d %s", code, resp)
+	}
+	if _, ok := b.m.Alert("held-7"); ok {
+		t.Fatal("the decided alert was not the one dropped")
+	}
+}
+
 func postAs(h http.Handler, token string, body []byte) (int, string) {
 	req := httptest.NewRequest(http.MethodPost, "https://n1/v1/alerts", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)

@@ -123,9 +123,14 @@
 // the ledger, the switches and the log growth against it, and that every
 // node keeps answering reads.
 //
-// The ledger holds the newest fsm.AlertLedgerLimit (4096) alerts; an
-// alert evicted before it was decided on (a damped one, under a flood from
-// many tokens) is not decided any more.
+// The ledger holds at most fsm.AlertLedgerLimit (4096) alerts. To take a
+// new one, a full ledger drops its oldest decided alert (whose id is then
+// new again); it never drops an undecided one (invariant 3: a committed
+// alert is never lost). When all 4096 are undecided (damped alerts under a
+// flood from many tokens) a new alert is answered 503 ledger_full with
+// Retry-After: 1 and nothing is recorded; detectors retry it like any 503
+// (TestFullLedgerRefusesNewAlerts). Duplicates of held alerts are still
+// acknowledged.
 //
 // The ledger keeps LedgerEvidenceBytes (4 KiB, the fsm's limit) of the
 // evidence; longer evidence is cut and ends in

@@ -80,6 +80,8 @@ func fsmStatus(code string) int {
 		return http.StatusNotFound
 	case "stale_generation", "stale_term", "conflict":
 		return http.StatusConflict
+	case "ledger_full": // nothing recorded; the sender retries
+		return http.StatusServiceUnavailable
 	default: // "corrupt" and anything new: the node has a problem, not the caller
 		return http.StatusInternalServerError
 	}

@@ -42,7 +42,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 	}, []string{"reason"})
 	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ars_alerts_total",
-		Help: "Alerts this node committed as leader, by kind and result (committed or duplicate).",
+		Help: "Alerts posted to this node as leader, by kind and result (committed, duplicate; refused: rate_limited, ledger_full).",
 	}, []string{"kind", "result"})
 	var err error
 	if m.alerts, err = register(reg, m.alerts); err != nil {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -189,20 +188,5 @@ func TestControlServerRefusesOversizedAndSlowRequests(t *testing.T) {
 				t.Fatal("the control server kept a slow client's connection open")
 			}
 		})
-	}
-}
-
-// An outage asked for across a renewal of the measuring client adds both
-// clients' halves.
-func TestMergeOutages(t *testing.T) {
-	t0 := time.Unix(100, 0)
-	a := netlab.Outage{Sent: 10, Lost: 2, Gaps: 1, Longest: 10 * time.Millisecond,
-		Answers: map[netip.Addr]int{netip.MustParseAddr("192.0.2.10"): 8}, Spans: []netlab.Gap{{Start: t0, End: t0.Add(10 * time.Millisecond), Lost: 2}}}
-	b := netlab.Outage{Sent: 5, Lost: 5, Gaps: 1, Longest: 25 * time.Millisecond,
-		Answers: map[netip.Addr]int{}, Spans: []netlab.Gap{{Start: t0.Add(time.Second), End: t0.Add(time.Second + 25*time.Millisecond), Lost: 5, Open: true}}}
-	m := mergeOutages(a, b)
-	if m.Sent != 15 || m.Lost != 7 || m.Gaps != 2 || m.Longest != 25*time.Millisecond || len(m.Spans) != 2 || !m.Spans[1].Open ||
-		m.Answers[netip.MustParseAddr("192.0.2.10")] != 8 {
-		t.Fatalf("merged %+v", m)
 	}
 }

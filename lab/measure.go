@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -76,8 +75,11 @@ func (l *Lab) runClient(ctx context.Context) error {
 	return nil
 }
 
-// Outage is what the lab's client saw between from and to (across one
-// renewal of the client: the one before and the current one).
+// Outage is what the lab's client saw between from and to, across one
+// renewal of the client (the one before and the current one, as one
+// sequence: a gap running across the renewal is one gap, and it ends at
+// the new client's first answer — counted in two halves, the old half
+// looked like a gap never answered again: chaos seed 83 of one run).
 func (l *Lab) Outage(from, to time.Time) (netlab.Outage, error) {
 	l.client.mu.Lock()
 	prev, c := l.client.prev, l.client.cur
@@ -85,26 +87,7 @@ func (l *Lab) Outage(from, to time.Time) (netlab.Outage, error) {
 	if c == nil {
 		return netlab.Outage{}, fmt.Errorf("lab: no measuring client (the lab runs without nodes)")
 	}
-	o := c.Outage(from, to)
-	if prev == nil {
-		return o, nil
-	}
-	return mergeOutages(prev.Outage(from, to), o), nil
-}
-
-// mergeOutages adds b (later) to a (earlier). A gap that runs across the
-// boundary counts as two.
-func mergeOutages(a, b netlab.Outage) netlab.Outage {
-	out := netlab.Outage{Sent: a.Sent + b.Sent, Lost: a.Lost + b.Lost, Gaps: a.Gaps + b.Gaps,
-		Longest: max(a.Longest, b.Longest), Answers: map[netip.Addr]int{}}
-	for k, v := range a.Answers {
-		out.Answers[k] += v
-	}
-	for k, v := range b.Answers {
-		out.Answers[k] += v
-	}
-	out.Spans = append(append(out.Spans, a.Spans...), b.Spans...)
-	return out
+	return netlab.Outages(from, to, prev, c), nil
 }
 
 // Event is one attack as the lab measured it: the switch the cluster
@@ -146,8 +129,7 @@ func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 // still reports the outage, with Switch nil.
 func (l *Lab) Await(ctx context.Context, attack time.Time, gen uint64, settle time.Duration) (Event, error) {
 	ev := Event{Attack: attack}
-	c := l.client.get()
-	if c == nil {
+	if l.client.get() == nil {
 		return ev, fmt.Errorf("lab: no measuring client (the lab runs without nodes)")
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -166,28 +148,30 @@ func (l *Lab) Await(ctx context.Context, attack time.Time, gen uint64, settle ti
 		}
 		select {
 		case <-ctx.Done():
-			return l.summarize(ev, c), fmt.Errorf("lab: no switch after the attack: %w", ctx.Err())
+			return l.summarize(ev), fmt.Errorf("lab: no switch after the attack: %w", ctx.Err())
 		case <-tick.C:
 		}
 	}
 	// Answered for settle with no loss: the outage is over.
 	for {
-		o := c.Outage(time.Now().Add(-settle-ClientTimeout), time.Now().Add(-ClientTimeout))
+		// l.Outage, not the client of the attack's time: a renewal of the
+		// client meanwhile would leave this window empty.
+		o, _ := l.Outage(time.Now().Add(-settle-ClientTimeout), time.Now().Add(-ClientTimeout))
 		if o.Sent > 0 && o.Lost == 0 && time.Since(attack) > settle+ClientTimeout {
 			ev.Recovered = true
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return l.summarize(ev, c), fmt.Errorf("lab: the service did not answer again: %w", ctx.Err())
+			return l.summarize(ev), fmt.Errorf("lab: the service did not answer again: %w", ctx.Err())
 		case <-tick.C:
 		}
 	}
-	return l.summarize(ev, c), nil
+	return l.summarize(ev), nil
 }
 
-func (l *Lab) summarize(ev Event, c *netlab.Client) Event {
-	o := c.Outage(ev.Attack, time.Now().Add(-ClientTimeout))
+func (l *Lab) summarize(ev Event) Event {
+	o, _ := l.Outage(ev.Attack, time.Now().Add(-ClientTimeout))
 	ev.Sent, ev.Lost, ev.Gaps = o.Sent, o.Lost, o.Gaps
 	ev.Longest = float64(o.Longest.Microseconds()) / 1000
 	return ev

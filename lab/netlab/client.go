@@ -210,18 +210,44 @@ func (o Outage) String() string {
 }
 
 // Outage returns what the client saw between from and to.
-func (c *Client) Outage(from, to time.Time) Outage {
-	settled := time.Now().Add(-c.timeout)
+func (c *Client) Outage(from, to time.Time) Outage { return Outages(from, to, c) }
+
+// Outages is Outage over clients that ran one after another (a client and
+// the one that replaced it, in that order; nil ones are skipped): their
+// results form one sequence, so a gap that runs across the change is one
+// gap, closed by the first answer of the later client.
+func Outages(from, to time.Time, clients ...*Client) Outage {
+	var rs []Result
+	for _, c := range clients {
+		if c != nil {
+			rs = append(rs, c.settled(from, to)...)
+		}
+	}
+	return summarize(rs)
+}
+
+// settled returns the results sent in [from, to) whose fate is known:
+// answered, failed to send, or unanswered for longer than the timeout.
+func (c *Client) settled(from, to time.Time) []Result {
+	pending := time.Now().Add(-c.timeout)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Result
+	for _, r := range c.results[c.firstAfter(from):c.firstAfter(to)] {
+		if !r.OK() && r.Err == nil && r.Sent.After(pending) {
+			continue // may still be answered
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// summarize counts settled results in send order.
+func summarize(rs []Result) Outage {
 	o := Outage{Answers: map[netip.Addr]int{}}
 	var start time.Time
 	inGap := false
-	for _, r := range c.Results() {
-		if r.Sent.Before(from) || !r.Sent.Before(to) {
-			continue
-		}
-		if !r.OK() && r.Err == nil && r.Sent.After(settled) {
-			continue // may still be answered
-		}
+	for _, r := range rs {
 		o.Sent++
 		if !r.OK() {
 			o.Lost++

@@ -454,8 +454,9 @@ func (r *run) evaluate(ctx context.Context, name string) {
 // switched to for min_dwell, then moves on from a stuck switch).
 // Otherwise from when the reconciler saw it attached; not at all before
 // that — the service is not down then, it is not up yet: at creation, or
-// while drift (a NIC disconnected by hand) is repaired, which is faster
-// than a switch.
+// while drift (a NIC disconnected by hand from a running replica) is
+// repaired, which is faster than a switch. An active seen attached that
+// then stops running (a crash) stays judged: see converge.
 func (r *run) judgedFrom(svc fsm.Service) (from time.Time, fresh, ok bool) {
 	if svc.Intent != nil {
 		return time.Time{}, false, true

@@ -294,6 +294,42 @@ func TestDriftRepaired(t *testing.T) {
 	}
 }
 
+// An active that stops running after it served (a crash: a container's
+// server exits and its container with it; a VM powered off) stays judged:
+// while its start in place hangs, the probes' DOWN verdict moves the
+// service to the standby, and the crashed replica is restored before it
+// serves again. A running active found detached is re-attached in place
+// with no switch (TestDriftRepaired covers that without probes; here with
+// them).
+func TestCrashedActiveSwitchesAway(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["power-on bind-a"] = release
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.nic = false })
+	eventually(t, "bind-a re-attached in place", e.vmIs("bind-a", PowerOn, true))
+	if h := e.switches(); len(h) != 0 {
+		t.Fatalf("a NIC drift on a running active switched: %+v", h)
+	}
+
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power = PowerOff })
+	eventually(t, "switch away from the crashed bind-a while its start hangs", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == "unbound-a" && svc.Intent == nil
+	})
+	h := e.switches()
+	if len(h) != 1 || h[0].From != "bind-a" || h[0].Reason != fsm.ReasonDoS || !h[0].Done {
+		t.Fatalf("history %+v", h)
+	}
+	close(release)
+	eventually(t, "bind-a restored and parked", func() bool {
+		return roles(e.cl) == "bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby" && e.d.vm("bind-a").restored == 1
+	})
+}
+
 // report sends a follower's report on the current activation (its epoch
 // plus epochDelta) now and then every 50 ms, as a witness does, until the
 // test ends.

@@ -72,9 +72,7 @@ func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.Re
 		delete(r.obs, replicaKey(service, spec.Name))
 		return o, fmt.Errorf("observe: %w", err)
 	}
-	key := replicaKey(service, spec.Name)
-	r.obs[key] = o
-	r.sawAttached(key, o.NICConnected, false)
+	r.obs[replicaKey(service, spec.Name)] = o
 	return o, nil
 }
 
@@ -276,17 +274,36 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	if !ok {
 		return
 	}
+	key := replicaKey(name, act.Name)
+	if r.busy[key] {
+		return // being started again in the background (below)
+	}
 	o, err := r.observe(ctx, name, d, spec)
 	if err != nil {
 		r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
 		return
 	}
 	if o.Power != PowerOn {
-		if r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) }) != nil {
-			return
-		}
+		// Not running: crashed (a container's server exits and takes the
+		// container with it), stopped, paused or powered off. The service
+		// is down, so a replica seen serving keeps being judged from its
+		// attach (its attachedSince stays; see judgedFrom): a switch to the
+		// warm standby is faster than a start in place (a container start
+		// takes about a second, a VM boot far longer), and a replica an
+		// attack stopped is then restored before it serves again. One
+		// never seen serving by this leader (a new service, a new leader)
+		// is not judged until it runs. The start in place runs in the
+		// background, keeping the leader loop free to switch; it brings the
+		// service back when the switch is damped or there is nowhere to go.
+		r.background(ctx, key, func(ctx context.Context) {
+			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+		})
+		return
 	}
-	if !o.NICConnected || o.Power != PowerOn {
+	// Running but detached (a NIC disconnected by hand): not judged while
+	// it is re-attached, which takes milliseconds, faster than a switch.
+	r.sawAttached(key, o.NICConnected, false)
+	if !o.NICConnected {
 		if othersAttached {
 			// Invariant 2: attach only when every other replica is known detached.
 			r.c.m.failed(name, "attach-blocked")
@@ -318,6 +335,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
 		return false
 	}
+	r.sawAttached(key, o.NICConnected, false)
 	detach := func() bool {
 		if !o.NICConnected && !o.NICStartConnected {
 			return true

@@ -2,6 +2,8 @@ package docker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -71,6 +73,10 @@ func TestClassify(t *testing.T) {
 		{errors.New("connection reset by peer"), controller.ErrUnavailable, true},
 		{fmt.Errorf("%w: already", controller.ErrInvalidState), controller.ErrInvalidState, false},
 		{fmt.Errorf("%w: %w", errRetry, cerrdefs.ErrConflict), controller.ErrConflict, true},
+		{fmt.Errorf("ping: %w", x509.UnknownAuthorityError{}), controller.ErrDenied, false},
+		{&tls.CertificateVerificationError{Err: errors.New("expired")}, controller.ErrDenied, false},
+		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: remote error: tls: unknown certificate authority"), controller.ErrDenied, false},
+		{errors.New("remote error: tls: internal error"), controller.ErrUnavailable, true},
 	}
 	for _, tt := range tests {
 		got, retry := classify(tt.err)

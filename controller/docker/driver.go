@@ -176,6 +176,10 @@ func (h *host) ready(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
+		if tlsRefused(err) {
+			return fmt.Errorf("%w: docker engine %s: the TLS handshake failed on certificates (the host's tls ca must have signed the engine's certificate, and the engine's --tlscacert ours): %w",
+				errDenied, h.name, err)
+		}
 		return fmt.Errorf("%w: docker engine %s: %w", errUnavailable, h.name, err)
 	}
 	h.negotiated.Store(true)

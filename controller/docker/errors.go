@@ -2,6 +2,8 @@ package docker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -51,6 +53,9 @@ func classify(err error) (sentinel error, retry bool) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errUnavailable, false // the caller's own deadline
 	}
+	if tlsRefused(err) {
+		return errDenied, false
+	}
 	if client.IsErrConnectionFailed(err) {
 		return errUnavailable, true
 	}
@@ -77,6 +82,29 @@ func classify(err error) (sentinel error, retry bool) {
 	// Transport errors the client did not wrap (connection reset, EOF
 	// mid-response, TLS): the engine may be restarting.
 	return errUnavailable, true
+}
+
+// tlsRefused reports a TLS handshake that failed on certificates: the
+// engine's certificate not signed by the configured CA (or not for its
+// address), or the engine refusing ours. Another attempt would fail the
+// same way, and calling it an engine that is down would send an operator
+// looking in the wrong place.
+func tlsRefused(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+	)
+	if errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) {
+		return true
+	}
+	// The engine's alert, as the client reads it (TLS 1.3 delivers it on
+	// the first read after the handshake): "remote error: tls: bad
+	// certificate", "... unknown certificate authority", "... certificate
+	// required".
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: tls:") && strings.Contains(msg, "certificate")
 }
 
 // classified wraps err with its sentinel unless it already carries one.

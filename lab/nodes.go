@@ -476,8 +476,9 @@ func (l *Lab) AuditLog(replica string) string {
 }
 
 // startWatchers runs one `ars watch apparmor` per replica in the client
-// namespace (where the lab's detectors live), each posting to one node
-// with the detector token; replicas are spread over the nodes.
+// namespace (where the lab's detectors live), each posting with the
+// detector token to one node first and to the others when it fails;
+// replicas are spread over the nodes.
 func (l *Lab) startWatchers() error {
 	t := l.Net.Topology()
 	for i, r := range l.cfg.Replicas {
@@ -488,10 +489,15 @@ func (l *Lab) startWatchers() error {
 		if err := os.WriteFile(log, nil, 0o644); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
-		node := t.Nodes[i%len(t.Nodes)]
+		// Its own node first, then the others: a node that is cut off,
+		// stopped or killed passes the alert on (-addrs).
+		var addrs []string
+		for k := range t.Nodes {
+			addrs = append(addrs, "https://"+l.NodeAPI(t.Nodes[(i+k)%len(t.Nodes)]))
+		}
 		p, err := l.Net.RunClient(l.cfg.Agent, "watch", "apparmor", "-log", log,
 			"-service", l.cfg.Service, "-replica", r.Name, "-poll", "10ms",
-			"-addr", "https://"+l.NodeAPI(node), "-ca-file", filepath.Join(l.PKIDir(), "ca.pem"),
+			"-addrs", strings.Join(addrs, ","), "-ca-file", filepath.Join(l.PKIDir(), "ca.pem"),
 			"-token-file", filepath.Join(l.PKIDir(), "detector.token"))
 		if err != nil {
 			return fmt.Errorf("lab: watcher for %s: %w", r.Name, err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ const (
 	watchDefaultQueue   = 256
 	watchMaxQueue       = 1 << 16
 	watchAttemptTimeout = 10 * time.Second
+	// watchFailoverTimeout bounds one attempt when other nodes are there
+	// to try (-addrs): a commit takes milliseconds, and a node cut off from
+	// the others must not hold an exploit alert for long.
+	watchFailoverTimeout = 2 * time.Second
 	watchBackoffMin     = 100 * time.Millisecond
 	watchBackoffMax     = 10 * time.Second
 	// watchEvidenceLine bounds the raw log line quoted in the evidence.
@@ -46,8 +51,13 @@ or "KILL", auditd or kernel/syslog format) into an exploit alert on
 serial, profile, operation, name), so re-reading a log after a restart, or
 reading the same event twice, records it only once.
 
-Each alert is retried with backoff (100ms doubling to 10s) until the node
-acknowledges it; a duplicate answer is an acknowledgement. Answers that no
+Each alert is retried with backoff (100ms doubling to 10s) until a node
+acknowledges it; a duplicate answer is an acknowledgement. With -addrs the
+watcher knows several nodes: when the one it posts to does not answer
+(unreachable, cut off, no leader known, 5xx) it tries the next at once, and
+backs off only after every node failed once; each attempt then has 2 s, not
+10 s. A detector bound to one node would otherwise lose its way to the
+cluster with that node. Answers that no
 retry can change (a 4xx such as unknown_service) are logged and the alert is
 dropped; 401/403 (the token is not accepted) stop the watcher with exit 1.
 Alerts are sent one at a time, in log order. Up to -queue alerts wait for
@@ -71,6 +81,7 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 			source := fs.String("source", "apparmor", "detector `name` recorded with each alert")
 			poll := fs.Duration("poll", apparmor.DefaultPoll, "how often to look for new lines, rotation and truncation")
 			queue := fs.Int("queue", watchDefaultQueue, "alerts waiting for acknowledgement before reading pauses")
+			addrs := fs.String("addrs", "", "comma-separated node API `addresses` to post to, in order of preference; the next is tried when one fails (default: -addr alone)")
 			return func(ctx context.Context, e *Env, args []string) error {
 				switch {
 				case *logPath == "":
@@ -86,12 +97,33 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 				case *queue < 1 || *queue > watchMaxQueue:
 					return usageErrorf("-queue %d: must be from 1 to %d", *queue, watchMaxQueue)
 				}
-				c, err := e.Client()
-				if err != nil {
-					return err
+				var clients []alertPoster
+				var names []string
+				if *addrs == "" {
+					c, err := e.Client()
+					if err != nil {
+						return err
+					}
+					clients, names = append(clients, c), append(names, c.Addr())
+				}
+				for _, a := range strings.Split(*addrs, ",") {
+					if a = strings.TrimSpace(a); a == "" {
+						if *addrs != "" {
+							return usageErrorf("-addrs %q: an empty address", *addrs)
+						}
+						continue
+					}
+					if slices.Contains(names, a) {
+						return usageErrorf("-addrs %q: %s listed twice", *addrs, a)
+					}
+					c, err := e.ClientAt(a)
+					if err != nil {
+						return err
+					}
+					clients, names = append(clients, c), append(names, a)
 				}
 				w := &apparmorWatcher{
-					client: c, path: *logPath, service: *service, replica: *replica, profile: *profile,
+					clients: clients, names: names, path: *logPath, service: *service, replica: *replica, profile: *profile,
 					source: *source, fromStart: *fromStart, poll: *poll, queue: *queue,
 					log: slog.New(slog.NewTextHandler(e.Stderr, nil)).With("watch", "apparmor"),
 					out: e.Stdout, json: e.JSONOutput(),
@@ -108,7 +140,9 @@ type alertPoster interface {
 }
 
 type apparmorWatcher struct {
-	client                            alertPoster
+	clients                           []alertPoster // the nodes, in order of preference
+	names                             []string      // their addresses, for the log
+	cur                               int           // the node posted to now
 	path, service, replica, profile   string
 	source                            string
 	fromStart                         bool
@@ -235,14 +269,32 @@ func classifyAlertError(err error) failure {
 	return failRetry
 }
 
+// failsOver reports an error that says nothing about the alert, only
+// about the node: unreachable or timed out, no leader known to it, or a
+// server error. Another node may do better at once. A 429 does not move:
+// the rate limit is the caller's, on every node.
+func failsOver(err error) bool {
+	var ae *transport.APIError
+	if !errors.As(err, &ae) {
+		return true
+	}
+	return ae.Code == transport.CodeNotLeader || ae.Code == transport.CodeNoLeader || ae.Code == transport.CodeTimeout ||
+		ae.Code == transport.CodeUnavailable || ae.Status >= 500
+}
+
 // deliver posts one alert until it is acknowledged or dropped. It returns
 // an error only for a fatal answer or when ctx ends.
 func (w *apparmorWatcher) deliver(ctx context.Context, p pendingAlert) error {
 	backoff := cmp.Or(w.backoffMin, watchBackoffMin)
 	maxBackoff := cmp.Or(w.backoffMax, watchBackoffMax)
+	attemptTO := cmp.Or(w.attemptTO, watchAttemptTimeout)
+	if len(w.clients) > 1 {
+		attemptTO = min(attemptTO, watchFailoverTimeout)
+	}
+	failed := 0 // nodes that failed in a row since the last wait
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, cmp.Or(w.attemptTO, watchAttemptTimeout))
-		res, err := w.client.PostAlert(actx, p.req)
+		actx, cancel := context.WithTimeout(ctx, attemptTO)
+		res, err := w.clients[w.cur].PostAlert(actx, p.req)
 		cancel()
 		if err == nil {
 			return w.acknowledged(res, p)
@@ -259,8 +311,18 @@ func (w *apparmorWatcher) deliver(ctx context.Context, p pendingAlert) error {
 				"operation", p.rec.Operation, "error", err.Error())
 			return nil
 		}
+		node := w.names[w.cur]
+		if len(w.clients) > 1 && failsOver(err) {
+			w.cur = (w.cur + 1) % len(w.clients)
+			if failed++; failed < len(w.clients) {
+				w.log.Warn("alert not acknowledged, trying the next node", "id", p.req.ID, "attempt", attempt,
+					"node", node, "next", w.names[w.cur], "error", err.Error())
+				continue
+			}
+		}
+		failed = 0
 		wait := backoff/2 + rand.N(backoff/2+1)
-		w.log.Warn("alert not acknowledged, retrying", "id", p.req.ID, "attempt", attempt,
+		w.log.Warn("alert not acknowledged, retrying", "id", p.req.ID, "attempt", attempt, "node", node,
 			"retry_in", wait.Round(time.Millisecond), "error", err.Error())
 		t := time.NewTimer(wait)
 		select {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,6 +230,81 @@ func TestWatchAppArmorRetriesUntilLeader(t *testing.T) {
 	}
 }
 
+// With -addrs a node that is unreachable or knows no leader passes the
+// alert to the next at once: no backoff until every node failed once.
+func TestWatchAppArmorFailsOverToTheNextNode(t *testing.T) {
+	cut := alertNode(t)
+	cut.b.mu.Lock()
+	cut.b.leader = false // cut off: answers no_leader
+	cut.b.mu.Unlock()
+	good := alertNode(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+
+	log := filepath.Join(t.TempDir(), "audit.log")
+	d := denial(7, "/usr/sbin/named", "/bin/sh")
+	appendLines(t, log, d)
+	w := startWatch(t, good.roleEnv(t, "detector"), "-log", log, "-service", "dns", "-replica", "win-bind", "-from-start",
+		"-addrs", dead+","+cut.addr+","+good.addr)
+	waitFor(t, "the alert committed on the third node", func() bool { return len(good.ledgerIDs()) == 1 }, w)
+	waitFor(t, "the acknowledgement", func() bool { return strings.Contains(w.stdout.String(), "committed") }, w)
+	errs := w.stderr.String()
+	if strings.Count(errs, "trying the next node") != 2 || strings.Contains(errs, "retry_in") || len(cut.ledgerIDs()) != 0 {
+		t.Fatalf("want two failovers and no backoff; stderr:\n%s", errs)
+	}
+
+	// Every node failing: a full round, then the backoff.
+	good.b.mu.Lock()
+	good.b.leader = false
+	good.b.mu.Unlock()
+	appendLines(t, log, denial(8, "/usr/sbin/named", "/bin/sh"))
+	waitFor(t, "a backoff after a full round", func() bool { return strings.Contains(w.stderr.String(), "retry_in") }, w)
+	good.b.mu.Lock()
+	good.b.leader = true
+	good.b.mu.Unlock()
+	waitFor(t, "the second alert committed", func() bool { return len(good.ledgerIDs()) == 2 }, w)
+}
+
+func TestWatchAppArmorAddrsErrors(t *testing.T) {
+	n := alertNode(t)
+	env := n.roleEnv(t, "detector")
+	log := filepath.Join(t.TempDir(), "audit.log")
+	appendLines(t, log)
+	for _, c := range []struct{ addrs, want string }{
+		{n.addr + "," + n.addr, "listed twice"},
+		{n.addr + ",,", "an empty address"},
+		{"ftp://x", "scheme must be http or https"},
+	} {
+		r := cli(t, env, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "win-bind", "-addrs", c.addrs)
+		if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("-addrs %q: exit %d, stderr %q; want usage error with %q", c.addrs, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+func TestFailsOver(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&transport.NetworkError{Op: "POST /v1/alerts", Addr: "x", Err: errors.New("connection refused")}, true},
+		{context.DeadlineExceeded, true},
+		{&transport.APIError{Status: 503, Code: transport.CodeNoLeader}, true},
+		{&transport.APIError{Status: 503, Code: transport.CodeUnavailable}, true},
+		{&transport.APIError{Status: 500, Code: transport.CodeInternal}, true},
+		{&transport.APIError{Status: 429, Code: "rate_limited"}, false},
+		{&transport.APIError{Status: 409, Code: fsm.CodeStaleTerm}, false},
+	} {
+		if got := failsOver(c.err); got != c.want {
+			t.Errorf("failsOver(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
 func TestWatchAppArmorRestartDedups(t *testing.T) {
 	n := alertNode(t)
 	env := n.roleEnv(t, "detector")
@@ -309,7 +385,7 @@ func TestWatchQueueBoundsReading(t *testing.T) {
 	}
 	appendLines(t, log, lines...)
 	stderr := &testutil.SyncBuffer{}
-	w := &apparmorWatcher{client: fake, path: log, service: "dns", replica: "r", source: "apparmor", fromStart: true,
+	w := &apparmorWatcher{clients: []alertPoster{fake}, names: []string{"fake"}, path: log, service: "dns", replica: "r", source: "apparmor", fromStart: true,
 		poll: 10 * time.Millisecond, queue: 3, log: newTestLogger(stderr), out: &testutil.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -133,9 +133,10 @@ func (g *globals) resolveToken() (string, error) {
 	return "", nil
 }
 
-// baseURL turns -addr into a URL; see the package doc for the scheme rule.
-func (g *globals) baseURL() (string, error) {
-	addr := strings.TrimSpace(g.addr)
+// urlOf turns a node address (-addr, or one of -addrs) into a URL; see the
+// package doc for the scheme rule.
+func (g *globals) urlOf(addr string) (string, error) {
+	addr = strings.TrimSpace(addr)
 	if addr == "" {
 		return "", usageErrorf("-addr is empty")
 	}
@@ -188,7 +189,13 @@ func (e *Env) Client() (*transport.Client, error) {
 	if e.cmd != nil && e.cmd.Local {
 		return nil, errors.New("internal error: local command asked for an API client")
 	}
-	url, err := e.g.baseURL()
+	return e.ClientAt(e.g.addr)
+}
+
+// ClientAt is Client for another node's address (host:port or URL), with
+// the same token and TLS settings.
+func (e *Env) ClientAt(addr string) (*transport.Client, error) {
+	url, err := e.g.urlOf(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +212,7 @@ func (e *Env) Client() (*transport.Client, error) {
 	}
 	c, err := transport.NewClient(url, token, tlsCfg)
 	if err != nil {
-		return nil, usageErrorf("-addr %q: %v", e.g.addr, err)
+		return nil, usageErrorf("-addr %q: %v", addr, err)
 	}
 	e.clients = append(e.clients, c)
 	return c, nil

@@ -34,8 +34,8 @@ const (
 	// to try (-addrs): a commit takes milliseconds, and a node cut off from
 	// the others must not hold an exploit alert for long.
 	watchFailoverTimeout = 2 * time.Second
-	watchBackoffMin     = 100 * time.Millisecond
-	watchBackoffMax     = 10 * time.Second
+	watchBackoffMin      = 100 * time.Millisecond
+	watchBackoffMax      = 10 * time.Second
 	// watchEvidenceLine bounds the raw log line quoted in the evidence.
 	watchEvidenceLine = 8 << 10
 )

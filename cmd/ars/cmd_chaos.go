@@ -68,7 +68,7 @@ node's status and state digest and the vCenter's sessions four times a second,
 the switches and the alert ledger) is written to -histories/seed-N.json, and
 the checker reports every broken invariant: two replicas linked beyond the
 make-before-break bound, a committed alert unanswered or an exploit never
-reported, an exploited replica linked before its revert, an attack not
+reported (or reported beyond the outage bound), an exploited replica linked before its revert, an attack not
 switched away from, different states at one log index, a vCenter session
 outliving its leadership, the service not answering again within the outage
 bound, the lab not healthy after the heal.

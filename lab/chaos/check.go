@@ -20,7 +20,8 @@ const (
 	// make-before-break window (§4.2).
 	InvTwoAttached = "two-attached"
 	// InvAlertUnanswered: a committed alert without an outcome; InvAlertLost:
-	// an exploit the lab wrote that no committed alert reports (§4.3).
+	// an exploit the lab wrote that no committed alert reports, or one
+	// reports only after MaxOutage (§4.3).
 	InvAlertUnanswered = "alert-unanswered"
 	InvAlertLost       = "alert-lost"
 	// InvUnrestored: a replica linked again after an exploit without a
@@ -36,7 +37,7 @@ const (
 	// after the node stopped leading or logged in again.
 	InvSessionLeak = "session-leak"
 	// InvOutage: the service not answering again within the bound after
-	// an attack.
+	// an attack or a Docker engine restart.
 	InvOutage = "outage"
 	// InvNotReady: the cluster not healthy again after the faults were
 	// healed (leader, every voter, service steady, alerts answered).
@@ -111,8 +112,11 @@ type Report struct {
 	Skipped    map[Kind]int `json:"skipped"` // not done: skipped or failed
 	Attacks    int          `json:"attacks"`
 	Switches   int          `json:"switches"`
-	// LongestOutage is the longest gap the client saw after an attack.
-	LongestOutage time.Duration `json:"longest_outage"`
+	// LongestOutage is the longest gap the client saw after an attack,
+	// LongestRestartOutage after a Docker engine restart (under the
+	// serving container: a crash to the cluster).
+	LongestOutage        time.Duration `json:"longest_outage"`
+	LongestRestartOutage time.Duration `json:"longest_restart_outage"`
 	// LongestOverlap is the longest time two replicas were linked.
 	LongestOverlap time.Duration `json:"longest_overlap"`
 	// DriverCalls counts the nodes' vCenter calls that change a VM;
@@ -121,9 +125,10 @@ type Report struct {
 	// heals: counted, not violations).
 	DriverCalls int `json:"driver_calls"`
 	LateCalls   int `json:"late_calls"`
-	// Unprovoked counts switches with no attack in the outage bound
-	// before them, UnattributedGaps the client's gaps with none (reported,
-	// not §4 violations: a false switch would show in both).
+	// Unprovoked counts switches with no attack or engine restart in the
+	// outage bound before them, UnattributedGaps the client's gaps with
+	// none (reported, not §4 violations: a false switch would show in
+	// both).
 	Unprovoked       int `json:"unprovoked_switches"`
 	UnattributedGaps int `json:"unattributed_gaps"`
 	// Duration is the run's length, from Start to End.
@@ -160,7 +165,7 @@ func Check(h History, b Bounds) Report {
 
 	checkDriverCalls(h, evs, &r, add)
 	checkAttached(h, evs, b, &r, add)
-	checkAlerts(h, add)
+	checkAlerts(h, b, add)
 	checkRestored(evs, h.Switches, add)
 	checkAttacks(h, evs, b, &r, add)
 	checkDigests(h, add)
@@ -281,7 +286,7 @@ func checkAttached(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 
 // checkAlerts: every committed alert of the run answered; every exploit
 // the lab wrote reported by a committed alert.
-func checkAlerts(h History, add addFunc) {
+func checkAlerts(h History, b Bounds, add addFunc) {
 	for _, a := range h.Alerts {
 		at := time.Unix(0, a.At)
 		if at.Before(h.Start) {
@@ -295,11 +300,24 @@ func checkAlerts(h History, add addFunc) {
 		if in.Step.Kind != AttackExploit || !in.Done() {
 			continue
 		}
-		found := slices.ContainsFunc(h.Alerts, func(a fsm.AlertRecord) bool {
-			return a.Replica == in.Replica && a.Kind == fsm.KindExploit && !time.Unix(0, a.At).Before(in.At.Add(-time.Second))
-		})
-		if !found {
+		// The first alert on the replica committed from a second before the
+		// exploit on (a.At is when the node received it).
+		var first time.Time
+		for _, a := range h.Alerts {
+			at := time.Unix(0, a.At)
+			if a.Replica == in.Replica && a.Kind == fsm.KindExploit && !at.Before(in.At.Add(-time.Second)) &&
+				(first.IsZero() || at.Before(first)) {
+				first = at
+			}
+		}
+		switch {
+		case first.IsZero():
 			add(InvAlertLost, in.At, "the exploit on %s has no committed alert", in.Replica)
+		case first.Sub(in.At) > b.MaxOutage:
+			// A detector that cannot reach the cluster for that long: the
+			// exploited replica may serve on unseen.
+			add(InvAlertLost, in.At, "the exploit on %s was reported %s after it (bound %s)", in.Replica,
+				first.Sub(in.At).Round(time.Millisecond), b.MaxOutage)
 		}
 	}
 }
@@ -357,15 +375,30 @@ const lossLead = 250 * time.Millisecond
 
 // checkAttacks: an attack on the linked replica is answered by a switch
 // away from it within MaxOutage, and every gap the client saw after an
-// attack (a gap belongs to the latest attack before it) is over by then.
+// attack or an engine restart (a gap belongs to the latest of them before
+// it) is over within MaxOutage of it. An engine restart takes the serving
+// container down like a crash; without it among the causes, its gap was
+// charged to an attack up to MaxOutage before and could end past that
+// attack's bound although the attack was long answered (seed 83: an
+// engine restart 9.8 s after an exploit, its 383 ms gap ending at 10.2 s).
 func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
-	var attacks []Injection
+	var attacks, causes []Injection
 	for _, in := range h.Injections {
-		if in.Step.Kind.IsAttack() && in.Done() {
+		if !in.Done() {
+			continue
+		}
+		if in.Step.Kind.IsAttack() {
 			attacks = append(attacks, in)
 		}
+		if in.Step.Kind.IsAttack() || in.Step.Kind == DockerRestart {
+			causes = append(causes, in)
+		}
 	}
-	sort.SliceStable(attacks, func(i, j int) bool { return attacks[i].At.Before(attacks[j].At) })
+	byTime := func(s []Injection) {
+		sort.SliceStable(s, func(i, j int) bool { return s[i].At.Before(s[j].At) })
+	}
+	byTime(attacks)
+	byTime(causes)
 	for _, in := range attacks {
 		t, bound := in.At, in.At.Add(b.MaxOutage)
 		if linkedAt(h, evs, t)[in.Replica] {
@@ -379,26 +412,34 @@ func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 		}
 	}
 	for _, g := range h.Gaps {
-		// The latest attack at most lossLead after the gap's start.
+		// The latest cause at most lossLead after the gap's start.
 		i := -1
-		for j, in := range attacks {
+		for j, in := range causes {
 			if !in.At.After(g.Start.Add(lossLead)) {
 				i = j
 			}
 		}
-		if i < 0 || g.Start.After(attacks[i].At.Add(b.MaxOutage)) {
+		if i < 0 || g.Start.After(causes[i].At.Add(b.MaxOutage)) {
 			r.UnattributedGaps++
 			continue
 		}
-		in := attacks[i]
+		in := causes[i]
 		end := g.End
 		if g.Open {
 			end = h.End
 		}
-		r.LongestOutage = max(r.LongestOutage, end.Sub(g.Start))
+		if in.Step.Kind.IsAttack() {
+			r.LongestOutage = max(r.LongestOutage, end.Sub(g.Start))
+		} else {
+			r.LongestRestartOutage = max(r.LongestRestartOutage, end.Sub(g.Start))
+		}
+		what := string(in.Step.Kind)
+		if in.Replica != "" {
+			what += " on " + in.Replica
+		}
 		if bound := in.At.Add(b.MaxOutage); g.Open || end.After(bound) {
-			add(InvOutage, g.Start, "%s on %s at %s: the service did not answer again within %s (gap of %s, %d lost%s)",
-				in.Step.Kind, in.Replica, in.At.Format("15:04:05.000"), b.MaxOutage, end.Sub(g.Start).Round(time.Millisecond), g.Lost, openNote(g.Open))
+			add(InvOutage, g.Start, "%s at %s: the service did not answer again within %s (gap of %s, %d lost%s)",
+				what, in.At.Format("15:04:05.000"), b.MaxOutage, end.Sub(g.Start).Round(time.Millisecond), g.Lost, openNote(g.Open))
 		}
 	}
 	for _, s := range h.Switches {
@@ -406,7 +447,7 @@ func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 		if st.Before(h.Start) || st.After(h.End) || s.Reason == fsm.ReasonManual {
 			continue
 		}
-		if !slices.ContainsFunc(attacks, func(in Injection) bool {
+		if !slices.ContainsFunc(causes, func(in Injection) bool {
 			return !st.Before(in.At.Add(-time.Second)) && !st.After(in.At.Add(b.MaxOutage))
 		}) {
 			r.Unprovoked++

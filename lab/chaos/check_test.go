@@ -85,6 +85,26 @@ func TestCheckRelinkBeforeQuarantine(t *testing.T) {
 	}
 }
 
+// A gap that starts after an engine restart belongs to the restart, not
+// to an attack up to 10 s before it (seed 83: an exploit at 6 s, an
+// engine restart at 15.8 s under the serving container, its 400 ms gap
+// ending past the exploit's bound); the restart has a bound of its own.
+func TestCheckEngineRestartGaps(t *testing.T) {
+	h := good()
+	h.Injections = append(h.Injections, Injection{Step: Step{Kind: DockerRestart}, At: at(15800), Until: at(17000)})
+	h.Gaps = append(h.Gaps, Gap{Start: at(15830), End: at(16230), Lost: 80})
+	r := Check(h, Bounds{})
+	if !r.OK() || r.LongestRestartOutage != 400*time.Millisecond || r.LongestOutage != 300*time.Millisecond || r.UnattributedGaps != 0 {
+		t.Fatalf("violations %v, restart outage %s, attack outage %s, unattributed %d", r.Violations, r.LongestRestartOutage, r.LongestOutage, r.UnattributedGaps)
+	}
+	h.Gaps[len(h.Gaps)-1].Open = true // never answered again
+	h.End = at(26000)
+	r = Check(h, Bounds{})
+	if len(r.Violations) == 0 || r.Violations[0].Invariant != InvOutage || !strings.Contains(r.Violations[0].What, "docker-restart at") {
+		t.Fatalf("an engine restart never answered: violations %+v", r.Violations)
+	}
+}
+
 func TestCheckAcceptsAGoodHistory(t *testing.T) {
 	r := Check(good(), Bounds{})
 	if !r.OK() {
@@ -127,6 +147,9 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		}},
 		{"an exploit with no committed alert", InvAlertLost, func(h *History) {
 			h.Alerts = nil
+		}},
+		{"an exploit reported after the bound", InvAlertLost, func(h *History) {
+			h.Alerts[0].At = ns(6002 + 10001)
 		}},
 		{"an exploited replica linked before its revert", InvUnrestored, func(h *History) {
 			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "b" && e.What == "revert" })

@@ -28,15 +28,19 @@ type Summary struct {
 	// LateCalls those a cut-off node's requests made after the heal.
 	DriverCalls int `json:"driver_calls"`
 	LateCalls   int `json:"late_calls"`
-	// UnattributedGaps counts the client's gaps with no attack before them.
+	// UnattributedGaps counts the client's gaps with no attack or engine
+	// restart before them.
 	UnattributedGaps int            `json:"unattributed_gaps"`
 	Violations       map[string]int `json:"violations"`
 	// FailingSeeds are the seeds whose schedule broke an invariant:
 	// `ars chaos -seed N -schedules 1` runs one again.
-	FailingSeeds     []int64 `json:"failing_seeds"`
-	LongestOutageMS  float64 `json:"longest_outage_ms"`
-	LongestOverlapMS float64 `json:"longest_overlap_ms"`
-	Bounds           Bounds  `json:"bounds"`
+	FailingSeeds    []int64 `json:"failing_seeds"`
+	LongestOutageMS float64 `json:"longest_outage_ms"`
+	// LongestRestartOutageMS is the longest gap after a Docker engine
+	// restart (under the serving container).
+	LongestRestartOutageMS float64 `json:"longest_engine_restart_outage_ms"`
+	LongestOverlapMS       float64 `json:"longest_overlap_ms"`
+	Bounds                 Bounds  `json:"bounds"`
 }
 
 // NewSummary starts an empty summary.
@@ -71,6 +75,7 @@ func (s *Summary) Add(r Report) {
 		s.FailingSeeds = append(s.FailingSeeds, r.Seed)
 	}
 	s.LongestOutageMS = max(s.LongestOutageMS, ms(r.LongestOutage))
+	s.LongestRestartOutageMS = max(s.LongestRestartOutageMS, ms(r.LongestRestartOutage))
 	s.LongestOverlapMS = max(s.LongestOverlapMS, ms(r.LongestOverlap))
 }
 
@@ -106,8 +111,8 @@ func (s *Summary) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "attacks (dos, exploit)\t%d (%d, %d)\n", s.Attacks, s.Faults[AttackDoS], s.Faults[AttackExploit])
-	fmt.Fprintf(w, "switches\t%d (%d with no attack before them)\n", s.Switches, s.Unprovoked)
-	fmt.Fprintf(w, "client gaps with no attack before them\t%d\n", s.UnattributedGaps)
+	fmt.Fprintf(w, "switches\t%d (%d with no attack or engine restart before them)\n", s.Switches, s.Unprovoked)
+	fmt.Fprintf(w, "client gaps with no attack or engine restart before them\t%d\n", s.UnattributedGaps)
 	fmt.Fprintf(w, "vCenter calls that changed a VM\t%d (%d from a node after its partition healed)\n", s.DriverCalls, s.LateCalls)
 	fmt.Fprintf(w, "invariant violations\t%d\n", s.ViolationCount())
 	for _, inv := range Invariants {
@@ -116,6 +121,7 @@ func (s *Summary) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "longest outage after an attack\t%.1f ms (bound %s)\n", s.LongestOutageMS, s.Bounds.MaxOutage)
+	fmt.Fprintf(w, "longest outage after an engine restart\t%.1f ms (bound %s)\n", s.LongestRestartOutageMS, s.Bounds.MaxOutage)
 	fmt.Fprintf(w, "longest two-replica overlap\t%.1f ms (bound %s)\n", s.LongestOverlapMS, s.Bounds.MaxOverlap)
 	if len(s.FailingSeeds) > 0 {
 		fmt.Fprintf(w, "failing seeds\t%v (ars chaos -seed N -schedules 1 runs one again)\n", s.FailingSeeds)

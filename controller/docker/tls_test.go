@@ -1,15 +1,9 @@
 package docker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,92 +13,50 @@ import (
 	"time"
 
 	"ars/controller"
+	"ars/transport"
 )
 
-// testCA is a throwaway certificate authority for the remote-host tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+// testPKI is a cluster CA of `ars keygen` (transport.GeneratePKI) in its
+// own directory, with certificates for the given names: loopback, server
+// and client authentication. Two calls are two unrelated CAs.
+type testPKI struct{ dir string }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestPKI(t *testing.T, names ...string) testPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+	p := testPKI{dir: t.TempDir()}
+	var nodes []transport.PKINode
+	for _, n := range names {
+		nodes = append(nodes, transport.PKINode{Name: n})
+	}
+	if err := transport.GeneratePKI(transport.PKIRequest{Dir: p.dir, Nodes: nodes, ValidFor: time.Hour, Loopback: true}); err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-// issue writes NAME.pem and NAME-key.pem into dir: a leaf for 127.0.0.1
-// usable as server and client, and returns their paths.
-func (ca *testCA) issue(t *testing.T, dir, name string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func (ca *testCA) write(t *testing.T, dir, name string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	writePEM(t, p, "CERTIFICATE", ca.cert.Raw)
 	return p
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+func (p testPKI) ca() string { return filepath.Join(p.dir, transport.CACertFile) }
+
+func (p testPKI) pair(name string) (certFile, keyFile string) {
+	return filepath.Join(p.dir, transport.NodeCertFile(name)), filepath.Join(p.dir, transport.NodeKeyFile(name))
 }
 
 // tlsFront listens on 127.0.0.1 with mutual TLS (client certificates of
-// ca only) and relays each connection to the engine's unix socket: a
+// p's CA only) and relays each connection to the engine's unix socket: a
 // remote Docker host as the driver sees one (dockerd --tlsverify).
-func tlsFront(t *testing.T, ca *testCA, dir, socket string) string {
+func tlsFront(t *testing.T, p testPKI, socket string) string {
 	t.Helper()
-	certFile, keyFile := ca.issue(t, dir, "engine")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := tls.LoadX509KeyPair(p.pair("engine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(p.ca())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate in " + p.ca())
+	}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{cert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
@@ -153,11 +105,10 @@ func tlsFront(t *testing.T, ca *testCA, dir, socket string) string {
 // an engine that is down.
 func TestRemoteHostMutualTLS(t *testing.T) {
 	e := testEnv(t)
-	dir := t.TempDir()
-	ca := newTestCA(t, "ars test docker CA")
-	endpoint := tlsFront(t, ca, dir, strings.TrimPrefix(e.endpoint, "unix://"))
-	caFile := ca.write(t, dir, "ca.pem")
-	certFile, keyFile := ca.issue(t, dir, "node1")
+	pki := newTestPKI(t, "engine", "node1")
+	endpoint := tlsFront(t, pki, strings.TrimPrefix(e.endpoint, "unix://"))
+	caFile := pki.ca()
+	certFile, keyFile := pki.pair("node1")
 
 	d, cnt := newDriver(t, e, "", func(c *Config) {
 		c.Hosts = []Host{{Name: "remote", Endpoint: endpoint, TLS: TLS{CAFile: caFile, CertFile: certFile, KeyFile: keyFile}}}
@@ -173,15 +124,14 @@ func TestRemoteHostMutualTLS(t *testing.T) {
 	}
 	mustOp(t, cnt, "detach over mTLS", 1, func() error { return d.Detach(ctx, r) })
 
-	other := newTestCA(t, "another CA")
-	odir := t.TempDir()
-	ocert, okey := other.issue(t, odir, "intruder")
+	other := newTestPKI(t, "intruder")
+	ocert, okey := other.pair("intruder")
 	tests := []struct {
 		name string
 		tls  TLS
 	}{
 		{"client certificate of another CA", TLS{CAFile: caFile, CertFile: ocert, KeyFile: okey}},
-		{"engine not signed by the configured CA", TLS{CAFile: other.write(t, odir, "other-ca.pem"), CertFile: certFile, KeyFile: keyFile}},
+		{"engine not signed by the configured CA", TLS{CAFile: other.ca(), CertFile: certFile, KeyFile: keyFile}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

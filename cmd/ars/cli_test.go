@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -275,13 +274,7 @@ func TestExitCodes(t *testing.T) {
 	env := n.env(t)
 	p := getPKI(t)
 
-	// A port on which nothing listens.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := closedAddr(t)
 
 	// A TLS server with a certificate from another CA.
 	foreign := startForeignTLS(t)

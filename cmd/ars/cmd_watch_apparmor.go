@@ -97,30 +97,24 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 				case *queue < 1 || *queue > watchMaxQueue:
 					return usageErrorf("-queue %d: must be from 1 to %d", *queue, watchMaxQueue)
 				}
+				list := []string{e.Addr()}
+				if *addrs != "" {
+					list = strings.Split(*addrs, ",")
+				}
 				var clients []alertPoster
 				var names []string
-				if *addrs == "" {
-					c, err := e.Client()
+				for _, a := range list {
+					if *addrs != "" && strings.TrimSpace(a) == "" {
+						return usageErrorf("-addrs %q: an empty address", *addrs)
+					}
+					c, err := e.ClientAt(strings.TrimSpace(a))
 					if err != nil {
 						return err
+					}
+					if slices.Contains(names, c.Addr()) {
+						return usageErrorf("-addrs %q: %s listed twice", *addrs, c.Addr())
 					}
 					clients, names = append(clients, c), append(names, c.Addr())
-				}
-				for _, a := range strings.Split(*addrs, ",") {
-					if a = strings.TrimSpace(a); a == "" {
-						if *addrs != "" {
-							return usageErrorf("-addrs %q: an empty address", *addrs)
-						}
-						continue
-					}
-					if slices.Contains(names, a) {
-						return usageErrorf("-addrs %q: %s listed twice", *addrs, a)
-					}
-					c, err := e.ClientAt(a)
-					if err != nil {
-						return err
-					}
-					clients, names = append(clients, c), append(names, a)
 				}
 				w := &apparmorWatcher{
 					clients: clients, names: names, path: *logPath, service: *service, replica: *replica, profile: *profile,

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,12 +237,7 @@ func TestWatchAppArmorFailsOverToTheNextNode(t *testing.T) {
 	cut.b.leader = false // cut off: answers no_leader
 	cut.b.mu.Unlock()
 	good := alertNode(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
+	dead := closedAddr(t)
 
 	log := filepath.Join(t.TempDir(), "audit.log")
 	d := denial(7, "/usr/sbin/named", "/bin/sh")

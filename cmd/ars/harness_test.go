@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -203,6 +204,17 @@ func TestMain(m *testing.M) {
 }
 
 // testNode is a transport.Server over a fakeBackend behind httptest.
+// closedAddr is a loopback host:port on which nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 type testNode struct {
 	b    *fakeBackend
 	srv  *httptest.Server

@@ -126,6 +126,15 @@ func (e *env) settled(want string) func() bool {
 	}
 }
 
+// activeIs: name is the active replica and no switch is open.
+func (e *env) activeIs(name string) func() bool {
+	return func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == name && svc.Intent == nil
+	}
+}
+
 func (e *env) vmIs(name string, p Power, nic bool) func() bool {
 	return func() bool { vm := e.d.vm(name); return vm.power == p && (vm.nic && vm.power == PowerOn) == nic }
 }
@@ -315,11 +324,7 @@ func TestCrashedActiveSwitchesAway(t *testing.T) {
 	}
 
 	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power = PowerOff })
-	eventually(t, "switch away from the crashed bind-a while its start hangs", func() bool {
-		svc, _ := e.cl.Service(svcName)
-		a, _ := svc.Active()
-		return a.Name == "unbound-a" && svc.Intent == nil
-	})
+	eventually(t, "switch away from the crashed bind-a while its start hangs", e.activeIs("unbound-a"))
 	h := e.switches()
 	if len(h) != 1 || h[0].From != "bind-a" || h[0].Reason != fsm.ReasonDoS || !h[0].Done {
 		t.Fatalf("history %+v", h)
@@ -441,11 +446,7 @@ func TestDoSOnTheReplicaThatTookOver(t *testing.T) {
 	e.d.attack("bind9", true)
 	eventually(t, "switch to unbound-a", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
 	e.d.attack("unbound", true)
-	eventually(t, "switch to knot-a", func() bool {
-		svc, _ := e.cl.Service(svcName)
-		a, _ := svc.Active()
-		return a.Name == "knot-a" && svc.Intent == nil
-	})
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
 	h := e.switches()
 	if len(h) != 2 || h[1].From != "unbound-a" || h[1].To != "knot-a" || !h[1].Done {
 		t.Fatalf("history %+v", h)
@@ -498,17 +499,9 @@ func TestSlowRestoreDoesNotDelayTheNextSwitch(t *testing.T) {
 	e.d.mu.Unlock()
 	e.start(true)
 	e.d.attack("bind9", true)
-	eventually(t, "switch to unbound-a", func() bool {
-		svc, _ := e.cl.Service(svcName)
-		a, _ := svc.Active()
-		return a.Name == "unbound-a" && svc.Intent == nil
-	})
+	eventually(t, "switch to unbound-a", e.activeIs("unbound-a"))
 	e.d.attack("unbound", true)
-	eventually(t, "switch to knot-a while bind-a's restore hangs", func() bool {
-		svc, _ := e.cl.Service(svcName)
-		a, _ := svc.Active()
-		return a.Name == "knot-a" && svc.Intent == nil
-	})
+	eventually(t, "switch to knot-a while bind-a's restore hangs", e.activeIs("knot-a"))
 	if r, _ := e.cl.Service(svcName); roleOf(r, "bind-a") != fsm.RoleRecovering {
 		t.Fatalf("bind-a is %s while its restore hangs, want recovering", roleOf(r, "bind-a"))
 	}

@@ -1,17 +1,18 @@
-module ars
+module github.com/ars-project/ars
 
-go 1.26.8
+go 1.26.0
 
-// raft-boltdb/v2 v2.3.1 imports github.com/hashicorp/go-metrics/compat, a
-// package that go-metrics v0.7.0 removed; raft v1.8.0 asks for v0.7.0. Pin
-// v0.6.1, the last release with compat, until raft-boltdb drops the import.
-replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
-
+// Versions of the Raft stack, chosen to build without a replace directive:
+// raft-boltdb/v2 v2.3.1 (the newest) imports github.com/hashicorp/go-metrics/compat,
+// which go-metrics v0.7.0 removed. raft v1.8.0 and memberlist v0.7.0 both ask
+// for go-metrics v0.7.0, so they are held at raft v1.7.3 and memberlist v0.6.0,
+// the newest releases that accept go-metrics v0.6.1 (the last with compat).
+// Move all four together once raft-boltdb stops importing compat.
 require (
 	github.com/containerd/errdefs v1.0.0
 	github.com/hashicorp/go-hclog v1.6.3
-	github.com/hashicorp/memberlist v0.7.0
-	github.com/hashicorp/raft v1.8.0
+	github.com/hashicorp/memberlist v0.6.0
+	github.com/hashicorp/raft v1.7.3
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
 	github.com/miekg/dns v1.1.73
 	github.com/moby/moby/api v1.56.1
@@ -49,7 +50,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
-	github.com/hashicorp/go-metrics v0.7.0 // indirect
+	github.com/hashicorp/go-metrics v0.6.1 // indirect
 	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
 	github.com/hashicorp/go-multierror v1.1.1 // indirect
 	github.com/hashicorp/go-sockaddr v1.0.7 // indirect

@@ -17,8 +17,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // Forwarder sends an encoded fsm command to the leader's API and returns

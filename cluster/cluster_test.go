@@ -16,9 +16,9 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
-	"ars/test/testutil"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/transport"
 )
 
 // applyOK commits cmd through n. Like any client it retries while

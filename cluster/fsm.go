@@ -7,7 +7,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // applyResponse is what raftFSM.Apply hands back through the ApplyFuture.

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // The in-process harness: real TCP on loopback with mutual TLS, random
@@ -302,7 +302,7 @@ func serviceCmd(t testing.TB, name string, replicas ...string) []byte {
 	impls := []string{"bind9", "unbound", "knot-resolver", "pdns-recursor"}
 	var rs []string
 	for i, r := range replicas {
-		rs = append(rs, fmt.Sprintf(`{"name":%q,"impl":%q,"os":"linux","platform":"container","image":"ars/%s"}`, r, impls[i%len(impls)], impls[i%len(impls)]))
+		rs = append(rs, fmt.Sprintf(`{"name":%q,"impl":%q,"os":"linux","platform":"container","image":"github.com/ars-project/ars/%s"}`, r, impls[i%len(impls)], impls[i%len(impls)]))
 	}
 	spec += strings.Join(rs, ",") + `],"probe":{"query":"www.lab.internal.","type":"A","expect":"192.0.2.10"}}`
 	s, err := fsm.DecodeServiceSpec([]byte(spec))

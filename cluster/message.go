@@ -7,7 +7,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 // MaxMessageSize bounds a message sent with SendToLeader: it must fit one

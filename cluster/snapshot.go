@@ -13,8 +13,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // snapshotMagic starts every file `ars snapshot save` writes: one JSON

@@ -11,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"ars/controller/decide"
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Cluster is what the controller needs from the replicated state machine:

@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	testutil2 "ars/test/testutil"
+	testutil2 "github.com/ars-project/ars/test/testutil"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 const svcName = "dns"

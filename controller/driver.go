@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Driver changes and observes replicas on one platform: vSphere VMs

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 // fakeCluster is a Cluster backed by a real fsm.Machine (term 1).

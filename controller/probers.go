@@ -4,8 +4,8 @@ import (
 	"context"
 	"log/slog"
 
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 // activation identifies what a prober's verdict is about: the service

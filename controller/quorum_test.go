@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 func TestReportCodec(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 // reconcileAll brings every service's replicas to their committed roles.

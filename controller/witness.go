@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"ars/controller/probe"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/fsm"
 )
 
 // WitnessCluster is what a Witness needs from its node.

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"ars/lab/chaos"
-	"ars/transport"
+	"github.com/ars-project/ars/lab/chaos"
+	"github.com/ars-project/ars/transport"
 )
 
 // The chaos runner: one schedule of lab/chaos on a running lab with

@@ -15,9 +15,9 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"ars/controller/docker"
-	"ars/fsm"
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/controller/docker"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // Container replicas (Replica.Platform "container"): real containers of

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // A lab whose network is described but not built: enough for the control

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"ars/lab/bench"
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/lab/bench"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // DNSDist is the peer an operator would pick instead of ars: the same

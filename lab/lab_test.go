@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/vsphere"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/vsphere"
+	"github.com/ars-project/ars/fsm"
 )
 
 // The lab's control path end to end, as the controller uses it: the real

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"ars/lab/bench"
+	"github.com/ars-project/ars/lab/bench"
 )
 
 // Benign load: dnsperf (from the distribution's packages) in the client

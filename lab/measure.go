@@ -6,9 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"ars/fsm"
-	"ars/lab/netlab"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/transport"
 )
 
 // The lab's client queries the service address at this interval, and a

@@ -19,7 +19,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/lab/vcwatch"
+	"github.com/ars-project/ars/lab/vcwatch"
 )
 
 // Replicas is what the Mirror drives: the replica processes and their

@@ -7,7 +7,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/lab/vcwatch"
+	"github.com/ars-project/ars/lab/vcwatch"
 )
 
 type fakeReplicas struct {

@@ -19,9 +19,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"ars/fsm"
-	"ars/lab/netlab"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/transport"
 )
 
 // The lab's controller nodes: `ars agent` processes, one per node

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"time"
 
-	"ars/fsm"
-	"ars/lab/bench"
-	"ars/lab/netlab"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab/bench"
+	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/transport"
 )
 
 // Benchmark trials on a running lab with nodes. Each trial starts from a

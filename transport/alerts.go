@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Alert limits. See the package documentation, "Alerts".

@@ -18,7 +18,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 var leaderClock = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

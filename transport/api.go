@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Status is a node's view of the cluster (GET /v1/status).

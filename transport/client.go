@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // DefaultAPIPort is the API port assumed when an address has none.

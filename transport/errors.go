@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Sentinel errors. The server turns them into an HTTP status and a stable

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 func TestToAPIError(t *testing.T) {

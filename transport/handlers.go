@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // readBody reads the (already size-limited) request body.

@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/test/testutil"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/testutil"
 )
 
 // Test PKIs, generated once: the cluster's and a foreign one.

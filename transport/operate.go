@@ -6,8 +6,8 @@ import (
 	"slices"
 	"sort"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Operator action limits.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // operateServer is a leader with service "dns" (win-bind active).

@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 type routeCase struct {

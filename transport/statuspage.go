@@ -6,7 +6,7 @@ import (
 	"html/template"
 	"net/http"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 const exampleService = "../../deploy/examples/service-dns.yaml"

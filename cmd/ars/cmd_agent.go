@@ -6,8 +6,8 @@ import (
 	"flag"
 	"fmt"
 
-	"ars/cluster"
-	"ars/cmd/ars/agent"
+	"github.com/ars-project/ars/cluster"
+	"github.com/ars-project/ars/cmd/ars/agent"
 )
 
 func init() {

@@ -9,8 +9,8 @@ import (
 	"io"
 	"strings"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 func init() {

@@ -13,7 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 // OperatorTokenFile is written by keygen next to tokens.yaml: the secret of

@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
-	"ars/lab"
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // The lab: `ars lab up` starts `ars lab serve` (the daemon that holds the

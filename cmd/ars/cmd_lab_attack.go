@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"ars/lab"
+	"github.com/ars-project/ars/lab"
 )
 
 func registerLabAttacks() {

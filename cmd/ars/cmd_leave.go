@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 func init() {

@@ -7,7 +7,7 @@ import (
 	"io"
 	"sort"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 func init() {

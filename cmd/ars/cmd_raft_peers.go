@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 func init() {

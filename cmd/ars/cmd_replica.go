@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 // replicaActionHelp describes each `ars replica ACTION`.

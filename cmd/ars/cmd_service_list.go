@@ -7,7 +7,7 @@ import (
 	"io"
 	"strconv"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 func init() {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 func init() {

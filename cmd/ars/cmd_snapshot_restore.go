@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 func init() {

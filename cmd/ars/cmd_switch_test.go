@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 func (n *testNode) service(t *testing.T) fsm.Service {

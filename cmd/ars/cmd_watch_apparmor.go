@@ -17,9 +17,9 @@ import (
 	"time"
 	"unicode"
 
-	"ars/cmd/ars/internal/apparmor"
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // watch apparmor settings.

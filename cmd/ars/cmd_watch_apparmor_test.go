@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"ars/cmd/ars/internal/apparmor"
-	"ars/fsm"
-	"ars/test/testutil"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/transport"
 )
 
 const watchWait = 10 * time.Second

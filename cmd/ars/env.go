@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 // DefaultAddr is the node API address used when neither -addr nor

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"ars/cmd/ars/internal/config"
-	"ars/fsm"
+	"github.com/ars-project/ars/cmd/ars/internal/config"
+	"github.com/ars-project/ars/fsm"
 )
 
 const examplesDir = "../../deploy/examples"

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"syscall"
 
-	"ars/lab"
-	"ars/transport"
+	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/transport"
 )
 
 // Exit codes.

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // fakeBackend is a transport.Backend over a real fsm.Machine, with

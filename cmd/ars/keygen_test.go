@@ -9,7 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 func TestKeygen(t *testing.T) {

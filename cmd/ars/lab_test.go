@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/lab/bench"
+	"github.com/ars-project/ars/lab/bench"
 )
 
 // The lab and bench commands check their input before they need root or

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"ars/transport"
+	"github.com/ars-project/ars/transport"
 )
 
 // TestCLIOutputHasNoSecrets: what the CLI prints — `ars snapshot save`

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // pick is a chosen replica and why it was chosen.

@@ -5,7 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Capabilities says what a replica's driver can do, as far as choosing a

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 func exploit(id, replica string) decide.Alert {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Event is what Decide reacts to: a DoSVerdict, an Alert or a ManualSwitch.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/scenarios/*.golden")

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 // base is the injected clock's origin: every "now" in these tests is base

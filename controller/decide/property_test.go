@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/decide"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/fsm"
 )
 
 // eventsFor is every event kind on every replica of s, plus manual switches

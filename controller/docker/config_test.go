@@ -11,8 +11,8 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 func TestConfigValidate(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Labels the driver puts on every container it creates (and on the park

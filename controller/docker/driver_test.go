@@ -8,8 +8,8 @@ import (
 
 	"github.com/moby/moby/client"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // TestLifecycle drives one replica through every operation, checks each

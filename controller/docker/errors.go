@@ -11,7 +11,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
-	"ars/controller"
+	"github.com/ars-project/ars/controller"
 )
 
 // Short names for the controller's sentinels.

@@ -20,9 +20,9 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"ars/controller"
-	"ars/fsm"
-	"ars/test/dockertest"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/dockertest"
 )
 
 // The tests run against the real Docker engine of the machine. Without a

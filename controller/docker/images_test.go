@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // TestLabImages runs every lab image that `make images` built through the

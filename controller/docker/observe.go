@@ -3,8 +3,8 @@ package docker
 import (
 	"github.com/moby/moby/api/types/container"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // observation maps an inspected container (nil: none) to what the

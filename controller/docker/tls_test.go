@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller"
-	"ars/transport"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/transport"
 )
 
 // testPKI is a cluster CA of `ars keygen` (transport.GeneratePKI) in its

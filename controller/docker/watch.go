@@ -8,8 +8,8 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // watched is the last reported state of one replica.

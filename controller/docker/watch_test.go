@@ -7,8 +7,8 @@ import (
 
 	"github.com/moby/moby/client"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // waitEvent reads events until one for replica r satisfies ok (resyncs

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // BenchmarkDetection measures, against a real in-process DNS server on

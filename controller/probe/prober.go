@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // PaperMinSpacing is the least time between the starts of two probes in the

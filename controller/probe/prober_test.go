@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // waitFor polls cond until it holds or the test's patience (10 s, generous

@@ -13,7 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // udpBufSize is the EDNS0 UDP payload size the probe advertises (the DNS

@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Timeouts of the query tests: failures that must wait for the deadline use

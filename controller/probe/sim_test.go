@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // The detection claims, proven on a discrete-event simulation: the probe

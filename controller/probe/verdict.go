@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // State is the verdict on a service.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 const ms = time.Millisecond

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Every operation on a simulated VM, each repeated: a repeat succeeds and

@@ -8,7 +8,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
+	"github.com/ars-project/ars/controller"
 )
 
 // Short names for the controller's sentinels.

@@ -12,8 +12,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
 func faultRule(method string, ft simulator.FaultType, maxCount int) *simulator.FaultInjectionRule {

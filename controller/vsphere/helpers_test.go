@@ -13,10 +13,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
-	arstest "ars/test/testutil"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
+	arstest "github.com/ars-project/ars/test/testutil"
 )
 
 // VMs of the simulator's VPX inventory.

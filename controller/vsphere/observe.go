@@ -11,8 +11,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/fsm"
 )
 
 // vmProps are the VM properties the driver reads and watches.

@@ -14,8 +14,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
 // vCenter expires an idle session; the next operation logs in again

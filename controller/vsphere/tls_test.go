@@ -10,9 +10,9 @@ import (
 
 	"github.com/vmware/govmomi/vim25/soap"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
-	arstest "ars/test/testutil"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	arstest "github.com/ars-project/ars/test/testutil"
 )
 
 // The simulator's certificate is verified by CA file or by thumbprint

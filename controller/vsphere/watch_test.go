@@ -7,8 +7,8 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
 func powerIs(name string, p controller.Power) func(controller.Event) bool {

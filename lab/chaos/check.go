@@ -7,7 +7,7 @@ import (
 	"sort"
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // Invariants the checker reports (DESIGN.md §4 and the list).

@@ -3,7 +3,7 @@ package chaos
 import (
 	"time"
 
-	"ars/fsm"
+	"github.com/ars-project/ars/fsm"
 )
 
 // History is what one run of a schedule recorded: the faults and attacks

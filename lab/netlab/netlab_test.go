@@ -70,7 +70,7 @@ func dnsd(t *testing.T) string {
 			return
 		}
 		dnsdPath = filepath.Join(dnsdDir, "dnsd")
-		cmd := exec.Command("go", "build", "-o", dnsdPath, "ars/test/dnsd")
+		cmd := exec.Command("go", "build", "-o", dnsdPath, "github.com/ars-project/ars/test/dnsd")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			dnsdErr = err

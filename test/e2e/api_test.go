@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 func spec(name string, nReplicas int) []byte {
@@ -26,7 +26,7 @@ func spec(name string, nReplicas int) []byte {
 		plat := "vm"
 		extra := fmt.Sprintf(`"vm":"%s-vm%d"`, impls[i%4], i)
 		if oses[i%4] == "linux" {
-			plat, extra = "container", fmt.Sprintf(`"host":"local","image":"ars/%s"`, impls[i%4])
+			plat, extra = "container", fmt.Sprintf(`"host":"local","image":"github.com/ars-project/ars/%s"`, impls[i%4])
 		}
 		rs = append(rs, fmt.Sprintf(`{"name":"r%d","impl":%q,"os":%q,"platform":%q,%s}`, i, impls[i%4], oses[i%4], plat, extra))
 	}

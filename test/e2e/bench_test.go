@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/test/harness"
+	"github.com/ars-project/ars/test/harness"
 )
 
 // benchApply commits one service spec per iteration through node n's API

@@ -17,12 +17,12 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"ars/cmd/ars/agent"
-	"ars/fsm"
-	"ars/test/dockertest"
-	"ars/test/fabric"
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/agent"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/dockertest"
+	"github.com/ars-project/ars/test/fabric"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 // containerLab is a three-node cluster whose leader drives containers of

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/test/fabric"
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/fabric"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 // TestProcessWholeClusterKilledMidSwitch is the durability test of issue 7

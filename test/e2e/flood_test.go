@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"ars/fsm"
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 // floodCaller is one party of the flood and what its answers were.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/lab"
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // needLabImages skips unless the local Docker engine answers and has the

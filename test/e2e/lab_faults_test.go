@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/lab"
-	"ars/transport"
+	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/transport"
 )
 
 // waitLabSteady waits until the lab is settled (labSettle) and returns

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/lab"
-	"ars/lab/netlab"
+	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 const labTestPrefix = "arse2e"

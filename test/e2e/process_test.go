@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 // arsBinary returns the ars binary to run: $ARS_BIN (make test sets it) or
@@ -24,7 +24,7 @@ func arsBinary(t *testing.T) string {
 		return p
 	}
 	out := filepath.Join(t.TempDir(), "ars")
-	cmd := exec.Command("go", "build", "-o", out, "ars/cmd/ars")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/ars-project/ars/cmd/ars")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build ars: %v\n%s", err, b)
 	}

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"ars/cmd/ars/agent"
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
-	"ars/test/harness"
-	"ars/test/testutil"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/agent"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/transport"
 )
 
 // Secrets — the vCenter password, the API tokens, the gossip key and the

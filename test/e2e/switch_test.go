@@ -19,12 +19,12 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"ars/cmd/ars/agent"
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
-	"ars/test/fabric"
-	"ars/test/harness"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/agent"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/test/fabric"
+	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/transport"
 )
 
 // switchLab is a three-node in-process cluster whose leader drives VMs of

@@ -21,9 +21,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"ars/cmd/ars/agent"
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/cmd/ars/agent"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // Cluster is a set of in-process nodes sharing one PKI.

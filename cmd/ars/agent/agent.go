@@ -22,15 +22,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"ars/cluster"
-	"ars/cmd/ars/internal/config"
-	"ars/controller"
-	"ars/controller/decide"
-	"ars/controller/docker"
-	"ars/controller/probe"
-	"ars/controller/vsphere"
-	"ars/fsm"
-	"ars/transport"
+	"github.com/ars-project/ars/cluster"
+	"github.com/ars-project/ars/cmd/ars/internal/config"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/controller/docker"
+	"github.com/ars-project/ars/controller/probe"
+	"github.com/ars-project/ars/controller/vsphere"
+	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/transport"
 )
 
 // Config is the agent's configuration (the YAML schema).

@@ -12,9 +12,9 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
-	"ars/controller/docker"
-	"ars/controller/vsphere"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/docker"
+	"github.com/ars-project/ars/controller/vsphere"
+	"github.com/ars-project/ars/fsm"
 )
 
 func freePort(t *testing.T) int {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"ars/controller/vsphere/vcsim"
-	"ars/fsm"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/fsm"
 )
 
 // devVCenter is the vCenter simulator (govmomi's vcsim) embedded in

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"ars/cmd/ars/internal/config"
-	"ars/controller"
-	"ars/controller/vsphere/vcsim"
-	"ars/test/testutil"
+	"github.com/ars-project/ars/cmd/ars/internal/config"
+	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/test/testutil"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {

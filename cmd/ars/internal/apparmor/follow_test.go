@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/test/testutil"
+	"github.com/ars-project/ars/test/testutil"
 )
 
 const waitFor = 10 * time.Second

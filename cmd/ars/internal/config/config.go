@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"ars/cluster"
-	"ars/controller/vsphere"
+	"github.com/ars-project/ars/cluster"
+	"github.com/ars-project/ars/controller/vsphere"
 )
 
 // ErrInvalid is wrapped by every error this package returns for a bad

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"ars/controller/vsphere"
+	"github.com/ars-project/ars/controller/vsphere"
 )
 
 // wantErr is one expected "FILE:LINE: reason" line.

@@ -15,7 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"ars/controller/vsphere"
+	"github.com/ars-project/ars/controller/vsphere"
 )
 
 // maxFileSize bounds what Load reads; an agent config is a few hundred bytes.

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"ars/controller/vsphere"
+	"github.com/ars-project/ars/controller/vsphere"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

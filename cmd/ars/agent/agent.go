@@ -284,9 +284,14 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		}
 	}()
 	go func() {
-		<-c.Left()
-		log.Info("left the cluster; stopping")
-		a.stop(nil)
+		// Stop the agent when the node leaves the cluster; return when the
+		// agent stops for any other reason (Left is closed only by Leave).
+		select {
+		case <-c.Left():
+			log.Info("left the cluster; stopping")
+			a.stop(nil)
+		case <-a.done:
+		}
 	}()
 	log.Info("api listening", "url", apiAdvertise, "dev", cfg.Dev)
 	if cfg.Dev {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,46 @@ func TestManualSwitchCapabilitiesFollowDrivers(t *testing.T) {
 	for _, r := range svc.Spec.Replicas {
 		if caps[r.Name].Unavailable {
 			t.Errorf("%s (%s): unavailable with both drivers", r.Name, r.Platform)
+		}
+	}
+}
+
+// Shutdown without a leave stops every goroutine the agent started: after
+// the first start and stop (which starts the libraries' one-time
+// goroutines), each further cycle returns to the same count. A goroutine
+// left waiting per agent (one used to wait on Cluster.Left, closed only by
+// Leave) grows the count by one each cycle.
+func TestShutdownLeavesNoGoroutine(t *testing.T) {
+	cycle := func() {
+		a := startOnFreePorts(t, DevConfig(), io.Discard)
+		if err := a.Shutdown(); err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	}
+	// settled polls until the goroutine count is at most limit, and returns
+	// the last count seen.
+	settled := func(limit int) int {
+		n := runtime.NumGoroutine()
+		for deadline := time.Now().Add(10 * time.Second); n > limit && time.Now().Before(deadline); n = runtime.NumGoroutine() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		return n
+	}
+	cycle()
+	// The count once it has not changed for a second (bounded).
+	base := runtime.NumGoroutine()
+	for still, deadline := time.Now(), time.Now().Add(10*time.Second); time.Since(still) < time.Second && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if n := runtime.NumGoroutine(); n != base {
+			base, still = n, time.Now()
+		}
+	}
+	for i := 0; i < 3; i++ {
+		cycle()
+		if n := settled(base); n > base {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("cycle %d: %d goroutines after Shutdown, %d after the first cycle:\n%s", i+2, n, base, buf)
 		}
 	}
 }

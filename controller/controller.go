@@ -491,8 +491,10 @@ func (r *run) handleRetries(ctx context.Context) {
 
 // ---- alerts ---------------------------------------------------------------
 
-// handleAlerts feeds every ledger alert without an Outcome to decide. The
-// outcome is committed with the decision (Switch/ReplicaRole AlertID, or an
+// handleAlerts feeds every ledger entry without an Outcome to decide:
+// detector alerts and operators' switch requests (kind manual) alike, so
+// the leader loop is the one writer of Switch commands. The outcome is
+// committed with the decision (Switch/ReplicaRole AlertID, or an
 // alert.outcome command), so a new leader neither loses nor replays one.
 func (r *run) handleAlerts(ctx context.Context) {
 	now := r.c.now()
@@ -509,7 +511,7 @@ func (r *run) handleAlerts(ctx context.Context) {
 				det = d
 			}
 		}
-		r.decideCommit(ctx, decide.AlertFromRecord(a), a.ID, det)
+		r.decideCommit(ctx, decide.EventFromRecord(a), a.ID, det)
 	}
 }
 
@@ -567,7 +569,7 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 			if alertID == "" {
 				return
 			}
-			cmds = []fsm.Command{fsm.AlertOutcome{ID: alertID, Outcome: clipText(string(dec.Outcome), 256)}}
+			cmds = []fsm.Command{fsm.AlertOutcome{ID: alertID, Outcome: outcomeText(ev, dec.Outcome, dec.Reason)}}
 		}
 		stale := false
 		for _, cmd := range cmds {
@@ -588,6 +590,17 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 			if errors.Is(err, fsm.ErrStaleGeneration) && attempt < maxDecideAttempts {
 				log.Info("decision stale; deciding again", "err", err)
 				stale = true
+				break
+			}
+			if _, manual := ev.(decide.ManualSwitch); manual && err != nil && rejectedForGood(err) {
+				// The FSM refuses the operator's switch as such (a target
+				// that cannot serve): answer the request instead of
+				// deciding it again on every pass.
+				log.Warn("switch refused by the state machine", "err", err)
+				if _, oerr := r.apply(ctx, fsm.AlertOutcome{ID: alertID,
+					Outcome: outcomeText(ev, decide.OutcomeRejected, err.Error())}); oerr != nil {
+					log.Error("commit failed", "err", oerr)
+				}
 				break
 			}
 			if err != nil {
@@ -625,6 +638,25 @@ func (r *run) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 }
 
 func timingKey(service string, gen uint64) string { return fmt.Sprintf("%s/%d", service, gen) }
+
+// outcomeText is the Outcome recorded for a ledger entry that the decision
+// answers without a switch or role change. An operator's request keeps the
+// reason as well ("rejected: ..."): the API answers the operator with it.
+func outcomeText(ev decide.Event, o decide.Outcome, reason string) string {
+	s := string(o)
+	if _, manual := ev.(decide.ManualSwitch); manual && reason != "" {
+		s += ": " + reason
+	}
+	return clipText(s, 256)
+}
+
+// rejectedForGood tells a commit error that deciding again cannot cure
+// (the state machine rejects the command as such) from one that can (no
+// quorum, leadership moving, a stale generation).
+func rejectedForGood(err error) bool {
+	return errors.Is(err, fsm.ErrConflict) || errors.Is(err, fsm.ErrInvalid) ||
+		errors.Is(err, fsm.ErrUnknownReplica) || errors.Is(err, fsm.ErrUnknownService)
+}
 
 func clipText(s string, n int) string {
 	if len(s) <= n {

@@ -488,6 +488,73 @@ func TestReplicaWithoutDriver(t *testing.T) {
 	}
 }
 
+// An operator's switch request (a ledger entry of kind manual) is decided
+// by the leader loop like an alert: a switch to the best other replica
+// (make-before-break, reason manual), named in the history by the request;
+// a request it cannot carry out is answered with the reason.
+func TestManualRequestDecidedByTheLeaderLoop(t *testing.T) {
+	e := newEnv(t)
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "manual-1", Service: svcName, Kind: fsm.KindManual, Source: "operator", Evidence: "drill"})
+	eventually(t, "manual request decided", func() bool { return e.cl.alert("manual-1").Outcome != "" })
+	if o := e.cl.alert("manual-1").Outcome; o != "switch" {
+		t.Fatalf("outcome %q, want switch", o)
+	}
+	eventually(t, "switch done", func() bool { h := e.switches(); return len(h) == 1 && h[0].Done })
+	h := e.switches()[0]
+	if h.From != "bind-a" || h.Reason != fsm.ReasonManual || h.AlertID != "manual-1" || h.Mode != fsm.ModeMakeBeforeBreak {
+		t.Errorf("switch %+v", h)
+	}
+	// To the active itself: refused with the reason, nothing switched.
+	svc, _ := e.cl.Service(svcName)
+	act, _ := svc.Active()
+	e.cl.must(t, fsm.Alert{ID: "manual-2", Service: svcName, Replica: act.Name, Kind: fsm.KindManual})
+	eventually(t, "second request decided", func() bool { return e.cl.alert("manual-2").Outcome != "" })
+	if o := e.cl.alert("manual-2").Outcome; !strings.HasPrefix(o, "rejected: ") || !strings.Contains(o, "already active") {
+		t.Errorf("outcome %q, want rejected with the reason", o)
+	}
+	if n := len(e.switches()); n != 1 {
+		t.Errorf("%d switches, want 1", n)
+	}
+}
+
+// A switch request never picks a replica whose platform has no driver on
+// the leader, and one naming such a replica is refused.
+func TestManualRequestFollowsDrivers(t *testing.T) {
+	cl := newFakeCluster()
+	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{
+		Name:    svcName,
+		Address: "127.0.0.1:5353",
+		Replicas: []fsm.ReplicaSpec{
+			{Name: "bind-a", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-a"},
+			{Name: "knot-ct", Impl: "knot", OS: "linux", Platform: fsm.PlatformContainer, Host: "local", Image: "ars-lab/knot"},
+			{Name: "bind-b", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-b"},
+		},
+		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10"},
+	}})
+	d := newFakeDriver(t, cl)
+	d.add(svcName, "bind-a", "bind9", PowerOn, true)
+	d.add(svcName, "bind-b", "bind9", PowerOff, false)
+	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+	e.start(false)
+	cl.must(t, fsm.Alert{ID: "manual-ct", Service: svcName, Replica: "knot-ct", Kind: fsm.KindManual})
+	eventually(t, "request to the container decided", func() bool { return cl.alert("manual-ct").Outcome != "" })
+	if o := cl.alert("manual-ct").Outcome; o == "switch" {
+		t.Fatalf("switched to a replica without a driver")
+	}
+	cl.must(t, fsm.Alert{ID: "manual-any", Service: svcName, Kind: fsm.KindManual})
+	eventually(t, "switched to the VM", func() bool {
+		svc, _ := cl.Service(svcName)
+		act, _ := svc.Active()
+		return act.Name == "bind-b" && svc.Intent == nil && cl.alert("manual-any").Outcome == "switch"
+	})
+	for _, c := range d.callLog() {
+		if strings.Contains(c, "knot-ct") {
+			t.Errorf("container replica touched: %s", c)
+		}
+	}
+}
+
 // A restore that hangs (a slow snapshot revert) runs in the background:
 // the leader loop goes on detecting and switching, and the replica being
 // restored is neither attached nor chosen until the restore is done.

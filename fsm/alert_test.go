@@ -56,6 +56,7 @@ func TestAlert(t *testing.T) {
 		{"control in source", Alert{ID: "x7", Service: "dns", Replica: "win-bind", Kind: KindDoS, Source: "a\nb"}, ErrInvalid, "source"},
 		{"huge evidence", Alert{ID: "x8", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: strings.Repeat("e", maxEvidenceLen+1)}, ErrInvalid, "evidence"},
 		{"control in evidence", Alert{ID: "x9", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: "\x1b[31m"}, ErrInvalid, "evidence"},
+		{"manual to an unknown replica", Alert{ID: "x10", Service: "dns", Replica: "ghost", Kind: KindManual}, ErrUnknownReplica, `"ghost"`},
 	} {
 		t.Run(c.name, func(t *testing.T) { h.reject(c.a, c.want, c.msg) })
 	}
@@ -163,6 +164,10 @@ func TestAlertOutcome(t *testing.T) {
 	h.reject(AlertOutcome{ID: "nope", Outcome: "x"}, ErrConflict, "not in the ledger")
 	h.reject(AlertOutcome{ID: "a3"}, ErrInvalid, "outcome")
 	want := map[string]string{"a1": "switch", "a2": ActionQuarantine, "a3": "ignored: already handled"}
+	// The switch record names the ledger entry it answered.
+	if hist := h.svc("dns").History; len(hist) != 1 || hist[0].AlertID != "a1" {
+		t.Errorf("history %+v, want one record with alert_id a1", hist)
+	}
 	for id, o := range want {
 		if got, _ := h.m.Alert(id); got.Outcome != o {
 			t.Errorf("alert %s outcome %q, want %q", id, got.Outcome, o)
@@ -172,5 +177,25 @@ func TestAlertOutcome(t *testing.T) {
 	h.must(AlertOutcome{ID: "a1", Outcome: "other"})
 	if got, _ := h.m.Alert("a1"); got.Outcome != "switch" {
 		t.Errorf("outcome overwritten: %q", got.Outcome)
+	}
+}
+
+// An operator's switch request is a ledger entry of kind manual: its
+// replica (the target) may be empty, it switches nothing by itself, and a
+// Switch naming it records its outcome.
+func TestManualRequest(t *testing.T) {
+	h := newPaper(t)
+	before := h.roles("dns")
+	h.must(Alert{ID: "m1", Service: "dns", Kind: KindManual, Source: "operator", Evidence: "maintenance window"})
+	h.must(Alert{ID: "m2", Service: "dns", Replica: "lin-unbound", Kind: KindManual, Source: "operator"})
+	if got := h.roles("dns"); got != before {
+		t.Fatalf("a manual request changed roles: %q", got)
+	}
+	h.must(Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonManual, AlertID: "m2"})
+	h.must(AlertOutcome{ID: "m1", Outcome: "rejected: superseded"})
+	for id, o := range map[string]string{"m1": "rejected: superseded", "m2": "switch"} {
+		if got, ok := h.m.Alert(id); !ok || got.Outcome != o || got.Kind != KindManual {
+			t.Errorf("entry %s = %+v, want kind manual, outcome %q", id, got, o)
+		}
 	}
 }

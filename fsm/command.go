@@ -101,7 +101,7 @@ type Alert struct {
 	ID       string `json:"id"`
 	Service  string `json:"service"`
 	Replica  string `json:"replica"`
-	Kind     string `json:"kind"` // "exploit" | "dos"
+	Kind     string `json:"kind"` // "exploit" | "dos" | "manual"
 	Source   string `json:"source,omitempty"`
 	Evidence string `json:"evidence,omitempty"`
 	At       int64  `json:"at"` // unix nanoseconds, from the detector

@@ -316,7 +316,7 @@ func applySwitch(m *Machine, e entry, c Command) (Result, error) {
 	svc.History = appendBounded(svc.History, SwitchRecord{
 		Generation: svc.Generation, Service: s.Service, From: from, To: to, Reason: s.Reason, Mode: mode,
 		FromImpl: fs.Impl, ToImpl: ts.Impl, FromPlatform: fs.Platform, ToPlatform: ts.Platform,
-		StartedAt: s.At, Index: e.index,
+		StartedAt: s.At, Index: e.index, AlertID: s.AlertID,
 	}, HistoryLimit)
 	svc.UpdatedIndex = e.index
 	if err := m.commit(svc); err != nil {
@@ -496,10 +496,10 @@ func validateAlert(a Alert) error {
 		return errors.New("id: required")
 	case a.Service == "":
 		return errors.New("service: required")
-	case a.Replica == "":
+	case a.Replica == "" && a.Kind != KindManual:
 		return errors.New("replica: required")
-	case a.Kind != KindExploit && a.Kind != KindDoS:
-		return fmt.Errorf("kind: %q must be %q or %q", a.Kind, KindExploit, KindDoS)
+	case a.Kind != KindExploit && a.Kind != KindDoS && a.Kind != KindManual:
+		return fmt.Errorf("kind: %q must be %q, %q or %q", a.Kind, KindExploit, KindDoS, KindManual)
 	case a.At < 0:
 		return fmt.Errorf("at: %d must not be negative", a.At)
 	}
@@ -528,7 +528,7 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 	if !ok {
 		return res, fmt.Errorf("%w: %q (alert %q)", ErrUnknownService, a.Service, a.ID)
 	}
-	if svc.replicaIndex(a.Replica) < 0 {
+	if a.Replica != "" && svc.replicaIndex(a.Replica) < 0 {
 		return res, fmt.Errorf("%w: alert %q: service %q has no replica %q", ErrUnknownReplica, a.ID, a.Service, a.Replica)
 	}
 	// A full ledger makes room by dropping its oldest decided alert; an

@@ -27,6 +27,13 @@ const (
 const (
 	KindExploit = "exploit"
 	KindDoS     = "dos"
+	// KindManual is an operator's switch request (POST
+	// /v1/services/{name}/switch): Replica names the replica to switch to,
+	// or is empty to let the leader pick; Evidence holds the operator's
+	// reason and Source the caller. Detectors cannot post it (the alert API
+	// takes exploit and dos only); the leader loop decides it like any
+	// other ledger entry.
+	KindManual = "manual"
 )
 
 // Replica role actions (ReplicaRole.Action).
@@ -89,6 +96,9 @@ type SwitchRecord struct {
 	LostQueries  int     `json:"lost_queries"`
 	Done         bool    `json:"done"`
 	Index        uint64  `json:"index"` // log index of the Switch
+	// AlertID names the ledger entry (alert or manual request) the switch
+	// answered, if any.
+	AlertID string `json:"alert_id,omitempty"`
 }
 
 // Service is the replicated state of one service.
@@ -157,7 +167,7 @@ type AlertRecord struct {
 	ID       string `json:"id"`
 	Service  string `json:"service"`
 	Replica  string `json:"replica"`
-	Kind     string `json:"kind"` // "exploit" | "dos"
+	Kind     string `json:"kind"` // "exploit" | "dos" | "manual"
 	Source   string `json:"source"`
 	Evidence string `json:"evidence"`
 	At       int64  `json:"at"`      // unix nanoseconds, from the detector

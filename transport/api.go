@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -134,10 +133,11 @@ const (
 // Dev is set.
 type ServerConfig struct {
 	Backend Backend
-	// Capabilities tells a manual switch which replicas this leader can
-	// drive (a replica whose platform has no driver is Unavailable, so it
-	// is never chosen). Nil: every replica counts as fully capable.
-	Capabilities func(fsm.Service) map[string]decide.Capabilities
+	// DecidesSwitches says that a leader loop runs on this node when it
+	// leads, to decide operators' switch requests (POST
+	// /v1/services/{name}/switch commits one and waits for its outcome).
+	// False: such requests are refused with 409 (no controller).
+	DecidesSwitches bool
 	// Tokens authenticates API callers. Nil only in Dev mode.
 	Tokens *Tokens
 	// Dev turns authentication off: every request is an operator. A loud

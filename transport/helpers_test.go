@@ -235,7 +235,41 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 		return fsm.Result{}, f.applyErr
 	}
 	f.index++
-	return f.m.Apply(f.index, f.term, cmd)
+	res, err := f.m.Apply(f.index, f.term, cmd)
+	if err == nil {
+		if _, c, derr := fsm.Decode(cmd); derr == nil {
+			if a, ok := c.(fsm.Alert); ok && a.Kind == fsm.KindManual && !res.Duplicate {
+				f.decideManual(a)
+			}
+		}
+	}
+	return res, err
+}
+
+// decideManual stands in for the leader loop (which this package does not
+// import): it answers an operator's switch request at once, switching to
+// the named replica or else the standby, or recording why not. f.mu held.
+func (f *fakeBackend) decideManual(a fsm.Alert) {
+	svc, _ := f.m.Service(a.Service)
+	act, _ := svc.Active()
+	to := a.Replica
+	if to == "" {
+		sb, _ := svc.Standby()
+		to = sb.Name
+	}
+	var cmd fsm.Command = fsm.Switch{Service: a.Service, From: act.Name, To: to, Reason: fsm.ReasonManual,
+		ExpectGeneration: svc.Generation, At: 1, AlertID: a.ID}
+	for range 2 {
+		data, err := fsm.Encode(f.term, cmd)
+		if err != nil {
+			panic(err)
+		}
+		f.index++
+		if _, err = f.m.Apply(f.index, f.term, data); err == nil {
+			return
+		}
+		cmd = fsm.AlertOutcome{ID: a.ID, Outcome: "rejected: " + err.Error()}
+	}
 }
 
 func (f *fakeBackend) Services() []fsm.Service {
@@ -334,6 +368,8 @@ func startServerTLS(t *testing.T, node string, b *fakeBackend, mod func(*ServerC
 		Logger:        slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		LeaderWait:    300 * time.Millisecond,
 		NodeName:      node,
+		// decideManual stands in for the leader loop.
+		DecidesSwitches: true,
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -1,12 +1,15 @@
 package transport
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"slices"
 	"sort"
+	"time"
 
-	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -139,8 +142,11 @@ func caller(r *http.Request) string {
 	return ""
 }
 
-// handleSwitch is POST /v1/services/{name}/switch (leader): a manual
-// switch, decided by decide.Decide on the leader's state.
+// handleSwitch is POST /v1/services/{name}/switch (leader): an operator's
+// switch request. The server does not decide it: it commits the request to
+// the alert ledger as an entry of kind manual and waits for the leader loop
+// to decide it (the leader loop is the one writer of Switch commands), then
+// answers with the switch it committed or, with 409, why there was none.
 func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	var req SwitchRequest
 	if err := decodeBody(r, &req, true); err != nil {
@@ -156,40 +162,83 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var caps map[string]decide.Capabilities
-	if s.cfg.Capabilities != nil {
-		caps = s.cfg.Capabilities(svc)
+	if req.To != "" {
+		if _, ok := svc.Replica(req.To); !ok {
+			return fmt.Errorf("%w: service %q has no replica %q (to)", fsm.ErrUnknownReplica, svc.Spec.Name, req.To)
+		}
 	}
-	dec, err := decide.Decide(decide.State{Service: svc, Capabilities: caps},
-		decide.ManualSwitch{Service: svc.Spec.Name, To: req.To, Reason: req.Reason}, s.now())
-	if err != nil {
-		return err // fsm codes: unknown replica 404, conflict 409, invalid 400
-	}
-	if len(dec.Commands) != 1 {
+	if !s.cfg.DecidesSwitches {
 		return &requestError{status: http.StatusConflict, code: fsm.CodeConflict,
-			msg: fmt.Sprintf("service %q: no switch: %s: %s", svc.Spec.Name, dec.Outcome, dec.Reason)}
+			msg: fmt.Sprintf("service %q: no switch: the leader runs no controller (no vCenter or Docker host configured)", svc.Spec.Name)}
 	}
-	cmd, err := fsm.Encode(s.term(), dec.Commands[0])
-	if err != nil {
-		return fmt.Errorf("encoding switch command: %w", err)
-	}
-	res, err := s.applyOwn(r.Context(), cmd)
+	id, err := manualID()
 	if err != nil {
 		return err
 	}
-	resp := SwitchResponse{Service: svc.Spec.Name, Generation: res.Generation, Index: res.Index,
-		Outcome: string(dec.Outcome), Reason: dec.Reason}
-	if sw, ok := dec.Commands[0].(fsm.Switch); ok {
-		resp.From, resp.To = sw.From, sw.To
+	cmd, err := fsm.Encode(s.term(), fsm.Alert{ID: id, Service: svc.Spec.Name, Replica: req.To, Kind: fsm.KindManual,
+		Source: clipBytes(caller(r), maxAlertSourceBytes), Evidence: req.Reason, At: s.now().UnixNano()})
+	if err != nil {
+		return fmt.Errorf("encoding switch request: %w", err)
 	}
-	if resp.From == "" {
-		if a, ok := svc.Active(); ok {
-			resp.From = a.Name
+	if _, err := s.applyOwn(r.Context(), cmd); err != nil {
+		return err
+	}
+	outcome, err := s.awaitOutcome(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if outcome != "switch" {
+		s.log.Info("manual switch refused", "service", svc.Spec.Name, "to", req.To, "caller", caller(r), "request", id, "outcome", outcome)
+		return &requestError{status: http.StatusConflict, code: fsm.CodeConflict,
+			msg: fmt.Sprintf("service %q: no switch: %s", svc.Spec.Name, outcome)}
+	}
+	resp := SwitchResponse{Service: svc.Spec.Name, Outcome: outcome, Reason: req.Reason}
+	if now, ok := s.b.Service(svc.Spec.Name); ok {
+		for _, rec := range now.History {
+			if rec.AlertID == id {
+				resp.From, resp.To, resp.Generation, resp.Index = rec.From, rec.To, rec.Generation, rec.Index
+			}
 		}
 	}
 	s.log.Info("manual switch committed", "service", resp.Service, "from", resp.From, "to", resp.To,
-		"caller", caller(r), "reason", req.Reason, "index", res.Index)
+		"caller", caller(r), "reason", req.Reason, "request", id, "index", resp.Index)
 	return writeJSON(w, resp)
+}
+
+// manualID names a switch request in the ledger.
+func manualID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("switch request id: %w", err)
+	}
+	return "manual-" + hex.EncodeToString(b[:]), nil
+}
+
+// outcomePoll is how often a switch request's ledger entry is read while
+// the leader loop decides it (a decision takes milliseconds).
+const outcomePoll = 5 * time.Millisecond
+
+// awaitOutcome waits until the ledger entry id has an outcome, or ctx ends
+// (the request timeout): then 504, the request stays in the ledger and is
+// still decided.
+func (s *Server) awaitOutcome(ctx context.Context, id string) (string, error) {
+	t := time.NewTicker(outcomePoll)
+	defer t.Stop()
+	for {
+		alerts, err := s.ledger()
+		if err != nil {
+			return "", err
+		}
+		if i := slices.IndexFunc(alerts, func(a fsm.AlertRecord) bool { return a.ID == id }); i >= 0 && alerts[i].Outcome != "" {
+			return alerts[i].Outcome, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", &requestError{status: http.StatusGatewayTimeout, code: CodeTimeout,
+				msg: fmt.Sprintf("switch request %s committed but not decided in time; it is still decided (see ars history)", id)}
+		case <-t.C:
+		}
+	}
 }
 
 // handleReplicaAction is POST /v1/services/{name}/replicas/{replica}/{action}
@@ -265,4 +314,12 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) error {
 	}
 	out.Aggregates = Aggregate(out.Switches)
 	return writeJSON(w, out)
+}
+
+// clipBytes cuts s to at most n bytes (token names are ASCII).
+func clipBytes(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

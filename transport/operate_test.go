@@ -48,15 +48,23 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 	if rr.Action != "quarantine" || rr.Replica != "win-bind" || rr.Result.Index == 0 {
 		t.Fatalf("quarantine response %+v", rr)
 	}
-	// A switch to a quarantined replica is refused: 409, nothing applied.
-	before := applyCount(b)
+	// A switch to a quarantined replica is refused: 409 with the leader
+	// loop's reason; the request is in the ledger, answered, and nothing
+	// switched.
+	before, _ := b.Service("dns")
 	_, err = c.Switch(ctx, "dns", SwitchRequest{To: "win-bind"})
 	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != fsm.CodeConflict {
-		t.Fatalf("switch to quarantined: %v, want 409 conflict", err)
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != fsm.CodeConflict ||
+		!strings.Contains(ae.Message, "quarantined") {
+		t.Fatalf("switch to quarantined: %v, want 409 conflict naming the cause", err)
 	}
-	if applyCount(b) != before {
-		t.Fatal("refused switch reached Apply")
+	if after, _ := b.Service("dns"); len(after.History) != len(before.History) {
+		t.Fatal("refused switch request switched")
+	}
+	ledger := b.Alerts()
+	if last := ledger[len(ledger)-1]; last.Kind != fsm.KindManual || last.Replica != "win-bind" ||
+		!strings.HasPrefix(last.Outcome, "rejected: ") || last.Source != "ops" {
+		t.Fatalf("ledger entry %+v", last)
 	}
 	if _, err := c.ReplicaAction(ctx, "dns", "win-bind", "restore", ""); err != nil {
 		t.Fatal(err)
@@ -73,7 +81,7 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 	}
 
 	// Unknown names: 404, nothing applied.
-	before = applyCount(b)
+	applied := applyCount(b)
 	for _, f := range []func() error{
 		func() error { _, err := c.Switch(ctx, "nope", SwitchRequest{}); return err },
 		func() error { _, err := c.Switch(ctx, "dns", SwitchRequest{To: "nope"}); return err },
@@ -85,7 +93,7 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 			t.Fatalf("got %v, want 404", err)
 		}
 	}
-	if applyCount(b) != before {
+	if applyCount(b) != applied {
 		t.Fatal("unknown names reached Apply")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/transport"
 )
@@ -112,7 +113,39 @@ func (b *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.index++
-	return b.m.Apply(b.index, b.term, cmd)
+	res, err := b.m.Apply(b.index, b.term, cmd)
+	if err == nil && !res.Duplicate {
+		if _, c, derr := fsm.Decode(cmd); derr == nil {
+			if a, ok := c.(fsm.Alert); ok && a.Kind == fsm.KindManual {
+				b.decideManual(a.ID)
+			}
+		}
+	}
+	return res, err
+}
+
+// decideManual answers an operator's switch request as the leader loop
+// would (the same decide function; no drivers here, so every replica is
+// drivable): it commits the switch, or the reason there is none. b.mu held.
+func (b *fakeBackend) decideManual(id string) {
+	rec, _ := b.m.Alert(id)
+	svc, _ := b.m.Service(rec.Service)
+	dec, err := decide.Decide(decide.State{Service: svc}, decide.EventFromRecord(rec), time.Now())
+	var cmd fsm.Command = fsm.AlertOutcome{ID: id, Outcome: string(dec.Outcome) + ": " + dec.Reason}
+	if err == nil && len(dec.Commands) == 1 {
+		if sw, ok := dec.Commands[0].(fsm.Switch); ok {
+			sw.AlertID, sw.At = id, time.Now().UnixNano()
+			cmd = sw
+		}
+	}
+	data, err := fsm.Encode(b.term, cmd)
+	if err != nil {
+		panic(err)
+	}
+	b.index++
+	if _, err := b.m.Apply(b.index, b.term, data); err != nil {
+		panic(err)
+	}
 }
 func (b *fakeBackend) Services() []fsm.Service {
 	b.mu.Lock()
@@ -226,7 +259,7 @@ type testNode struct {
 func startNode(t *testing.T, dev bool) *testNode {
 	t.Helper()
 	b := newFakeBackend()
-	cfg := transport.ServerConfig{Backend: b, Dev: dev, LeaderWait: 50 * time.Millisecond}
+	cfg := transport.ServerConfig{Backend: b, Dev: dev, LeaderWait: 50 * time.Millisecond, DecidesSwitches: true}
 	var p testPKI
 	if !dev {
 		p = getPKI(t)
@@ -307,4 +340,11 @@ func (r result) fails(t *testing.T, code int, want string) {
 	if !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr %q, want it to contain %q", r.stderr, want)
 	}
+}
+
+// Alerts implements the API server's AlertLedger.
+func (b *fakeBackend) Alerts() []fsm.AlertRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m.Alerts()
 }

@@ -58,6 +58,16 @@ func AlertFromRecord(r fsm.AlertRecord) Alert {
 	return Alert{ID: r.ID, Service: r.Service, Replica: r.Replica, Kind: r.Kind, Source: r.Source, Index: r.Index}
 }
 
+// EventFromRecord returns the event for any ledger entry: a ManualSwitch
+// for an operator's request (kind manual: the replica is the target, the
+// evidence the operator's reason), an Alert otherwise.
+func EventFromRecord(r fsm.AlertRecord) Event {
+	if r.Kind == fsm.KindManual {
+		return ManualSwitch{Service: r.Service, To: r.Replica, Reason: r.Evidence}
+	}
+	return AlertFromRecord(r)
+}
+
 // ManualSwitch is an operator's request to move the service off its active
 // replica.
 type ManualSwitch struct {

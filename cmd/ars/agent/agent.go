@@ -25,7 +25,6 @@ import (
 	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/cmd/ars/internal/config"
 	"github.com/ars-project/ars/controller"
-	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/controller/docker"
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/controller/vsphere"
@@ -236,15 +235,15 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	}
 
 	srv, err := transport.NewServer(transport.ServerConfig{
-		Backend:       c,
-		Capabilities:  driverCapabilities(drivers),
-		Tokens:        tokens,
-		Dev:           cfg.Dev,
-		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		Registerer:    reg,
-		NodeClientTLS: raftClient,
-		Logger:        log,
-		Term:          c.Term,
+		Backend:         c,
+		DecidesSwitches: len(drivers) > 0,
+		Tokens:          tokens,
+		Dev:             cfg.Dev,
+		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Registerer:      reg,
+		NodeClientTLS:   raftClient,
+		Logger:          log,
+		Term:            c.Term,
 	})
 	if err != nil {
 		a.closeDevVCenter()
@@ -458,18 +457,4 @@ func controllerDrivers(vs *vsphere.Driver, dk *docker.Driver) map[string]control
 		drivers[fsm.PlatformVM] = vs
 	}
 	return drivers
-}
-
-// driverCapabilities marks the replicas whose platform has no driver on
-// this node as unavailable, so a manual switch never picks one.
-func driverCapabilities(drivers map[string]controller.Driver) func(fsm.Service) map[string]decide.Capabilities {
-	return func(svc fsm.Service) map[string]decide.Capabilities {
-		caps := map[string]decide.Capabilities{}
-		for _, r := range svc.Spec.Replicas {
-			if _, ok := drivers[r.Platform]; !ok {
-				caps[r.Name] = decide.Capabilities{Unavailable: true}
-			}
-		}
-		return caps
-	}
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
-	"github.com/ars-project/ars/controller/docker"
-	"github.com/ars-project/ars/controller/vsphere"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -123,25 +121,6 @@ func TestDevAgentSwitchesOnExploitAlert(t *testing.T) {
 	active, _ := svc.Active()
 	if active.Name != rec.To {
 		t.Fatalf("active %s, switched to %s", active.Name, rec.To)
-	}
-}
-
-// A manual switch never picks a replica this node has no driver for: with
-// only the vSphere driver, container replicas are unavailable.
-func TestManualSwitchCapabilitiesFollowDrivers(t *testing.T) {
-	svc := fsm.Service{Spec: devService()}
-	caps := driverCapabilities(controllerDrivers(&vsphere.Driver{}, nil))(svc)
-	for _, r := range svc.Spec.Replicas {
-		if got, want := caps[r.Name].Unavailable, r.Platform != fsm.PlatformVM; got != want {
-			t.Errorf("%s (%s): unavailable = %v, want %v", r.Name, r.Platform, got, want)
-		}
-	}
-	// With a container driver too, every replica is drivable.
-	caps = driverCapabilities(controllerDrivers(&vsphere.Driver{}, &docker.Driver{}))(svc)
-	for _, r := range svc.Spec.Replicas {
-		if caps[r.Name].Unavailable {
-			t.Errorf("%s (%s): unavailable with both drivers", r.Name, r.Platform)
-		}
 	}
 }
 

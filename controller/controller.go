@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ars-project/ars/controller/decide"
@@ -43,7 +45,7 @@ type Config struct {
 	// Drivers maps a replica platform (fsm.PlatformVM, fsm.PlatformContainer)
 	// to its driver. A replica whose platform has no driver is reported and
 	// never touched.
-	Drivers map[string]Driver
+	Drivers map[string]driver.Driver
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: none
 	// ProbeMetrics is handed to every service prober (nil: none).
@@ -114,7 +116,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	drivers := make(map[string]Driver, len(cfg.Drivers))
+	drivers := make(map[string]driver.Driver, len(cfg.Drivers))
 	for p, d := range cfg.Drivers {
 		if d != nil {
 			drivers[p] = d
@@ -175,13 +177,13 @@ type run struct {
 	probers  map[string]*proberRun
 	verdicts chan verdict
 	kick     chan struct{}
-	timingOf map[string]switchTiming // service/generation -> timing
-	retries  map[string]time.Time    // service -> when to weigh its DoS evidence again (damped, or not committed)
-	alertAt  map[string]time.Time    // alert id -> retry time (damped alerts)
-	obs      map[string]Observation  // replica key -> last observation
-	reported map[string]bool         // replicas reported as undrivable
-	tally    *tally                  // followers' probe votes
-	fired    map[string]uint64       // service -> epoch a DoS verdict was decided on
+	timingOf map[string]switchTiming       // service/generation -> timing
+	retries  map[string]time.Time          // service -> when to weigh its DoS evidence again (damped, or not committed)
+	alertAt  map[string]time.Time          // alert id -> retry time (damped alerts)
+	obs      map[string]driver.Observation // replica key -> last observation
+	reported map[string]bool               // replicas reported as undrivable
+	tally    *tally                        // followers' probe votes
+	fired    map[string]uint64             // service -> epoch a DoS verdict was decided on
 	// attachedSince: replica key -> when the reconciler first saw it
 	// attached (continuously since), and whether it attached it itself.
 	attachedSince map[string]attachment
@@ -204,7 +206,7 @@ func (c *Controller) Run(ctx context.Context) {
 		timingOf: map[string]switchTiming{},
 		retries:  map[string]time.Time{},
 		alertAt:  map[string]time.Time{},
-		obs:      map[string]Observation{},
+		obs:      map[string]driver.Observation{},
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},

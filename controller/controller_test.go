@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -55,11 +57,11 @@ func newEnvConfirm(t *testing.T, confirm string) *env {
 		r, _ := svc.Spec.Replica(rs.Name)
 		switch rs.Role {
 		case fsm.RoleActive:
-			d.add(svcName, rs.Name, r.Impl, PowerOn, true)
+			d.add(svcName, rs.Name, r.Impl, driver.PowerOn, true)
 		case fsm.RoleStandby:
-			d.add(svcName, rs.Name, r.Impl, PowerOn, false)
+			d.add(svcName, rs.Name, r.Impl, driver.PowerOn, false)
 		default:
-			d.add(svcName, rs.Name, r.Impl, PowerSuspended, false)
+			d.add(svcName, rs.Name, r.Impl, driver.PowerSuspended, false)
 		}
 	}
 	if got := roles(cl); got != "bind-a=active unbound-a=standby bind-b=suspended knot-a=suspended" {
@@ -70,7 +72,7 @@ func newEnvConfirm(t *testing.T, confirm string) *env {
 
 func (e *env) start(probes bool) {
 	ctl, err := New(Config{
-		Cluster: e.cl, NodeName: "n1", Drivers: map[string]Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
+		Cluster: e.cl, NodeName: "n1", Drivers: map[string]driver.Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
 		Logger:            slog.New(slog.NewTextHandler(&e.logs, nil)),
 		ReconcileInterval: 20 * time.Millisecond, Query: e.d.query(svcName),
 		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
@@ -135,14 +137,14 @@ func (e *env) activeIs(name string) func() bool {
 	}
 }
 
-func (e *env) vmIs(name string, p Power, nic bool) func() bool {
-	return func() bool { vm := e.d.vm(name); return vm.power == p && (vm.nic && vm.power == PowerOn) == nic }
+func (e *env) vmIs(name string, p driver.Power, nic bool) func() bool {
+	return func() bool { vm := e.d.vm(name); return vm.power == p && (vm.nic && vm.power == driver.PowerOn) == nic }
 }
 
 // parked: not running (suspended, or powered off as the clean snapshot left
 // it) and not attached.
 func (e *env) parked(name string) func() bool {
-	return func() bool { vm := e.d.vm(name); return vm.power != PowerOn && !vm.nic && !vm.nicStart }
+	return func() bool { vm := e.d.vm(name); return vm.power != driver.PowerOn && !vm.nic && !vm.nicStart }
 }
 
 func (e *env) switches() []fsm.SwitchRecord {
@@ -160,8 +162,8 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 	// most diverse from bind9 left) is the next standby, running, detached.
 	eventually(t, "switch to unbound-a, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
 	eventually(t, "bind-a suspended", e.parked("bind-a"))
-	eventually(t, "knot-a running detached", e.vmIs("knot-a", PowerOn, false))
-	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	eventually(t, "knot-a running detached", e.vmIs("knot-a", driver.PowerOn, false))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", driver.PowerOn, true))
 	if e.d.vm("bind-a").restored != 1 {
 		t.Errorf("bind-a restored %d times", e.d.vm("bind-a").restored)
 	}
@@ -210,7 +212,7 @@ func TestExploitAlertOnStandby(t *testing.T) {
 	})
 	svc, _ := e.cl.Service(svcName)
 	sb, _ := svc.Standby()
-	eventually(t, "new standby running detached", e.vmIs(sb.Name, PowerOn, false))
+	eventually(t, "new standby running detached", e.vmIs(sb.Name, driver.PowerOn, false))
 	eventually(t, "unbound-a suspended", e.parked("unbound-a"))
 	for _, c := range e.d.callLog() {
 		if c == "attach bind-a" || c == "detach bind-a" || c == "power-on bind-a" {
@@ -262,7 +264,7 @@ func TestOpenIntentCompletedByNewLeader(t *testing.T) {
 	e.cl.must(t, fsm.Switch{Service: svcName, From: "bind-a", To: "unbound-a", Reason: fsm.ReasonExploit, At: time.Now().UnixNano()})
 	e.start(false)
 	eventually(t, "intent completed", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
-	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", driver.PowerOn, true))
 	if h := e.switches(); len(h) != 1 || !h[0].Done || h[0].DetectionMS != 0 {
 		t.Errorf("history %+v", h)
 	}
@@ -274,7 +276,7 @@ func TestAttachFailureRetried(t *testing.T) {
 	e.start(false)
 	e.cl.must(t, fsm.Alert{ID: "ex-f", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit})
 	eventually(t, "switch done after retries", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
-	eventually(t, "unbound-a attached", e.vmIs("unbound-a", PowerOn, true))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", driver.PowerOn, true))
 	if got := testutil.ToFloat64(e.m.errors.WithLabelValues(svcName, "attach")); got != 3 {
 		t.Errorf("attach errors reported %v, want 3", got)
 	}
@@ -292,12 +294,12 @@ func TestAttachFailureRetried(t *testing.T) {
 func TestDriftRepaired(t *testing.T) {
 	e := newEnv(t)
 	e.start(false)
-	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power = PowerOff })
-	eventually(t, "standby powered on again", e.vmIs("unbound-a", PowerOn, false))
-	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power, vm.nic = PowerOff, false })
-	eventually(t, "active powered on and attached again", e.vmIs("bind-a", PowerOn, true))
-	e.d.byHand("bind-b", func(vm *fakeVM) { vm.power, vm.nic, vm.nicStart = PowerOn, true, true })
-	eventually(t, "suspended replica detached and suspended again", e.vmIs("bind-b", PowerSuspended, false))
+	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power = driver.PowerOff })
+	eventually(t, "standby powered on again", e.vmIs("unbound-a", driver.PowerOn, false))
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power, vm.nic = driver.PowerOff, false })
+	eventually(t, "active powered on and attached again", e.vmIs("bind-a", driver.PowerOn, true))
+	e.d.byHand("bind-b", func(vm *fakeVM) { vm.power, vm.nic, vm.nicStart = driver.PowerOn, true, true })
+	eventually(t, "suspended replica detached and suspended again", e.vmIs("bind-b", driver.PowerSuspended, false))
 	if got := roles(e.cl); got != "bind-a=active unbound-a=standby bind-b=suspended knot-a=suspended" {
 		t.Errorf("roles changed: %s", got)
 	}
@@ -318,12 +320,12 @@ func TestCrashedActiveSwitchesAway(t *testing.T) {
 	e.d.mu.Unlock()
 	e.start(true)
 	e.d.byHand("bind-a", func(vm *fakeVM) { vm.nic = false })
-	eventually(t, "bind-a re-attached in place", e.vmIs("bind-a", PowerOn, true))
+	eventually(t, "bind-a re-attached in place", e.vmIs("bind-a", driver.PowerOn, true))
 	if h := e.switches(); len(h) != 0 {
 		t.Fatalf("a NIC drift on a running active switched: %+v", h)
 	}
 
-	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power = PowerOff })
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power = driver.PowerOff })
 	eventually(t, "switch away from the crashed bind-a while its start hangs", e.activeIs("unbound-a"))
 	h := e.switches()
 	if len(h) != 1 || h[0].From != "bind-a" || h[0].Reason != fsm.ReasonDoS || !h[0].Done {
@@ -468,8 +470,8 @@ func TestReplicaWithoutDriver(t *testing.T) {
 		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10"},
 	}})
 	d := newFakeDriver(t, cl)
-	d.add(svcName, "bind-a", "bind9", PowerOn, true)
-	d.add(svcName, "bind-b", "bind9", PowerOff, false)
+	d.add(svcName, "bind-a", "bind9", driver.PowerOn, true)
+	d.add(svcName, "bind-b", "bind9", driver.PowerOff, false)
 	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
 	e.start(false)
 	eventually(t, "container replica reported", func() bool {
@@ -533,8 +535,8 @@ func TestManualRequestFollowsDrivers(t *testing.T) {
 		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10"},
 	}})
 	d := newFakeDriver(t, cl)
-	d.add(svcName, "bind-a", "bind9", PowerOn, true)
-	d.add(svcName, "bind-b", "bind9", PowerOff, false)
+	d.add(svcName, "bind-a", "bind9", driver.PowerOn, true)
+	d.add(svcName, "bind-b", "bind9", driver.PowerOff, false)
 	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
 	e.start(false)
 	cl.must(t, fsm.Alert{ID: "manual-ct", Service: svcName, Replica: "knot-ct", Kind: fsm.KindManual})

@@ -2,9 +2,9 @@
 // probes (controller/probe), the pure decide function (controller/decide),
 // the reconciler and the replica drivers.
 //
-// This package itself defines what the reconciler needs from a platform:
-// the Driver interface (driver.go) with its observation, event and error
-// types. controller/vsphere implements it for VMs on vSphere; the Docker
-// driver for containers follows. Decisions are recorded in DESIGN.md
-// beside this file.
+// What the reconciler needs from a platform is the contract of package
+// controller/driver (the Driver interface, observations, events, errors);
+// controller/vsphere implements it for VMs on vSphere and
+// controller/docker for containers, and neither imports this package.
+// Decisions are recorded in DESIGN.md beside this file.
 package controller

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
 )
@@ -94,7 +96,7 @@ func (c *fakeCluster) commands() []fsm.Command {
 // fakeVM is one in-memory replica.
 type fakeVM struct {
 	service, impl string
-	power         Power
+	power         driver.Power
 	nic, nicStart bool
 	noSuspend     bool
 	restored      int
@@ -112,7 +114,7 @@ type fakeDriver struct {
 	calls    []string
 	fail     map[string]int           // "attach r": failures left
 	delay    map[string]chan struct{} // "op r": blocks until closed
-	watchers []chan Event
+	watchers []chan driver.Event
 	attacked map[string]bool // impls under DoS: they do not answer
 }
 
@@ -121,7 +123,7 @@ func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
 		delay: map[string]chan struct{}{}, attacked: map[string]bool{}}
 }
 
-func (d *fakeDriver) add(service, name, impl string, power Power, nic bool) {
+func (d *fakeDriver) add(service, name, impl string, power driver.Power, nic bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.vms[name] = &fakeVM{service: service, impl: impl, power: power, nic: nic, nicStart: nic}
@@ -136,7 +138,7 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return &OpError{Op: op, Replica: r.Name, Err: fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())}
+			return &driver.OpError{Op: op, Replica: r.Name, Err: fmt.Errorf("%w: %w", driver.ErrUnavailable, ctx.Err())}
 		}
 	}
 	d.mu.Lock()
@@ -147,14 +149,14 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	vm, ok := d.vms[r.Name]
 	if !ok {
 		d.calls = append(d.calls, key+" (not found)")
-		return &OpError{Op: op, Replica: r.Name, Err: ErrNotFound}
+		return &driver.OpError{Op: op, Replica: r.Name, Err: driver.ErrNotFound}
 	}
 	if d.fail[key] > 0 {
 		d.fail[key]--
-		return &OpError{Op: op, Replica: r.Name, Attempts: 1, Err: fmt.Errorf("%w: injected", ErrFailed)}
+		return &driver.OpError{Op: op, Replica: r.Name, Attempts: 1, Err: fmt.Errorf("%w: injected", driver.ErrFailed)}
 	}
 	if err := f(vm); err != nil {
-		return &OpError{Op: op, Replica: r.Name, Attempts: 1, Err: err}
+		return &driver.OpError{Op: op, Replica: r.Name, Attempts: 1, Err: err}
 	}
 	if op != "observe" {
 		d.checkLocked(vm.service, op, r.Name)
@@ -170,7 +172,7 @@ func (d *fakeDriver) checkLocked(service, op, replica string) {
 	}
 	var attached []string
 	for name, vm := range d.vms {
-		if vm.service == service && vm.power == PowerOn && vm.nic {
+		if vm.service == service && vm.power == driver.PowerOn && vm.nic {
 			attached = append(attached, name)
 			if rs, _ := svc.Replica(name); rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
 				if name == replica && (op == "attach" || op == "power-on") {
@@ -195,17 +197,17 @@ func (d *fakeDriver) checkLocked(service, op, replica string) {
 	d.t.Errorf("invariant 2: after %s %s: service %s has %d attached replicas %v (intent %+v)", op, replica, service, len(attached), attached, in)
 }
 
-func (d *fakeDriver) Attach(ctx context.Context, r fsm.ReplicaSpec, _ ...Option) error {
+func (d *fakeDriver) Attach(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.Option) error {
 	return d.op(ctx, "attach", r, func(vm *fakeVM) error {
-		if vm.power != PowerOn {
-			return ErrInvalidState
+		if vm.power != driver.PowerOn {
+			return driver.ErrInvalidState
 		}
 		vm.nic, vm.nicStart = true, true
 		return nil
 	})
 }
 
-func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...Option) error {
+func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.Option) error {
 	return d.op(ctx, "detach", r, func(vm *fakeVM) error {
 		vm.nic, vm.nicStart = false, false
 		return nil
@@ -214,10 +216,10 @@ func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...Option)
 
 func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.op(ctx, "power-on", r, func(vm *fakeVM) error {
-		if vm.power == PowerOff {
+		if vm.power == driver.PowerOff {
 			vm.nic = vm.nicStart
 		}
-		vm.power = PowerOn
+		vm.power = driver.PowerOn
 		return nil
 	})
 }
@@ -225,29 +227,29 @@ func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 func (d *fakeDriver) Suspend(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.op(ctx, "suspend", r, func(vm *fakeVM) error {
 		if vm.noSuspend {
-			return ErrUnsupported
+			return driver.ErrUnsupported
 		}
-		if vm.power != PowerOn {
-			return ErrInvalidState
+		if vm.power != driver.PowerOn {
+			return driver.ErrInvalidState
 		}
-		vm.power = PowerSuspended
+		vm.power = driver.PowerSuspended
 		return nil
 	})
 }
 
 func (d *fakeDriver) Resume(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.op(ctx, "resume", r, func(vm *fakeVM) error {
-		if vm.power == PowerOff {
-			return ErrInvalidState
+		if vm.power == driver.PowerOff {
+			return driver.ErrInvalidState
 		}
-		vm.power = PowerOn
+		vm.power = driver.PowerOn
 		return nil
 	})
 }
 
 func (d *fakeDriver) PowerOff(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.op(ctx, "power-off", r, func(vm *fakeVM) error {
-		vm.power = PowerOff
+		vm.power = driver.PowerOff
 		vm.nic = false
 		return nil
 	})
@@ -258,24 +260,24 @@ func (d *fakeDriver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 		// The clean snapshot is powered off with the NIC set to connect at
 		// power-on: the reconciler must detach it again.
 		vm.restored++
-		vm.power, vm.nic, vm.nicStart = PowerOff, false, true
+		vm.power, vm.nic, vm.nicStart = driver.PowerOff, false, true
 		return nil
 	})
 }
 
-func (d *fakeDriver) Observe(ctx context.Context, r fsm.ReplicaSpec) (Observation, error) {
-	var o Observation
+func (d *fakeDriver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observation, error) {
+	var o driver.Observation
 	err := d.op(ctx, "observe", r, func(vm *fakeVM) error {
-		o = Observation{Replica: r.Name, Target: r.Name, Power: vm.power, NICConnected: vm.nic && vm.power == PowerOn,
-			NICStartConnected: vm.nicStart, Reachable: true, Tools: ToolsRunning,
-			Supports: Capabilities{Attach: true, Suspend: !vm.noSuspend, Restore: true}}
+		o = driver.Observation{Replica: r.Name, Target: r.Name, Power: vm.power, NICConnected: vm.nic && vm.power == driver.PowerOn,
+			NICStartConnected: vm.nicStart, Reachable: true, Tools: driver.ToolsRunning,
+			Supports: driver.Capabilities{Attach: true, Suspend: !vm.noSuspend, Restore: true}}
 		return nil
 	})
 	return o, err
 }
 
-func (d *fakeDriver) Watch(ctx context.Context) <-chan Event {
-	ch := make(chan Event, 16)
+func (d *fakeDriver) Watch(ctx context.Context) <-chan driver.Event {
+	ch := make(chan driver.Event, 16)
 	d.mu.Lock()
 	d.watchers = append(d.watchers, ch)
 	d.mu.Unlock()
@@ -302,7 +304,7 @@ func (d *fakeDriver) byHand(name string, f func(vm *fakeVM)) {
 	f(d.vms[name])
 	for _, w := range d.watchers {
 		select {
-		case w <- Event{Kind: EventChanged, Replica: fsm.ReplicaSpec{Name: name}, At: time.Now()}:
+		case w <- driver.Event{Kind: driver.EventChanged, Replica: fsm.ReplicaSpec{Name: name}, At: time.Now()}:
 		default:
 		}
 	}
@@ -340,7 +342,7 @@ func (d *fakeDriver) query(service string) probe.QueryFunc {
 		d.mu.Lock()
 		ok := false
 		for _, vm := range d.vms {
-			if vm.service == service && vm.power == PowerOn && vm.nic && !d.attacked[vm.impl] {
+			if vm.service == service && vm.power == driver.PowerOn && vm.nic && !d.attacked[vm.impl] {
 				ok = true
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
 )
@@ -46,7 +48,7 @@ func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
 
 // driverFor returns the replica's spec and driver; ok is false (and the
 // replica is reported once) when its platform has no driver.
-func (r *run) driverFor(svc fsm.Service, replica string) (fsm.ReplicaSpec, Driver, bool) {
+func (r *run) driverFor(svc fsm.Service, replica string) (fsm.ReplicaSpec, driver.Driver, bool) {
 	spec, ok := svc.Spec.Replica(replica)
 	if !ok {
 		return spec, nil, false
@@ -65,7 +67,7 @@ func (r *run) driverFor(svc fsm.Service, replica string) (fsm.ReplicaSpec, Drive
 	return spec, d, true
 }
 
-func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.ReplicaSpec) (Observation, error) {
+func (r *run) observe(ctx context.Context, service string, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
 	o, err := d.Observe(ctx, spec)
 	if err != nil {
 		r.c.m.failed(service, "observe")
@@ -78,9 +80,9 @@ func (r *run) observe(ctx context.Context, service string, d Driver, spec fsm.Re
 
 // serviceAddr is the Attach option carrying the service's IP address (the
 // Docker driver assigns it to the container; vSphere ignores it).
-func serviceAddr(svc fsm.Service) Option {
+func serviceAddr(svc fsm.Service) driver.Option {
 	ap, _ := netip.ParseAddrPort(svc.Spec.Address) // validated by the fsm
-	return ServiceAddr(ap.Addr())
+	return driver.ServiceAddr(ap.Addr())
 }
 
 // sawAttached records whether a replica is attached, keeping the time it
@@ -130,7 +132,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	// chosen) costs a power-on on the critical path.
 	attach := func() error {
 		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		if errors.Is(err, ErrInvalidState) {
+		if errors.Is(err, driver.ErrInvalidState) {
 			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
 				return err
 			}
@@ -283,7 +285,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
 		return
 	}
-	if o.Power != PowerOn {
+	if o.Power != driver.PowerOn {
 		// Not running: crashed (a container's server exits and takes the
 		// container with it), stopped, paused or powered off. The service
 		// is down, so a replica seen serving keeps being judged from its
@@ -351,7 +353,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		if !detach() {
 			return false
 		}
-		if o.Power != PowerOn {
+		if o.Power != driver.PowerOn {
 			r.background(ctx, key, func(ctx context.Context) {
 				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
 			})
@@ -360,7 +362,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		if !detach() {
 			return false
 		}
-		if o.Power == PowerOn {
+		if o.Power == driver.PowerOn {
 			r.background(ctx, key, func(ctx context.Context) {
 				if o.Supports.Suspend {
 					_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
@@ -415,7 +417,7 @@ func (r *run) background(ctx context.Context, key string, f func(ctx context.Con
 // "restored" against the service's generation as it is then (the restore
 // is valid whatever else changed, as long as the replica still waits for
 // it). Runs in the background.
-func (r *run) restore(ctx context.Context, service, replica string, spec fsm.ReplicaSpec, d Driver) {
+func (r *run) restore(ctx context.Context, service, replica string, spec fsm.ReplicaSpec, d driver.Driver) {
 	if r.do(service, "restore", spec, func() error { return d.Restore(ctx, spec) }) != nil {
 		return
 	}

@@ -9,9 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	cerrdefs "github.com/containerd/errdefs"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -62,21 +63,21 @@ func TestClassify(t *testing.T) {
 		want  error
 		retry bool
 	}{
-		{fmt.Errorf("x: %w", errCallTimeout), controller.ErrUnavailable, true},
-		{context.Canceled, controller.ErrUnavailable, false},
-		{cerrdefs.ErrNotFound, controller.ErrNotFound, false},
-		{cerrdefs.ErrConflict, controller.ErrConflict, true},
-		{cerrdefs.ErrInvalidArgument, controller.ErrInvalid, false},
-		{cerrdefs.ErrPermissionDenied.WithMessage("Address already in use"), controller.ErrConflict, true},
-		{cerrdefs.ErrPermissionDenied, controller.ErrDenied, false},
-		{cerrdefs.ErrInternal, controller.ErrFailed, true},
-		{errors.New("connection reset by peer"), controller.ErrUnavailable, true},
-		{fmt.Errorf("%w: already", controller.ErrInvalidState), controller.ErrInvalidState, false},
-		{fmt.Errorf("%w: %w", errRetry, cerrdefs.ErrConflict), controller.ErrConflict, true},
-		{fmt.Errorf("ping: %w", x509.UnknownAuthorityError{}), controller.ErrDenied, false},
-		{&tls.CertificateVerificationError{Err: errors.New("expired")}, controller.ErrDenied, false},
-		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: remote error: tls: unknown certificate authority"), controller.ErrDenied, false},
-		{errors.New("remote error: tls: internal error"), controller.ErrUnavailable, true},
+		{fmt.Errorf("x: %w", errCallTimeout), driver.ErrUnavailable, true},
+		{context.Canceled, driver.ErrUnavailable, false},
+		{cerrdefs.ErrNotFound, driver.ErrNotFound, false},
+		{cerrdefs.ErrConflict, driver.ErrConflict, true},
+		{cerrdefs.ErrInvalidArgument, driver.ErrInvalid, false},
+		{cerrdefs.ErrPermissionDenied.WithMessage("Address already in use"), driver.ErrConflict, true},
+		{cerrdefs.ErrPermissionDenied, driver.ErrDenied, false},
+		{cerrdefs.ErrInternal, driver.ErrFailed, true},
+		{errors.New("connection reset by peer"), driver.ErrUnavailable, true},
+		{fmt.Errorf("%w: already", driver.ErrInvalidState), driver.ErrInvalidState, false},
+		{fmt.Errorf("%w: %w", errRetry, cerrdefs.ErrConflict), driver.ErrConflict, true},
+		{fmt.Errorf("ping: %w", x509.UnknownAuthorityError{}), driver.ErrDenied, false},
+		{&tls.CertificateVerificationError{Err: errors.New("expired")}, driver.ErrDenied, false},
+		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: remote error: tls: unknown certificate authority"), driver.ErrDenied, false},
+		{errors.New("remote error: tls: internal error"), driver.ErrUnavailable, true},
 	}
 	for _, tt := range tests {
 		got, retry := classify(tt.err)

@@ -10,10 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -30,11 +31,11 @@ type Driver struct {
 	order []string // host names in configuration order
 
 	subMu sync.Mutex
-	subs  map[*controller.Subscriber]struct{}
+	subs  map[*driver.Subscriber]struct{}
 	last  map[string]watched // what the watch last reported, by host + replica name
 }
 
-var _ controller.Driver = (*Driver)(nil)
+var _ driver.Driver = (*Driver)(nil)
 
 // host is one engine and what the driver knows about it.
 type host struct {
@@ -67,7 +68,7 @@ func New(cfg Config) (*Driver, error) {
 		log:   cfg.Logger,
 		m:     newMetrics(cfg.Registerer),
 		hosts: map[string]*host{},
-		subs:  map[*controller.Subscriber]struct{}{},
+		subs:  map[*driver.Subscriber]struct{}{},
 		last:  map[string]watched{},
 	}
 	for _, hc := range cfg.Hosts {
@@ -265,7 +266,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, precheck 
 	}
 	if err != nil {
 		d.m.ops.WithLabelValues(hostLabel, op, "error").Observe(time.Since(start).Seconds())
-		return &controller.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
+		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	h.track(r)
 	var last error
@@ -290,12 +291,12 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, precheck 
 			break
 		}
 		h.log.Debug("docker operation failed; retrying", "op", op, "replica", r.Name, "attempt", attempts, "err", last)
-		if !controller.Sleep(ctx, controller.Backoff(attempts)) {
+		if !driver.Sleep(ctx, driver.Backoff(attempts)) {
 			break
 		}
 	}
 	d.m.ops.WithLabelValues(h.name, op, "error").Observe(time.Since(start).Seconds())
-	oe := &controller.OpError{Op: op, Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(last)}
+	oe := &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(last)}
 	if ctx.Err() == nil {
 		if obs, err := d.observeOnce(ctx, h, r); err == nil {
 			oe.State = &obs
@@ -305,7 +306,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, precheck 
 	return oe
 }
 
-func checkVersion(o controller.Options, c *container.InspectResponse) error {
+func checkVersion(o driver.Options, c *container.InspectResponse) error {
 	if o.IfVersion == "" {
 		return nil
 	}
@@ -323,8 +324,8 @@ func checkVersion(o controller.Options, c *container.InspectResponse) error {
 // engine allows one endpoint per address, so on one engine a
 // make-before-break switch becomes break-before-make; see DESIGN.md); a
 // container not made by ars holding it is a conflict.
-func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...controller.Option) error {
-	o := controller.ApplyOptions(opts...)
+func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	o := driver.ApplyOptions(opts...)
 	pre := func() error {
 		if !o.ServiceAddr.IsValid() {
 			return fmt.Errorf("%w: attach needs the service address (controller.ServiceAddr option)", errInvalid)
@@ -352,8 +353,8 @@ func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...controll
 // it neither serves now nor after its next start. The engine allows this on
 // running, paused and stopped containers alike. A missing container or one
 // not on the network: nothing to do.
-func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...controller.Option) error {
-	o := controller.ApplyOptions(opts...)
+func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	o := driver.ApplyOptions(opts...)
 	return d.do(ctx, "detach", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
 		if err := checkVersion(o, c); err != nil {
 			return err
@@ -485,13 +486,13 @@ func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 // Observe reads the replica's state (one inspect once the engine's API
 // version is known). A missing container is reported powered off, with
 // an empty ChangeVersion.
-func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Observation, error) {
+func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observation, error) {
 	start := time.Now()
-	unknown := controller.Observation{Replica: r.Name, Target: ContainerName(r), Power: controller.PowerUnknown, Host: r.Host}
+	unknown := driver.Observation{Replica: r.Name, Target: ContainerName(r), Power: driver.PowerUnknown, Host: r.Host}
 	h, err := d.hostFor(r)
 	if err != nil {
 		d.m.ops.WithLabelValues(r.Host, "observe", "error").Observe(time.Since(start).Seconds())
-		return unknown, &controller.OpError{Op: "observe", Replica: r.Name, Target: target(r), Err: err}
+		return unknown, &driver.OpError{Op: "observe", Replica: r.Name, Target: target(r), Err: err}
 	}
 	h.track(r)
 	unknown.Host = h.name
@@ -503,20 +504,20 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 			d.m.ops.WithLabelValues(h.name, "observe", "ok").Observe(time.Since(start).Seconds())
 			return obs, nil
 		}
-		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !controller.Sleep(ctx, controller.Backoff(attempts)) {
+		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !driver.Sleep(ctx, driver.Backoff(attempts)) {
 			d.m.ops.WithLabelValues(h.name, "observe", "error").Observe(time.Since(start).Seconds())
-			return unknown, &controller.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(err)}
+			return unknown, &driver.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(err)}
 		}
 	}
 }
 
-func (d *Driver) observeOnce(ctx context.Context, h *host, r fsm.ReplicaSpec) (controller.Observation, error) {
+func (d *Driver) observeOnce(ctx context.Context, h *host, r fsm.ReplicaSpec) (driver.Observation, error) {
 	if err := h.ready(ctx); err != nil {
-		return controller.Observation{}, err
+		return driver.Observation{}, err
 	}
 	c, err := h.inspect(ctx, r)
 	if err != nil {
-		return controller.Observation{}, err
+		return driver.Observation{}, err
 	}
 	return observation(h, r, c), nil
 }

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/moby/moby/client"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -21,11 +22,11 @@ func TestLifecycle(t *testing.T) {
 	d, cnt := newDriver(t, e, "", nil)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
-	addr := controller.ServiceAddr(e.svcAddr)
+	addr := driver.ServiceAddr(e.svcAddr)
 
 	o := observe(t, d, r)
-	if o.Power != controller.PowerOff || o.ChangeVersion != "" || o.NICConnected || !o.Reachable ||
-		o.Supports != (controller.Capabilities{Attach: true, Suspend: true, Restore: true}) {
+	if o.Power != driver.PowerOff || o.ChangeVersion != "" || o.NICConnected || !o.Reachable ||
+		o.Supports != (driver.Capabilities{Attach: true, Suspend: true, Restore: true}) {
 		t.Fatalf("missing container observed as %+v", o)
 	}
 
@@ -55,7 +56,7 @@ func TestLifecycle(t *testing.T) {
 	waited := waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	t.Logf("first answer %s after attach returned", waited)
 	mustOp(t, cnt, "attach (repeat)", 0, func() error { return d.Attach(ctx, r, addr) })
-	if o := observe(t, d, r); o.Power != controller.PowerOn || !o.NICConnected || !o.NICStartConnected || o.ChangeVersion != id[:12] {
+	if o := observe(t, d, r); o.Power != driver.PowerOn || !o.NICConnected || !o.NICStartConnected || o.ChangeVersion != id[:12] {
 		t.Fatalf("attached replica observed as %+v", o)
 	}
 
@@ -72,7 +73,7 @@ func TestLifecycle(t *testing.T) {
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
 	mustOp(t, cnt, "suspend (repeat)", 0, func() error { return d.Suspend(ctx, r) })
-	if o := observe(t, d, r); o.Power != controller.PowerSuspended || !o.NICConnected {
+	if o := observe(t, d, r); o.Power != driver.PowerSuspended || !o.NICConnected {
 		t.Fatalf("suspended replica observed as %+v", o)
 	}
 	if _, err := query(e.svcAddr); err == nil {
@@ -89,13 +90,13 @@ func TestLifecycle(t *testing.T) {
 	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
 	mustOp(t, cnt, "power-off (repeat)", 0, func() error { return d.PowerOff(ctx, r) })
 	o = observe(t, d, r)
-	if o.Power != controller.PowerOff || o.NICConnected || !o.NICStartConnected {
+	if o.Power != driver.PowerOff || o.NICConnected || !o.NICStartConnected {
 		t.Fatalf("powered-off attached replica observed as %+v (want off, connected at power-on)", o)
 	}
 	// Containers keep their networks: it comes back attached.
 	mustOp(t, cnt, "power-on (start, attached)", 1, func() error { return d.PowerOn(ctx, r) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
-	if o := observe(t, d, r); o.Power != controller.PowerOn || !o.NICConnected {
+	if o := observe(t, d, r); o.Power != driver.PowerOn || !o.NICConnected {
 		t.Fatalf("restarted replica observed as %+v", o)
 	}
 
@@ -108,7 +109,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal("the service address answers after restore")
 	}
 	o = observe(t, d, r)
-	if o.Power != controller.PowerOff || o.NICConnected || o.NICStartConnected || o.ChangeVersion != c.ID[:12] {
+	if o.Power != driver.PowerOff || o.NICConnected || o.NICStartConnected || o.ChangeVersion != c.ID[:12] {
 		t.Fatalf("restored replica observed as %+v", o)
 	}
 	mustOp(t, cnt, "restore (repeat)", 2, func() error { return d.Restore(ctx, r) })
@@ -134,17 +135,17 @@ func TestDetachPausedAndStopped(t *testing.T) {
 	d, cnt := newDriver(t, e, "", nil)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
-	addr := controller.ServiceAddr(e.svcAddr)
+	addr := driver.ServiceAddr(e.svcAddr)
 
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
 	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
 	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
 	mustOp(t, cnt, "detach (paused)", 1, func() error { return d.Detach(ctx, r) })
-	if o := observe(t, d, r); o.Power != controller.PowerSuspended || o.NICConnected || o.NICStartConnected {
+	if o := observe(t, d, r); o.Power != driver.PowerSuspended || o.NICConnected || o.NICStartConnected {
 		t.Fatalf("paused, detached replica observed as %+v", o)
 	}
-	oe := wantErr(t, d.Attach(ctx, r, addr), controller.ErrInvalidState, "paused")
-	if oe.State == nil || oe.State.Power != controller.PowerSuspended {
+	oe := wantErr(t, d.Attach(ctx, r, addr), driver.ErrInvalidState, "paused")
+	if oe.State == nil || oe.State.Power != driver.PowerSuspended {
 		t.Fatalf("OpError.State = %+v, want the paused state", oe.State)
 	}
 	if m := cnt.mutations(); len(m) != 0 {
@@ -154,13 +155,13 @@ func TestDetachPausedAndStopped(t *testing.T) {
 	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
 	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
 	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
-	wantErr(t, d.Attach(ctx, r, addr), controller.ErrInvalidState, "exited")
+	wantErr(t, d.Attach(ctx, r, addr), driver.ErrInvalidState, "exited")
 	mustOp(t, cnt, "detach (stopped)", 1, func() error { return d.Detach(ctx, r) })
 	if o := observe(t, d, r); o.NICStartConnected {
 		t.Fatalf("stopped, detached replica observed as %+v", o)
 	}
 	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
-	if o := observe(t, d, r); o.Power != controller.PowerOn || o.NICConnected {
+	if o := observe(t, d, r); o.Power != driver.PowerOn || o.NICConnected {
 		t.Fatalf("a replica detached while stopped came back as %+v", o)
 	}
 	if _, err := query(e.svcAddr); err == nil {
@@ -177,12 +178,12 @@ func TestInvalidStates(t *testing.T) {
 	ctx := ctxT(t)
 
 	for name, f := range map[string]func() error{
-		"attach":  func() error { return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)) },
+		"attach":  func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) },
 		"suspend": func() error { return d.Suspend(ctx, r) },
 		"resume":  func() error { return d.Resume(ctx, r) },
 	} {
-		oe := wantErr(t, f(), controller.ErrInvalidState, "does not exist")
-		if oe.State == nil || oe.State.Power != controller.PowerOff || oe.Attempts != 1 {
+		oe := wantErr(t, f(), driver.ErrInvalidState, "does not exist")
+		if oe.State == nil || oe.State.Power != driver.PowerOff || oe.Attempts != 1 {
 			t.Fatalf("%s: OpError %+v, want 1 attempt and state off", name, oe)
 		}
 	}
@@ -190,8 +191,8 @@ func TestInvalidStates(t *testing.T) {
 	mustOp(t, cnt, "detach (missing)", 0, func() error { return d.Detach(ctx, r) })
 
 	mustOp(t, cnt, "restore (missing: create)", -1, func() error { return d.Restore(ctx, r) })
-	wantErr(t, d.Resume(ctx, r), controller.ErrInvalidState, "created")
-	wantErr(t, d.Suspend(ctx, r), controller.ErrInvalidState, "created")
+	wantErr(t, d.Resume(ctx, r), driver.ErrInvalidState, "created")
+	wantErr(t, d.Suspend(ctx, r), driver.ErrInvalidState, "created")
 	if m := cnt.mutations(); len(m) != 0 {
 		t.Fatalf("refused operations made mutating calls %v", m)
 	}
@@ -201,13 +202,13 @@ func TestInvalidStates(t *testing.T) {
 	v := observe(t, d, r).ChangeVersion
 	mustOp(t, cnt, "restore", 2, func() error { return d.Restore(ctx, r) })
 	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
-	wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr), controller.IfVersion(v)), controller.ErrConflict, "changed since")
+	wantErr(t, d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr), driver.IfVersion(v)), driver.ErrConflict, "changed since")
 	if m := cnt.mutations(); len(m) != 0 {
 		t.Fatalf("a conflicting attach made mutating calls %v", m)
 	}
 	now := observe(t, d, r).ChangeVersion
 	mustOp(t, cnt, "attach (current version)", 1, func() error {
-		return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr), controller.IfVersion(now))
+		return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr), driver.IfVersion(now))
 	})
 	mustOp(t, cnt, "detach", 1, func() error { return d.Detach(ctx, r) })
 }
@@ -222,7 +223,7 @@ func TestAttachTakesOverAddress(t *testing.T) {
 	d, cnt := newDriver(t, e, "", nil)
 	a, b := e.replica(t, "192.0.2.10"), e.replica(t, "192.0.2.11")
 	ctx := ctxT(t)
-	addr := controller.ServiceAddr(e.svcAddr)
+	addr := driver.ServiceAddr(e.svcAddr)
 
 	mustOp(t, cnt, "power-on a", -1, func() error { return d.PowerOn(ctx, a) })
 	mustOp(t, cnt, "power-on b", -1, func() error { return d.PowerOn(ctx, b) })
@@ -265,7 +266,7 @@ func TestAttachTakesOverAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	cnt.mutations()
-	wantErr(t, d.Attach(ctx, a, addr), controller.ErrConflict, "does not manage", "ars-"+foreign)
+	wantErr(t, d.Attach(ctx, a, addr), driver.ErrConflict, "does not manage", "ars-"+foreign)
 	if m := cnt.mutations(); len(m) != 0 {
 		t.Fatalf("attach made mutating calls %v although a foreign container holds the address", m)
 	}
@@ -274,8 +275,8 @@ func TestAttachTakesOverAddress(t *testing.T) {
 	// refuses to adopt it.
 	fr := a
 	fr.Name = foreign
-	wantErr(t, d.PowerOn(ctx, fr), controller.ErrConflict, "not created by ars")
-	wantErr(t, d.Restore(ctx, fr), controller.ErrConflict, "not created by ars")
+	wantErr(t, d.PowerOn(ctx, fr), driver.ErrConflict, "not created by ars")
+	wantErr(t, d.Restore(ctx, fr), driver.ErrConflict, "not created by ars")
 	if c := e.inspect(t, "ars-"+foreign); c == nil || !c.State.Running {
 		t.Fatal("the driver touched a container it does not manage")
 	}

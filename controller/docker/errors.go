@@ -8,22 +8,22 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
-
-	"github.com/ars-project/ars/controller"
 )
 
 // Short names for the controller's sentinels.
 var (
-	errNotFound     = controller.ErrNotFound
-	errUnsupported  = controller.ErrUnsupported
-	errUnavailable  = controller.ErrUnavailable
-	errInvalidState = controller.ErrInvalidState
-	errConflict     = controller.ErrConflict
-	errDenied       = controller.ErrDenied
-	errInvalid      = controller.ErrInvalid
-	errFailed       = controller.ErrFailed
+	errNotFound     = driver.ErrNotFound
+	errUnsupported  = driver.ErrUnsupported
+	errUnavailable  = driver.ErrUnavailable
+	errInvalidState = driver.ErrInvalidState
+	errConflict     = driver.ErrConflict
+	errDenied       = driver.ErrDenied
+	errInvalid      = driver.ErrInvalid
+	errFailed       = driver.ErrFailed
 )
 
 // errCallTimeout: one round trip got no answer within its timeout.
@@ -47,7 +47,7 @@ func classify(err error) (sentinel error, retry bool) {
 		return errUnavailable, true
 	}
 	retry = errors.Is(err, errRetry)
-	if s := controller.SentinelOf(err); s != nil {
+	if s := driver.SentinelOf(err); s != nil {
 		return s, retry || s == errUnavailable
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -109,7 +109,7 @@ func tlsRefused(err error) bool {
 
 // classified wraps err with its sentinel unless it already carries one.
 func classified(err error) error {
-	if err == nil || controller.SentinelOf(err) != nil {
+	if err == nil || driver.SentinelOf(err) != nil {
 		return err
 	}
 	s, _ := classify(err)

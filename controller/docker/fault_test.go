@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -30,8 +31,8 @@ func TestBadInput(t *testing.T) {
 	t.Run("unknown host", func(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		r.Host = "nowhere"
-		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, `docker host "nowhere" is not configured`)
-		if _, err := d.Observe(ctx, r); !errors.Is(err, controller.ErrNotFound) {
+		wantErr(t, d.PowerOn(ctx, r), driver.ErrNotFound, r.Name, `docker host "nowhere" is not configured`)
+		if _, err := d.Observe(ctx, r); !errors.Is(err, driver.ErrNotFound) {
 			t.Fatalf("observe: %v", err)
 		}
 	})
@@ -39,16 +40,16 @@ func TestBadInput(t *testing.T) {
 		d2, _ := newDriver(t, e, "", func(c *Config) {
 			c.Hosts = append(c.Hosts, Host{Name: "other", Endpoint: "unix:///nonexistent/docker.sock"})
 		})
-		wantErr(t, d2.PowerOn(ctx, e.replica(t, "192.0.2.10")), controller.ErrInvalid, "names no docker host")
+		wantErr(t, d2.PowerOn(ctx, e.replica(t, "192.0.2.10")), driver.ErrInvalid, "names no docker host")
 	})
 	t.Run("wrong platform", func(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		r.Platform = fsm.PlatformVM
-		wantErr(t, d.PowerOn(ctx, r), controller.ErrInvalid, `platform "vm"`)
+		wantErr(t, d.PowerOn(ctx, r), driver.ErrInvalid, `platform "vm"`)
 	})
 	t.Run("attach without address", func(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
-		oe := wantErr(t, d.Attach(ctx, r), controller.ErrInvalid, "service address", "ServiceAddr")
+		oe := wantErr(t, d.Attach(ctx, r), driver.ErrInvalid, "service address", "ServiceAddr")
 		if oe.Attempts != 0 {
 			t.Fatalf("attempts %d, want 0 (refused before trying)", oe.Attempts)
 		}
@@ -57,8 +58,8 @@ func TestBadInput(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		r.Image = "ars-lab/does-not-exist:1"
 		cnt.mutations()
-		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, r.Image, "make images")
-		wantErr(t, d.Restore(ctx, r), controller.ErrNotFound, "make images")
+		wantErr(t, d.PowerOn(ctx, r), driver.ErrNotFound, r.Name, r.Image, "make images")
+		wantErr(t, d.Restore(ctx, r), driver.ErrNotFound, "make images")
 		if c := e.inspect(t, ContainerName(r)); c != nil {
 			t.Fatal("a container was left behind")
 		}
@@ -70,7 +71,7 @@ func TestBadInput(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		r.Container.Networks = []string{e.run + "-nonet"}
 		cnt.mutations()
-		wantErr(t, d.PowerOn(ctx, r), controller.ErrNotFound, r.Name, `network "`+e.run+`-nonet" does not exist`)
+		wantErr(t, d.PowerOn(ctx, r), driver.ErrNotFound, r.Name, `network "`+e.run+`-nonet" does not exist`)
 		if c := e.inspect(t, ContainerName(r)); c != nil {
 			t.Fatal("a container was left behind")
 		}
@@ -82,7 +83,7 @@ func TestBadInput(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		r.Container.Network = e.run + "-nosvc"
 		mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
-		wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)), controller.ErrNotFound, `network "`+e.run+`-nosvc" does not exist`)
+		wantErr(t, d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)), driver.ErrNotFound, `network "`+e.run+`-nosvc" does not exist`)
 		if m := cnt.mutations(); len(m) != 0 {
 			t.Fatalf("mutating calls %v", m)
 		}
@@ -93,7 +94,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("address outside the service network", func(t *testing.T) {
 		r := e.replica(t, "192.0.2.10")
 		mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
-		wantErr(t, d.Attach(ctx, r, controller.ServiceAddr(e.subnet.Addr().Prev())), controller.ErrInvalid, "not in a subnet")
+		wantErr(t, d.Attach(ctx, r, driver.ServiceAddr(e.subnet.Addr().Prev())), driver.ErrInvalid, "not in a subnet")
 	})
 	t.Run("apparmor without apparmor", func(t *testing.T) {
 		info, err := e.cli.Info(ctx, clientInfoOptions())
@@ -107,7 +108,7 @@ func TestBadInput(t *testing.T) {
 		}
 		r := e.replica(t, "192.0.2.10")
 		r.Container.AppArmor = "ars-dns"
-		wantErr(t, d.PowerOn(ctx, r), controller.ErrUnsupported, `AppArmor profile "ars-dns"`, "no AppArmor")
+		wantErr(t, d.PowerOn(ctx, r), driver.ErrUnsupported, `AppArmor profile "ars-dns"`, "no AppArmor")
 		if c := e.inspect(t, ContainerName(r)); c != nil {
 			t.Fatal("a container was left behind")
 		}
@@ -163,7 +164,7 @@ func TestUnreachable(t *testing.T) {
 	r := fsm.ReplicaSpec{Name: "r1", Impl: "dnsd", OS: "linux", Platform: fsm.PlatformContainer, Image: "ars-lab/dnsd:latest"}
 	ctx := ctxT(t)
 	took, err := timed(func() error { return d.PowerOn(ctx, r) })
-	oe := wantErr(t, err, controller.ErrUnavailable, "gone")
+	oe := wantErr(t, err, driver.ErrUnavailable, "gone")
 	if oe.Attempts != DefaultMaxAttempts || oe.State != nil {
 		t.Fatalf("OpError %+v: want %d attempts and no state", oe, DefaultMaxAttempts)
 	}
@@ -172,8 +173,8 @@ func TestUnreachable(t *testing.T) {
 	}
 	t.Logf("power-on against a missing socket failed after %s (%d attempts)", took, oe.Attempts)
 	o, err := d.Observe(ctx, r)
-	wantErr(t, err, controller.ErrUnavailable)
-	if o.Reachable || o.Power != controller.PowerUnknown || o.Replica != "r1" {
+	wantErr(t, err, driver.ErrUnavailable)
+	if o.Reachable || o.Power != driver.PowerUnknown || o.Replica != "r1" {
 		t.Fatalf("observation %+v", o)
 	}
 }
@@ -330,7 +331,7 @@ func TestEngineDropsMidOperation(t *testing.T) {
 	p.mu.Lock()
 	p.drop = "/connect"
 	p.mu.Unlock()
-	mustOp(t, cnt, "attach (first connect dropped)", -1, func() error { return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)) })
+	mustOp(t, cnt, "attach (first connect dropped)", -1, func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) })
 	if p.dropped() != 1 {
 		t.Fatalf("%d requests dropped, want 1", p.dropped())
 	}
@@ -352,7 +353,7 @@ func TestEngineDropsMidOperation(t *testing.T) {
 	if p.dropped() != 2 {
 		t.Fatalf("%d requests broken, want 2", p.dropped())
 	}
-	if o := observe(t, d, r); o.Power != controller.PowerSuspended {
+	if o := observe(t, d, r); o.Power != driver.PowerSuspended {
 		t.Fatalf("not suspended: %+v", o)
 	}
 	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
@@ -360,7 +361,7 @@ func TestEngineDropsMidOperation(t *testing.T) {
 	// Engine down: ErrUnavailable, with the state unknown.
 	p.down()
 	took, err := timed(func() error { return d.Detach(ctx, r) })
-	oe := wantErr(t, err, controller.ErrUnavailable)
+	oe := wantErr(t, err, driver.ErrUnavailable)
 	if oe.State != nil {
 		t.Fatalf("state %+v read from an engine that is down", oe.State)
 	}
@@ -385,7 +386,7 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	ctx := ctxT(t)
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
 	ch := d.Watch(ctx)
-	waitEvent(t, ch, r, 5*time.Second, "current state", func(o controller.Observation) bool { return o.Power == controller.PowerOn })
+	waitEvent(t, ch, r, 5*time.Second, "current state", func(o driver.Observation) bool { return o.Power == driver.PowerOn })
 
 	// The stream breaks while the engine stays: resync, no state change.
 	p.cut()
@@ -394,9 +395,9 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	for resynced := false; !resynced; {
 		select {
 		case ev := <-ch:
-			if ev.Kind == controller.EventResync {
+			if ev.Kind == driver.EventResync {
 				resynced = true
-			} else if ev.State.Power != controller.PowerOn {
+			} else if ev.State.Power != driver.PowerOn {
 				t.Fatalf("a broken stream changed the state: %+v", ev)
 			}
 		case <-timer.C:
@@ -405,7 +406,7 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	}
 
 	p.down() // the engine goes away: the replica becomes unreachable
-	waitEvent(t, ch, r, 5*time.Second, "unreachable", func(o controller.Observation) bool { return !o.Reachable })
+	waitEvent(t, ch, r, 5*time.Second, "unreachable", func(o driver.Observation) bool { return !o.Reachable })
 	p.up(t)
 	// It comes back: the state again (reachable) and a resync, in either
 	// order (the failed-stream path re-reads the replica before it
@@ -418,9 +419,9 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 		select {
 		case ev := <-ch:
 			switch {
-			case ev.Kind == controller.EventResync:
+			case ev.Kind == driver.EventResync:
 				resynced = true
-			case ev.Replica.Name == r.Name && ev.State.Reachable && ev.State.Power == controller.PowerOn:
+			case ev.Replica.Name == r.Name && ev.State.Reachable && ev.State.Power == driver.PowerOn:
 				back = true
 			}
 		case <-deadline.C:
@@ -430,7 +431,7 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	t.Logf("watch back (reachable event and resync) %s after the engine returned", time.Since(start))
 	// And follows changes through the new stream.
 	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
-	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o controller.Observation) bool { return o.Power == controller.PowerSuspended })
+	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o driver.Observation) bool { return o.Power == driver.PowerSuspended })
 	if n := testutilCounter(d, "local"); n == 0 {
 		t.Fatal("watch restarts not counted")
 	}

@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/miekg/dns"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/dockertest"
 )
@@ -292,7 +293,7 @@ func mustOp(t *testing.T, cnt *counter, name string, wantMutations int, f func()
 	return d
 }
 
-func observe(t *testing.T, d *Driver, r fsm.ReplicaSpec) controller.Observation {
+func observe(t *testing.T, d *Driver, r fsm.ReplicaSpec) driver.Observation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -311,12 +312,12 @@ func ctxT(t *testing.T) context.Context {
 
 // wantErr checks err is an *OpError wrapping sentinel whose message
 // contains every fragment.
-func wantErr(t *testing.T, err error, sentinel error, fragments ...string) *controller.OpError {
+func wantErr(t *testing.T, err error, sentinel error, fragments ...string) *driver.OpError {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("no error, want %v", sentinel)
 	}
-	var oe *controller.OpError
+	var oe *driver.OpError
 	if !errors.As(err, &oe) {
 		t.Fatalf("error %T %v is not an *OpError", err, err)
 	}

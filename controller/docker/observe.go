@@ -1,9 +1,9 @@
 package docker
 
 import (
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -21,14 +21,14 @@ import (
 //     moves it; network changes do not.
 //   - Supports: attach, suspend (pause) and restore (re-create) always.
 //   - Tools and FT do not apply to containers and stay empty.
-func observation(h *host, r fsm.ReplicaSpec, c *container.InspectResponse) controller.Observation {
-	o := controller.Observation{
+func observation(h *host, r fsm.ReplicaSpec, c *container.InspectResponse) driver.Observation {
+	o := driver.Observation{
 		Replica:   r.Name,
 		Target:    ContainerName(r),
-		Power:     controller.PowerOff,
+		Power:     driver.PowerOff,
 		Host:      h.name,
 		Reachable: true,
-		Supports:  controller.Capabilities{Attach: true, Suspend: true, Restore: true},
+		Supports:  driver.Capabilities{Attach: true, Suspend: true, Restore: true},
 	}
 	if c == nil {
 		return o
@@ -37,9 +37,9 @@ func observation(h *host, r fsm.ReplicaSpec, c *container.InspectResponse) contr
 	st := c.State
 	switch {
 	case st.Paused:
-		o.Power = controller.PowerSuspended
+		o.Power = driver.PowerSuspended
 	case st.Running:
-		o.Power = controller.PowerOn
+		o.Power = driver.PowerOn
 	}
 	ep, ok := c.NetworkSettings.Networks[serviceNetwork(r)]
 	o.NICStartConnected = ok

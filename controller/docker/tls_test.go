@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/ars-project/ars/transport"
 )
 
@@ -117,9 +118,9 @@ func TestRemoteHostMutualTLS(t *testing.T) {
 	r.Host = "remote"
 	ctx := ctxT(t)
 	mustOp(t, cnt, "power-on over mTLS", -1, func() error { return d.PowerOn(ctx, r) })
-	mustOp(t, cnt, "attach over mTLS", -1, func() error { return d.Attach(ctx, r, controller.ServiceAddr(e.svcAddr)) })
+	mustOp(t, cnt, "attach over mTLS", -1, func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) })
 	waitAnswer(t, e.svcAddr, "192.0.2.20", 5*time.Second)
-	if o := observe(t, d, r); !o.Reachable || !o.NICConnected || o.Power != controller.PowerOn {
+	if o := observe(t, d, r); !o.Reachable || !o.NICConnected || o.Power != driver.PowerOn {
 		t.Fatalf("observation over mTLS: %+v", o)
 	}
 	mustOp(t, cnt, "detach over mTLS", 1, func() error { return d.Detach(ctx, r) })
@@ -139,7 +140,7 @@ func TestRemoteHostMutualTLS(t *testing.T) {
 				c.Hosts = []Host{{Name: "remote", Endpoint: endpoint, TLS: tt.tls}}
 			})
 			_, err := bad.Observe(ctx, r)
-			oe := wantErr(t, err, controller.ErrDenied, "remote", "TLS")
+			oe := wantErr(t, err, driver.ErrDenied, "remote", "TLS")
 			if oe.Attempts != 1 {
 				t.Fatalf("a refused certificate was tried %d times: %v", oe.Attempts, err)
 			}

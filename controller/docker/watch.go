@@ -5,17 +5,18 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
 // watched is the last reported state of one replica.
 type watched struct {
 	r   fsm.ReplicaSpec
-	obs controller.Observation
+	obs driver.Observation
 }
 
 // watchEvents are the engine events that can change an Observation:
@@ -34,13 +35,13 @@ var watchEvents = []string{
 // driver subscribes again with backoff, re-reads every replica and sends
 // EventResync. Sends never block. The streams run only while somebody
 // watches.
-func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
-	sub := controller.NewSubscriber(256)
+func (d *Driver) Watch(ctx context.Context) <-chan driver.Event {
+	sub := driver.NewSubscriber(256)
 	d.subMu.Lock()
 	d.subs[sub] = struct{}{}
 	now := time.Now()
 	for _, w := range d.last {
-		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+		sub.Send(driver.Event{Kind: driver.EventChanged, Replica: w.r, State: w.obs, At: now})
 	}
 	for _, n := range d.order {
 		h := d.hosts[n]
@@ -73,7 +74,7 @@ func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
 	return sub.C
 }
 
-func (d *Driver) publish(ev controller.Event) {
+func (d *Driver) publish(ev driver.Event) {
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
 	for sub := range d.subs {
@@ -83,7 +84,7 @@ func (d *Driver) publish(ev controller.Event) {
 
 // report publishes a replica's state if it differs from what was last
 // reported.
-func (h *host) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Time) {
+func (h *host) report(r fsm.ReplicaSpec, obs driver.Observation, at time.Time) {
 	d := h.d
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
@@ -93,7 +94,7 @@ func (h *host) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Tim
 	}
 	d.last[key] = watched{r: r, obs: obs}
 	for sub := range d.subs {
-		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: r, State: obs, At: at})
+		sub.Send(driver.Event{Kind: driver.EventChanged, Replica: r, State: obs, At: at})
 	}
 }
 
@@ -141,7 +142,7 @@ func (h *host) refresh(ctx context.Context, r fsm.ReplicaSpec) {
 			h.log.Debug("docker watch: cannot read a replica", "replica", r.Name, "err", err)
 			return
 		}
-		obs = controller.Observation{Replica: r.Name, Target: ContainerName(r), Power: controller.PowerUnknown, Host: h.name}
+		obs = driver.Observation{Replica: r.Name, Target: ContainerName(r), Power: driver.PowerUnknown, Host: h.name}
 	}
 	h.report(r, obs, time.Now())
 }
@@ -176,7 +177,7 @@ func (h *host) watchLoop(ctx context.Context) {
 		for _, r := range specs {
 			h.refresh(ctx, r)
 		}
-		controller.Sleep(ctx, min(controller.Backoff(failures)*2, 5*time.Second))
+		driver.Sleep(ctx, min(driver.Backoff(failures)*2, 5*time.Second))
 	}
 }
 
@@ -203,7 +204,7 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 	}
 	if *dirty {
 		*dirty = false
-		h.d.publish(controller.Event{Kind: controller.EventResync, At: time.Now()})
+		h.d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
 	}
 	for _, r := range specs {
 		h.refresh(sctx, r)

@@ -11,13 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -41,12 +42,12 @@ type Driver struct {
 	watchV  uint64                                                      // bumped when watched changes
 
 	subMu sync.Mutex
-	subs  map[*controller.Subscriber]struct{}
+	subs  map[*driver.Subscriber]struct{}
 	last  map[string]watched // what the watch last reported, by replica name + vm
 	kick  chan struct{}      // wakes the watch loop (subscribers or watched set changed)
 }
 
-var _ controller.Driver = (*Driver)(nil)
+var _ driver.Driver = (*Driver)(nil)
 
 // runState is one leadership term's worth of driver state.
 type runState struct {
@@ -84,7 +85,7 @@ func New(cfg Config) (*Driver, error) {
 		changed: make(chan struct{}),
 		refs:    map[string]types.ManagedObjectReference{},
 		watched: map[types.ManagedObjectReference]map[string]fsm.ReplicaSpec{},
-		subs:    map[*controller.Subscriber]struct{}{},
+		subs:    map[*driver.Subscriber]struct{}{},
 		last:    map[string]watched{},
 		kick:    make(chan struct{}, 1),
 	}
@@ -169,9 +170,9 @@ func (d *Driver) loginLoop(ctx context.Context) *session {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := min(controller.Backoff(attempt)*4, 10*time.Second)
+		wait := min(driver.Backoff(attempt)*4, 10*time.Second)
 		d.log.Warn("vcenter login failed; retrying", "err", err, "attempt", attempt, "retry_in", wait)
-		if !controller.Sleep(ctx, wait) {
+		if !driver.Sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -184,7 +185,7 @@ func (d *Driver) loginLoop(ctx context.Context) *session {
 func (d *Driver) keepAlive(ctx context.Context, s *session) {
 	next := d.cfg.KeepAlive
 	failures := 0
-	for controller.Sleep(ctx, next) {
+	for driver.Sleep(ctx, next) {
 		seen := s.gen.Load()
 		us, err := s.userSession(ctx)
 		switch {
@@ -193,14 +194,14 @@ func (d *Driver) keepAlive(ctx context.Context, s *session) {
 		case err != nil:
 			failures++
 			d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
-			next = min(controller.Backoff(failures)*4, d.cfg.KeepAlive)
+			next = min(driver.Backoff(failures)*4, d.cfg.KeepAlive)
 			d.log.Warn("vcenter keep-alive failed", "err", err, "retry_in", next)
 			continue
 		case us == nil:
 			if err := s.renew(ctx, seen, "keep-alive found the session gone"); err != nil && !errors.Is(err, errSessionAlive) {
 				failures++
 				d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
-				next = min(controller.Backoff(failures)*4, d.cfg.KeepAlive)
+				next = min(driver.Backoff(failures)*4, d.cfg.KeepAlive)
 				d.log.Warn("vcenter re-login failed", "err", err, "retry_in", next)
 				continue
 			}
@@ -397,12 +398,12 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 	start := time.Now()
 	if err := checkSpec(r); err != nil {
 		d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
-		return &controller.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
+		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	ctx, rs, end, err := d.begin(ctx)
 	if err != nil {
 		d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
-		return &controller.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
+		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	defer end()
 
@@ -425,12 +426,12 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 			break
 		}
 		d.log.Debug("vcenter operation failed; retrying", "op", op, "replica", r.Name, "attempt", attempts, "err", last)
-		if !controller.Sleep(ctx, controller.Backoff(attempts)) {
+		if !driver.Sleep(ctx, driver.Backoff(attempts)) {
 			break
 		}
 	}
 	d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
-	oe := &controller.OpError{Op: op, Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(last)}
+	oe := &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(last)}
 	if ctx.Err() == nil {
 		if obs, err := d.observe(ctx, rs, r); err == nil || obs.Replica != "" {
 			oe.State = &obs
@@ -442,8 +443,8 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 
 // Attach connects the replica's service NIC (and marks it connected at
 // power-on). The VM must be powered on.
-func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...controller.Option) error {
-	o := controller.ApplyOptions(opts...)
+func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	o := driver.ApplyOptions(opts...)
 	return d.do(ctx, "attach", r, func(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine) error {
 		return d.setNIC(ctx, s, ref, vm, r, true, o)
 	})
@@ -451,14 +452,14 @@ func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...controll
 
 // Detach disconnects the replica's service NIC (and keeps it disconnected
 // at the next power-on).
-func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...controller.Option) error {
-	o := controller.ApplyOptions(opts...)
+func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	o := driver.ApplyOptions(opts...)
 	return d.do(ctx, "detach", r, func(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine) error {
 		return d.setNIC(ctx, s, ref, vm, r, false, o)
 	})
 }
 
-func (d *Driver) setNIC(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine, r fsm.ReplicaSpec, want bool, o controller.Options) error {
+func (d *Driver) setNIC(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine, r fsm.ReplicaSpec, want bool, o driver.Options) error {
 	if vm.Config == nil {
 		return fmt.Errorf("%w: the VM has no configuration (inaccessible?)", errUnavailable)
 	}
@@ -538,7 +539,7 @@ func (d *Driver) Resume(ctx context.Context, r fsm.ReplicaSpec) error {
 // suspended: that is refused without asking vCenter.
 func (d *Driver) Suspend(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.do(ctx, "suspend", r, func(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine) error {
-		if ft := controller.FTState(vm.Runtime.FaultToleranceState); ft.Protected() {
+		if ft := driver.FTState(vm.Runtime.FaultToleranceState); ft.Protected() {
 			return fmt.Errorf("%w: the VM is protected by vSphere FT (%s), which does not allow suspend", errUnsupported, ft)
 		}
 		switch vm.Runtime.PowerState {
@@ -577,7 +578,7 @@ func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 		if r.Snapshot == "" {
 			return fmt.Errorf("%w: the replica names no clean snapshot (snapshot)", errInvalid)
 		}
-		if ft := controller.FTState(vm.Runtime.FaultToleranceState); ft.Protected() {
+		if ft := driver.FTState(vm.Runtime.FaultToleranceState); ft.Protected() {
 			return fmt.Errorf("%w: the VM is protected by vSphere FT (%s), which does not allow snapshots", errUnsupported, ft)
 		}
 		snap, err := findSnapshot(vm, r.Snapshot)
@@ -595,15 +596,15 @@ func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 // Observe reads the replica's state (one round trip with a held session).
 // A missing or ambiguous service NIC is reported as an error, with the
 // rest of the observation filled in.
-func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Observation, error) {
+func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observation, error) {
 	start := time.Now()
-	fail := func(err error, attempts int, obs *controller.Observation) (controller.Observation, error) {
+	fail := func(err error, attempts int, obs *driver.Observation) (driver.Observation, error) {
 		d.m.Ops.WithLabelValues(d.host, "observe", "error").Observe(time.Since(start).Seconds())
-		oe := &controller.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, State: obs, Err: classified(err)}
+		oe := &driver.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, State: obs, Err: classified(err)}
 		if obs != nil {
 			return *obs, oe
 		}
-		return controller.Observation{Replica: r.Name, Target: r.VM, Power: controller.PowerUnknown, Tools: controller.ToolsUnknown}, oe
+		return driver.Observation{Replica: r.Name, Target: r.VM, Power: driver.PowerUnknown, Tools: driver.ToolsUnknown}, oe
 	}
 	if err := checkSpec(r); err != nil {
 		return fail(err, 0, nil)
@@ -613,7 +614,7 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 		return fail(err, 0, nil)
 	}
 	defer end()
-	var obs controller.Observation
+	var obs driver.Observation
 	attempts := 0
 	for {
 		attempts++
@@ -625,7 +626,7 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (controller.Obs
 		if obs.Replica != "" { // read fine; the NIC is the problem
 			return fail(err, attempts, &obs)
 		}
-		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !controller.Sleep(ctx, controller.Backoff(attempts)) {
+		if _, retry := classify(err); !retry || ctx.Err() != nil || attempts >= d.cfg.MaxAttempts || !driver.Sleep(ctx, driver.Backoff(attempts)) {
 			return fail(err, attempts, nil)
 		}
 	}
@@ -653,7 +654,7 @@ func (d *Driver) readReplica(ctx context.Context, s *session, r fsm.ReplicaSpec,
 }
 
 // observe is one read; obs.Replica is set whenever the VM could be read.
-func (d *Driver) observe(ctx context.Context, rs *runState, r fsm.ReplicaSpec) (obs controller.Observation, err error) {
+func (d *Driver) observe(ctx context.Context, rs *runState, r fsm.ReplicaSpec) (obs driver.Observation, err error) {
 	err = d.withSession(ctx, rs, func(s *session) error {
 		_, vm, tasks, err := d.readReplica(ctx, s, r, true)
 		if err != nil {
@@ -702,7 +703,7 @@ func (s *session) waitTask(ctx context.Context, ref types.ManagedObjectReference
 			}
 			return te
 		}
-		if !controller.Sleep(tctx, pause) {
+		if !driver.Sleep(tctx, pause) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

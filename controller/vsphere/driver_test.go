@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller"
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 )
@@ -23,18 +24,18 @@ func TestOperationsAndIdempotentRepeats(t *testing.T) {
 	r := replica("bind9-win", vm0)
 
 	obs := e.observe(r)
-	if obs.Power != controller.PowerOn || !obs.NICConnected || !obs.NICStartConnected || obs.FT != controller.FTNotConfigured ||
+	if obs.Power != driver.PowerOn || !obs.NICConnected || !obs.NICStartConnected || obs.FT != driver.FTNotConfigured ||
 		!obs.Reachable || obs.ChangeVersion == "" || obs.Host == "" || obs.Replica != "bind9-win" || obs.Target != vm0 {
 		t.Fatalf("initial observation = %+v", obs)
 	}
-	if obs.Supports != (controller.Capabilities{Attach: true, Suspend: true, Restore: true}) {
+	if obs.Supports != (driver.Capabilities{Attach: true, Suspend: true, Restore: true}) {
 		t.Fatalf("supports = %+v, want everything", obs.Supports)
 	}
 	if len(obs.Tasks) != 0 {
 		t.Fatalf("tasks in flight = %v", obs.Tasks)
 	}
 
-	type check func(controller.Observation) bool
+	type check func(driver.Observation) bool
 	steps := []struct {
 		name   string
 		op     func(context.Context, fsm.ReplicaSpec) error
@@ -42,21 +43,21 @@ func TestOperationsAndIdempotentRepeats(t *testing.T) {
 		want   check
 	}{
 		{"detach", func(ctx context.Context, r fsm.ReplicaSpec) error { return e.d.Detach(ctx, r) }, "ReconfigVM_Task",
-			func(o controller.Observation) bool {
-				return o.Power == controller.PowerOn && !o.NICConnected && !o.NICStartConnected
+			func(o driver.Observation) bool {
+				return o.Power == driver.PowerOn && !o.NICConnected && !o.NICStartConnected
 			}},
 		{"attach", func(ctx context.Context, r fsm.ReplicaSpec) error { return e.d.Attach(ctx, r) }, "ReconfigVM_Task",
-			func(o controller.Observation) bool { return o.NICConnected && o.NICStartConnected }},
+			func(o driver.Observation) bool { return o.NICConnected && o.NICStartConnected }},
 		{"suspend", e.d.Suspend, "SuspendVM_Task",
-			func(o controller.Observation) bool { return o.Power == controller.PowerSuspended && !o.NICConnected }},
+			func(o driver.Observation) bool { return o.Power == driver.PowerSuspended && !o.NICConnected }},
 		{"resume", e.d.Resume, "PowerOnVM_Task",
-			func(o controller.Observation) bool { return o.Power == controller.PowerOn && o.NICConnected }},
+			func(o driver.Observation) bool { return o.Power == driver.PowerOn && o.NICConnected }},
 		{"power-off", e.d.PowerOff, "PowerOffVM_Task",
-			func(o controller.Observation) bool { return o.Power == controller.PowerOff && !o.NICConnected }},
+			func(o driver.Observation) bool { return o.Power == driver.PowerOff && !o.NICConnected }},
 		{"power-on", e.d.PowerOn, "PowerOnVM_Task",
-			func(o controller.Observation) bool { return o.Power == controller.PowerOn && o.NICConnected }},
+			func(o driver.Observation) bool { return o.Power == driver.PowerOn && o.NICConnected }},
 		{"restore", e.d.Restore, "RevertToSnapshot_Task",
-			func(o controller.Observation) bool { return o.Supports.Restore }},
+			func(o driver.Observation) bool { return o.Supports.Restore }},
 	}
 	for _, st := range steps {
 		before := e.calls(st.method)
@@ -102,7 +103,7 @@ func TestDetachedReplicaBootsDetached(t *testing.T) {
 	if err := e.d.PowerOn(e.ctx(), r); err != nil {
 		t.Fatal(err)
 	}
-	if o := e.observe(r); o.Power != controller.PowerOn || o.NICConnected || o.NICStartConnected {
+	if o := e.observe(r); o.Power != driver.PowerOn || o.NICConnected || o.NICStartConnected {
 		t.Fatalf("booted standby: %+v, want running and detached", o)
 	}
 }
@@ -121,12 +122,12 @@ func TestInvalidStateTransitions(t *testing.T) {
 		"resume":  func() error { return e.d.Resume(e.ctx(), r) },
 		"suspend": func() error { return e.d.Suspend(e.ctx(), r) },
 	} {
-		oe := opError(t, op(), controller.ErrInvalidState, r.Name)
-		if oe.Attempts != 1 || oe.State == nil || oe.State.Power != controller.PowerOff {
+		oe := opError(t, op(), driver.ErrInvalidState, r.Name)
+		if oe.Attempts != 1 || oe.State == nil || oe.State.Power != driver.PowerOff {
 			t.Errorf("%s on a powered-off VM: %+v", name, oe)
 		}
 	}
-	if o := e.observe(r); o.Power != controller.PowerOff {
+	if o := e.observe(r); o.Power != driver.PowerOff {
 		t.Fatalf("state changed: %+v", o)
 	}
 }
@@ -136,7 +137,7 @@ func TestObserveByInventoryPathAndTasks(t *testing.T) {
 	e.start()
 	r := replica("bind9-win", "/DC0/vm/"+vm0)
 	o := e.observe(r)
-	if o.Power != controller.PowerOn || o.Target != "/DC0/vm/"+vm0 {
+	if o.Power != driver.PowerOn || o.Target != "/DC0/vm/"+vm0 {
 		t.Fatalf("observe by path: %+v", o)
 	}
 	if err := e.d.Detach(e.ctx(), r); err != nil {
@@ -172,13 +173,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 		replica string
 		mention string
 	}{
-		{"unknown vm name", e.d.Attach(e.ctx(), noVM), controller.ErrNotFound, "ghost", `"no-such-vm"`},
-		{"unknown vm path", e.d.PowerOn(e.ctx(), noPath), controller.ErrNotFound, "ghost-path", `"/DC0/vm/no-such-vm"`},
-		{"unknown nic", e.d.Attach(e.ctx(), noNIC), controller.ErrNotFound, "bind9-win", `"ethernet-9"`},
-		{"unknown nic detach", e.d.Detach(e.ctx(), noNIC), controller.ErrNotFound, "bind9-win", "ethernet-0"},
-		{"missing snapshot", e.d.Restore(e.ctx(), noSnap), controller.ErrNotFound, "bind9-win", `"pristine"`},
-		{"no snapshot named", e.d.Restore(e.ctx(), unnamedSnap), controller.ErrInvalid, "bind9-win", "snapshot"},
-		{"container spec", e.d.PowerOn(e.ctx(), container), controller.ErrInvalid, "knot-ct", "container"},
+		{"unknown vm name", e.d.Attach(e.ctx(), noVM), driver.ErrNotFound, "ghost", `"no-such-vm"`},
+		{"unknown vm path", e.d.PowerOn(e.ctx(), noPath), driver.ErrNotFound, "ghost-path", `"/DC0/vm/no-such-vm"`},
+		{"unknown nic", e.d.Attach(e.ctx(), noNIC), driver.ErrNotFound, "bind9-win", `"ethernet-9"`},
+		{"unknown nic detach", e.d.Detach(e.ctx(), noNIC), driver.ErrNotFound, "bind9-win", "ethernet-0"},
+		{"missing snapshot", e.d.Restore(e.ctx(), noSnap), driver.ErrNotFound, "bind9-win", `"pristine"`},
+		{"no snapshot named", e.d.Restore(e.ctx(), unnamedSnap), driver.ErrInvalid, "bind9-win", "snapshot"},
+		{"container spec", e.d.PowerOn(e.ctx(), container), driver.ErrInvalid, "knot-ct", "container"},
 	}
 	for _, c := range cases {
 		oe := opError(t, c.err, c.want, c.replica)
@@ -198,8 +199,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 	// Observe reports a missing NIC as an error but still says what it saw.
 	obs, err := e.d.Observe(e.ctx(), noNIC)
-	opError(t, err, controller.ErrNotFound, "bind9-win")
-	if obs.Power != controller.PowerOn || obs.Supports.Attach {
+	opError(t, err, driver.ErrNotFound, "bind9-win")
+	if obs.Power != driver.PowerOn || obs.Supports.Attach {
 		t.Fatalf("observation with a missing NIC: %+v", obs)
 	}
 }
@@ -209,7 +210,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 func TestNoRunNoSession(t *testing.T) {
 	e := newEnv(t, vcsim.Options{}, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
 	err := e.d.PowerOn(e.ctx(), replica("bind9-win", vm0))
-	opError(t, err, controller.ErrUnavailable, "bind9-win")
+	opError(t, err, driver.ErrUnavailable, "bind9-win")
 	if e.sessions() != 0 {
 		t.Fatalf("%d sessions without Run", e.sessions())
 	}
@@ -221,7 +222,7 @@ func TestNoRunNoSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = e.d.PowerOn(e.ctx(), replica("bind9-win", vm0))
-	opError(t, err, controller.ErrUnavailable, "bind9-win")
+	opError(t, err, driver.ErrUnavailable, "bind9-win")
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -248,9 +249,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestOpErrorMessage(t *testing.T) {
-	err := &controller.OpError{Op: "attach", Replica: "bind9-win", Target: "vm X", Attempts: 3,
-		State: &controller.Observation{Power: controller.PowerOff, Reachable: true},
-		Err:   errors.Join(controller.ErrUnavailable)}
+	err := &driver.OpError{Op: "attach", Replica: "bind9-win", Target: "vm X", Attempts: 3,
+		State: &driver.Observation{Power: driver.PowerOff, Reachable: true},
+		Err:   errors.Join(driver.ErrUnavailable)}
 	want := "attach replica bind9-win (vm X): after 3 attempts: platform unavailable [now: power off, nic disconnected]"
 	if err.Error() != want {
 		t.Fatalf("got %q\nwant %q", err.Error(), want)

@@ -6,21 +6,21 @@ import (
 	"fmt"
 	"reflect"
 
-	"github.com/vmware/govmomi/vim25/types"
+	"github.com/ars-project/ars/controller/driver"
 
-	"github.com/ars-project/ars/controller"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // Short names for the controller's sentinels.
 var (
-	errNotFound     = controller.ErrNotFound
-	errUnsupported  = controller.ErrUnsupported
-	errUnavailable  = controller.ErrUnavailable
-	errInvalidState = controller.ErrInvalidState
-	errConflict     = controller.ErrConflict
-	errDenied       = controller.ErrDenied
-	errInvalid      = controller.ErrInvalid
-	errFailed       = controller.ErrFailed
+	errNotFound     = driver.ErrNotFound
+	errUnsupported  = driver.ErrUnsupported
+	errUnavailable  = driver.ErrUnavailable
+	errInvalidState = driver.ErrInvalidState
+	errConflict     = driver.ErrConflict
+	errDenied       = driver.ErrDenied
+	errInvalid      = driver.ErrInvalid
+	errFailed       = driver.ErrFailed
 )
 
 // errCallTimeout: one round trip got no answer within the call timeout.
@@ -83,7 +83,7 @@ func classify(err error) (sentinel error, retry bool) {
 	case errors.Is(err, errRefGone):
 		return errNotFound, true
 	}
-	if s := controller.SentinelOf(err); s != nil {
+	if s := driver.SentinelOf(err); s != nil {
 		return s, s == errUnavailable
 	}
 	var te *taskError
@@ -123,7 +123,7 @@ func classify(err error) (sentinel error, retry bool) {
 
 // classified wraps err with its sentinel unless it already carries one.
 func classified(err error) error {
-	if err == nil || controller.SentinelOf(err) != nil {
+	if err == nil || driver.SentinelOf(err) != nil {
 		return err
 	}
 	s, _ := classify(err)

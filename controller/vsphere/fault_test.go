@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
@@ -42,7 +43,7 @@ func TestFaultPowerOnTransientIsRetried(t *testing.T) {
 	if got := e.calls("PowerOnVM_Task") - calls; got != 3 || injected(e) != 2 {
 		t.Fatalf("%d PowerOnVM_Task calls, %d faults; want 3 and 2", got, injected(e))
 	}
-	if o := e.observe(r); o.Power != controller.PowerOn {
+	if o := e.observe(r); o.Power != driver.PowerOn {
 		t.Fatalf("after retried power on: %+v", o)
 	}
 }
@@ -58,11 +59,11 @@ func TestFaultPowerOnPersistentIsBounded(t *testing.T) {
 	}
 	e.sim.Model.Service.AddFaultRule(faultRule("PowerOnVM_Task", simulator.FaultTypeGeneric, 0))
 	err := e.d.PowerOn(e.ctx(), r)
-	oe := opError(t, err, controller.ErrUnavailable, r.Name)
+	oe := opError(t, err, driver.ErrUnavailable, r.Name)
 	if oe.Attempts != DefaultMaxAttempts || injected(e) != int64(DefaultMaxAttempts) {
 		t.Fatalf("attempts = %d, faults = %d; want %d", oe.Attempts, injected(e), DefaultMaxAttempts)
 	}
-	if oe.State == nil || oe.State.Power != controller.PowerOff {
+	if oe.State == nil || oe.State.Power != driver.PowerOff {
 		t.Fatalf("state after failure = %+v, want a known power-off", oe.State)
 	}
 	if !strings.Contains(err.Error(), "injected by the test") || !strings.Contains(err.Error(), "now: power off") {
@@ -79,9 +80,9 @@ func TestFaultNotRetriable(t *testing.T) {
 		ft   simulator.FaultType
 		want error
 	}{
-		{simulator.FaultTypeInvalidArgument, controller.ErrInvalid},
-		{simulator.FaultTypeNoPermission, controller.ErrDenied},
-		{simulator.FaultTypeInvalidState, controller.ErrInvalidState},
+		{simulator.FaultTypeInvalidArgument, driver.ErrInvalid},
+		{simulator.FaultTypeNoPermission, driver.ErrDenied},
+		{simulator.FaultTypeInvalidState, driver.ErrInvalidState},
 	} {
 		e.sim.Model.Service.ClearFaultRules()
 		e.sim.Model.Service.ResetFaultStats()
@@ -110,8 +111,8 @@ func TestFaultReconfigure(t *testing.T) {
 		t.Fatalf("not detached: %+v", o)
 	}
 	e.sim.Model.Service.AddFaultRule(faultRule("ReconfigVM_Task", simulator.FaultTypeResourceInUse, 0))
-	oe := opError(t, e.d.Attach(e.ctx(), r), controller.ErrFailed, r.Name)
-	if oe.State == nil || oe.State.NICConnected || oe.State.Power != controller.PowerOn {
+	oe := opError(t, e.d.Attach(e.ctx(), r), driver.ErrFailed, r.Name)
+	if oe.State == nil || oe.State.NICConnected || oe.State.Power != driver.PowerOn {
 		t.Fatalf("state after failed attach = %+v", oe.State)
 	}
 }
@@ -163,11 +164,11 @@ func TestTaskFault(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := e.calls("PowerOnVM_Task")
-	oe := opError(t, e.d.PowerOn(e.ctx(), r), controller.ErrInvalidState, r.Name)
+	oe := opError(t, e.d.PowerOn(e.ctx(), r), driver.ErrInvalidState, r.Name)
 	if e.calls("PowerOnVM_Task") != calls+1 || !strings.Contains(oe.Error(), "task powerOn failed") {
 		t.Fatalf("error = %v after %d calls", oe, e.calls("PowerOnVM_Task")-calls)
 	}
-	if oe.State == nil || oe.State.Power != controller.PowerOff {
+	if oe.State == nil || oe.State.Power != driver.PowerOff {
 		t.Fatalf("state = %+v", oe.State)
 	}
 }
@@ -185,11 +186,11 @@ func TestIfVersionConflict(t *testing.T) {
 		t.Fatal("the simulator did not change the change version")
 	}
 	reconfigs := e.calls("ReconfigVM_Task")
-	oe := opError(t, e.d.Detach(e.ctx(), r, controller.IfVersion(old.ChangeVersion)), controller.ErrConflict, r.Name)
+	oe := opError(t, e.d.Detach(e.ctx(), r, driver.IfVersion(old.ChangeVersion)), driver.ErrConflict, r.Name)
 	if oe.Attempts != 1 || e.calls("ReconfigVM_Task") != reconfigs || oe.State == nil || !oe.State.NICConnected {
 		t.Fatalf("stale detach: %+v (reconfigure calls %d)", oe, e.calls("ReconfigVM_Task")-reconfigs)
 	}
-	if err := e.d.Detach(e.ctx(), r, controller.IfVersion(now.ChangeVersion)); err != nil {
+	if err := e.d.Detach(e.ctx(), r, driver.IfVersion(now.ChangeVersion)); err != nil {
 		t.Fatalf("detach with the current version: %v", err)
 	}
 }
@@ -241,7 +242,7 @@ func TestChangeVersionEnforcedByVCenter(t *testing.T) {
 	}
 	sneakIn, sent = true, nil
 	mu.Unlock()
-	oe := opError(t, e.d.Attach(e.ctx(), r), controller.ErrConflict, r.Name)
+	oe := opError(t, e.d.Attach(e.ctx(), r), driver.ErrConflict, r.Name)
 	mu.Lock()
 	n := len(sent)
 	mu.Unlock()

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	arstest "github.com/ars-project/ars/test/testutil"
@@ -149,7 +150,7 @@ func (e *env) calls(method string) uint64 {
 }
 
 // observe must succeed.
-func (e *env) observe(r fsm.ReplicaSpec) controller.Observation {
+func (e *env) observe(r fsm.ReplicaSpec) driver.Observation {
 	e.t.Helper()
 	obs, err := e.d.Observe(e.ctx(), r)
 	if err != nil {
@@ -208,12 +209,12 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 
 // opError asserts err is an *controller.OpError wrapping want and naming
 // the replica.
-func opError(t *testing.T, err error, want error, replica string) *controller.OpError {
+func opError(t *testing.T, err error, want error, replica string) *driver.OpError {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("got no error, want %v", want)
 	}
-	var oe *controller.OpError
+	var oe *driver.OpError
 	if !errors.As(err, &oe) {
 		t.Fatalf("error %v (%T) is not an *OpError", err, err)
 	}
@@ -227,7 +228,7 @@ func opError(t *testing.T, err error, want error, replica string) *controller.Op
 }
 
 // nextEvent waits for an event that satisfies match.
-func nextEvent(t *testing.T, ch <-chan controller.Event, timeout time.Duration, what string, match func(controller.Event) bool) controller.Event {
+func nextEvent(t *testing.T, ch <-chan driver.Event, timeout time.Duration, what string, match func(driver.Event) bool) driver.Event {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {

@@ -6,12 +6,13 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -99,22 +100,22 @@ func (s *session) readVM(ctx context.Context, ref types.ManagedObjectReference, 
 
 // observation turns VM properties into the platform-neutral Observation.
 // nicErr is not nil when the spec's NIC is missing or ambiguous.
-func observation(r fsm.ReplicaSpec, vm *mo.VirtualMachine, tasks []taskState) (obs controller.Observation, nicErr error) {
-	obs = controller.Observation{
+func observation(r fsm.ReplicaSpec, vm *mo.VirtualMachine, tasks []taskState) (obs driver.Observation, nicErr error) {
+	obs = driver.Observation{
 		Replica:   r.Name,
 		Target:    r.VM,
-		Power:     controller.PowerUnknown,
-		Tools:     controller.ToolsUnknown,
-		FT:        controller.FTNotConfigured,
+		Power:     driver.PowerUnknown,
+		Tools:     driver.ToolsUnknown,
+		FT:        driver.FTNotConfigured,
 		Reachable: true,
 	}
 	switch vm.Runtime.PowerState {
 	case types.VirtualMachinePowerStatePoweredOn:
-		obs.Power = controller.PowerOn
+		obs.Power = driver.PowerOn
 	case types.VirtualMachinePowerStatePoweredOff:
-		obs.Power = controller.PowerOff
+		obs.Power = driver.PowerOff
 	case types.VirtualMachinePowerStateSuspended:
-		obs.Power = controller.PowerSuspended
+		obs.Power = driver.PowerSuspended
 	}
 	switch vm.Runtime.ConnectionState {
 	case "", types.VirtualMachineConnectionStateConnected:
@@ -122,7 +123,7 @@ func observation(r fsm.ReplicaSpec, vm *mo.VirtualMachine, tasks []taskState) (o
 		obs.Reachable = false
 	}
 	if ft := vm.Runtime.FaultToleranceState; ft != "" {
-		obs.FT = controller.FTState(ft)
+		obs.FT = driver.FTState(ft)
 	}
 	if vm.Runtime.Host != nil {
 		obs.Host = vm.Runtime.Host.Value
@@ -130,9 +131,9 @@ func observation(r fsm.ReplicaSpec, vm *mo.VirtualMachine, tasks []taskState) (o
 	if vm.Guest != nil {
 		switch vm.Guest.ToolsRunningStatus {
 		case string(types.VirtualMachineToolsRunningStatusGuestToolsRunning), string(types.VirtualMachineToolsRunningStatusGuestToolsExecutingScripts):
-			obs.Tools = controller.ToolsRunning
+			obs.Tools = driver.ToolsRunning
 		case string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning):
-			obs.Tools = controller.ToolsNotRunning
+			obs.Tools = driver.ToolsNotRunning
 		}
 	}
 	var devices object.VirtualDeviceList
@@ -148,7 +149,7 @@ func observation(r fsm.ReplicaSpec, vm *mo.VirtualMachine, tasks []taskState) (o
 	nic, nicErr := findNIC(devices, r.NIC)
 	if nicErr == nil {
 		if c := nic.GetVirtualDevice().Connectable; c != nil {
-			obs.NICConnected = c.Connected && obs.Power == controller.PowerOn
+			obs.NICConnected = c.Connected && obs.Power == driver.PowerOn
 			obs.NICStartConnected = c.StartConnected
 			obs.Supports.Attach = true
 		}

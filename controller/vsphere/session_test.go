@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
@@ -159,8 +160,8 @@ func TestNotAuthenticatedWithLiveSessionIsDenied(t *testing.T) {
 		FaultType: simulator.FaultTypeNotAuthenticated, Probability: 1, Enabled: true}
 	e.sim.Model.Service.AddFaultRule(rule)
 	err := e.d.PowerOn(e.ctx(), r)
-	oe := opError(t, err, controller.ErrDenied, r.Name)
-	if oe.Attempts != 1 || oe.State == nil || oe.State.Power != controller.PowerOff {
+	oe := opError(t, err, driver.ErrDenied, r.Name)
+	if oe.Attempts != 1 || oe.State == nil || oe.State.Power != driver.PowerOff {
 		t.Fatalf("error = %+v", oe)
 	}
 	if e.relogins() != 0 || e.sessions() != 1 {
@@ -204,7 +205,7 @@ func TestLeadershipLossCancelsAndLogsOut(t *testing.T) {
 	}
 	select {
 	case err := <-opErr:
-		if !errors.Is(err, context.Canceled) || !errors.Is(err, controller.ErrUnavailable) {
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, driver.ErrUnavailable) {
 			t.Fatalf("in-flight operation ended with %v; want cancelled (ErrUnavailable)", err)
 		}
 	case <-time.After(5 * time.Second):
@@ -217,7 +218,7 @@ func TestLeadershipLossCancelsAndLogsOut(t *testing.T) {
 	if e.live() != 0 {
 		t.Fatalf("sessions_live = %v", e.live())
 	}
-	opError(t, e.d.PowerOn(e.ctx(), r), controller.ErrUnavailable, r.Name)
+	opError(t, e.d.PowerOn(e.ctx(), r), driver.ErrUnavailable, r.Name)
 
 	// The next term logs in again: one session.
 	block.Store(false)

@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/vmware/govmomi/vim25/soap"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	arstest "github.com/ars-project/ars/test/testutil"
 )
@@ -72,7 +73,7 @@ func TestTLSVerified(t *testing.T) {
 			go func() { done <- d.Run(ctx) }()
 			eventually(t, 10*time.Second, "a failed TLS handshake in the log", func() bool { return strings.Contains(logs.String(), b.says) })
 			_, err := d.Observe(context.Background(), replica("bind9-win", vm0))
-			if !errors.Is(err, controller.ErrUnavailable) {
+			if !errors.Is(err, driver.ErrUnavailable) {
 				t.Fatalf("observe without a verified vCenter = %v, want ErrUnavailable", err)
 			}
 			if n := sim.SessionCount(context.Background()); n != 0 {

@@ -6,18 +6,19 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/fsm"
 )
 
 // watched is the last reported state of one replica.
 type watched struct {
 	r   fsm.ReplicaSpec
-	obs controller.Observation
+	obs driver.Observation
 }
 
 // Watch streams changes of every replica this driver has observed or acted
@@ -25,13 +26,13 @@ type watched struct {
 // first receives the current state of every replica already watched. The
 // watch runs only while somebody watches, and only with a held session
 // (not in per-operation mode).
-func (d *Driver) Watch(ctx context.Context) <-chan controller.Event {
-	sub := controller.NewSubscriber(256)
+func (d *Driver) Watch(ctx context.Context) <-chan driver.Event {
+	sub := driver.NewSubscriber(256)
 	d.subMu.Lock()
 	d.subs[sub] = struct{}{}
 	now := time.Now()
 	for _, w := range d.last {
-		sub.Send(controller.Event{Kind: controller.EventChanged, Replica: w.r, State: w.obs, At: now})
+		sub.Send(driver.Event{Kind: driver.EventChanged, Replica: w.r, State: w.obs, At: now})
 	}
 	d.subMu.Unlock()
 	d.kickWatch()
@@ -52,7 +53,7 @@ func (d *Driver) hasSubscribers() bool {
 }
 
 // publish sends an event to every subscriber (see subscriber.send).
-func (d *Driver) publish(ev controller.Event) {
+func (d *Driver) publish(ev driver.Event) {
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
 	for sub := range d.subs {
@@ -62,7 +63,7 @@ func (d *Driver) publish(ev controller.Event) {
 
 // report publishes a replica's state if it differs from what was last
 // reported; an FT-protected VM that failed over is reported as such.
-func (d *Driver) report(r fsm.ReplicaSpec, obs controller.Observation, at time.Time) {
+func (d *Driver) report(r fsm.ReplicaSpec, obs driver.Observation, at time.Time) {
 	d.subMu.Lock()
 	defer d.subMu.Unlock()
 	key := r.Name + "\x00" + r.VM
@@ -71,12 +72,12 @@ func (d *Driver) report(r fsm.ReplicaSpec, obs controller.Observation, at time.T
 		return
 	}
 	d.last[key] = watched{r: r, obs: obs}
-	kind := controller.EventChanged
+	kind := driver.EventChanged
 	if had && ftFailover(prev.obs, obs) {
-		kind = controller.EventFTFailover
+		kind = driver.EventFTFailover
 	}
 	for sub := range d.subs {
-		sub.Send(controller.Event{Kind: kind, Replica: r, State: obs, At: at})
+		sub.Send(driver.Event{Kind: kind, Replica: r, State: obs, At: at})
 	}
 }
 
@@ -158,7 +159,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 			if err := w.build(ctx, specs); err != nil {
 				failures++
 				d.log.Warn("vcenter watch: cannot build the property collector", "err", err)
-				if !controller.Sleep(ctx, min(controller.Backoff(failures)*4, 5*time.Second)) {
+				if !driver.Sleep(ctx, min(driver.Backoff(failures)*4, 5*time.Second)) {
 					return
 				}
 				continue
@@ -175,7 +176,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 			d.log.Debug("vcenter watch: wait failed; rebuilding", "err", err)
 			w.dirty = true
 			w.destroy()
-			if !controller.Sleep(ctx, min(controller.Backoff(failures), time.Second)) {
+			if !driver.Sleep(ctx, min(driver.Backoff(failures), time.Second)) {
 				return
 			}
 			continue
@@ -183,7 +184,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 		failures = 0
 		if w.dirty {
 			w.dirty = false
-			d.publish(controller.Event{Kind: controller.EventResync, At: time.Now()})
+			d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
 		}
 		if set != nil {
 			w.apply(ctx, set, specs)
@@ -274,7 +275,7 @@ func (w *watcher) apply(ctx context.Context, set *types.UpdateSet, specs map[typ
 			}
 		}
 		for _, r := range specs[ref] {
-			obs := controller.Observation{Replica: r.Name, Target: r.VM, Power: controller.PowerUnknown, Tools: controller.ToolsUnknown}
+			obs := driver.Observation{Replica: r.Name, Target: r.VM, Power: driver.PowerUnknown, Tools: driver.ToolsUnknown}
 			if !left {
 				obs, _ = observation(r, vm, nil)
 			}
@@ -287,11 +288,11 @@ func (w *watcher) apply(ctx context.Context, set *types.UpdateSet, specs map[typ
 // protected VM: FT leaves "running" for needSecondary/starting (the
 // secondary took over or was lost and is being re-created), or the VM now
 // runs on another host (the secondary's).
-func ftFailover(prev, cur controller.Observation) bool {
+func ftFailover(prev, cur driver.Observation) bool {
 	if !prev.FT.Protected() && !cur.FT.Protected() {
 		return false
 	}
-	if prev.FT == controller.FTRunning && (cur.FT == controller.FTNeedSecondary || cur.FT == controller.FTStarting) {
+	if prev.FT == driver.FTRunning && (cur.FT == driver.FTNeedSecondary || cur.FT == driver.FTStarting) {
 		return true
 	}
 	return prev.FT.Protected() && cur.FT.Protected() && prev.Host != "" && cur.Host != "" && prev.Host != cur.Host

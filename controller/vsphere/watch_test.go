@@ -5,14 +5,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 )
 
-func powerIs(name string, p controller.Power) func(controller.Event) bool {
-	return func(ev controller.Event) bool {
+func powerIs(name string, p driver.Power) func(driver.Event) bool {
+	return func(ev driver.Event) bool {
 		return ev.Replica.Name == name && ev.State.Power == p
 	}
 }
@@ -27,29 +28,29 @@ func TestWatchSeesDrift(t *testing.T) {
 	r := replica("bind9-win", vm0)
 	e.observe(r) // the driver watches what it has been asked about
 
-	ev := nextEvent(t, ch, 10*time.Second, "initial state", powerIs("bind9-win", controller.PowerOn))
-	if ev.Kind != controller.EventChanged || !ev.State.NICConnected || ev.Replica != r {
+	ev := nextEvent(t, ch, 10*time.Second, "initial state", powerIs("bind9-win", driver.PowerOn))
+	if ev.Kind != driver.EventChanged || !ev.State.NICConnected || ev.Replica != r {
 		t.Fatalf("initial event = %+v", ev)
 	}
 	start := time.Now()
 	e.powerOffByHand(vm0)
-	ev = nextEvent(t, ch, 10*time.Second, "power-off by hand", powerIs("bind9-win", controller.PowerOff))
+	ev = nextEvent(t, ch, 10*time.Second, "power-off by hand", powerIs("bind9-win", driver.PowerOff))
 	t.Logf("drift seen %s after the power-off", time.Since(start))
-	if ev.Kind != controller.EventChanged || ev.State.NICConnected {
+	if ev.Kind != driver.EventChanged || ev.State.NICConnected {
 		t.Fatalf("drift event = %+v", ev)
 	}
 
 	// A second watcher starts with the current state.
 	ch2 := e.d.Watch(ctx)
-	nextEvent(t, ch2, time.Second, "current state for a new watcher", powerIs("bind9-win", controller.PowerOff))
+	nextEvent(t, ch2, time.Second, "current state for a new watcher", powerIs("bind9-win", driver.PowerOff))
 
 	// A second replica joins the watch when the driver first touches it.
 	r1 := replica("unbound-win", vm1)
 	if err := e.d.Detach(e.ctx(), r1); err != nil {
 		t.Fatal(err)
 	}
-	nextEvent(t, ch, 10*time.Second, "second replica", func(ev controller.Event) bool {
-		return ev.Replica.Name == "unbound-win" && ev.State.Power == controller.PowerOn && !ev.State.NICConnected
+	nextEvent(t, ch, 10*time.Second, "second replica", func(ev driver.Event) bool {
+		return ev.Replica.Name == "unbound-win" && ev.State.Power == driver.PowerOn && !ev.State.NICConnected
 	})
 
 	// The channels close with the watchers' context.
@@ -71,16 +72,16 @@ func TestWatchSurvivesSessionLoss(t *testing.T) {
 	ch := e.d.Watch(ctx)
 	r := replica("bind9-win", vm0)
 	e.observe(r)
-	nextEvent(t, ch, 10*time.Second, "initial state", powerIs("bind9-win", controller.PowerOn))
+	nextEvent(t, ch, 10*time.Second, "initial state", powerIs("bind9-win", driver.PowerOn))
 
 	if err := e.sim.Terminate(e.ctx()); err != nil {
 		t.Fatal(err)
 	}
-	nextEvent(t, ch, 10*time.Second, "resync after the session loss", func(ev controller.Event) bool {
-		return ev.Kind == controller.EventResync
+	nextEvent(t, ch, 10*time.Second, "resync after the session loss", func(ev driver.Event) bool {
+		return ev.Kind == driver.EventResync
 	})
 	e.powerOffByHand(vm0)
-	nextEvent(t, ch, 10*time.Second, "drift after the session loss", powerIs("bind9-win", controller.PowerOff))
+	nextEvent(t, ch, 10*time.Second, "drift after the session loss", powerIs("bind9-win", driver.PowerOff))
 	if n := e.sessions(); n != 1 || e.relogins() != 1 {
 		t.Fatalf("sessions = %d, relogins = %v; want 1, 1", n, e.relogins())
 	}
@@ -89,22 +90,22 @@ func TestWatchSurvivesSessionLoss(t *testing.T) {
 // A slow reader loses events but is told to resync.
 func TestWatchSlowReaderGetsResync(t *testing.T) {
 	e := newEnv(t, vcsim.Options{}, nil)
-	sub := controller.NewSubscriber(2)
+	sub := driver.NewSubscriber(2)
 	e.d.subs[sub] = struct{}{}
 	defer delete(e.d.subs, sub)
 	for range 5 {
-		e.d.publish(controller.Event{Kind: controller.EventChanged})
+		e.d.publish(driver.Event{Kind: driver.EventChanged})
 	}
 	if len(sub.C) != cap(sub.C) {
 		t.Fatal("the slow reader's channel is not full")
 	}
 	<-sub.C
 	<-sub.C
-	e.d.publish(controller.Event{Kind: controller.EventChanged})
-	if ev := <-sub.C; ev.Kind != controller.EventResync {
+	e.d.publish(driver.Event{Kind: driver.EventChanged})
+	if ev := <-sub.C; ev.Kind != driver.EventResync {
 		t.Fatalf("first event after overflow = %v, want resync", ev.Kind)
 	}
-	if ev := <-sub.C; ev.Kind != controller.EventChanged {
+	if ev := <-sub.C; ev.Kind != driver.EventChanged {
 		t.Fatalf("then %v", ev.Kind)
 	}
 }
@@ -133,15 +134,15 @@ func TestFaultTolerance(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	nextEvent(t, ch, 10*time.Second, "FT running", func(ev controller.Event) bool { return ev.State.FT == controller.FTRunning })
+	nextEvent(t, ch, 10*time.Second, "FT running", func(ev driver.Event) bool { return ev.State.FT == driver.FTRunning })
 
 	o := e.observe(r)
-	if o.FT != controller.FTRunning || o.Supports.Suspend || o.Supports.Restore || !o.Supports.Attach {
+	if o.FT != driver.FTRunning || o.Supports.Suspend || o.Supports.Restore || !o.Supports.Attach {
 		t.Fatalf("FT-protected VM: FT %s, supports %+v", o.FT, o.Supports)
 	}
 	suspends, reverts := e.calls("SuspendVM_Task"), e.calls("RevertToSnapshot_Task")
-	opError(t, e.d.Suspend(e.ctx(), r), controller.ErrUnsupported, r.Name)
-	opError(t, e.d.Restore(e.ctx(), r), controller.ErrUnsupported, r.Name)
+	opError(t, e.d.Suspend(e.ctx(), r), driver.ErrUnsupported, r.Name)
+	opError(t, e.d.Restore(e.ctx(), r), driver.ErrUnsupported, r.Name)
 	if e.calls("SuspendVM_Task") != suspends || e.calls("RevertToSnapshot_Task") != reverts {
 		t.Fatal("an unsupported operation reached vCenter")
 	}
@@ -160,27 +161,27 @@ func TestFaultTolerance(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	ev := nextEvent(t, ch, 10*time.Second, "FT failover", func(ev controller.Event) bool { return ev.Kind == controller.EventFTFailover })
-	if ev.State.Host != secondary.Value || ev.State.FT != controller.FTNeedSecondary || ev.State.Power != controller.PowerOn {
+	ev := nextEvent(t, ch, 10*time.Second, "FT failover", func(ev driver.Event) bool { return ev.Kind == driver.EventFTFailover })
+	if ev.State.Host != secondary.Value || ev.State.FT != driver.FTNeedSecondary || ev.State.Power != driver.PowerOn {
 		t.Fatalf("failover event = %+v", ev)
 	}
 }
 
 func TestFTFailoverRule(t *testing.T) {
-	obs := func(ft controller.FTState, host string) controller.Observation {
-		return controller.Observation{FT: ft, Host: host}
+	obs := func(ft driver.FTState, host string) driver.Observation {
+		return driver.Observation{FT: ft, Host: host}
 	}
 	for _, c := range []struct {
-		prev, cur controller.Observation
+		prev, cur driver.Observation
 		want      bool
 	}{
-		{obs(controller.FTRunning, "h1"), obs(controller.FTNeedSecondary, "h1"), true},
-		{obs(controller.FTRunning, "h1"), obs(controller.FTStarting, "h2"), true},
-		{obs(controller.FTRunning, "h1"), obs(controller.FTRunning, "h2"), true},
-		{obs(controller.FTRunning, "h1"), obs(controller.FTRunning, "h1"), false},
-		{obs(controller.FTNotConfigured, "h1"), obs(controller.FTNotConfigured, "h2"), false}, // vMotion
-		{obs(controller.FTStarting, "h1"), obs(controller.FTRunning, "h1"), false},            // secondary back
-		{obs(controller.FTRunning, "h1"), obs(controller.FTDisabled, "h1"), false},            // turned off
+		{obs(driver.FTRunning, "h1"), obs(driver.FTNeedSecondary, "h1"), true},
+		{obs(driver.FTRunning, "h1"), obs(driver.FTStarting, "h2"), true},
+		{obs(driver.FTRunning, "h1"), obs(driver.FTRunning, "h2"), true},
+		{obs(driver.FTRunning, "h1"), obs(driver.FTRunning, "h1"), false},
+		{obs(driver.FTNotConfigured, "h1"), obs(driver.FTNotConfigured, "h2"), false}, // vMotion
+		{obs(driver.FTStarting, "h1"), obs(driver.FTRunning, "h1"), false},            // secondary back
+		{obs(driver.FTRunning, "h1"), obs(driver.FTDisabled, "h1"), false},            // turned off
 	} {
 		if got := ftFailover(c.prev, c.cur); got != c.want {
 			t.Errorf("ftFailover(%+v, %+v) = %v", c.prev, c.cur, got)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -448,8 +450,8 @@ func newDocker(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*docke
 }
 
 // controllerDrivers maps replica platforms to the drivers this node has.
-func controllerDrivers(vs *vsphere.Driver, dk *docker.Driver) map[string]controller.Driver {
-	drivers := map[string]controller.Driver{}
+func controllerDrivers(vs *vsphere.Driver, dk *docker.Driver) map[string]driver.Driver {
+	drivers := map[string]driver.Driver{}
 	if dk != nil {
 		drivers[fsm.PlatformContainer] = dk
 	}

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/controller/driver"
+
 	"github.com/ars-project/ars/cmd/ars/internal/config"
-	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/test/testutil"
 )
@@ -120,7 +121,7 @@ func TestVCenterSessionFollowsLeadership(t *testing.T) {
 	if n := sim.SessionCount(context.Background()); n != 0 {
 		t.Fatalf("%d sessions after the node stopped leading, want 0", n)
 	}
-	if _, err := a.VSphere.Observe(context.Background(), r); !errors.Is(err, controller.ErrUnavailable) {
+	if _, err := a.VSphere.Observe(context.Background(), r); !errors.Is(err, driver.ErrUnavailable) {
 		t.Fatalf("observe after leadership = %v", err)
 	}
 	out := logs.String()

@@ -1,4 +1,4 @@
-package controller
+package driver
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 )
 
 // Driver changes and observes replicas on one platform: vSphere VMs
-// (controller/vsphere) or containers (the Docker driver). The reconciler uses
+// (controller/vsphere) or containers (controller/docker). The reconciler uses
 // it for every replica kind and only on the leader.
 //
 // Every mutating call is idempotent: asking for the state a replica is

@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 // Version is reported in status; the agent overrides it at build time.
@@ -47,9 +46,9 @@ func (c *Cluster) LeaderAPI() (name, apiAddr string, ok bool) {
 func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
 
 // Status summarises this node's view of the cluster.
-func (c *Cluster) Status() transport.Status {
+func (c *Cluster) Status() Status {
 	leaderName, leaderAPI, _ := c.LeaderAPI()
-	st := transport.Status{
+	st := Status{
 		Node:         c.cfg.NodeName,
 		Leader:       leaderName,
 		LeaderAPI:    leaderAPI,
@@ -107,7 +106,7 @@ func stateName(s raft.RaftState) string {
 }
 
 // Members lists every gossip member this node has seen, with its Raft role.
-func (c *Cluster) Members() []transport.Member {
+func (c *Cluster) Members() []Member {
 	voters := map[string]bool{}
 	if f := c.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
@@ -115,9 +114,9 @@ func (c *Cluster) Members() []transport.Member {
 		}
 	}
 	leader, _, _ := c.LeaderAPI()
-	var out []transport.Member
+	var out []Member
 	for _, m := range c.members.list() {
-		out = append(out, transport.Member{
+		out = append(out, Member{
 			Name:       m.Name,
 			GossipAddr: m.Addr,
 			RaftAddr:   m.Meta.Raft,
@@ -144,15 +143,15 @@ func memberStatus(s memberlist.NodeStateType) string {
 }
 
 // Peers returns the Raft configuration.
-func (c *Cluster) Peers() ([]transport.Peer, error) {
+func (c *Cluster) Peers() ([]Peer, error) {
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, fmt.Errorf("read raft configuration: %w", err)
 	}
 	_, leader := c.raft.LeaderWithID()
-	var out []transport.Peer
+	var out []Peer
 	for _, s := range f.Configuration().Servers {
-		out = append(out, transport.Peer{
+		out = append(out, Peer{
 			ID:       string(s.ID),
 			Address:  string(s.Address),
 			Suffrage: s.Suffrage.String(),
@@ -170,7 +169,7 @@ func leaderErr(err error) error {
 		return nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("%w: %v", transport.ErrNotLeader, err)
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	default:
 		return err
 	}
@@ -179,9 +178,9 @@ func leaderErr(err error) error {
 func (c *Cluster) requireLeader() error {
 	if c.raft.State() != raft.Leader {
 		if _, id := c.raft.LeaderWithID(); id == "" {
-			return transport.ErrNoLeader
+			return ErrNoLeader
 		}
-		return transport.ErrNotLeader
+		return ErrNotLeader
 	}
 	return nil
 }
@@ -196,7 +195,7 @@ func (c *Cluster) TransferLeadership(ctx context.Context, to string) error {
 		return leaderErr(c.raft.LeadershipTransfer().Error())
 	}
 	if to == c.cfg.NodeName {
-		return fmt.Errorf("%w: %s is already the leader", transport.ErrBadRequest, to)
+		return fmt.Errorf("%w: %s is already the leader", ErrInvalid, to)
 	}
 	peers, err := c.Peers()
 	if err != nil {
@@ -205,12 +204,12 @@ func (c *Cluster) TransferLeadership(ctx context.Context, to string) error {
 	for _, p := range peers {
 		if p.ID == to {
 			if p.Suffrage != raft.Voter.String() {
-				return fmt.Errorf("%w: %s is not a voter", transport.ErrBadRequest, to)
+				return fmt.Errorf("%w: %s is not a voter", ErrInvalid, to)
 			}
 			return leaderErr(c.raft.LeadershipTransferToServer(raft.ServerID(p.ID), raft.ServerAddress(p.Address)).Error())
 		}
 	}
-	return fmt.Errorf("%w: no raft peer named %q", transport.ErrNotFound, to)
+	return fmt.Errorf("%w: no raft peer named %q", ErrNotFound, to)
 }
 
 // RemovePeer removes a server from the Raft configuration (for a node that
@@ -220,7 +219,7 @@ func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
 		return err
 	}
 	if id == c.cfg.NodeName {
-		return fmt.Errorf("%w: %s is the leader; transfer leadership first", transport.ErrBadRequest, id)
+		return fmt.Errorf("%w: %s is the leader; transfer leadership first", ErrInvalid, id)
 	}
 	peers, err := c.Peers()
 	if err != nil {
@@ -231,7 +230,7 @@ func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
 			return leaderErr(c.raft.RemoveServer(raft.ServerID(id), 0, 5*time.Second).Error())
 		}
 	}
-	return fmt.Errorf("%w: no raft peer named %q", transport.ErrNotFound, id)
+	return fmt.Errorf("%w: no raft peer named %q", ErrNotFound, id)
 }
 
 // Barrier waits until every entry committed so far is applied to this
@@ -272,7 +271,7 @@ func (c *Cluster) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	}
 	_, api, ok := c.waitLeaderAPI(ctx)
 	if !ok {
-		return fsm.Result{}, transport.ErrNoLeader
+		return fsm.Result{}, ErrNoLeader
 	}
 	res, err := c.cfg.Forwarder(ctx, api, cmd)
 	c.metrics.observeApply("forwarded", start, err)

@@ -310,7 +310,7 @@ func (c *Cluster) reconnectLoop() {
 // node to the Raft configuration.
 func (c *Cluster) Join(ctx context.Context, addrs []string) (int, error) {
 	if len(addrs) == 0 {
-		return 0, fmt.Errorf("%w: no addresses to join", transport.ErrBadRequest)
+		return 0, fmt.Errorf("%w: no addresses to join", ErrInvalid)
 	}
 	n, err := c.ml.Join(addrs)
 	if n == 0 && err != nil {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/testutil"
-	"github.com/ars-project/ars/transport"
 )
 
 // applyOK commits cmd through n. Like any client it retries while
@@ -34,7 +33,7 @@ func applyOK(t *testing.T, n *testNode, cmd []byte) fsm.Result {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		res, err = n.c.Apply(ctx, cmd)
 		cancel()
-		if !errors.Is(err, transport.ErrNotLeader) && !errors.Is(err, transport.ErrNoLeader) {
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -398,7 +397,7 @@ func TestFollowerRefusesLeaderOnlyOperations(t *testing.T) {
 		"barrier":     f.c.Barrier(ctx),
 		"snapshot":    f.c.SnapshotSave(ctx, new(nopWriter)),
 	} {
-		if !errors.Is(err, transport.ErrNotLeader) {
+		if !errors.Is(err, ErrNotLeader) {
 			t.Errorf("%s on a follower: err = %v, want ErrNotLeader", name, err)
 		}
 	}

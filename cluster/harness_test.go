@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/pki"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/transport"
 )
@@ -42,23 +44,23 @@ type testNode struct {
 func newHarness(t *testing.T, names ...string) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	var nodes []transport.PKINode
+	var nodes []pki.PKINode
 	for _, n := range append(names, "n4", "n5") {
-		nodes = append(nodes, transport.PKINode{Name: n, IPs: []string{"127.0.0.1"}})
+		nodes = append(nodes, pki.PKINode{Name: n, IPs: []string{"127.0.0.1"}})
 	}
-	if err := transport.GeneratePKI(transport.PKIRequest{Dir: dir, Nodes: dedupNodes(nodes), ValidFor: time.Hour}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: dir, Nodes: dedupNodes(nodes), ValidFor: time.Hour}); err != nil {
 		t.Fatalf("generate pki: %v", err)
 	}
-	key, err := transport.LoadGossipKey(filepath.Join(dir, "gossip.key"))
+	key, err := pki.LoadGossipKey(filepath.Join(dir, "gossip.key"))
 	if err != nil {
 		t.Fatalf("gossip key: %v", err)
 	}
 	return &harness{t: t, pki: dir, key: key, nodes: map[string]*testNode{}, byAPI: map[string]*testNode{}}
 }
 
-func dedupNodes(in []transport.PKINode) []transport.PKINode {
+func dedupNodes(in []pki.PKINode) []pki.PKINode {
 	seen := map[string]bool{}
-	var out []transport.PKINode
+	var out []pki.PKINode
 	for _, n := range in {
 		if !seen[n.Name] {
 			seen[n.Name] = true
@@ -136,7 +138,7 @@ func (h *harness) forward(ctx context.Context, api string, cmd []byte) (fsm.Resu
 		return fsm.Result{}, fmt.Errorf("no node serves %s", api)
 	}
 	if !n.c.IsLeader() {
-		return fsm.Result{}, transport.ErrNotLeader
+		return fsm.Result{}, ErrNotLeader
 	}
 	return n.c.Apply(ctx, cmd)
 }

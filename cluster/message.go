@@ -6,8 +6,6 @@ import (
 	"slices"
 
 	"github.com/hashicorp/memberlist"
-
-	"github.com/ars-project/ars/transport"
 )
 
 // MaxMessageSize bounds a message sent with SendToLeader: it must fit one
@@ -47,7 +45,7 @@ func (c *Cluster) SendToLeader(msg []byte) error {
 	}
 	_, id := c.raft.LeaderWithID()
 	if id == "" {
-		return transport.ErrNoLeader
+		return ErrNoLeader
 	}
 	if string(id) == c.cfg.NodeName {
 		c.deliver(msg)
@@ -64,7 +62,7 @@ func (c *Cluster) SendToLeader(msg []byte) error {
 	// not written to.
 	m, ok := c.members.get(string(id))
 	if !ok || m.State == memberlist.StateLeft {
-		return fmt.Errorf("leader %s not in gossip: %w", id, transport.ErrNoLeader)
+		return fmt.Errorf("leader %s not in gossip: %w", id, ErrNoLeader)
 	}
 	ap, err := netip.ParseAddrPort(m.Addr)
 	if err != nil {

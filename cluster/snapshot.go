@@ -14,7 +14,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 // snapshotMagic starts every file `ars snapshot save` writes: one JSON
@@ -80,30 +79,30 @@ func (c *Cluster) SnapshotRestore(ctx context.Context, r io.Reader) error {
 	br := bufio.NewReader(io.LimitReader(r, MaxSnapshotSize+4096))
 	line, err := br.ReadBytes('\n')
 	if err != nil {
-		return fmt.Errorf("%w: snapshot has no header line", transport.ErrBadRequest)
+		return fmt.Errorf("%w: snapshot has no header line", ErrInvalid)
 	}
 	var hdr snapshotHeader
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&hdr); err != nil || hdr.Magic != snapshotMagic {
-		return fmt.Errorf("%w: not an ars snapshot file", transport.ErrBadRequest)
+		return fmt.Errorf("%w: not an ars snapshot file", ErrInvalid)
 	}
 	if hdr.Version != fsm.SnapshotFormat {
-		return fmt.Errorf("%w: snapshot format %d, this node reads %d", transport.ErrBadRequest, hdr.Version, fsm.SnapshotFormat)
+		return fmt.Errorf("%w: snapshot format %d, this node reads %d", ErrInvalid, hdr.Version, fsm.SnapshotFormat)
 	}
 	data, err := io.ReadAll(br)
 	if err != nil {
 		return fmt.Errorf("read snapshot: %w", err)
 	}
 	if int64(len(data)) != hdr.Size {
-		return fmt.Errorf("%w: snapshot is truncated or padded: %d bytes, header says %d", transport.ErrBadRequest, len(data), hdr.Size)
+		return fmt.Errorf("%w: snapshot is truncated or padded: %d bytes, header says %d", ErrInvalid, len(data), hdr.Size)
 	}
 	sum := sha256.Sum256(data)
 	if hex.EncodeToString(sum[:]) != hdr.SHA256 {
-		return fmt.Errorf("%w: snapshot checksum mismatch", transport.ErrBadRequest)
+		return fmt.Errorf("%w: snapshot checksum mismatch", ErrInvalid)
 	}
 	if err := fsm.New().Restore(data); err != nil {
-		return fmt.Errorf("%w: snapshot does not restore: %v", transport.ErrBadRequest, err)
+		return fmt.Errorf("%w: snapshot does not restore: %v", ErrInvalid, err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: hdr.Index, Term: hdr.Term, Size: hdr.Size}
 	if err := c.raft.Restore(meta, bytes.NewReader(data), timeoutFrom(ctx, 30*time.Second)); err != nil {

@@ -9,8 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/lab/chaos"
-	"github.com/ars-project/ars/transport"
 )
 
 // The chaos runner: one schedule of lab/chaos on a running lab with
@@ -93,8 +94,8 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 		return why
 	}
 	var alerts []fsmAlert
-	err = l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *transport.Client) error {
-		as, err := c.Alerts(ctx, l.cfg.Service, transport.MaxAlertListLimit)
+	err = l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
+		as, err := c.Alerts(ctx, l.cfg.Service, api.MaxAlertListLimit)
 		for _, a := range as {
 			alerts = append(alerts, fsmAlert{a.ID, a.Outcome})
 		}
@@ -212,9 +213,9 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	} else {
 		runErr = errors.Join(runErr, err)
 	}
-	err := l.anyNode(ctx, "reader", 2*time.Second, func(ctx context.Context, c *transport.Client) error {
+	err := l.anyNode(ctx, "reader", 2*time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
-		h.Alerts, err = c.Alerts(ctx, l.cfg.Service, transport.MaxAlertListLimit)
+		h.Alerts, err = c.Alerts(ctx, l.cfg.Service, api.MaxAlertListLimit)
 		return err
 	})
 	runErr = errors.Join(runErr, err)
@@ -366,11 +367,11 @@ type sampler struct {
 	l       *Lab
 	mu      sync.Mutex
 	samples []chaos.Sample
-	clients map[string]*transport.Client
+	clients map[string]*api.Client
 }
 
 func newSampler(l *Lab) *sampler {
-	return &sampler{l: l, clients: map[string]*transport.Client{}}
+	return &sampler{l: l, clients: map[string]*api.Client{}}
 }
 
 func (s *sampler) run(ctx context.Context) {
@@ -387,7 +388,7 @@ func (s *sampler) run(ctx context.Context) {
 	}
 }
 
-func (s *sampler) client(node string) (*transport.Client, error) {
+func (s *sampler) client(node string) (*api.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.clients[node]; c != nil {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ars-project/ars/pki"
+
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -21,7 +23,6 @@ import (
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
 	"github.com/ars-project/ars/lab/vcwatch"
-	"github.com/ars-project/ars/transport"
 )
 
 // Replica is one lab replica: a DNS server of Impl, either in its own
@@ -146,7 +147,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if cfg.Service == "" {
 		cfg.Service = "dns"
 	}
-	pass, err := transport.NewTokenSecret()
+	pass, err := pki.NewTokenSecret()
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}

@@ -6,9 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
-	"github.com/ars-project/ars/transport"
 )
 
 // The lab's client queries the service address at this interval, and a
@@ -112,7 +113,7 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 	var s fsm.Service
-	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *transport.Client) error {
+	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
 		s, err = c.Service(ctx, l.cfg.Service)
 		return err

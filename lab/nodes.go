@@ -17,6 +17,9 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/ars-project/ars/fsm"
@@ -130,14 +133,14 @@ func (l *Lab) startNodes() error {
 	t := l.Net.Topology()
 	ns := &nodeSet{l: l, dir: filepath.Join(t.StateDir, "nodes"), pki: l.PKIDir(), procs: map[string]*netlab.Proc{}}
 	l.nodes = ns
-	var pn []transport.PKINode
+	var pn []pki.PKINode
 	for _, n := range t.Nodes {
-		pn = append(pn, transport.PKINode{Name: n, IPs: []string{l.Net.NodeAddr(n).String()}})
+		pn = append(pn, pki.PKINode{Name: n, IPs: []string{l.Net.NodeAddr(n).String()}})
 	}
 	if err := os.RemoveAll(ns.pki); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	if err := transport.GeneratePKI(transport.PKIRequest{Dir: ns.pki, Nodes: pn}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: ns.pki, Nodes: pn}); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
 	tokens, err := readTokens(filepath.Join(ns.pki, "tokens.yaml"))
@@ -176,7 +179,7 @@ func readTokens(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	var f struct {
-		Tokens []transport.Token `yaml:"tokens"`
+		Tokens []pki.Token `yaml:"tokens"`
 	}
 	if err := yaml.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("lab: %s: %w", path, err)
@@ -363,7 +366,7 @@ func (ns *nodeSet) list() []Node {
 
 // Client is an API client for a node with the lab's operator token,
 // connecting from inside the client namespace.
-func (l *Lab) Client(node, role string) (*transport.Client, error) {
+func (l *Lab) Client(node, role string) (*api.Client, error) {
 	if !l.Net.NodeAddr(node).IsValid() {
 		return nil, fmt.Errorf("lab: no node %q", node)
 	}
@@ -372,7 +375,7 @@ func (l *Lab) Client(node, role string) (*transport.Client, error) {
 
 // NodeClient is an API client for a lab node at addr with the token of
 // role from pkiDir, dialing through dial (nil: directly).
-func NodeClient(pkiDir, addr, role string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*transport.Client, error) {
+func NodeClient(pkiDir, addr, role string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*api.Client, error) {
 	tok, err := os.ReadFile(filepath.Join(pkiDir, role+".token"))
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
@@ -381,17 +384,17 @@ func NodeClient(pkiDir, addr, role string, dial func(ctx context.Context, networ
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	var opts []transport.ClientOption
+	var opts []api.ClientOption
 	if dial != nil {
-		opts = append(opts, transport.WithDialContext(dial))
+		opts = append(opts, api.WithDialContext(dial))
 	}
-	return transport.NewClient("https://"+addr, strings.TrimSpace(string(tok)), tlsCfg, opts...)
+	return api.NewClient("https://"+addr, strings.TrimSpace(string(tok)), tlsCfg, opts...)
 }
 
 // anyNode calls fn with a client (token of role) for each running node in
 // turn, each call bounded by timeout, until one succeeds; it returns the
 // errors of all if none does.
-func (l *Lab) anyNode(ctx context.Context, role string, timeout time.Duration, fn func(context.Context, *transport.Client) error) error {
+func (l *Lab) anyNode(ctx context.Context, role string, timeout time.Duration, fn func(context.Context, *api.Client) error) error {
 	var errs []error
 	for _, n := range l.nodes.list() {
 		if n.Pid == 0 {
@@ -419,7 +422,7 @@ func (l *Lab) anyNode(ctx context.Context, role string, timeout time.Duration, f
 // Leader asks the running nodes which one leads; "" if none knows.
 func (l *Lab) Leader(ctx context.Context) (string, error) {
 	leader := ""
-	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *transport.Client) error {
+	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
 		st, err := c.Status(ctx)
 		if err == nil && st.Leader == "" {
 			err = errors.New("no leader known")
@@ -454,7 +457,7 @@ func (l *Lab) applyService(ctx context.Context) error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	for {
-		err := l.anyNode(ctx, "operator", 5*time.Second, func(ctx context.Context, c *transport.Client) error {
+		err := l.anyNode(ctx, "operator", 5*time.Second, func(ctx context.Context, c *api.Client) error {
 			_, err := c.ApplyService(ctx, spec)
 			return err
 		})

@@ -9,10 +9,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/bench"
 	"github.com/ars-project/ars/lab/netlab"
-	"github.com/ars-project/ars/transport"
 )
 
 // Benchmark trials on a running lab with nodes. Each trial starts from a
@@ -281,8 +282,8 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 
 // manualSwitch asks the cluster to switch to replica (an operator switch).
 func (l *Lab) manualSwitch(ctx context.Context, replica string) error {
-	err := l.anyNode(ctx, "operator", 10*time.Second, func(ctx context.Context, c *transport.Client) error {
-		_, err := c.Switch(ctx, l.cfg.Service, transport.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+	err := l.anyNode(ctx, "operator", 10*time.Second, func(ctx context.Context, c *api.Client) error {
+		_, err := c.Switch(ctx, l.cfg.Service, api.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
 		return err
 	})
 	if err != nil {

@@ -111,14 +111,14 @@ func NewStreamLayer(bind string, advertise net.Addr, server, client *tls.Config,
 	if srv.MinVersion < tls.VersionTLS12 {
 		srv.MinVersion = tls.VersionTLS12
 	}
-	requireNodePeer(srv, "raft peer (client)")
+	RequireNodePeer(srv, "raft peer (client)")
 	cli := client.Clone()
 	cli.NextProtos = nil
 	cli.ServerName = "" // each dial checks the peer against the dialled address
 	if cli.MinVersion < tls.VersionTLS12 {
 		cli.MinVersion = tls.VersionTLS12
 	}
-	requireNodePeer(cli, "raft peer (server)")
+	RequireNodePeer(cli, "raft peer (server)")
 
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {

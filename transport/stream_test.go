@@ -1,4 +1,4 @@
-package transport
+package transport_test
 
 import (
 	"crypto/tls"
@@ -8,12 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/transport"
+
 	"github.com/hashicorp/raft"
 )
 
-func newTestStream(t *testing.T, dir, node string, opts ...StreamOption) *StreamLayer {
+func newTestStream(t *testing.T, dir, node string, opts ...transport.StreamOption) *transport.StreamLayer {
 	t.Helper()
-	s, err := NewStreamLayer("127.0.0.1:0", nil, mustServerTLS(t, dir, node, true), mustClientTLS(t, nodeFiles(dir, node)), opts...)
+	s, err := transport.NewStreamLayer("127.0.0.1:0", nil, mustServerTLS(t, dir, node, true), mustClientTLS(t, nodeFiles(dir, node)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +29,7 @@ type acceptResult struct {
 }
 
 // acceptAsync runs Accept in the background.
-func acceptAsync(s *StreamLayer) <-chan acceptResult {
+func acceptAsync(s *transport.StreamLayer) <-chan acceptResult {
 	ch := make(chan acceptResult, 1)
 	go func() {
 		c, err := s.Accept()
@@ -69,18 +71,18 @@ func TestStreamLayerExchangesData(t *testing.T) {
 		t.Fatalf("client read %q %v", buf, err)
 	}
 	cs := r.conn.(*tls.Conn).ConnectionState()
-	if name, ok := NodeName(&cs); !ok || name != "n1" {
+	if name, ok := transport.NodeName(&cs); !ok || name != "n1" {
 		t.Fatalf("server sees peer %q %v, want n1", name, ok)
 	}
 	cc := c.(*tls.Conn).ConnectionState()
-	if name, ok := NodeName(&cc); !ok || name != "n2" {
+	if name, ok := transport.NodeName(&cc); !ok || name != "n2" {
 		t.Fatalf("client sees peer %q %v, want n2", name, ok)
 	}
 }
 
 // expectRefused dials the stream layer with cfg and checks the connection
 // is unusable, then checks the listener still serves a proper node.
-func expectRefused(t *testing.T, target *StreamLayer, cfg *tls.Config) {
+func expectRefused(t *testing.T, target *transport.StreamLayer, cfg *tls.Config) {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", target.Addr().String(), cfg)
 	if err == nil {
@@ -112,7 +114,7 @@ func expectRefused(t *testing.T, target *StreamLayer, cfg *tls.Config) {
 			t.Fatal(r.err)
 		}
 		cs := r.conn.(*tls.Conn).ConnectionState()
-		if name, _ := NodeName(&cs); name != "n3" {
+		if name, _ := transport.NodeName(&cs); name != "n3" {
 			t.Fatalf("Accept returned a connection from %q, want n3", name)
 		}
 		r.conn.Close()
@@ -125,7 +127,7 @@ func TestStreamLayerRefusesNonNodes(t *testing.T) {
 	target := newTestStream(t, pkiDir, "n1")
 	cases := map[string]*tls.Config{
 		"no client certificate": caOnly(t),
-		"foreign CA":            mustClientTLS(t, TLSFiles{CA: nodeFiles(pkiDir, "n2").CA, Cert: nodeFiles(foreignDir, "n2").Cert, Key: nodeFiles(foreignDir, "n2").Key}),
+		"foreign CA":            mustClientTLS(t, transport.TLSFiles{CA: nodeFiles(pkiDir, "n2").CA, Cert: nodeFiles(foreignDir, "n2").Cert, Key: nodeFiles(foreignDir, "n2").Key}),
 		"cluster CA, no node marker": func() *tls.Config {
 			c := caOnly(t)
 			c.Certificates = []tls.Certificate{issueNonNodeCert(t, "operator-alice")}
@@ -153,7 +155,7 @@ func TestStreamDialRefusesForeignServer(t *testing.T) {
 }
 
 func TestStreamSilentPeerDoesNotBlockAccept(t *testing.T) {
-	target := newTestStream(t, pkiDir, "n1", StreamHandshakeTimeout(time.Minute))
+	target := newTestStream(t, pkiDir, "n1", transport.StreamHandshakeTimeout(time.Minute))
 	// A peer that connects and never speaks.
 	silent, err := net.Dial("tcp", target.Addr().String())
 	if err != nil {
@@ -179,7 +181,7 @@ func TestStreamSilentPeerDoesNotBlockAccept(t *testing.T) {
 }
 
 func TestStreamHandshakeTimeoutDropsSilentPeer(t *testing.T) {
-	target := newTestStream(t, pkiDir, "n1", StreamHandshakeTimeout(100*time.Millisecond))
+	target := newTestStream(t, pkiDir, "n1", transport.StreamHandshakeTimeout(100*time.Millisecond))
 	silent, err := net.Dial("tcp", target.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +196,7 @@ func TestStreamHandshakeTimeoutDropsSilentPeer(t *testing.T) {
 }
 
 func TestStreamCloseUnblocksAccept(t *testing.T) {
-	s, err := NewStreamLayer("127.0.0.1:0", nil, mustServerTLS(t, pkiDir, "n1", true), mustClientTLS(t, nodeFiles(pkiDir, "n1")))
+	s, err := transport.NewStreamLayer("127.0.0.1:0", nil, mustServerTLS(t, pkiDir, "n1", true), mustClientTLS(t, nodeFiles(pkiDir, "n1")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,16 +220,16 @@ func TestStreamCloseUnblocksAccept(t *testing.T) {
 func TestStreamLayerConfigErrors(t *testing.T) {
 	srv := mustServerTLS(t, pkiDir, "n1", true)
 	cli := mustClientTLS(t, nodeFiles(pkiDir, "n1"))
-	if _, err := NewStreamLayer("0.0.0.0:0", nil, srv, cli); err == nil {
+	if _, err := transport.NewStreamLayer("0.0.0.0:0", nil, srv, cli); err == nil {
 		t.Error("unadvertisable bind accepted without advertise address")
 	}
-	if _, err := NewStreamLayer("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4zero, Port: 1}, srv, cli); err == nil {
+	if _, err := transport.NewStreamLayer("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4zero, Port: 1}, srv, cli); err == nil {
 		t.Error("unspecified advertise address accepted")
 	}
-	if _, err := NewStreamLayer("127.0.0.1:0", nil, srv, caOnly(t)); err == nil {
+	if _, err := transport.NewStreamLayer("127.0.0.1:0", nil, srv, caOnly(t)); err == nil {
 		t.Error("client config without certificate accepted")
 	}
-	s, err := NewStreamLayer("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, srv, cli)
+	s, err := transport.NewStreamLayer("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, srv, cli)
 	if err != nil {
 		t.Fatal(err)
 	}

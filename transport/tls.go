@@ -33,6 +33,10 @@ func NodeURI(name string) *url.URL {
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
+// ValidNodeName reports whether name can name a node: 1-63 lowercase
+// letters, digits and dashes, starting with a letter or digit.
+func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
+
 // nodeNameFromCert extracts the node name from a certificate's marker.
 func nodeNameFromCert(c *x509.Certificate) (string, bool) {
 	if c == nil {
@@ -144,9 +148,9 @@ func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// requireNodePeer wraps cfg's VerifyConnection so that the handshake also
+// RequireNodePeer wraps cfg's VerifyConnection so that the handshake also
 // fails unless the peer's verified certificate carries the node marker.
-func requireNodePeer(cfg *tls.Config, side string) {
+func RequireNodePeer(cfg *tls.Config, side string) {
 	prev := cfg.VerifyConnection
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if prev != nil {

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 const exampleService = "../../deploy/examples/service-dns.yaml"
@@ -30,11 +31,13 @@ func TestStatusTableAndJSON(t *testing.T) {
 	}
 
 	r = cli(t, env, "", "status", "-o", "json").ok(t)
-	var st transport.Status
+	var st api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status -o json is not JSON: %v\n%s", err, r.stdout)
 	}
-	if want := n.b.Status(); st != want {
+	if want := n.b.Status(); st.Node != want.Node || st.State != want.State || st.Term != want.Term ||
+		st.CommitIndex != want.CommitIndex || st.AppliedIndex != want.AppliedIndex || st.Leader != want.Leader ||
+		st.Version != want.Version || st.Members != want.Members {
 		t.Errorf("status -o json = %+v, want %+v", st, want)
 	}
 	if !strings.Contains(r.stdout, "\n  \"node\": \"n1\"") {
@@ -61,7 +64,7 @@ func TestMembersAndPeers(t *testing.T) {
 	}
 
 	r = cli(t, env, "", "members", "-o", "json").ok(t)
-	var ms []transport.Member
+	var ms []api.Member
 	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms) != 3 {
 		t.Fatalf("members -o json: %v\n%s", err, r.stdout)
 	}
@@ -71,8 +74,12 @@ func TestMembersAndPeers(t *testing.T) {
 		t.Errorf("raft peers table:\n%s", r.stdout)
 	}
 	r = cli(t, env, "", "raft", "peers", "-o", "json").ok(t)
-	var ps []transport.Peer
-	if err := json.Unmarshal([]byte(r.stdout), &ps); err != nil || !reflect.DeepEqual(ps, n.b.peers) {
+	var ps []api.Peer
+	var want []api.Peer
+	for _, p := range n.b.peers {
+		want = append(want, api.Peer{ID: p.ID, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader})
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &ps); err != nil || !reflect.DeepEqual(ps, want) {
 		t.Errorf("raft peers -o json = %+v (%v), want %+v", ps, err, n.b.peers)
 	}
 }
@@ -383,7 +390,7 @@ func TestDevNodeOverPlainHTTP(t *testing.T) {
 	// host:port with no TLS flags must reach it.
 	n := startNode(t, true)
 	r := cli(t, map[string]string{EnvAddr: n.addr}, "", "status", "-o", "json").ok(t)
-	var st transport.Status
+	var st api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Node != "n1" {
 		t.Errorf("status over http: %v %q", err, r.stdout)
 	}

@@ -9,8 +9,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 func init() {
@@ -39,18 +40,18 @@ when you may need to repeat). Needs an operator or detector token. -evidence - r
 				default:
 					return usageErrorf("-kind %q: must be exploit or dos", *kind)
 				}
-				req := transport.AlertRequest{ID: *id, Service: args[0], Replica: args[1], Kind: *kind,
+				req := api.AlertRequest{ID: *id, Service: args[0], Replica: args[1], Kind: *kind,
 					Source: *source, Evidence: *evidence}
 				if req.ID == "" {
 					req.ID = randomAlertID()
 				}
 				if *evidence == "-" {
-					data, err := io.ReadAll(io.LimitReader(e.Stdin, transport.MaxAlertEvidenceBytes+1))
+					data, err := io.ReadAll(io.LimitReader(e.Stdin, api.MaxAlertEvidenceBytes+1))
 					if err != nil {
 						return fmt.Errorf("reading evidence from stdin: %w", err)
 					}
-					if len(data) > transport.MaxAlertEvidenceBytes {
-						return usageErrorf("-evidence -: more than %d bytes on stdin", transport.MaxAlertEvidenceBytes)
+					if len(data) > api.MaxAlertEvidenceBytes {
+						return usageErrorf("-evidence -: more than %d bytes on stdin", api.MaxAlertEvidenceBytes)
 					}
 					req.Evidence = strings.TrimRight(string(data), "\n")
 				}

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 // alertNode is a test node with service "dns" (replicas win-bind,
@@ -46,7 +48,7 @@ func (n *testNode) roleEnv(t *testing.T, role string) map[string]string {
 		t.Fatal(err)
 	}
 	var f struct {
-		Tokens []transport.Token `yaml:"tokens"`
+		Tokens []pki.Token `yaml:"tokens"`
 	}
 	if err := yaml.Unmarshal(data, &f); err != nil {
 		t.Fatal(err)
@@ -83,7 +85,7 @@ func TestAlertCommand(t *testing.T) {
 
 	// Operators may post too; a random id; evidence from stdin; JSON.
 	r = cli(t, n.env(t), "line one\nline two\n", "alert", "dns", "lin-unbound", "-kind", "dos", "-source", "probe-x", "-evidence", "-", "-o", "json").ok(t)
-	var res transport.AlertResponse
+	var res api.AlertResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("-o json: %v\n%s", err, r.stdout)
 	}
@@ -97,7 +99,7 @@ func TestAlertCommand(t *testing.T) {
 	cli(t, det, "", "alert", "dns", "win-bind").fails(t, exitUsage, "-kind is required")
 	cli(t, det, "", "alert", "dns", "win-bind", "-kind", "virus").fails(t, exitUsage, `-kind "virus"`)
 	cli(t, det, "", "alert", "dns", "-kind", "dos").fails(t, exitUsage, "usage: ars alert [flags] SERVICE REPLICA")
-	cli(t, det, strings.Repeat("x", transport.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").fails(t, exitUsage, "16384")
+	cli(t, det, strings.Repeat("x", api.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").fails(t, exitUsage, "16384")
 	cli(t, det, "", "alert", "nope", "win-bind", "-kind", "dos").fails(t, exitFailed, "(unknown_service)")
 	cli(t, det, "", "alert", "dns", "nope", "-kind", "dos").fails(t, exitFailed, "(unknown_replica)")
 	cli(t, det, "", "alert", "dns", "win-bind", "-kind", "dos", "-id", "no spaces").fails(t, exitFailed, "(invalid)")

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -46,7 +46,7 @@ switches. Needs a reader token.`,
 	})
 }
 
-func printHistory(out io.Writer, h transport.HistoryResponse, n int) error {
+func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 	if len(h.Aggregates) == 0 {
 		fmt.Fprintln(out, "No completed switches yet.")
 	} else {

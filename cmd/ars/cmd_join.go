@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -25,7 +25,7 @@ func init() {
 					return err
 				}
 				if e.JSONOutput() {
-					return e.JSON(transport.JoinResponse{Joined: n})
+					return e.JSON(api.JoinResponse{Joined: n})
 				}
 				_, err = fmt.Fprintf(e.Stdout, "Joined %d node(s).\n", n)
 				return err

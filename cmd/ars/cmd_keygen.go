@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/ars-project/ars/pki"
 
-	"github.com/ars-project/ars/transport"
+	"gopkg.in/yaml.v3"
 )
 
 // OperatorTokenFile is written by keygen next to tokens.yaml: the secret of
@@ -41,7 +41,7 @@ several times to add several addresses:
 			var nodes nodeList
 			fs.Var(&nodes, "nodes", "nodes as `NAME=ADDR,...` (repeatable)")
 			operators := fs.String("operators", "", "extra operator token `names`, comma-separated")
-			validity := fs.Duration("validity", transport.DefaultPKIValidity, "certificate `validity`")
+			validity := fs.Duration("validity", pki.DefaultPKIValidity, "certificate `validity`")
 			loopback := fs.Bool("loopback", false, "also put 127.0.0.1, ::1 and localhost in every node certificate")
 			return func(ctx context.Context, e *Env, args []string) error {
 				if len(nodes.nodes) == 0 {
@@ -50,7 +50,7 @@ several times to add several addresses:
 				if *validity <= 0 {
 					return usageErrorf("-validity %s: must be > 0", *validity)
 				}
-				req := transport.PKIRequest{Dir: *dir, Nodes: nodes.nodes, ValidFor: *validity, Loopback: *loopback}
+				req := pki.PKIRequest{Dir: *dir, Nodes: nodes.nodes, ValidFor: *validity, Loopback: *loopback}
 				for _, op := range strings.Split(*operators, ",") {
 					if op = strings.TrimSpace(op); op != "" {
 						req.Operators = append(req.Operators, op)
@@ -59,17 +59,17 @@ several times to add several addresses:
 				if _, err := os.Lstat(filepath.Join(*dir, OperatorTokenFile)); err == nil {
 					return fmt.Errorf("%s exists; keygen never overwrites (use another -dir)", filepath.Join(*dir, OperatorTokenFile))
 				}
-				if err := transport.GeneratePKI(req); err != nil {
+				if err := pki.GeneratePKI(req); err != nil {
 					return err
 				}
 				if err := writeOperatorToken(*dir); err != nil {
 					return err
 				}
-				files := []string{transport.CACertFile, transport.CAKeyFile}
+				files := []string{pki.CACertFile, pki.CAKeyFile}
 				for _, n := range req.Nodes {
-					files = append(files, transport.NodeCertFile(n.Name), transport.NodeKeyFile(n.Name))
+					files = append(files, pki.NodeCertFile(n.Name), pki.NodeKeyFile(n.Name))
 				}
-				files = append(files, transport.GossipKeyFile, transport.TokensFile, OperatorTokenFile)
+				files = append(files, pki.GossipKeyFile, pki.TokensFile, OperatorTokenFile)
 				var out []keygenFile
 				for _, f := range files {
 					p := filepath.Join(*dir, f)
@@ -98,7 +98,7 @@ type keygenFile struct {
 }
 
 // nodeList is the -nodes flag: NAME=ADDR entries, merged by name in order.
-type nodeList struct{ nodes []transport.PKINode }
+type nodeList struct{ nodes []pki.PKINode }
 
 func (l *nodeList) String() string {
 	var parts []string
@@ -128,7 +128,7 @@ func (l *nodeList) Set(v string) error {
 			}
 		}
 		if i < 0 {
-			l.nodes = append(l.nodes, transport.PKINode{Name: name})
+			l.nodes = append(l.nodes, pki.PKINode{Name: name})
 			i = len(l.nodes) - 1
 		}
 		if ip, err := netip.ParseAddr(strings.Trim(addr, "[]")); err == nil {
@@ -143,7 +143,7 @@ func (l *nodeList) Set(v string) error {
 // writeOperatorToken copies the "operator" token's secret from tokens.yaml
 // into operator.token (0600, never overwriting).
 func writeOperatorToken(dir string) error {
-	data, err := os.ReadFile(filepath.Join(dir, transport.TokensFile))
+	data, err := os.ReadFile(filepath.Join(dir, pki.TokensFile))
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func writeOperatorToken(dir string) error {
 		} `yaml:"tokens"`
 	}
 	if err := yaml.Unmarshal(data, &tf); err != nil {
-		return fmt.Errorf("reading generated %s: %w", transport.TokensFile, err)
+		return fmt.Errorf("reading generated %s: %w", pki.TokensFile, err)
 	}
 	for _, t := range tf.Tokens {
 		if t.Name != "operator" {
@@ -170,5 +170,5 @@ func writeOperatorToken(dir string) error {
 		}
 		return f.Close()
 	}
-	return fmt.Errorf("generated %s has no operator token", transport.TokensFile)
+	return fmt.Errorf("generated %s has no operator token", pki.TokensFile)
 }

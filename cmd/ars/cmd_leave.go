@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -22,7 +22,7 @@ func init() {
 					return err
 				}
 				if e.JSONOutput() {
-					return e.JSON(transport.OKResponse{OK: true})
+					return e.JSON(api.OKResponse{OK: true})
 				}
 				_, err = fmt.Fprintf(e.Stdout, "Node at %s left the cluster.\n", e.Addr())
 				return err

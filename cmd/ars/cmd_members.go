@@ -7,7 +7,7 @@ import (
 	"io"
 	"sort"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -25,7 +25,7 @@ func init() {
 					return err
 				}
 				if ms == nil {
-					ms = []transport.Member{}
+					ms = []api.Member{}
 				}
 				sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 				return e.Print(ms, func(w io.Writer) {

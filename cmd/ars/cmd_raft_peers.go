@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -24,7 +24,7 @@ func init() {
 					return err
 				}
 				if ps == nil {
-					ps = []transport.Peer{}
+					ps = []api.Peer{}
 				}
 				return e.Print(ps, func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tADDRESS\tSUFFRAGE\tLEADER")

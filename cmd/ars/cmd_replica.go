@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 // replicaActionHelp describes each `ars replica ACTION`.
@@ -20,7 +20,7 @@ var replicaActionHelp = map[string]struct{ summary, help string }{
 }
 
 func init() {
-	for _, action := range transport.ReplicaActions {
+	for _, action := range api.ReplicaActions {
 		h := replicaActionHelp[action]
 		Register(Command{
 			Name:    "replica " + action,
@@ -32,8 +32,8 @@ func init() {
 			Setup: func(fs *flag.FlagSet) RunFunc {
 				reason := fs.String("reason", "", "free-text `reason`, recorded on the replica (at most 256 bytes)")
 				return func(ctx context.Context, e *Env, args []string) error {
-					if len(*reason) > transport.MaxOperateReasonBytes {
-						return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), transport.MaxOperateReasonBytes)
+					if len(*reason) > api.MaxOperateReasonBytes {
+						return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
 					}
 					c, err := e.Client()
 					if err != nil {

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -41,7 +41,7 @@ all services, roles and history. The default -timeout of this command is
 					return err
 				}
 				if e.JSONOutput() {
-					return e.JSON(transport.OKResponse{OK: true})
+					return e.JSON(api.OKResponse{OK: true})
 				}
 				_, err = fmt.Fprintf(e.Stdout, "Restored snapshot from %s.\n", path)
 				return err

@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/api"
 )
 
 func init() {
@@ -24,14 +24,14 @@ token.`,
 			to := fs.String("to", "", "`replica` to switch to (default: the leader picks)")
 			reason := fs.String("reason", "", "free-text `reason`, logged with the decision (at most 256 bytes)")
 			return func(ctx context.Context, e *Env, args []string) error {
-				if len(*reason) > transport.MaxOperateReasonBytes {
-					return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), transport.MaxOperateReasonBytes)
+				if len(*reason) > api.MaxOperateReasonBytes {
+					return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
 				}
 				c, err := e.Client()
 				if err != nil {
 					return err
 				}
-				res, err := c.Switch(ctx, args[0], transport.SwitchRequest{To: *to, Reason: *reason})
+				res, err := c.Switch(ctx, args[0], api.SwitchRequest{To: *to, Reason: *reason})
 				if err != nil {
 					return err
 				}

@@ -5,8 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 func (n *testNode) service(t *testing.T) fsm.Service {
@@ -44,7 +45,7 @@ func TestSwitchCommand(t *testing.T) {
 	}
 
 	r = cli(t, env, "", "switch", "dns", "-to", "win-bind", "-o", "json").ok(t)
-	var res transport.SwitchResponse
+	var res api.SwitchResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("-o json: %v\n%s", err, r.stdout)
 	}
@@ -79,7 +80,7 @@ func TestReplicaCommands(t *testing.T) {
 	}
 	cli(t, env, "", "replica", "maintenance", "dns", "win-bind").fails(t, exitFailed, "(conflict)")
 	r = cli(t, env, "", "replica", "maintenance", "dns", "lin-unbound", "-o", "json").ok(t)
-	var res transport.ReplicaActionResponse
+	var res api.ReplicaActionResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Action != "maintenance" || res.Result.Index == 0 {
 		t.Fatalf("-o json: %+v %v\n%s", res, err, r.stdout)
 	}
@@ -120,7 +121,7 @@ func TestHistoryCommand(t *testing.T) {
 		t.Fatalf("-n 1:\n%s", r.stdout)
 	}
 	r = cli(t, env, "", "history", "-o", "json").ok(t)
-	var h transport.HistoryResponse
+	var h api.HistoryResponse
 	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || len(h.Switches) != 2 || len(h.Aggregates) != 1 {
 		t.Fatalf("-o json: %+v %v", h, err)
 	}

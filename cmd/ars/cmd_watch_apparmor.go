@@ -17,9 +17,10 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
 	"github.com/ars-project/ars/fsm"
-	"github.com/ars-project/ars/transport"
 )
 
 // watch apparmor settings.
@@ -130,7 +131,7 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 
 // alertPoster is what the watcher needs of transport.Client.
 type alertPoster interface {
-	PostAlert(ctx context.Context, req transport.AlertRequest) (transport.AlertResponse, error)
+	PostAlert(ctx context.Context, req api.AlertRequest) (api.AlertResponse, error)
 }
 
 type apparmorWatcher struct {
@@ -150,7 +151,7 @@ type apparmorWatcher struct {
 }
 
 type pendingAlert struct {
-	req transport.AlertRequest
+	req api.AlertRequest
 	rec apparmor.Record
 }
 
@@ -213,7 +214,7 @@ func (w *apparmorWatcher) enqueue(ctx context.Context, queue chan<- pendingAlert
 	if w.profile != "" && rec.Profile != w.profile && !strings.HasPrefix(rec.Profile, w.profile+"//") {
 		return nil
 	}
-	p := pendingAlert{rec: rec, req: transport.AlertRequest{ID: rec.ID(), Service: w.service, Replica: w.replica,
+	p := pendingAlert{rec: rec, req: api.AlertRequest{ID: rec.ID(), Service: w.service, Replica: w.replica,
 		Kind: fsm.KindExploit, Source: w.source, Evidence: apparmorEvidence(rec)}}
 	select {
 	case queue <- p:
@@ -245,13 +246,13 @@ const (
 // nodes answer 503 for it) are retried; 401 and 403 are fatal; any other
 // 4xx is permanent.
 func classifyAlertError(err error) failure {
-	var ae *transport.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) {
 		return failRetry
 	}
 	switch {
-	case ae.Code == transport.CodeNotLeader, ae.Code == transport.CodeNoLeader, ae.Code == transport.CodeTimeout,
-		ae.Code == transport.CodeUnavailable, ae.Status >= 500,
+	case ae.Code == api.CodeNotLeader, ae.Code == api.CodeNoLeader, ae.Code == api.CodeTimeout,
+		ae.Code == api.CodeUnavailable, ae.Status >= 500,
 		ae.Status == http.StatusRequestTimeout, ae.Status == http.StatusTooManyRequests,
 		ae.Code == fsm.CodeStaleTerm:
 		return failRetry
@@ -268,12 +269,12 @@ func classifyAlertError(err error) failure {
 // server error. Another node may do better at once. A 429 does not move:
 // the rate limit is the caller's, on every node.
 func failsOver(err error) bool {
-	var ae *transport.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) {
 		return true
 	}
-	return ae.Code == transport.CodeNotLeader || ae.Code == transport.CodeNoLeader || ae.Code == transport.CodeTimeout ||
-		ae.Code == transport.CodeUnavailable || ae.Status >= 500
+	return ae.Code == api.CodeNotLeader || ae.Code == api.CodeNoLeader || ae.Code == api.CodeTimeout ||
+		ae.Code == api.CodeUnavailable || ae.Status >= 500
 }
 
 // deliver posts one alert until it is acknowledged or dropped. It returns
@@ -329,7 +330,7 @@ func (w *apparmorWatcher) deliver(ctx context.Context, p pendingAlert) error {
 	}
 }
 
-func (w *apparmorWatcher) acknowledged(res transport.AlertResponse, p pendingAlert) error {
+func (w *apparmorWatcher) acknowledged(res api.AlertResponse, p pendingAlert) error {
 	result := "committed"
 	if res.Duplicate {
 		result = "duplicate"

@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/testutil"
-	"github.com/ars-project/ars/transport"
 )
 
 const watchWait = 10 * time.Second
@@ -217,7 +218,7 @@ func TestWatchAppArmorRetriesUntilLeader(t *testing.T) {
 	n.b.mu.Unlock()
 	waitFor(t, "the alert to be committed", func() bool { return len(n.ledgerIDs()) == 1 }, w)
 	waitFor(t, "the acknowledgement", func() bool { return strings.Contains(w.stdout.String(), "\n") }, w)
-	var res transport.AlertResponse
+	var res api.AlertResponse
 	if err := json.Unmarshal([]byte(strings.TrimSpace(w.stdout.String())), &res); err != nil || res.ID != idOf(t, d) || res.Duplicate {
 		t.Fatalf("output %q (%v)", w.stdout.String(), err)
 	}
@@ -285,13 +286,13 @@ func TestFailsOver(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{&transport.NetworkError{Op: "POST /v1/alerts", Addr: "x", Err: errors.New("connection refused")}, true},
+		{&api.NetworkError{Op: "POST /v1/alerts", Addr: "x", Err: errors.New("connection refused")}, true},
 		{context.DeadlineExceeded, true},
-		{&transport.APIError{Status: 503, Code: transport.CodeNoLeader}, true},
-		{&transport.APIError{Status: 503, Code: transport.CodeUnavailable}, true},
-		{&transport.APIError{Status: 500, Code: transport.CodeInternal}, true},
-		{&transport.APIError{Status: 429, Code: "rate_limited"}, false},
-		{&transport.APIError{Status: 409, Code: fsm.CodeStaleTerm}, false},
+		{&api.APIError{Status: 503, Code: api.CodeNoLeader}, true},
+		{&api.APIError{Status: 503, Code: api.CodeUnavailable}, true},
+		{&api.APIError{Status: 500, Code: api.CodeInternal}, true},
+		{&api.APIError{Status: 429, Code: "rate_limited"}, false},
+		{&api.APIError{Status: 409, Code: fsm.CodeStaleTerm}, false},
 	} {
 		if got := failsOver(c.err); got != c.want {
 			t.Errorf("failsOver(%v) = %v, want %v", c.err, got, c.want)
@@ -420,15 +421,15 @@ type blockingPoster struct {
 
 func (b *blockingPoster) calls() int { b.mu.Lock(); defer b.mu.Unlock(); return b.n }
 
-func (b *blockingPoster) PostAlert(ctx context.Context, req transport.AlertRequest) (transport.AlertResponse, error) {
+func (b *blockingPoster) PostAlert(ctx context.Context, req api.AlertRequest) (api.AlertResponse, error) {
 	b.mu.Lock()
 	b.n++
 	b.mu.Unlock()
 	select {
 	case <-b.release:
-		return transport.AlertResponse{ID: req.ID, Service: req.Service, Replica: req.Replica, Kind: req.Kind, Index: 1}, nil
+		return api.AlertResponse{ID: req.ID, Service: req.Service, Replica: req.Replica, Kind: req.Kind, Index: 1}, nil
 	case <-ctx.Done():
-		return transport.AlertResponse{}, ctx.Err()
+		return api.AlertResponse{}, ctx.Err()
 	}
 }
 
@@ -437,21 +438,21 @@ func TestClassifyAlertError(t *testing.T) {
 		err  error
 		want failure
 	}{
-		{&transport.APIError{Status: 503, Code: transport.CodeNoLeader}, failRetry},
-		{&transport.APIError{Status: 503, Code: transport.CodeNotLeader}, failRetry},
-		{&transport.APIError{Status: 504, Code: transport.CodeTimeout}, failRetry},
-		{&transport.APIError{Status: 500, Code: transport.CodeInternal}, failRetry},
-		{&transport.APIError{Status: 429, Code: "slow_down"}, failRetry},
-		{&transport.NetworkError{Op: "POST /v1/alerts", Addr: "x", Err: errors.New("connection refused")}, failRetry},
-		{fmt.Errorf("wrapped: %w", &transport.APIError{Status: 401, Code: transport.CodeUnauthorized}), failFatal},
-		{&transport.APIError{Status: 403, Code: transport.CodeForbidden}, failFatal},
-		{&transport.APIError{Status: 404, Code: "unknown_service"}, failPermanent},
-		{&transport.APIError{Status: 400, Code: transport.CodeInvalid}, failPermanent},
-		{&transport.APIError{Status: 413, Code: transport.CodeTooLarge}, failPermanent},
+		{&api.APIError{Status: 503, Code: api.CodeNoLeader}, failRetry},
+		{&api.APIError{Status: 503, Code: api.CodeNotLeader}, failRetry},
+		{&api.APIError{Status: 504, Code: api.CodeTimeout}, failRetry},
+		{&api.APIError{Status: 500, Code: api.CodeInternal}, failRetry},
+		{&api.APIError{Status: 429, Code: "slow_down"}, failRetry},
+		{&api.NetworkError{Op: "POST /v1/alerts", Addr: "x", Err: errors.New("connection refused")}, failRetry},
+		{fmt.Errorf("wrapped: %w", &api.APIError{Status: 401, Code: api.CodeUnauthorized}), failFatal},
+		{&api.APIError{Status: 403, Code: api.CodeForbidden}, failFatal},
+		{&api.APIError{Status: 404, Code: "unknown_service"}, failPermanent},
+		{&api.APIError{Status: 400, Code: api.CodeInvalid}, failPermanent},
+		{&api.APIError{Status: 413, Code: api.CodeTooLarge}, failPermanent},
 		// An older leader's answer when leadership moved mid-commit:
 		// nothing was committed, so the alert must be sent again.
-		{&transport.APIError{Status: 409, Code: fsm.CodeStaleTerm}, failRetry},
-		{&transport.APIError{Status: 409, Code: fsm.CodeStaleGeneration}, failPermanent},
+		{&api.APIError{Status: 409, Code: fsm.CodeStaleTerm}, failRetry},
+		{&api.APIError{Status: 409, Code: fsm.CodeStaleGeneration}, failPermanent},
 	} {
 		if got := classifyAlertError(c.err); got != c.want {
 			t.Errorf("classify(%v) = %d, want %d", c.err, got, c.want)
@@ -471,7 +472,7 @@ func TestApparmorEvidence(t *testing.T) {
 		t.Fatalf("evidence %q", ev)
 	}
 	long, _ := apparmor.Parse(denial(1, "p", strings.Repeat("n", 3*watchEvidenceLine)))
-	if ev := apparmorEvidence(long); len(ev) > watchEvidenceLine+600 || len(ev) > transport.MaxAlertEvidenceBytes || !strings.HasSuffix(ev, "…") {
+	if ev := apparmorEvidence(long); len(ev) > watchEvidenceLine+600 || len(ev) > api.MaxAlertEvidenceBytes || !strings.HasSuffix(ev, "…") {
 		t.Fatalf("long evidence: %d bytes", len(ev))
 	}
 }

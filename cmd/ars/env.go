@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/transport"
 )
 
@@ -149,7 +151,7 @@ func (g *globals) urlOf(addr string) (string, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil { // no port: the API's default
 		host = strings.Trim(addr, "[]")
-		addr = net.JoinHostPort(host, transport.DefaultAPIPort)
+		addr = net.JoinHostPort(host, api.DefaultAPIPort)
 	}
 	scheme := "https"
 	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback() || host == "localhost") &&
@@ -169,7 +171,7 @@ type Env struct {
 
 	g       *globals
 	cmd     *Command
-	clients []*transport.Client // closed when the command returns
+	clients []*api.Client // closed when the command returns
 }
 
 // close releases the clients' idle connections.
@@ -185,7 +187,7 @@ func (e *Env) JSONOutput() bool { return e.Output == "json" }
 // Client returns an API client for -addr with the token and TLS settings.
 // Errors loading TLS files are TLS failures (exit 3); a bad token file or
 // address is a usage error (exit 2).
-func (e *Env) Client() (*transport.Client, error) {
+func (e *Env) Client() (*api.Client, error) {
 	if e.cmd != nil && e.cmd.Local {
 		return nil, errors.New("internal error: local command asked for an API client")
 	}
@@ -194,7 +196,7 @@ func (e *Env) Client() (*transport.Client, error) {
 
 // ClientAt is Client for another node's address (host:port or URL), with
 // the same token and TLS settings.
-func (e *Env) ClientAt(addr string) (*transport.Client, error) {
+func (e *Env) ClientAt(addr string) (*api.Client, error) {
 	url, err := e.g.urlOf(addr)
 	if err != nil {
 		return nil, err
@@ -210,7 +212,7 @@ func (e *Env) ClientAt(addr string) (*transport.Client, error) {
 			return nil, &tlsSetupError{err: err}
 		}
 	}
-	c, err := transport.NewClient(url, token, tlsCfg)
+	c, err := api.NewClient(url, token, tlsCfg)
 	if err != nil {
 		return nil, usageErrorf("-addr %q: %v", addr, err)
 	}

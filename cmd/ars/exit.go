@@ -12,8 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/lab"
-	"github.com/ars-project/ars/transport"
 )
 
 // Exit codes.
@@ -63,12 +64,12 @@ func fail(stderr io.Writer, err error) int {
 
 // apiReasons are the short reasons for API error codes.
 var apiReasons = map[string]string{
-	transport.CodeNoLeader:     "no leader elected",
-	transport.CodeNotLeader:    "this node is not the leader",
-	transport.CodeUnauthorized: "unauthorized: missing or invalid token (set -token or " + EnvToken + ")",
-	transport.CodeForbidden:    "forbidden: the token's role does not allow this",
-	transport.CodeTimeout:      "the node timed out",
-	transport.CodeTooLarge:     "request too large",
+	api.CodeNoLeader:     "no leader elected",
+	api.CodeNotLeader:    "this node is not the leader",
+	api.CodeUnauthorized: "unauthorized: missing or invalid token (set -token or " + EnvToken + ")",
+	api.CodeForbidden:    "forbidden: the token's role does not allow this",
+	api.CodeTimeout:      "the node timed out",
+	api.CodeTooLarge:     "request too large",
 }
 
 // classify maps an error to an exit code and a one-line reason.
@@ -76,8 +77,8 @@ func classify(err error) (int, string) {
 	var (
 		ue  *usageError
 		tse *tlsSetupError
-		ae  *transport.APIError
-		ne  *transport.NetworkError
+		ae  *api.APIError
+		ne  *api.NetworkError
 	)
 	switch {
 	case errors.As(err, &ue):
@@ -100,7 +101,7 @@ func classify(err error) (int, string) {
 	return exitFailed, err.Error()
 }
 
-func apiReason(ae *transport.APIError) (int, string) {
+func apiReason(ae *api.APIError) (int, string) {
 	if strings.Contains(ae.Message, "HTTP request to an HTTPS server") {
 		return exitUnreachable, "the node speaks HTTPS: use an https:// -addr or set -ca-file (" + EnvCACert + ")"
 	}
@@ -110,7 +111,7 @@ func apiReason(ae *transport.APIError) (int, string) {
 	}
 	reason, ok := apiReasons[ae.Code]
 	switch {
-	case ok && ae.Code == transport.CodeNoLeader, ok && ae.Code == transport.CodeUnauthorized:
+	case ok && ae.Code == api.CodeNoLeader, ok && ae.Code == api.CodeUnauthorized:
 		// The fixed text says it all.
 	case ok && ae.Message != "":
 		reason += ": " + ae.Message

@@ -15,8 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/apiserver"
+	"github.com/ars-project/ars/cluster"
+
 	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
 
@@ -28,8 +33,8 @@ type fakeBackend struct {
 	index   uint64
 	term    uint64
 	leader  bool // false: no leader known anywhere
-	members []transport.Member
-	peers   []transport.Peer
+	members []cluster.Member
+	peers   []cluster.Peer
 
 	joined      []string
 	left        bool
@@ -42,12 +47,12 @@ func newFakeBackend() *fakeBackend {
 		m:      fsm.New(),
 		term:   3,
 		leader: true,
-		members: []transport.Member{
+		members: []cluster.Member{
 			{Name: "n2", GossipAddr: "127.0.0.2:7502", RaftAddr: "127.0.0.2:7501", APIAddr: "https://127.0.0.2:7500", Status: "alive", Voter: true},
 			{Name: "n1", GossipAddr: "127.0.0.1:7502", RaftAddr: "127.0.0.1:7501", APIAddr: "https://127.0.0.1:7500", Status: "alive", Voter: true, Leader: true},
 			{Name: "n3", GossipAddr: "127.0.0.3:7502", RaftAddr: "127.0.0.3:7501", APIAddr: "https://127.0.0.3:7500", Status: "suspect", Voter: true},
 		},
-		peers: []transport.Peer{
+		peers: []cluster.Peer{
 			{ID: "n1", Address: "127.0.0.1:7501", Suffrage: "voter", Leader: true},
 			{ID: "n2", Address: "127.0.0.2:7501", Suffrage: "voter"},
 			{ID: "n3", Address: "127.0.0.3:7501", Suffrage: "voter"},
@@ -55,18 +60,18 @@ func newFakeBackend() *fakeBackend {
 	}
 }
 
-func (b *fakeBackend) Status() transport.Status {
+func (b *fakeBackend) Status() cluster.Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := transport.Status{Node: "n1", State: "follower", Term: b.term, CommitIndex: b.index, AppliedIndex: b.index,
+	st := cluster.Status{Node: "n1", State: "follower", Term: b.term, CommitIndex: b.index, AppliedIndex: b.index,
 		LastLogIndex: b.index, LastContact: "12ms", Members: 3, Voters: 3, Version: "test"}
 	if b.leader {
 		st.State, st.Leader, st.LeaderAPI, st.LastContact = "leader", "n1", "https://127.0.0.1:7500", "0s"
 	}
 	return st
 }
-func (b *fakeBackend) Members() []transport.Member { return b.members }
-func (b *fakeBackend) Peers() ([]transport.Peer, error) {
+func (b *fakeBackend) Members() []cluster.Member { return b.members }
+func (b *fakeBackend) Peers() ([]cluster.Peer, error) {
 	return b.peers, nil
 }
 func (b *fakeBackend) IsLeader() bool {
@@ -96,7 +101,7 @@ func (b *fakeBackend) TransferLeadership(ctx context.Context, to string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if to != "" && to != "n2" && to != "n3" {
-		return fmt.Errorf("transfer to %q: %w", to, transport.ErrNotFound)
+		return fmt.Errorf("transfer to %q: %w", to, api.ErrNotFound)
 	}
 	b.transferred = append(b.transferred, to)
 	return nil
@@ -198,9 +203,9 @@ type testPKI struct {
 }
 
 var (
-	pkiOnce sync.Once
-	pki     testPKI
-	pkiErr  error
+	pkiOnce  sync.Once
+	testPKIs testPKI
+	pkiErr   error
 )
 
 func getPKI(t *testing.T) testPKI {
@@ -218,20 +223,20 @@ func getPKI(t *testing.T) testPKI {
 			pkiErr = fmt.Errorf("keygen exit %d: %s", code, errb.String())
 			return
 		}
-		pki = testPKI{dir: dir, ca: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "n1.pem"),
+		testPKIs = testPKI{dir: dir, ca: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "n1.pem"),
 			key: filepath.Join(dir, "n1-key.pem"), tokens: filepath.Join(dir, "tokens.yaml"),
 			operatorToken: filepath.Join(dir, OperatorTokenFile)}
 	})
 	if pkiErr != nil {
 		t.Fatal(pkiErr)
 	}
-	return pki
+	return testPKIs
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pki.dir != "" {
-		os.RemoveAll(pki.dir)
+	if testPKIs.dir != "" {
+		os.RemoveAll(testPKIs.dir)
 	}
 	os.Exit(code)
 }
@@ -259,11 +264,11 @@ type testNode struct {
 func startNode(t *testing.T, dev bool) *testNode {
 	t.Helper()
 	b := newFakeBackend()
-	cfg := transport.ServerConfig{Backend: b, Dev: dev, LeaderWait: 50 * time.Millisecond, DecidesSwitches: true}
+	cfg := apiserver.ServerConfig{Backend: b, Dev: dev, LeaderWait: 50 * time.Millisecond, DecidesSwitches: true}
 	var p testPKI
 	if !dev {
 		p = getPKI(t)
-		tokens, err := transport.LoadTokens(p.tokens)
+		tokens, err := pki.LoadTokens(p.tokens)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +278,7 @@ func startNode(t *testing.T, dev bool) *testNode {
 			t.Fatal(err)
 		}
 	}
-	s, err := transport.NewServer(cfg)
+	s, err := apiserver.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

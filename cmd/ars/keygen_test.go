@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"github.com/ars-project/ars/pki"
 
-	"github.com/ars-project/ars/transport"
+	"gopkg.in/yaml.v3"
 )
 
 func TestKeygen(t *testing.T) {
@@ -53,11 +53,11 @@ func TestKeygen(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{"operator", "detector", "reader", "alice"}) {
 		t.Errorf("tokens %v", names)
 	}
-	tokens, err := transport.LoadTokens(filepath.Join(dir, "tokens.yaml"))
+	tokens, err := pki.LoadTokens(filepath.Join(dir, "tokens.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, role, ok := tokens.Lookup(strings.TrimSpace(string(tok))); !ok || role != transport.RoleOperator {
+	if _, role, ok := tokens.Lookup(strings.TrimSpace(string(tok))); !ok || role != pki.RoleOperator {
 		t.Errorf("operator.token: role %q ok %v", role, ok)
 	}
 
@@ -85,7 +85,7 @@ func TestNodeListFlag(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := []transport.PKINode{
+	want := []pki.PKINode{
 		{Name: "n1", IPs: []string{"127.0.0.1"}, DNS: []string{"n1.lab.internal"}},
 		{Name: "n2", IPs: []string{"::1"}},
 		{Name: "n3", IPs: []string{"10.0.0.3"}},

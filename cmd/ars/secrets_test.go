@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/pki"
 )
 
 // TestCLIOutputHasNoSecrets: what the CLI prints — `ars snapshot save`
@@ -28,7 +28,7 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 	if len(secrets) < 3 {
 		t.Fatalf("found %d token secrets in %s", len(secrets), p.tokens)
 	}
-	key, err := os.ReadFile(filepath.Join(p.dir, transport.GossipKeyFile))
+	key, err := os.ReadFile(filepath.Join(p.dir, pki.GossipKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
+	"github.com/ars-project/ars/pki"
 
-	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/controller/driver"
 )
 
 // testPKI is a cluster CA of `ars keygen` (transport.GeneratePKI) in its
@@ -25,20 +25,20 @@ type testPKI struct{ dir string }
 func newTestPKI(t *testing.T, names ...string) testPKI {
 	t.Helper()
 	p := testPKI{dir: t.TempDir()}
-	var nodes []transport.PKINode
+	var nodes []pki.PKINode
 	for _, n := range names {
-		nodes = append(nodes, transport.PKINode{Name: n})
+		nodes = append(nodes, pki.PKINode{Name: n})
 	}
-	if err := transport.GeneratePKI(transport.PKIRequest{Dir: p.dir, Nodes: nodes, ValidFor: time.Hour, Loopback: true}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: p.dir, Nodes: nodes, ValidFor: time.Hour, Loopback: true}); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func (p testPKI) ca() string { return filepath.Join(p.dir, transport.CACertFile) }
+func (p testPKI) ca() string { return filepath.Join(p.dir, pki.CACertFile) }
 
 func (p testPKI) pair(name string) (certFile, keyFile string) {
-	return filepath.Join(p.dir, transport.NodeCertFile(name)), filepath.Join(p.dir, transport.NodeKeyFile(name))
+	return filepath.Join(p.dir, pki.NodeCertFile(name)), filepath.Join(p.dir, pki.NodeKeyFile(name))
 }
 
 // tlsFront listens on 127.0.0.1 with mutual TLS (client certificates of

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
 	"github.com/ars-project/ars/transport"
@@ -85,15 +88,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown field", "operator", strings.Replace(string(spec("dns", 2)), `"name":"dns"`, `"name":"dns","colour":"red"`, 1), 400, fsm.ErrInvalid},
 		{"bad value", "operator", strings.Replace(string(spec("dns", 2)), `"os":"windows"`, `"os":"plan9"`, 1), 400, fsm.ErrInvalid},
 		{"two objects", "operator", string(spec("dns", 2)) + string(spec("dns", 2)), 400, fsm.ErrInvalid},
-		{"missing token", "", string(spec("dns", 3)), 401, transport.ErrUnauthorized},
-		{"reader token", "reader", string(spec("dns", 3)), 403, transport.ErrForbidden},
-		{"detector token", "detector", string(spec("dns", 3)), 403, transport.ErrForbidden},
+		{"missing token", "", string(spec("dns", 3)), 401, api.ErrUnauthorized},
+		{"reader token", "reader", string(spec("dns", 3)), 403, api.ErrForbidden},
+		{"detector token", "detector", string(spec("dns", 3)), 403, api.ErrForbidden},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := c.Client(f, tc.role)
 			_, err := cl.ApplyService(ctx, []byte(tc.body))
-			var apiErr *transport.APIError
+			var apiErr *api.APIError
 			if !errors.As(err, &apiErr) || apiErr.Status != tc.status || !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v (%#v); want status %d, %v", err, apiErr, tc.status, tc.want)
 			}
@@ -131,11 +134,11 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 	// A node certificate of another cluster's CA (with our CA trusted, so
 	// only the node can refuse): neither Raft nor the API lets it in.
 	foreignDir := t.TempDir()
-	if err := transport.GeneratePKI(transport.PKIRequest{Dir: foreignDir, Nodes: []transport.PKINode{{Name: leader.Name, IPs: []string{"127.0.0.1"}}}, ValidFor: time.Hour}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: foreignDir, Nodes: []pki.PKINode{{Name: leader.Name, IPs: []string{"127.0.0.1"}}}, ValidFor: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	foreign, err := transport.ClientTLS(transport.TLSFiles{CA: filepath.Join(c.Dir, transport.CACertFile),
-		Cert: filepath.Join(foreignDir, transport.NodeCertFile(leader.Name)), Key: filepath.Join(foreignDir, transport.NodeKeyFile(leader.Name))}, "")
+	foreign, err := transport.ClientTLS(transport.TLSFiles{CA: filepath.Join(c.Dir, pki.CACertFile),
+		Cert: filepath.Join(foreignDir, pki.NodeCertFile(leader.Name)), Key: filepath.Join(foreignDir, pki.NodeKeyFile(leader.Name))}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +153,7 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 		t.Fatal("raft port accepted a node certificate of another CA")
 	}
 	before, beforeIdx := c.SameState(5 * time.Second)
-	foreignClient, err := transport.NewClient(leader.Agent.APIURL(), "", foreign)
+	foreignClient, err := api.NewClient(leader.Agent.APIURL(), "", foreign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func TestRaftAndInternalAPIRefusePeersWithoutNodeCertificate(t *testing.T) {
 	// The internal apply route wants a node certificate, not a token.
 	cmd, _ := fsm.Encode(0, fsm.ServiceDelete{Name: "x"})
 	_, err = c.Client(leader, "operator").InternalApply(harness.Ctx(t), cmd)
-	if !errors.Is(err, transport.ErrForbidden) && !errors.Is(err, transport.ErrUnauthorized) {
+	if !errors.Is(err, api.ErrForbidden) && !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("internal apply with an operator token: %v", err)
 	}
 	harness.Apply(t, c.Client(c.Follower(), "operator"), spec("dns", 2))
@@ -196,7 +199,7 @@ func TestLeaderOnlyRoutesAreForwarded(t *testing.T) {
 	if now := c.Leader(10 * time.Second); now.Name != f.Name {
 		t.Fatalf("leader is %s, asked for %s (was %s)", now.Name, f.Name, leader.Name)
 	}
-	if err := c.Client(leader, "reader").TransferLeader(ctx, ""); !errors.Is(err, transport.ErrForbidden) {
+	if err := c.Client(leader, "reader").TransferLeader(ctx, ""); !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("reader transfer: %v", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -22,7 +24,6 @@ import (
 	"github.com/ars-project/ars/test/dockertest"
 	"github.com/ars-project/ars/test/fabric"
 	"github.com/ars-project/ars/test/harness"
-	"github.com/ars-project/ars/transport"
 )
 
 // containerLab is a three-node cluster whose leader drives containers of
@@ -287,6 +288,6 @@ func (l *containerLab) postAlertTo(id, replica string) {
 	}
 }
 
-func transportAlert(id, replica string) transport.AlertRequest {
-	return transport.AlertRequest{ID: id, Service: labService, Replica: replica, Kind: fsm.KindExploit, Source: "e2e"}
+func transportAlert(id, replica string) api.AlertRequest {
+	return api.AlertRequest{ID: id, Service: labService, Replica: replica, Kind: fsm.KindExploit, Source: "e2e"}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/fabric"
 	"github.com/ars-project/ars/test/harness"
@@ -54,7 +56,7 @@ func TestProcessWholeClusterKilledMidSwitch(t *testing.T) {
 	}
 	leader := func() (string, error) {
 		for _, n := range nodes {
-			var st transport.Status
+			var st api.Status
 			if err := p.jsonCLI(&st, n, "status"); err != nil {
 				continue
 			}
@@ -166,7 +168,7 @@ func TestProcessWholeClusterKilledMidSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		cl, err := transport.NewClient(p.api[n], strings.TrimSpace(string(tok)), tlsCfg)
+		cl, err := api.NewClient(p.api[n], strings.TrimSpace(string(tok)), tlsCfg)
 		if err != nil {
 			t.Fatal(err)
 		}

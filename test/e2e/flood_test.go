@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/apiserver"
+
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
-	"github.com/ars-project/ars/transport"
 )
 
 // floodCaller is one party of the flood and what its answers were.
@@ -23,7 +25,7 @@ type floodCaller struct {
 	token    string // role name in the harness's tokens; "" = no token
 	requests int
 	workers  int
-	next     func(i int) transport.AlertRequest
+	next     func(i int) api.AlertRequest
 
 	created, duplicate, limited, refused, unavailable atomic.Int64
 	other                                             atomic.Pointer[error]
@@ -31,7 +33,7 @@ type floodCaller struct {
 
 func (fc *floodCaller) accepted() int64 { return fc.created.Load() + fc.duplicate.Load() }
 
-func (fc *floodCaller) run(ctx context.Context, cl *transport.Client) {
+func (fc *floodCaller) run(ctx context.Context, cl *api.Client) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < fc.workers; w++ {
@@ -49,12 +51,12 @@ func (fc *floodCaller) run(ctx context.Context, cl *transport.Client) {
 					fc.duplicate.Add(1)
 				case err == nil:
 					fc.created.Add(1)
-				case errors.Is(err, transport.ErrRateLimited):
+				case errors.Is(err, api.ErrRateLimited):
 					fc.limited.Add(1)
-				case errors.Is(err, transport.ErrUnauthorized), errors.Is(err, transport.ErrForbidden):
+				case errors.Is(err, api.ErrUnauthorized), errors.Is(err, api.ErrForbidden):
 					fc.refused.Add(1)
-				case errors.Is(err, transport.ErrNoLeader), errors.Is(err, transport.ErrNotLeader),
-					errors.Is(err, transport.ErrUnavailable), errors.Is(err, transport.ErrTimeout):
+				case errors.Is(err, api.ErrNoLeader), errors.Is(err, api.ErrNotLeader),
+					errors.Is(err, api.ErrUnavailable), errors.Is(err, api.ErrTimeout):
 					// Leadership moved under load: the alert was not
 					// acknowledged (a detector retries it). It may or may
 					// not have been committed.
@@ -129,18 +131,18 @@ func TestAlertFloodIsBounded(t *testing.T) {
 	callers := []*floodCaller{
 		// A detector gone mad through a follower: a fresh DoS alert on
 		// whatever is active, as fast as it can.
-		{name: "dos", node: follower, token: "detector", requests: 2000, workers: 8, next: func(i int) transport.AlertRequest {
-			return transport.AlertRequest{ID: fmt.Sprintf("flood-dos-%d", i), Service: labService,
+		{name: "dos", node: follower, token: "detector", requests: 2000, workers: 8, next: func(i int) api.AlertRequest {
+			return api.AlertRequest{ID: fmt.Sprintf("flood-dos-%d", i), Service: labService,
 				Replica: activeOn(follower), Kind: fsm.KindDoS, Source: "flood-dos"}
 		}},
 		// A detector retrying one exploit alert forever, at the leader.
-		{name: "exploit", node: leader, token: "operator", requests: 600, workers: 2, next: func(int) transport.AlertRequest {
-			return transport.AlertRequest{ID: "flood-exploit-once", Service: labService, Replica: victim,
+		{name: "exploit", node: leader, token: "operator", requests: 600, workers: 2, next: func(int) api.AlertRequest {
+			return api.AlertRequest{ID: "flood-exploit-once", Service: labService, Replica: victim,
 				Kind: fsm.KindExploit, Source: "flood-exploit"}
 		}},
 		// Someone without a token.
-		{name: "anonymous", node: others[1], token: "", requests: 500, workers: 1, next: func(i int) transport.AlertRequest {
-			return transport.AlertRequest{ID: fmt.Sprintf("flood-anon-%d", i), Service: labService,
+		{name: "anonymous", node: others[1], token: "", requests: 500, workers: 1, next: func(i int) api.AlertRequest {
+			return api.AlertRequest{ID: fmt.Sprintf("flood-anon-%d", i), Service: labService,
 				Replica: victim, Kind: fsm.KindExploit, Source: "flood-anon"}
 		}},
 	}
@@ -177,7 +179,7 @@ func TestAlertFloodIsBounded(t *testing.T) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, fc := range callers {
-		cl, err := transport.NewClient(fc.node.Agent.APIURL(), l.c.Tokens[fc.token], l.c.ClientTLS())
+		cl, err := api.NewClient(fc.node.Agent.APIURL(), l.c.Tokens[fc.token], l.c.ClientTLS())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +211,7 @@ func TestAlertFloodIsBounded(t *testing.T) {
 		float64(total)/elapsed.Seconds(), terms)
 
 	// The rate limit: one bucket per caller and leader term.
-	bound := terms*int64(transport.DefaultAlertBurst) + int64(transport.DefaultAlertRate*elapsed.Seconds()) + 1
+	bound := terms*int64(apiserver.DefaultAlertBurst) + int64(apiserver.DefaultAlertRate*elapsed.Seconds()) + 1
 	var accepted, created int64
 	for _, fc := range callers[:2] {
 		if got := fc.accepted(); got > bound {

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/lab"
-	"github.com/ars-project/ars/transport"
 )
 
 // waitLabSteady waits until the lab is settled (labSettle) and returns
@@ -105,7 +106,7 @@ func TestProcessLabFaults(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, err := exec.Command(bin, "lab", "exec", "-prefix", labTestPrefix, "-state-dir", dir, "-node", out.Node, "--", "ars", "status", "-o", "json").Output()
-		var ns transport.Status
+		var ns api.Status
 		if err == nil && json.Unmarshal(b, &ns) == nil && ns.Voters == 3 && ns.Leader != "" {
 			break
 		}

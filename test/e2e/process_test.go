@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/test/harness"
-	"github.com/ars-project/ars/transport"
 )
 
 // arsBinary returns the ars binary to run: $ARS_BIN (make test sets it) or
@@ -134,7 +135,7 @@ func TestProcessThreeAgentsSurviveKillOfLeader(t *testing.T) {
 
 	var leader string
 	harness.WaitFor(t, 20*time.Second, "three members and three raft peers", func() error {
-		var members []transport.Member
+		var members []api.Member
 		if err := p.jsonCLI(&members, "n2", "members"); err != nil {
 			return err
 		}
@@ -147,7 +148,7 @@ func TestProcessThreeAgentsSurviveKillOfLeader(t *testing.T) {
 		if alive != 3 {
 			return fmt.Errorf("members %+v", members)
 		}
-		var peers []transport.Peer
+		var peers []api.Peer
 		if err := p.jsonCLI(&peers, "n3", "raft", "peers"); err != nil {
 			return err
 		}
@@ -192,7 +193,7 @@ func TestProcessThreeAgentsSurviveKillOfLeader(t *testing.T) {
 	}
 	var newLeader string
 	harness.WaitFor(t, 15*time.Second, "a new leader", func() error {
-		var st transport.Status
+		var st api.Status
 		if err := p.jsonCLI(&st, survivor, "status"); err != nil {
 			return err
 		}

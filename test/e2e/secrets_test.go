@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/cmd/ars/agent"
 	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
 	"github.com/ars-project/ars/test/testutil"
-	"github.com/ars-project/ars/transport"
 )
 
 // Secrets — the vCenter password, the API tokens, the gossip key and the
@@ -75,16 +76,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var answers []string
 	f := c.Follower()
 	harness.Apply(t, c.Client(f, "operator"), spec("dns", 4))
-	if _, err := c.Client(f, "detector").PostAlert(ctx, transport.AlertRequest{ID: "s-1", Service: "dns", Replica: "r0", Kind: fsm.KindExploit}); err != nil {
+	if _, err := c.Client(f, "detector").PostAlert(ctx, api.AlertRequest{ID: "s-1", Service: "dns", Replica: "r0", Kind: fsm.KindExploit}); err != nil {
 		t.Fatal(err)
 	}
 	// Wrong and misplaced tokens: each answer is an error, checked below.
 	for _, bad := range []string{c.Tokens["detector"] + "x", "nope", c.Tokens["reader"]} {
-		cl, err := transport.NewClient(f.Agent.APIURL(), bad, c.ClientTLS())
+		cl, err := api.NewClient(f.Agent.APIURL(), bad, c.ClientTLS())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cl.PostAlert(ctx, transport.AlertRequest{ID: "s-2", Service: "dns", Replica: "r0", Kind: fsm.KindExploit}); err == nil {
+		if _, err := cl.PostAlert(ctx, api.AlertRequest{ID: "s-2", Service: "dns", Replica: "r0", Kind: fsm.KindExploit}); err == nil {
 			t.Fatalf("an alert with token %q was accepted", bad)
 		} else {
 			answers = append(answers, err.Error())

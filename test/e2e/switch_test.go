@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -24,7 +26,6 @@ import (
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/fabric"
 	"github.com/ars-project/ars/test/harness"
-	"github.com/ars-project/ars/transport"
 )
 
 // switchLab is a three-node in-process cluster whose leader drives VMs of
@@ -289,14 +290,14 @@ func (l *switchLab) settled(what string) fsm.Service {
 	return svc
 }
 
-func (l *switchLab) postAlert(n *harness.Node, id, replica string) transport.AlertResponse {
+func (l *switchLab) postAlert(n *harness.Node, id, replica string) api.AlertResponse {
 	l.t.Helper()
-	var res transport.AlertResponse
+	var res api.AlertResponse
 	var err error
 	for i := 0; i < 50; i++ { // a leader change makes the API answer no_leader for a moment
-		res, err = l.c.Client(n, "detector").PostAlert(harness.Ctx(l.t), transport.AlertRequest{
+		res, err = l.c.Client(n, "detector").PostAlert(harness.Ctx(l.t), api.AlertRequest{
 			ID: id, Service: labService, Replica: replica, Kind: fsm.KindExploit, Source: "e2e", Evidence: "apparmor=\"DENIED\" test"})
-		if !errors.Is(err, transport.ErrNoLeader) && !errors.Is(err, transport.ErrNotLeader) {
+		if !errors.Is(err, api.ErrNoLeader) && !errors.Is(err, api.ErrNotLeader) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -377,17 +378,17 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	leader := l.c.Leader(10 * time.Second)
 	for _, bad := range []struct {
 		name, role string
-		req        transport.AlertRequest
+		req        api.AlertRequest
 	}{
-		{"unknown service", "detector", transport.AlertRequest{ID: "bad-1", Service: "nope", Replica: first.Name, Kind: "exploit"}},
-		{"unknown replica", "detector", transport.AlertRequest{ID: "bad-2", Service: labService, Replica: "nope", Kind: "exploit"}},
-		{"missing id", "detector", transport.AlertRequest{Service: labService, Replica: first.Name, Kind: "exploit"}},
-		{"bad kind", "detector", transport.AlertRequest{ID: "bad-3", Service: labService, Replica: first.Name, Kind: "worm"}},
-		{"oversize evidence", "detector", transport.AlertRequest{ID: "bad-4", Service: labService, Replica: first.Name, Kind: "exploit", Evidence: strings.Repeat("x", 1<<20)}},
-		{"reader token", "reader", transport.AlertRequest{ID: "bad-5", Service: labService, Replica: first.Name, Kind: "exploit"}},
+		{"unknown service", "detector", api.AlertRequest{ID: "bad-1", Service: "nope", Replica: first.Name, Kind: "exploit"}},
+		{"unknown replica", "detector", api.AlertRequest{ID: "bad-2", Service: labService, Replica: "nope", Kind: "exploit"}},
+		{"missing id", "detector", api.AlertRequest{Service: labService, Replica: first.Name, Kind: "exploit"}},
+		{"bad kind", "detector", api.AlertRequest{ID: "bad-3", Service: labService, Replica: first.Name, Kind: "worm"}},
+		{"oversize evidence", "detector", api.AlertRequest{ID: "bad-4", Service: labService, Replica: first.Name, Kind: "exploit", Evidence: strings.Repeat("x", 1<<20)}},
+		{"reader token", "reader", api.AlertRequest{ID: "bad-5", Service: labService, Replica: first.Name, Kind: "exploit"}},
 	} {
 		_, err := l.c.Client(leader, bad.role).PostAlert(harness.Ctx(t), bad.req)
-		var ae *transport.APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status < 400 || ae.Status >= 500 {
 			t.Errorf("%s: err %v, want a 4xx", bad.name, err)
 		}

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/ars-project/ars/cmd/ars/agent"
@@ -64,11 +67,11 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 func NewWithLogs(t testing.TB, n int, logs io.Writer, opts ...Option) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	var pkiNodes []transport.PKINode
+	var pkiNodes []pki.PKINode
 	for i := 1; i <= n+1; i++ {
-		pkiNodes = append(pkiNodes, transport.PKINode{Name: "n" + strconv.Itoa(i), IPs: []string{"127.0.0.1"}})
+		pkiNodes = append(pkiNodes, pki.PKINode{Name: "n" + strconv.Itoa(i), IPs: []string{"127.0.0.1"}})
 	}
-	if err := transport.GeneratePKI(transport.PKIRequest{Dir: dir, Nodes: pkiNodes, ValidFor: time.Hour}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: dir, Nodes: pkiNodes, ValidFor: time.Hour}); err != nil {
 		t.Fatalf("pki: %v", err)
 	}
 	c := &Cluster{t: t, Dir: dir, Tokens: readTokens(t, filepath.Join(dir, "tokens.yaml")), logs: logs}
@@ -203,9 +206,9 @@ func (c *Cluster) ClientTLS() *tls.Config {
 }
 
 // Client returns an API client for node n with the token of role.
-func (c *Cluster) Client(n *Node, role string) *transport.Client {
+func (c *Cluster) Client(n *Node, role string) *api.Client {
 	c.t.Helper()
-	cl, err := transport.NewClient(n.Agent.APIURL(), c.Tokens[role], c.ClientTLS())
+	cl, err := api.NewClient(n.Agent.APIURL(), c.Tokens[role], c.ClientTLS())
 	if err != nil {
 		c.t.Fatalf("client: %v", err)
 	}
@@ -214,7 +217,7 @@ func (c *Cluster) Client(n *Node, role string) *transport.Client {
 
 // Apply commits a service spec through cl, retrying while leadership moves
 // (as any client would; a spec apply is declarative, so a retry is safe).
-func Apply(t testing.TB, cl *transport.Client, spec []byte) fsm.Result {
+func Apply(t testing.TB, cl *api.Client, spec []byte) fsm.Result {
 	t.Helper()
 	var (
 		res fsm.Result
@@ -222,7 +225,7 @@ func Apply(t testing.TB, cl *transport.Client, spec []byte) fsm.Result {
 	)
 	for i := 0; i < 50; i++ {
 		res, err = cl.ApplyService(Ctx(t), spec)
-		if !errors.Is(err, transport.ErrNotLeader) && !errors.Is(err, transport.ErrNoLeader) {
+		if !errors.Is(err, api.ErrNotLeader) && !errors.Is(err, api.ErrNoLeader) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -18,6 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/apiserver"
+	"github.com/ars-project/ars/pki"
+
 	"github.com/ars-project/ars/controller/driver"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,7 +101,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 
 	var (
 		raftServer, raftClient, apiTLS *tls.Config
-		tokens                         *transport.Tokens
+		tokens                         *pki.Tokens
 		gossipKey                      []byte
 		err                            error
 	)
@@ -112,10 +116,10 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		if raftClient, err = transport.ClientTLS(files, ""); err != nil {
 			return nil, fmt.Errorf("node client tls: %w", err)
 		}
-		if gossipKey, err = transport.LoadGossipKey(cfg.GossipKeyFile); err != nil {
+		if gossipKey, err = pki.LoadGossipKey(cfg.GossipKeyFile); err != nil {
 			return nil, fmt.Errorf("gossip key: %w", err)
 		}
-		if tokens, err = transport.LoadTokens(cfg.TokensFile); err != nil {
+		if tokens, err = pki.LoadTokens(cfg.TokensFile); err != nil {
 			return nil, fmt.Errorf("tokens: %w", err)
 		}
 	}
@@ -236,7 +240,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		}
 	}
 
-	srv, err := transport.NewServer(transport.ServerConfig{
+	srv, err := apiserver.NewServer(apiserver.ServerConfig{
 		Backend:         c,
 		DecidesSwitches: len(drivers) > 0,
 		Tokens:          tokens,
@@ -269,7 +273,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 			witness.Run(wctx)
 		}()
 	}
-	a.api = transport.NewHTTPServer(ln.Addr().String(), srv.Handler(), apiTLS, log)
+	a.api = apiserver.NewHTTPServer(ln.Addr().String(), srv.Handler(), apiTLS, log)
 	a.apiLn = ln
 	a.apiURL = apiAdvertise
 	go func() {
@@ -360,24 +364,24 @@ func (a *Agent) closeDevVCenter() {
 type forwarder struct {
 	tls *tls.Config
 	mu  sync.Mutex
-	cl  *transport.Client
-	api string
+	cl  *api.Client
+	url string
 }
 
-func (f *forwarder) client(api string) (*transport.Client, error) {
+func (f *forwarder) client(leaderAPI string) (*api.Client, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cl != nil && f.api == api {
+	if f.cl != nil && f.url == leaderAPI {
 		return f.cl, nil
 	}
-	cl, err := transport.NewClient(api, "", f.tls)
+	cl, err := api.NewClient(leaderAPI, "", f.tls)
 	if err != nil {
 		return nil, err
 	}
 	if f.cl != nil {
 		f.cl.Close()
 	}
-	f.cl, f.api = cl, api
+	f.cl, f.url = cl, leaderAPI
 	return cl, nil
 }
 

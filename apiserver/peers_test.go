@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -6,6 +6,10 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/transport"
 )
 
 // TestAPIRefusesPeersWithoutClusterCA: the API takes node requests
@@ -21,7 +25,7 @@ func TestAPIRefusesPeersWithoutClusterCA(t *testing.T) {
 	apply0, _, _, _, _ := b.counts()
 
 	// A foreign node certificate, trusting our CA so only our side can refuse.
-	foreign := mustClientTLS(t, TLSFiles{CA: nodeFiles(pkiDir, "n2").CA, Cert: nodeFiles(foreignDir, "n2").Cert, Key: nodeFiles(foreignDir, "n2").Key})
+	foreign := mustClientTLS(t, transport.TLSFiles{CA: nodeFiles(pkiDir, "n2").CA, Cert: nodeFiles(foreignDir, "n2").Cert, Key: nodeFiles(foreignDir, "n2").Key})
 	nonNode := caOnly(t)
 	nonNode.Certificates = []tls.Certificate{issueNonNodeCert(t, "operator-alice")}
 
@@ -50,7 +54,7 @@ func TestAPIRefusesPeersWithoutClusterCA(t *testing.T) {
 		body []byte
 	}{
 		{"internal apply", nil, "/v1/internal/apply", cmd},
-		{"forwarded service apply", http.Header{HeaderForwarded: {"n2"}, "Authorization": {"Bearer " + secretOperator}}, "/v1/services", validSpec("dns")},
+		{"forwarded service apply", http.Header{api.HeaderForwarded: {"n2"}, "Authorization": {"Bearer " + secretOperator}}, "/v1/services", validSpec("dns")},
 		{"alert with a detector token", bearer(secretDetector), "/v1/alerts", alertJSON("foreign-1")},
 	} {
 		t.Run("foreign CA/"+c.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
 )
 
 // TestEveryPostRouteRefusesOversizedBodies walks the real route table: a
@@ -39,7 +42,7 @@ func TestEveryPostRouteRefusesOversizedBodies(t *testing.T) {
 			limit = rt.maxBody
 		}
 		tlsCfg, hdr := caOnly(t), bearer(secretOperator)
-		if rt.allows(RoleNode) {
+		if rt.allows(pki.RoleNode) {
 			tlsCfg, hdr = nodeTLS, nil
 		}
 		// A JSON string that never ends before the limit: a strict decoder
@@ -49,7 +52,7 @@ func TestEveryPostRouteRefusesOversizedBodies(t *testing.T) {
 			name := fmt.Sprintf("%s/declared=%v", rt.pattern(), declared)
 			t.Run(name, func(t *testing.T) {
 				status, code := postBody(t, ts, tlsCfg, concretePath(rt.path), hdr, body, declared)
-				if status != http.StatusRequestEntityTooLarge || code != CodeTooLarge {
+				if status != http.StatusRequestEntityTooLarge || code != api.CodeTooLarge {
 					t.Fatalf("%d bytes (limit %d): status %d %q, want 413 too_large", len(body), limit, status, code)
 				}
 			})
@@ -95,7 +98,7 @@ func postBody(t *testing.T, ts *testServer, tlsCfg *tls.Config, path string, hdr
 	}
 	defer resp.Body.Close()
 	var eb struct {
-		Error *APIError `json:"error"`
+		Error *api.APIError `json:"error"`
 	}
 	data, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {

@@ -1,4 +1,4 @@
-package transport
+package pki
 
 import (
 	"os"

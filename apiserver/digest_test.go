@@ -1,9 +1,11 @@
-package transport
+package apiserver
 
 import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/ars-project/ars/api"
 )
 
 // digestBackend is a fakeBackend that can digest its state.
@@ -20,7 +22,7 @@ func TestStatusDigestOnlyWhenAskedAndSupported(t *testing.T) {
 	if err != nil || st.StateDigest != "" || st.StateIndex != 0 {
 		t.Fatalf("plain status %+v, %v: want no digest", st, err)
 	}
-	if _, err := c.StatusDigest(context.Background()); !errors.Is(err, ErrBadRequest) {
+	if _, err := c.StatusDigest(context.Background()); !errors.Is(err, api.ErrBadRequest) {
 		t.Fatalf("digest from a backend without one: err = %v, want a bad request", err)
 	}
 

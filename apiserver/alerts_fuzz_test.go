@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/api"
 )
 
 // FuzzAlertBody posts arbitrary bodies to POST /v1/alerts and arbitrary
@@ -35,7 +37,7 @@ func FuzzAlertBody(f *testing.F) {
 			after := b.Status().AppliedIndex
 			switch {
 			case code == http.StatusCreated || code == http.StatusOK:
-				var ar AlertResponse
+				var ar api.AlertResponse
 				if err := json.Unmarshal([]byte(resp), &ar); err != nil {
 					t.Fatalf("%s: %d with an undecodable answer %q", target, code, resp)
 				}
@@ -63,12 +65,12 @@ func alertFuzzServer(tb testing.TB, mods ...func(*ServerConfig)) (http.Handler, 
 	for _, m := range mods {
 		m(&cfg)
 	}
-	api, err := NewServer(cfg)
+	srv, err := NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(api.Close)
-	return api.Handler(), b
+	tb.Cleanup(srv.Close)
+	return srv.Handler(), b
 }
 
 func postDetector(h http.Handler, target, rawQuery string, body []byte) (int, string) {

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -14,6 +14,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/cluster"
 
 	"github.com/ars-project/ars/fsm"
 )
@@ -120,7 +123,7 @@ func (s *Server) applyOwn(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	res, err := s.b.Apply(ctx, cmd)
 	if errors.Is(err, fsm.ErrStaleTerm) {
 		return res, fmt.Errorf("%w: leadership changed while the request was being committed; nothing was committed, retry (%v)",
-			ErrUnavailable, err)
+			api.ErrUnavailable, err)
 	}
 	return res, err
 }
@@ -133,7 +136,7 @@ func (s *Server) now() time.Time {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
-	st := s.b.Status()
+	st := wireStatus(s.b.Status())
 	if v := r.URL.Query().Get("digest"); v != "" && v != "0" && v != "false" {
 		d, ok := s.b.(StateDigester)
 		if !ok {
@@ -149,11 +152,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) error {
-	ms := s.b.Members()
-	if ms == nil {
-		ms = []Member{}
-	}
-	return writeJSON(w, ms)
+	return writeJSON(w, wireMembers(s.b.Members()))
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) error {
@@ -161,16 +160,17 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ps == nil {
-		ps = []Peer{}
+	out := make([]api.Peer, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, api.Peer{ID: p.ID, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader})
 	}
-	return writeJSON(w, ps)
+	return writeJSON(w, out)
 }
 
 const maxJoinAddresses = 64
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
-	var req JoinRequest
+	var req api.JoinRequest
 	if err := decodeBody(r, &req, false); err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, JoinResponse{Joined: n})
+	return writeJSON(w, api.JoinResponse{Joined: n})
 }
 
 func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) error {
@@ -200,22 +200,22 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) error {
 	if err := s.b.Leave(r.Context()); err != nil {
 		return err
 	}
-	return writeJSON(w, OKResponse{OK: true})
+	return writeJSON(w, api.OKResponse{OK: true})
 }
 
 func (s *Server) handleTransferLeader(w http.ResponseWriter, r *http.Request) error {
-	var req TransferLeaderRequest
+	var req api.TransferLeaderRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		return err
 	}
 	if err := s.b.TransferLeadership(r.Context(), req.To); err != nil {
 		return err
 	}
-	return writeJSON(w, OKResponse{OK: true})
+	return writeJSON(w, api.OKResponse{OK: true})
 }
 
 func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) error {
-	var req RemovePeerRequest
+	var req api.RemovePeerRequest
 	if err := decodeBody(r, &req, false); err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) error 
 	if err := s.b.RemovePeer(r.Context(), req.ID); err != nil {
 		return err
 	}
-	return writeJSON(w, OKResponse{OK: true})
+	return writeJSON(w, api.OKResponse{OK: true})
 }
 
 func (s *Server) handleApplyService(w http.ResponseWriter, r *http.Request) error {
@@ -305,7 +305,7 @@ func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) erro
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", `attachment; filename="ars.snapshot"`)
-	h.Set("Trailer", SnapshotDigestTrailer)
+	h.Set("Trailer", api.SnapshotDigestTrailer)
 	cw := &countingHash{w: w, h: sha256.New()}
 	if err := s.b.SnapshotSave(r.Context(), cw); err != nil {
 		if cw.n == 0 {
@@ -320,7 +320,7 @@ func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) erro
 	if cw.n == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	h.Set(SnapshotDigestTrailer, hex.EncodeToString(cw.h.Sum(nil)))
+	h.Set(api.SnapshotDigestTrailer, hex.EncodeToString(cw.h.Sum(nil)))
 	return nil
 }
 
@@ -331,7 +331,7 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) e
 	if err := s.b.SnapshotRestore(r.Context(), r.Body); err != nil {
 		return err
 	}
-	return writeJSON(w, OKResponse{OK: true})
+	return writeJSON(w, api.OKResponse{OK: true})
 }
 
 func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) error {
@@ -343,7 +343,7 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) err
 	if _, _, err := fsm.Decode(data); err != nil {
 		code := fsm.Code(err)
 		if code == "" {
-			code = CodeInvalid
+			code = api.CodeInvalid
 		}
 		return &requestError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf("command rejected: %v", err)}
 	}
@@ -356,8 +356,25 @@ func (s *Server) handleInternalApply(w http.ResponseWriter, r *http.Request) err
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 	if s.mh == nil {
-		return &requestError{status: http.StatusNotFound, code: CodeNotFound, msg: "metrics are not enabled on this node"}
+		return &requestError{status: http.StatusNotFound, code: api.CodeNotFound, msg: "metrics are not enabled on this node"}
 	}
 	s.mh.ServeHTTP(w, r)
 	return nil
+}
+
+// wireStatus is the API's form of the node's status.
+func wireStatus(st cluster.Status) api.Status {
+	return api.Status{Node: st.Node, Leader: st.Leader, LeaderAPI: st.LeaderAPI, State: st.State, Term: st.Term,
+		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
+		LastContact: st.LastContact, Members: st.Members, Voters: st.Voters, Version: st.Version, Dev: st.Dev}
+}
+
+// wireMembers is the API's form of the gossip members (never null).
+func wireMembers(ms []cluster.Member) []api.Member {
+	out := make([]api.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, api.Member{Name: m.Name, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, APIAddr: m.APIAddr,
+			Status: m.Status, Voter: m.Voter, Leader: m.Leader})
+	}
+	return out
 }

@@ -1,8 +1,9 @@
-package transport
+package pki
 
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/transport"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -80,16 +83,17 @@ func TestGeneratePKI(t *testing.T) {
 	if err := n1.VerifyHostname("127.0.0.1"); err == nil {
 		t.Error("loopback SAN present without Loopback")
 	}
-	if name, ok := nodeNameFromCert(n1); !ok || name != "n1" {
+	if name, ok := transport.NodeName(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{n1},
+		VerifiedChains: [][]*x509.Certificate{{n1}}}); !ok || name != "n1" {
 		t.Errorf("node marker: %q %v", name, ok)
 	}
-	if !slices.Contains(n1.Subject.OrganizationalUnit, NodeOU) || len(n1.URIs) != 1 || n1.URIs[0].String() != "ars://node/n1" {
+	if !slices.Contains(n1.Subject.OrganizationalUnit, transport.NodeOU) || len(n1.URIs) != 1 || n1.URIs[0].String() != "ars://node/n1" {
 		t.Errorf("node markers: OU=%v URIs=%v", n1.Subject.OrganizationalUnit, n1.URIs)
 	}
 	if k, ok := n1.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 		t.Errorf("node key is not P-256")
 	}
-	if _, err := ServerTLS(nodeFiles(dir, "n2"), true); err != nil {
+	if _, err := transport.ServerTLS(nodeFiles(dir, "n2"), true); err != nil {
 		t.Errorf("generated files do not load: %v", err)
 	}
 
@@ -247,4 +251,9 @@ func TestLoadGossipKey(t *testing.T) {
 	if _, err := LoadGossipKey(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file accepted")
 	}
+}
+
+func nodeFiles(dir, node string) transport.TLSFiles {
+	return transport.TLSFiles{CA: filepath.Join(dir, CACertFile), Cert: filepath.Join(dir, NodeCertFile(node)),
+		Key: filepath.Join(dir, NodeKeyFile(node))}
 }

@@ -1,10 +1,12 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
 	"fmt"
 	"html/template"
 	"net/http"
+
+	"github.com/ars-project/ars/api"
 
 	"github.com/ars-project/ars/fsm"
 )
@@ -63,8 +65,8 @@ th{background:#f3f3f3}
 
 // statusPageData is what the status page renders.
 type statusPageData struct {
-	Status   Status
-	Members  []Member
+	Status   api.Status
+	Members  []api.Member
 	Services []pageService
 }
 
@@ -101,7 +103,7 @@ func pageServices(list []fsm.Service) []pageService {
 }
 
 func (s *Server) handleStatusPage(w http.ResponseWriter, r *http.Request) error {
-	data := statusPageData{Status: s.b.Status(), Members: s.b.Members(), Services: pageServices(s.b.Services())}
+	data := statusPageData{Status: wireStatus(s.b.Status()), Members: wireMembers(s.b.Members()), Services: pageServices(s.b.Services())}
 	var buf bytes.Buffer
 	if err := statusPage.Execute(&buf, data); err != nil {
 		return fmt.Errorf("rendering status page: %w", err)

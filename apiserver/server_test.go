@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,12 +23,12 @@ import (
 type routeCase struct {
 	method, path string
 	body         []byte
-	class        Role // the least role that may call it: reader, operator, node or classAlert
+	class        pki.Role // the least role that may call it: reader, operator, node or classAlert
 }
 
 // classAlert marks routes that detectors and operators may call (and
 // nobody else).
-const classAlert Role = "detector+operator"
+const classAlert pki.Role = "detector+operator"
 
 // created reports whether a successful call of rc answers 201 (a new
 // alert) rather than 200; repeated calls of the same alert answer 200.
@@ -35,27 +38,27 @@ func (rc routeCase) created(status int) bool {
 
 func allRouteCases(t *testing.T) []routeCase {
 	return []routeCase{
-		{"GET", "/v1/status", nil, RoleReader},
-		{"GET", "/v1/members", nil, RoleReader},
-		{"GET", "/v1/raft/peers", nil, RoleReader},
-		{"POST", "/v1/join", []byte(`{"addresses":["127.0.0.1:7502"]}`), RoleOperator},
-		{"POST", "/v1/leave", nil, RoleOperator},
-		{"POST", "/v1/raft/transfer-leader", []byte(`{"to":"n2"}`), RoleOperator},
-		{"POST", "/v1/raft/remove-peer", []byte(`{"id":"n3"}`), RoleOperator},
-		{"POST", "/v1/services", validSpec("dns"), RoleOperator},
-		{"GET", "/v1/services", nil, RoleReader},
-		{"GET", "/v1/services/{name}", nil, RoleReader},
-		{"POST", "/v1/services/{name}/switch", []byte(`{"reason":"matrix"}`), RoleOperator},
-		{"POST", "/v1/services/{name}/replicas/{replica}/{action}", []byte(`{"reason":"matrix"}`), RoleOperator},
-		{"GET", "/v1/history", nil, RoleReader},
-		{"GET", "/v1/snapshot", nil, RoleOperator},
-		{"POST", "/v1/snapshot", []byte("snapshot-data"), RoleOperator},
+		{"GET", "/v1/status", nil, pki.RoleReader},
+		{"GET", "/v1/members", nil, pki.RoleReader},
+		{"GET", "/v1/raft/peers", nil, pki.RoleReader},
+		{"POST", "/v1/join", []byte(`{"addresses":["127.0.0.1:7502"]}`), pki.RoleOperator},
+		{"POST", "/v1/leave", nil, pki.RoleOperator},
+		{"POST", "/v1/raft/transfer-leader", []byte(`{"to":"n2"}`), pki.RoleOperator},
+		{"POST", "/v1/raft/remove-peer", []byte(`{"id":"n3"}`), pki.RoleOperator},
+		{"POST", "/v1/services", validSpec("dns"), pki.RoleOperator},
+		{"GET", "/v1/services", nil, pki.RoleReader},
+		{"GET", "/v1/services/{name}", nil, pki.RoleReader},
+		{"POST", "/v1/services/{name}/switch", []byte(`{"reason":"matrix"}`), pki.RoleOperator},
+		{"POST", "/v1/services/{name}/replicas/{replica}/{action}", []byte(`{"reason":"matrix"}`), pki.RoleOperator},
+		{"GET", "/v1/history", nil, pki.RoleReader},
+		{"GET", "/v1/snapshot", nil, pki.RoleOperator},
+		{"POST", "/v1/snapshot", []byte("snapshot-data"), pki.RoleOperator},
 		{"POST", "/v1/alerts", []byte(`{"id":"matrix-1","service":"dns","replica":"win-bind","kind":"exploit"}`), classAlert},
 		{"POST", "/v1/alerts/webhook", []byte("AppArmor said no"), classAlert},
-		{"GET", "/v1/alerts", nil, RoleReader},
-		{"POST", "/v1/internal/apply", encodedApply(t, "dns"), RoleNode},
-		{"GET", "/metrics", nil, RoleReader},
-		{"GET", "/{$}", nil, RoleReader},
+		{"GET", "/v1/alerts", nil, pki.RoleReader},
+		{"POST", "/v1/internal/apply", encodedApply(t, "dns"), pki.RoleNode},
+		{"GET", "/metrics", nil, pki.RoleReader},
+		{"GET", "/{$}", nil, pki.RoleReader},
 	}
 }
 
@@ -107,30 +110,30 @@ func TestRouteRoleMatrix(t *testing.T) {
 		name string
 		tls  *tls.Config
 		hdr  http.Header
-		role Role // "" = unauthenticated
+		role pki.Role // "" = unauthenticated
 	}
 	callers := []caller{
 		{"no token", caOnly(t), nil, ""},
 		{"bad token", caOnly(t), bearer("not-a-valid-token-at-all"), ""},
-		{"reader", caOnly(t), bearer(secretReader), RoleReader},
-		{"reader via X-Ars-Token", caOnly(t), http.Header{HeaderToken: {secretReader}}, RoleReader},
-		{"operator", caOnly(t), bearer(secretOperator), RoleOperator},
-		{"detector", caOnly(t), bearer(secretDetector), RoleDetector},
-		{"node cert", nodeTLS, nil, RoleNode},
-		{"node cert with reader token", nodeTLS, bearer(secretReader), RoleReader},
-		{"node cert with detector token", nodeTLS, bearer(secretDetector), RoleDetector},
+		{"reader", caOnly(t), bearer(secretReader), pki.RoleReader},
+		{"reader via X-Ars-Token", caOnly(t), http.Header{api.HeaderToken: {secretReader}}, pki.RoleReader},
+		{"operator", caOnly(t), bearer(secretOperator), pki.RoleOperator},
+		{"detector", caOnly(t), bearer(secretDetector), pki.RoleDetector},
+		{"node cert", nodeTLS, nil, pki.RoleNode},
+		{"node cert with reader token", nodeTLS, bearer(secretReader), pki.RoleReader},
+		{"node cert with detector token", nodeTLS, bearer(secretDetector), pki.RoleDetector},
 		{"cluster-CA cert without node marker", nonNodeTLS, nil, ""},
 	}
-	allowed := func(role, class Role) bool {
+	allowed := func(role, class pki.Role) bool {
 		switch class {
-		case RoleReader:
-			return role == RoleReader || role == RoleOperator
-		case RoleOperator:
-			return role == RoleOperator
-		case RoleNode:
-			return role == RoleNode
+		case pki.RoleReader:
+			return role == pki.RoleReader || role == pki.RoleOperator
+		case pki.RoleOperator:
+			return role == pki.RoleOperator
+		case pki.RoleNode:
+			return role == pki.RoleNode
 		case classAlert:
-			return role == RoleDetector || role == RoleOperator
+			return role == pki.RoleDetector || role == pki.RoleOperator
 		}
 		return false
 	}
@@ -140,7 +143,7 @@ func TestRouteRoleMatrix(t *testing.T) {
 				status, apiErr, body := rawRequest(t, ts, c.tls, rc.method, concretePath(rc.path), c.hdr, rc.body)
 				switch {
 				case c.role == "":
-					if status != http.StatusUnauthorized || apiErr.Code != CodeUnauthorized {
+					if status != http.StatusUnauthorized || apiErr.Code != api.CodeUnauthorized {
 						t.Fatalf("status %d %+v, want 401 unauthorized", status, apiErr)
 					}
 				case allowed(c.role, rc.class):
@@ -148,7 +151,7 @@ func TestRouteRoleMatrix(t *testing.T) {
 						t.Fatalf("status %d (%s), want 200", status, body)
 					}
 				default:
-					if status != http.StatusForbidden || apiErr.Code != CodeForbidden {
+					if status != http.StatusForbidden || apiErr.Code != api.CodeForbidden {
 						t.Fatalf("status %d %+v, want 403 forbidden", status, apiErr)
 					}
 				}
@@ -187,9 +190,9 @@ func TestTokenHeaders(t *testing.T) {
 	}{
 		{"bearer", "GET", "/v1/status", bearer(secretReader), 200},
 		{"bearer lower-case scheme", "GET", "/v1/status", http.Header{"Authorization": {"bearer " + secretReader}}, 200},
-		{"x-ars-token", "GET", "/v1/status", http.Header{HeaderToken: {secretReader}}, 200},
-		{"both equal", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, HeaderToken: {secretReader}}, 200},
-		{"both differ", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, HeaderToken: {secretOperator}}, 401},
+		{"x-ars-token", "GET", "/v1/status", http.Header{api.HeaderToken: {secretReader}}, 200},
+		{"both equal", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, api.HeaderToken: {secretReader}}, 200},
+		{"both differ", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader}, api.HeaderToken: {secretOperator}}, 401},
 		{"two authorization headers", "GET", "/v1/status", http.Header{"Authorization": {"Bearer " + secretReader, "Bearer " + secretReader}}, 401},
 		{"raw token without scheme", "GET", "/v1/status", http.Header{"Authorization": {secretReader}}, 401},
 		{"empty bearer", "GET", "/v1/status", http.Header{"Authorization": {"Bearer "}}, 401},
@@ -226,7 +229,7 @@ func TestDevModeAllowsEverything(t *testing.T) {
 func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 	ts := startServer(t, "n1", newFakeBackend("n1", true), nil)
 	status, apiErr, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/nope", bearer(secretOperator), nil)
-	if status != 404 || apiErr.Code != CodeNotFound {
+	if status != 404 || apiErr.Code != api.CodeNotFound {
 		t.Fatalf("unknown path: %d %+v", status, apiErr)
 	}
 	status, apiErr, _ = rawRequest(t, ts, caOnly(t), "DELETE", "/v1/status", bearer(secretOperator), nil)
@@ -267,7 +270,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"join: empty list", "/v1/join", []byte(`{"addresses":[]}`), 400, "invalid", "addresses"},
 		{"join: empty address", "/v1/join", []byte(`{"addresses":[""]}`), 400, "invalid", "addresses[0]"},
 		{"join: empty body", "/v1/join", nil, 400, "invalid", "empty"},
-		{"join: too large", "/v1/join", big, 413, CodeTooLarge, "limit"},
+		{"join: too large", "/v1/join", big, 413, api.CodeTooLarge, "limit"},
 		{"leave: unknown field", "/v1/leave", []byte(`{"now":true}`), 400, "invalid", "now"},
 		{"transfer: wrong type", "/v1/raft/transfer-leader", []byte(`{"to":1}`), 400, "invalid", `"to"`},
 		{"remove-peer: missing id", "/v1/raft/remove-peer", []byte(`{}`), 400, "invalid", "id"},
@@ -330,14 +333,14 @@ func TestApplyServiceAndRead(t *testing.T) {
 	b2 := newFakeBackend("n2", true)
 	ts2 := startServer(t, "n2", b2, func(c *ServerConfig) { c.Term = func() uint64 { return 1 } })
 	_, err = newTestClient(t, ts2.URL, secretOperator, caOnly(t)).ApplyService(ctx, validSpec("dns"))
-	if !errors.Is(err, ErrUnavailable) || errors.Is(err, fsm.ErrStaleTerm) {
+	if !errors.Is(err, api.ErrUnavailable) || errors.Is(err, fsm.ErrStaleTerm) {
 		t.Fatalf("stale term apply: %v", err)
 	}
 	if _, ok := b2.Service("dns"); ok {
 		t.Fatal("a stale-term apply committed the service")
 	}
 	_, err = c.Service(ctx, "nosuch")
-	if !errors.Is(err, fsm.ErrUnknownService) || !errors.Is(err, ErrNotFound) {
+	if !errors.Is(err, fsm.ErrUnknownService) || !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("unknown service error %v lacks identity", err)
 	}
 	// Status page shows the service and its replicas' roles.
@@ -374,16 +377,16 @@ func TestErrorIdentityRoundTrip(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: x", fsm.ErrStaleGeneration), 409, "stale_generation", []error{fsm.ErrStaleGeneration}},
 		{fmt.Errorf("%w: x", fsm.ErrConflict), 409, "conflict", []error{fsm.ErrConflict}},
-		{fmt.Errorf("%w: x", fsm.ErrInvalid), 400, "invalid", []error{fsm.ErrInvalid, ErrBadRequest}},
-		{fmt.Errorf("%w: replica r9", fsm.ErrUnknownReplica), 404, "unknown_replica", []error{fsm.ErrUnknownReplica, ErrNotFound}},
+		{fmt.Errorf("%w: x", fsm.ErrInvalid), 400, "invalid", []error{fsm.ErrInvalid, api.ErrBadRequest}},
+		{fmt.Errorf("%w: replica r9", fsm.ErrUnknownReplica), 404, "unknown_replica", []error{fsm.ErrUnknownReplica, api.ErrNotFound}},
 		{fmt.Errorf("%w: x", fsm.ErrCorrupt), 500, "corrupt", []error{fsm.ErrCorrupt}},
-		{fmt.Errorf("raft apply: %w", raft.ErrNotLeader), 503, CodeNotLeader, []error{ErrNotLeader}},
-		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), 503, CodeNotLeader, []error{ErrNotLeader}},
-		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), 504, CodeTimeout, []error{ErrTimeout}},
-		{fmt.Errorf("raft: %w", raft.ErrRaftShutdown), 503, CodeUnavailable, []error{ErrUnavailable}},
-		{ErrNoLeader, 503, CodeNoLeader, []error{ErrNoLeader}},
-		{fmt.Errorf("wrapped: %w", ErrNotLeader), 503, CodeNotLeader, []error{ErrNotLeader}},
-		{errors.New("disk on fire"), 500, CodeInternal, nil},
+		{fmt.Errorf("raft apply: %w", raft.ErrNotLeader), 503, api.CodeNotLeader, []error{api.ErrNotLeader}},
+		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), 503, api.CodeNotLeader, []error{api.ErrNotLeader}},
+		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), 504, api.CodeTimeout, []error{api.ErrTimeout}},
+		{fmt.Errorf("raft: %w", raft.ErrRaftShutdown), 503, api.CodeUnavailable, []error{api.ErrUnavailable}},
+		{api.ErrNoLeader, 503, api.CodeNoLeader, []error{api.ErrNoLeader}},
+		{fmt.Errorf("wrapped: %w", api.ErrNotLeader), 503, api.CodeNotLeader, []error{api.ErrNotLeader}},
+		{errors.New("disk on fire"), 500, api.CodeInternal, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.code+"/"+tc.backendErr.Error(), func(t *testing.T) {
@@ -391,7 +394,7 @@ func TestErrorIdentityRoundTrip(t *testing.T) {
 			b.applyErr = tc.backendErr
 			b.mu.Unlock()
 			_, err := c.ApplyService(context.Background(), validSpec("dns"))
-			var ae *APIError
+			var ae *api.APIError
 			if !errors.As(err, &ae) {
 				t.Fatalf("error %v (%T) is not an *APIError", err, err)
 			}
@@ -403,7 +406,7 @@ func TestErrorIdentityRoundTrip(t *testing.T) {
 					t.Errorf("errors.Is(%v, %v) = false", err, target)
 				}
 			}
-			for _, other := range []error{ErrNotLeader, ErrNoLeader, fsm.ErrStaleTerm, ErrUnauthorized} {
+			for _, other := range []error{api.ErrNotLeader, api.ErrNoLeader, fsm.ErrStaleTerm, api.ErrUnauthorized} {
 				if !slices.Contains(tc.is, other) && errors.Is(err, other) {
 					t.Errorf("errors.Is(%v, %v) = true unexpectedly", err, other)
 				}
@@ -421,7 +424,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	fb := newFakeBackend("n2", false)
 	fb.leaderFn = func() (string, string, bool) { return "n1", lts.hostPort(), true }
 	fts := startServer(t, "n2", fb, func(c *ServerConfig) {
-		c.Tokens = testTokens(t, Token{Name: "fonly", Role: RoleOperator, Secret: secretOther})
+		c.Tokens = testTokens(t, pki.Token{Name: "fonly", Role: pki.RoleOperator, Secret: secretOther})
 	})
 	ctx := context.Background()
 	for _, secret := range []string{secretOperator, secretReader, secretDetector, secretOther, secretOperator + "x", "short"} {
@@ -432,7 +435,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 			_, _ = c2.Status(ctx)
 			_, _ = c2.ApplyService(ctx, validSpec("dns"))
 			_ = c2.TransferLeader(ctx, "")
-			rawRequest(t, ts, caOnly(t), "GET", "/v1/status", http.Header{HeaderToken: {secret}, "Authorization": {"Bearer x" + secret}}, nil)
+			rawRequest(t, ts, caOnly(t), "GET", "/v1/status", http.Header{api.HeaderToken: {secret}, "Authorization": {"Bearer x" + secret}}, nil)
 		}
 	}
 	logs := lts.logs.String() + fts.logs.String()

@@ -1,4 +1,4 @@
-package transport
+package pki
 
 import (
 	"bytes"
@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ars-project/ars/transport"
 )
 
 // DefaultPKIValidity is the validity of the CA and node certificates when
@@ -80,7 +82,7 @@ func GeneratePKI(req PKIRequest) error {
 	}
 	seen := map[string]bool{}
 	for i, n := range req.Nodes {
-		if !nodeNameRE.MatchString(n.Name) {
+		if !transport.ValidNodeName(n.Name) {
 			return fmt.Errorf("pki: nodes[%d]: name %q must match [a-z0-9][a-z0-9-]{0,62}", i, n.Name)
 		}
 		if seen[n.Name] {
@@ -183,7 +185,7 @@ func GeneratePKI(req PKIRequest) error {
 // refuses to overwrite existing files. The certificate expires with the CA
 // at the latest.
 func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bool) error {
-	if !nodeNameRE.MatchString(node.Name) {
+	if !transport.ValidNodeName(node.Name) {
 		return fmt.Errorf("pki: node name %q must match [a-z0-9][a-z0-9-]{0,62}", node.Name)
 	}
 	if validFor <= 0 {
@@ -193,7 +195,7 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	if err := refuseExisting(dir, files); err != nil {
 		return err
 	}
-	caCert, caKey, err := loadCA(dir)
+	caCert, caKey, err := LoadCA(dir)
 	if err != nil {
 		return err
 	}
@@ -211,7 +213,8 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	})
 }
 
-func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+// LoadCA reads the cluster CA certificate and key that GeneratePKI wrote to dir.
+func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
 	cb, err := os.ReadFile(certPath)
 	if err != nil {
@@ -300,7 +303,7 @@ func issueNodeCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, n PKINode, loo
 		Subject: pkix.Name{
 			CommonName:         n.Name,
 			Organization:       []string{"ars"},
-			OrganizationalUnit: []string{NodeOU},
+			OrganizationalUnit: []string{transport.NodeOU},
 		},
 		NotBefore:             now.Add(-5 * time.Minute),
 		NotAfter:              notAfter,
@@ -309,7 +312,7 @@ func issueNodeCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, n PKINode, loo
 		BasicConstraintsValid: true,
 		IPAddresses:           ips,
 		DNSNames:              dns,
-		URIs:                  []*url.URL{NodeURI(n.Name)},
+		URIs:                  []*url.URL{transport.NodeURI(n.Name)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -14,21 +14,21 @@ import (
 )
 
 func TestHTTPServerDropsSlowClients(t *testing.T) {
-	api, err := NewServer(ServerConfig{Backend: newFakeBackend("n1", true), Tokens: testTokens(t)})
+	as, err := NewServer(ServerConfig{Backend: newFakeBackend("n1", true), Tokens: testTokens(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewHTTPServer("127.0.0.1:0", api.Handler(), mustServerTLS(t, pkiDir, "n1", false), nil)
-	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {
-		t.Fatalf("timeouts not set: %+v", srv)
+	hs := NewHTTPServer("127.0.0.1:0", as.Handler(), mustServerTLS(t, pkiDir, "n1", false), nil)
+	if hs.ReadHeaderTimeout <= 0 || hs.ReadTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 {
+		t.Fatalf("timeouts not set: %+v", hs)
 	}
-	srv.ReadHeaderTimeout = 200 * time.Millisecond
+	hs.ReadHeaderTimeout = 200 * time.Millisecond
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
+	go func() { _ = hs.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = hs.Close() })
 
 	conn, err := tls.Dial("tcp", ln.Addr().String(), caOnly(t))
 	if err != nil {
@@ -75,18 +75,18 @@ func TestHTTPServerDropsSlowBodies(t *testing.T) {
 	if _, err := b.Apply(t.Context(), encodedApply(t, "dns")); err != nil {
 		t.Fatal(err)
 	}
-	api, err := NewServer(ServerConfig{Backend: b, Tokens: testTokens(t)})
+	as, err := NewServer(ServerConfig{Backend: b, Tokens: testTokens(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewHTTPServer("127.0.0.1:0", api.Handler(), mustServerTLS(t, pkiDir, "n1", false), nil)
-	srv.ReadHeaderTimeout, srv.ReadTimeout = time.Second, time.Second
+	hs := NewHTTPServer("127.0.0.1:0", as.Handler(), mustServerTLS(t, pkiDir, "n1", false), nil)
+	hs.ReadHeaderTimeout, hs.ReadTimeout = time.Second, time.Second
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
+	go func() { _ = hs.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = hs.Close() })
 	applied, _, _, _, _ := b.counts()
 
 	conn, err := tls.Dial("tcp", ln.Addr().String(), caOnly(t))

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"crypto/tls"

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"context"
@@ -16,6 +16,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
+	"github.com/ars-project/ars/transport"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,7 +44,7 @@ type Server struct {
 // Principal is the authenticated caller of a request.
 type Principal struct {
 	Name string // token name, node name, or "dev"
-	Role Role
+	Role pki.Role
 	Via  string // "token", "node-cert" or "dev"
 }
 
@@ -72,7 +76,7 @@ type route struct {
 	// allow lists the roles that may call the route. Listing RoleReader
 	// implies RoleOperator (operator ⊇ reader); RoleDetector and RoleNode
 	// must be listed explicitly.
-	allow []Role
+	allow []pki.Role
 	// leader routes run on the leader only; followers forward them.
 	leader bool
 	// consistent routes become leader routes when the query has
@@ -89,9 +93,9 @@ type route struct {
 
 func (rt *route) pattern() string { return rt.method + " " + rt.path }
 
-func (rt *route) allows(role Role) bool {
+func (rt *route) allows(role pki.Role) bool {
 	return slices.Contains(rt.allow, role) ||
-		(role == RoleOperator && slices.Contains(rt.allow, RoleReader))
+		(role == pki.RoleOperator && slices.Contains(rt.allow, pki.RoleReader))
 }
 
 func (rt *route) leaderOnly(r *http.Request) bool {
@@ -99,12 +103,12 @@ func (rt *route) leaderOnly(r *http.Request) bool {
 }
 
 var (
-	readers   = []Role{RoleReader}
-	operators = []Role{RoleOperator}
-	nodes     = []Role{RoleNode}
+	readers   = []pki.Role{pki.RoleReader}
+	operators = []pki.Role{pki.RoleOperator}
+	nodes     = []pki.Role{pki.RoleNode}
 	// detectors may post alerts; so may operators (listed explicitly: the
 	// operator ⊇ reader rule does not cover detector routes).
-	detectors = []Role{RoleDetector, RoleOperator}
+	detectors = []pki.Role{pki.RoleDetector, pki.RoleOperator}
 )
 
 // NewServer builds the API server.
@@ -139,7 +143,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.AlertBurst <= 0 {
 		cfg.AlertBurst = DefaultAlertBurst
 	}
-	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger.With("component", "api"),
+	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger.With("component", "leaderAPI"),
 		alerts: newAlertLimiter(cfg.AlertRate, cfg.AlertBurst)}
 
 	if cfg.Dev {
@@ -172,18 +176,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// The leader gets the caller's token: it must prove it is a node.
 		s.fwd.TLSClientConfig = cfg.NodeClientTLS.Clone()
 		s.fwd.TLSClientConfig.ServerName = "" // checked against the leader's address
-		requireNodePeer(s.fwd.TLSClientConfig, "leader API")
+		transport.RequireNodePeer(s.fwd.TLSClientConfig, "leader API")
 	}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(forwardKey{}).(forwardTarget)
 			pr.SetURL(t.url)
 			pr.SetXForwarded()
-			pr.Out.Header.Set(HeaderForwarded, t.self)
+			pr.Out.Header.Set(api.HeaderForwarded, t.self)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			t := resp.Request.Context().Value(forwardKey{}).(forwardTarget)
-			resp.Header.Set(HeaderLeader, t.leader)
+			resp.Header.Set(api.HeaderLeader, t.leader)
 			// outer() already set these on our response; don't duplicate.
 			for _, h := range securityHeaders {
 				resp.Header.Del(h[0])
@@ -209,13 +213,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			infoOf(r).route = "method_not_allowed"
 			w.Header().Set("Allow", allow)
-			writeAPIError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			writeAPIError(w, &api.APIError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
 				Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow)})
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		infoOf(r).route = "not_found"
-		writeAPIError(w, &APIError{Status: http.StatusNotFound, Code: CodeNotFound,
+		writeAPIError(w, &api.APIError{Status: http.StatusNotFound, Code: api.CodeNotFound,
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	s.handler = s.outer(mux)
@@ -235,13 +239,13 @@ func (s *Server) routeTable() []*route {
 		{method: "POST", path: "/v1/services", allow: operators, leader: true, h: s.handleApplyService},
 		{method: "GET", path: "/v1/services", allow: readers, consistent: true, h: s.handleServices},
 		{method: "GET", path: "/v1/services/{name}", allow: readers, consistent: true, h: s.handleService},
-		{method: "POST", path: "/v1/services/{name}/switch", allow: operators, leader: true, maxBody: MaxOperateBodyBytes, h: s.handleSwitch},
-		{method: "POST", path: "/v1/services/{name}/replicas/{replica}/{action}", allow: operators, leader: true, maxBody: MaxOperateBodyBytes, h: s.handleReplicaAction},
+		{method: "POST", path: "/v1/services/{name}/switch", allow: operators, leader: true, maxBody: api.MaxOperateBodyBytes, h: s.handleSwitch},
+		{method: "POST", path: "/v1/services/{name}/replicas/{replica}/{action}", allow: operators, leader: true, maxBody: api.MaxOperateBodyBytes, h: s.handleReplicaAction},
 		{method: "GET", path: "/v1/history", allow: readers, consistent: true, h: s.handleHistory},
 		{method: "GET", path: "/v1/snapshot", allow: operators, leader: true, snapshot: true, h: s.handleSnapshotSave},
 		{method: "POST", path: "/v1/snapshot", allow: operators, leader: true, snapshot: true, h: s.handleSnapshotRestore},
-		{method: "POST", path: "/v1/alerts", allow: detectors, leader: true, maxBody: MaxAlertBodyBytes, h: s.handlePostAlert},
-		{method: "POST", path: "/v1/alerts/webhook", allow: detectors, leader: true, maxBody: MaxAlertEvidenceBytes, h: s.handleAlertWebhook},
+		{method: "POST", path: "/v1/alerts", allow: detectors, leader: true, maxBody: api.MaxAlertBodyBytes, h: s.handlePostAlert},
+		{method: "POST", path: "/v1/alerts/webhook", allow: detectors, leader: true, maxBody: api.MaxAlertEvidenceBytes, h: s.handleAlertWebhook},
 		{method: "GET", path: "/v1/alerts", allow: readers, consistent: true, h: s.handleAlerts},
 		{method: "POST", path: "/v1/internal/apply", allow: nodes, leader: true, h: s.handleInternalApply},
 		{method: "GET", path: "/metrics", allow: readers, h: s.handleMetrics},
@@ -316,7 +320,7 @@ func (s *Server) outer(next http.Handler) http.Handler {
 			if rec != nil && rec != http.ErrAbortHandler {
 				s.log.Error("panic in API handler", "route", ri.route, "panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
 				if sw.status == 0 {
-					writeAPIError(sw, &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"})
+					writeAPIError(sw, &api.APIError{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: "internal error"})
 				}
 				rec = nil
 			}
@@ -347,7 +351,7 @@ func (s *Server) observe(r *http.Request, ri *reqInfo, status int, d time.Durati
 	if ri.forwardedTo != "" {
 		attrs = append(attrs, "forwarded_to", ri.forwardedTo)
 	}
-	if by := r.Header.Get(HeaderForwarded); by != "" {
+	if by := r.Header.Get(api.HeaderForwarded); by != "" {
 		attrs = append(attrs, "forwarded_by", by)
 	}
 	switch {
@@ -355,9 +359,9 @@ func (s *Server) observe(r *http.Request, ri *reqInfo, status int, d time.Durati
 		if ri.err != "" {
 			attrs = append(attrs, "error", ri.err)
 		}
-		s.log.Warn("api request failed", attrs...)
+		s.log.Warn("leaderAPI request failed", attrs...)
 	default:
-		s.log.Debug("api request", attrs...)
+		s.log.Debug("leaderAPI request", attrs...)
 	}
 }
 
@@ -379,7 +383,7 @@ func (s *Server) wrap(rt *route) http.Handler {
 		p, err := s.authenticate(r)
 		if err != nil {
 			s.metrics.authFailure("unauthenticated")
-			s.log.Warn("api: rejected unauthenticated request", "route", pattern, "remote", r.RemoteAddr, "reason", err.Error())
+			s.log.Warn("leaderAPI: rejected unauthenticated request", "route", pattern, "remote", r.RemoteAddr, "reason", err.Error())
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ars"`)
 			if rt.basicAuth {
 				w.Header().Add("WWW-Authenticate", `Basic realm="ars"`)
@@ -390,8 +394,8 @@ func (s *Server) wrap(rt *route) http.Handler {
 		ri.principal = p.Name
 		if !s.cfg.Dev && !rt.allows(p.Role) {
 			s.metrics.authFailure("forbidden")
-			s.log.Warn("api: forbidden", "route", pattern, "caller", p.Name, "role", string(p.Role), "remote", r.RemoteAddr)
-			fail(&requestError{status: http.StatusForbidden, code: CodeForbidden,
+			s.log.Warn("leaderAPI: forbidden", "route", pattern, "caller", p.Name, "role", string(p.Role), "remote", r.RemoteAddr)
+			fail(&requestError{status: http.StatusForbidden, code: api.CodeForbidden,
 				msg: fmt.Sprintf("%s %q (role %s) may not call %s (allowed: %s)", callerKind(p), p.Name, p.Role, pattern, roleList(rt))})
 			return
 		}
@@ -444,8 +448,8 @@ func roleList(rt *route) string {
 	var out []string
 	for _, r := range rt.allow {
 		out = append(out, string(r))
-		if r == RoleReader && !slices.Contains(rt.allow, RoleOperator) {
-			out = append(out, string(RoleOperator))
+		if r == pki.RoleReader && !slices.Contains(rt.allow, pki.RoleOperator) {
+			out = append(out, string(pki.RoleOperator))
 		}
 	}
 	return strings.Join(out, ", ")
@@ -457,10 +461,10 @@ func roleList(rt *route) string {
 // node. In dev mode everyone is an operator.
 func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	if s.cfg.Dev {
-		if name, ok := NodeName(r.TLS); ok {
-			return Principal{Name: name, Role: RoleNode, Via: "node-cert"}, nil
+		if name, ok := transport.NodeName(r.TLS); ok {
+			return Principal{Name: name, Role: pki.RoleNode, Via: "node-cert"}, nil
 		}
-		return Principal{Name: "dev", Role: RoleOperator, Via: "dev"}, nil
+		return Principal{Name: "dev", Role: pki.RoleOperator, Via: "dev"}, nil
 	}
 	secret, present, err := tokenFromRequest(r)
 	if err != nil {
@@ -469,24 +473,24 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	if present {
 		name, role, ok := s.cfg.Tokens.Lookup(secret)
 		if !ok {
-			return Principal{}, &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized, msg: "invalid API token"}
+			return Principal{}, &requestError{status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: "invalid API token"}
 		}
 		return Principal{Name: name, Role: role, Via: "token"}, nil
 	}
-	if name, ok := NodeName(r.TLS); ok {
-		return Principal{Name: name, Role: RoleNode, Via: "node-cert"}, nil
+	if name, ok := transport.NodeName(r.TLS); ok {
+		return Principal{Name: name, Role: pki.RoleNode, Via: "node-cert"}, nil
 	}
-	return Principal{}, &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized,
-		msg: "missing API token: send \"Authorization: Bearer <token>\" or \"" + HeaderToken + ": <token>\""}
+	return Principal{}, &requestError{status: http.StatusUnauthorized, code: api.CodeUnauthorized,
+		msg: "missing API token: send \"Authorization: Bearer <token>\" or \"" + api.HeaderToken + ": <token>\""}
 }
 
 func unauthorized(msg string) error {
-	return &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized, msg: msg}
+	return &requestError{status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: msg}
 }
 
 // tokenFromRequest extracts the token; error messages never echo it.
 func tokenFromRequest(r *http.Request) (secret string, present bool, err error) {
-	auths, xs := r.Header.Values("Authorization"), r.Header.Values(HeaderToken)
+	auths, xs := r.Header.Values("Authorization"), r.Header.Values(api.HeaderToken)
 	if len(auths) > 1 || len(xs) > 1 {
 		return "", false, unauthorized("more than one token header")
 	}
@@ -515,13 +519,13 @@ func tokenFromRequest(r *http.Request) (secret string, present bool, err error) 
 	var fromX string
 	if len(xs) == 1 {
 		if fromX = strings.TrimSpace(xs[0]); fromX == "" {
-			return "", false, unauthorized("empty " + HeaderToken + " header")
+			return "", false, unauthorized("empty " + api.HeaderToken + " header")
 		}
 	}
 	switch {
 	case fromAuth != "" && fromX != "":
 		if subtle.ConstantTimeCompare([]byte(fromAuth), []byte(fromX)) != 1 {
-			return "", false, unauthorized("Authorization and " + HeaderToken + " carry different tokens")
+			return "", false, unauthorized("Authorization and " + api.HeaderToken + " carry different tokens")
 		}
 		return fromAuth, true, nil
 	case fromAuth != "":
@@ -533,7 +537,7 @@ func tokenFromRequest(r *http.Request) (secret string, present bool, err error) 
 }
 
 // writeAPIError writes {"error":{"code","message"}} with the error's status.
-func writeAPIError(w http.ResponseWriter, e *APIError) {
+func writeAPIError(w http.ResponseWriter, e *api.APIError) {
 	h := w.Header()
 	h.Del("Content-Disposition")
 	h.Del("Trailer")
@@ -543,7 +547,7 @@ func writeAPIError(w http.ResponseWriter, e *APIError) {
 		status = http.StatusInternalServerError
 	}
 	body, _ := json.Marshal(struct {
-		Error *APIError `json:"error"`
+		Error *api.APIError `json:"error"`
 	}{e})
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
@@ -588,22 +592,22 @@ func (s *Server) nodeName() string {
 // request itself).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, ri *reqInfo, fail func(error)) bool {
 	self := s.nodeName()
-	if by := r.Header.Get(HeaderForwarded); by != "" {
+	if by := r.Header.Get(api.HeaderForwarded); by != "" {
 		fail(fmt.Errorf("%w: request forwarded by %s reached %s, which is not the leader (not forwarding it again)",
-			ErrNotLeader, by, self))
+			api.ErrNotLeader, by, self))
 		return true
 	}
-	name, api, err := s.waitLeader(r.Context(), self)
+	name, leaderAPI, err := s.waitLeader(r.Context(), self)
 	if err != nil {
 		fail(err)
 		return true
 	}
-	if api == "" { // became leader while waiting
+	if leaderAPI == "" { // became leader while waiting
 		return false
 	}
-	target, err := s.leaderURL(api)
+	target, err := s.leaderURL(leaderAPI)
 	if err != nil {
-		fail(fmt.Errorf("%w: leader %s advertises a bad API address %q: %v", ErrNoLeader, name, api, err))
+		fail(fmt.Errorf("%w: leader %s advertises a bad API address %q: %v", api.ErrNoLeader, name, leaderAPI, err))
 		return true
 	}
 	ri.forwardedTo = name
@@ -615,7 +619,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ri *reqInfo, fa
 // waitLeader polls the backend until a leader other than this node is
 // known (returns its name and API address), this node becomes leader
 // (returns empty strings), LeaderWait passes (ErrNoLeader) or ctx ends.
-func (s *Server) waitLeader(ctx context.Context, self string) (name, api string, err error) {
+func (s *Server) waitLeader(ctx context.Context, self string) (name, leaderAPI string, err error) {
 	deadline := time.NewTimer(s.cfg.LeaderWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -630,25 +634,25 @@ func (s *Server) waitLeader(ctx context.Context, self string) (name, api string,
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			return "", "", fmt.Errorf("%w: no leader elected after waiting %s", ErrNoLeader, s.cfg.LeaderWait)
+			return "", "", fmt.Errorf("%w: no leader elected after waiting %s", api.ErrNoLeader, s.cfg.LeaderWait)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return "", "", fmt.Errorf("%w: request timed out waiting for a leader", ErrNoLeader)
+				return "", "", fmt.Errorf("%w: request timed out waiting for a leader", api.ErrNoLeader)
 			}
 			return "", "", ctx.Err()
 		}
 	}
 }
 
-func (s *Server) leaderURL(api string) (*url.URL, error) {
-	if !strings.Contains(api, "://") {
+func (s *Server) leaderURL(leaderAPI string) (*url.URL, error) {
+	if !strings.Contains(leaderAPI, "://") {
 		scheme := "https"
 		if s.cfg.NodeClientTLS == nil {
 			scheme = "http"
 		}
-		api = scheme + "://" + api
+		leaderAPI = scheme + "://" + leaderAPI
 	}
-	u, err := url.Parse(api)
+	u, err := url.Parse(leaderAPI)
 	if err != nil {
 		return nil, err
 	}
@@ -665,13 +669,13 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &mbe):
 		writeAPIError(w, ToAPIError(err))
 	case r.Context().Err() != nil && errors.Is(err, context.DeadlineExceeded):
-		writeAPIError(w, ToAPIError(fmt.Errorf("%w: forwarding to leader %s", ErrTimeout, t.leader)))
+		writeAPIError(w, ToAPIError(fmt.Errorf("%w: forwarding to leader %s", api.ErrTimeout, t.leader)))
 	case errors.Is(err, context.Canceled):
 		// The caller went away; nobody reads this.
-		writeAPIError(w, ToAPIError(fmt.Errorf("%w: request cancelled", ErrUnavailable)))
+		writeAPIError(w, ToAPIError(fmt.Errorf("%w: request cancelled", api.ErrUnavailable)))
 	default:
 		msg := fmt.Sprintf("leader %s at %s is unreachable: %v", t.leader, t.url, err)
 		infoOf(r).err = msg
-		writeAPIError(w, &APIError{Status: http.StatusServiceUnavailable, Code: CodeNoLeader, Message: msg})
+		writeAPIError(w, &api.APIError{Status: http.StatusServiceUnavailable, Code: api.CodeNoLeader, Message: msg})
 	}
 }

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"context"
@@ -8,34 +8,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ars-project/ars/cluster"
+	"github.com/ars-project/ars/pki"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ars-project/ars/fsm"
 )
-
-// Status is a node's view of the cluster (GET /v1/status).
-type Status struct {
-	Node         string `json:"node"`
-	Leader       string `json:"leader"`
-	LeaderAPI    string `json:"leader_api"`
-	State        string `json:"state"` // leader | follower | candidate | shutdown
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	LastLogIndex uint64 `json:"last_log_index"`
-	LastContact  string `json:"last_contact"`
-	Members      int    `json:"members"`
-	Voters       int    `json:"voters"`
-	Version      string `json:"version"`
-	Dev          bool   `json:"dev"`
-	// StateIndex and StateDigest are set only when asked for
-	// (GET /v1/status?digest=1): the log index this node's state machine
-	// has applied and the hex SHA-256 of its canonical snapshot at that
-	// index. Nodes at the same index must report the same digest
-	// (DESIGN.md §4.6); the chaos checker compares them.
-	StateIndex  uint64 `json:"state_index,omitempty"`
-	StateDigest string `json:"state_digest,omitempty"`
-}
 
 // StateDigester is implemented by a Backend that can digest its replicated
 // state (GET /v1/status?digest=1).
@@ -45,59 +24,16 @@ type StateDigester interface {
 	StateDigest() (index uint64, digest string, err error)
 }
 
-// Member is one node as gossip sees it (GET /v1/members).
-type Member struct {
-	Name       string `json:"name"`
-	GossipAddr string `json:"gossip_addr"`
-	RaftAddr   string `json:"raft_addr"`
-	APIAddr    string `json:"api_addr"`
-	Status     string `json:"status"` // alive | suspect | dead | left
-	Voter      bool   `json:"voter"`
-	Leader     bool   `json:"leader"`
-}
-
-// Peer is one server in the Raft configuration (GET /v1/raft/peers).
-type Peer struct {
-	ID       string `json:"id"`
-	Address  string `json:"address"`
-	Suffrage string `json:"suffrage"`
-	Leader   bool   `json:"leader"`
-}
-
-// Request and response bodies.
-type (
-	// JoinRequest is the body of POST /v1/join.
-	JoinRequest struct {
-		Addresses []string `json:"addresses"`
-	}
-	// JoinResponse is the answer to POST /v1/join.
-	JoinResponse struct {
-		Joined int `json:"joined"`
-	}
-	// TransferLeaderRequest is the (optional) body of POST
-	// /v1/raft/transfer-leader; an empty To lets Raft pick.
-	TransferLeaderRequest struct {
-		To string `json:"to"`
-	}
-	// RemovePeerRequest is the body of POST /v1/raft/remove-peer.
-	RemovePeerRequest struct {
-		ID string `json:"id"`
-	}
-	// OKResponse answers actions that return nothing else.
-	OKResponse struct {
-		OK bool `json:"ok"`
-	}
-)
-
-// Backend is what the API server needs from the node (implemented by
-// cluster.Cluster). Leader-only methods are only called on the leader; the
-// server forwards those requests otherwise. Errors should wrap this
-// package's sentinels, raft's errors or fsm's errors so they map to the
-// right status and code (see ToAPIError).
+// Backend is what the API server needs from the node, declared here in the
+// node's own types (implemented by *cluster.Cluster; cluster knows nothing
+// of HTTP): the server turns them into the API's wire types. Leader-only
+// methods are only called on the leader; the server forwards those requests
+// otherwise. Errors should wrap cluster's, api's, raft's or fsm's sentinels
+// so they map to the right status and code (see ToAPIError).
 type Backend interface {
-	Status() Status
-	Members() []Member
-	Peers() ([]Peer, error)
+	Status() cluster.Status
+	Members() []cluster.Member
+	Peers() ([]cluster.Peer, error)
 	IsLeader() bool
 	LeaderAPI() (name, apiAddr string, ok bool)
 	Join(ctx context.Context, addrs []string) (int, error)
@@ -139,7 +75,7 @@ type ServerConfig struct {
 	// False: such requests are refused with 409 (no controller).
 	DecidesSwitches bool
 	// Tokens authenticates API callers. Nil only in Dev mode.
-	Tokens *Tokens
+	Tokens *pki.Tokens
 	// Dev turns authentication off: every request is an operator. A loud
 	// warning is logged at start.
 	Dev bool
@@ -182,17 +118,3 @@ type ServerConfig struct {
 	AlertRate  float64
 	AlertBurst int
 }
-
-// Headers.
-const (
-	// HeaderToken carries an API token (alternative to Authorization: Bearer).
-	HeaderToken = "X-Ars-Token"
-	// HeaderForwarded names the follower that forwarded a request to the
-	// leader. A request carrying it is never forwarded again.
-	HeaderForwarded = "X-Ars-Forwarded"
-	// HeaderLeader names the leader that served a forwarded request.
-	HeaderLeader = "X-Ars-Leader"
-	// SnapshotDigestTrailer is the hex SHA-256 of a snapshot download,
-	// sent as an HTTP trailer; the client verifies it.
-	SnapshotDigestTrailer = "X-Ars-Snapshot-Sha256"
-)

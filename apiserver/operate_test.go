@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/ars-project/ars/api"
 
 	"github.com/ars-project/ars/fsm"
 )
@@ -27,7 +29,7 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
 	ctx := context.Background()
 
-	res, err := c.Switch(ctx, "dns", SwitchRequest{Reason: "drill"})
+	res, err := c.Switch(ctx, "dns", api.SwitchRequest{Reason: "drill"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +54,8 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 	// loop's reason; the request is in the ledger, answered, and nothing
 	// switched.
 	before, _ := b.Service("dns")
-	_, err = c.Switch(ctx, "dns", SwitchRequest{To: "win-bind"})
-	var ae *APIError
+	_, err = c.Switch(ctx, "dns", api.SwitchRequest{To: "win-bind"})
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != fsm.CodeConflict ||
 		!strings.Contains(ae.Message, "quarantined") {
 		t.Fatalf("switch to quarantined: %v, want 409 conflict naming the cause", err)
@@ -83,8 +85,8 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 	// Unknown names: 404, nothing applied.
 	applied := applyCount(b)
 	for _, f := range []func() error{
-		func() error { _, err := c.Switch(ctx, "nope", SwitchRequest{}); return err },
-		func() error { _, err := c.Switch(ctx, "dns", SwitchRequest{To: "nope"}); return err },
+		func() error { _, err := c.Switch(ctx, "nope", api.SwitchRequest{}); return err },
+		func() error { _, err := c.Switch(ctx, "dns", api.SwitchRequest{To: "nope"}); return err },
 		func() error { _, err := c.ReplicaAction(ctx, "nope", "win-bind", "release", ""); return err },
 		func() error { _, err := c.ReplicaAction(ctx, "dns", "nope", "release", ""); return err },
 		func() error { _, err := c.ReplicaAction(ctx, "dns", "win-bind", "explode", ""); return err },
@@ -101,7 +103,7 @@ func TestManualSwitchAndReplicaActions(t *testing.T) {
 func TestOperateRefusedAndBadInput(t *testing.T) {
 	ts, b := operateServer(t)
 	before := applyCount(b)
-	long := `{"reason":"` + strings.Repeat("x", MaxOperateReasonBytes+1) + `"}`
+	long := `{"reason":"` + strings.Repeat("x", api.MaxOperateReasonBytes+1) + `"}`
 	cases := []struct {
 		name, path string
 		hdr        http.Header
@@ -119,7 +121,7 @@ func TestOperateRefusedAndBadInput(t *testing.T) {
 		{"trailing", "/v1/services/dns/switch", bearer(secretOperator), `{} {}`, 400},
 		{"reason too long", "/v1/services/dns/switch", bearer(secretOperator), long, 400},
 		{"control char", "/v1/services/dns/switch", bearer(secretOperator), `{"reason":"a\u0007b"}`, 400},
-		{"too large", "/v1/services/dns/switch", bearer(secretOperator), `{"reason":"` + strings.Repeat(" ", MaxOperateBodyBytes) + `"}`, 413},
+		{"too large", "/v1/services/dns/switch", bearer(secretOperator), `{"reason":"` + strings.Repeat(" ", api.MaxOperateBodyBytes) + `"}`, 413},
 		{"replica unknown field", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), `{"why":"x"}`, 400},
 		{"replica reason too long", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), long, 400},
 		{"replica not an object", "/v1/services/dns/replicas/win-bind/maintenance", bearer(secretOperator), `"x"`, 400},
@@ -148,7 +150,7 @@ func TestOperateForwardedFromFollower(t *testing.T) {
 	if _, err := c.ApplyService(ctx, validSpec("dns")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Switch(ctx, "dns", SwitchRequest{To: "lin-unbound"})
+	res, err := c.Switch(ctx, "dns", api.SwitchRequest{To: "lin-unbound"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestHistoryRoute(t *testing.T) {
 	ts, b := operateServer(t)
 	c := newTestClient(t, ts.URL, secretOperator, caOnly(t))
 	ctx := context.Background()
-	res, err := c.Switch(ctx, "dns", SwitchRequest{})
+	res, err := c.Switch(ctx, "dns", api.SwitchRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +202,7 @@ func TestHistoryRoute(t *testing.T) {
 			t.Fatalf("aggregate %+v", a)
 		}
 	}
-	var ae *APIError
+	var ae *api.APIError
 	if _, err := rc.History(ctx, "nope"); !errors.As(err, &ae) || ae.Status != 404 {
 		t.Fatalf("history of unknown service: %v", err)
 	}
@@ -216,16 +218,16 @@ func TestAggregate(t *testing.T) {
 	cases := []struct {
 		name string
 		in   []fsm.SwitchRecord
-		want []HistoryAggregate
+		want []api.HistoryAggregate
 	}{
-		{"empty", nil, []HistoryAggregate{}},
-		{"open only", []fsm.SwitchRecord{rec("dos", "vm", "vm", 1, 2, false)}, []HistoryAggregate{}},
+		{"empty", nil, []api.HistoryAggregate{}},
+		{"open only", []fsm.SwitchRecord{rec("dos", "vm", "vm", 1, 2, false)}, []api.HistoryAggregate{}},
 		{"one pair", []fsm.SwitchRecord{rec("dos", "vm", "container", 10, 100, true), rec("dos", "vm", "container", 30, 300, true),
 			rec("dos", "vm", "container", 1000, 1000, false)},
-			[]HistoryAggregate{{Reason: "dos", Pair: "vm-container", Count: 2, MeanSwitchMS: 20, MaxSwitchMS: 30, MeanTotalMS: 200, MaxTotalMS: 300}}},
+			[]api.HistoryAggregate{{Reason: "dos", Pair: "vm-container", Count: 2, MeanSwitchMS: 20, MaxSwitchMS: 30, MeanTotalMS: 200, MaxTotalMS: 300}}},
 		{"sorted by reason then pair", []fsm.SwitchRecord{rec("manual", "vm", "vm", 5, 6, true), rec("exploit", "vm", "vm", 1, 2, true),
 			rec("exploit", "container", "vm", 3, 4, true), rec("exploit", "vm", "container", 7, 8, true)},
-			[]HistoryAggregate{
+			[]api.HistoryAggregate{
 				{Reason: "exploit", Pair: "container-vm", Count: 1, MeanSwitchMS: 3, MaxSwitchMS: 3, MeanTotalMS: 4, MaxTotalMS: 4},
 				{Reason: "exploit", Pair: "vm-container", Count: 1, MeanSwitchMS: 7, MaxSwitchMS: 7, MeanTotalMS: 8, MaxTotalMS: 8},
 				{Reason: "exploit", Pair: "vm-vm", Count: 1, MeanSwitchMS: 1, MaxSwitchMS: 1, MeanTotalMS: 2, MaxTotalMS: 2},
@@ -234,7 +236,7 @@ func TestAggregate(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := Aggregate(c.in)
+			got := api.Aggregate(c.in)
 			if len(got) != len(c.want) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}

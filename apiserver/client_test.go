@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -10,37 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func TestParseBaseURL(t *testing.T) {
-	cases := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"127.0.0.1:7500", "https://127.0.0.1:7500", true},
-		{"node1", "https://node1:7500", true},
-		{"[::1]:8000", "https://[::1]:8000", true},
-		{"::1", "https://[::1]:7500", true},
-		{"https://n1.example:9000/", "https://n1.example:9000", true},
-		{"http://127.0.0.1:7500/prefix/", "http://127.0.0.1:7500/prefix", true},
-		{"  https://a:1  ", "https://a:1", true},
-		{"", "", false},
-		{"ftp://a:1", "", false},
-		{"https://", "", false},
-		{"https://user:pw@a:1", "", false},
-		{"https://a:1/?x=1", "", false},
-	}
-	for _, c := range cases {
-		u, err := parseBaseURL(c.in)
-		if (err == nil) != c.ok {
-			t.Errorf("parseBaseURL(%q) err = %v, want ok=%v", c.in, err, c.ok)
-			continue
-		}
-		if c.ok && u.String() != c.want {
-			t.Errorf("parseBaseURL(%q) = %s, want %s", c.in, u, c.want)
-		}
-	}
-}
+	"github.com/ars-project/ars/api"
+)
 
 func TestClientNetworkErrors(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -51,11 +23,11 @@ func TestClientNetworkErrors(t *testing.T) {
 	ln.Close()
 	c := newTestClient(t, addr, secretReader, caOnly(t))
 	_, err = c.Status(context.Background())
-	var ne *NetworkError
+	var ne *api.NetworkError
 	if !errors.As(err, &ne) || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("refused connection: %v (%T)", err, err)
 	}
-	var ae *APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		t.Fatal("network error is also an APIError")
 	}
@@ -80,7 +52,7 @@ func TestClientNetworkErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err = c.Status(ctx)
-	if !errors.Is(err, ErrTimeout) || !errors.As(err, &ne) {
+	if !errors.Is(err, api.ErrTimeout) || !errors.As(err, &ne) {
 		t.Fatalf("hanging server: %v", err)
 	}
 
@@ -98,8 +70,8 @@ func TestClientNonJSONError(t *testing.T) {
 	}))
 	defer ts.Close()
 	_, err := newTestClient(t, ts.URL, "", nil).Status(context.Background())
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != 502 || ae.Code != CodeUnavailable {
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 502 || ae.Code != api.CodeUnavailable {
 		t.Fatalf("non-JSON error: %v", err)
 	}
 }
@@ -126,9 +98,9 @@ func TestClientSendsTokenAndNoRedirects(t *testing.T) {
 
 func TestClientSnapshotDigest(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Trailer", SnapshotDigestTrailer)
+		w.Header().Set("Trailer", api.SnapshotDigestTrailer)
 		_, _ = w.Write([]byte("tampered snapshot"))
-		w.Header().Set(SnapshotDigestTrailer, strings.Repeat("0", 64))
+		w.Header().Set(api.SnapshotDigestTrailer, strings.Repeat("0", 64))
 	}))
 	defer ts.Close()
 	err := newTestClient(t, ts.URL, "", nil).SnapshotSave(context.Background(), &bytes.Buffer{})
@@ -162,7 +134,7 @@ func TestClientSnapshotRoundTrip(t *testing.T) {
 	b2 := newFakeBackend("n2", true)
 	ts2 := startServer(t, "n2", b2, func(c *ServerConfig) { c.MaxSnapshotBytes = 1 << 20 })
 	err := newTestClient(t, ts2.URL, secretOperator, caOnly(t)).SnapshotRestore(context.Background(), bytes.NewReader(b.snapshot))
-	if !errors.Is(err, ErrTooLarge) {
+	if !errors.Is(err, api.ErrTooLarge) {
 		t.Fatalf("oversized snapshot: %v", err)
 	}
 }
@@ -192,7 +164,7 @@ func TestClientOperations(t *testing.T) {
 		t.Fatalf("backend calls join=%d leave=%d transfer=%d", join, leave, transfer)
 	}
 	// InternalApply needs a node certificate; a token is refused.
-	if _, err := c.InternalApply(ctx, encodedApply(t, "dns")); !errors.Is(err, ErrForbidden) {
+	if _, err := c.InternalApply(ctx, encodedApply(t, "dns")); !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("internal apply with token: %v", err)
 	}
 	nc := newTestClient(t, ts.URL, "", mustClientTLS(t, nodeFiles(pkiDir, "n2")))

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"context"
@@ -10,114 +10,10 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ars-project/ars/api"
+
 	"github.com/ars-project/ars/fsm"
 )
-
-// Operator action limits.
-const (
-	// MaxOperateBodyBytes bounds the JSON body of the switch and replica
-	// action routes.
-	MaxOperateBodyBytes = 4 << 10
-	// MaxOperateReasonBytes bounds the operator's reason text.
-	MaxOperateReasonBytes = 256
-)
-
-// ReplicaActions are the actions of POST
-// /v1/services/{name}/replicas/{replica}/{action}. "restore" is the fsm
-// action "restored": it marks the replica clean, i.e. the operator asserts
-// it was restored out of band.
-var ReplicaActions = []string{"quarantine", "restore", "maintenance", "release"}
-
-// SwitchRequest is the body of POST /v1/services/{name}/switch.
-type SwitchRequest struct {
-	// To names the replica to switch to; "" lets the leader pick by
-	// diversity.
-	To     string `json:"to,omitempty"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// SwitchResponse answers POST /v1/services/{name}/switch once the switch
-// command was committed.
-type SwitchResponse struct {
-	Service    string `json:"service"`
-	From       string `json:"from"`
-	To         string `json:"to"`
-	Generation uint64 `json:"generation"`
-	Index      uint64 `json:"index"`
-	Outcome    string `json:"outcome"`
-	Reason     string `json:"reason"`
-}
-
-// ReplicaActionRequest is the (optional) body of POST
-// /v1/services/{name}/replicas/{replica}/{action}.
-type ReplicaActionRequest struct {
-	Reason string `json:"reason,omitempty"`
-}
-
-// ReplicaActionResponse answers a replica action once it was committed.
-type ReplicaActionResponse struct {
-	Service string     `json:"service"`
-	Replica string     `json:"replica"`
-	Action  string     `json:"action"`
-	Result  fsm.Result `json:"result"`
-}
-
-// HistoryAggregate summarises the done switches of one reason and one
-// platform pair ("vm-container": from-platform, to-platform).
-type HistoryAggregate struct {
-	Reason       string  `json:"reason"`
-	Pair         string  `json:"pair"`
-	Count        int     `json:"count"`
-	MeanSwitchMS float64 `json:"mean_switch_ms"`
-	MaxSwitchMS  float64 `json:"max_switch_ms"`
-	MeanTotalMS  float64 `json:"mean_total_ms"`
-	MaxTotalMS   float64 `json:"max_total_ms"`
-}
-
-// HistoryResponse answers GET /v1/history: the switch records (per
-// service, newest last; services in name order) and the per-pair
-// aggregates over the done ones, sorted by reason and pair.
-type HistoryResponse struct {
-	Switches   []fsm.SwitchRecord `json:"switches"`
-	Aggregates []HistoryAggregate `json:"aggregates"`
-}
-
-// Aggregate computes the per-(reason, platform pair) table over the done
-// records.
-func Aggregate(recs []fsm.SwitchRecord) []HistoryAggregate {
-	type key struct{ reason, pair string }
-	idx := map[key]int{}
-	out := []HistoryAggregate{}
-	for _, r := range recs {
-		if !r.Done {
-			continue
-		}
-		k := key{r.Reason, r.FromPlatform + "-" + r.ToPlatform}
-		i, ok := idx[k]
-		if !ok {
-			i = len(out)
-			idx[k] = i
-			out = append(out, HistoryAggregate{Reason: k.reason, Pair: k.pair})
-		}
-		a := &out[i]
-		a.Count++
-		a.MeanSwitchMS += r.SwitchMS
-		a.MeanTotalMS += r.TotalMS
-		a.MaxSwitchMS = max(a.MaxSwitchMS, r.SwitchMS)
-		a.MaxTotalMS = max(a.MaxTotalMS, r.TotalMS)
-	}
-	for i := range out {
-		out[i].MeanSwitchMS /= float64(out[i].Count)
-		out[i].MeanTotalMS /= float64(out[i].Count)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Reason != out[j].Reason {
-			return out[i].Reason < out[j].Reason
-		}
-		return out[i].Pair < out[j].Pair
-	})
-	return out
-}
 
 func (s *Server) serviceOr404(name string) (fsm.Service, error) {
 	svc, ok := s.b.Service(name)
@@ -129,7 +25,7 @@ func (s *Server) serviceOr404(name string) (fsm.Service, error) {
 }
 
 func checkReason(reason string) error {
-	if err := checkLine(reason, MaxOperateReasonBytes); err != nil {
+	if err := checkLine(reason, api.MaxOperateReasonBytes); err != nil {
 		return invalidf("reason: %v", err)
 	}
 	return nil
@@ -148,14 +44,14 @@ func caller(r *http.Request) string {
 // to decide it (the leader loop is the one writer of Switch commands), then
 // answers with the switch it committed or, with 409, why there was none.
 func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
-	var req SwitchRequest
+	var req api.SwitchRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		return err
 	}
 	if err := checkReason(req.Reason); err != nil {
 		return err
 	}
-	if err := checkLine(req.To, maxAlertNameBytes); err != nil {
+	if err := checkLine(req.To, api.MaxAlertNameBytes); err != nil {
 		return invalidf("to: %v", err)
 	}
 	svc, err := s.serviceOr404(r.PathValue("name"))
@@ -176,7 +72,7 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	cmd, err := fsm.Encode(s.term(), fsm.Alert{ID: id, Service: svc.Spec.Name, Replica: req.To, Kind: fsm.KindManual,
-		Source: clipBytes(caller(r), maxAlertSourceBytes), Evidence: req.Reason, At: s.now().UnixNano()})
+		Source: clipBytes(caller(r), api.MaxAlertSourceBytes), Evidence: req.Reason, At: s.now().UnixNano()})
 	if err != nil {
 		return fmt.Errorf("encoding switch request: %w", err)
 	}
@@ -192,7 +88,7 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 		return &requestError{status: http.StatusConflict, code: fsm.CodeConflict,
 			msg: fmt.Sprintf("service %q: no switch: %s", svc.Spec.Name, outcome)}
 	}
-	resp := SwitchResponse{Service: svc.Spec.Name, Outcome: outcome, Reason: req.Reason}
+	resp := api.SwitchResponse{Service: svc.Spec.Name, Outcome: outcome, Reason: req.Reason}
 	if now, ok := s.b.Service(svc.Spec.Name); ok {
 		for _, rec := range now.History {
 			if rec.AlertID == id {
@@ -234,7 +130,7 @@ func (s *Server) awaitOutcome(ctx context.Context, id string) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", &requestError{status: http.StatusGatewayTimeout, code: CodeTimeout,
+			return "", &requestError{status: http.StatusGatewayTimeout, code: api.CodeTimeout,
 				msg: fmt.Sprintf("switch request %s committed but not decided in time; it is still decided (see ars history)", id)}
 		case <-t.C:
 		}
@@ -245,11 +141,11 @@ func (s *Server) awaitOutcome(ctx context.Context, id string) (string, error) {
 // (leader).
 func (s *Server) handleReplicaAction(w http.ResponseWriter, r *http.Request) error {
 	action := r.PathValue("action")
-	if !slices.Contains(ReplicaActions, action) {
-		return &requestError{status: http.StatusNotFound, code: CodeNotFound,
+	if !slices.Contains(api.ReplicaActions, action) {
+		return &requestError{status: http.StatusNotFound, code: api.CodeNotFound,
 			msg: fmt.Sprintf("unknown replica action %q (want quarantine, restore, maintenance or release)", action)}
 	}
-	var req ReplicaActionRequest
+	var req api.ReplicaActionRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		return err
 	}
@@ -280,7 +176,7 @@ func (s *Server) handleReplicaAction(w http.ResponseWriter, r *http.Request) err
 	}
 	s.log.Info("replica action committed", "service", svc.Spec.Name, "replica", replica, "action", action,
 		"caller", caller(r), "reason", req.Reason, "index", res.Index)
-	return writeJSON(w, ReplicaActionResponse{Service: svc.Spec.Name, Replica: replica, Action: action, Result: res})
+	return writeJSON(w, api.ReplicaActionResponse{Service: svc.Spec.Name, Replica: replica, Action: action, Result: res})
 }
 
 // handleHistory is GET /v1/history[?service=S].
@@ -308,11 +204,11 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) error {
 		svcs = s.b.Services()
 		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
 	}
-	out := HistoryResponse{Switches: []fsm.SwitchRecord{}}
+	out := api.HistoryResponse{Switches: []fsm.SwitchRecord{}}
 	for _, svc := range svcs {
 		out.Switches = append(out.Switches, svc.History...)
 	}
-	out.Aggregates = Aggregate(out.Switches)
+	out.Aggregates = api.Aggregate(out.Switches)
 	return writeJSON(w, out)
 }
 

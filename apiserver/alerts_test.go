@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/api"
 
 	"github.com/hashicorp/raft"
 
@@ -42,9 +44,9 @@ func alertJSON(id string, extra ...string) []byte {
 	return []byte(s + "}")
 }
 
-func decodeAlertResponse(t *testing.T, body []byte) AlertResponse {
+func decodeAlertResponse(t *testing.T, body []byte) api.AlertResponse {
 	t.Helper()
-	var ar AlertResponse
+	var ar api.AlertResponse
 	if err := json.Unmarshal(body, &ar); err != nil {
 		t.Fatalf("response %q: %v", body, err)
 	}
@@ -88,11 +90,11 @@ func TestPostAlertCommitsOnceAndDedups(t *testing.T) {
 	// Through the client.
 	c := newTestClient(t, ts.URL, secretDetector, caOnly(t))
 	ctx := context.Background()
-	res, err := c.PostAlert(ctx, AlertRequest{ID: "aa-2", Service: "dns", Replica: "lin-unbound", Kind: "dos", Source: "probe"})
+	res, err := c.PostAlert(ctx, api.AlertRequest{ID: "aa-2", Service: "dns", Replica: "lin-unbound", Kind: "dos", Source: "probe"})
 	if err != nil || res.Duplicate || res.Replica != "lin-unbound" || res.Source != "probe" {
 		t.Fatalf("PostAlert: %+v %v", res, err)
 	}
-	res, err = c.PostAlert(ctx, AlertRequest{ID: "aa-2", Service: "dns", Replica: "lin-unbound", Kind: "dos"})
+	res, err = c.PostAlert(ctx, api.AlertRequest{ID: "aa-2", Service: "dns", Replica: "lin-unbound", Kind: "dos"})
 	if err != nil || !res.Duplicate {
 		t.Fatalf("PostAlert retry: %+v %v", res, err)
 	}
@@ -111,10 +113,10 @@ func TestPostAlertCommitsOnceAndDedups(t *testing.T) {
 	if err != nil || list == nil || len(list) != 0 {
 		t.Fatalf("Alerts of another service: %#v %v", list, err)
 	}
-	if _, err := c.Alerts(ctx, "", 0); !errors.Is(err, ErrForbidden) {
+	if _, err := c.Alerts(ctx, "", 0); !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("detector listing alerts: %v, want forbidden", err)
 	}
-	if _, err := newTestClient(t, ts.URL, secretReader, caOnly(t)).PostAlert(ctx, AlertRequest{ID: "r", Service: "dns", Replica: "win-bind", Kind: "dos"}); !errors.Is(err, ErrForbidden) {
+	if _, err := newTestClient(t, ts.URL, secretReader, caOnly(t)).PostAlert(ctx, api.AlertRequest{ID: "r", Service: "dns", Replica: "win-bind", Kind: "dos"}); !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("reader posting an alert: %v, want forbidden", err)
 	}
 	if n := len(ts.b.Alerts()); n != 2 {
@@ -125,9 +127,9 @@ func TestPostAlertCommitsOnceAndDedups(t *testing.T) {
 func TestAlertBadInputChangesNothing(t *testing.T) {
 	ts := alertLeader(t)
 	applied, _, _, _, _ := ts.b.counts()
-	long := strings.Repeat("a", MaxAlertIDLength+1)
-	bigEvidence := `"evidence":"` + strings.Repeat("e", MaxAlertEvidenceBytes+1) + `"`
-	tooLarge := alertJSON("x", `"evidence":"`+strings.Repeat("e", MaxAlertBodyBytes)+`"`)
+	long := strings.Repeat("a", api.MaxAlertIDLength+1)
+	bigEvidence := `"evidence":"` + strings.Repeat("e", api.MaxAlertEvidenceBytes+1) + `"`
+	tooLarge := alertJSON("x", `"evidence":"`+strings.Repeat("e", api.MaxAlertBodyBytes)+`"`)
 	cases := []struct {
 		name   string
 		hdr    http.Header
@@ -153,11 +155,11 @@ func TestAlertBadInputChangesNothing(t *testing.T) {
 		{"source with newline", bearer(secretDetector), alertJSON("x", `"source":"a\nb"`), 400, "invalid", "source"},
 		{"evidence control char", bearer(secretDetector), alertJSON("x", `"evidence":"\u001b[31m"`), 400, "invalid", "U+001B"},
 		{"evidence too long", bearer(secretDetector), alertJSON("x", bigEvidence), 400, "invalid", "at most 16384"},
-		{"body too large", bearer(secretDetector), tooLarge, 413, CodeTooLarge, "65536"},
+		{"body too large", bearer(secretDetector), tooLarge, 413, api.CodeTooLarge, "65536"},
 		{"unknown service", bearer(secretDetector), []byte(`{"id":"x","service":"nope","replica":"win-bind","kind":"dos"}`), 404, "unknown_service", `"nope"`},
 		{"unknown replica", bearer(secretDetector), []byte(`{"id":"x","service":"dns","replica":"nope","kind":"dos"}`), 404, "unknown_replica", `"nope"`},
-		{"reader token", bearer(secretReader), alertJSON("x"), 403, CodeForbidden, "detector, operator"},
-		{"no token", nil, alertJSON("x"), 401, CodeUnauthorized, "missing API token"},
+		{"reader token", bearer(secretReader), alertJSON("x"), 403, api.CodeForbidden, "detector, operator"},
+		{"no token", nil, alertJSON("x"), 401, api.CodeUnauthorized, "missing API token"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -185,18 +187,18 @@ func TestAlertApplyErrorsKeepIdentity(t *testing.T) {
 		err  error
 		want error
 	}{
-		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), ErrNotLeader},
-		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), ErrTimeout},
+		{fmt.Errorf("raft apply: %w", raft.ErrLeadershipLost), api.ErrNotLeader},
+		{fmt.Errorf("raft apply: %w", raft.ErrEnqueueTimeout), api.ErrTimeout},
 		{fmt.Errorf("%w: service deleted meanwhile", fsm.ErrUnknownService), fsm.ErrUnknownService},
 		// Leadership changed between encoding and append: nothing was
 		// committed and a retry is right, so 503, never a 409 a detector
 		// would take as final (found by TestAlertFloodIsBounded).
-		{fmt.Errorf("apply: %w: alert command issued in term 2, appended in term 3", fsm.ErrStaleTerm), ErrUnavailable},
+		{fmt.Errorf("apply: %w: alert command issued in term 2, appended in term 3", fsm.ErrStaleTerm), api.ErrUnavailable},
 	} {
 		ts.b.mu.Lock()
 		ts.b.applyErr = tc.err
 		ts.b.mu.Unlock()
-		_, err := c.PostAlert(context.Background(), AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
+		_, err := c.PostAlert(context.Background(), api.AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
 		if !errors.Is(err, tc.want) {
 			t.Errorf("backend error %v: client got %v, want %v", tc.err, err, tc.want)
 		}
@@ -221,13 +223,13 @@ func TestLedgerEvidenceLimitMatchesFSM(t *testing.T) {
 	if _, err := m.Apply(1, 1, cmd); err != nil {
 		t.Fatal(err)
 	}
-	for i, n := range []int{LedgerEvidenceBytes, LedgerEvidenceBytes + 1} {
+	for i, n := range []int{api.LedgerEvidenceBytes, api.LedgerEvidenceBytes + 1} {
 		cmd, err := fsm.Encode(1, fsm.Alert{ID: fmt.Sprint("e", n), Service: "dns", Replica: "win-bind", Kind: "exploit", Evidence: strings.Repeat("x", n)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = m.Apply(uint64(2+i), 1, cmd)
-		if (err == nil) != (n == LedgerEvidenceBytes) {
+		if (err == nil) != (n == api.LedgerEvidenceBytes) {
 			t.Fatalf("fsm with %d bytes of evidence: %v", n, err)
 		}
 	}
@@ -236,7 +238,7 @@ func TestLedgerEvidenceLimitMatchesFSM(t *testing.T) {
 func TestAlertEvidenceTruncated(t *testing.T) {
 	ts := alertLeader(t)
 	evidence := strings.Repeat("é", 5000) // 10000 bytes, two per rune
-	req, _ := json.Marshal(AlertRequest{ID: "big", Service: "dns", Replica: "win-bind", Kind: "exploit", Evidence: evidence})
+	req, _ := json.Marshal(api.AlertRequest{ID: "big", Service: "dns", Replica: "win-bind", Kind: "exploit", Evidence: evidence})
 	status, _, body := rawRequest(t, ts, caOnly(t), "POST", "/v1/alerts", bearer(secretDetector), req)
 	if status != 201 || !decodeAlertResponse(t, body).EvidenceTruncated {
 		t.Fatalf("post: %d %s", status, body)
@@ -245,7 +247,7 @@ func TestAlertEvidenceTruncated(t *testing.T) {
 	sum := sha256.Sum256([]byte(evidence))
 	marker := fmt.Sprintf("\n[truncated: 10000 bytes, sha256 %s]", hex.EncodeToString(sum[:]))
 	prefix, ok := strings.CutSuffix(got, marker)
-	if !ok || len(got) > LedgerEvidenceBytes || !strings.HasPrefix(evidence, prefix) || len(prefix) < LedgerEvidenceBytes-len(marker)-1 {
+	if !ok || len(got) > api.LedgerEvidenceBytes || !strings.HasPrefix(evidence, prefix) || len(prefix) < api.LedgerEvidenceBytes-len(marker)-1 {
 		t.Fatalf("stored evidence (%d bytes) is not a prefix plus %q", len(got), marker)
 	}
 }
@@ -260,7 +262,7 @@ func TestAlertWebhook(t *testing.T) {
 		t.Fatalf("webhook: %d %s", status, body)
 	}
 	ar := decodeAlertResponse(t, body)
-	if want := WebhookAlertID("seconddep", "dns", "win-bind", text); ar.ID != want || !strings.HasPrefix(ar.ID, "wh-") || len(ar.ID) > MaxAlertIDLength {
+	if want := api.WebhookAlertID("seconddep", "dns", "win-bind", text); ar.ID != want || !strings.HasPrefix(ar.ID, "wh-") || len(ar.ID) > api.MaxAlertIDLength {
 		t.Fatalf("id %q, want %q", ar.ID, want)
 	}
 	if rec := ts.b.Alerts()[0]; rec.Evidence != string(text) || rec.Source != "seconddep" || rec.At != leaderClock.UnixNano() {
@@ -271,32 +273,32 @@ func TestAlertWebhook(t *testing.T) {
 	if status != 200 || !decodeAlertResponse(t, body).Duplicate {
 		t.Fatalf("retried webhook: %d %s", status, body)
 	}
-	if WebhookAlertID("seconddep", "dns", "lin-unbound", text) == ar.ID || WebhookAlertID("seconddep", "dns", "win-bind", append(text, '!')) == ar.ID ||
-		WebhookAlertID("a", "bc", "d", nil) == WebhookAlertID("ab", "c", "d", nil) {
+	if api.WebhookAlertID("seconddep", "dns", "lin-unbound", text) == ar.ID || api.WebhookAlertID("seconddep", "dns", "win-bind", append(text, '!')) == ar.ID ||
+		api.WebhookAlertID("a", "bc", "d", nil) == api.WebhookAlertID("ab", "c", "d", nil) {
 		t.Fatal("webhook ids collide")
 	}
 
 	// The detector's own id; a binary body is kept as base64.
 	bin := []byte{0xff, 0x00, 0xfe, 'M', 'Z'}
 	hdr := bearer(secretDetector)
-	hdr.Set(HeaderAlertID, "edr-4711")
+	hdr.Set(api.HeaderAlertID, "edr-4711")
 	status, _, body = rawRequest(t, ts, caOnly(t), "POST", "/v1/alerts/webhook?service=dns&replica=lin-unbound&kind=dos", hdr, bin)
 	if status != 201 || decodeAlertResponse(t, body).ID != "edr-4711" {
 		t.Fatalf("webhook with id: %d %s", status, body)
 	}
 	rec := ts.b.Alerts()[1]
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(rec.Evidence, EvidenceBase64Prefix))
-	if !strings.HasPrefix(rec.Evidence, EvidenceBase64Prefix) || err != nil || !bytes.Equal(raw, bin) || rec.Source != "watcher" || rec.Kind != "dos" {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(rec.Evidence, api.EvidenceBase64Prefix))
+	if !strings.HasPrefix(rec.Evidence, api.EvidenceBase64Prefix) || err != nil || !bytes.Equal(raw, bin) || rec.Source != "watcher" || rec.Kind != "dos" {
 		t.Fatalf("binary evidence %q (%v), record %+v", rec.Evidence, err, rec)
 	}
 
 	// A full-size binary body: stored truncated, its prefix still decodes.
-	full := bytes.Repeat([]byte{0x80, 0x81, 0x82}, MaxAlertEvidenceBytes/3)
+	full := bytes.Repeat([]byte{0x80, 0x81, 0x82}, api.MaxAlertEvidenceBytes/3)
 	status, _, body = rawRequest(t, ts, caOnly(t), "POST", q, bearer(secretOperator), full)
 	if status != 201 || !decodeAlertResponse(t, body).EvidenceTruncated {
 		t.Fatalf("full-size webhook: %d %s", status, body)
 	}
-	stored, _, _ := strings.Cut(strings.TrimPrefix(ts.b.Alerts()[2].Evidence, EvidenceBase64Prefix), "\n[truncated: ")
+	stored, _, _ := strings.Cut(strings.TrimPrefix(ts.b.Alerts()[2].Evidence, api.EvidenceBase64Prefix), "\n[truncated: ")
 	raw, err = base64.StdEncoding.DecodeString(stored)
 	if err != nil || len(raw) < 2000 || !bytes.HasPrefix(full, raw) {
 		t.Fatalf("truncated base64 evidence does not decode to a prefix: %v (%d bytes)", err, len(raw))
@@ -310,14 +312,14 @@ func TestAlertWebhook(t *testing.T) {
 		status     int
 		code, msg  string
 	}{
-		{"too large", q, bearer(secretDetector), make([]byte, MaxAlertEvidenceBytes+1), 413, CodeTooLarge, "16384"},
-		{"empty body without id", q, bearer(secretDetector), nil, 400, "invalid", HeaderAlertID},
+		{"too large", q, bearer(secretDetector), make([]byte, api.MaxAlertEvidenceBytes+1), 413, api.CodeTooLarge, "16384"},
+		{"empty body without id", q, bearer(secretDetector), nil, 400, "invalid", api.HeaderAlertID},
 		{"unknown parameter", q + "&severity=high", bearer(secretDetector), text, 400, "invalid", "severity"},
 		{"repeated parameter", q + "&kind=dos", bearer(secretDetector), text, 400, "invalid", "kind"},
 		{"missing kind", "/v1/alerts/webhook?service=dns&replica=win-bind", bearer(secretDetector), text, 400, "invalid", "kind: required"},
-		{"bad id header", q, http.Header{"Authorization": {"Bearer " + secretDetector}, HeaderAlertID: {"a/b"}}, text, 400, "invalid", HeaderAlertID},
+		{"bad id header", q, http.Header{"Authorization": {"Bearer " + secretDetector}, api.HeaderAlertID: {"a/b"}}, text, 400, "invalid", api.HeaderAlertID},
 		{"unknown replica", "/v1/alerts/webhook?service=dns&replica=x&kind=exploit", bearer(secretDetector), text, 404, "unknown_replica", `"x"`},
-		{"reader", q, bearer(secretReader), text, 403, CodeForbidden, ""},
+		{"reader", q, bearer(secretReader), text, 403, api.CodeForbidden, ""},
 	} {
 		status, apiErr, _ := rawRequest(t, ts, caOnly(t), "POST", c.path, c.hdr, c.body)
 		if status != c.status || apiErr == nil || apiErr.Code != c.code || !strings.Contains(apiErr.Message, c.msg) {
@@ -337,12 +339,12 @@ func TestAlertsForwardedToLeader(t *testing.T) {
 	fts := startServer(t, "n2", fb, func(c *ServerConfig) { c.Now = func() time.Time { return leaderClock.Add(time.Hour) } })
 
 	c := newTestClient(t, fts.URL, secretDetector, caOnly(t))
-	res, err := c.PostAlert(ctx, AlertRequest{ID: "fwd-1", Service: "dns", Replica: "win-bind", Kind: "exploit"})
+	res, err := c.PostAlert(ctx, api.AlertRequest{ID: "fwd-1", Service: "dns", Replica: "win-bind", Kind: "exploit"})
 	if err != nil || res.Duplicate || res.At != leaderClock.UnixNano() {
 		t.Fatalf("alert via follower: %+v %v (want the leader's clock)", res, err)
 	}
 	hdr := bearer(secretDetector)
-	hdr.Set(HeaderAlertID, "fwd-2")
+	hdr.Set(api.HeaderAlertID, "fwd-2")
 	status, _, body := rawRequest(t, fts, caOnly(t), "POST", "/v1/alerts/webhook?service=dns&replica=lin-unbound&kind=dos&source=edr", hdr, []byte("evidence"))
 	if status != 201 {
 		t.Fatalf("webhook via follower: %d %s", status, body)
@@ -358,8 +360,8 @@ func TestAlertsForwardedToLeader(t *testing.T) {
 	// Limits and roles are checked by the follower: nothing is forwarded.
 	before := len(lts.forwardedHeaders())
 	status, apiErr, _ := rawRequest(t, fts, caOnly(t), "POST", "/v1/alerts", bearer(secretDetector),
-		alertJSON("big", `"evidence":"`+strings.Repeat("e", MaxAlertBodyBytes)+`"`))
-	if status != 413 || apiErr.Code != CodeTooLarge {
+		alertJSON("big", `"evidence":"`+strings.Repeat("e", api.MaxAlertBodyBytes)+`"`))
+	if status != 413 || apiErr.Code != api.CodeTooLarge {
 		t.Fatalf("oversized alert via follower: %d %+v", status, apiErr)
 	}
 	status, _, _ = rawRequest(t, fts, caOnly(t), "POST", "/v1/alerts", bearer(secretReader), alertJSON("r"))
@@ -378,8 +380,8 @@ func TestAlertWithoutLeader(t *testing.T) {
 	fb := newFakeBackend("n2", false)
 	ts := startServer(t, "n2", fb, func(c *ServerConfig) { c.LeaderWait = 50 * time.Millisecond })
 	_, err := newTestClient(t, ts.URL, secretDetector, caOnly(t)).PostAlert(context.Background(),
-		AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
-	if !errors.Is(err, ErrNoLeader) {
+		api.AlertRequest{ID: "x", Service: "dns", Replica: "win-bind", Kind: "exploit"})
+	if !errors.Is(err, api.ErrNoLeader) {
 		t.Fatalf("alert without a leader: %v, want no_leader", err)
 	}
 	if a, _, _, _, _ := fb.counts(); a != 0 {
@@ -423,13 +425,13 @@ func TestAlertListSourcesAndBadQueries(t *testing.T) {
 	}
 	for _, q := range []string{"limit=0", "limit=4097", "limit=x", "limit=-1", "colour=red", "service=a&service=b"} {
 		status, apiErr, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/alerts?"+q, bearer(secretReader), nil)
-		if status != 400 || apiErr.Code != CodeInvalid {
+		if status != 400 || apiErr.Code != api.CodeInvalid {
 			t.Errorf("GET /v1/alerts?%s: %d %+v, want 400 invalid", q, status, apiErr)
 		}
 	}
 	ts2 := startServer(t, "n1", f, func(c *ServerConfig) { c.Backend = bare{f} })
 	status, apiErr, _ := rawRequest(t, ts2, caOnly(t), "GET", "/v1/alerts", bearer(secretReader), nil)
-	if status != 404 || apiErr.Code != CodeNotFound {
+	if status != 404 || apiErr.Code != api.CodeNotFound {
 		t.Fatalf("ledger without support: %d %+v", status, apiErr)
 	}
 }

@@ -1,4 +1,4 @@
-package transport
+package api
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/ars-project/ars/fsm"
 )
@@ -53,6 +51,17 @@ const (
 	CodeRateLimited  = "rate_limited"
 )
 
+// SentinelCode returns the HTTP status and code of the first of this
+// package's sentinels in err's chain (ok false if none).
+func SentinelCode(err error) (status int, code string, ok bool) {
+	for _, tc := range transportCodes {
+		if errors.Is(err, tc.err) {
+			return tc.status, tc.code, true
+		}
+	}
+	return 0, "", false
+}
+
 // transportCodes maps our sentinels to (code, status).
 var transportCodes = []struct {
 	err    error
@@ -69,22 +78,6 @@ var transportCodes = []struct {
 	{ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable},
 	{ErrRateLimited, CodeRateLimited, http.StatusTooManyRequests},
-}
-
-// fsmStatus is the HTTP status for an fsm error code.
-func fsmStatus(code string) int {
-	switch code {
-	case "invalid", "unknown_command":
-		return http.StatusBadRequest
-	case "unknown_service", "unknown_replica":
-		return http.StatusNotFound
-	case "stale_generation", "stale_term", "conflict":
-		return http.StatusConflict
-	case "ledger_full": // nothing recorded; the sender retries
-		return http.StatusServiceUnavailable
-	default: // "corrupt" and anything new: the node has a problem, not the caller
-		return http.StatusInternalServerError
-	}
 }
 
 // APIError is the error the API returns: an HTTP status, a stable code and
@@ -142,81 +135,6 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrTimeout
 	}
 	return false
-}
-
-// requestError is a server-side error with a fixed status and code, used
-// for bad input detected by the transport itself.
-type requestError struct {
-	status int
-	code   string
-	msg    string
-}
-
-func (e *requestError) Error() string { return e.msg }
-
-func (e *requestError) Is(target error) bool {
-	return (&APIError{Status: e.status, Code: e.code}).Is(target)
-}
-
-// invalidf is bad request input: 400, code "invalid" (errors.Is matches
-// both ErrBadRequest and fsm.ErrInvalid).
-func invalidf(format string, args ...any) error {
-	return &requestError{status: http.StatusBadRequest, code: CodeInvalid, msg: fmt.Sprintf(format, args...)}
-}
-
-// ToAPIError converts any error into the *APIError the server sends for it.
-// An *APIError (for example one relayed from the leader) keeps its status
-// and code. Raft's leadership errors become not_leader, its enqueue
-// timeout and context deadlines become timeout, fsm errors keep their fsm
-// code. Anything unrecognised is a 500 "internal".
-func ToAPIError(err error) *APIError {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	var ae *APIError
-	if errors.As(err, &ae) {
-		out := *ae
-		if out.Status == 0 {
-			out.Status = http.StatusInternalServerError
-		}
-		return &out
-	}
-	var re *requestError
-	if errors.As(err, &re) {
-		return &APIError{Status: re.status, Code: re.code, Message: msg}
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
-			Message: fmt.Sprintf("request body exceeds the limit of %d bytes", mbe.Limit)}
-	}
-	mk := func(status int, code string) *APIError { return &APIError{Status: status, Code: code, Message: msg} }
-	switch {
-	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader),
-		errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return mk(http.StatusServiceUnavailable, CodeNotLeader)
-	case errors.Is(err, ErrNoLeader):
-		return mk(http.StatusServiceUnavailable, CodeNoLeader)
-	case errors.Is(err, ErrTimeout), errors.Is(err, raft.ErrEnqueueTimeout),
-		errors.Is(err, context.DeadlineExceeded):
-		return mk(http.StatusGatewayTimeout, CodeTimeout)
-	case errors.Is(err, ErrUnavailable), errors.Is(err, raft.ErrRaftShutdown),
-		errors.Is(err, raft.ErrTransportShutdown), errors.Is(err, raft.ErrAbortedByRestore),
-		errors.Is(err, context.Canceled):
-		return mk(http.StatusServiceUnavailable, CodeUnavailable)
-	case errors.Is(err, raft.ErrCantBootstrap), errors.Is(err, raft.ErrNotVoter):
-		return mk(http.StatusConflict, CodeConflict)
-	}
-	if code := fsm.Code(err); code != "" {
-		return mk(fsmStatus(code), code)
-	}
-	for _, tc := range transportCodes {
-		if errors.Is(err, tc.err) {
-			return mk(tc.status, tc.code)
-		}
-	}
-	return mk(http.StatusInternalServerError, CodeInternal)
 }
 
 // codeForStatus is the code assumed for an error response that carries no

@@ -1,9 +1,8 @@
-package transport
+package apiserver
 
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,82 +18,17 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ars-project/ars/api"
+
 	"golang.org/x/time/rate"
 
 	"github.com/ars-project/ars/fsm"
 )
 
-// Alert limits. See the package documentation, "Alerts".
-const (
-	// MaxAlertBodyBytes bounds the JSON body of POST /v1/alerts.
-	MaxAlertBodyBytes = 64 << 10
-	// MaxAlertEvidenceBytes bounds the evidence a detector may send: the
-	// "evidence" field of POST /v1/alerts, or the whole body of POST
-	// /v1/alerts/webhook.
-	MaxAlertEvidenceBytes = 16 << 10
-	// LedgerEvidenceBytes is what the alert ledger keeps of the evidence
-	// (the fsm's limit). Longer evidence is cut at this size and ends in a
-	// marker naming the original length and its SHA-256.
-	LedgerEvidenceBytes = 4096
-	// MaxAlertIDLength bounds an alert id.
-	MaxAlertIDLength = 128
-	// DefaultAlertListLimit and MaxAlertListLimit bound GET /v1/alerts.
-	DefaultAlertListLimit = 100
-	MaxAlertListLimit     = fsm.AlertLedgerLimit
-
-	maxAlertSourceBytes = 128
-	maxAlertNameBytes   = 256
-)
-
-// HeaderAlertID carries a detector's own alert id on POST
-// /v1/alerts/webhook.
-const HeaderAlertID = "X-Ars-Alert-Id"
-
-// EvidenceBase64Prefix starts evidence that was not storable as text (a
-// webhook body that is not valid UTF-8 or holds control characters): the
-// rest is the body in standard base64.
-const EvidenceBase64Prefix = "base64:"
-
 // alertIDRE is the charset of alert ids: ASCII letters, digits and
 // ". _ : -", starting with a letter or digit. UUIDs, hex digests and
 // "source:serial" forms fit.
 var alertIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
-
-// AlertRequest is the body of POST /v1/alerts.
-type AlertRequest struct {
-	// ID identifies the detection: the ledger records an ID once, so a
-	// retried delivery is answered as a duplicate. 1..128 characters of
-	// [A-Za-z0-9._:-], starting with a letter or digit.
-	ID      string `json:"id"`
-	Service string `json:"service"`
-	Replica string `json:"replica"`
-	Kind    string `json:"kind"` // "exploit" | "dos"
-	// Source names the detector (default: the caller's token name).
-	Source string `json:"source,omitempty"`
-	// Evidence is free text (up to MaxAlertEvidenceBytes; tab and line
-	// breaks allowed, other control characters not). The ledger keeps
-	// LedgerEvidenceBytes of it.
-	Evidence string `json:"evidence,omitempty"`
-}
-
-// AlertResponse answers POST /v1/alerts and POST /v1/alerts/webhook. It is
-// sent only after the alert command was committed: 201 when the alert is
-// new, 200 with Duplicate when its ID was already in the ledger.
-type AlertResponse struct {
-	ID      string `json:"id"`
-	Service string `json:"service"`
-	Replica string `json:"replica"`
-	Kind    string `json:"kind"`
-	Source  string `json:"source"`
-	// Index is the log index of the entry that committed this request (for
-	// a duplicate, of the no-op entry, not of the original alert).
-	Index     uint64 `json:"index"`
-	Duplicate bool   `json:"duplicate"`
-	// At is the leader's clock when it built the command (unix ns).
-	At int64 `json:"at"`
-	// EvidenceTruncated: the ledger holds a shortened copy of the evidence.
-	EvidenceTruncated bool `json:"evidence_truncated,omitempty"`
-}
 
 // AlertLedger is implemented by a Backend that can list this node's alert
 // ledger (oldest first, like fsm.Machine.Alerts). GET /v1/alerts uses it;
@@ -124,7 +58,7 @@ func (s *Server) ledger() ([]fsm.AlertRecord, error) {
 		}
 		return m.Alerts(), nil
 	}
-	return nil, &requestError{status: http.StatusNotFound, code: CodeNotFound, msg: "this node cannot list its alert ledger"}
+	return nil, &requestError{status: http.StatusNotFound, code: api.CodeNotFound, msg: "this node cannot list its alert ledger"}
 }
 
 // alertLimiter is a token bucket per caller for the alert routes. The set
@@ -183,7 +117,7 @@ func (s *Server) limitAlert(w http.ResponseWriter, r *http.Request) error {
 	secs := int(math.Ceil(wait.Seconds()))
 	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	return fmt.Errorf("%w: caller %q is over its alert rate (%g per second, burst %d); retry in %s",
-		ErrRateLimited, caller, float64(s.alerts.limit), s.alerts.burst, wait.Round(time.Millisecond))
+		api.ErrRateLimited, caller, float64(s.alerts.limit), s.alerts.burst, wait.Round(time.Millisecond))
 }
 
 // handlePostAlert is POST /v1/alerts (leader).
@@ -191,15 +125,15 @@ func (s *Server) handlePostAlert(w http.ResponseWriter, r *http.Request) error {
 	if err := s.limitAlert(w, r); err != nil {
 		return err
 	}
-	var req AlertRequest
+	var req api.AlertRequest
 	if err := decodeBody(r, &req, false); err != nil {
 		return err
 	}
 	if err := checkAlertID(req.ID, "id"); err != nil {
 		return err
 	}
-	if len(req.Evidence) > MaxAlertEvidenceBytes {
-		return invalidf("evidence: %d bytes, at most %d allowed", len(req.Evidence), MaxAlertEvidenceBytes)
+	if len(req.Evidence) > api.MaxAlertEvidenceBytes {
+		return invalidf("evidence: %d bytes, at most %d allowed", len(req.Evidence), api.MaxAlertEvidenceBytes)
 	}
 	if err := checkEvidenceText(req.Evidence); err != nil {
 		return invalidf("evidence: %v", err)
@@ -227,53 +161,37 @@ func (s *Server) handleAlertWebhook(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	req := AlertRequest{Service: q.Get("service"), Replica: q.Get("replica"), Kind: q.Get("kind"), Source: q.Get("source")}
+	req := api.AlertRequest{Service: q.Get("service"), Replica: q.Get("replica"), Kind: q.Get("kind"), Source: q.Get("source")}
 	if req.Source == "" {
 		if p, ok := PrincipalFromContext(r.Context()); ok {
 			req.Source = p.Name
 		}
 	}
-	ids := r.Header.Values(HeaderAlertID)
+	ids := r.Header.Values(api.HeaderAlertID)
 	switch {
 	case len(ids) > 1:
-		return invalidf("%s given %d times", HeaderAlertID, len(ids))
+		return invalidf("%s given %d times", api.HeaderAlertID, len(ids))
 	case len(ids) == 1:
 		req.ID = strings.TrimSpace(ids[0])
-		if err := checkAlertID(req.ID, HeaderAlertID); err != nil {
+		if err := checkAlertID(req.ID, api.HeaderAlertID); err != nil {
 			return err
 		}
 	case len(body) == 0:
-		return invalidf("empty body and no %s header: nothing to derive an alert id from", HeaderAlertID)
+		return invalidf("empty body and no %s header: nothing to derive an alert id from", api.HeaderAlertID)
 	default:
-		req.ID = WebhookAlertID(req.Source, req.Service, req.Replica, body)
+		req.ID = api.WebhookAlertID(req.Source, req.Service, req.Replica, body)
 	}
 	if checkEvidenceText(string(body)) == nil {
 		req.Evidence = string(body)
 	} else {
-		req.Evidence = EvidenceBase64Prefix + base64.StdEncoding.EncodeToString(body)
+		req.Evidence = api.EvidenceBase64Prefix + base64.StdEncoding.EncodeToString(body)
 	}
 	return s.commitAlert(w, r, req)
 }
 
-// WebhookAlertID is the id POST /v1/alerts/webhook gives an alert without
-// an X-Ars-Alert-Id header: "wh-" and the hex SHA-256 of the
-// length-prefixed source, service, replica and body. A retried delivery of
-// the same body therefore dedups; a detector that reports two distinct
-// events with identical bodies must send its own ids.
-func WebhookAlertID(source, service, replica string, body []byte) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, part := range [][]byte{[]byte(source), []byte(service), []byte(replica), body} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
-		h.Write(n[:])
-		h.Write(part)
-	}
-	return "wh-" + hex.EncodeToString(h.Sum(nil))
-}
-
 // commitAlert validates the rest of req, stamps it with the leader's
 // clock, commits it and answers 201 (new) or 200 (duplicate).
-func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRequest) error {
+func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req api.AlertRequest) error {
 	switch {
 	case req.Kind == "":
 		return invalidf("kind: required (%q or %q)", fsm.KindExploit, fsm.KindDoS)
@@ -284,7 +202,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 		if f.v == "" {
 			return invalidf("%s: required", f.name)
 		}
-		if err := checkLine(f.v, maxAlertNameBytes); err != nil {
+		if err := checkLine(f.v, api.MaxAlertNameBytes); err != nil {
 			return invalidf("%s: %v", f.name, err)
 		}
 	}
@@ -293,7 +211,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 			req.Source = p.Name
 		}
 	}
-	if err := checkLine(req.Source, maxAlertSourceBytes); err != nil {
+	if err := checkLine(req.Source, api.MaxAlertSourceBytes); err != nil {
 		return invalidf("source: %v", err)
 	}
 	// Refuse unknown names before anything reaches the log. The fsm checks
@@ -340,7 +258,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req AlertRe
 	if res.Duplicate {
 		status = http.StatusOK
 	}
-	return writeJSONStatus(w, status, AlertResponse{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
+	return writeJSONStatus(w, status, api.AlertResponse{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
 		Source: a.Source, Index: res.Index, Duplicate: res.Duplicate, At: a.At, EvidenceTruncated: truncated})
 }
 
@@ -356,11 +274,11 @@ func (s *Server) handleAlerts(w http.ResponseWriter, r *http.Request) error {
 			return invalidf("query parameter %q given %d times", k, len(vs))
 		}
 	}
-	limit := DefaultAlertListLimit
+	limit := api.DefaultAlertListLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxAlertListLimit {
-			return invalidf("limit: %q must be a number from 1 to %d", v, MaxAlertListLimit)
+		if err != nil || n < 1 || n > api.MaxAlertListLimit {
+			return invalidf("limit: %q must be a number from 1 to %d", v, api.MaxAlertListLimit)
 		}
 		limit = n
 	}
@@ -385,8 +303,8 @@ func checkAlertID(id, field string) error {
 	switch {
 	case id == "":
 		return invalidf("%s: required", field)
-	case len(id) > MaxAlertIDLength:
-		return invalidf("%s: %d characters, at most %d allowed", field, len(id), MaxAlertIDLength)
+	case len(id) > api.MaxAlertIDLength:
+		return invalidf("%s: %d characters, at most %d allowed", field, len(id), api.MaxAlertIDLength)
 	case !alertIDRE.MatchString(id):
 		return invalidf("%s: %q must be letters, digits and . _ : - (starting with a letter or digit)", field, id)
 	}
@@ -427,14 +345,14 @@ func checkLine(s string, max int) error {
 // the prefix still decodes) and appends a marker with the original length
 // and SHA-256.
 func fitEvidence(s string) (string, bool) {
-	if len(s) <= LedgerEvidenceBytes {
+	if len(s) <= api.LedgerEvidenceBytes {
 		return s, false
 	}
 	sum := sha256.Sum256([]byte(s))
 	marker := fmt.Sprintf("\n[truncated: %d bytes, sha256 %s]", len(s), hex.EncodeToString(sum[:]))
-	cut := LedgerEvidenceBytes - len(marker)
-	if strings.HasPrefix(s, EvidenceBase64Prefix) {
-		cut -= (cut - len(EvidenceBase64Prefix)) % 4
+	cut := api.LedgerEvidenceBytes - len(marker)
+	if strings.HasPrefix(s, api.EvidenceBase64Prefix) {
+		cut -= (cut - len(api.EvidenceBase64Prefix)) % 4
 	}
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--

@@ -1,4 +1,4 @@
-package transport
+package apiserver
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/pki"
 )
 
 // leaderAndFollower starts a leader n1 and a follower n2 that knows it.
@@ -19,7 +22,7 @@ func leaderAndFollower(t *testing.T) (lts, fts *testServer) {
 	fb := newFakeBackend("n2", false)
 	fb.leaderFn = func() (string, string, bool) { return "n1", lts.hostPort(), true }
 	fts = startServer(t, "n2", fb, func(c *ServerConfig) {
-		c.Tokens = testTokens(t, Token{Name: "follower-only", Role: RoleOperator, Secret: secretOther})
+		c.Tokens = testTokens(t, pki.Token{Name: "follower-only", Role: pki.RoleOperator, Secret: secretOther})
 	})
 	return lts, fts
 }
@@ -43,7 +46,7 @@ func TestForwardLeaderOnlyRoutes(t *testing.T) {
 		t.Fatalf("follower apply calls = %d, want 0", a)
 	}
 	if !slices.Contains(lts.forwardedHeaders(), "n2") {
-		t.Fatalf("leader never saw %s: n2 (saw %q)", HeaderForwarded, lts.forwardedHeaders())
+		t.Fatalf("leader never saw %s: n2 (saw %q)", api.HeaderForwarded, lts.forwardedHeaders())
 	}
 
 	// Local routes are answered by the follower itself.
@@ -115,7 +118,7 @@ func TestForwardAuthChecks(t *testing.T) {
 
 	// A reader is refused by the follower already; nothing is forwarded.
 	_, err := newTestClient(t, fts.URL, secretReader, caOnly(t)).ApplyService(ctx, validSpec("dns"))
-	if !errors.Is(err, ErrForbidden) {
+	if !errors.Is(err, api.ErrForbidden) {
 		t.Fatalf("reader apply via follower: %v", err)
 	}
 	if n := len(lts.forwardedHeaders()); n != before {
@@ -124,7 +127,7 @@ func TestForwardAuthChecks(t *testing.T) {
 	// A token the follower knows but the leader does not: the leader
 	// re-checks and refuses.
 	_, err = newTestClient(t, fts.URL, secretOther, caOnly(t)).ApplyService(ctx, validSpec("dns"))
-	if !errors.Is(err, ErrUnauthorized) {
+	if !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("follower-only token at leader: %v", err)
 	}
 	if a, _, _, _, _ := lts.b.counts(); a != 0 {
@@ -149,10 +152,10 @@ func TestForwardNeverTakesASecondHop(t *testing.T) {
 	f2 := startServer(t, "n2", b2, nil)
 
 	_, err := newTestClient(t, f2.URL, secretOperator, caOnly(t)).ApplyService(context.Background(), validSpec("dns"))
-	if !errors.Is(err, ErrNotLeader) {
+	if !errors.Is(err, api.ErrNotLeader) {
 		t.Fatalf("two-hop request: %v, want not_leader", err)
 	}
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
 		t.Fatalf("error %v, want 503", err)
 	}
@@ -175,7 +178,7 @@ func TestForwardNoLeader(t *testing.T) {
 	fb.leaderFn = func() (string, string, bool) { polls.Add(1); return "", "", false }
 	fts := startServer(t, "n2", fb, func(c *ServerConfig) { c.LeaderWait = 100 * time.Millisecond })
 	_, err := newTestClient(t, fts.URL, secretOperator, caOnly(t)).ApplyService(context.Background(), validSpec("dns"))
-	if !errors.Is(err, ErrNoLeader) {
+	if !errors.Is(err, api.ErrNoLeader) {
 		t.Fatalf("apply without a leader: %v", err)
 	}
 	if polls.Load() < 2 {
@@ -187,7 +190,7 @@ func TestForwardNoLeader(t *testing.T) {
 	fb.leaderFn = func() (string, string, bool) { return "n2", fts.hostPort(), true }
 	fb.mu.Unlock()
 	_, err = newTestClient(t, fts.URL, secretOperator, caOnly(t)).ApplyService(context.Background(), validSpec("dns"))
-	if !errors.Is(err, ErrNoLeader) {
+	if !errors.Is(err, api.ErrNoLeader) {
 		t.Fatalf("self as stale leader: %v", err)
 	}
 }
@@ -240,8 +243,8 @@ func TestForwardLeaderUnreachable(t *testing.T) {
 	fb.leaderFn = func() (string, string, bool) { return "n1", dead, true }
 	fts := startServer(t, "n2", fb, nil)
 	_, err = newTestClient(t, fts.URL, secretOperator, caOnly(t)).ApplyService(context.Background(), validSpec("dns"))
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != 503 || !errors.Is(err, ErrNoLeader) {
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 503 || !errors.Is(err, api.ErrNoLeader) {
 		t.Fatalf("unreachable leader: %v", err)
 	}
 }
@@ -254,7 +257,7 @@ func TestForwardRequiresLeaderNodeCert(t *testing.T) {
 	fb.leaderFn = func() (string, string, bool) { return "n1", impostor.hostPort(), true }
 	fts := startServer(t, "n2", fb, nil)
 	_, err := newTestClient(t, fts.URL, secretOperator, caOnly(t)).ApplyService(context.Background(), validSpec("dns"))
-	if !errors.Is(err, ErrNoLeader) {
+	if !errors.Is(err, api.ErrNoLeader) {
 		t.Fatalf("forward to impostor: %v", err)
 	}
 	if len(impostor.forwardedHeaders()) != 0 {
@@ -281,7 +284,7 @@ func TestSnapshotFailureMidStreamIsNotSuccess(t *testing.T) {
 	lts.b.snapAfter = 0
 	lts.b.mu.Unlock()
 	err := newTestClient(t, lts.URL, secretOperator, caOnly(t)).SnapshotSave(context.Background(), &bytes.Buffer{})
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != 500 {
 		t.Fatalf("snapshot failing upfront: %v", err)
 	}

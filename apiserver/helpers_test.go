@@ -171,7 +171,7 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	res, err := f.m.Apply(f.index, f.term, cmd)
 	if err == nil {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
-			if a, ok := c.(fsm.Alert); ok && a.Kind == fsm.KindManual && !res.Duplicate {
+			if a, ok := c.(fsm.SwitchRequest); ok && !res.Duplicate {
 				f.decideManual(a)
 			}
 		}
@@ -182,10 +182,10 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 // decideManual stands in for the leader loop (which this package does not
 // import): it answers an operator's switch request at once, switching to
 // the named replica or else the standby, or recording why not. f.mu held.
-func (f *fakeBackend) decideManual(a fsm.Alert) {
+func (f *fakeBackend) decideManual(a fsm.SwitchRequest) {
 	svc, _ := f.m.Service(a.Service)
 	act, _ := svc.Active()
-	to := a.Replica
+	to := a.To
 	if to == "" {
 		sb, _ := svc.Standby()
 		to = sb.Name

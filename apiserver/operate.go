@@ -40,9 +40,10 @@ func caller(r *http.Request) string {
 
 // handleSwitch is POST /v1/services/{name}/switch (leader): an operator's
 // switch request. The server does not decide it: it commits the request to
-// the alert ledger as an entry of kind manual and waits for the leader loop
-// to decide it (the leader loop is the one writer of Switch commands), then
-// answers with the switch it committed or, with 409, why there was none.
+// the alert ledger (fsm.SwitchRequest, an entry of kind manual) and waits
+// for the leader loop to decide it (the leader loop is the one writer of
+// Switch commands), then answers with the switch it committed or, with
+// 409, why there was none.
 func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	var req api.SwitchRequest
 	if err := decodeBody(r, &req, true); err != nil {
@@ -71,8 +72,8 @@ func (s *Server) handleSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cmd, err := fsm.Encode(s.term(), fsm.Alert{ID: id, Service: svc.Spec.Name, Replica: req.To, Kind: fsm.KindManual,
-		Source: clipBytes(caller(r), api.MaxAlertSourceBytes), Evidence: req.Reason, At: s.now().UnixNano()})
+	cmd, err := fsm.Encode(s.term(), fsm.SwitchRequest{ID: id, Service: svc.Spec.Name, To: req.To, Reason: req.Reason,
+		Source: clipBytes(caller(r), api.MaxAlertSourceBytes), At: s.now().UnixNano()})
 	if err != nil {
 		return fmt.Errorf("encoding switch request: %w", err)
 	}

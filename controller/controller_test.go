@@ -490,14 +490,14 @@ func TestReplicaWithoutDriver(t *testing.T) {
 	}
 }
 
-// An operator's switch request (a ledger entry of kind manual) is decided
+// An operator's switch request (fsm.SwitchRequest: a ledger entry of kind manual) is decided
 // by the leader loop like an alert: a switch to the best other replica
 // (make-before-break, reason manual), named in the history by the request;
 // a request it cannot carry out is answered with the reason.
 func TestManualRequestDecidedByTheLeaderLoop(t *testing.T) {
 	e := newEnv(t)
 	e.start(false)
-	e.cl.must(t, fsm.Alert{ID: "manual-1", Service: svcName, Kind: fsm.KindManual, Source: "operator", Evidence: "drill"})
+	e.cl.must(t, fsm.SwitchRequest{ID: "manual-1", Service: svcName, Source: "operator", Reason: "drill"})
 	eventually(t, "manual request decided", func() bool { return e.cl.alert("manual-1").Outcome != "" })
 	if o := e.cl.alert("manual-1").Outcome; o != "switch" {
 		t.Fatalf("outcome %q, want switch", o)
@@ -510,7 +510,7 @@ func TestManualRequestDecidedByTheLeaderLoop(t *testing.T) {
 	// To the active itself: refused with the reason, nothing switched.
 	svc, _ := e.cl.Service(svcName)
 	act, _ := svc.Active()
-	e.cl.must(t, fsm.Alert{ID: "manual-2", Service: svcName, Replica: act.Name, Kind: fsm.KindManual})
+	e.cl.must(t, fsm.SwitchRequest{ID: "manual-2", Service: svcName, To: act.Name})
 	eventually(t, "second request decided", func() bool { return e.cl.alert("manual-2").Outcome != "" })
 	if o := e.cl.alert("manual-2").Outcome; !strings.HasPrefix(o, "rejected: ") || !strings.Contains(o, "already active") {
 		t.Errorf("outcome %q, want rejected with the reason", o)
@@ -539,12 +539,12 @@ func TestManualRequestFollowsDrivers(t *testing.T) {
 	d.add(svcName, "bind-b", "bind9", driver.PowerOff, false)
 	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
 	e.start(false)
-	cl.must(t, fsm.Alert{ID: "manual-ct", Service: svcName, Replica: "knot-ct", Kind: fsm.KindManual})
+	cl.must(t, fsm.SwitchRequest{ID: "manual-ct", Service: svcName, To: "knot-ct"})
 	eventually(t, "request to the container decided", func() bool { return cl.alert("manual-ct").Outcome != "" })
 	if o := cl.alert("manual-ct").Outcome; o == "switch" {
 		t.Fatalf("switched to a replica without a driver")
 	}
-	cl.must(t, fsm.Alert{ID: "manual-any", Service: svcName, Kind: fsm.KindManual})
+	cl.must(t, fsm.SwitchRequest{ID: "manual-any", Service: svcName})
 	eventually(t, "switched to the VM", func() bool {
 		svc, _ := cl.Service(svcName)
 		act, _ := svc.Active()

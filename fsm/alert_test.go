@@ -56,7 +56,7 @@ func TestAlert(t *testing.T) {
 		{"control in source", Alert{ID: "x7", Service: "dns", Replica: "win-bind", Kind: KindDoS, Source: "a\nb"}, ErrInvalid, "source"},
 		{"huge evidence", Alert{ID: "x8", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: strings.Repeat("e", maxEvidenceLen+1)}, ErrInvalid, "evidence"},
 		{"control in evidence", Alert{ID: "x9", Service: "dns", Replica: "win-bind", Kind: KindDoS, Evidence: "\x1b[31m"}, ErrInvalid, "evidence"},
-		{"manual to an unknown replica", Alert{ID: "x10", Service: "dns", Replica: "ghost", Kind: KindManual}, ErrUnknownReplica, `"ghost"`},
+		{"kind manual (a SwitchRequest, not an alert)", Alert{ID: "x10", Service: "dns", Replica: "win-bind", Kind: KindManual}, ErrInvalid, "kind"},
 	} {
 		t.Run(c.name, func(t *testing.T) { h.reject(c.a, c.want, c.msg) })
 	}
@@ -181,13 +181,36 @@ func TestAlertOutcome(t *testing.T) {
 }
 
 // An operator's switch request is a ledger entry of kind manual: its
-// replica (the target) may be empty, it switches nothing by itself, and a
-// Switch naming it records its outcome.
-func TestManualRequest(t *testing.T) {
+// target may be empty, it switches nothing by itself, and a Switch naming
+// it records its outcome.
+func TestSwitchRequest(t *testing.T) {
 	h := newPaper(t)
 	before := h.roles("dns")
-	h.must(Alert{ID: "m1", Service: "dns", Kind: KindManual, Source: "operator", Evidence: "maintenance window"})
-	h.must(Alert{ID: "m2", Service: "dns", Replica: "lin-unbound", Kind: KindManual, Source: "operator"})
+	h.must(SwitchRequest{ID: "m1", Service: "dns", Source: "operator", Reason: "maintenance window", At: 5})
+	h.must(SwitchRequest{ID: "m2", Service: "dns", To: "lin-unbound", Source: "operator"})
+	if r, _ := h.m.Alert("m1"); r.Kind != KindManual || r.Replica != "" || r.Evidence != "maintenance window" || r.Source != "operator" || r.At != 5 {
+		t.Fatalf("ledger entry %+v", r)
+	}
+	for _, c := range []struct {
+		name string
+		r    SwitchRequest
+		want error
+		msg  string
+	}{
+		{"unknown replica", SwitchRequest{ID: "x1", Service: "dns", To: "ghost"}, ErrUnknownReplica, `"ghost"`},
+		{"unknown service", SwitchRequest{ID: "x2", Service: "nope"}, ErrUnknownService, `"nope"`},
+		{"missing id", SwitchRequest{Service: "dns"}, ErrInvalid, "id: required"},
+		{"control in reason", SwitchRequest{ID: "x3", Service: "dns", Reason: "a\x00b"}, ErrInvalid, "reason"},
+		{"id of an alert", SwitchRequest{ID: "m1", Service: "nope"}, nil, ""},
+	} {
+		if c.want == nil {
+			if res := h.must(c.r); !res.Duplicate {
+				t.Errorf("%s: %+v, want a duplicate", c.name, res)
+			}
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) { h.reject(c.r, c.want, c.msg) })
+	}
 	if got := h.roles("dns"); got != before {
 		t.Fatalf("a manual request changed roles: %q", got)
 	}

@@ -23,6 +23,10 @@ const (
 	CmdReplicaRole   CommandType = "replica.role"
 	CmdAlert         CommandType = "alert"
 	CmdAlertOutcome  CommandType = "alert.outcome"
+	// CmdSwitchRequest is newer than the others: a node built before it
+	// halts on it (an unknown command is a hard error) instead of
+	// diverging, so upgrade every node before a leader writes one.
+	CmdSwitchRequest CommandType = "switch.request"
 )
 
 // Command is the body of a log entry. Every body type below implements it
@@ -95,6 +99,20 @@ type AlertOutcome struct {
 	Outcome string `json:"outcome"`
 }
 
+// SwitchRequest records an operator's request to switch a service in the
+// alert ledger, as an entry of kind manual (Replica = To, Evidence =
+// Reason). It does not switch by itself: the leader loop decides it like
+// an alert, and answers it with a Switch or an alert.outcome.
+type SwitchRequest struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	// To names the replica to switch to; "" lets the leader pick.
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Source string `json:"source,omitempty"` // the caller (token name)
+	At     int64  `json:"at"`               // unix nanoseconds, from the API server
+}
+
 // Alert records a detector's alert in the ledger. It does not switch by
 // itself: the controller decides.
 type Alert struct {
@@ -127,6 +145,9 @@ func (Alert) Type() CommandType { return CmdAlert }
 
 // Type implements Command.
 func (AlertOutcome) Type() CommandType { return CmdAlertOutcome }
+
+// Type implements Command.
+func (SwitchRequest) Type() CommandType { return CmdSwitchRequest }
 
 // Envelope is the header of an encoded command:
 // {"v":1,"type":"switch","term":7,"body":{...}}.
@@ -162,6 +183,7 @@ var handlers = map[CommandType]handler{
 	CmdReplicaRole:   {decodeBody[ReplicaRole], applyReplicaRole},
 	CmdAlert:         {decodeBody[Alert], applyAlert},
 	CmdAlertOutcome:  {decodeBody[AlertOutcome], applyAlertOutcome},
+	CmdSwitchRequest: {decodeBody[SwitchRequest], applySwitchRequest},
 }
 
 func decodeBody[T Command](body []byte) (Command, error) {

@@ -496,10 +496,10 @@ func validateAlert(a Alert) error {
 		return errors.New("id: required")
 	case a.Service == "":
 		return errors.New("service: required")
-	case a.Replica == "" && a.Kind != KindManual:
+	case a.Replica == "":
 		return errors.New("replica: required")
-	case a.Kind != KindExploit && a.Kind != KindDoS && a.Kind != KindManual:
-		return fmt.Errorf("kind: %q must be %q, %q or %q", a.Kind, KindExploit, KindDoS, KindManual)
+	case a.Kind != KindExploit && a.Kind != KindDoS:
+		return fmt.Errorf("kind: %q must be %q or %q", a.Kind, KindExploit, KindDoS)
 	case a.At < 0:
 		return fmt.Errorf("at: %d must not be negative", a.At)
 	}
@@ -528,9 +528,16 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 	if !ok {
 		return res, fmt.Errorf("%w: %q (alert %q)", ErrUnknownService, a.Service, a.ID)
 	}
-	if a.Replica != "" && svc.replicaIndex(a.Replica) < 0 {
+	if svc.replicaIndex(a.Replica) < 0 {
 		return res, fmt.Errorf("%w: alert %q: service %q has no replica %q", ErrUnknownReplica, a.ID, a.Service, a.Replica)
 	}
+	return m.addToLedger(e, svc, AlertRecord{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
+		Source: a.Source, Evidence: a.Evidence, At: a.At, Index: e.index})
+}
+
+// addToLedger appends rec to the alert ledger.
+func (m *Machine) addToLedger(e entry, svc *Service, rec AlertRecord) (Result, error) {
+	res := Result{Index: e.index}
 	// A full ledger makes room by dropping its oldest decided alert; an
 	// undecided one is never dropped (invariant 3), so with none decided
 	// the new alert is refused and its sender retries.
@@ -538,15 +545,43 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 		i := slices.IndexFunc(m.alerts, func(r AlertRecord) bool { return r.Outcome != "" })
 		if i < 0 {
 			return res, fmt.Errorf("%w: alert %q: all %d alerts held are still undecided; retry once some are decided",
-				ErrLedgerFull, a.ID, len(m.alerts))
+				ErrLedgerFull, rec.ID, len(m.alerts))
 		}
 		delete(m.alertIDs, m.alerts[i].ID)
 		m.alerts = slices.Delete(m.alerts, i, i+1)
 	}
-	m.alerts = append(m.alerts, AlertRecord{ID: a.ID, Service: a.Service, Replica: a.Replica, Kind: a.Kind,
-		Source: a.Source, Evidence: a.Evidence, At: a.At, Index: e.index})
-	m.alertIDs[a.ID] = struct{}{}
-	return Result{Index: e.index, Service: a.Service, Generation: svc.Generation}, nil
+	m.alerts = append(m.alerts, rec)
+	m.alertIDs[rec.ID] = struct{}{}
+	return Result{Index: e.index, Service: rec.Service, Generation: svc.Generation}, nil
+}
+
+// ---- switch.request -----------------------------------------------------
+
+func applySwitchRequest(m *Machine, e entry, c Command) (Result, error) {
+	r := c.(SwitchRequest)
+	res := Result{Index: e.index}
+	// The same rules as an alert's id, service, source and time.
+	err := validateAlert(Alert{ID: r.ID, Service: r.Service, Replica: "-", Kind: KindDoS, Source: r.Source, At: r.At})
+	if err == nil {
+		if rerr := checkText(r.Reason, maxReasonLen); rerr != nil {
+			err = fmt.Errorf("reason: %v", rerr)
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("%w: switch.request %q: %v", ErrInvalid, r.ID, err)
+	}
+	if _, dup := m.alertIDs[r.ID]; dup {
+		return Result{Index: e.index, Service: r.Service, Duplicate: true}, nil
+	}
+	svc, ok := m.services[r.Service]
+	if !ok {
+		return res, fmt.Errorf("%w: %q (switch.request %q)", ErrUnknownService, r.Service, r.ID)
+	}
+	if r.To != "" && svc.replicaIndex(r.To) < 0 {
+		return res, fmt.Errorf("%w: switch.request %q: service %q has no replica %q", ErrUnknownReplica, r.ID, r.Service, r.To)
+	}
+	return m.addToLedger(e, svc, AlertRecord{ID: r.ID, Service: r.Service, Replica: r.To, Kind: KindManual,
+		Source: r.Source, Evidence: r.Reason, At: r.At, Index: e.index})
 }
 
 // recordOutcome sets the Outcome of the ledger alert id, if it is held and

@@ -27,12 +27,10 @@ const (
 const (
 	KindExploit = "exploit"
 	KindDoS     = "dos"
-	// KindManual is an operator's switch request (POST
-	// /v1/services/{name}/switch): Replica names the replica to switch to,
-	// or is empty to let the leader pick; Evidence holds the operator's
-	// reason and Source the caller. Detectors cannot post it (the alert API
-	// takes exploit and dos only); the leader loop decides it like any
-	// other ledger entry.
+	// KindManual is an operator's switch request (the SwitchRequest
+	// command, not an Alert): Replica names the replica to switch to, or is
+	// empty to let the leader pick; Evidence holds the operator's reason
+	// and Source the caller. The leader loop decides it like an alert.
 	KindManual = "manual"
 )
 

@@ -121,7 +121,7 @@ func (b *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	res, err := b.m.Apply(b.index, b.term, cmd)
 	if err == nil && !res.Duplicate {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
-			if a, ok := c.(fsm.Alert); ok && a.Kind == fsm.KindManual {
+			if a, ok := c.(fsm.SwitchRequest); ok {
 				b.decideManual(a.ID)
 			}
 		}

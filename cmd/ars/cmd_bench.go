@@ -14,10 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/bench"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The downtime benchmark (DESIGN.md §6): scenarios × modes × trials on the

@@ -16,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/chaos"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The chaos suite (issue 7): seeded schedules of attacks and faults on the

@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The lab: `ars lab up` starts `ars lab serve` (the daemon that holds the

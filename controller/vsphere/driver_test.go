@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/controller"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Every operation on a simulated VM, each repeated: a repeat succeeds and

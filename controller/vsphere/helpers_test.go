@@ -14,9 +14,9 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ars-project/ars/controller"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	arstest "github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // VMs of the simulator's VPX inventory.

@@ -15,7 +15,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ars-project/ars/controller"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // vCenter expires an idle session; the next operation logs in again

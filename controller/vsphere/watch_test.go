@@ -8,7 +8,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ars-project/ars/controller"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/vcsim"
 )
 
 func powerIs(name string, p controller.Power) func(controller.Event) bool {

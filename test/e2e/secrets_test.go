@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/cmd/ars/agent"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
 	"github.com/ars-project/ars/test/testutil"
 	"github.com/ars-project/ars/transport"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Secrets — the vCenter password, the API tokens, the gossip key and the

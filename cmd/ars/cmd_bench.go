@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/bench"
@@ -46,9 +47,10 @@ type benchFlags struct {
 }
 
 func init() {
-	Register(Command{
-		Name:  "bench",
-		Local: true,
+	app.Register(cli.Command{
+		Name:   "bench",
+		Hidden: true, // moving to ars-lab
+		Local:  true,
 		Summary: "Measure downtime per attack on the lab: ars vs the paper's system (SDK and CLI) vs dnsdist; " +
 			"writes bench/results/latest.{json,png,md}",
 		Help: `Brings the lab up once per mode and profile (root, Linux; the lab's packages:
@@ -74,7 +76,7 @@ Downtime is the longest run of queries the lab's client (one query every
 5 ms, 250 ms timeout) saw unanswered; detection and switch come from the
 cluster's switch record. A switch after the one the attack caused is a
 false switch.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f benchFlags
 			f.registerPrefix(fs, "arsbench") // never the lab an operator may have up
 			fs.StringVar(&f.profiles, "profiles", "none,paper", "vCenter latency `profiles`, comma-separated ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
@@ -87,7 +89,7 @@ false switch.`,
 			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
 			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runBench(ctx, e, &f)
 			}
 		},
@@ -104,35 +106,35 @@ func splitList(s string) []string {
 	return out
 }
 
-func runBench(ctx context.Context, e *Env, f *benchFlags) error {
+func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	profiles, modes := splitList(f.profiles), splitList(f.modes)
 	for _, p := range profiles {
 		if _, ok := vcsim.Profiles[p]; !ok {
-			return usageErrorf("-profiles: unknown profile %q (known: %s)", p, strings.Join(vcsim.ProfileNames(), ", "))
+			return cli.UsageErrorf("-profiles: unknown profile %q (known: %s)", p, strings.Join(vcsim.ProfileNames(), ", "))
 		}
 	}
 	for _, m := range modes {
 		if !slices.Contains(bench.Modes(), m) {
-			return usageErrorf("-modes: unknown mode %q (known: %s)", m, strings.Join(bench.Modes(), ", "))
+			return cli.UsageErrorf("-modes: unknown mode %q (known: %s)", m, strings.Join(bench.Modes(), ", "))
 		}
 	}
 	if len(profiles) == 0 || len(modes) == 0 {
-		return usageErrorf("-profiles and -modes must name at least one")
+		return cli.UsageErrorf("-profiles and -modes must name at least one")
 	}
 	if f.trials < 1 || f.trials > 100 {
-		return usageErrorf("-trials %d: want 1-100", f.trials)
+		return cli.UsageErrorf("-trials %d: want 1-100", f.trials)
 	}
 	if f.implFor < time.Second || f.implFor > lab.MaxAttack {
-		return usageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
+		return cli.UsageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
 	}
 	if f.load < 0 || f.load > lab.MaxLoad || f.load > 0 && f.load < time.Second {
-		return usageErrorf("-load %s: want 0, or 1s to %s", f.load, lab.MaxLoad)
+		return cli.UsageErrorf("-load %s: want 0, or 1s to %s", f.load, lab.MaxLoad)
 	}
 	if f.loadFraction <= 0 || f.loadFraction > 1 {
-		return usageErrorf("-load-fraction %g: want more than 0 and at most 1", f.loadFraction)
+		return cli.UsageErrorf("-load-fraction %g: want more than 0 and at most 1", f.loadFraction)
 	}
 	if f.capacityFor < time.Second || f.capacityFor > time.Minute {
-		return usageErrorf("-capacity-for %s: want 1s to 1m", f.capacityFor)
+		return cli.UsageErrorf("-capacity-for %s: want 1s to 1m", f.capacityFor)
 	}
 	if err := needRoot(); err != nil {
 		return err
@@ -194,7 +196,7 @@ func mergeOld(f *bench.File, path string) error {
 
 type benchRun struct {
 	f   *benchFlags
-	e   *Env
+	e   *cli.Env
 	log *slog.Logger
 	// loadQPS is the benign load's rate (0: none); loadHere says whether
 	// the current profile runs it.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/netlab"
@@ -88,16 +89,16 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 			parts = append(parts, fsm.PlatformVM)
 		}
 		if len(parts) != 4 || parts[0] == "" {
-			return nil, usageErrorf("-replicas entry %q: want NAME:IMPL:OS[:PLATFORM]", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: want NAME:IMPL:OS[:PLATFORM]", e)
 		}
 		if parts[3] != fsm.PlatformVM && parts[3] != fsm.PlatformContainer {
-			return nil, usageErrorf("-replicas entry %q: platform must be vm or container", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: platform must be vm or container", e)
 		}
 		if _, ok := lab.Implementations[parts[1]]; !ok {
-			return nil, usageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
+			return nil, cli.UsageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
 		}
 		if parts[2] != fsm.OSWindows && parts[2] != fsm.OSLinux {
-			return nil, usageErrorf("-replicas entry %q: os must be windows or linux", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: os must be windows or linux", e)
 		}
 		out = append(out, lab.Replica{Name: parts[0], Impl: parts[1], OS: parts[2], Platform: parts[3]})
 	}
@@ -117,10 +118,10 @@ func (f *labUpFlags) config() (lab.Config, error) {
 		return lab.Config{}, err
 	}
 	if f.nodes < 1 || f.nodes > 9 {
-		return lab.Config{}, usageErrorf("-nodes %d: want 1-9", f.nodes)
+		return lab.Config{}, cli.UsageErrorf("-nodes %d: want 1-9", f.nodes)
 	}
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
-		return lab.Config{}, usageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
+		return lab.Config{}, cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -151,8 +152,18 @@ func needRoot() error {
 }
 
 func init() {
-	Register(Command{
+	app.ExitCode(func(err error) (int, bool) {
+		switch {
+		case lab.IsBadRequest(err):
+			return cli.ExitUsage, true
+		case errors.Is(err, lab.ErrNoLab):
+			return cli.ExitUnreachable, true
+		}
+		return 0, false
+	})
+	app.Register(cli.Command{
 		Name:    "lab up",
+		Hidden:  true, // moving to ars-lab
 		Local:   true,
 		Summary: "Bring the lab up: vCenter simulator, real DNS servers in namespaces, three agents",
 		Help: `Starts the lab daemon (ars lab serve) in the background and waits until it
@@ -168,10 +179,10 @@ removed first. Needs root on Linux.
 
 Then: ars lab status, ars lab attack dos|exploit, ars lab node kill|start,
 ars lab exec -- ars status, ars lab down.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if _, err := f.config(); err != nil {
 					return err
 				}
@@ -190,17 +201,18 @@ ars lab exec -- ars status, ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "lab serve",
+		Hidden:  true, // moving to ars-lab
 		Local:   true,
 		Summary: "Run the lab daemon in the foreground (what lab up starts)",
 		Help: `Builds the lab as ars lab up describes, serves the control socket
 STATE-DIR/control.sock and tears everything down on SIGINT/SIGTERM or
 ars lab down.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				cfg, err := f.config()
 				if err != nil {
 					return err
@@ -212,14 +224,15 @@ ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "lab status",
+		Hidden:  true, // moving to ars-lab
 		Local:   true,
 		Summary: "Show the lab: nodes, replicas, roles, what the client sees",
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				st, err := f.control().Status(ctx)
 				if err != nil {
 					return err
@@ -228,16 +241,17 @@ ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "lab down",
+		Hidden:  true, // moving to ars-lab
 		Local:   true,
 		Summary: "Tear the lab down: every namespace, link and process it made",
 		Help: `Asks the daemon to stop; if none runs (a crash), removes what a lab
 with -prefix left behind.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if err := needRoot(); err != nil {
 					return err
 				}
@@ -247,8 +261,9 @@ with -prefix left behind.`,
 	})
 	registerLabAttacks()
 	registerLabNodes()
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "lab exec",
+		Hidden:  true, // moving to ars-lab
 		Args:    "-- COMMAND [ARG...]",
 		MinArgs: 1, MaxArgs: -1,
 		Local:   true,
@@ -260,11 +275,11 @@ its operator token:
   ars lab exec -- ars status
   ars lab exec -- ars history
   ars lab exec -- dig @10.253.53.53 www.lab.internal`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
 			node := fs.String("node", "", "`node` the CLI talks to (default the leader)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				st, err := f.control().Status(ctx)
 				if err != nil {
 					return err
@@ -334,7 +349,7 @@ func logTail(path string, n int) string {
 }
 
 // serveLab is the daemon: Up, serve the control socket, Down.
-func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
+func serveLab(ctx context.Context, e *cli.Env, cfg lab.Config) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
@@ -375,7 +390,7 @@ func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
 	return nil
 }
 
-func labDown(ctx context.Context, e *Env, f *labFlags) error {
+func labDown(ctx context.Context, e *cli.Env, f *labFlags) error {
 	c := f.control()
 	st, err := c.Status(ctx)
 	if err == nil {
@@ -415,7 +430,7 @@ func processAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
 }
 
-func printLabStatus(e *Env, st lab.Status) error {
+func printLabStatus(e *cli.Env, st lab.Status) error {
 	return e.Print(st, func(w io.Writer) {
 		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
 		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
@@ -426,7 +441,7 @@ func printLabStatus(e *Env, st lab.Status) error {
 			if n.Pid > 0 {
 				pid = fmt.Sprint(n.Pid)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, yesNo(n.Leader))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, cli.YesNo(n.Leader))
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tPLATFORM\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
@@ -439,7 +454,7 @@ func printLabStatus(e *Env, st lab.Status) error {
 			if vm == "" {
 				vm = "-"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, yesNo(r.Linked), r.Role, att)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, cli.YesNo(r.Linked), r.Role, att)
 		}
 		fmt.Fprintf(w, "\nCLI: ars lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
 	})
@@ -447,7 +462,7 @@ func printLabStatus(e *Env, st lab.Status) error {
 
 // labExec runs argv in the client namespace with the CLI's environment
 // pointed at a node, passing the exit code through.
-func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []string) error {
+func labExec(ctx context.Context, e *cli.Env, st lab.Status, node string, argv []string) error {
 	if node == "" {
 		node = st.Leader
 	}
@@ -459,7 +474,7 @@ func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []str
 		}
 	}
 	if addr == "" {
-		return usageErrorf("no node %q in the lab", node)
+		return cli.UsageErrorf("no node %q in the lab", node)
 	}
 	if argv[0] == "ars" {
 		if self, err := os.Executable(); err == nil {
@@ -468,12 +483,12 @@ func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []str
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.ClientNS}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.Stdin, e.Stdout, e.Stderr
-	cmd.Env = append(os.Environ(), EnvAddr+"=https://"+addr, EnvCACert+"="+filepath.Join(st.PKI, "ca.pem"),
-		EnvTokenFile+"="+filepath.Join(st.PKI, "operator.token"))
+	cmd.Env = append(os.Environ(), cli.EnvAddr+"=https://"+addr, cli.EnvCACert+"="+filepath.Join(st.PKI, "ca.pem"),
+		cli.EnvTokenFile+"="+filepath.Join(st.PKI, "operator.token"))
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &exitCodeError{code: ee.ExitCode()}
+		return &cli.ExitCodeError{Code: ee.ExitCode()}
 	}
 	return err
 }

@@ -8,12 +8,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/transport"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "snapshot restore",
+		Group:   groupOperations,
 		Args:    "FILE",
 		MinArgs: 1, MaxArgs: 1,
 		Timeout: 10 * time.Minute,
@@ -21,8 +23,8 @@ func init() {
 		Help: `The leader installs the snapshot and every node follows. This replaces
 all services, roles and history. The default -timeout of this command is
 10m.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				path := args[0]
 				var r io.Reader = e.Stdin
 				if path != "-" {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/lab/bench"
 )
 
@@ -17,31 +18,31 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9"}, exitUsage, "want NAME:IMPL:OS"},
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:nsd:linux"}, exitUsage, `unknown implementation "nsd"`},
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, exitUsage, "os must be windows or linux"},
-		{[]string{"lab", "up", "-state-dir", dir, "-nodes", "0"}, exitUsage, "-nodes 0"},
-		{[]string{"lab", "up", "-state-dir", dir, "-profile", "slow"}, exitUsage, `-profile "slow"`},
-		{[]string{"lab", "attack", "dos", "-state-dir", dir}, exitUsage, "name one target"},
-		{[]string{"lab", "attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, exitUsage, "name one target"},
-		{[]string{"lab", "attack", "exploit", "-state-dir", dir}, exitUsage, "name one target"},
-		{[]string{"lab", "node", "kill", "-state-dir", dir}, exitUsage, "name a NODE or give -leader"},
-		{[]string{"lab", "status", "-state-dir", dir}, exitUnreachable, "no lab is running"},
-		{[]string{"lab", "attack", "dos", "a", "-state-dir", dir}, exitUnreachable, "no lab is running"},
-		{[]string{"bench", "-trials", "0"}, exitUsage, "-trials 0"},
-		{[]string{"bench", "-modes", "ars,haproxy"}, exitUsage, `unknown mode "haproxy"`},
-		{[]string{"bench", "-profiles", "fast"}, exitUsage, `unknown profile "fast"`},
-		{[]string{"bench", "-load-fraction", "1.5"}, exitUsage, "-load-fraction"},
-		{[]string{"lab", "node", "partition", "-state-dir", dir}, exitUsage, "name a NODE or give -leader"},
-		{[]string{"lab", "node", "stop", "n1", "-state-dir", dir}, exitUnreachable, "no lab is running"},
-		{[]string{"chaos", "-state-dir", dir, "-schedules", "0"}, exitUsage, "-schedules 0"},
-		{[]string{"chaos", "-state-dir", dir, "-length", "2s"}, exitUsage, "-length 2s"},
-		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, exitUsage, `-profile "slow"`},
-		{[]string{"chaos", "-state-dir", dir, "-session-timeout", "4s", "-keepalive", "3s"}, exitUsage, "keep-alive of at most half"},
-		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, exitUsage, "must be positive"},
+		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9"}, cli.ExitUsage, "want NAME:IMPL:OS"},
+		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:nsd:linux"}, cli.ExitUsage, `unknown implementation "nsd"`},
+		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, cli.ExitUsage, "os must be windows or linux"},
+		{[]string{"lab", "up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
+		{[]string{"lab", "up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"lab", "attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"lab", "attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"lab", "attack", "exploit", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"lab", "node", "kill", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"lab", "status", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"lab", "attack", "dos", "a", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"bench", "-trials", "0"}, cli.ExitUsage, "-trials 0"},
+		{[]string{"bench", "-modes", "ars,haproxy"}, cli.ExitUsage, `unknown mode "haproxy"`},
+		{[]string{"bench", "-profiles", "fast"}, cli.ExitUsage, `unknown profile "fast"`},
+		{[]string{"bench", "-load-fraction", "1.5"}, cli.ExitUsage, "-load-fraction"},
+		{[]string{"lab", "node", "partition", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"lab", "node", "stop", "n1", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"chaos", "-state-dir", dir, "-schedules", "0"}, cli.ExitUsage, "-schedules 0"},
+		{[]string{"chaos", "-state-dir", dir, "-length", "2s"}, cli.ExitUsage, "-length 2s"},
+		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"chaos", "-state-dir", dir, "-session-timeout", "4s", "-keepalive", "3s"}, cli.ExitUsage, "keep-alive of at most half"},
+		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, cli.ExitUsage, "must be positive"},
 	}
 	for _, c := range cases {
-		cli(t, nil, "", c.args...).fails(t, c.code, c.want)
+		ars(t, nil, "", c.args...).fails(t, c.code, c.want)
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 	"github.com/ars-project/ars/lab/bench"
 )
 
-// The lab and bench commands check their input before they need root or
-// touch anything; with no daemon, lab commands say so with exit 3.
+// The lab, bench and chaos commands check their input before they need
+// root or touch anything; with no daemon, lab commands say so with exit 3.
 func TestLabCommandsRefuseBadInput(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {
@@ -18,23 +18,23 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9"}, cli.ExitUsage, "want NAME:IMPL:OS"},
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:nsd:linux"}, cli.ExitUsage, `unknown implementation "nsd"`},
-		{[]string{"lab", "up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, cli.ExitUsage, "os must be windows or linux"},
-		{[]string{"lab", "up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
-		{[]string{"lab", "up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
-		{[]string{"lab", "attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
-		{[]string{"lab", "attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
-		{[]string{"lab", "attack", "exploit", "-state-dir", dir}, cli.ExitUsage, "name one target"},
-		{[]string{"lab", "node", "kill", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
-		{[]string{"lab", "status", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
-		{[]string{"lab", "attack", "dos", "a", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:bind9"}, cli.ExitUsage, "want NAME:IMPL:OS"},
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:nsd:linux"}, cli.ExitUsage, `unknown implementation "nsd"`},
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, cli.ExitUsage, "os must be windows or linux"},
+		{[]string{"up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
+		{[]string{"up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"attack", "exploit", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"node", "kill", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"status", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"attack", "dos", "a", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
 		{[]string{"bench", "-trials", "0"}, cli.ExitUsage, "-trials 0"},
 		{[]string{"bench", "-modes", "ars,haproxy"}, cli.ExitUsage, `unknown mode "haproxy"`},
 		{[]string{"bench", "-profiles", "fast"}, cli.ExitUsage, `unknown profile "fast"`},
 		{[]string{"bench", "-load-fraction", "1.5"}, cli.ExitUsage, "-load-fraction"},
-		{[]string{"lab", "node", "partition", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
-		{[]string{"lab", "node", "stop", "n1", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"node", "partition", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"node", "stop", "n1", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
 		{[]string{"chaos", "-state-dir", dir, "-schedules", "0"}, cli.ExitUsage, "-schedules 0"},
 		{[]string{"chaos", "-state-dir", dir, "-length", "2s"}, cli.ExitUsage, "-length 2s"},
 		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
@@ -42,7 +42,7 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, cli.ExitUsage, "must be positive"},
 	}
 	for _, c := range cases {
-		ars(t, nil, "", c.args...).fails(t, c.code, c.want)
+		arsLab(t, nil, c.args...).fails(t, c.code, c.want)
 	}
 }
 
@@ -60,12 +60,12 @@ func TestBenchMergeKeepsWhatWasNotRerun(t *testing.T) {
 		}
 		return r
 	}
-	old := bench.File{Command: "ars bench", Scenarios: []bench.Result{
+	old := bench.File{Command: "ars-lab bench", Scenarios: []bench.Result{
 		res("dos/vm-vm", "ars", 300*time.Millisecond), res("leader-loss/dos", "ars", 1800*time.Millisecond)}}
 	if err := bench.Write(dir, old); err != nil {
 		t.Fatal(err)
 	}
-	f := bench.File{Command: "ars bench -scenarios leader-loss", Scenarios: []bench.Result{res("leader-loss/dos", "ars", 1200*time.Millisecond)}}
+	f := bench.File{Command: "ars-lab bench -scenarios leader-loss", Scenarios: []bench.Result{res("leader-loss/dos", "ars", 1200*time.Millisecond)}}
 	if err := mergeOld(&f, filepath.Join(dir, bench.JSONFile)); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/ars-project/ars/vcsim"
 )
 
-// The lab: `ars lab up` starts `ars lab serve` (the daemon that holds the
+// The lab: `ars-lab up` starts `ars-lab serve` (the daemon that holds the
 // simulator, the network, the servers, three agents and the measuring
 // client) in the background and waits for it; every other lab command
 // talks to the daemon over its control socket.
@@ -61,6 +61,7 @@ type labUpFlags struct {
 	rotation  string
 	perOpLog  bool
 	waitLimit time.Duration
+	ars       arsBinary
 }
 
 func (f *labUpFlags) register(fs *flag.FlagSet) {
@@ -75,6 +76,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
+	f.ars.register(fs)
 }
 
 // defaultLabReplicas mirrors the research testbed (BIND 9 and Unbound on
@@ -105,14 +107,17 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 	return out, nil
 }
 
-// args is the flag list that gives a daemon the same settings.
-func (f *labUpFlags) args() []string {
+// args is the flag list that gives a daemon the same settings, with the
+// ars binary up found.
+func (f *labUpFlags) args(ars string) []string {
 	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
 		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
-		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog)}
+		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog), "-ars", ars}
 }
 
-func (f *labUpFlags) config() (lab.Config, error) {
+// config checks the flags and finds the ars binary (getenv reads
+// $ARS_BIN).
+func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	reps, err := parseLabReplicas(f.replicas)
 	if err != nil {
 		return lab.Config{}, err
@@ -123,11 +128,11 @@ func (f *labUpFlags) config() (lab.Config, error) {
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
 		return lab.Config{}, cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
 	}
-	self, err := os.Executable()
+	ars, err := f.ars.resolve(getenv)
 	if err != nil {
 		return lab.Config{}, err
 	}
-	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: self,
+	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
 		Service: f.service, PerOperationLogin: f.perOpLog,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
 		Policy: fsm.PolicySpec{Rotation: f.rotation}}
@@ -136,7 +141,7 @@ func (f *labUpFlags) config() (lab.Config, error) {
 	}
 	if dnsd, err := exec.LookPath("dnsd"); err == nil {
 		cfg.DNSD = dnsd
-	} else if p := filepath.Join(filepath.Dir(self), "dnsd"); fileExists(p) {
+	} else if p := filepath.Join(filepath.Dir(ars), "dnsd"); fileExists(p) {
 		cfg.DNSD = p
 	}
 	return cfg, nil
@@ -152,21 +157,12 @@ func needRoot() error {
 }
 
 func init() {
-	app.ExitCode(func(err error) (int, bool) {
-		switch {
-		case lab.IsBadRequest(err):
-			return cli.ExitUsage, true
-		case errors.Is(err, lab.ErrNoLab):
-			return cli.ExitUnreachable, true
-		}
-		return 0, false
-	})
 	app.Register(cli.Command{
-		Name:    "lab up",
-		Hidden:  true, // moving to ars-lab
+		Name:    "up",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Bring the lab up: vCenter simulator, real DNS servers in namespaces, three agents",
-		Help: `Starts the lab daemon (ars lab serve) in the background and waits until it
+		Help: `Starts the lab daemon (ars-lab serve) in the background and waits until it
 is ready: govmomi's vCenter simulator with one VM per replica; each replica a
 real DNS server (BIND 9, Unbound, Knot Resolver, PowerDNS Recursor) in its own
 network namespace, all with the same service address on a lab bridge, started,
@@ -177,13 +173,14 @@ the service address every 5 ms. Every lab address exists only inside the
 lab's namespaces, which have no default route. A lab left over by a crash is
 removed first. Needs root on Linux.
 
-Then: ars lab status, ars lab attack dos|exploit, ars lab node kill|start,
-ars lab exec -- ars status, ars lab down.`,
+Then: ars-lab status, ars-lab attack dos|exploit, ars-lab node kill|start,
+ars-lab exec -- ars status, ars-lab down.`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
-				if _, err := f.config(); err != nil {
+				cfg, err := f.config(e.Getenv)
+				if err != nil {
 					return err
 				}
 				if err := needRoot(); err != nil {
@@ -191,9 +188,9 @@ ars lab exec -- ars status, ars lab down.`,
 				}
 				c := f.control()
 				if st, err := c.Status(ctx); err == nil {
-					return fmt.Errorf("a lab is already up (daemon pid %d, state %s); ars lab down first", st.Pid, st.StateDir)
+					return fmt.Errorf("a lab is already up (daemon pid %d, state %s); ars-lab down first", st.Pid, st.StateDir)
 				}
-				st, err := startLabDaemon(ctx, &f)
+				st, err := startLabDaemon(ctx, &f, cfg.Agent)
 				if err != nil {
 					return err
 				}
@@ -202,18 +199,18 @@ ars lab exec -- ars status, ars lab down.`,
 		},
 	})
 	app.Register(cli.Command{
-		Name:    "lab serve",
-		Hidden:  true, // moving to ars-lab
+		Name:    "serve",
+		Hidden:  true, // started by up, not typed
 		Local:   true,
-		Summary: "Run the lab daemon in the foreground (what lab up starts)",
-		Help: `Builds the lab as ars lab up describes, serves the control socket
+		Summary: "Run the lab daemon in the foreground (what up starts)",
+		Help: `Builds the lab as ars-lab up describes, serves the control socket
 STATE-DIR/control.sock and tears everything down on SIGINT/SIGTERM or
-ars lab down.`,
+ars-lab down.`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
-				cfg, err := f.config()
+				cfg, err := f.config(e.Getenv)
 				if err != nil {
 					return err
 				}
@@ -225,8 +222,8 @@ ars lab down.`,
 		},
 	})
 	app.Register(cli.Command{
-		Name:    "lab status",
-		Hidden:  true, // moving to ars-lab
+		Name:    "status",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Show the lab: nodes, replicas, roles, what the client sees",
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
@@ -242,8 +239,8 @@ ars lab down.`,
 		},
 	})
 	app.Register(cli.Command{
-		Name:    "lab down",
-		Hidden:  true, // moving to ars-lab
+		Name:    "down",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Tear the lab down: every namespace, link and process it made",
 		Help: `Asks the daemon to stop; if none runs (a crash), removes what a lab
@@ -262,8 +259,8 @@ with -prefix left behind.`,
 	registerLabAttacks()
 	registerLabNodes()
 	app.Register(cli.Command{
-		Name:    "lab exec",
-		Hidden:  true, // moving to ars-lab
+		Name:    "exec",
+		Group:   groupLab,
 		Args:    "-- COMMAND [ARG...]",
 		MinArgs: 1, MaxArgs: -1,
 		Local:   true,
@@ -272,17 +269,26 @@ with -prefix left behind.`,
 service address are reachable) with ARS_HTTP_ADDR set to a node (-node, by
 default the leader), ARS_CACERT to the lab's CA and ARS_HTTP_TOKEN_FILE to
 its operator token:
-  ars lab exec -- ars status
-  ars lab exec -- ars history
-  ars lab exec -- dig @10.253.53.53 www.lab.internal`,
+  ars-lab exec -- ars status
+  ars-lab exec -- ars history
+  ars-lab exec -- dig @10.253.53.53 www.lab.internal`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
-			var f labFlags
+			var (
+				f   labFlags
+				ars arsBinary
+			)
 			f.register(fs)
+			ars.register(fs)
 			node := fs.String("node", "", "`node` the CLI talks to (default the leader)")
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				st, err := f.control().Status(ctx)
 				if err != nil {
 					return err
+				}
+				if args[0] == "ars" {
+					if args[0], err = ars.resolve(e.Getenv); err != nil {
+						return err
+					}
 				}
 				return labExec(ctx, e, st, *node, args)
 			}
@@ -290,12 +296,12 @@ its operator token:
 	})
 }
 
-// startLabDaemon starts `ars lab serve` detached (own session, output to
+// startLabDaemon starts `ars-lab serve` detached (own session, output to
 // STATE-DIR/labd.log) and waits until its control socket answers.
-func startLabDaemon(ctx context.Context, f *labUpFlags) (lab.Status, error) {
+func startLabDaemon(ctx context.Context, f *labUpFlags, ars string) (lab.Status, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return lab.Status{}, err
+		return lab.Status{}, fmt.Errorf("finding ars-lab's own executable for the daemon: %w", err)
 	}
 	if err := os.MkdirAll(f.dir(), 0o755); err != nil {
 		return lab.Status{}, err
@@ -306,7 +312,7 @@ func startLabDaemon(ctx context.Context, f *labUpFlags) (lab.Status, error) {
 		return lab.Status{}, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, append([]string{"lab", "serve"}, f.args()...)...)
+	cmd := exec.Command(self, append([]string{"serve"}, f.args(ars)...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -456,12 +462,13 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, cli.YesNo(r.Linked), r.Role, att)
 		}
-		fmt.Fprintf(w, "\nCLI: ars lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
+		fmt.Fprintf(w, "\nCLI: ars-lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
 	})
 }
 
 // labExec runs argv in the client namespace with the CLI's environment
-// pointed at a node, passing the exit code through.
+// pointed at a node, passing the exit code through (an "ars" is already
+// the ars binary's path).
 func labExec(ctx context.Context, e *cli.Env, st lab.Status, node string, argv []string) error {
 	if node == "" {
 		node = st.Leader
@@ -475,11 +482,6 @@ func labExec(ctx context.Context, e *cli.Env, st lab.Status, node string, argv [
 	}
 	if addr == "" {
 		return cli.UsageErrorf("no node %q in the lab", node)
-	}
-	if argv[0] == "ars" {
-		if self, err := os.Executable(); err == nil {
-			argv[0] = self
-		}
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.ClientNS}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.Stdin, e.Stdout, e.Stderr

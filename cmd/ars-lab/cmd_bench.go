@@ -44,13 +44,14 @@ type benchFlags struct {
 	load, capacityFor          time.Duration
 	loadFraction               float64
 	merge                      bool
+	ars                        arsBinary
 }
 
 func init() {
 	app.Register(cli.Command{
-		Name:   "bench",
-		Hidden: true, // moving to ars-lab
-		Local:  true,
+		Name:  "bench",
+		Group: groupBench,
+		Local: true,
 		Summary: "Measure downtime per attack on the lab: ars vs the paper's system (SDK and CLI) vs dnsdist; " +
 			"writes bench/results/latest.{json,png,md}",
 		Help: `Brings the lab up once per mode and profile (root, Linux; the lab's packages:
@@ -89,6 +90,7 @@ false switch.`,
 			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
 			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
+			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runBench(ctx, e, &f)
 			}
@@ -141,7 +143,7 @@ func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	}
 	r := &benchRun{f: f, e: e, log: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	file := bench.File{Machine: machineInfo(), Started: time.Now().UTC().Truncate(time.Second), Go: runtime.Version(),
-		Command: "ars " + strings.Join(os.Args[1:], " ")}
+		Command: "ars-lab " + strings.Join(os.Args[1:], " ")}
 	if f.load > 0 && slices.Contains(modes, bench.ModeARS) {
 		if err := r.capacity(ctx); err != nil {
 			return fmt.Errorf("bench: capacity: %w", err)
@@ -247,13 +249,13 @@ func (r *benchRun) want(name string) bool {
 // modeConfig is the lab for one mode under one profile.
 func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error) {
 	uf := labUpFlags{labFlags: r.f.labFlags, profile: profile, replicas: replicas, nodes: 3,
-		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse}
+		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse, ars: r.f.ars}
 	if mode == bench.ModePaperSDK || mode == bench.ModePaperCLI {
 		// The paper's service monitor: one prober, 500 ms x 3.
 		uf.probe, uf.confirm = "paper", "none"
 		uf.perOpLog = mode == bench.ModePaperCLI
 	}
-	cfg, err := uf.config()
+	cfg, err := uf.config(r.e.Getenv)
 	if err != nil {
 		return cfg, err
 	}

@@ -40,6 +40,7 @@ type chaosFlags struct {
 	sessionTTL time.Duration
 	keepAlive  time.Duration
 	bounds     chaos.Bounds
+	ars        arsBinary
 }
 
 // chaosReplicas is the chaos lab: the lab's default Windows VMs (BIND 9,
@@ -50,7 +51,7 @@ const chaosReplicas = "bind9-win:bind9:windows,unbound-win:unbound:windows,knot-
 func init() {
 	app.Register(cli.Command{
 		Name:    "chaos",
-		Hidden:  true, // moving to ars-lab
+		Group:   groupBench,
 		Local:   true,
 		Summary: "Run seeded fault schedules on the lab and check the invariants (DESIGN.md §4) over each history",
 		Help: `Brings a lab of its own up (prefix arschaos: it never touches another lab;
@@ -75,7 +76,7 @@ switched away from, different states at one log index, a vCenter session
 outliving its leadership, the service not answering again within the outage
 bound, the lab not healthy after the heal.
 
-A failing seed is printed; ars chaos -seed N -schedules 1 runs it again. The
+A failing seed is printed; ars-lab chaos -seed N -schedules 1 runs it again. The
 summary (faults by kind, attacks, switches, violations, longest outage) is
 printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
@@ -88,13 +89,14 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results", "chaos.json"), "summary `file` (JSON); empty: none")
 			fs.StringVar(&f.histories, "histories", "", "`directory` for the histories (default STATE-DIR/histories)")
 			fs.BoolVar(&f.recheck, "recheck", false, "bring no lab up: check the histories of seeds -seed.. in -histories again (after a change of the checker or its bounds)")
-			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
+			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars-lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
 			fs.DurationVar(&f.keepAlive, "keepalive", 1500*time.Millisecond, "the nodes' vCenter session check `interval` (well below -session-timeout)")
 			fs.DurationVar(&f.bounds.MaxOutage, "max-outage", 10*time.Second, "bound: attack -> switched away and answered again")
 			fs.DurationVar(&f.bounds.MaxOverlap, "max-overlap", 10*time.Second, "bound: two replicas linked at once (make-before-break window)")
 			fs.DurationVar(&f.bounds.LogoutGrace, "logout-grace", 5*time.Second, "bound: a node's session after its leadership ends")
+			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runChaos(ctx, e, &f)
 			}
@@ -136,8 +138,8 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	uf := labUpFlags{labFlags: f.labFlags, profile: f.profile, replicas: f.replicas, nodes: 3,
-		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse"}
-	cfg, err := uf.config()
+		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse", ars: f.ars}
+	cfg, err := uf.config(e.Getenv)
 	if err != nil {
 		return err
 	}
@@ -279,7 +281,7 @@ func readyOrHeal(ctx context.Context, l *lab.Lab, limit time.Duration) error {
 func printChaosRun(e *cli.Env, i, n int, s chaos.Schedule, r chaos.Report, hdir string, err error) {
 	verdict := "ok"
 	if !r.OK() {
-		verdict = fmt.Sprintf("FAIL (%d violation(s)); again: ars chaos -seed %d -schedules 1", len(r.Violations), s.Seed)
+		verdict = fmt.Sprintf("FAIL (%d violation(s)); again: ars-lab chaos -seed %d -schedules 1", len(r.Violations), s.Seed)
 	}
 	var faults []string
 	for _, st := range s.Steps {

@@ -11,8 +11,8 @@ import (
 
 func init() {
 	app.Register(cli.Command{
-		Name:    "lab engine restart",
-		Hidden:  true, // moving to ars-lab
+		Name:    "engine restart",
+		Group:   groupNodes,
 		Local:   true,
 		Summary: "Restart the Docker engine under the lab's container replicas (a crashed and restarted Docker host daemon)",
 		Help: `Sends SIGTERM to the machine's Docker engine (the daemon of

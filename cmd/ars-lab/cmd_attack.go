@@ -16,8 +16,8 @@ func registerLabAttacks() {
 again, and prints what the lab's client saw from the attack on: queries
 lost, the longest gap (the downtime) and the switch with its phases.`
 	app.Register(cli.Command{
-		Name:    "lab attack dos",
-		Hidden:  true, // moving to ars-lab
+		Name:    "attack dos",
+		Group:   groupAttacks,
 		Args:    "[REPLICA]",
 		MaxArgs: 1,
 		Local:   true,
@@ -51,8 +51,8 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 		},
 	})
 	app.Register(cli.Command{
-		Name:    "lab attack exploit",
-		Hidden:  true, // moving to ars-lab
+		Name:    "attack exploit",
+		Group:   groupAttacks,
 		Args:    "[REPLICA]",
 		MaxArgs: 1,
 		Local:   true,
@@ -119,16 +119,16 @@ func registerLabNodes() {
 	summaries := map[string]string{
 		"kill":      "Kill a node's agent with SIGKILL (-leader: whichever leads)",
 		"start":     "Start a killed node's agent again from its data dir",
-		"stop":      "Suspend a node's agent with SIGSTOP (-leader: whichever leads); lab node cont resumes it",
-		"cont":      "Resume a node's agent stopped with lab node stop (SIGCONT)",
+		"stop":      "Suspend a node's agent with SIGSTOP (-leader: whichever leads); node cont resumes it",
+		"cont":      "Resume a node's agent stopped with node stop (SIGCONT)",
 		"partition": "Cut a node off the lab network (its link to the bridge goes down; -leader: whichever leads)",
 		"heal":      "Connect a partitioned node to the lab network again",
 	}
 	for _, action := range []string{"kill", "start", "stop", "cont", "partition", "heal"} {
 		summary := summaries[action]
 		app.Register(cli.Command{
-			Name:    "lab node " + action,
-			Hidden:  true, // moving to ars-lab
+			Name:    "node " + action,
+			Group:   groupNodes,
 			Args:    "[NODE]",
 			MaxArgs: 1,
 			Local:   true,

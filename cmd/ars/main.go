@@ -22,6 +22,11 @@ var app = cli.New(cli.Config{
 	Name:        "ars",
 	Groups:      []string{groupCluster, groupServices, groupAttacks, groupOperations},
 	Unreachable: "cannot reach the node or TLS failure",
+	Moved: map[string]string{
+		"lab":   "the lab's commands are ars-lab's now (ars lab up is ars-lab up; see 'ars-lab help')",
+		"bench": "it is ars-lab bench now",
+		"chaos": "it is ars-lab chaos now",
+	},
 })
 
 func main() {

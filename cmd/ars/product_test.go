@@ -49,8 +49,10 @@ func TestHelpGroupsTheProduct(t *testing.T) {
 	if m := regexp.MustCompile(`(?i)\b(lab|bench|chaos|serve)\b`).FindString(r.stdout); m != "" {
 		t.Errorf("help mentions %q:\n%s", m, r.stdout)
 	}
-	for _, word := range []string{"lab", "bench", "chaos"} {
-		ars(t, nil, "", word).fails(t, 2, `unknown command "`+word+`"`)
+	// The old names say where the commands went.
+	ars(t, nil, "", "lab", "up").fails(t, 2, `unknown command "lab": the lab's commands are ars-lab's now`)
+	for _, word := range []string{"bench", "chaos"} {
+		ars(t, nil, "", word).fails(t, 2, `unknown command "`+word+`": it is ars-lab `+word+` now`)
 	}
 }
 

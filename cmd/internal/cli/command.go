@@ -58,6 +58,10 @@ type Config struct {
 	// Unreachable says what exit code 3 means for this program, for the
 	// footer of `help` ("cannot reach the node or TLS failure").
 	Unreachable string
+	// Moved maps a first word that is no longer a command of this
+	// program to a hint where it went, added to the unknown-command
+	// error.
+	Moved map[string]string
 }
 
 // App is a program: its commands and how errors map to exit codes.
@@ -188,6 +192,9 @@ func (a *App) Run(ctx context.Context, args []string, s Streams) int {
 				return code
 			}
 			return a.fail(s.Stderr, UsageErrorf("unknown command %q (try: %s)", prefix+" "+rest[0], strings.Join(a.prefixCommands(prefix), ", ")))
+		}
+		if hint, ok := a.cfg.Moved[args[0]]; ok {
+			return a.fail(s.Stderr, UsageErrorf("unknown command %q: %s", args[0], hint))
 		}
 		return a.fail(s.Stderr, UsageErrorf("unknown command %q (see '%s help')", args[0], a.cfg.Name))
 	}

@@ -17,7 +17,8 @@ import (
 // hidden command and commands that fail in chosen ways.
 func testApp(t *testing.T) *App {
 	t.Helper()
-	a := New(Config{Name: "prog", Groups: []string{"First", "Second"}, Unreachable: "no daemon"})
+	a := New(Config{Name: "prog", Groups: []string{"First", "Second"}, Unreachable: "no daemon",
+		Moved: map[string]string{"old": "it is other-prog's now"}})
 	ok := func(fs *flag.FlagSet) RunFunc {
 		return func(ctx context.Context, e *Env, args []string) error {
 			_, err := fmt.Fprintln(e.Stdout, "ran", strings.Join(args, " "))
@@ -118,6 +119,9 @@ func TestErrorsCarryTheProgramNameAndMappedCodes(t *testing.T) {
 	}
 	if r := runApp(a, "nope"); r.code != ExitUsage || r.stderr != "prog: unknown command \"nope\" (see 'prog help')\n" {
 		t.Errorf("nope: %+v", r)
+	}
+	if r := runApp(a, "old", "up"); r.code != ExitUsage || r.stderr != "prog: unknown command \"old\": it is other-prog's now\n" {
+		t.Errorf("old up: %+v; want the hint where it went", r)
 	}
 	// No command talks to a node: no API flags, before the command or after.
 	if r := runApp(a, "-addr", "127.0.0.1:1", "up"); r.code != ExitUsage || !strings.Contains(r.stderr, "unknown flag -addr") {

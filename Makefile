@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 ARS := $(BIN)/ars
+ARS_LAB := $(BIN)/ars-lab
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -18,13 +19,14 @@ help: ## List every target with what it does
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build the ars binary into bin/
+build: ## Build the ars binary (the product) and ars-lab (lab, bench and chaos tooling) into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(ARS) ./cmd/ars
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(ARS_LAB) ./cmd/ars-lab
 
 .PHONY: test
 test: build ## Run every test with the race detector (unit, in-process cluster, three agent processes)
-	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -timeout 15m $(PKGS)
+	ARS_BIN=$(abspath $(ARS)) ARS_LAB_BIN=$(abspath $(ARS_LAB)) $(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 .PHONY: test-short
 test-short: ## Run the fast unit tests only (no race detector, -short)
@@ -58,7 +60,7 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 
 .PHONY: bench
 bench: lab-deps images build ## The downtime benchmark on the lab (root; VMs and containers): scenarios x modes x 10 trials, both profiles -> bench/results/latest.{json,png,md} (BENCH_ARGS=...)
-	$(ARS) bench $(BENCH_ARGS)
+	$(ARS_LAB) bench $(BENCH_ARGS)
 
 .PHONY: bench-micro
 bench-micro: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a persistent session vs per-operation login
@@ -67,25 +69,25 @@ bench-micro: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach wi
 
 .PHONY: demo
 demo: lab-deps build ## The lab end to end (root): DoS, exploit, kill -9 of the leader, another DoS, history (DEMO_ARGS=--keep leaves it up)
-	ARS=$(abspath $(ARS)) ./test/lab-demo.sh $(DEMO_ARGS)
+	ARS_LAB=$(abspath $(ARS_LAB)) ./test/lab-demo.sh $(DEMO_ARGS)
 
 .PHONY: demo-loopback
 demo-loopback: build ## Three ars agents on 127.0.0.1-3 without the lab: apply a service, kill the leader, time the new one
 	ARS=$(abspath $(ARS)) ./test/demo.sh $(DEMO_ARGS)
 
 .PHONY: e2e
-e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the lab (ars lab up, DoS, exploit, down)
-	ARS_BIN=$(abspath $(ARS)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
+e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the lab (ars-lab up, DoS, exploit, down)
+	ARS_BIN=$(abspath $(ARS)) ARS_LAB_BIN=$(abspath $(ARS_LAB)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
 CHAOS_SEED ?= 1
 
 .PHONY: chaos
 chaos: lab-deps images build ## The chaos suite on its own lab (root; three VMs and a container): 100 seeded schedules of attacks and faults, invariants checked -> bench/results/chaos.json (CHAOS_ARGS=...)
-	$(ARS) chaos -seed $(CHAOS_SEED) -schedules 100 $(CHAOS_ARGS)
+	$(ARS_LAB) chaos -seed $(CHAOS_SEED) -schedules 100 $(CHAOS_ARGS)
 
 .PHONY: chaos-short
 chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): the same checks, no summary file
-	$(ARS) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
+	$(ARS_LAB) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
 
 LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf
 

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// The lab daemon (`ars lab serve`, started by `ars lab up`) holds the
+// The lab daemon (`ars-lab serve`, started by `ars-lab up`) holds the
 // simulator, the Mirror and the measuring client, so it must outlive the
 // command that started it. The CLI talks to it over a unix socket in the
 // state directory (mode 0600: root only) with a small JSON API.
@@ -25,7 +25,7 @@ import (
 // ControlSocket is the daemon's socket in stateDir.
 func ControlSocket(stateDir string) string { return filepath.Join(stateDir, "control.sock") }
 
-// Status is the lab as `ars lab status` shows it.
+// Status is the lab as `ars-lab status` shows it.
 type Status struct {
 	Prefix      string          `json:"prefix"`
 	StateDir    string          `json:"state_dir"`

@@ -19,10 +19,10 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
 	"github.com/ars-project/ars/lab/vcwatch"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Replica is one lab replica: a DNS server of Impl, either in its own

@@ -40,7 +40,7 @@ const (
 	vcUser = "ars-lab@vsphere.local"
 )
 
-// Node is one controller node of the lab as `ars lab status` shows it.
+// Node is one controller node of the lab as `ars-lab status` shows it.
 type Node struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"` // API address, host:port
@@ -196,7 +196,7 @@ func readTokens(path string) (map[string]string, error) {
 	return out, nil
 }
 
-var agentConfig = template.Must(template.New("agent").Parse(`# ars agent configuration written by the lab (ars lab up): node {{.Name}}.
+var agentConfig = template.Must(template.New("agent").Parse(`# ars agent configuration written by the lab (ars-lab up): node {{.Name}}.
 node_name: {{.Name}}
 data_dir: {{.DataDir}}
 bind_addr: {{.Addr}}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ars-project/ars/api"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -20,7 +21,7 @@ func TestStatusTableAndJSON(t *testing.T) {
 	n := startNode(t, false)
 	env := n.env(t)
 
-	r := cli(t, env, "", "status").ok(t)
+	r := ars(t, env, "", "status").ok(t)
 	for _, want := range []string{"Node:", "n1", "State:", "leader", "Leader API:", "https://127.0.0.1:7500", "Voters:"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status table lacks %q:\n%s", want, r.stdout)
@@ -30,7 +31,7 @@ func TestStatusTableAndJSON(t *testing.T) {
 		t.Errorf("table output looks like JSON:\n%s", r.stdout)
 	}
 
-	r = cli(t, env, "", "status", "-o", "json").ok(t)
+	r = ars(t, env, "", "status", "-o", "json").ok(t)
 	var st api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status -o json is not JSON: %v\n%s", err, r.stdout)
@@ -49,7 +50,7 @@ func TestMembersAndPeers(t *testing.T) {
 	n := startNode(t, false)
 	env := n.env(t)
 
-	r := cli(t, env, "", "members").ok(t)
+	r := ars(t, env, "", "members").ok(t)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "NAME") {
 		t.Fatalf("members table:\n%s", r.stdout)
@@ -63,17 +64,17 @@ func TestMembersAndPeers(t *testing.T) {
 		t.Errorf("n3 row %q lacks its status", lines[3])
 	}
 
-	r = cli(t, env, "", "members", "-o", "json").ok(t)
+	r = ars(t, env, "", "members", "-o", "json").ok(t)
 	var ms []api.Member
 	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms) != 3 {
 		t.Fatalf("members -o json: %v\n%s", err, r.stdout)
 	}
 
-	r = cli(t, env, "", "raft", "peers").ok(t)
+	r = ars(t, env, "", "raft", "peers").ok(t)
 	if !strings.Contains(r.stdout, "127.0.0.2:7501") || !strings.Contains(r.stdout, "SUFFRAGE") {
 		t.Errorf("raft peers table:\n%s", r.stdout)
 	}
-	r = cli(t, env, "", "raft", "peers", "-o", "json").ok(t)
+	r = ars(t, env, "", "raft", "peers", "-o", "json").ok(t)
 	var ps []api.Peer
 	var want []api.Peer
 	for _, p := range n.b.peers {
@@ -88,31 +89,31 @@ func TestClusterActions(t *testing.T) {
 	n := startNode(t, false)
 	env := n.env(t)
 
-	r := cli(t, env, "", "join", "127.0.0.2:7502", "127.0.0.3:7502").ok(t)
+	r := ars(t, env, "", "join", "127.0.0.2:7502", "127.0.0.3:7502").ok(t)
 	if !strings.Contains(r.stdout, "Joined 2 node(s)") {
 		t.Errorf("join output %q", r.stdout)
 	}
 	if !reflect.DeepEqual(n.b.joined, []string{"127.0.0.2:7502", "127.0.0.3:7502"}) {
 		t.Errorf("backend joined %v", n.b.joined)
 	}
-	r = cli(t, env, "", "join", "-o", "json", "127.0.0.4:7502").ok(t)
+	r = ars(t, env, "", "join", "-o", "json", "127.0.0.4:7502").ok(t)
 	if strings.TrimSpace(r.stdout) != "{\n  \"joined\": 1\n}" {
 		t.Errorf("join -o json = %q", r.stdout)
 	}
 
-	cli(t, env, "", "raft", "transfer-leader", "n2").ok(t)
-	cli(t, env, "", "raft", "transfer-leader").ok(t)
+	ars(t, env, "", "raft", "transfer-leader", "n2").ok(t)
+	ars(t, env, "", "raft", "transfer-leader").ok(t)
 	if !reflect.DeepEqual(n.b.transferred, []string{"n2", ""}) {
 		t.Errorf("transfers %q", n.b.transferred)
 	}
-	cli(t, env, "", "raft", "transfer-leader", "nx").fails(t, exitFailed, "(not_found)")
+	ars(t, env, "", "raft", "transfer-leader", "nx").fails(t, cli.ExitFailed, "(not_found)")
 
-	cli(t, env, "", "raft", "remove-peer", "n3").ok(t)
+	ars(t, env, "", "raft", "remove-peer", "n3").ok(t)
 	if !reflect.DeepEqual(n.b.removed, []string{"n3"}) {
 		t.Errorf("removed %v", n.b.removed)
 	}
 
-	r = cli(t, env, "", "leave").ok(t)
+	r = ars(t, env, "", "leave").ok(t)
 	if !n.b.left || !strings.Contains(r.stdout, "left the cluster") {
 		t.Errorf("leave: backend left=%v, output %q", n.b.left, r.stdout)
 	}
@@ -122,7 +123,7 @@ func TestServiceApplyListShow(t *testing.T) {
 	n := startNode(t, false)
 	env := n.env(t)
 
-	r := cli(t, env, "", "service", "apply", exampleService).ok(t)
+	r := ars(t, env, "", "service", "apply", exampleService).ok(t)
 	if !strings.Contains(r.stdout, "Service dns applied: generation 1") {
 		t.Errorf("apply output %q", r.stdout)
 	}
@@ -136,7 +137,7 @@ func TestServiceApplyListShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = cli(t, env, string(spec), "service", "apply", "-", "-o", "json").ok(t)
+	r = ars(t, env, string(spec), "service", "apply", "-", "-o", "json").ok(t)
 	var res fsm.Result
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Service != "dns" || res.Index == 0 {
 		t.Errorf("apply -o json = %q (%v)", r.stdout, err)
@@ -150,7 +151,7 @@ func TestServiceApplyListShow(t *testing.T) {
 	active, _ := cur.Active()
 	standby, _ := cur.Standby()
 
-	r = cli(t, env, "", "service", "list").ok(t)
+	r = ars(t, env, "", "service", "list").ok(t)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("service list:\n%s", r.stdout)
@@ -159,13 +160,13 @@ func TestServiceApplyListShow(t *testing.T) {
 	if f[0] != "dns" || f[1] != "192.0.2.53:53" || f[2] != active.Name || f[3] != standby.Name || f[4] != "6" {
 		t.Errorf("service list row %q; want dns, its address, active %s, standby %s, 6 replicas", lines[1], active.Name, standby.Name)
 	}
-	r = cli(t, env, "", "service", "list", "-o", "json").ok(t)
+	r = ars(t, env, "", "service", "list", "-o", "json").ok(t)
 	var list []fsm.Service
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0].Generation != cur.Generation {
 		t.Errorf("service list -o json: %v\n%s", err, r.stdout)
 	}
 
-	r = cli(t, env, "", "service", "show", "dns").ok(t)
+	r = ars(t, env, "", "service", "show", "dns").ok(t)
 	for _, want := range []string{
 		"Service:", "192.0.2.53:53", "A www.lab.internal. expect 192.0.2.10",
 		"REPLICA", "knot-ct", "knot-resolver", "container",
@@ -177,17 +178,17 @@ func TestServiceApplyListShow(t *testing.T) {
 			t.Errorf("service show lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	r = cli(t, env, "", "service", "show", "dns", "-history", "0").ok(t)
+	r = ars(t, env, "", "service", "show", "dns", "-history", "0").ok(t)
 	if strings.Contains(r.stdout, "Recent switches") {
 		t.Errorf("-history 0 still shows switches:\n%s", r.stdout)
 	}
-	r = cli(t, env, "", "service", "show", "-o", "json", "dns").ok(t)
+	r = ars(t, env, "", "service", "show", "-o", "json", "dns").ok(t)
 	var got fsm.Service
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !reflect.DeepEqual(got, cur) {
 		t.Errorf("service show -o json = %+v (%v), want %+v", got, err, cur)
 	}
 
-	cli(t, env, "", "service", "show", "nope").fails(t, exitFailed, "(unknown_service)")
+	ars(t, env, "", "service", "show", "nope").fails(t, cli.ExitFailed, "(unknown_service)")
 }
 
 func TestServiceApplyErrors(t *testing.T) {
@@ -207,13 +208,13 @@ func TestServiceApplyErrors(t *testing.T) {
 	twoDocs := write("two.yaml", "name: a\n---\nname: b\n")
 	list := write("list.yaml", "- name: a\n")
 
-	cli(t, env, "", "service", "apply", badYAML).fails(t, exitFailed, badYAML+":2: invalid YAML")
-	cli(t, env, "", "service", "apply", badOS).fails(t, exitFailed, `replicas[0].os: must be "windows" or "linux" (invalid)`)
-	cli(t, env, "", "service", "apply", unknown).fails(t, exitFailed, "adress")
-	cli(t, env, "", "service", "apply", twoDocs).fails(t, exitFailed, twoDocs+":2: more than one YAML document")
-	cli(t, env, "", "service", "apply", list).fails(t, exitFailed, "must be a mapping")
-	cli(t, env, "", "service", "apply", filepath.Join(dir, "missing.yaml")).fails(t, exitFailed, "no such file")
-	cli(t, env, "   \n", "service", "apply", "-").fails(t, exitFailed, "stdin: empty spec")
+	ars(t, env, "", "service", "apply", badYAML).fails(t, cli.ExitFailed, badYAML+":2: invalid YAML")
+	ars(t, env, "", "service", "apply", badOS).fails(t, cli.ExitFailed, `replicas[0].os: must be "windows" or "linux" (invalid)`)
+	ars(t, env, "", "service", "apply", unknown).fails(t, cli.ExitFailed, "adress")
+	ars(t, env, "", "service", "apply", twoDocs).fails(t, cli.ExitFailed, twoDocs+":2: more than one YAML document")
+	ars(t, env, "", "service", "apply", list).fails(t, cli.ExitFailed, "must be a mapping")
+	ars(t, env, "", "service", "apply", filepath.Join(dir, "missing.yaml")).fails(t, cli.ExitFailed, "no such file")
+	ars(t, env, "   \n", "service", "apply", "-").fails(t, cli.ExitFailed, "stdin: empty spec")
 	if svcs := n.b.Services(); len(svcs) != 0 {
 		t.Errorf("failed applies changed state: %+v", svcs)
 	}
@@ -222,7 +223,7 @@ func TestServiceApplyErrors(t *testing.T) {
 func TestSnapshotSaveRestore(t *testing.T) {
 	n := startNode(t, false)
 	env := n.env(t)
-	cli(t, env, "", "service", "apply", exampleService).ok(t)
+	ars(t, env, "", "service", "apply", exampleService).ok(t)
 	want, err := n.b.m.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 
 	dir := t.TempDir()
 	out := filepath.Join(dir, "backup.snap")
-	r := cli(t, env, "", "snapshot", "save", out).ok(t)
+	r := ars(t, env, "", "snapshot", "save", out).ok(t)
 	if !strings.Contains(r.stdout, "Saved snapshot to "+out) {
 		t.Errorf("output %q", r.stdout)
 	}
@@ -246,11 +247,11 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if err := os.WriteFile(out, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cli(t, env, "", "snapshot", "save", out).fails(t, exitFailed, "exists (use -force to overwrite)")
+	ars(t, env, "", "snapshot", "save", out).fails(t, cli.ExitFailed, "exists (use -force to overwrite)")
 	if b, _ := os.ReadFile(out); string(b) != "keep me" {
 		t.Errorf("file overwritten without -force: %q", b)
 	}
-	cli(t, env, "", "snapshot", "save", out, "-force").ok(t) // flag after the argument
+	ars(t, env, "", "snapshot", "save", out, "-force").ok(t) // flag after the argument
 	if b, _ := os.ReadFile(out); string(b) != string(want) {
 		t.Errorf("-force did not overwrite")
 	}
@@ -262,7 +263,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	// Restore into an empty node.
 	n2 := startNode(t, false)
 	env2 := n2.env(t)
-	r = cli(t, env2, "", "snapshot", "restore", out).ok(t)
+	r = ars(t, env2, "", "snapshot", "restore", out).ok(t)
 	if !strings.Contains(r.stdout, "Restored snapshot from") {
 		t.Errorf("output %q", r.stdout)
 	}
@@ -270,7 +271,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Errorf("restore did not bring back service dns")
 	}
 	// Garbage is refused by the node; nothing changes.
-	cli(t, env2, "not a snapshot", "snapshot", "restore", "-").fails(t, exitFailed, "ars: ")
+	ars(t, env2, "not a snapshot", "snapshot", "restore", "-").fails(t, cli.ExitFailed, "ars: ")
 	if _, ok := n2.b.Service("dns"); !ok {
 		t.Errorf("a failed restore changed the state")
 	}
@@ -309,31 +310,31 @@ func TestExitCodes(t *testing.T) {
 		want string
 	}{
 		// 2: usage.
-		{"no command", env, nil, exitUsage, ""},
-		{"unknown command", env, []string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
-		{"unknown subcommand", env, []string{"raft", "elect"}, exitUsage, `unknown command "raft elect" (try: raft peers`},
-		{"unknown flag", env, []string{"status", "-bogus"}, exitUsage, "unknown flag -bogus (see 'ars status -h')"},
-		{"too many args", env, []string{"status", "extra"}, exitUsage, "usage: ars status [flags]"},
-		{"missing arg", env, []string{"raft", "remove-peer"}, exitUsage, "usage: ars raft remove-peer [flags] ID"},
-		{"bad output", env, []string{"status", "-o", "yaml"}, exitUsage, `-o "yaml": must be table or json`},
-		{"token and token file", env, []string{"status", "-token", "x", "-token-file", p.operatorToken}, exitUsage, "either -token or -token-file"},
-		{"cert without key", env, []string{"status", "-client-cert", p.cert}, exitUsage, "-client-cert and -client-key go together"},
-		{"missing token file", with(EnvTokenFile, "/nonexistent/token"), []string{"status"}, exitUsage, "ARS_HTTP_TOKEN_FILE: open /nonexistent/token"},
-		{"bad duration", env, []string{"status", "-timeout", "soon"}, exitUsage, "invalid value \"soon\" for flag -timeout"},
+		{"no command", env, nil, cli.ExitUsage, ""},
+		{"unknown command", env, []string{"frobnicate"}, cli.ExitUsage, `unknown command "frobnicate"`},
+		{"unknown subcommand", env, []string{"raft", "elect"}, cli.ExitUsage, `unknown command "raft elect" (try: raft peers`},
+		{"unknown flag", env, []string{"status", "-bogus"}, cli.ExitUsage, "unknown flag -bogus (see 'ars status -h')"},
+		{"too many args", env, []string{"status", "extra"}, cli.ExitUsage, "usage: ars status [flags]"},
+		{"missing arg", env, []string{"raft", "remove-peer"}, cli.ExitUsage, "usage: ars raft remove-peer [flags] ID"},
+		{"bad output", env, []string{"status", "-o", "yaml"}, cli.ExitUsage, `-o "yaml": must be table or json`},
+		{"token and token file", env, []string{"status", "-token", "x", "-token-file", p.operatorToken}, cli.ExitUsage, "either -token or -token-file"},
+		{"cert without key", env, []string{"status", "-client-cert", p.cert}, cli.ExitUsage, "-client-cert and -client-key go together"},
+		{"missing token file", with(cli.EnvTokenFile, "/nonexistent/token"), []string{"status"}, cli.ExitUsage, "ARS_HTTP_TOKEN_FILE: open /nonexistent/token"},
+		{"bad duration", env, []string{"status", "-timeout", "soon"}, cli.ExitUsage, "invalid value \"soon\" for flag -timeout"},
 		// 1: the node said no.
-		{"bad token", with(EnvTokenFile, "", EnvToken, "wrong"), []string{"status"}, exitFailed, "unauthorized: missing or invalid token (set -token or ARS_HTTP_TOKEN) (unauthorized)"},
-		{"no token", with(EnvTokenFile, ""), []string{"status"}, exitFailed, "(unauthorized)"},
-		{"unknown service", env, []string{"service", "show", "nope"}, exitFailed, `service "nope" does not exist (unknown_service)`},
+		{"bad token", with(cli.EnvTokenFile, "", cli.EnvToken, "wrong"), []string{"status"}, cli.ExitFailed, "unauthorized: missing or invalid token (set -token or ARS_HTTP_TOKEN) (unauthorized)"},
+		{"no token", with(cli.EnvTokenFile, ""), []string{"status"}, cli.ExitFailed, "(unauthorized)"},
+		{"unknown service", env, []string{"service", "show", "nope"}, cli.ExitFailed, `service "nope" does not exist (unknown_service)`},
 		// 3: unreachable or TLS.
-		{"connection refused", with(EnvAddr, closed), []string{"status"}, exitUnreachable, "connection refused"},
-		{"unknown CA", with(EnvAddr, foreign), []string{"status"}, exitUnreachable, "TLS failure with https://" + foreign},
-		{"system roots", with(EnvAddr, "https://"+n.addr, EnvCACert, ""), []string{"status"}, exitUnreachable, "TLS failure"},
-		{"bad CA file", with(EnvCACert, "/nonexistent/ca.pem"), []string{"status"}, exitUnreachable, "TLS setup: tls: reading CA file"},
-		{"http to https", with(EnvCACert, ""), []string{"status"}, exitUnreachable, "the node speaks HTTPS"},
+		{"connection refused", with(cli.EnvAddr, closed), []string{"status"}, cli.ExitUnreachable, "connection refused"},
+		{"unknown CA", with(cli.EnvAddr, foreign), []string{"status"}, cli.ExitUnreachable, "TLS failure with https://" + foreign},
+		{"system roots", with(cli.EnvAddr, "https://"+n.addr, cli.EnvCACert, ""), []string{"status"}, cli.ExitUnreachable, "TLS failure"},
+		{"bad CA file", with(cli.EnvCACert, "/nonexistent/ca.pem"), []string{"status"}, cli.ExitUnreachable, "TLS setup: tls: reading CA file"},
+		{"http to https", with(cli.EnvCACert, ""), []string{"status"}, cli.ExitUnreachable, "the node speaks HTTPS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := cli(t, tt.env, "", tt.args...)
+			r := ars(t, tt.env, "", tt.args...)
 			if tt.want == "" { // bare `ars`: usage on stderr
 				if r.code != tt.code || !strings.Contains(r.stderr, "Usage: ars COMMAND") {
 					t.Errorf("exit %d stderr %q", r.code, r.stderr)
@@ -348,10 +349,10 @@ func TestExitCodes(t *testing.T) {
 func TestNoLeader(t *testing.T) {
 	n := startNode(t, false)
 	n.b.leader = false
-	cli(t, n.env(t), "", "service", "apply", exampleService).fails(t, exitFailed, "ars: no leader elected (no_leader)")
-	cli(t, n.env(t), "", "raft", "transfer-leader").fails(t, exitFailed, "(no_leader)")
+	ars(t, n.env(t), "", "service", "apply", exampleService).fails(t, cli.ExitFailed, "ars: no leader elected (no_leader)")
+	ars(t, n.env(t), "", "raft", "transfer-leader").fails(t, cli.ExitFailed, "(no_leader)")
 	// Reads are served locally.
-	cli(t, n.env(t), "", "status").ok(t)
+	ars(t, n.env(t), "", "status").ok(t)
 }
 
 func TestFlagsOverrideEnv(t *testing.T) {
@@ -366,30 +367,30 @@ func TestFlagsOverrideEnv(t *testing.T) {
 	// Everything from flags, nothing from the environment; flags before
 	// the command (global) and after it both work.
 	none := map[string]string{}
-	cli(t, none, "", "status", "-addr", n.addr, "-ca-file", p.ca, "-token", token).ok(t)
-	cli(t, none, "", "-addr", n.addr, "-ca-file", p.ca, "status", "-token-file", p.operatorToken).ok(t)
-	cli(t, none, "", "-o", "json", "-addr", "https://"+n.addr, "-ca-file", p.ca, "-token", token, "status").ok(t)
+	ars(t, none, "", "status", "-addr", n.addr, "-ca-file", p.ca, "-token", token).ok(t)
+	ars(t, none, "", "-addr", n.addr, "-ca-file", p.ca, "status", "-token-file", p.operatorToken).ok(t)
+	ars(t, none, "", "-o", "json", "-addr", "https://"+n.addr, "-ca-file", p.ca, "-token", token, "status").ok(t)
 
 	// ARS_HTTP_TOKEN works, and -token beats it.
-	env := map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvToken: token}
-	cli(t, env, "", "status").ok(t)
-	cli(t, env, "", "status", "-token", "wrong").fails(t, exitFailed, "(unauthorized)")
+	env := map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvToken: token}
+	ars(t, env, "", "status").ok(t)
+	ars(t, env, "", "status", "-token", "wrong").fails(t, cli.ExitFailed, "(unauthorized)")
 	// -addr beats ARS_HTTP_ADDR.
-	env[EnvAddr] = "127.0.0.1:1"
-	cli(t, env, "", "members", "-addr", n.addr).ok(t)
+	env[cli.EnvAddr] = "127.0.0.1:1"
+	ars(t, env, "", "members", "-addr", n.addr).ok(t)
 	// A client certificate is accepted alongside the token.
-	env[EnvClientCert], env[EnvClientKey] = p.cert, p.key
-	cli(t, env, "", "status", "-addr", n.addr).ok(t)
+	env[cli.EnvClientCert], env[cli.EnvClientKey] = p.cert, p.key
+	ars(t, env, "", "status", "-addr", n.addr).ok(t)
 	// -tls-server-name must match the node certificate.
-	cli(t, env, "", "status", "-addr", n.addr, "-tls-server-name", "n1").ok(t)
-	cli(t, env, "", "status", "-addr", n.addr, "-tls-server-name", "other.example").fails(t, exitUnreachable, "TLS failure")
+	ars(t, env, "", "status", "-addr", n.addr, "-tls-server-name", "n1").ok(t)
+	ars(t, env, "", "status", "-addr", n.addr, "-tls-server-name", "other.example").fails(t, cli.ExitUnreachable, "TLS failure")
 }
 
 func TestDevNodeOverPlainHTTP(t *testing.T) {
 	// `ars agent -dev` serves plain HTTP without tokens on loopback: a bare
 	// host:port with no TLS flags must reach it.
 	n := startNode(t, true)
-	r := cli(t, map[string]string{EnvAddr: n.addr}, "", "status", "-o", "json").ok(t)
+	r := ars(t, map[string]string{cli.EnvAddr: n.addr}, "", "status", "-o", "json").ok(t)
 	var st api.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Node != "n1" {
 		t.Errorf("status over http: %v %q", err, r.stdout)
@@ -397,89 +398,50 @@ func TestDevNodeOverPlainHTTP(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	r := cli(t, nil, "", "help").ok(t)
-	for _, name := range commandNames() {
-		if !strings.Contains(r.stdout, name) {
+	r := ars(t, nil, "", "help").ok(t)
+	for _, name := range app.Names() {
+		if !app.Command(name).Hidden && !strings.Contains(r.stdout, name) {
 			t.Errorf("ars help lacks %q", name)
 		}
 	}
-	r = cli(t, nil, "", "snapshot", "save", "-h").ok(t)
+	r = ars(t, nil, "", "snapshot", "save", "-h").ok(t)
 	for _, want := range []string{"Usage: ars snapshot save [flags] FILE", "-force", "Global flags:", "-addr", "(default 10m0s)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("snapshot save -h lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	r = cli(t, nil, "", "help", "raft", "peers").ok(t)
+	r = ars(t, nil, "", "help", "raft", "peers").ok(t)
 	if !strings.Contains(r.stdout, "Usage: ars raft peers") {
 		t.Errorf("help raft peers:\n%s", r.stdout)
 	}
-	r = cli(t, nil, "", "raft", "-h").ok(t)
+	r = ars(t, nil, "", "raft", "-h").ok(t)
 	if !strings.Contains(r.stdout, "raft transfer-leader") {
 		t.Errorf("raft -h:\n%s", r.stdout)
 	}
-	r = cli(t, nil, "", "version", "-h").ok(t)
+	r = ars(t, nil, "", "version", "-h").ok(t)
 	if strings.Contains(r.stdout, "-addr") {
 		t.Errorf("local command shows API flags:\n%s", r.stdout)
 	}
 	// The token never shows in help, even when given.
-	r = cli(t, map[string]string{EnvToken: "s3cret"}, "", "status", "-token", "s3cret", "-h").ok(t)
+	r = ars(t, map[string]string{cli.EnvToken: "s3cret"}, "", "status", "-token", "s3cret", "-h").ok(t)
 	if strings.Contains(r.stdout, "s3cret") {
 		t.Errorf("help shows the token:\n%s", r.stdout)
 	}
-	cli(t, nil, "", "help", "nope").fails(t, exitUsage, `unknown command "nope"`)
-	r = cli(t, nil, "", "raft")
-	if r.code != exitUsage || !strings.Contains(r.stderr, "raft peers") {
+	ars(t, nil, "", "help", "nope").fails(t, cli.ExitUsage, `unknown command "nope"`)
+	r = ars(t, nil, "", "raft")
+	if r.code != cli.ExitUsage || !strings.Contains(r.stderr, "raft peers") {
 		t.Errorf("bare group: exit %d stderr %q", r.code, r.stderr)
 	}
 }
 
 func TestVersion(t *testing.T) {
-	r := cli(t, nil, "", "version").ok(t)
+	r := ars(t, nil, "", "version").ok(t)
 	if !strings.HasPrefix(r.stdout, "ars dev") {
 		t.Errorf("version = %q", r.stdout)
 	}
-	r = cli(t, nil, "", "version", "-o", "json").ok(t)
+	r = ars(t, nil, "", "version", "-o", "json").ok(t)
 	var v map[string]string
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v["version"] == "" || v["go"] == "" {
 		t.Errorf("version -o json = %q (%v)", r.stdout, err)
 	}
-}
-
-func TestParseInterspersed(t *testing.T) {
-	tests := []struct {
-		args    []string
-		pos     []string
-		force   bool
-		timeout time.Duration
-	}{
-		{[]string{"a", "b"}, []string{"a", "b"}, false, 0},
-		{[]string{"a", "-force", "b"}, []string{"a", "b"}, true, 0},
-		{[]string{"-force", "a", "-t", "5s"}, []string{"a"}, true, 5 * time.Second},
-		{[]string{"-", "-force"}, []string{"-"}, true, 0},
-		{[]string{"a", "--", "-force", "b"}, []string{"a", "-force", "b"}, false, 0},
-		{[]string{"--", "-x"}, []string{"-x"}, false, 0},
-		{nil, nil, false, 0},
-	}
-	for _, tt := range tests {
-		fs := newTestFlagSet()
-		force := fs.Bool("force", false, "")
-		timeout := fs.Duration("t", 0, "")
-		pos, err := parseInterspersed(fs, tt.args)
-		if err != nil {
-			t.Errorf("%q: %v", tt.args, err)
-			continue
-		}
-		if !reflect.DeepEqual(pos, tt.pos) || *force != tt.force || *timeout != tt.timeout {
-			t.Errorf("%q: pos %q force %v t %v; want %q %v %v", tt.args, pos, *force, *timeout, tt.pos, tt.force, tt.timeout)
-		}
-	}
-}
-
-func TestRegisterRejectsDuplicates(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Error("registering \"status\" twice did not panic")
-		}
-	}()
-	Register(Command{Name: "status", Setup: registry["status"].Setup})
 }

@@ -8,11 +8,13 @@ import (
 
 	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/cmd/ars/agent"
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "agent",
+		Group:   groupOperations,
 		Summary: "Run a controller node (-config FILE, or -dev for one in-memory node)",
 		Help: `Runs one ars controller node until SIGINT/SIGTERM (which stops it without
 leaving the cluster, so a restart keeps its membership) or until 'ars leave'
@@ -21,17 +23,17 @@ makes it leave gracefully.
   ars agent -config /etc/ars/agent.yaml
   ars agent -dev          one node, in-memory Raft, plain HTTP, no tokens`,
 		Local: true,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			file := fs.String("config", "", "agent configuration `FILE` (YAML)")
 			dev := fs.Bool("dev", false, "run one in-memory node with no TLS and no authentication")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				var (
 					cfg *agent.Config
 					err error
 				)
 				switch {
 				case *dev && *file != "":
-					return usageErrorf("-dev and -config are exclusive")
+					return cli.UsageErrorf("-dev and -config are exclusive")
 				case *dev:
 					cfg = agent.DevConfig()
 				case *file != "":
@@ -39,7 +41,7 @@ makes it leave gracefully.
 						return err
 					}
 				default:
-					return usageErrorf("agent needs -config FILE or -dev")
+					return cli.UsageErrorf("agent needs -config FILE or -dev")
 				}
 				cluster.Version = Version()
 				log := agent.NewLogger(cfg, e.Stderr)

@@ -11,12 +11,14 @@ import (
 
 	"github.com/ars-project/ars/api"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "alert",
+		Group:   groupAttacks,
 		Args:    "SERVICE REPLICA",
 		MinArgs: 2, MaxArgs: 2,
 		Summary: "Report an attack on a replica (recorded once committed)",
@@ -27,18 +29,18 @@ or timed out can be repeated with the same -id without recording the alert
 twice. Without -id a random id is used (printed on success only: give -id
 when you may need to repeat). Needs an operator or detector token. -evidence - reads the evidence from stdin (at most
 16 KiB; the ledger keeps the first 4 KiB).`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			kind := fs.String("kind", "", "`kind` of attack: exploit or dos (required)")
 			id := fs.String("id", "", "alert `id` (default: random); letters, digits and . _ : -")
 			source := fs.String("source", "cli", "`name` of the detector")
 			evidence := fs.String("evidence", "", "free-text `evidence`, or - for stdin")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				switch *kind {
 				case fsm.KindExploit, fsm.KindDoS:
 				case "":
-					return usageErrorf("-kind is required: exploit or dos")
+					return cli.UsageErrorf("-kind is required: exploit or dos")
 				default:
-					return usageErrorf("-kind %q: must be exploit or dos", *kind)
+					return cli.UsageErrorf("-kind %q: must be exploit or dos", *kind)
 				}
 				req := api.AlertRequest{ID: *id, Service: args[0], Replica: args[1], Kind: *kind,
 					Source: *source, Evidence: *evidence}
@@ -51,7 +53,7 @@ when you may need to repeat). Needs an operator or detector token. -evidence - r
 						return fmt.Errorf("reading evidence from stdin: %w", err)
 					}
 					if len(data) > api.MaxAlertEvidenceBytes {
-						return usageErrorf("-evidence -: more than %d bytes on stdin", api.MaxAlertEvidenceBytes)
+						return cli.UsageErrorf("-evidence -: more than %d bytes on stdin", api.MaxAlertEvidenceBytes)
 					}
 					req.Evidence = strings.TrimRight(string(data), "\n")
 				}

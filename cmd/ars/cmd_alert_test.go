@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -59,7 +60,7 @@ func (n *testNode) roleEnv(t *testing.T, role string) map[string]string {
 			if err := os.WriteFile(file, []byte(tok.Secret+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			return map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvTokenFile: file}
+			return map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvTokenFile: file}
 		}
 	}
 	t.Fatalf("keygen wrote no %q token", role)
@@ -70,11 +71,11 @@ func TestAlertCommand(t *testing.T) {
 	n := alertNode(t)
 	det := n.roleEnv(t, "detector")
 
-	r := cli(t, det, "", "alert", "dns", "win-bind", "-kind", "exploit", "-id", "seconddep-1", "-evidence", "shellcode blocked").ok(t)
+	r := ars(t, det, "", "alert", "dns", "win-bind", "-kind", "exploit", "-id", "seconddep-1", "-evidence", "shellcode blocked").ok(t)
 	if !strings.Contains(r.stdout, "Alert seconddep-1 committed: exploit dns/win-bind (index ") {
 		t.Fatalf("stdout %q", r.stdout)
 	}
-	r = cli(t, det, "", "alert", "-kind", "exploit", "-id", "seconddep-1", "dns", "win-bind").ok(t)
+	r = ars(t, det, "", "alert", "-kind", "exploit", "-id", "seconddep-1", "dns", "win-bind").ok(t)
 	if !strings.Contains(r.stdout, "seconddep-1 duplicate") {
 		t.Fatalf("repeat: stdout %q", r.stdout)
 	}
@@ -84,7 +85,7 @@ func TestAlertCommand(t *testing.T) {
 	}
 
 	// Operators may post too; a random id; evidence from stdin; JSON.
-	r = cli(t, n.env(t), "line one\nline two\n", "alert", "dns", "lin-unbound", "-kind", "dos", "-source", "probe-x", "-evidence", "-", "-o", "json").ok(t)
+	r = ars(t, n.env(t), "line one\nline two\n", "alert", "dns", "lin-unbound", "-kind", "dos", "-source", "probe-x", "-evidence", "-", "-o", "json").ok(t)
 	var res api.AlertResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("-o json: %v\n%s", err, r.stdout)
@@ -96,15 +97,15 @@ func TestAlertCommand(t *testing.T) {
 		t.Fatalf("ledger %+v", l)
 	}
 
-	cli(t, det, "", "alert", "dns", "win-bind").fails(t, exitUsage, "-kind is required")
-	cli(t, det, "", "alert", "dns", "win-bind", "-kind", "virus").fails(t, exitUsage, `-kind "virus"`)
-	cli(t, det, "", "alert", "dns", "-kind", "dos").fails(t, exitUsage, "usage: ars alert [flags] SERVICE REPLICA")
-	cli(t, det, strings.Repeat("x", api.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").fails(t, exitUsage, "16384")
-	cli(t, det, "", "alert", "nope", "win-bind", "-kind", "dos").fails(t, exitFailed, "(unknown_service)")
-	cli(t, det, "", "alert", "dns", "nope", "-kind", "dos").fails(t, exitFailed, "(unknown_replica)")
-	cli(t, det, "", "alert", "dns", "win-bind", "-kind", "dos", "-id", "no spaces").fails(t, exitFailed, "(invalid)")
-	cli(t, n.roleEnv(t, "reader"), "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, exitFailed, "(forbidden)")
-	cli(t, map[string]string{EnvAddr: "127.0.0.1:1"}, "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, exitUnreachable, "cannot reach")
+	ars(t, det, "", "alert", "dns", "win-bind").fails(t, cli.ExitUsage, "-kind is required")
+	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "virus").fails(t, cli.ExitUsage, `-kind "virus"`)
+	ars(t, det, "", "alert", "dns", "-kind", "dos").fails(t, cli.ExitUsage, "usage: ars alert [flags] SERVICE REPLICA")
+	ars(t, det, strings.Repeat("x", api.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").fails(t, cli.ExitUsage, "16384")
+	ars(t, det, "", "alert", "nope", "win-bind", "-kind", "dos").fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, det, "", "alert", "dns", "nope", "-kind", "dos").fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "dos", "-id", "no spaces").fails(t, cli.ExitFailed, "(invalid)")
+	ars(t, n.roleEnv(t, "reader"), "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, map[string]string{cli.EnvAddr: "127.0.0.1:1"}, "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, cli.ExitUnreachable, "cannot reach")
 	if l := n.ledger(); len(l) != 2 {
 		t.Fatalf("failed alerts changed the ledger: %+v", l)
 	}

@@ -7,11 +7,14 @@ import (
 	"io"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "history",
+		Group:   groupServices,
 		Args:    "[SERVICE]",
 		MinArgs: 0, MaxArgs: 1,
 		Summary: "Show switch times per reason and platform pair, and the last switches",
@@ -19,11 +22,11 @@ func init() {
 count, mean and max of the switch time and of the total downtime per
 reason and platform pair (from-to, e.g. vm-container), then the last -n
 switches. Needs a reader token.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			n := fs.Int("n", 10, "number of recent switches to list (`N`; 0 = none)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if *n < 0 {
-					return usageErrorf("-n %d: must be >= 0", *n)
+					return cli.UsageErrorf("-n %d: must be >= 0", *n)
 				}
 				service := ""
 				if len(args) == 1 {
@@ -50,7 +53,7 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 	if len(h.Aggregates) == 0 {
 		fmt.Fprintln(out, "No completed switches yet.")
 	} else {
-		tw := newTabWriter(out)
+		tw := cli.NewTabWriter(out)
 		fmt.Fprintln(tw, "REASON\tPAIR\tCOUNT\tMEAN-SWITCH\tMAX-SWITCH\tMEAN-TOTAL\tMAX-TOTAL")
 		for _, a := range h.Aggregates {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.Reason, a.Pair, a.Count,
@@ -68,7 +71,7 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 		recs = recs[len(recs)-n:]
 	}
 	fmt.Fprintf(out, "\nLast switches (%d of %d, newest last):\n", len(recs), len(h.Switches))
-	tw := newTabWriter(out)
+	tw := cli.NewTabWriter(out)
 	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tDONE")
 	for _, r := range recs {
 		sw, tot := "-", "-"
@@ -77,7 +80,7 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, sw, tot, yesNo(r.Done))
+			r.Reason, sw, tot, cli.YesNo(r.Done))
 	}
 	return tw.Flush()
 }

@@ -6,16 +6,19 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "join",
+		Group:   groupCluster,
 		Args:    "ADDR...",
 		MinArgs: 1, MaxArgs: -1,
 		Summary: "Make the node join a cluster through gossip addresses (host:port)",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err

@@ -14,6 +14,8 @@ import (
 	"github.com/ars-project/ars/pki"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 // OperatorTokenFile is written by keygen next to tokens.yaml: the secret of
@@ -21,8 +23,9 @@ import (
 const OperatorTokenFile = "operator.token"
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "keygen",
+		Group:   groupOperations,
 		Local:   true,
 		Summary: "Generate the cluster CA, node certificates, gossip key and API tokens",
 		Help: `Writes into -dir: ca.pem ca-key.pem, NODE.pem NODE-key.pem per node,
@@ -36,19 +39,19 @@ ADDR is an IP address or a DNS name for the node's certificate. Give a name
 several times to add several addresses:
   ars keygen -dir certs -nodes n1=127.0.0.1,n2=127.0.0.2,n3=127.0.0.3
   ars keygen -dir certs -nodes n1=10.0.0.1,n1=n1.lab.internal -nodes n2=10.0.0.2`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			dir := fs.String("dir", ".", "output `directory` (created if missing)")
 			var nodes nodeList
 			fs.Var(&nodes, "nodes", "nodes as `NAME=ADDR,...` (repeatable)")
 			operators := fs.String("operators", "", "extra operator token `names`, comma-separated")
 			validity := fs.Duration("validity", pki.DefaultPKIValidity, "certificate `validity`")
 			loopback := fs.Bool("loopback", false, "also put 127.0.0.1, ::1 and localhost in every node certificate")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if len(nodes.nodes) == 0 {
-					return usageErrorf("-nodes is required, e.g. -nodes n1=127.0.0.1,n2=127.0.0.2,n3=127.0.0.3")
+					return cli.UsageErrorf("-nodes is required, e.g. -nodes n1=127.0.0.1,n2=127.0.0.2,n3=127.0.0.3")
 				}
 				if *validity <= 0 {
-					return usageErrorf("-validity %s: must be > 0", *validity)
+					return cli.UsageErrorf("-validity %s: must be > 0", *validity)
 				}
 				req := pki.PKIRequest{Dir: *dir, Nodes: nodes.nodes, ValidFor: *validity, Loopback: *loopback}
 				for _, op := range strings.Split(*operators, ",") {
@@ -83,7 +86,7 @@ several times to add several addresses:
 				return e.Print(map[string]any{"dir": *dir, "files": out, "valid_until": time.Now().Add(*validity).UTC().Format(time.RFC3339)}, func(w io.Writer) {
 					fmt.Fprintln(w, "FILE\tMODE\tSECRET")
 					for _, f := range out {
-						fmt.Fprintf(w, "%s\t%s\t%s\n", f.File, f.Mode, yesNo(f.Secret))
+						fmt.Fprintf(w, "%s\t%s\t%s\n", f.File, f.Mode, cli.YesNo(f.Secret))
 					}
 				})
 			}

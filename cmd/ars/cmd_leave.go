@@ -6,14 +6,17 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "leave",
+		Group:   groupCluster,
 		Summary: "Make the node leave the cluster gracefully (it transfers leadership first, then exits)",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err

@@ -7,14 +7,17 @@ import (
 	"io"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "raft peers",
+		Group:   groupCluster,
 		Summary: "List the servers in the Raft configuration",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err
@@ -29,7 +32,7 @@ func init() {
 				return e.Print(ps, func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tADDRESS\tSUFFRAGE\tLEADER")
 					for _, p := range ps {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.ID, p.Address, p.Suffrage, yesNo(p.Leader))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.ID, p.Address, p.Suffrage, cli.YesNo(p.Leader))
 					}
 				})
 			}

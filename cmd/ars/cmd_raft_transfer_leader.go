@@ -6,16 +6,19 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "raft transfer-leader",
+		Group:   groupCluster,
 		Args:    "[ID]",
 		MaxArgs: 1,
 		Summary: "Hand Raft leadership to server ID (or to any up-to-date voter)",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err

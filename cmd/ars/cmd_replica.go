@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 // replicaActionHelp describes each `ars replica ACTION`.
@@ -22,18 +24,19 @@ var replicaActionHelp = map[string]struct{ summary, help string }{
 func init() {
 	for _, action := range api.ReplicaActions {
 		h := replicaActionHelp[action]
-		Register(Command{
+		app.Register(cli.Command{
 			Name:    "replica " + action,
+			Group:   groupAttacks,
 			Args:    "SERVICE REPLICA",
 			MinArgs: 2, MaxArgs: 2,
 			Summary: h.summary,
 			Help: h.help + "\n\nPOST /v1/services/SERVICE/replicas/REPLICA/" + action +
 				"; the leader refuses it if the service changed meanwhile. Needs an operator token.",
-			Setup: func(fs *flag.FlagSet) RunFunc {
+			Setup: func(fs *flag.FlagSet) cli.RunFunc {
 				reason := fs.String("reason", "", "free-text `reason`, recorded on the replica (at most 256 bytes)")
-				return func(ctx context.Context, e *Env, args []string) error {
+				return func(ctx context.Context, e *cli.Env, args []string) error {
 					if len(*reason) > api.MaxOperateReasonBytes {
-						return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
+						return cli.UsageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
 					}
 					c, err := e.Client()
 					if err != nil {

@@ -12,11 +12,14 @@ import (
 	"regexp"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "service apply",
+		Group:   groupServices,
 		Args:    "FILE",
 		MinArgs: 1, MaxArgs: 1,
 		Summary: "Create or update a service from a YAML or JSON spec (FILE '-' = stdin)",
@@ -25,8 +28,8 @@ name, address, replicas[] (name, impl, os, platform, vm, nic, snapshot,
 host, image), probe and policy. See deploy/examples/service-dns.yaml.
 YAML is converted to JSON locally; the node validates the spec strictly
 and rejects unknown fields.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				name := args[0]
 				data, err := readInput(e, name)
 				if err != nil {
@@ -58,7 +61,7 @@ and rejects unknown fields.`,
 const maxSpecBytes = 1 << 20
 
 // readInput reads a file argument; "-" is stdin.
-func readInput(e *Env, name string) ([]byte, error) {
+func readInput(e *cli.Env, name string) ([]byte, error) {
 	var r io.Reader
 	if name == "-" {
 		r, name = e.Stdin, "stdin"

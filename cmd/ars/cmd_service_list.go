@@ -7,15 +7,17 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "service list",
+		Group:   groupServices,
 		Summary: "List services with their active and standby replicas",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err

@@ -8,20 +8,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "service show",
+		Group:   groupServices,
 		Args:    "NAME",
 		MinArgs: 1, MaxArgs: 1,
 		Summary: "Show a service: spec summary, replica roles and recent switches",
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			n := fs.Int("history", 10, "number of recent switches to show in the table (`N`; 0 = none)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if *n < 0 {
-					return usageErrorf("-history %d: must be >= 0", *n)
+					return cli.UsageErrorf("-history %d: must be >= 0", *n)
 				}
 				c, err := e.Client()
 				if err != nil {
@@ -41,7 +43,7 @@ func init() {
 }
 
 func printService(out io.Writer, s fsm.Service, nHistory int) error {
-	tw := newTabWriter(out)
+	tw := cli.NewTabWriter(out)
 	p, q := s.Spec.Probe, s.Spec.Policy
 	probe := fmt.Sprintf("%s %s", dash(p.Type), dash(p.Query))
 	if p.Expect != "" {
@@ -65,12 +67,12 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 	}
 
 	fmt.Fprintln(out)
-	tw = newTabWriter(out)
+	tw = cli.NewTabWriter(out)
 	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tROLE\tHEALTH\tCLEAN\tSINCE\tREASON")
 	for _, r := range s.Replicas {
 		spec, _ := s.Spec.Replica(r.Name)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
-			r.Role, dash(r.Health), yesNo(r.Clean), r.Since, dash(r.Reason))
+			r.Role, dash(r.Health), cli.YesNo(r.Clean), r.Since, dash(r.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -89,7 +91,7 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 		h = h[len(h)-nHistory:]
 	}
 	fmt.Fprintf(out, "Recent switches (%d of %d, newest last):\n", len(h), len(s.History))
-	tw = newTabWriter(out)
+	tw = cli.NewTabWriter(out)
 	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tDOWNTIME\tLOST\tDONE")
 	for _, r := range h {
 		det, sw, tot, lost := "-", "-", "-", "-"
@@ -98,7 +100,7 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, dash(r.Mode), det, sw, tot, lost, yesNo(r.Done))
+			r.Reason, dash(r.Mode), det, sw, tot, lost, cli.YesNo(r.Done))
 	}
 	return tw.Flush()
 }

@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "snapshot restore",
+		Group:   groupOperations,
 		Args:    "FILE",
 		MinArgs: 1, MaxArgs: 1,
 		Timeout: 10 * time.Minute,
@@ -21,8 +24,8 @@ func init() {
 		Help: `The leader installs the snapshot and every node follows. This replaces
 all services, roles and history. The default -timeout of this command is
 10m.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				path := args[0]
 				var r io.Reader = e.Stdin
 				if path != "-" {

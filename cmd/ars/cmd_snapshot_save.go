@@ -10,11 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "snapshot save",
+		Group:   groupOperations,
 		Args:    "FILE",
 		MinArgs: 1, MaxArgs: 1,
 		Timeout: 10 * time.Minute,
@@ -23,9 +26,9 @@ func init() {
 server sends, written to a temporary file next to FILE and then renamed,
 so FILE is either complete or untouched. An existing FILE is kept unless
 -force is given. The default -timeout of this command is 10m.`,
-		Setup: func(flags *flag.FlagSet) RunFunc {
+		Setup: func(flags *flag.FlagSet) cli.RunFunc {
 			force := flags.Bool("force", false, "overwrite FILE if it exists")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				path := args[0]
 				c, err := e.Client()
 				if err != nil {

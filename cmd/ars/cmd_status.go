@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "status",
+		Group:   groupCluster,
 		Summary: "Show the node's view of the cluster (role, leader, Raft indexes)",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c, err := e.Client()
 				if err != nil {
 					return err
@@ -59,12 +62,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// yesNo renders a bool table cell.
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
 }

@@ -6,11 +6,14 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "switch",
+		Group:   groupAttacks,
 		Args:    "SERVICE",
 		MinArgs: 1, MaxArgs: 1,
 		Summary: "Switch a service to another replica now (manual switch)",
@@ -20,12 +23,12 @@ eligible replica, as for an attack. A switch the leader refuses (the
 replica is quarantined, in maintenance, already active, or nothing is
 eligible) fails with the reason and changes nothing. Needs an operator
 token.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			to := fs.String("to", "", "`replica` to switch to (default: the leader picks)")
 			reason := fs.String("reason", "", "free-text `reason`, logged with the decision (at most 256 bytes)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if len(*reason) > api.MaxOperateReasonBytes {
-					return usageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
+					return cli.UsageErrorf("-reason: %d bytes, at most %d allowed", len(*reason), api.MaxOperateReasonBytes)
 				}
 				c, err := e.Client()
 				if err != nil {

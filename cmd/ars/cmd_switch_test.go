@@ -7,6 +7,7 @@ import (
 
 	"github.com/ars-project/ars/api"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -23,7 +24,7 @@ func TestSwitchCommand(t *testing.T) {
 	n := alertNode(t) // dns: win-bind active, lin-unbound standby
 	env := n.env(t)
 
-	r := cli(t, env, "", "switch", "dns", "-reason", "drill").ok(t)
+	r := ars(t, env, "", "switch", "dns", "-reason", "drill").ok(t)
 	if want := "switched dns: win-bind -> lin-unbound (generation "; !strings.HasPrefix(r.stdout, want) {
 		t.Fatalf("stdout %q, want prefix %q", r.stdout, want)
 	}
@@ -33,18 +34,18 @@ func TestSwitchCommand(t *testing.T) {
 	gen := n.service(t).Generation
 
 	// A refused switch: exit 1 with the reason, nothing changes.
-	cli(t, env, "", "switch", "dns", "-to", "lin-unbound").fails(t, exitFailed, "already active")
-	cli(t, env, "", "switch", "dns", "-to", "nope").fails(t, exitFailed, "(unknown_replica)")
-	cli(t, env, "", "switch", "nope").fails(t, exitFailed, "(unknown_service)")
-	cli(t, n.roleEnv(t, "reader"), "", "switch", "dns").fails(t, exitFailed, "(forbidden)")
-	cli(t, n.roleEnv(t, "detector"), "", "switch", "dns").fails(t, exitFailed, "(forbidden)")
-	cli(t, env, "", "switch").fails(t, exitUsage, "usage: ars switch")
-	cli(t, env, "", "switch", "dns", "-reason", strings.Repeat("x", 257)).fails(t, exitUsage, "-reason")
+	ars(t, env, "", "switch", "dns", "-to", "lin-unbound").fails(t, cli.ExitFailed, "already active")
+	ars(t, env, "", "switch", "dns", "-to", "nope").fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, env, "", "switch", "nope").fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, n.roleEnv(t, "reader"), "", "switch", "dns").fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, n.roleEnv(t, "detector"), "", "switch", "dns").fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, env, "", "switch").fails(t, cli.ExitUsage, "usage: ars switch")
+	ars(t, env, "", "switch", "dns", "-reason", strings.Repeat("x", 257)).fails(t, cli.ExitUsage, "-reason")
 	if g := n.service(t).Generation; g != gen {
 		t.Fatalf("refused switches changed the generation: %d -> %d", gen, g)
 	}
 
-	r = cli(t, env, "", "switch", "dns", "-to", "win-bind", "-o", "json").ok(t)
+	r = ars(t, env, "", "switch", "dns", "-to", "win-bind", "-o", "json").ok(t)
 	var res api.SwitchResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("-o json: %v\n%s", err, r.stdout)
@@ -67,37 +68,37 @@ func TestReplicaCommands(t *testing.T) {
 		return fsm.ReplicaState{}
 	}
 
-	r := cli(t, env, "", "replica", "quarantine", "dns", "lin-unbound", "-reason", "edr hit").ok(t)
+	r := ars(t, env, "", "replica", "quarantine", "dns", "lin-unbound", "-reason", "edr hit").ok(t)
 	if !strings.HasPrefix(r.stdout, "quarantine dns/lin-unbound: done") {
 		t.Fatalf("stdout %q", r.stdout)
 	}
 	if rs := role("lin-unbound"); rs.Role != fsm.RoleQuarantined || rs.Reason != "edr hit" {
 		t.Fatalf("after quarantine %+v", rs)
 	}
-	cli(t, env, "", "replica", "restore", "dns", "lin-unbound").ok(t)
+	ars(t, env, "", "replica", "restore", "dns", "lin-unbound").ok(t)
 	if rs := role("lin-unbound"); !rs.Clean {
 		t.Fatalf("after restore %+v", rs)
 	}
-	cli(t, env, "", "replica", "maintenance", "dns", "win-bind").fails(t, exitFailed, "(conflict)")
-	r = cli(t, env, "", "replica", "maintenance", "dns", "lin-unbound", "-o", "json").ok(t)
+	ars(t, env, "", "replica", "maintenance", "dns", "win-bind").fails(t, cli.ExitFailed, "(conflict)")
+	r = ars(t, env, "", "replica", "maintenance", "dns", "lin-unbound", "-o", "json").ok(t)
 	var res api.ReplicaActionResponse
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Action != "maintenance" || res.Result.Index == 0 {
 		t.Fatalf("-o json: %+v %v\n%s", res, err, r.stdout)
 	}
-	cli(t, env, "", "replica", "release", "dns", "lin-unbound").ok(t)
+	ars(t, env, "", "replica", "release", "dns", "lin-unbound").ok(t)
 	if rs := role("lin-unbound"); rs.Role == fsm.RoleMaintenance {
 		t.Fatalf("after release %+v", rs)
 	}
-	cli(t, env, "", "replica", "release", "dns", "nope").fails(t, exitFailed, "(unknown_replica)")
-	cli(t, n.roleEnv(t, "reader"), "", "replica", "quarantine", "dns", "lin-unbound").fails(t, exitFailed, "(forbidden)")
-	cli(t, env, "", "replica", "quarantine", "dns").fails(t, exitUsage, "usage: ars replica quarantine")
+	ars(t, env, "", "replica", "release", "dns", "nope").fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, n.roleEnv(t, "reader"), "", "replica", "quarantine", "dns", "lin-unbound").fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, env, "", "replica", "quarantine", "dns").fails(t, cli.ExitUsage, "usage: ars replica quarantine")
 }
 
 func TestHistoryCommand(t *testing.T) {
 	n := alertNode(t)
 	env := n.env(t)
 
-	r := cli(t, env, "", "history").ok(t)
+	r := ars(t, env, "", "history").ok(t)
 	if !strings.Contains(r.stdout, "No completed switches yet.") {
 		t.Fatalf("empty history: %q", r.stdout)
 	}
@@ -105,7 +106,7 @@ func TestHistoryCommand(t *testing.T) {
 	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2})
 	n.b.apply(t, fsm.Switch{Service: "dns", From: "lin-unbound", To: "win-bind", Reason: fsm.ReasonDoS, At: 3})
 
-	r = cli(t, env, "", "history", "dns").ok(t)
+	r = ars(t, env, "", "history", "dns").ok(t)
 	lines := strings.Split(r.stdout, "\n")
 	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "REASON PAIR COUNT MEAN-SWITCH MAX-SWITCH MEAN-TOTAL MAX-TOTAL" {
 		t.Fatalf("header %q", lines[0])
@@ -116,15 +117,15 @@ func TestHistoryCommand(t *testing.T) {
 	if !strings.Contains(r.stdout, "Last switches (2 of 2, newest last)") {
 		t.Fatalf("no switch list:\n%s", r.stdout)
 	}
-	r = cli(t, n.roleEnv(t, "reader"), "", "history", "-n", "1").ok(t)
+	r = ars(t, n.roleEnv(t, "reader"), "", "history", "-n", "1").ok(t)
 	if !strings.Contains(r.stdout, "Last switches (1 of 2") {
 		t.Fatalf("-n 1:\n%s", r.stdout)
 	}
-	r = cli(t, env, "", "history", "-o", "json").ok(t)
+	r = ars(t, env, "", "history", "-o", "json").ok(t)
 	var h api.HistoryResponse
 	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || len(h.Switches) != 2 || len(h.Aggregates) != 1 {
 		t.Fatalf("-o json: %+v %v", h, err)
 	}
-	cli(t, env, "", "history", "nope").fails(t, exitFailed, "(unknown_service)")
-	cli(t, env, "", "history", "-n", "-1").fails(t, exitUsage, "-n -1")
+	ars(t, env, "", "history", "nope").fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, env, "", "history", "-n", "-1").fails(t, cli.ExitUsage, "-n -1")
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -38,12 +40,13 @@ func Version() string {
 }
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "version",
+		Group:   groupOperations,
 		Local:   true,
 		Summary: "Print the version of this binary",
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, e *Env, args []string) error {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				info := map[string]string{"version": Version(), "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH}
 				if e.JSONOutput() {
 					return e.JSON(info)

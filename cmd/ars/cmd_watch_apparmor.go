@@ -20,6 +20,7 @@ import (
 	"github.com/ars-project/ars/api"
 
 	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -42,8 +43,9 @@ const (
 )
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "watch apparmor",
+		Group:   groupAttacks,
 		Summary: "Follow an AppArmor audit log and post one exploit alert per denial",
 		Help: `Follows -log like tail -F (from its end unless -from-start; across rotation
 by rename and by truncation) and turns every AppArmor denial (apparmor="DENIED"
@@ -73,7 +75,7 @@ limit). Alerts still queued then are not sent; run again with -from-start
 to send them (the ones already recorded are answered as duplicates).
 Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 		Timeout: watchNoDeadline,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			logPath := fs.String("log", "", "audit log `file` to follow, e.g. /var/log/audit/audit.log or /var/log/kern.log (required)")
 			service := fs.String("service", "", "`service` the replica belongs to (required)")
 			replica := fs.String("replica", "", "`replica` this host runs (required)")
@@ -83,20 +85,20 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 			poll := fs.Duration("poll", apparmor.DefaultPoll, "how often to look for new lines, rotation and truncation")
 			queue := fs.Int("queue", watchDefaultQueue, "alerts waiting for acknowledgement before reading pauses")
 			addrs := fs.String("addrs", "", "comma-separated node API `addresses` to post to, in order of preference; the next is tried when one fails (default: -addr alone)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				switch {
 				case *logPath == "":
-					return usageErrorf("-log is required")
+					return cli.UsageErrorf("-log is required")
 				case *service == "":
-					return usageErrorf("-service is required")
+					return cli.UsageErrorf("-service is required")
 				case *replica == "":
-					return usageErrorf("-replica is required")
+					return cli.UsageErrorf("-replica is required")
 				case *source == "":
-					return usageErrorf("-source must not be empty")
+					return cli.UsageErrorf("-source must not be empty")
 				case *poll < apparmor.MinPoll || *poll > apparmor.MaxPoll:
-					return usageErrorf("-poll %s: must be from %s to %s", *poll, apparmor.MinPoll, apparmor.MaxPoll)
+					return cli.UsageErrorf("-poll %s: must be from %s to %s", *poll, apparmor.MinPoll, apparmor.MaxPoll)
 				case *queue < 1 || *queue > watchMaxQueue:
-					return usageErrorf("-queue %d: must be from 1 to %d", *queue, watchMaxQueue)
+					return cli.UsageErrorf("-queue %d: must be from 1 to %d", *queue, watchMaxQueue)
 				}
 				list := []string{e.Addr()}
 				if *addrs != "" {
@@ -106,14 +108,14 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 				var names []string
 				for _, a := range list {
 					if *addrs != "" && strings.TrimSpace(a) == "" {
-						return usageErrorf("-addrs %q: an empty address", *addrs)
+						return cli.UsageErrorf("-addrs %q: an empty address", *addrs)
 					}
 					c, err := e.ClientAt(strings.TrimSpace(a))
 					if err != nil {
 						return err
 					}
 					if slices.Contains(names, c.Addr()) {
-						return usageErrorf("-addrs %q: %s listed twice", *addrs, c.Addr())
+						return cli.UsageErrorf("-addrs %q: %s listed twice", *addrs, c.Addr())
 					}
 					clients, names = append(clients, c), append(names, c.Addr())
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/ars-project/ars/api"
 
 	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/testutil"
 )
@@ -55,7 +56,7 @@ func startWatch(t *testing.T, env map[string]string, args ...string) *watchRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watchRun{stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() {
-		w.done <- run(ctx, append([]string{"watch", "apparmor", "-poll", "10ms"}, args...), Streams{
+		w.done <- app.Run(ctx, append([]string{"watch", "apparmor", "-poll", "10ms"}, args...), cli.Streams{
 			Stdin: strings.NewReader(""), Stdout: w.stdout, Stderr: w.stderr,
 			Getenv: func(k string) string { return env[k] },
 		})
@@ -181,7 +182,7 @@ func TestWatchAppArmorPostsEachDenialOnce(t *testing.T) {
 	if !strings.Contains(w.stderr.String(), "committed=4 duplicates=1 dropped=0 unacknowledged=0") {
 		t.Errorf("no final tally:\n%s", w.stderr.String())
 	}
-	secret, _ := os.ReadFile(env[EnvTokenFile])
+	secret, _ := os.ReadFile(env[cli.EnvTokenFile])
 	if s := strings.TrimSpace(string(secret)); s == "" || strings.Contains(w.stderr.String()+w.stdout.String(), s) {
 		t.Fatal("the token appears in the watcher's output")
 	}
@@ -274,8 +275,8 @@ func TestWatchAppArmorAddrsErrors(t *testing.T) {
 		{n.addr + ",,", "an empty address"},
 		{"ftp://x", "scheme must be http or https"},
 	} {
-		r := cli(t, env, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "win-bind", "-addrs", c.addrs)
-		if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
+		r := ars(t, env, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "win-bind", "-addrs", c.addrs)
+		if r.code != cli.ExitUsage || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("-addrs %q: exit %d, stderr %q; want usage error with %q", c.addrs, r.code, r.stderr, c.want)
 		}
 	}
@@ -343,7 +344,7 @@ func TestWatchAppArmorRejections(t *testing.T) {
 	select {
 	case code := <-w.done:
 		w.done <- code
-		if errb := w.stderr.String(); code != exitFailed || !strings.Contains(errb, "ars: forbidden") {
+		if errb := w.stderr.String(); code != cli.ExitFailed || !strings.Contains(errb, "ars: forbidden") {
 			t.Fatalf("exit %d, stderr:\n%s", code, errb)
 		}
 	case <-time.After(watchWait):
@@ -355,15 +356,15 @@ func TestWatchAppArmorRejections(t *testing.T) {
 
 	// Usage errors.
 	det := n.roleEnv(t, "detector")
-	cli(t, det, "", "watch", "apparmor", "-service", "dns", "-replica", "r").fails(t, exitUsage, "-log is required")
-	cli(t, det, "", "watch", "apparmor", "-log", log, "-replica", "r").fails(t, exitUsage, "-service is required")
-	cli(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns").fails(t, exitUsage, "-replica is required")
-	cli(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "-queue", "0").fails(t, exitUsage, "-queue")
-	cli(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "extra").fails(t, exitUsage, "usage")
+	ars(t, det, "", "watch", "apparmor", "-service", "dns", "-replica", "r").fails(t, cli.ExitUsage, "-log is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-replica", "r").fails(t, cli.ExitUsage, "-service is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns").fails(t, cli.ExitUsage, "-replica is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "-queue", "0").fails(t, cli.ExitUsage, "-queue")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "extra").fails(t, cli.ExitUsage, "usage")
 	// An unreadable log is an error, not a wait.
 	dir := t.TempDir()
-	r := cli(t, det, "", "watch", "apparmor", "-log", dir, "-service", "dns", "-replica", "r", "-from-start")
-	if want := "\nars: following the log: read " + dir + ": is a directory\n"; r.code != exitFailed || !strings.HasSuffix(r.stderr, want) {
+	r := ars(t, det, "", "watch", "apparmor", "-log", dir, "-service", "dns", "-replica", "r", "-from-start")
+	if want := "\nars: following the log: read " + dir + ": is a directory\n"; r.code != cli.ExitFailed || !strings.HasSuffix(r.stderr, want) {
 		t.Fatalf("watching a directory: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

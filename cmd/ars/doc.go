@@ -1,36 +1,14 @@
 // Command ars is the ars controller: `ars agent` runs a node, every other
-// command is the admin CLI that talks to any node's HTTPS API.
+// command is the admin CLI that talks to any node's HTTPS API (plus the
+// local keygen, watch apparmor and version). The lab, benchmark and chaos
+// tooling is the separate command ars-lab.
 //
-// Layout (govc style): one command per file (cmd_*.go), each registering a
-// Command in init(); command.go holds the registry and the dispatcher,
-// env.go the global flags and the API client, exit.go the exit codes.
+// The command framework (registry, global flags, exit codes) is shared
+// with ars-lab in cmd/internal/cli, whose doc lists the global flags and
+// exit codes. Every command registers itself from its own file (cmd_*.go)
+// with app.Register, under one of the help groups declared in main.go.
 //
-// Flags may come before the command (global flags only), after it, and
-// after or between positional arguments: `ars snapshot save out.snap
-// -force` works. "--" ends flag parsing; "-" is a positional argument
-// (stdin or stdout where a command accepts it).
-//
-// Global flags, with their environment fallbacks (a flag beats the
-// environment):
-//
-//	-addr         ARS_HTTP_ADDR        node API address (default 127.0.0.1:7500)
-//	-token        ARS_HTTP_TOKEN       API token
-//	-token-file   ARS_HTTP_TOKEN_FILE  file holding the API token
-//	-ca-file      ARS_CACERT           CA certificate to verify the node
-//	-client-cert  ARS_CLIENT_CERT      client certificate (with -client-key)
-//	-client-key   ARS_CLIENT_KEY       client key
-//	-tls-server-name ARS_TLS_SERVER_NAME  name expected in the node certificate
-//	-o            table | json         output format
-//	-timeout      10s                  limit for the whole API operation
-//
-// An -addr without a scheme means https, except that a loopback address
-// with no TLS material (-ca-file, -client-cert) means http, so `ars status`
-// works against `ars agent -dev` out of the box; if the node actually
-// speaks HTTPS the error says so.
-//
-// Exit codes: 0 success; 1 the operation failed (the node answered with an
-// error, or a local file could not be read or written); 2 usage error (bad
-// command, flags or arguments); 3 the node could not be reached, or TLS
-// failed (including unusable -ca-file/-client-cert files). Every failure
-// prints exactly one line "ars: <reason>" on stderr.
+// Exit codes: 0 success; 1 the operation failed; 2 usage error; 3 the node
+// could not be reached, or TLS failed. Every failure prints exactly one
+// line "ars: <reason>" on stderr.
 package main

@@ -19,6 +19,7 @@ import (
 	"github.com/ars-project/ars/apiserver"
 	"github.com/ars-project/ars/cluster"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/pki"
@@ -217,8 +218,8 @@ func getPKI(t *testing.T) testPKI {
 			return
 		}
 		var out, errb bytes.Buffer
-		code := run(context.Background(), []string{"keygen", "-dir", dir, "-nodes", "n1=127.0.0.1"},
-			Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+		code := app.Run(context.Background(), []string{"keygen", "-dir", dir, "-nodes", "n1=127.0.0.1"},
+			cli.Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
 		if code != 0 {
 			pkiErr = fmt.Errorf("keygen exit %d: %s", code, errb.String())
 			return
@@ -301,7 +302,7 @@ func startNode(t *testing.T, dev bool) *testNode {
 // operator token through the environment variables.
 func (n *testNode) env(t *testing.T) map[string]string {
 	p := getPKI(t)
-	return map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvTokenFile: p.operatorToken}
+	return map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvTokenFile: p.operatorToken}
 }
 
 type result struct {
@@ -309,11 +310,11 @@ type result struct {
 	stdout, stderr string
 }
 
-// cli runs ars with args, the given environment and stdin.
-func cli(t *testing.T, env map[string]string, stdin string, args ...string) result {
+// ars runs ars with args, the given environment and stdin.
+func ars(t *testing.T, env map[string]string, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(context.Background(), args, Streams{
+	code := app.Run(context.Background(), args, cli.Streams{
 		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
 		Getenv: func(k string) string { return env[k] },
 	})

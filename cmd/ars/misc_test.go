@@ -2,19 +2,12 @@ package main
 
 import (
 	"crypto/tls"
-	"flag"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 )
-
-func newTestFlagSet() *flag.FlagSet {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return fs
-}
 
 // startForeignTLS starts an HTTPS server whose certificate no test CA
 // signed, and returns its host:port.

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/ars-project/ars/pki"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 // TestCLIOutputHasNoSecrets: what the CLI prints — `ars snapshot save`
@@ -43,7 +45,7 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 	env := n.env(t)
 	var outputs []result
 	run := func(env map[string]string, args ...string) result {
-		r := cli(t, env, "", args...)
+		r := ars(t, env, "", args...)
 		outputs = append(outputs, r)
 		return r
 	}
@@ -51,7 +53,7 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 	run(env, "alert", "dns", "bind9-win", "-kind", "exploit", "-id", "cli-secret-1", "-evidence", "apparmor=\"DENIED\"").ok(t)
 	out := filepath.Join(t.TempDir(), "backup.snap")
 	run(env, "snapshot", "save", out).ok(t)
-	run(env, "snapshot", "save", out).fails(t, exitFailed, "exists")
+	run(env, "snapshot", "save", out).fails(t, cli.ExitFailed, "exists")
 	if r := run(env, "snapshot", "save", "-").ok(t); len(r.stdout) == 0 {
 		t.Fatal("snapshot save - wrote nothing")
 	}
@@ -65,10 +67,10 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 		if !strings.HasPrefix(name, "token") {
 			continue
 		}
-		wrong := map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvToken: tok + "x"}
-		run(wrong, "status").fails(t, exitFailed, "unauthorized")
+		wrong := map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvToken: tok + "x"}
+		run(wrong, "status").fails(t, cli.ExitFailed, "unauthorized")
 		run(wrong, "snapshot", "save", filepath.Join(t.TempDir(), "x.snap"))
-		right := map[string]string{EnvAddr: n.addr, EnvCACert: p.ca, EnvToken: tok}
+		right := map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvToken: tok}
 		run(right, "snapshot", "save", "-")     // refused unless operator
 		run(right, "raft", "remove-peer", "n9") // refused unless operator
 		run(right, "alert", "dns", "nope", "-kind", "dos")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // benchProfile is the simulator latency profile of the benchmark

@@ -9,8 +9,8 @@ import (
 
 	"github.com/ars-project/ars/controller/driver"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Every operation on a simulated VM, each repeated: a repeat succeeds and

@@ -15,9 +15,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	arstest "github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // VMs of the simulator's VPX inventory.

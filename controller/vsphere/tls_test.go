@@ -12,8 +12,8 @@ import (
 
 	"github.com/vmware/govmomi/vim25/soap"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	arstest "github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The simulator's certificate is verified by CA file or by thumbprint

@@ -1,4 +1,4 @@
-// Package chaos is the pure part of the chaos suite (issue 7, `ars chaos`,
+// Package chaos is the pure part of the chaos suite (issue 7, `ars-lab chaos`,
 // `make chaos`): seeded random fault schedules (Generate), the history a
 // run of one schedule records (History), and the checker that verifies
 // DESIGN.md §4 over a history (Check), with a summary over many runs

@@ -33,7 +33,7 @@ type Summary struct {
 	UnattributedGaps int            `json:"unattributed_gaps"`
 	Violations       map[string]int `json:"violations"`
 	// FailingSeeds are the seeds whose schedule broke an invariant:
-	// `ars chaos -seed N -schedules 1` runs one again.
+	// `ars-lab chaos -seed N -schedules 1` runs one again.
 	FailingSeeds    []int64 `json:"failing_seeds"`
 	LongestOutageMS float64 `json:"longest_outage_ms"`
 	// LongestRestartOutageMS is the longest gap after a Docker engine
@@ -124,6 +124,6 @@ func (s *Summary) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "longest outage after an engine restart\t%.1f ms (bound %s)\n", s.LongestRestartOutageMS, s.Bounds.MaxOutage)
 	fmt.Fprintf(w, "longest two-replica overlap\t%.1f ms (bound %s)\n", s.LongestOverlapMS, s.Bounds.MaxOverlap)
 	if len(s.FailingSeeds) > 0 {
-		fmt.Fprintf(w, "failing seeds\t%v (ars chaos -seed N -schedules 1 runs one again)\n", s.FailingSeeds)
+		fmt.Fprintf(w, "failing seeds\t%v (ars-lab chaos -seed N -schedules 1 runs one again)\n", s.FailingSeeds)
 	}
 }

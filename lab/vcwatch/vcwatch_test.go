@@ -8,7 +8,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The watcher reports a VM's current state first, then each change made

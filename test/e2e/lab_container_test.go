@@ -35,7 +35,7 @@ func needLabImages(t *testing.T, impls ...string) {
 }
 
 // TestProcessLabContainers runs the lab with a container replica beside
-// a VM: `ars lab up` with a Windows-VM Knot Resolver and a BIND 9
+// a VM: `ars-lab up` with a Windows-VM Knot Resolver and a BIND 9
 // container of the machine's Docker engine, driven by the nodes through
 // the production Docker driver on a macvlan network bridged into the lab.
 // A DoS on the VM moves the service to the container, a DoS on the
@@ -43,12 +43,12 @@ func needLabImages(t *testing.T, impls ...string) {
 // switches make-before-break; a container removed by hand while it waits
 // as standby is re-created; the Docker engine restarted under the serving
 // container costs one DoS switch and the container comes back as the
-// standby; `ars lab down` leaves no namespace, link,
+// standby; `ars-lab down` leaves no namespace, link,
 // process, container or Docker network.
 func TestProcessLabContainers(t *testing.T) {
 	needLabHost(t)
 	needLabImages(t, "bind9")
-	bin := arsBinary(t)
+	bin := labBinary(t)
 	dir := filepath.Join(t.TempDir(), "lab")
 	const ctr = "bind9-e2ectr"
 	nl, err := netlab.New(netlab.Topology{Prefix: labTestPrefix, StateDir: dir, Replicas: []string{"x"}})
@@ -56,7 +56,7 @@ func TestProcessLabContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = exec.Command(bin, "lab", "down", "-prefix", labTestPrefix, "-state-dir", dir).Run()
+		_ = exec.Command(bin, "down", "-prefix", labTestPrefix, "-state-dir", dir).Run()
 		_ = exec.Command("docker", "rm", "-f", lab.ContainerName(ctr)).Run()
 	})
 

@@ -47,9 +47,9 @@ func waitSessions(t *testing.T, c *lab.Control, what string, ok func([]lab.VCSes
 // voters again).
 func TestProcessLabFaults(t *testing.T) {
 	needLabHost(t)
-	bin := arsBinary(t)
+	bin := labBinary(t)
 	dir := filepath.Join(t.TempDir(), "lab")
-	t.Cleanup(func() { _ = exec.Command(bin, "lab", "down", "-prefix", labTestPrefix, "-state-dir", dir).Run() })
+	t.Cleanup(func() { _ = exec.Command(bin, "down", "-prefix", labTestPrefix, "-state-dir", dir).Run() })
 	labCLI(t, bin, dir, nil, "up")
 	st := waitLabSteady(t, bin, dir)
 	c := lab.NewControl(dir)
@@ -105,7 +105,7 @@ func TestProcessLabFaults(t *testing.T) {
 	waitLabSteady(t, bin, dir)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		b, err := exec.Command(bin, "lab", "exec", "-prefix", labTestPrefix, "-state-dir", dir, "-node", out.Node, "--", "ars", "status", "-o", "json").Output()
+		b, err := exec.Command(bin, "exec", "-prefix", labTestPrefix, "-state-dir", dir, "-node", out.Node, "--", "ars", "status", "-o", "json").Output()
 		var ns api.Status
 		if err == nil && json.Unmarshal(b, &ns) == nil && ns.Voters == 3 && ns.Leader != "" {
 			break

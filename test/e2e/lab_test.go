@@ -32,26 +32,26 @@ func needLabHost(t *testing.T) {
 	}
 }
 
-// labCLI runs `ars lab ARGS -prefix arse2e -state-dir DIR` and decodes its
+// labCLI runs `ars-lab ARGS -prefix arse2e -state-dir DIR` and decodes its
 // -o json output into out (when not nil).
 func labCLI(t *testing.T, bin, dir string, out any, args ...string) {
 	t.Helper()
 	args = append(args, "-prefix", labTestPrefix, "-state-dir", dir, "-o", "json")
-	cmd := exec.Command(bin, append([]string{"lab"}, args...)...)
+	cmd := exec.Command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	b, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ars lab %s: %v\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), err, b, stderr.String(), labLogTail(filepath.Join(dir, "labd.log")))
+		t.Fatalf("ars-lab %s: %v\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), err, b, stderr.String(), labLogTail(filepath.Join(dir, "labd.log")))
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("ars lab %s: decoding %q: %v", args[0], b, err)
+			t.Fatalf("ars-lab %s: decoding %q: %v", args[0], b, err)
 		}
 	}
 }
 
-// labSettle polls `ars lab status` into st until the service is settled
+// labSettle polls `ars-lab status` into st until the service is settled
 // — one replica linked, a standby running, a leader, the client sending —
 // and fails the test after limit.
 func labSettle(t *testing.T, bin, dir string, st *lab.Status, what string, limit time.Duration) {
@@ -84,13 +84,13 @@ func labLogTail(path string) string {
 	return string(b)
 }
 
-// TestProcessLab runs the lab as an operator does: `ars lab up` (daemon,
+// TestProcessLab runs the lab as an operator does: `ars-lab up` (daemon,
 // simulator, BIND 9 / Unbound / Knot Resolver / PowerDNS Recursor in
 // namespaces, three agent processes), a DoS and an exploit through
-// `ars lab attack … -wait`, `ars lab down`; then nothing of it is left.
+// `ars-lab attack … -wait`, `ars-lab down`; then nothing of it is left.
 func TestProcessLab(t *testing.T) {
 	needLabHost(t)
-	bin := arsBinary(t)
+	bin := labBinary(t)
 	dir := filepath.Join(t.TempDir(), "lab")
 	nl, err := netlab.New(netlab.Topology{Prefix: labTestPrefix, StateDir: dir, Replicas: []string{"x"}})
 	if err != nil {
@@ -98,7 +98,7 @@ func TestProcessLab(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		// Whatever the test did, leave nothing behind.
-		_ = exec.Command(bin, "lab", "down", "-prefix", labTestPrefix, "-state-dir", dir).Run()
+		_ = exec.Command(bin, "down", "-prefix", labTestPrefix, "-state-dir", dir).Run()
 	})
 
 	var st lab.Status
@@ -141,7 +141,7 @@ func TestProcessLab(t *testing.T) {
 	t.Logf("exploit %s -> %s: %d lost, downtime %.1f ms", ex.Event.Switch.From, ex.Event.Switch.To, ex.Event.Lost, ex.Event.Longest)
 
 	// Bad input changes nothing and says so (exit 2).
-	out, err := exec.Command(bin, "lab", "attack", "dos", "no-such-replica", "-prefix", labTestPrefix, "-state-dir", dir).CombinedOutput()
+	out, err := exec.Command(bin, "attack", "dos", "no-such-replica", "-prefix", labTestPrefix, "-state-dir", dir).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "no replica") {
 		t.Errorf("attack on an unknown replica: %v, %s; want exit 2 naming it", err, out)
 	}

@@ -17,17 +17,36 @@ import (
 	"github.com/ars-project/ars/test/harness"
 )
 
-// arsBinary returns the ars binary to run: $ARS_BIN (make test sets it) or
-// one built into a temp dir.
+// arsBinary returns the ars binary to run: $ARS_BIN (make test and make
+// e2e set it) or one built into a temp dir.
 func arsBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("ARS_BIN"); p != "" {
 		return p
 	}
-	out := filepath.Join(t.TempDir(), "ars")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/ars-project/ars/cmd/ars")
+	return goBuild(t, "ars", "github.com/ars-project/ars/cmd/ars")
+}
+
+// labBinary returns the ars-lab binary to run: $ARS_LAB_BIN (make test
+// and make e2e set it) or one built into a temp dir. Either way it runs
+// the ars of arsBinary: $ARS_BIN is set for the test's child processes,
+// so the test must not be parallel.
+func labBinary(t *testing.T) string {
+	t.Helper()
+	t.Setenv("ARS_BIN", arsBinary(t))
+	if p := os.Getenv("ARS_LAB_BIN"); p != "" {
+		return p
+	}
+	return goBuild(t, "ars-lab", "github.com/ars-project/ars/cmd/ars-lab")
+}
+
+// goBuild builds pkg into a temp dir as name.
+func goBuild(t *testing.T, name, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build ars: %v\n%s", err, b)
+		t.Fatalf("build %s: %v\n%s", name, err, b)
 	}
 	return out
 }

@@ -14,10 +14,10 @@ import (
 	"github.com/ars-project/ars/api"
 
 	"github.com/ars-project/ars/cmd/ars/agent"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
 	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Secrets — the vCenter password, the API tokens, the gossip key and the

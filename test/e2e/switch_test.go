@@ -22,10 +22,10 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ars-project/ars/cmd/ars/agent"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/fabric"
 	"github.com/ars-project/ars/test/harness"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // switchLab is a three-node in-process cluster whose leader drives VMs of

@@ -33,8 +33,8 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/lab/vcwatch"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // Zone is what every replica serves: QName A Answer.

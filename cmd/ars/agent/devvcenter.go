@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // devVCenter is the vCenter simulator (govmomi's vcsim) embedded in

@@ -15,8 +15,8 @@ import (
 	"github.com/ars-project/ars/controller/driver"
 
 	"github.com/ars-project/ars/cmd/ars/internal/config"
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
 	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/vcsim"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {

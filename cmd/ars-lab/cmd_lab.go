@@ -16,13 +16,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/vcsim"
 )
 
-// The lab: `ars lab up` starts `ars lab serve` (the daemon that holds the
+// The lab: `ars-lab up` starts `ars-lab serve` (the daemon that holds the
 // simulator, the network, the servers, three agents and the measuring
 // client) in the background and waits for it; every other lab command
 // talks to the daemon over its control socket.
@@ -60,6 +61,7 @@ type labUpFlags struct {
 	rotation  string
 	perOpLog  bool
 	waitLimit time.Duration
+	ars       arsBinary
 }
 
 func (f *labUpFlags) register(fs *flag.FlagSet) {
@@ -74,6 +76,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
+	f.ars.register(fs)
 }
 
 // defaultLabReplicas mirrors the research testbed (BIND 9 and Unbound on
@@ -88,45 +91,48 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 			parts = append(parts, fsm.PlatformVM)
 		}
 		if len(parts) != 4 || parts[0] == "" {
-			return nil, usageErrorf("-replicas entry %q: want NAME:IMPL:OS[:PLATFORM]", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: want NAME:IMPL:OS[:PLATFORM]", e)
 		}
 		if parts[3] != fsm.PlatformVM && parts[3] != fsm.PlatformContainer {
-			return nil, usageErrorf("-replicas entry %q: platform must be vm or container", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: platform must be vm or container", e)
 		}
 		if _, ok := lab.Implementations[parts[1]]; !ok {
-			return nil, usageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
+			return nil, cli.UsageErrorf("-replicas entry %q: unknown implementation %q (known: %s)", e, parts[1], strings.Join(lab.ImplNames(), ", "))
 		}
 		if parts[2] != fsm.OSWindows && parts[2] != fsm.OSLinux {
-			return nil, usageErrorf("-replicas entry %q: os must be windows or linux", e)
+			return nil, cli.UsageErrorf("-replicas entry %q: os must be windows or linux", e)
 		}
 		out = append(out, lab.Replica{Name: parts[0], Impl: parts[1], OS: parts[2], Platform: parts[3]})
 	}
 	return out, nil
 }
 
-// args is the flag list that gives a daemon the same settings.
-func (f *labUpFlags) args() []string {
+// args is the flag list that gives a daemon the same settings, with the
+// ars binary up found.
+func (f *labUpFlags) args(ars string) []string {
 	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
 		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
-		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog)}
+		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog), "-ars", ars}
 }
 
-func (f *labUpFlags) config() (lab.Config, error) {
+// config checks the flags and finds the ars binary (getenv reads
+// $ARS_BIN).
+func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	reps, err := parseLabReplicas(f.replicas)
 	if err != nil {
 		return lab.Config{}, err
 	}
 	if f.nodes < 1 || f.nodes > 9 {
-		return lab.Config{}, usageErrorf("-nodes %d: want 1-9", f.nodes)
+		return lab.Config{}, cli.UsageErrorf("-nodes %d: want 1-9", f.nodes)
 	}
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
-		return lab.Config{}, usageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
+		return lab.Config{}, cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
 	}
-	self, err := os.Executable()
+	ars, err := f.ars.resolve(getenv)
 	if err != nil {
 		return lab.Config{}, err
 	}
-	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: self,
+	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
 		Service: f.service, PerOperationLogin: f.perOpLog,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
 		Policy: fsm.PolicySpec{Rotation: f.rotation}}
@@ -135,7 +141,7 @@ func (f *labUpFlags) config() (lab.Config, error) {
 	}
 	if dnsd, err := exec.LookPath("dnsd"); err == nil {
 		cfg.DNSD = dnsd
-	} else if p := filepath.Join(filepath.Dir(self), "dnsd"); fileExists(p) {
+	} else if p := filepath.Join(filepath.Dir(ars), "dnsd"); fileExists(p) {
 		cfg.DNSD = p
 	}
 	return cfg, nil
@@ -151,11 +157,12 @@ func needRoot() error {
 }
 
 func init() {
-	Register(Command{
-		Name:    "lab up",
+	app.Register(cli.Command{
+		Name:    "up",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Bring the lab up: vCenter simulator, real DNS servers in namespaces, three agents",
-		Help: `Starts the lab daemon (ars lab serve) in the background and waits until it
+		Help: `Starts the lab daemon (ars-lab serve) in the background and waits until it
 is ready: govmomi's vCenter simulator with one VM per replica; each replica a
 real DNS server (BIND 9, Unbound, Knot Resolver, PowerDNS Recursor) in its own
 network namespace, all with the same service address on a lab bridge, started,
@@ -166,13 +173,14 @@ the service address every 5 ms. Every lab address exists only inside the
 lab's namespaces, which have no default route. A lab left over by a crash is
 removed first. Needs root on Linux.
 
-Then: ars lab status, ars lab attack dos|exploit, ars lab node kill|start,
-ars lab exec -- ars status, ars lab down.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+Then: ars-lab status, ars-lab attack dos|exploit, ars-lab node kill|start,
+ars-lab exec -- ars status, ars-lab down.`,
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
-				if _, err := f.config(); err != nil {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
+				cfg, err := f.config(e.Getenv)
+				if err != nil {
 					return err
 				}
 				if err := needRoot(); err != nil {
@@ -180,9 +188,9 @@ ars lab exec -- ars status, ars lab down.`,
 				}
 				c := f.control()
 				if st, err := c.Status(ctx); err == nil {
-					return fmt.Errorf("a lab is already up (daemon pid %d, state %s); ars lab down first", st.Pid, st.StateDir)
+					return fmt.Errorf("a lab is already up (daemon pid %d, state %s); ars-lab down first", st.Pid, st.StateDir)
 				}
-				st, err := startLabDaemon(ctx, &f)
+				st, err := startLabDaemon(ctx, &f, cfg.Agent)
 				if err != nil {
 					return err
 				}
@@ -190,18 +198,19 @@ ars lab exec -- ars status, ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
-		Name:    "lab serve",
+	app.Register(cli.Command{
+		Name:    "serve",
+		Hidden:  true, // started by up, not typed
 		Local:   true,
-		Summary: "Run the lab daemon in the foreground (what lab up starts)",
-		Help: `Builds the lab as ars lab up describes, serves the control socket
+		Summary: "Run the lab daemon in the foreground (what up starts)",
+		Help: `Builds the lab as ars-lab up describes, serves the control socket
 STATE-DIR/control.sock and tears everything down on SIGINT/SIGTERM or
-ars lab down.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+ars-lab down.`,
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labUpFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
-				cfg, err := f.config()
+			return func(ctx context.Context, e *cli.Env, args []string) error {
+				cfg, err := f.config(e.Getenv)
 				if err != nil {
 					return err
 				}
@@ -212,14 +221,15 @@ ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
-		Name:    "lab status",
+	app.Register(cli.Command{
+		Name:    "status",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Show the lab: nodes, replicas, roles, what the client sees",
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				st, err := f.control().Status(ctx)
 				if err != nil {
 					return err
@@ -228,16 +238,17 @@ ars lab down.`,
 			}
 		},
 	})
-	Register(Command{
-		Name:    "lab down",
+	app.Register(cli.Command{
+		Name:    "down",
+		Group:   groupLab,
 		Local:   true,
 		Summary: "Tear the lab down: every namespace, link and process it made",
 		Help: `Asks the daemon to stop; if none runs (a crash), removes what a lab
 with -prefix left behind.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				if err := needRoot(); err != nil {
 					return err
 				}
@@ -247,8 +258,9 @@ with -prefix left behind.`,
 	})
 	registerLabAttacks()
 	registerLabNodes()
-	Register(Command{
-		Name:    "lab exec",
+	app.Register(cli.Command{
+		Name:    "exec",
+		Group:   groupLab,
 		Args:    "-- COMMAND [ARG...]",
 		MinArgs: 1, MaxArgs: -1,
 		Local:   true,
@@ -257,17 +269,26 @@ with -prefix left behind.`,
 service address are reachable) with ARS_HTTP_ADDR set to a node (-node, by
 default the leader), ARS_CACERT to the lab's CA and ARS_HTTP_TOKEN_FILE to
 its operator token:
-  ars lab exec -- ars status
-  ars lab exec -- ars history
-  ars lab exec -- dig @10.253.53.53 www.lab.internal`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
-			var f labFlags
+  ars-lab exec -- ars status
+  ars-lab exec -- ars history
+  ars-lab exec -- dig @10.253.53.53 www.lab.internal`,
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			var (
+				f   labFlags
+				ars arsBinary
+			)
 			f.register(fs)
+			ars.register(fs)
 			node := fs.String("node", "", "`node` the CLI talks to (default the leader)")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				st, err := f.control().Status(ctx)
 				if err != nil {
 					return err
+				}
+				if args[0] == "ars" {
+					if args[0], err = ars.resolve(e.Getenv); err != nil {
+						return err
+					}
 				}
 				return labExec(ctx, e, st, *node, args)
 			}
@@ -275,12 +296,12 @@ its operator token:
 	})
 }
 
-// startLabDaemon starts `ars lab serve` detached (own session, output to
+// startLabDaemon starts `ars-lab serve` detached (own session, output to
 // STATE-DIR/labd.log) and waits until its control socket answers.
-func startLabDaemon(ctx context.Context, f *labUpFlags) (lab.Status, error) {
+func startLabDaemon(ctx context.Context, f *labUpFlags, ars string) (lab.Status, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return lab.Status{}, err
+		return lab.Status{}, fmt.Errorf("finding ars-lab's own executable for the daemon: %w", err)
 	}
 	if err := os.MkdirAll(f.dir(), 0o755); err != nil {
 		return lab.Status{}, err
@@ -291,7 +312,7 @@ func startLabDaemon(ctx context.Context, f *labUpFlags) (lab.Status, error) {
 		return lab.Status{}, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, append([]string{"lab", "serve"}, f.args()...)...)
+	cmd := exec.Command(self, append([]string{"serve"}, f.args(ars)...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -334,7 +355,7 @@ func logTail(path string, n int) string {
 }
 
 // serveLab is the daemon: Up, serve the control socket, Down.
-func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
+func serveLab(ctx context.Context, e *cli.Env, cfg lab.Config) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
@@ -375,7 +396,7 @@ func serveLab(ctx context.Context, e *Env, cfg lab.Config) error {
 	return nil
 }
 
-func labDown(ctx context.Context, e *Env, f *labFlags) error {
+func labDown(ctx context.Context, e *cli.Env, f *labFlags) error {
 	c := f.control()
 	st, err := c.Status(ctx)
 	if err == nil {
@@ -415,7 +436,7 @@ func processAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
 }
 
-func printLabStatus(e *Env, st lab.Status) error {
+func printLabStatus(e *cli.Env, st lab.Status) error {
 	return e.Print(st, func(w io.Writer) {
 		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
 		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
@@ -426,7 +447,7 @@ func printLabStatus(e *Env, st lab.Status) error {
 			if n.Pid > 0 {
 				pid = fmt.Sprint(n.Pid)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, yesNo(n.Leader))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, cli.YesNo(n.Leader))
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tPLATFORM\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
@@ -439,15 +460,16 @@ func printLabStatus(e *Env, st lab.Status) error {
 			if vm == "" {
 				vm = "-"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, yesNo(r.Linked), r.Role, att)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, cli.YesNo(r.Linked), r.Role, att)
 		}
-		fmt.Fprintf(w, "\nCLI: ars lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
+		fmt.Fprintf(w, "\nCLI: ars-lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
 	})
 }
 
 // labExec runs argv in the client namespace with the CLI's environment
-// pointed at a node, passing the exit code through.
-func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []string) error {
+// pointed at a node, passing the exit code through (an "ars" is already
+// the ars binary's path).
+func labExec(ctx context.Context, e *cli.Env, st lab.Status, node string, argv []string) error {
 	if node == "" {
 		node = st.Leader
 	}
@@ -459,21 +481,16 @@ func labExec(ctx context.Context, e *Env, st lab.Status, node string, argv []str
 		}
 	}
 	if addr == "" {
-		return usageErrorf("no node %q in the lab", node)
-	}
-	if argv[0] == "ars" {
-		if self, err := os.Executable(); err == nil {
-			argv[0] = self
-		}
+		return cli.UsageErrorf("no node %q in the lab", node)
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.ClientNS}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.Stdin, e.Stdout, e.Stderr
-	cmd.Env = append(os.Environ(), EnvAddr+"=https://"+addr, EnvCACert+"="+filepath.Join(st.PKI, "ca.pem"),
-		EnvTokenFile+"="+filepath.Join(st.PKI, "operator.token"))
+	cmd.Env = append(os.Environ(), cli.EnvAddr+"=https://"+addr, cli.EnvCACert+"="+filepath.Join(st.PKI, "ca.pem"),
+		cli.EnvTokenFile+"="+filepath.Join(st.PKI, "operator.token"))
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &exitCodeError{code: ee.ExitCode()}
+		return &cli.ExitCodeError{Code: ee.ExitCode()}
 	}
 	return err
 }

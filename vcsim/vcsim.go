@@ -1,10 +1,13 @@
-// Package vcsim runs govmomi's vCenter simulator (vcsim) for the vSphere
-// driver's tests and benchmark, the `ars agent -dev` node and the lab. It
-// listens on 127.0.0.1 only, always with TLS (its certificate is offered as
-// a thumbprint and as a CA file, so clients verify it), and adds what those
+// Package vcsim runs govmomi's vCenter simulator (vcsim). It is a
+// stand-in for a vCenter, not part of the vSphere driver
+// (controller/vsphere, whose code does not import it): its users are the
+// driver's tests and benchmark, the `ars agent -dev` node (an embedded
+// simulator), the lab (`ars-lab`) and the test fabric. It listens on
+// 127.0.0.1 only, always with TLS (its certificate is offered as a
+// thumbprint and as a CA file, so clients verify it), and adds what those
 // users need around the simulator: named method-delay profiles, a session
-// idle timeout, session counting and termination, snapshots, and setting VM
-// properties the simulator does not model (vSphere FT state).
+// idle timeout, session counting and termination, snapshots, and setting
+// VM properties the simulator does not model (vSphere FT state).
 package vcsim
 
 import (
@@ -87,7 +90,7 @@ var Profiles = map[string]map[string]int{
 // (2.4 − 1.5) / 2 ≈ 0.45 s (400 ms here; verification and commits take
 // the rest), and each of the switch's two per-operation logins would cost
 // the other 2.5 s / 2 = 1.25 s. With 1.25 s logins (1100 + 100 + 50 ms)
-// three trials (ars bench -profiles paper -modes paper-sdk,paper-cli
+// three trials (ars-lab bench -profiles paper -modes paper-sdk,paper-cli
 // -trials 3) measured D_sdk = 2.45 s and D_cli = 6.1 s (60 %, not 51 %):
 // in paper-cli the logins of the operations around a switch also delay
 // its detection. The logins were scaled once by 2.55 / 3.6 to 0.92 s

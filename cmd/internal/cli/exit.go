@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -13,16 +13,14 @@ import (
 	"syscall"
 
 	"github.com/ars-project/ars/api"
-
-	"github.com/ars-project/ars/lab"
 )
 
 // Exit codes.
 const (
-	exitOK          = 0 // success
-	exitFailed      = 1 // the operation failed: server error or local I/O
-	exitUsage       = 2 // bad command, flags or arguments
-	exitUnreachable = 3 // cannot reach the node, or TLS failure
+	ExitOK          = 0 // success
+	ExitFailed      = 1 // the operation failed: server error or local I/O
+	ExitUsage       = 2 // bad command, flags or arguments
+	ExitUnreachable = 3 // cannot reach the node (or the lab), or TLS failure
 )
 
 // usageError is a mistake in the command line (exit 2).
@@ -30,7 +28,8 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func usageErrorf(format string, args ...any) error {
+// UsageErrorf is a usage error (exit 2) with a formatted message.
+func UsageErrorf(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
@@ -40,25 +39,25 @@ type tlsSetupError struct{ err error }
 func (e *tlsSetupError) Error() string { return "TLS setup: " + e.err.Error() }
 func (e *tlsSetupError) Unwrap() error { return e.err }
 
-// exitCodeError passes a child's exit code through (ars lab exec): the
-// child has said what went wrong.
-type exitCodeError struct{ code int }
+// ExitCodeError passes a child's exit code through (ars-lab exec): the
+// child has said what went wrong, so nothing more is printed.
+type ExitCodeError struct{ Code int }
 
-func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+func (e *ExitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// fail prints "ars: <reason>" for err (nothing for nil) and returns the
+// fail prints "NAME: <reason>" for err (nothing for nil) and returns the
 // exit code.
-func fail(stderr io.Writer, err error) int {
+func (a *App) fail(stderr io.Writer, err error) int {
 	if err == nil {
-		return exitOK
+		return ExitOK
 	}
-	var ece *exitCodeError
+	var ece *ExitCodeError
 	if errors.As(err, &ece) {
-		return ece.code
+		return ece.Code
 	}
-	code, reason := classify(err)
+	code, reason := a.classify(err)
 	reason = strings.Join(strings.Fields(strings.ReplaceAll(reason, "\n", "; ")), " ")
-	fmt.Fprintf(stderr, "ars: %s\n", reason)
+	fmt.Fprintf(stderr, "%s: %s\n", a.cfg.Name, reason)
 	return code
 }
 
@@ -73,37 +72,39 @@ var apiReasons = map[string]string{
 }
 
 // classify maps an error to an exit code and a one-line reason.
-func classify(err error) (int, string) {
+func (a *App) classify(err error) (int, string) {
 	var (
 		ue  *usageError
 		tse *tlsSetupError
 		ae  *api.APIError
 		ne  *api.NetworkError
 	)
+	if errors.As(err, &ue) {
+		return ExitUsage, ue.msg
+	}
+	for _, f := range a.codes {
+		if code, ok := f(err); ok {
+			return code, err.Error()
+		}
+	}
 	switch {
-	case errors.As(err, &ue):
-		return exitUsage, ue.msg
-	case lab.IsBadRequest(err):
-		return exitUsage, err.Error()
-	case errors.Is(err, lab.ErrNoLab):
-		return exitUnreachable, err.Error()
 	case errors.As(err, &tse):
-		return exitUnreachable, tse.Error()
+		return ExitUnreachable, tse.Error()
 	case errors.As(err, &ae):
 		return apiReason(ae)
 	case errors.As(err, &ne):
-		return exitUnreachable, networkReason(ne.Addr, ne.Err)
+		return ExitUnreachable, networkReason(ne.Addr, ne.Err)
 	case isNetworkError(err):
-		return exitUnreachable, networkReason("", err)
+		return ExitUnreachable, networkReason("", err)
 	case errors.Is(err, context.Canceled):
-		return exitFailed, "interrupted"
+		return ExitFailed, "interrupted"
 	}
-	return exitFailed, err.Error()
+	return ExitFailed, err.Error()
 }
 
 func apiReason(ae *api.APIError) (int, string) {
 	if strings.Contains(ae.Message, "HTTP request to an HTTPS server") {
-		return exitUnreachable, "the node speaks HTTPS: use an https:// -addr or set -ca-file (" + EnvCACert + ")"
+		return ExitUnreachable, "the node speaks HTTPS: use an https:// -addr or set -ca-file (" + EnvCACert + ")"
 	}
 	code := ae.Code
 	if code == "" {
@@ -120,7 +121,7 @@ func apiReason(ae *api.APIError) (int, string) {
 	case !ok:
 		reason = "request failed"
 	}
-	return exitFailed, fmt.Sprintf("%s (%s)", reason, code)
+	return ExitFailed, fmt.Sprintf("%s (%s)", reason, code)
 }
 
 // isNetworkError recognises connection and TLS failures that did not come

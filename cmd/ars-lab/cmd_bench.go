@@ -14,10 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/bench"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The downtime benchmark (DESIGN.md §6): scenarios × modes × trials on the
@@ -43,11 +44,13 @@ type benchFlags struct {
 	load, capacityFor          time.Duration
 	loadFraction               float64
 	merge                      bool
+	ars                        arsBinary
 }
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:  "bench",
+		Group: groupBench,
 		Local: true,
 		Summary: "Measure downtime per attack on the lab: ars vs the paper's system (SDK and CLI) vs dnsdist; " +
 			"writes bench/results/latest.{json,png,md}",
@@ -74,7 +77,7 @@ Downtime is the longest run of queries the lab's client (one query every
 5 ms, 250 ms timeout) saw unanswered; detection and switch come from the
 cluster's switch record. A switch after the one the attack caused is a
 false switch.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f benchFlags
 			f.registerPrefix(fs, "arsbench") // never the lab an operator may have up
 			fs.StringVar(&f.profiles, "profiles", "none,paper", "vCenter latency `profiles`, comma-separated ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
@@ -87,7 +90,8 @@ false switch.`,
 			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
 			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
-			return func(ctx context.Context, e *Env, args []string) error {
+			f.ars.register(fs)
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runBench(ctx, e, &f)
 			}
 		},
@@ -104,42 +108,42 @@ func splitList(s string) []string {
 	return out
 }
 
-func runBench(ctx context.Context, e *Env, f *benchFlags) error {
+func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	profiles, modes := splitList(f.profiles), splitList(f.modes)
 	for _, p := range profiles {
 		if _, ok := vcsim.Profiles[p]; !ok {
-			return usageErrorf("-profiles: unknown profile %q (known: %s)", p, strings.Join(vcsim.ProfileNames(), ", "))
+			return cli.UsageErrorf("-profiles: unknown profile %q (known: %s)", p, strings.Join(vcsim.ProfileNames(), ", "))
 		}
 	}
 	for _, m := range modes {
 		if !slices.Contains(bench.Modes(), m) {
-			return usageErrorf("-modes: unknown mode %q (known: %s)", m, strings.Join(bench.Modes(), ", "))
+			return cli.UsageErrorf("-modes: unknown mode %q (known: %s)", m, strings.Join(bench.Modes(), ", "))
 		}
 	}
 	if len(profiles) == 0 || len(modes) == 0 {
-		return usageErrorf("-profiles and -modes must name at least one")
+		return cli.UsageErrorf("-profiles and -modes must name at least one")
 	}
 	if f.trials < 1 || f.trials > 100 {
-		return usageErrorf("-trials %d: want 1-100", f.trials)
+		return cli.UsageErrorf("-trials %d: want 1-100", f.trials)
 	}
 	if f.implFor < time.Second || f.implFor > lab.MaxAttack {
-		return usageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
+		return cli.UsageErrorf("-impl-for %s: want 1s to %s", f.implFor, lab.MaxAttack)
 	}
 	if f.load < 0 || f.load > lab.MaxLoad || f.load > 0 && f.load < time.Second {
-		return usageErrorf("-load %s: want 0, or 1s to %s", f.load, lab.MaxLoad)
+		return cli.UsageErrorf("-load %s: want 0, or 1s to %s", f.load, lab.MaxLoad)
 	}
 	if f.loadFraction <= 0 || f.loadFraction > 1 {
-		return usageErrorf("-load-fraction %g: want more than 0 and at most 1", f.loadFraction)
+		return cli.UsageErrorf("-load-fraction %g: want more than 0 and at most 1", f.loadFraction)
 	}
 	if f.capacityFor < time.Second || f.capacityFor > time.Minute {
-		return usageErrorf("-capacity-for %s: want 1s to 1m", f.capacityFor)
+		return cli.UsageErrorf("-capacity-for %s: want 1s to 1m", f.capacityFor)
 	}
 	if err := needRoot(); err != nil {
 		return err
 	}
 	r := &benchRun{f: f, e: e, log: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	file := bench.File{Machine: machineInfo(), Started: time.Now().UTC().Truncate(time.Second), Go: runtime.Version(),
-		Command: "ars " + strings.Join(os.Args[1:], " ")}
+		Command: "ars-lab " + strings.Join(os.Args[1:], " ")}
 	if f.load > 0 && slices.Contains(modes, bench.ModeARS) {
 		if err := r.capacity(ctx); err != nil {
 			return fmt.Errorf("bench: capacity: %w", err)
@@ -194,7 +198,7 @@ func mergeOld(f *bench.File, path string) error {
 
 type benchRun struct {
 	f   *benchFlags
-	e   *Env
+	e   *cli.Env
 	log *slog.Logger
 	// loadQPS is the benign load's rate (0: none); loadHere says whether
 	// the current profile runs it.
@@ -245,13 +249,13 @@ func (r *benchRun) want(name string) bool {
 // modeConfig is the lab for one mode under one profile.
 func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error) {
 	uf := labUpFlags{labFlags: r.f.labFlags, profile: profile, replicas: replicas, nodes: 3,
-		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse}
+		service: "dns", probe: "ars", confirm: "quorum", rotation: fsm.RotationDiverse, ars: r.f.ars}
 	if mode == bench.ModePaperSDK || mode == bench.ModePaperCLI {
 		// The paper's service monitor: one prober, 500 ms x 3.
 		uf.probe, uf.confirm = "paper", "none"
 		uf.perOpLog = mode == bench.ModePaperCLI
 	}
-	cfg, err := uf.config()
+	cfg, err := uf.config(r.e.Getenv)
 	if err != nil {
 		return cfg, err
 	}

@@ -16,9 +16,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ars-project/ars/controller/vsphere/vcsim"
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/chaos"
+	"github.com/ars-project/ars/vcsim"
 )
 
 // The chaos suite (issue 7): seeded schedules of attacks and faults on the
@@ -39,6 +40,7 @@ type chaosFlags struct {
 	sessionTTL time.Duration
 	keepAlive  time.Duration
 	bounds     chaos.Bounds
+	ars        arsBinary
 }
 
 // chaosReplicas is the chaos lab: the lab's default Windows VMs (BIND 9,
@@ -47,8 +49,9 @@ type chaosFlags struct {
 const chaosReplicas = "bind9-win:bind9:windows,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-ctr:pdns-recursor:linux:container"
 
 func init() {
-	Register(Command{
+	app.Register(cli.Command{
 		Name:    "chaos",
+		Group:   groupBench,
 		Local:   true,
 		Summary: "Run seeded fault schedules on the lab and check the invariants (DESIGN.md §4) over each history",
 		Help: `Brings a lab of its own up (prefix arschaos: it never touches another lab;
@@ -73,10 +76,10 @@ switched away from, different states at one log index, a vCenter session
 outliving its leadership, the service not answering again within the outage
 bound, the lab not healthy after the heal.
 
-A failing seed is printed; ars chaos -seed N -schedules 1 runs it again. The
+A failing seed is printed; ars-lab chaos -seed N -schedules 1 runs it again. The
 summary (faults by kind, attacks, switches, violations, longest outage) is
 printed as a table and written to -out. Exit code 1 if any invariant broke.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f chaosFlags
 			f.registerPrefix(fs, "arschaos")
 			fs.Int64Var(&f.seed, "seed", 1, "first schedule's `seed`")
@@ -86,14 +89,15 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results", "chaos.json"), "summary `file` (JSON); empty: none")
 			fs.StringVar(&f.histories, "histories", "", "`directory` for the histories (default STATE-DIR/histories)")
 			fs.BoolVar(&f.recheck, "recheck", false, "bring no lab up: check the histories of seeds -seed.. in -histories again (after a change of the checker or its bounds)")
-			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
+			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars-lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
 			fs.DurationVar(&f.keepAlive, "keepalive", 1500*time.Millisecond, "the nodes' vCenter session check `interval` (well below -session-timeout)")
 			fs.DurationVar(&f.bounds.MaxOutage, "max-outage", 10*time.Second, "bound: attack -> switched away and answered again")
 			fs.DurationVar(&f.bounds.MaxOverlap, "max-overlap", 10*time.Second, "bound: two replicas linked at once (make-before-break window)")
 			fs.DurationVar(&f.bounds.LogoutGrace, "logout-grace", 5*time.Second, "bound: a node's session after its leadership ends")
-			return func(ctx context.Context, e *Env, args []string) error {
+			f.ars.register(fs)
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runChaos(ctx, e, &f)
 			}
 		},
@@ -103,25 +107,25 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 func (f *chaosFlags) check() error {
 	switch {
 	case f.schedules < 1 || f.schedules > 10000:
-		return usageErrorf("-schedules %d: want 1-10000", f.schedules)
+		return cli.UsageErrorf("-schedules %d: want 1-10000", f.schedules)
 	case f.length < 10*time.Second || f.length > 5*time.Minute:
-		return usageErrorf("-length %s: want 10s to 5m", f.length)
+		return cli.UsageErrorf("-length %s: want 10s to 5m", f.length)
 	case f.ready < 5*time.Second || f.ready > 10*time.Minute:
-		return usageErrorf("-ready %s: want 5s to 10m", f.ready)
+		return cli.UsageErrorf("-ready %s: want 5s to 10m", f.ready)
 	case f.sessionTTL < 2*time.Second || f.keepAlive <= 0 || f.keepAlive*2 > f.sessionTTL:
-		return usageErrorf("-session-timeout %s, -keepalive %s: want a timeout of at least 2s and a keep-alive of at most half of it", f.sessionTTL, f.keepAlive)
+		return cli.UsageErrorf("-session-timeout %s, -keepalive %s: want a timeout of at least 2s and a keep-alive of at most half of it", f.sessionTTL, f.keepAlive)
 	case f.bounds.MaxOutage <= 0 || f.bounds.MaxOverlap <= 0 || f.bounds.LogoutGrace <= 0:
-		return usageErrorf("-max-outage, -max-overlap and -logout-grace must be positive")
+		return cli.UsageErrorf("-max-outage, -max-overlap and -logout-grace must be positive")
 	}
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
-		return usageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
+		return cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
 	}
 	// A killed leader's session ends 1-2 timeouts after its last call.
 	f.bounds.SessionExpiry = 2*f.sessionTTL + 5*time.Second
 	return nil
 }
 
-func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
+func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	if err := f.check(); err != nil {
 		return err
 	}
@@ -134,8 +138,8 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	uf := labUpFlags{labFlags: f.labFlags, profile: f.profile, replicas: f.replicas, nodes: 3,
-		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse"}
-	cfg, err := uf.config()
+		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse", ars: f.ars}
+	cfg, err := uf.config(e.Getenv)
 	if err != nil {
 		return err
 	}
@@ -217,7 +221,7 @@ func runChaos(ctx context.Context, e *Env, f *chaosFlags) error {
 }
 
 // recheckChaos runs the checker again over the histories a run wrote.
-func recheckChaos(e *Env, f *chaosFlags) error {
+func recheckChaos(e *cli.Env, f *chaosFlags) error {
 	hdir := f.histories
 	if hdir == "" {
 		hdir = filepath.Join(f.dir(), "histories")
@@ -274,10 +278,10 @@ func readyOrHeal(ctx context.Context, l *lab.Lab, limit time.Duration) error {
 	return l.ChaosReady(rctx)
 }
 
-func printChaosRun(e *Env, i, n int, s chaos.Schedule, r chaos.Report, hdir string, err error) {
+func printChaosRun(e *cli.Env, i, n int, s chaos.Schedule, r chaos.Report, hdir string, err error) {
 	verdict := "ok"
 	if !r.OK() {
-		verdict = fmt.Sprintf("FAIL (%d violation(s)); again: ars chaos -seed %d -schedules 1", len(r.Violations), s.Seed)
+		verdict = fmt.Sprintf("FAIL (%d violation(s)); again: ars-lab chaos -seed %d -schedules 1", len(r.Violations), s.Seed)
 	}
 	var faults []string
 	for _, st := range s.Steps {

@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
 func init() {
-	Register(Command{
-		Name:    "lab engine restart",
+	app.Register(cli.Command{
+		Name:    "engine restart",
+		Group:   groupNodes,
 		Local:   true,
 		Summary: "Restart the Docker engine under the lab's container replicas (a crashed and restarted Docker host daemon)",
 		Help: `Sends SIGTERM to the machine's Docker engine (the daemon of
@@ -20,10 +23,10 @@ was away. The nodes see their Docker calls fail and retried, the replicas
 stopped, and repair what the roles need. Only a lab with container
 replicas (-replicas NAME:IMPL:OS:container) does it. It restarts the
 machine's engine: anything else that uses it sees the restart too.`,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				r, err := f.control().RestartEngine(ctx)
 				if err != nil {
 					return err

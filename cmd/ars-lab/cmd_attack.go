@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/lab"
 )
 
@@ -14,8 +15,9 @@ func registerLabAttacks() {
 	waitHelp := `With -wait, returns once the cluster has switched and the service answers
 again, and prints what the lab's client saw from the attack on: queries
 lost, the longest gap (the downtime) and the switch with its phases.`
-	Register(Command{
-		Name:    "lab attack dos",
+	app.Register(cli.Command{
+		Name:    "attack dos",
+		Group:   groupAttacks,
 		Args:    "[REPLICA]",
 		MaxArgs: 1,
 		Local:   true,
@@ -25,7 +27,7 @@ nothing, like a server with a hang bug); the simulator sees nothing, so only
 the probes can tell. Restoring the replica (a revert) ends it. With -impl,
 every replica of that implementation is wedged as soon as it serves, for -for.
 ` + waitHelp,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
 			impl := fs.String("impl", "", "attack every replica of this `implementation` instead")
@@ -33,7 +35,7 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 			dur := fs.Duration("for", time.Minute, "how long an -impl attack lasts (at most 10m)")
 			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
 			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				req := lab.AttackRequest{Kind: "dos", Impl: *impl, Active: *active, Wait: *wait, Timeout: timeout.String()}
 				switch {
 				case len(args) == 1 && *impl == "" && !*active:
@@ -42,14 +44,15 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 					req.Duration = dur.String()
 				case len(args) == 0 && *impl == "" && *active:
 				default:
-					return usageErrorf("name one target: a REPLICA, -active or -impl IMPL")
+					return cli.UsageErrorf("name one target: a REPLICA, -active or -impl IMPL")
 				}
 				return labAttack(ctx, e, &f, req)
 			}
 		},
 	})
-	Register(Command{
-		Name:    "lab attack exploit",
+	app.Register(cli.Command{
+		Name:    "attack exploit",
+		Group:   groupAttacks,
 		Args:    "[REPLICA]",
 		MaxArgs: 1,
 		Local:   true,
@@ -58,20 +61,20 @@ every replica of that implementation is wedged as soon as it serves, for -for.
 shell) to the replica's audit log; the ars watch apparmor that the lab runs
 for that replica turns it into an exploit alert.
 ` + waitHelp,
-		Setup: func(fs *flag.FlagSet) RunFunc {
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			var f labFlags
 			f.register(fs)
 			wait := fs.Bool("wait", false, "wait for the switch and print the measured outage")
 			timeout := fs.Duration("wait-timeout", 30*time.Second, "how long -wait waits")
 			active := fs.Bool("active", false, "attack the replica that is active now")
-			return func(ctx context.Context, e *Env, args []string) error {
+			return func(ctx context.Context, e *cli.Env, args []string) error {
 				req := lab.AttackRequest{Kind: "exploit", Active: *active, Wait: *wait, Timeout: timeout.String()}
 				switch {
 				case len(args) == 1 && !*active:
 					req.Replica = args[0]
 				case len(args) == 0 && *active:
 				default:
-					return usageErrorf("name one target: a REPLICA or -active")
+					return cli.UsageErrorf("name one target: a REPLICA or -active")
 				}
 				return labAttack(ctx, e, &f, req)
 			}
@@ -79,7 +82,7 @@ for that replica turns it into an exploit alert.
 	})
 }
 
-func labAttack(ctx context.Context, e *Env, f *labFlags, req lab.AttackRequest) error {
+func labAttack(ctx context.Context, e *cli.Env, f *labFlags, req lab.AttackRequest) error {
 	resp, err := f.control().Attack(ctx, req)
 	if err != nil {
 		return err
@@ -116,25 +119,26 @@ func registerLabNodes() {
 	summaries := map[string]string{
 		"kill":      "Kill a node's agent with SIGKILL (-leader: whichever leads)",
 		"start":     "Start a killed node's agent again from its data dir",
-		"stop":      "Suspend a node's agent with SIGSTOP (-leader: whichever leads); lab node cont resumes it",
-		"cont":      "Resume a node's agent stopped with lab node stop (SIGCONT)",
+		"stop":      "Suspend a node's agent with SIGSTOP (-leader: whichever leads); node cont resumes it",
+		"cont":      "Resume a node's agent stopped with node stop (SIGCONT)",
 		"partition": "Cut a node off the lab network (its link to the bridge goes down; -leader: whichever leads)",
 		"heal":      "Connect a partitioned node to the lab network again",
 	}
 	for _, action := range []string{"kill", "start", "stop", "cont", "partition", "heal"} {
 		summary := summaries[action]
-		Register(Command{
-			Name:    "lab node " + action,
+		app.Register(cli.Command{
+			Name:    "node " + action,
+			Group:   groupNodes,
 			Args:    "[NODE]",
 			MaxArgs: 1,
 			Local:   true,
 			Summary: summary,
-			Setup: func(fs *flag.FlagSet) RunFunc {
+			Setup: func(fs *flag.FlagSet) cli.RunFunc {
 				var f labFlags
 				f.register(fs)
 				leader := fs.Bool("leader", false, "the node that leads now")
 				wait := fs.Bool("wait", false, "kill, stop, partition: wait until another node leads and print how long it took")
-				return func(ctx context.Context, e *Env, args []string) error {
+				return func(ctx context.Context, e *cli.Env, args []string) error {
 					c := f.control()
 					node := ""
 					switch {
@@ -150,7 +154,7 @@ func registerLabNodes() {
 						}
 						node = st.Leader
 					default:
-						return usageErrorf("name a NODE or give -leader")
+						return cli.UsageErrorf("name a NODE or give -leader")
 					}
 					at := time.Now()
 					if err := c.Node(ctx, node, action); err != nil {

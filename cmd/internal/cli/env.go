@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"crypto/tls"
@@ -94,16 +94,16 @@ func (g *globals) check() error {
 	switch g.output {
 	case "table", "json":
 	default:
-		return usageErrorf("-o %q: must be table or json", g.output)
+		return UsageErrorf("-o %q: must be table or json", g.output)
 	}
 	if g.timeout < 0 {
-		return usageErrorf("-timeout %s: must not be negative", g.timeout)
+		return UsageErrorf("-timeout %s: must not be negative", g.timeout)
 	}
 	if g.token.v != "" && g.tokenFile != "" {
-		return usageErrorf("use either -token or -token-file, not both")
+		return UsageErrorf("use either -token or -token-file, not both")
 	}
 	if (g.clientCert == "") != (g.clientKey == "") {
-		return usageErrorf("-client-cert and -client-key go together")
+		return UsageErrorf("-client-cert and -client-key go together")
 	}
 	return nil
 }
@@ -114,11 +114,11 @@ func (g *globals) resolveToken() (string, error) {
 	readFile := func(path, from string) (string, error) {
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return "", usageErrorf("%s: %v", from, err)
+			return "", UsageErrorf("%s: %v", from, err)
 		}
 		tok := strings.TrimSpace(string(data))
 		if tok == "" {
-			return "", usageErrorf("%s: token file %s is empty", from, path)
+			return "", UsageErrorf("%s: token file %s is empty", from, path)
 		}
 		return tok, nil
 	}
@@ -140,11 +140,11 @@ func (g *globals) resolveToken() (string, error) {
 func (g *globals) urlOf(addr string) (string, error) {
 	addr = strings.TrimSpace(addr)
 	if addr == "" {
-		return "", usageErrorf("-addr is empty")
+		return "", UsageErrorf("-addr is empty")
 	}
 	if strings.Contains(addr, "://") {
 		if !strings.HasPrefix(addr, "http://") && !strings.HasPrefix(addr, "https://") {
-			return "", usageErrorf("-addr %q: scheme must be http or https", addr)
+			return "", UsageErrorf("-addr %q: scheme must be http or https", addr)
 		}
 		return strings.TrimRight(addr, "/"), nil
 	}
@@ -173,6 +173,9 @@ type Env struct {
 	cmd     *Command
 	clients []*api.Client // closed when the command returns
 }
+
+// Getenv reads the environment the run was given (Streams.Getenv).
+func (e *Env) Getenv(key string) string { return e.g.getenv(key) }
 
 // close releases the clients' idle connections.
 func (e *Env) close() {
@@ -214,7 +217,7 @@ func (e *Env) ClientAt(addr string) (*api.Client, error) {
 	}
 	c, err := api.NewClient(url, token, tlsCfg)
 	if err != nil {
-		return nil, usageErrorf("-addr %q: %v", addr, err)
+		return nil, UsageErrorf("-addr %q: %v", addr, err)
 	}
 	e.clients = append(e.clients, c)
 	return c, nil
@@ -229,7 +232,7 @@ func (e *Env) Print(v any, table func(w io.Writer)) error {
 	if e.JSONOutput() {
 		return e.JSON(v)
 	}
-	tw := newTabWriter(e.Stdout)
+	tw := NewTabWriter(e.Stdout)
 	table(tw)
 	return tw.Flush()
 }
@@ -244,6 +247,15 @@ func (e *Env) JSON(v any) error {
 	return err
 }
 
-func newTabWriter(w io.Writer) *tabwriter.Writer {
+// NewTabWriter is the tabwriter of every table: columns two spaces apart.
+func NewTabWriter(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// YesNo is a table cell for a boolean.
+func YesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

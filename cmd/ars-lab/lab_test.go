@@ -1,0 +1,82 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/lab/bench"
+)
+
+// The lab, bench and chaos commands check their input before they need
+// root or touch anything; with no daemon, lab commands say so with exit 3.
+func TestLabCommandsRefuseBadInput(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:bind9"}, cli.ExitUsage, "want NAME:IMPL:OS"},
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:nsd:linux"}, cli.ExitUsage, `unknown implementation "nsd"`},
+		{[]string{"up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, cli.ExitUsage, "os must be windows or linux"},
+		{[]string{"up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
+		{[]string{"up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"attack", "exploit", "-state-dir", dir}, cli.ExitUsage, "name one target"},
+		{[]string{"node", "kill", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"status", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"attack", "dos", "a", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"bench", "-trials", "0"}, cli.ExitUsage, "-trials 0"},
+		{[]string{"bench", "-modes", "ars,haproxy"}, cli.ExitUsage, `unknown mode "haproxy"`},
+		{[]string{"bench", "-profiles", "fast"}, cli.ExitUsage, `unknown profile "fast"`},
+		{[]string{"bench", "-load-fraction", "1.5"}, cli.ExitUsage, "-load-fraction"},
+		{[]string{"node", "partition", "-state-dir", dir}, cli.ExitUsage, "name a NODE or give -leader"},
+		{[]string{"node", "stop", "n1", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
+		{[]string{"chaos", "-state-dir", dir, "-schedules", "0"}, cli.ExitUsage, "-schedules 0"},
+		{[]string{"chaos", "-state-dir", dir, "-length", "2s"}, cli.ExitUsage, "-length 2s"},
+		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"chaos", "-state-dir", dir, "-session-timeout", "4s", "-keepalive", "3s"}, cli.ExitUsage, "keep-alive of at most half"},
+		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, cli.ExitUsage, "must be positive"},
+	}
+	for _, c := range cases {
+		arsLab(t, nil, c.args...).fails(t, c.code, c.want)
+	}
+}
+
+// -merge keeps the old results this run did not measure again, and only
+// those.
+func TestBenchMergeKeepsWhatWasNotRerun(t *testing.T) {
+	dir := t.TempDir()
+	tr := []bench.Trial{{Downtime: 300 * time.Millisecond, Switched: true}}
+	res := func(name, mode string, d time.Duration) bench.Result {
+		t.Helper()
+		tr[0].Downtime = d
+		r, err := bench.Summarize(name, mode, "none", tr, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	old := bench.File{Command: "ars-lab bench", Scenarios: []bench.Result{
+		res("dos/vm-vm", "ars", 300*time.Millisecond), res("leader-loss/dos", "ars", 1800*time.Millisecond)}}
+	if err := bench.Write(dir, old); err != nil {
+		t.Fatal(err)
+	}
+	f := bench.File{Command: "ars-lab bench -scenarios leader-loss", Scenarios: []bench.Result{res("leader-loss/dos", "ars", 1200*time.Millisecond)}}
+	if err := mergeOld(&f, filepath.Join(dir, bench.JSONFile)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range f.Scenarios {
+		got[r.Name] = r.Downtime.Mean
+	}
+	if len(f.Scenarios) != 2 || got["leader-loss/dos"] != 1200 || got["dos/vm-vm"] != 300 {
+		t.Fatalf("merged %+v; want the new leader-loss and the old dos", got)
+	}
+	if err := mergeOld(&f, filepath.Join(t.TempDir(), "none.json")); err != nil {
+		t.Fatalf("no old file: %v", err)
+	}
+}

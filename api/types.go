@@ -28,7 +28,7 @@ type Status struct {
 	// (GET /v1/status?digest=1): the log index this node's state machine
 	// has applied and the hex SHA-256 of its canonical snapshot at that
 	// index. Nodes at the same index must report the same digest
-	// (DESIGN.md §4.6); the chaos checker compares them.
+	// (docs/design.md §4.6); the chaos checker compares them.
 	StateIndex  uint64 `json:"state_index,omitempty"`
 	StateDigest string `json:"state_digest,omitempty"`
 }

@@ -17,7 +17,7 @@ import (
 // query strings and bodies to the webhook, with a detector token: every
 // answer is 200/201 (and then the alert is in the ledger) or a 4xx that
 // committed nothing — never a 5xx, never a commit of an invalid alert
-// (invariant 7).
+// (docs/design.md §4.7).
 func FuzzAlertBody(f *testing.F) {
 	f.Add([]byte(`{"id":"a-1","service":"dns","replica":"win-bind","kind":"exploit","evidence":"apparmor=\"DENIED\""}`), "service=dns&replica=win-bind&kind=exploit")
 	f.Add([]byte(`{"id":"a-1","service":"dns","replica":"nope","kind":"exploit"}`), "service=dns&replica=nope&kind=dos")

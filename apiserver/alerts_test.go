@@ -474,7 +474,7 @@ func TestAlertFloodIsRateLimited(t *testing.T) {
 	}
 }
 
-// A ledger full of undecided alerts (the fsm never drops one, invariant 3)
+// A ledger full of undecided alerts (the fsm never drops one, docs/design.md §4.3)
 // answers a new alert 503 ledger_full with Retry-After, records nothing,
 // and takes it once an alert held is decided. Duplicates of held alerts
 // are still acknowledged.

@@ -113,7 +113,7 @@
 //     any reason) start within policy.window, none before the active was
 //     active for policy.min_dwell; damped alerts wait in the ledger and are
 //     decided again when damping allows. Exploit alerts are never damped
-//     (DESIGN.md): each switches away from the replica it names only if
+//     (controller/DESIGN.md): each switches away from the replica it names only if
 //     that replica is active, and the replica then serves again only after
 //     it was restored, so exploit switches are at most the distinct exploit
 //     alerts on the active, and in a flood at most one per restore.
@@ -129,7 +129,7 @@
 //
 // The ledger holds at most fsm.AlertLedgerLimit (4096) alerts. To take a
 // new one, a full ledger drops its oldest decided alert (whose id is then
-// new again); it never drops an undecided one (invariant 3: a committed
+// new again); it never drops an undecided one (docs/design.md §4.3: a committed
 // alert is never lost). When all 4096 are undecided (damped alerts under a
 // flood from many tokens) a new alert is answered 503 ledger_full with
 // Retry-After: 1 and nothing is recorded; detectors retry it like any 503

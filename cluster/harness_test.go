@@ -270,7 +270,7 @@ func (h *harness) follower() *testNode {
 }
 
 // sameState waits until every live node has applied the same index and
-// holds byte-identical state (invariant 6).
+// holds byte-identical state (docs/design.md §4.6).
 func (h *harness) sameState(timeout time.Duration) []byte {
 	h.t.Helper()
 	var state []byte

@@ -102,9 +102,9 @@ type fakeVM struct {
 	restored      int
 }
 
-// fakeDriver is an in-memory Driver. It fails the test when invariant 2
+// fakeDriver is an in-memory Driver. It fails the test when docs/design.md §4.2
 // (one attached replica per service outside a make-before-break window) or
-// invariant 4 (a quarantined/recovering replica attached) breaks.
+// docs/design.md §4.4 (a quarantined/recovering replica attached) breaks.
 type fakeDriver struct {
 	t  *testing.T
 	cl *fakeCluster
@@ -164,7 +164,7 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	return nil
 }
 
-// checkLocked asserts invariants 2 and 4 against the committed state.
+// checkLocked asserts docs/design.md §4.2 and §4.4 against the committed state.
 func (d *fakeDriver) checkLocked(service, op, replica string) {
 	svc, ok := d.cl.Service(service)
 	if !ok {

@@ -26,7 +26,7 @@ func (r *run) reconcileAll(ctx context.Context) {
 
 // reconcileService is one level-triggered pass over one service: the open
 // intent's critical path first, then every other replica (detaches before
-// the active's attach, so invariant 2 holds outside make-before-break).
+// the active's attach, so docs/design.md §4.2 holds outside make-before-break).
 func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
 	name := svc.Spec.Name
 	if svc.Intent != nil {
@@ -118,7 +118,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	name := svc.Spec.Name
 	to, ok := svc.Replica(in.To)
 	if !ok || to.Role != fsm.RoleActive || !to.Clean {
-		// Invariant 4: never attach a replica that is not a clean active.
+		// docs/design.md §4.4: never attach a replica that is not a clean active.
 		r.c.log.Error("open switch target is not a clean active replica", "service", name, "to", in.To, "role", to.Role)
 		return false
 	}
@@ -126,7 +126,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	if !ok {
 		return false
 	}
-	// One driver call each (DESIGN §5): the drivers read the state before
+	// One driver call each (docs/design.md §5): the drivers read the state before
 	// they act, so no Observe round trip precedes them. Only a target that
 	// is not running (its standby was lost, or a suspended replica was
 	// chosen) costs a power-on on the critical path.
@@ -270,7 +270,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	if !act.Clean {
-		return // invariant 4 (the FSM never makes an unclean replica active)
+		return // docs/design.md §4.4 (the FSM never makes an unclean replica active)
 	}
 	spec, d, ok := r.driverFor(svc, act.Name)
 	if !ok {
@@ -307,7 +307,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	r.sawAttached(key, o.NICConnected, false)
 	if !o.NICConnected {
 		if othersAttached {
-			// Invariant 2: attach only when every other replica is known detached.
+			// docs/design.md §4.2: attach only when every other replica is known detached.
 			r.c.m.failed(name, "attach-blocked")
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
@@ -344,7 +344,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		return r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
 	}
-	// Detaches run here, on the leader loop: they are fast and invariant 2
+	// Detaches run here, on the leader loop: they are fast and docs/design.md §4.2
 	// depends on them. Everything slow (a boot, a suspend, a snapshot
 	// revert) runs in the background, so that a slow vCenter never delays
 	// the next verdict or the next switch.
@@ -394,7 +394,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 // background runs f for one replica off the leader loop, at most one at a
 // time per replica; the loop makes a full pass when it ends. f gets the
 // leadership's context: it is cancelled when leadership ends, and Run
-// waits for f before it returns (invariant 1). f may use only the driver,
+// waits for f before it returns (docs/design.md §4.1). f may use only the driver,
 // r.do, r.apply and the logger — the run's maps belong to the loop.
 func (r *run) background(ctx context.Context, key string, f func(ctx context.Context)) {
 	if r.busy[key] {

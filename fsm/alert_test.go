@@ -78,7 +78,7 @@ func TestAlertLedgerBound(t *testing.T) {
 
 	// A ledger full of undecided alerts refuses a new one and changes
 	// nothing (h.reject compares the whole state): an undecided alert is
-	// never pushed out (invariant 3).
+	// never pushed out (docs/design.md §4.3).
 	for i := 0; i < AlertLedgerLimit; i++ {
 		h.must(alert(i))
 	}

@@ -13,7 +13,7 @@ import (
 //   - exactly one replica is active, at most one is standby;
 //   - Clean is false exactly for quarantined and recovering replicas, so a
 //     replica that was attacked is never active or standby before it has
-//     been restored (invariant 4);
+//     been restored (docs/design.md §4.4);
 //   - if any replica could be standby, one is;
 //   - an open intent has a generation no later than the service's and names
 //     existing replicas;

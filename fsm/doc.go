@@ -10,7 +10,7 @@
 // The package is pure: no I/O, no clock, no goroutines, no randomness, and
 // nothing depends on map iteration order. The same sequence of
 // (index, term, entry) given to Machine.Apply produces the same state and the
-// same Snapshot bytes on every node (invariant 6). It imports nothing else of
+// same Snapshot bytes on every node (docs/design.md §4.6). It imports nothing else of
 // ars, so the controller's decide and the API can use its types and its
 // PickStandby rule directly.
 //

@@ -539,7 +539,7 @@ func applyAlert(m *Machine, e entry, c Command) (Result, error) {
 func (m *Machine) addToLedger(e entry, svc *Service, rec AlertRecord) (Result, error) {
 	res := Result{Index: e.index}
 	// A full ledger makes room by dropping its oldest decided alert; an
-	// undecided one is never dropped (invariant 3), so with none decided
+	// undecided one is never dropped (docs/design.md §4.3), so with none decided
 	// the new alert is refused and its sender retries.
 	for len(m.alerts) >= AlertLedgerLimit {
 		i := slices.IndexFunc(m.alerts, func(r AlertRecord) bool { return r.Outcome != "" })

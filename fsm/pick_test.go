@@ -160,7 +160,7 @@ func TestPickStandby(t *testing.T) {
 }
 
 // TestSwitchChainDiversity: a sequence of exploits aimed at whatever is active
-// walks through the implementations instead of repeating one (DESIGN.md §5).
+// walks through the implementations instead of repeating one (docs/design.md §5).
 func TestSwitchChainDiversity(t *testing.T) {
 	h := newHarness(t)
 	spec := paperSpec("dns")

@@ -20,7 +20,7 @@ import (
 // Role is the role of one replica.
 type Role string
 
-// Replica roles (DESIGN.md §2).
+// Replica roles (docs/design.md §2).
 const (
 	RoleActive      Role = "active"      // attached to the service network, serving
 	RoleStandby     Role = "standby"     // running, detached, ready to take over
@@ -41,7 +41,7 @@ func (r Role) Valid() bool {
 
 // Eligible reports whether a replica in role r may be promoted to active or
 // standby: only standby and suspended replicas may. Quarantined and recovering
-// replicas must be "restored" first (invariant 4); maintenance replicas must be
+// replicas must be "restored" first (docs/design.md §4.4); maintenance replicas must be
 // released first.
 func (r Role) Eligible() bool { return r == RoleStandby || r == RoleSuspended }
 

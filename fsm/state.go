@@ -62,7 +62,7 @@ type ReplicaState struct {
 }
 
 // Intent is an open switch: committed, not yet reported done. At most one per
-// service; the reconciler completes it (DESIGN.md §5).
+// service; the reconciler completes it (docs/design.md §5).
 type Intent struct {
 	Generation uint64 `json:"generation"` // service generation the switch produced
 	From       string `json:"from"`

@@ -139,7 +139,7 @@ func fromNode(sctx *simulator.Context) bool {
 }
 
 // drivingMethods are the vCenter methods that change a VM: the calls
-// that only the leader may make (DESIGN.md §4.1). The event log records
+// that only the leader may make (docs/design.md §4.1). The event log records
 // every one a node makes ("vc-call", Node, Detail "METHOD VM").
 var drivingMethods = []string{"ReconfigVM_Task", "PowerOnVM_Task", "PowerOffVM_Task", "SuspendVM_Task",
 	"ResetVM_Task", "RevertToSnapshot_Task", "RevertToCurrentSnapshot_Task"}

@@ -5,7 +5,7 @@
 //
 // This file is that last step, the Mirror: it takes the simulated VMs'
 // state as lab/vcwatch reports it and makes the replica processes and
-// their links follow (DESIGN.md §7: powered on ↔ running, suspended ↔
+// their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
 // stopped (SIGSTOP), powered off ↔ killed, NIC connected ↔ linked to the
 // service network, with a gratuitous ARP; a snapshot revert ↔ a fresh
 // process).

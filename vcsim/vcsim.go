@@ -80,7 +80,7 @@ var Profiles = map[string]map[string]int{
 // simulator of a process may use a profile that has them (the lab runs
 // one).
 //
-// "paper" is calibrated on the research system (DESIGN.md §1): its vSphere
+// "paper" is calibrated on the research system (docs/design.md §1): its vSphere
 // SDK program cut the mean downtime of a Windows↔Windows switch by 51 %
 // and by about 2.5 s against the script that logged in for every VM
 // operation. With the paper's 1.5 s detection (500 ms × 3),

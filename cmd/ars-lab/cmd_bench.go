@@ -21,7 +21,7 @@ import (
 	"github.com/ars-project/ars/vcsim"
 )
 
-// The downtime benchmark (DESIGN.md §6): scenarios × modes × trials on the
+// The downtime benchmark (docs/design.md §6): scenarios × modes × trials on the
 // lab, every mode in the same invocation under the same vCenter latency
 // profile, written to bench/results/latest.{json,png,md}.
 

@@ -22,8 +22,8 @@ import (
 	"github.com/ars-project/ars/vcsim"
 )
 
-// The chaos suite (issue 7): seeded schedules of attacks and faults on the
-// lab, each recorded as a history and checked against DESIGN.md §4 by
+// The chaos suite (docs/chaos.md): seeded schedules of attacks and faults on the
+// lab, each recorded as a history and checked against docs/design.md §4 by
 // lab/chaos. Decisions: lab/DESIGN.md, "Chaos".
 
 type chaosFlags struct {
@@ -53,7 +53,7 @@ func init() {
 		Name:    "chaos",
 		Group:   groupBench,
 		Local:   true,
-		Summary: "Run seeded fault schedules on the lab and check the invariants (DESIGN.md §4) over each history",
+		Summary: "Run seeded fault schedules on the lab and check the invariants (docs/design.md §4) over each history",
 		Help: `Brings a lab of its own up (prefix arschaos: it never touches another lab;
 root, Linux, the lab's packages) and runs -schedules seeded random schedules,
 seeds -seed, -seed+1, …. Each schedule (-length) interleaves attacks on the

@@ -12,7 +12,7 @@ import (
 
 const examplesDir = "../../deploy/examples"
 
-// TestThreeNodeExamplesLoad follows deploy/README.md on a temporary copy:
+// TestThreeNodeExamplesLoad follows docs/operations.md on a temporary copy:
 // keygen creates certs/ next to the configs, then every config loads.
 func TestThreeNodeExamplesLoad(t *testing.T) {
 	src := filepath.Join(examplesDir, "three-node")

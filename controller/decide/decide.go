@@ -260,7 +260,7 @@ func (d *decider) alert(e Alert) (Decision, error) {
 	case fsm.RoleQuarantined, fsm.RoleRecovering:
 		return d.alreadyHandled(rs, trigger), nil
 	case fsm.RoleActive:
-		// Exploit: never damped (see DESIGN-section.md).
+		// Exploit: never damped (see controller/DESIGN.md, "Exploit vs DoS, and flap damping").
 		return d.switchAway(fsm.ReasonExploit, trigger)
 	default: // standby, suspended, maintenance
 		cmd := fsm.ReplicaRole{

@@ -15,7 +15,7 @@
 // not active, stale, unconfirmed, damped (with RetryAt), no eligible
 // replica.
 //
-// The rules, in short (DESIGN-section.md has the reasoning):
+// The rules, in short (controller/DESIGN.md, "decide", has the reasoning):
 //
 //   - An exploit alert on the active replica switches away from it at once,
 //     never damped, in the policy's exploit mode (make-before-break by
@@ -37,7 +37,7 @@
 //     Of the best class — another impl than the attacked replica (rotation
 //     "diverse"), then restorable by its driver — the current standby wins if
 //     it is in it (it is running), otherwise the first ranked. A quarantined,
-//     recovering or maintenance replica is never chosen (invariant 4).
+//     recovering or maintenance replica is never chosen (docs/design.md §4.4).
 //
 // Every command expects the generation of the state it was decided on, so a
 // decision overtaken by any role change is refused by the FSM with

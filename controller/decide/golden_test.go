@@ -235,7 +235,7 @@ type visited struct {
 
 // runScenario plays sc and returns its golden text and every state it
 // passed through. Every decision is checked by checkDecision (its commands
-// are accepted by the FSM; invariant 4).
+// are accepted by the FSM; docs/design.md §4.4).
 func runScenario(t *testing.T, sc scenario) ([]byte, []visited) {
 	t.Helper()
 	l := newLab(t, sc.spec)

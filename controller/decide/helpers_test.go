@@ -193,7 +193,7 @@ func render(s fsm.Service) string {
 // event, and applies its commands to a copy of l: they must all be accepted
 // (in particular never with a stale generation, since they were generated
 // from the current state), and no replica that was quarantined or
-// recovering may become active or standby (invariant 4). It returns the
+// recovering may become active or standby (docs/design.md §4.4). It returns the
 // copy after the commands, or l itself if there are none.
 func checkDecision(t testing.TB, l *lab, dec decide.Decision, err error, now time.Time) *lab {
 	t.Helper()

@@ -53,7 +53,7 @@ func capVariants(s fsm.Service) []map[string]decide.Capabilities {
 // TestEveryEventOnEveryState decides every event, under several capability
 // maps and clock readings, on every state the scenarios pass through, and
 // checks each decision (commands accepted by the FSM, never stale when
-// generated from the current state, invariant 4, at most one command).
+// generated from the current state, docs/design.md §4.4, at most one command).
 func TestEveryEventOnEveryState(t *testing.T) {
 	n := 0
 	for _, sc := range scenarios() {

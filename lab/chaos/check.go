@@ -10,7 +10,7 @@ import (
 	"github.com/ars-project/ars/fsm"
 )
 
-// Invariants the checker reports (DESIGN.md §4 and the list).
+// Invariants the checker reports (docs/design.md §4; docs/chaos.md, "The checks").
 const (
 	// InvDeposedCall: a node that was not the leader made a vCenter call
 	// that changes a VM (§4.1): another node led both in the sample before

@@ -114,7 +114,7 @@ const (
 // Generate makes the schedule of seed: 2–3 attacks on the active replica
 // (DoS or exploit), spaced at least 4 s apart; 1–3 node faults (kill,
 // stop, partition; the leader half of the time), never two at once, so a
-// quorum always remains (DESIGN.md §4.5 is about a single node's loss);
+// quorum always remains (docs/design.md §4.5 is about a single node's loss);
 // and 0–2 vCenter faults (delays, failing methods, session termination),
 // which may overlap anything. Every fault lasts 1–4 s and ends 3 s before
 // the schedule does. The same seed and options give the same schedule.

@@ -1,7 +1,7 @@
 // Package netlab is the lab's network layer: real network namespaces, a
 // Linux bridge standing for the service network, one namespace per replica
 // carrying the same service address, and a client that measures outages
-// from outside (DESIGN.md §7; lab/netlab/DESIGN.md for the decisions and
+// from outside (docs/design.md §7; lab/netlab/DESIGN.md for the decisions and
 // measured numbers).
 //
 // Layout for a Topology with prefix P (default "arslab") and replicas r1,

@@ -19,7 +19,7 @@ import (
 	"github.com/ars-project/ars/transport"
 )
 
-// TestProcessWholeClusterKilledMidSwitch is the durability test of issue 7
+// TestProcessWholeClusterKilledMidSwitch is the durability test of the security suite (docs/security.md)
 // with real processes: three `ars agent` processes drive the vCenter
 // simulator's VMs; an exploit alert's switch is committed while vCenter
 // holds its NIC reconfiguration; then every agent gets SIGKILL (no

@@ -228,7 +228,7 @@ func TestAlertFloodIsBounded(t *testing.T) {
 		t.Errorf("anonymous: %d accepted, %d of %d refused", anon.accepted(), anon.refused.Load(), anon.requests)
 	}
 
-	// Invariant 3 and dedup: the ledger holds exactly the new alerts.
+	// docs/design.md §4.3 and dedup: the ledger holds exactly the new alerts.
 	ledger := map[string]int{}
 	for _, a := range leader.Agent.Cluster.Alerts() {
 		if strings.HasPrefix(a.Source, "flood-") {

@@ -182,7 +182,7 @@ func (l *switchLab) disconnect(ctx context.Context, name string) {
 }
 
 // watchSessions records the most controller sessions (the fabric's own
-// left out) open on the simulator at once: invariant 1 says only the
+// left out) open on the simulator at once: docs/design.md §4.1 says only the
 // leader holds one.
 func (l *switchLab) watchSessions(ctx context.Context) {
 	t := time.NewTicker(20 * time.Millisecond)
@@ -305,7 +305,7 @@ func (l *switchLab) postAlert(n *harness.Node, id, replica string) api.AlertResp
 	if err != nil {
 		l.t.Fatalf("alert %s: %v", id, err)
 	}
-	// Invariant 3: acknowledged only after commit, so the leader (whose
+	// docs/design.md §4.3: acknowledged only after commit, so the leader (whose
 	// FSM applies an entry before Apply returns) already holds it.
 	if ld := l.c.Leader(10 * time.Second); !hasAlert(ld, id) {
 		l.t.Fatalf("alert %s acknowledged by %s but not in the ledger of the leader %s", id, n.Name, ld.Name)
@@ -362,7 +362,7 @@ func (l *switchLab) checkInvariants() {
 // TestSwitchingEndToEnd drives the detection-and-switching path of a real
 // three-node cluster against vcsim: bad alerts, a DoS, an exploit, an
 // alert on the standby, an alert burst, and the leader killed with a
-// switch committed but not carried out. DESIGN.md §4 invariants 1–4 and 7
+// switch committed but not carried out. docs/design.md §4.1–§4.4 and §4.7
 // are checked throughout.
 func TestSwitchingEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -373,7 +373,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	first, _ := svc.Active()
 	t.Logf("converged: active %s, attached %v", first.Name, l.fab.Attached())
 
-	// Invariant 7: bad alerts get a 4xx and commit nothing.
+	// docs/design.md §4.7: bad alerts get a 4xx and commit nothing.
 	_, before := l.c.SameState(10 * time.Second)
 	leader := l.c.Leader(10 * time.Second)
 	for _, bad := range []struct {
@@ -538,7 +538,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	l.checkInvariants()
 	st := l.fab.Stats()
 	t.Logf("fabric: %d forwarded, %d dropped, max attached %d, longest overlap %s", st.Forwarded, st.Dropped, st.MaxAttached, st.LongestOverlap)
-	l.c.SameState(10 * time.Second) // invariant 6 too, for free
+	l.c.SameState(10 * time.Second) // docs/design.md §4.6 too, for free
 }
 
 // Durability: every node stops (without leaving) while a committed switch

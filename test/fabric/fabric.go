@@ -82,7 +82,7 @@ type Stats struct {
 	// LongestOverlap is the longest time more than one was attached.
 	LongestOverlap time.Duration
 	// DirtyAttached lists replicas that became attached while dirty
-	// (invariant 4).
+	// (docs/design.md §4.4).
 	DirtyAttached []string
 	// Forwarded and Dropped count queries to the service address.
 	Forwarded, Dropped int
@@ -199,7 +199,7 @@ func (f *Fabric) Attack(impl string, on bool) {
 }
 
 // MarkDirty records that replica was attacked: until its VM is reverted to
-// a snapshot it must not be attached (invariant 4).
+// a snapshot it must not be attached (docs/design.md §4.4).
 func (f *Fabric) MarkDirty(replica string) {
 	f.mu.Lock()
 	f.dirty[replica] = true
@@ -297,7 +297,7 @@ func (f *Fabric) apply(states map[string]vcwatch.State) {
 		f.overlapFrom = now
 	}
 	for _, n := range next {
-		// Attaching a dirty replica breaks invariant 4; one that was
+		// Attaching a dirty replica breaks docs/design.md §4.4; one that was
 		// attached when it was attacked stays so until it is detached.
 		if f.dirty[n] && !slices.Contains(f.attached, n) && !slices.Contains(f.stats.DirtyAttached, n) {
 			f.stats.DirtyAttached = append(f.stats.DirtyAttached, n)

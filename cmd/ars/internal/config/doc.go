@@ -26,7 +26,7 @@
 //   - Raft timings mirror hashicorp/raft's own checks (lease <= heartbeat <=
 //     election); gossip.probe_timeout must be shorter than probe_interval.
 //   - The optional vcenter and docker sections carry the driver settings named
-//     in DESIGN §6 (vCenter URL and credential files, Docker hosts).
+//     in docs/design.md §6 (vCenter URL and credential files, Docker hosts).
 //   - A dev config (Dev) keeps Raft in memory (empty DataDir) and has no TLS,
 //     gossip key or tokens; those keys become optional.
 package config

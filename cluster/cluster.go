@@ -22,7 +22,7 @@ import (
 )
 
 // Forwarder sends an encoded fsm command to the leader's API and returns
-// the leader's result. The agent implements it with transport.Client over
+// the leader's result. The agent implements it with api.Client over
 // the node's mutual-TLS identity.
 type Forwarder func(ctx context.Context, leaderAPI string, cmd []byte) (fsm.Result, error)
 

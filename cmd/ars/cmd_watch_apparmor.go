@@ -131,7 +131,7 @@ Use a detector token (-token-file or ARS_HTTP_TOKEN_FILE).`,
 	})
 }
 
-// alertPoster is what the watcher needs of transport.Client.
+// alertPoster is what the watcher needs of api.Client.
 type alertPoster interface {
 	PostAlert(ctx context.Context, req api.AlertRequest) (api.AlertResponse, error)
 }

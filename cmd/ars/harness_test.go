@@ -242,7 +242,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testNode is a transport.Server over a fakeBackend behind httptest.
+// testNode is an apiserver.Server over a fakeBackend behind httptest.
 // closedAddr is a loopback host:port on which nothing listens.
 func closedAddr(t *testing.T) string {
 	t.Helper()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -179,8 +180,8 @@ func TestUnreachable(t *testing.T) {
 }
 
 // proxy is a unix socket in front of the engine's that a test can break:
-// drop and lose break one request (see the fields); down closes the
-// listener and every connection.
+// drop and lose break one request, refuse every matching one (see the
+// fields); down closes the listener and every connection.
 type proxy struct {
 	path, upstream string
 
@@ -189,7 +190,10 @@ type proxy struct {
 	conns map[net.Conn]struct{}
 	drop  string // request-line substring: drop that request once, unanswered and not forwarded
 	lose  string // request-line substring: forward that request once, then drop the answer
-	drops int
+	// refuse: request-line substring: drop every such request, unanswered
+	// and not forwarded, while it is set (other requests pass).
+	refuse string
+	drops  int
 }
 
 func newProxy(t *testing.T, upstream string) *proxy {
@@ -290,8 +294,9 @@ func (p *proxy) serve(c net.Conn) {
 			p.lose = ""
 			p.drops++
 		}
+		refuse := p.refuse != "" && strings.Contains(line, p.refuse)
 		p.mu.Unlock()
-		if drop {
+		if drop || refuse {
 			return // the engine "died" before it saw the request
 		}
 		if err := req.Write(up); err != nil {
@@ -433,6 +438,68 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o controller.Observation) bool { return o.Power == controller.PowerSuspended })
 	if n := testutilCounter(d, "local"); n == 0 {
 		t.Fatal("watch restarts not counted")
+	}
+}
+
+// TestWatchRereadsAfterFailedRead: the read an event triggers fails while
+// the event stream stays up (on a loaded engine an inspect can miss
+// CallTimeout, a connection can break mid-request). The replica is then
+// reported unreachable, and the stream, being healthy, brings no event to
+// correct that; the watch must read the replica again by itself, report
+// its real state and resync.
+func TestWatchRereadsAfterFailedRead(t *testing.T) {
+	e := testEnv(t)
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	d, cnt := newDriver(t, e, "unix://"+p.path, nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	ch := d.Watch(ctx)
+	waitEvent(t, ch, r, 5*time.Second, "current state", func(o controller.Observation) bool {
+		return o.Reachable && o.Power == controller.PowerOn
+	})
+
+	// Reads of the container fail from now on; the open event stream and
+	// every other request pass. The pause goes to the engine directly, so
+	// only its event and the read that follows go through the proxy.
+	p.mu.Lock()
+	p.refuse = "/containers/" + ContainerName(r) + "/json"
+	p.mu.Unlock()
+	if _, err := e.cli.ContainerPause(ctx, ContainerName(r), client.ContainerPauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, ch, r, 5*time.Second, "unreachable after the read failed", func(o controller.Observation) bool { return !o.Reachable })
+
+	// Reads work again. Nothing changes on the engine any more: only the
+	// watch's own re-read can report the pause.
+	p.mu.Lock()
+	p.refuse = ""
+	p.mu.Unlock()
+	_, took, resyncs := waitEvent(t, ch, r, 10*time.Second, "paused and reachable again without another engine event",
+		func(o controller.Observation) bool { return o.Reachable && o.Power == controller.PowerSuspended })
+	if resyncs == 0 {
+		waitResync(t, ch, 5*time.Second, "after the watch read the replica again")
+	}
+	t.Logf("state read again %s after reads worked again", took)
+}
+
+// waitResync reads events until an EventResync.
+func waitResync(t *testing.T, ch <-chan controller.Event, within time.Duration, what string) {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, open := <-ch:
+			if !open {
+				t.Fatalf("no resync %s: watch channel closed", what)
+			}
+			if ev.Kind == controller.EventResync {
+				return
+			}
+		case <-timer.C:
+			t.Fatalf("no resync %s within %s", what, within)
+		}
 	}
 }
 

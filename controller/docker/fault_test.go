@@ -181,7 +181,8 @@ func TestUnreachable(t *testing.T) {
 
 // proxy is a unix socket in front of the engine's that a test can break:
 // drop and lose break one request, refuse every matching one (see the
-// fields); down closes the listener and every connection.
+// fields); down closes the listener and every connection, like an engine
+// that stops: a connection accepted while it goes down dies too.
 type proxy struct {
 	path, upstream string
 
@@ -222,7 +223,7 @@ func (p *proxy) up(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go p.serve(c)
+			go p.serve(ln, c)
 		}
 	}()
 }
@@ -254,28 +255,44 @@ func (p *proxy) cut() {
 	}
 }
 
-func (p *proxy) track(c net.Conn, add bool) {
+// adopt records a connection of listener ln so that down and cut close
+// it. It refuses (false) if ln is no longer the proxy's listener: the
+// proxy went down after ln accepted c, and c must not outlive that.
+func (p *proxy) adopt(ln net.Listener, c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if add {
-		p.conns[c] = struct{}{}
-	} else {
-		delete(p.conns, c)
+	if p.ln != ln {
+		return false
 	}
+	p.conns[c] = struct{}{}
+	return true
 }
 
-// serve forwards one client connection request by request (the client
-// sends the next request only after the answer), so it can drop a chosen
-// request before the engine sees it, or drop the engine's answer to it.
-func (p *proxy) serve(c net.Conn) {
-	p.track(c, true)
-	defer func() { p.track(c, false); c.Close() }()
+func (p *proxy) forget(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, c)
+}
+
+// serve forwards one client connection of listener ln request by request
+// (the client sends the next request only after the answer), so it can
+// drop a chosen request before the engine sees it, or drop the engine's
+// answer to it.
+func (p *proxy) serve(ln net.Listener, c net.Conn) {
+	defer c.Close()
+	if !p.adopt(ln, c) {
+		return
+	}
+	defer p.forget(c)
 	up, err := net.Dial("unix", p.upstream)
 	if err != nil {
 		return
 	}
-	p.track(up, true)
-	defer func() { p.track(up, false); up.Close() }()
+	defer up.Close()
+	if !p.adopt(ln, up) {
+		return
+	}
+	defer p.forget(up)
 	br, ubr := bufio.NewReader(c), bufio.NewReader(up)
 	for {
 		req, err := http.ReadRequest(br)

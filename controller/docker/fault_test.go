@@ -14,6 +14,7 @@ import (
 
 	"github.com/ars-project/ars/controller/driver"
 
+	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -180,8 +181,9 @@ func TestUnreachable(t *testing.T) {
 }
 
 // proxy is a unix socket in front of the engine's that a test can break:
-// drop and lose break one request (see the fields); down closes the
-// listener and every connection.
+// drop and lose break one request, refuse every matching one (see the
+// fields); down closes the listener and every connection, like an engine
+// that stops: a connection accepted while it goes down dies too.
 type proxy struct {
 	path, upstream string
 
@@ -190,7 +192,10 @@ type proxy struct {
 	conns map[net.Conn]struct{}
 	drop  string // request-line substring: drop that request once, unanswered and not forwarded
 	lose  string // request-line substring: forward that request once, then drop the answer
-	drops int
+	// refuse: request-line substring: drop every such request, unanswered
+	// and not forwarded, while it is set (other requests pass).
+	refuse string
+	drops  int
 }
 
 func newProxy(t *testing.T, upstream string) *proxy {
@@ -219,7 +224,7 @@ func (p *proxy) up(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go p.serve(c)
+			go p.serve(ln, c)
 		}
 	}()
 }
@@ -251,28 +256,44 @@ func (p *proxy) cut() {
 	}
 }
 
-func (p *proxy) track(c net.Conn, add bool) {
+// adopt records a connection of listener ln so that down and cut close
+// it. It refuses (false) if ln is no longer the proxy's listener: the
+// proxy went down after ln accepted c, and c must not outlive that.
+func (p *proxy) adopt(ln net.Listener, c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if add {
-		p.conns[c] = struct{}{}
-	} else {
-		delete(p.conns, c)
+	if p.ln != ln {
+		return false
 	}
+	p.conns[c] = struct{}{}
+	return true
 }
 
-// serve forwards one client connection request by request (the client
-// sends the next request only after the answer), so it can drop a chosen
-// request before the engine sees it, or drop the engine's answer to it.
-func (p *proxy) serve(c net.Conn) {
-	p.track(c, true)
-	defer func() { p.track(c, false); c.Close() }()
+func (p *proxy) forget(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, c)
+}
+
+// serve forwards one client connection of listener ln request by request
+// (the client sends the next request only after the answer), so it can
+// drop a chosen request before the engine sees it, or drop the engine's
+// answer to it.
+func (p *proxy) serve(ln net.Listener, c net.Conn) {
+	defer c.Close()
+	if !p.adopt(ln, c) {
+		return
+	}
+	defer p.forget(c)
 	up, err := net.Dial("unix", p.upstream)
 	if err != nil {
 		return
 	}
-	p.track(up, true)
-	defer func() { p.track(up, false); up.Close() }()
+	defer up.Close()
+	if !p.adopt(ln, up) {
+		return
+	}
+	defer p.forget(up)
 	br, ubr := bufio.NewReader(c), bufio.NewReader(up)
 	for {
 		req, err := http.ReadRequest(br)
@@ -291,8 +312,9 @@ func (p *proxy) serve(c net.Conn) {
 			p.lose = ""
 			p.drops++
 		}
+		refuse := p.refuse != "" && strings.Contains(line, p.refuse)
 		p.mu.Unlock()
-		if drop {
+		if drop || refuse {
 			return // the engine "died" before it saw the request
 		}
 		if err := req.Write(up); err != nil {
@@ -434,6 +456,68 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o driver.Observation) bool { return o.Power == driver.PowerSuspended })
 	if n := testutilCounter(d, "local"); n == 0 {
 		t.Fatal("watch restarts not counted")
+	}
+}
+
+// TestWatchRereadsAfterFailedRead: the read an event triggers fails while
+// the event stream stays up (on a loaded engine an inspect can miss
+// CallTimeout, a connection can break mid-request). The replica is then
+// reported unreachable, and the stream, being healthy, brings no event to
+// correct that; the watch must read the replica again by itself, report
+// its real state and resync.
+func TestWatchRereadsAfterFailedRead(t *testing.T) {
+	e := testEnv(t)
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	d, cnt := newDriver(t, e, "unix://"+p.path, nil)
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	ch := d.Watch(ctx)
+	waitEvent(t, ch, r, 5*time.Second, "current state", func(o driver.Observation) bool {
+		return o.Reachable && o.Power == driver.PowerOn
+	})
+
+	// Reads of the container fail from now on; the open event stream and
+	// every other request pass. The pause goes to the engine directly, so
+	// only its event and the read that follows go through the proxy.
+	p.mu.Lock()
+	p.refuse = "/containers/" + ContainerName(r) + "/json"
+	p.mu.Unlock()
+	if _, err := e.cli.ContainerPause(ctx, ContainerName(r), client.ContainerPauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, ch, r, 5*time.Second, "unreachable after the read failed", func(o driver.Observation) bool { return !o.Reachable })
+
+	// Reads work again. Nothing changes on the engine any more: only the
+	// watch's own re-read can report the pause.
+	p.mu.Lock()
+	p.refuse = ""
+	p.mu.Unlock()
+	_, took, resyncs := waitEvent(t, ch, r, 10*time.Second, "paused and reachable again without another engine event",
+		func(o driver.Observation) bool { return o.Reachable && o.Power == driver.PowerSuspended })
+	if resyncs == 0 {
+		waitResync(t, ch, 5*time.Second, "after the watch read the replica again")
+	}
+	t.Logf("state read again %s after reads worked again", took)
+}
+
+// waitResync reads events until an EventResync.
+func waitResync(t *testing.T, ch <-chan driver.Event, within time.Duration, what string) {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, open := <-ch:
+			if !open {
+				t.Fatalf("no resync %s: watch channel closed", what)
+			}
+			if ev.Kind == driver.EventResync {
+				return
+			}
+		case <-timer.C:
+			t.Fatalf("no resync %s within %s", what, within)
+		}
 	}
 }
 

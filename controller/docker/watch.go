@@ -31,10 +31,12 @@ var watchEvents = []string{
 // receives the current state of every replica already watched. Each engine
 // is followed through its event stream (container and network events); a
 // replica an event concerns is inspected and reported if its Observation
-// changed. When a stream fails (engine restarting, connection lost) the
-// driver subscribes again with backoff, re-reads every replica and sends
-// EventResync. Sends never block. The streams run only while somebody
-// watches.
+// changed. When a stream fails (engine restarting, connection lost), or a
+// read finds the engine unreachable while the stream is up, the driver
+// re-reads every replica, subscribes again with backoff, reads them again
+// and then sends EventResync, so an "unreachable" report is always
+// followed by another read. Sends never block. The streams run only while
+// somebody watches.
 func (d *Driver) Watch(ctx context.Context) <-chan driver.Event {
 	sub := driver.NewSubscriber(256)
 	d.subMu.Lock()
@@ -131,20 +133,29 @@ func (h *host) snapshot() map[string]fsm.ReplicaSpec {
 }
 
 // refresh reads one replica and reports it; an engine that cannot be
-// reached makes it "unreachable".
-func (h *host) refresh(ctx context.Context, r fsm.ReplicaSpec) {
+// reached (or does not answer in time) makes it "unreachable", and that
+// error is returned: the caller must not treat the report as final (see
+// follow). Other failures are logged and leave the last report alone.
+func (h *host) refresh(ctx context.Context, r fsm.ReplicaSpec) error {
 	obs, err := h.d.observeOnce(ctx, h, r)
 	if ctx.Err() != nil {
-		return
+		return ctx.Err()
 	}
 	if err != nil {
 		if s, _ := classify(err); s != errUnavailable {
 			h.log.Debug("docker watch: cannot read a replica", "replica", r.Name, "err", err)
-			return
+			return nil
 		}
 		obs = driver.Observation{Replica: r.Name, Target: ContainerName(r), Power: driver.PowerUnknown, Host: h.name}
 	}
 	h.report(r, obs, time.Now())
+	return err
+}
+
+// watchPause is the pause before subscribing again after the n-th failure
+// in a row: 100 ms doubling, at most 2 s.
+func watchPause(n int) time.Duration {
+	return min(2*driver.Backoff(n), 2*time.Second)
 }
 
 // watchLoop follows one engine's event stream while anybody watches.
@@ -173,24 +184,31 @@ func (h *host) watchLoop(ctx context.Context) {
 		failures++
 		dirty = true
 		h.d.m.watchRestarts.WithLabelValues(h.name).Inc()
-		h.log.Debug("docker watch: event stream failed; subscribing again", "err", err, "failures", failures)
+		h.log.Debug("docker watch: event stream failed or the engine did not answer a read; subscribing again", "err", err, "failures", failures)
 		for _, r := range specs {
-			h.refresh(ctx, r)
+			_ = h.refresh(ctx, r) // reports "unreachable" if it is; retried below
 		}
-		driver.Sleep(ctx, min(driver.Backoff(failures)*2, 5*time.Second))
+		driver.Sleep(ctx, watchPause(failures))
 	}
 }
 
 // follow subscribes to the engine's events, reads every watched replica
 // (so nothing between the last read and the subscription is lost), and
-// then handles events until the stream fails or ctx ends. Once subscribed
-// it clears dirty (after telling watchers to resync) and failures.
+// then handles events until the stream fails or ctx ends.
+//
+// A read that finds the engine unreachable ends follow with that error,
+// like a broken stream, even if the stream itself is up: the replica has
+// just been reported unreachable, and a healthy stream brings no event to
+// correct that (nothing changes on the replica), so only the loop's
+// re-read, resubscription and resync do. Only once the stream is up and
+// every replica was read does follow tell watchers to resync (clearing
+// dirty) and reset failures.
 func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dirty *bool, failures *int) error {
 	if err := h.ready(ctx); err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer cancel() // also closes the stream's connection
 	f := make(client.Filters).Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
 		Add("event", watchEvents...)
 	res := h.cli.Events(sctx, client.EventsListOptions{Filters: f})
@@ -202,12 +220,14 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 		return err
 	default:
 	}
+	for _, r := range specs {
+		if err := h.refresh(sctx, r); err != nil {
+			return err
+		}
+	}
 	if *dirty {
 		*dirty = false
 		h.d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
-	}
-	for _, r := range specs {
-		h.refresh(sctx, r)
 	}
 	*failures = 0
 	for {
@@ -220,7 +240,9 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 			now := h.snapshot()
 			for name, r := range now {
 				if old, ok := specs[name]; !ok || !old.Equal(r) {
-					h.refresh(sctx, r)
+					if err := h.refresh(sctx, r); err != nil {
+						return err
+					}
 				}
 			}
 			specs = now
@@ -232,7 +254,9 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 		case m := <-res.Messages:
 			if r, ok := h.replicaOf(m, specs); ok {
 				h.d.m.events.WithLabelValues(h.name, string(m.Type)).Inc()
-				h.refresh(sctx, r)
+				if err := h.refresh(sctx, r); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -38,11 +38,12 @@ $(STATICCHECK):
 	mv $(BIN)/staticcheck $(STATICCHECK)
 
 .PHONY: lint
-lint: $(STATICCHECK) ## go vet, gofmt check and staticcheck (installed into bin/ on first use)
+lint: $(STATICCHECK) ## go vet, gofmt check, staticcheck (installed into bin/ on first use) and every relative Markdown link
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l .); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(STATICCHECK) $(PKGS)
+	$(GO) test -count=1 ./docs/
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s)

@@ -92,6 +92,10 @@ func restartDockerd(ctx context.Context, ping func(context.Context) error) error
 		cmd.Env = strings.Split(strings.TrimRight(string(env), "\x00"), "\x00")
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The daemon outlives this process: it must not inherit a descriptor
+	// this process was handed without close-on-exec (a lock held by the
+	// caller's flock kept that lock for as long as the engine ran).
+	closeInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: starting dockerd again: %w", err)
 	}
@@ -110,5 +114,20 @@ func restartDockerd(ctx context.Context, ping func(context.Context) error) error
 			return errors.Join(fmt.Errorf("lab: dockerd did not answer within %s of its restart", maxEngineRestart), err, ctx.Err())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
+// Go opens its own that way; only descriptors inherited from whoever
+// started this process are changed.
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }

@@ -457,7 +457,9 @@ func TestDoSOnTheReplicaThatTookOver(t *testing.T) {
 
 // A replica whose platform has no driver is reported, never touched, and
 // never chosen to become active.
-func TestReplicaWithoutDriver(t *testing.T) {
+// newVMAndContainerEnv applies a service of two VM replicas (bind-a
+// active) and a container replica; the controller gets only the VM driver.
+func newVMAndContainerEnv(t *testing.T) *env {
 	cl := newFakeCluster()
 	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{
 		Name:    svcName,
@@ -472,7 +474,12 @@ func TestReplicaWithoutDriver(t *testing.T) {
 	d := newFakeDriver(t, cl)
 	d.add(svcName, "bind-a", "bind9", driver.PowerOn, true)
 	d.add(svcName, "bind-b", "bind9", driver.PowerOff, false)
-	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+	return &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+}
+
+func TestReplicaWithoutDriver(t *testing.T) {
+	e := newVMAndContainerEnv(t)
+	cl, d := e.cl, e.d
 	e.start(false)
 	eventually(t, "container replica reported", func() bool {
 		return testutil.ToFloat64(e.m.errors.WithLabelValues(svcName, "no-driver")) == 1
@@ -523,21 +530,8 @@ func TestManualRequestDecidedByTheLeaderLoop(t *testing.T) {
 // A switch request never picks a replica whose platform has no driver on
 // the leader, and one naming such a replica is refused.
 func TestManualRequestFollowsDrivers(t *testing.T) {
-	cl := newFakeCluster()
-	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{
-		Name:    svcName,
-		Address: "127.0.0.1:5353",
-		Replicas: []fsm.ReplicaSpec{
-			{Name: "bind-a", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-a"},
-			{Name: "knot-ct", Impl: "knot", OS: "linux", Platform: fsm.PlatformContainer, Host: "local", Image: "ars-lab/knot"},
-			{Name: "bind-b", Impl: "bind9", OS: "windows", Platform: fsm.PlatformVM, VM: "bind-b"},
-		},
-		Probe: fsm.ProbeSpec{Query: "www.lab.internal.", Expect: "192.0.2.10"},
-	}})
-	d := newFakeDriver(t, cl)
-	d.add(svcName, "bind-a", "bind9", driver.PowerOn, true)
-	d.add(svcName, "bind-b", "bind9", driver.PowerOff, false)
-	e := &env{t: t, cl: cl, d: d, m: NewMetrics(prometheus.NewRegistry())}
+	e := newVMAndContainerEnv(t)
+	cl, d := e.cl, e.d
 	e.start(false)
 	cl.must(t, fsm.SwitchRequest{ID: "manual-ct", Service: svcName, To: "knot-ct"})
 	eventually(t, "request to the container decided", func() bool { return cl.alert("manual-ct").Outcome != "" })

@@ -42,7 +42,7 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, cli.ExitUsage, "must be positive"},
 	}
 	for _, c := range cases {
-		arsLab(t, nil, c.args...).fails(t, c.code, c.want)
+		arsLab(t, nil, c.args...).Fails(t, c.code, c.want)
 	}
 }
 

@@ -13,37 +13,37 @@ import (
 // chaos, in that order, and not the daemon (serve), which still has help
 // of its own.
 func TestHelpGroups(t *testing.T) {
-	r := arsLab(t, nil, "help").ok(t)
+	r := arsLab(t, nil, "help").OK(t)
 	at := -1
 	for _, g := range []string{"Lab:", "Attacks:", "Nodes:", "Bench & chaos:"} {
-		i := strings.Index(r.stdout, "\n"+g+"\n")
+		i := strings.Index(r.Stdout, "\n"+g+"\n")
 		if i < at {
-			t.Errorf("help: group %q missing or out of order:\n%s", g, r.stdout)
+			t.Errorf("help: group %q missing or out of order:\n%s", g, r.Stdout)
 		}
 		at = i
 	}
 	for _, name := range app.Names() {
-		listed := strings.Contains(r.stdout, "\n  "+name+" ")
+		listed := strings.Contains(r.Stdout, "\n  "+name+" ")
 		if hidden := app.Command(name).Hidden; listed == hidden {
 			t.Errorf("help lists %q: %v, hidden: %v", name, listed, hidden)
 		}
 	}
 	for _, want := range []string{"Usage: ars-lab COMMAND", "3 no lab is running"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("help lacks %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("help lacks %q:\n%s", want, r.Stdout)
 		}
 	}
-	if strings.Contains(r.stdout, "  serve ") {
-		t.Errorf("help lists serve:\n%s", r.stdout)
+	if strings.Contains(r.Stdout, "  serve ") {
+		t.Errorf("help lists serve:\n%s", r.Stdout)
 	}
-	if r := arsLab(t, nil, "help", "serve").ok(t); !strings.Contains(r.stdout, "Usage: ars-lab serve [flags]") {
-		t.Errorf("help serve:\n%s", r.stdout)
+	if r := arsLab(t, nil, "help", "serve").OK(t); !strings.Contains(r.Stdout, "Usage: ars-lab serve [flags]") {
+		t.Errorf("help serve:\n%s", r.Stdout)
 	}
-	if r := arsLab(t, nil, "node", "-h").ok(t); !strings.Contains(r.stdout, "node partition") {
-		t.Errorf("node -h:\n%s", r.stdout)
+	if r := arsLab(t, nil, "node", "-h").OK(t); !strings.Contains(r.Stdout, "node partition") {
+		t.Errorf("node -h:\n%s", r.Stdout)
 	}
 	// The lab commands are local: the node API flags are not theirs.
-	arsLab(t, nil, "status", "-addr", "127.0.0.1:7500").fails(t, cli.ExitUsage, "unknown flag -addr")
+	arsLab(t, nil, "status", "-addr", "127.0.0.1:7500").Fails(t, cli.ExitUsage, "unknown flag -addr")
 }
 
 // writeExecutable creates an executable file named name in dir.
@@ -113,9 +113,9 @@ func TestUpNeedsTheArsBinary(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "no-ars")
 	arsLab(t, map[string]string{EnvArsBin: missing}, "up", "-state-dir", dir).
-		fails(t, cli.ExitUsage, "no ars binary at "+missing+" ($ARS_BIN)")
+		Fails(t, cli.ExitUsage, "no ars binary at "+missing+" ($ARS_BIN)")
 	arsLab(t, nil, "up", "-state-dir", dir, "-ars", missing).
-		fails(t, cli.ExitUsage, "no ars binary at "+missing+" (-ars)")
+		Fails(t, cli.ExitUsage, "no ars binary at "+missing+" (-ars)")
 	arsLab(t, map[string]string{EnvArsBin: missing}, "chaos", "-state-dir", dir, "-recheck", "-histories", dir, "-schedules", "1").
-		fails(t, cli.ExitFailed, "seed-1.json")
+		Fails(t, cli.ExitFailed, "seed-1.json")
 }

@@ -71,13 +71,13 @@ func TestAlertCommand(t *testing.T) {
 	n := alertNode(t)
 	det := n.roleEnv(t, "detector")
 
-	r := ars(t, det, "", "alert", "dns", "win-bind", "-kind", "exploit", "-id", "seconddep-1", "-evidence", "shellcode blocked").ok(t)
-	if !strings.Contains(r.stdout, "Alert seconddep-1 committed: exploit dns/win-bind (index ") {
-		t.Fatalf("stdout %q", r.stdout)
+	r := ars(t, det, "", "alert", "dns", "win-bind", "-kind", "exploit", "-id", "seconddep-1", "-evidence", "shellcode blocked").OK(t)
+	if !strings.Contains(r.Stdout, "Alert seconddep-1 committed: exploit dns/win-bind (index ") {
+		t.Fatalf("stdout %q", r.Stdout)
 	}
-	r = ars(t, det, "", "alert", "-kind", "exploit", "-id", "seconddep-1", "dns", "win-bind").ok(t)
-	if !strings.Contains(r.stdout, "seconddep-1 duplicate") {
-		t.Fatalf("repeat: stdout %q", r.stdout)
+	r = ars(t, det, "", "alert", "-kind", "exploit", "-id", "seconddep-1", "dns", "win-bind").OK(t)
+	if !strings.Contains(r.Stdout, "seconddep-1 duplicate") {
+		t.Fatalf("repeat: stdout %q", r.Stdout)
 	}
 	l := n.ledger()
 	if len(l) != 1 || l[0].ID != "seconddep-1" || l[0].Source != "cli" || l[0].Evidence != "shellcode blocked" || l[0].At == 0 {
@@ -85,10 +85,10 @@ func TestAlertCommand(t *testing.T) {
 	}
 
 	// Operators may post too; a random id; evidence from stdin; JSON.
-	r = ars(t, n.env(t), "line one\nline two\n", "alert", "dns", "lin-unbound", "-kind", "dos", "-source", "probe-x", "-evidence", "-", "-o", "json").ok(t)
+	r = ars(t, n.env(t), "line one\nline two\n", "alert", "dns", "lin-unbound", "-kind", "dos", "-source", "probe-x", "-evidence", "-", "-o", "json").OK(t)
 	var res api.AlertResponse
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.Stdout)
 	}
 	if !strings.HasPrefix(res.ID, "cli-") || len(res.ID) != 36 || res.Duplicate || res.Kind != "dos" || res.Source != "probe-x" {
 		t.Fatalf("response %+v", res)
@@ -97,15 +97,15 @@ func TestAlertCommand(t *testing.T) {
 		t.Fatalf("ledger %+v", l)
 	}
 
-	ars(t, det, "", "alert", "dns", "win-bind").fails(t, cli.ExitUsage, "-kind is required")
-	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "virus").fails(t, cli.ExitUsage, `-kind "virus"`)
-	ars(t, det, "", "alert", "dns", "-kind", "dos").fails(t, cli.ExitUsage, "usage: ars alert [flags] SERVICE REPLICA")
-	ars(t, det, strings.Repeat("x", api.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").fails(t, cli.ExitUsage, "16384")
-	ars(t, det, "", "alert", "nope", "win-bind", "-kind", "dos").fails(t, cli.ExitFailed, "(unknown_service)")
-	ars(t, det, "", "alert", "dns", "nope", "-kind", "dos").fails(t, cli.ExitFailed, "(unknown_replica)")
-	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "dos", "-id", "no spaces").fails(t, cli.ExitFailed, "(invalid)")
-	ars(t, n.roleEnv(t, "reader"), "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, cli.ExitFailed, "(forbidden)")
-	ars(t, map[string]string{cli.EnvAddr: "127.0.0.1:1"}, "", "alert", "dns", "win-bind", "-kind", "dos").fails(t, cli.ExitUnreachable, "cannot reach")
+	ars(t, det, "", "alert", "dns", "win-bind").Fails(t, cli.ExitUsage, "-kind is required")
+	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "virus").Fails(t, cli.ExitUsage, `-kind "virus"`)
+	ars(t, det, "", "alert", "dns", "-kind", "dos").Fails(t, cli.ExitUsage, "usage: ars alert [flags] SERVICE REPLICA")
+	ars(t, det, strings.Repeat("x", api.MaxAlertEvidenceBytes+1), "alert", "dns", "win-bind", "-kind", "dos", "-evidence", "-").Fails(t, cli.ExitUsage, "16384")
+	ars(t, det, "", "alert", "nope", "win-bind", "-kind", "dos").Fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, det, "", "alert", "dns", "nope", "-kind", "dos").Fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, det, "", "alert", "dns", "win-bind", "-kind", "dos", "-id", "no spaces").Fails(t, cli.ExitFailed, "(invalid)")
+	ars(t, n.roleEnv(t, "reader"), "", "alert", "dns", "win-bind", "-kind", "dos").Fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, map[string]string{cli.EnvAddr: "127.0.0.1:1"}, "", "alert", "dns", "win-bind", "-kind", "dos").Fails(t, cli.ExitUnreachable, "cannot reach")
 	if l := n.ledger(); len(l) != 2 {
 		t.Fatalf("failed alerts changed the ledger: %+v", l)
 	}

@@ -24,9 +24,9 @@ func TestSwitchCommand(t *testing.T) {
 	n := alertNode(t) // dns: win-bind active, lin-unbound standby
 	env := n.env(t)
 
-	r := ars(t, env, "", "switch", "dns", "-reason", "drill").ok(t)
-	if want := "switched dns: win-bind -> lin-unbound (generation "; !strings.HasPrefix(r.stdout, want) {
-		t.Fatalf("stdout %q, want prefix %q", r.stdout, want)
+	r := ars(t, env, "", "switch", "dns", "-reason", "drill").OK(t)
+	if want := "switched dns: win-bind -> lin-unbound (generation "; !strings.HasPrefix(r.Stdout, want) {
+		t.Fatalf("stdout %q, want prefix %q", r.Stdout, want)
 	}
 	if a, _ := n.service(t).Active(); a.Name != "lin-unbound" {
 		t.Fatalf("active %q", a.Name)
@@ -34,21 +34,21 @@ func TestSwitchCommand(t *testing.T) {
 	gen := n.service(t).Generation
 
 	// A refused switch: exit 1 with the reason, nothing changes.
-	ars(t, env, "", "switch", "dns", "-to", "lin-unbound").fails(t, cli.ExitFailed, "already active")
-	ars(t, env, "", "switch", "dns", "-to", "nope").fails(t, cli.ExitFailed, "(unknown_replica)")
-	ars(t, env, "", "switch", "nope").fails(t, cli.ExitFailed, "(unknown_service)")
-	ars(t, n.roleEnv(t, "reader"), "", "switch", "dns").fails(t, cli.ExitFailed, "(forbidden)")
-	ars(t, n.roleEnv(t, "detector"), "", "switch", "dns").fails(t, cli.ExitFailed, "(forbidden)")
-	ars(t, env, "", "switch").fails(t, cli.ExitUsage, "usage: ars switch")
-	ars(t, env, "", "switch", "dns", "-reason", strings.Repeat("x", 257)).fails(t, cli.ExitUsage, "-reason")
+	ars(t, env, "", "switch", "dns", "-to", "lin-unbound").Fails(t, cli.ExitFailed, "already active")
+	ars(t, env, "", "switch", "dns", "-to", "nope").Fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, env, "", "switch", "nope").Fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, n.roleEnv(t, "reader"), "", "switch", "dns").Fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, n.roleEnv(t, "detector"), "", "switch", "dns").Fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, env, "", "switch").Fails(t, cli.ExitUsage, "usage: ars switch")
+	ars(t, env, "", "switch", "dns", "-reason", strings.Repeat("x", 257)).Fails(t, cli.ExitUsage, "-reason")
 	if g := n.service(t).Generation; g != gen {
 		t.Fatalf("refused switches changed the generation: %d -> %d", gen, g)
 	}
 
-	r = ars(t, env, "", "switch", "dns", "-to", "win-bind", "-o", "json").ok(t)
+	r = ars(t, env, "", "switch", "dns", "-to", "win-bind", "-o", "json").OK(t)
 	var res api.SwitchResponse
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		t.Fatalf("-o json: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, r.Stdout)
 	}
 	if res.From != "lin-unbound" || res.To != "win-bind" || res.Outcome != "switch" {
 		t.Fatalf("response %+v", res)
@@ -68,64 +68,64 @@ func TestReplicaCommands(t *testing.T) {
 		return fsm.ReplicaState{}
 	}
 
-	r := ars(t, env, "", "replica", "quarantine", "dns", "lin-unbound", "-reason", "edr hit").ok(t)
-	if !strings.HasPrefix(r.stdout, "quarantine dns/lin-unbound: done") {
-		t.Fatalf("stdout %q", r.stdout)
+	r := ars(t, env, "", "replica", "quarantine", "dns", "lin-unbound", "-reason", "edr hit").OK(t)
+	if !strings.HasPrefix(r.Stdout, "quarantine dns/lin-unbound: done") {
+		t.Fatalf("stdout %q", r.Stdout)
 	}
 	if rs := role("lin-unbound"); rs.Role != fsm.RoleQuarantined || rs.Reason != "edr hit" {
 		t.Fatalf("after quarantine %+v", rs)
 	}
-	ars(t, env, "", "replica", "restore", "dns", "lin-unbound").ok(t)
+	ars(t, env, "", "replica", "restore", "dns", "lin-unbound").OK(t)
 	if rs := role("lin-unbound"); !rs.Clean {
 		t.Fatalf("after restore %+v", rs)
 	}
-	ars(t, env, "", "replica", "maintenance", "dns", "win-bind").fails(t, cli.ExitFailed, "(conflict)")
-	r = ars(t, env, "", "replica", "maintenance", "dns", "lin-unbound", "-o", "json").ok(t)
+	ars(t, env, "", "replica", "maintenance", "dns", "win-bind").Fails(t, cli.ExitFailed, "(conflict)")
+	r = ars(t, env, "", "replica", "maintenance", "dns", "lin-unbound", "-o", "json").OK(t)
 	var res api.ReplicaActionResponse
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Action != "maintenance" || res.Result.Index == 0 {
-		t.Fatalf("-o json: %+v %v\n%s", res, err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || res.Action != "maintenance" || res.Result.Index == 0 {
+		t.Fatalf("-o json: %+v %v\n%s", res, err, r.Stdout)
 	}
-	ars(t, env, "", "replica", "release", "dns", "lin-unbound").ok(t)
+	ars(t, env, "", "replica", "release", "dns", "lin-unbound").OK(t)
 	if rs := role("lin-unbound"); rs.Role == fsm.RoleMaintenance {
 		t.Fatalf("after release %+v", rs)
 	}
-	ars(t, env, "", "replica", "release", "dns", "nope").fails(t, cli.ExitFailed, "(unknown_replica)")
-	ars(t, n.roleEnv(t, "reader"), "", "replica", "quarantine", "dns", "lin-unbound").fails(t, cli.ExitFailed, "(forbidden)")
-	ars(t, env, "", "replica", "quarantine", "dns").fails(t, cli.ExitUsage, "usage: ars replica quarantine")
+	ars(t, env, "", "replica", "release", "dns", "nope").Fails(t, cli.ExitFailed, "(unknown_replica)")
+	ars(t, n.roleEnv(t, "reader"), "", "replica", "quarantine", "dns", "lin-unbound").Fails(t, cli.ExitFailed, "(forbidden)")
+	ars(t, env, "", "replica", "quarantine", "dns").Fails(t, cli.ExitUsage, "usage: ars replica quarantine")
 }
 
 func TestHistoryCommand(t *testing.T) {
 	n := alertNode(t)
 	env := n.env(t)
 
-	r := ars(t, env, "", "history").ok(t)
-	if !strings.Contains(r.stdout, "No completed switches yet.") {
-		t.Fatalf("empty history: %q", r.stdout)
+	r := ars(t, env, "", "history").OK(t)
+	if !strings.Contains(r.Stdout, "No completed switches yet.") {
+		t.Fatalf("empty history: %q", r.Stdout)
 	}
 	res := n.b.apply(t, fsm.Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: fsm.ReasonManual, At: 1})
 	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2})
 	n.b.apply(t, fsm.Switch{Service: "dns", From: "lin-unbound", To: "win-bind", Reason: fsm.ReasonDoS, At: 3})
 
-	r = ars(t, env, "", "history", "dns").ok(t)
-	lines := strings.Split(r.stdout, "\n")
+	r = ars(t, env, "", "history", "dns").OK(t)
+	lines := strings.Split(r.Stdout, "\n")
 	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "REASON PAIR COUNT MEAN-SWITCH MAX-SWITCH MEAN-TOTAL MAX-TOTAL" {
 		t.Fatalf("header %q", lines[0])
 	}
 	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "manual vm-container 1 12.5ms 12.5ms 80.0ms 80.0ms" {
-		t.Fatalf("row %q\n%s", lines[1], r.stdout)
+		t.Fatalf("row %q\n%s", lines[1], r.Stdout)
 	}
-	if !strings.Contains(r.stdout, "Last switches (2 of 2, newest last)") {
-		t.Fatalf("no switch list:\n%s", r.stdout)
+	if !strings.Contains(r.Stdout, "Last switches (2 of 2, newest last)") {
+		t.Fatalf("no switch list:\n%s", r.Stdout)
 	}
-	r = ars(t, n.roleEnv(t, "reader"), "", "history", "-n", "1").ok(t)
-	if !strings.Contains(r.stdout, "Last switches (1 of 2") {
-		t.Fatalf("-n 1:\n%s", r.stdout)
+	r = ars(t, n.roleEnv(t, "reader"), "", "history", "-n", "1").OK(t)
+	if !strings.Contains(r.Stdout, "Last switches (1 of 2") {
+		t.Fatalf("-n 1:\n%s", r.Stdout)
 	}
-	r = ars(t, env, "", "history", "-o", "json").ok(t)
+	r = ars(t, env, "", "history", "-o", "json").OK(t)
 	var h api.HistoryResponse
-	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || len(h.Switches) != 2 || len(h.Aggregates) != 1 {
+	if err := json.Unmarshal([]byte(r.Stdout), &h); err != nil || len(h.Switches) != 2 || len(h.Aggregates) != 1 {
 		t.Fatalf("-o json: %+v %v", h, err)
 	}
-	ars(t, env, "", "history", "nope").fails(t, cli.ExitFailed, "(unknown_service)")
-	ars(t, env, "", "history", "-n", "-1").fails(t, cli.ExitUsage, "-n -1")
+	ars(t, env, "", "history", "nope").Fails(t, cli.ExitFailed, "(unknown_service)")
+	ars(t, env, "", "history", "-n", "-1").Fails(t, cli.ExitUsage, "-n -1")
 }

@@ -276,8 +276,8 @@ func TestWatchAppArmorAddrsErrors(t *testing.T) {
 		{"ftp://x", "scheme must be http or https"},
 	} {
 		r := ars(t, env, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "win-bind", "-addrs", c.addrs)
-		if r.code != cli.ExitUsage || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("-addrs %q: exit %d, stderr %q; want usage error with %q", c.addrs, r.code, r.stderr, c.want)
+		if r.Code != cli.ExitUsage || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("-addrs %q: exit %d, stderr %q; want usage error with %q", c.addrs, r.Code, r.Stderr, c.want)
 		}
 	}
 }
@@ -356,16 +356,16 @@ func TestWatchAppArmorRejections(t *testing.T) {
 
 	// Usage errors.
 	det := n.roleEnv(t, "detector")
-	ars(t, det, "", "watch", "apparmor", "-service", "dns", "-replica", "r").fails(t, cli.ExitUsage, "-log is required")
-	ars(t, det, "", "watch", "apparmor", "-log", log, "-replica", "r").fails(t, cli.ExitUsage, "-service is required")
-	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns").fails(t, cli.ExitUsage, "-replica is required")
-	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "-queue", "0").fails(t, cli.ExitUsage, "-queue")
-	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "extra").fails(t, cli.ExitUsage, "usage")
+	ars(t, det, "", "watch", "apparmor", "-service", "dns", "-replica", "r").Fails(t, cli.ExitUsage, "-log is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-replica", "r").Fails(t, cli.ExitUsage, "-service is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns").Fails(t, cli.ExitUsage, "-replica is required")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "-queue", "0").Fails(t, cli.ExitUsage, "-queue")
+	ars(t, det, "", "watch", "apparmor", "-log", log, "-service", "dns", "-replica", "r", "extra").Fails(t, cli.ExitUsage, "usage")
 	// An unreadable log is an error, not a wait.
 	dir := t.TempDir()
 	r := ars(t, det, "", "watch", "apparmor", "-log", dir, "-service", "dns", "-replica", "r", "-from-start")
-	if want := "\nars: following the log: read " + dir + ": is a directory\n"; r.code != cli.ExitFailed || !strings.HasSuffix(r.stderr, want) {
-		t.Fatalf("watching a directory: exit %d, stderr %q", r.code, r.stderr)
+	if want := "\nars: following the log: read " + dir + ": is a directory\n"; r.Code != cli.ExitFailed || !strings.HasSuffix(r.Stderr, want) {
+		t.Fatalf("watching a directory: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }
 

@@ -35,7 +35,7 @@ func TestThreeNodeExamplesLoad(t *testing.T) {
 		t.Errorf("Load before keygen = %v, want a missing tls.ca_file error", err)
 	}
 
-	ars(t, nil, "", "keygen", "-dir", filepath.Join(dst, "certs"), "-nodes", "n1=127.0.0.1,n2=127.0.0.2,n3=127.0.0.3").ok(t)
+	ars(t, nil, "", "keygen", "-dir", filepath.Join(dst, "certs"), "-nodes", "n1=127.0.0.1,n2=127.0.0.2,n3=127.0.0.3").OK(t)
 
 	seen := map[string]bool{}
 	for i, name := range []string{"n1", "n2", "n3"} {

@@ -20,6 +20,7 @@ import (
 	"github.com/ars-project/ars/cluster"
 
 	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/cmd/internal/cli/clitest"
 	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/pki"
@@ -305,47 +306,10 @@ func (n *testNode) env(t *testing.T) map[string]string {
 	return map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvTokenFile: p.operatorToken}
 }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
 // ars runs ars with args, the given environment and stdin.
-func ars(t *testing.T, env map[string]string, stdin string, args ...string) result {
+func ars(t *testing.T, env map[string]string, stdin string, args ...string) clitest.Result {
 	t.Helper()
-	var out, errb bytes.Buffer
-	code := app.Run(context.Background(), args, cli.Streams{
-		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
-		Getenv: func(k string) string { return env[k] },
-	})
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
-}
-
-// ok asserts success with nothing on stderr.
-func (r result) ok(t *testing.T) result {
-	t.Helper()
-	if r.code != 0 || r.stderr != "" {
-		t.Fatalf("exit %d, stderr %q, stdout %q; want success", r.code, r.stderr, r.stdout)
-	}
-	return r
-}
-
-// fails asserts the exit code, nothing on stdout, and exactly one stderr
-// line "ars: ..." containing want.
-func (r result) fails(t *testing.T, code int, want string) {
-	t.Helper()
-	if r.code != code {
-		t.Errorf("exit %d, want %d (stderr %q)", r.code, code, r.stderr)
-	}
-	if r.stdout != "" {
-		t.Errorf("stdout %q, want nothing on failure", r.stdout)
-	}
-	if !strings.HasPrefix(r.stderr, "ars: ") || strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
-		t.Errorf("stderr %q, want exactly one line \"ars: <reason>\"", r.stderr)
-	}
-	if !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr %q, want it to contain %q", r.stderr, want)
-	}
+	return clitest.Run(t, app, env, stdin, args...)
 }
 
 // Alerts implements the API server's AlertLedger.

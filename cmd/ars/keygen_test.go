@@ -16,9 +16,9 @@ import (
 
 func TestKeygen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
-	r := ars(t, nil, "", "keygen", "-nodes", "n1=127.0.0.1,n2=127.0.0.2", "-dir", dir, "-operators", "alice", "-nodes", "n1=n1.lab.internal", "-o", "json").ok(t)
-	if !strings.Contains(r.stdout, `"file": "`+filepath.Join(dir, "n2-key.pem")+`"`) {
-		t.Errorf("keygen -o json:\n%s", r.stdout)
+	r := ars(t, nil, "", "keygen", "-nodes", "n1=127.0.0.1,n2=127.0.0.2", "-dir", dir, "-operators", "alice", "-nodes", "n1=n1.lab.internal", "-o", "json").OK(t)
+	if !strings.Contains(r.Stdout, `"file": "`+filepath.Join(dir, "n2-key.pem")+`"`) {
+		t.Errorf("keygen -o json:\n%s", r.Stdout)
 	}
 	for _, f := range []struct {
 		name string
@@ -65,7 +65,7 @@ func TestKeygen(t *testing.T) {
 
 	// Never overwrites: a second run fails and changes nothing.
 	before, _ := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
-	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1").fails(t, cli.ExitFailed, "exists")
+	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1").Fails(t, cli.ExitFailed, "exists")
 	if after, _ := os.ReadFile(filepath.Join(dir, "ca-key.pem")); string(after) != string(before) {
 		t.Errorf("second keygen replaced the CA key")
 	}
@@ -73,11 +73,11 @@ func TestKeygen(t *testing.T) {
 
 func TestKeygenUsage(t *testing.T) {
 	dir := t.TempDir()
-	ars(t, nil, "", "keygen", "-dir", dir).fails(t, cli.ExitUsage, "-nodes is required")
-	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1").fails(t, cli.ExitUsage, `invalid value "n1" for flag -nodes: "n1": want NAME=ADDR`)
-	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1", "-validity", "-1h").fails(t, cli.ExitUsage, "-validity -1h0m0s: must be > 0")
-	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "N1=127.0.0.1").fails(t, cli.ExitFailed, "must match")
-	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1", "extra").fails(t, cli.ExitUsage, "usage: ars keygen [flags]")
+	ars(t, nil, "", "keygen", "-dir", dir).Fails(t, cli.ExitUsage, "-nodes is required")
+	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1").Fails(t, cli.ExitUsage, `invalid value "n1" for flag -nodes: "n1": want NAME=ADDR`)
+	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1", "-validity", "-1h").Fails(t, cli.ExitUsage, "-validity -1h0m0s: must be > 0")
+	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "N1=127.0.0.1").Fails(t, cli.ExitFailed, "must match")
+	ars(t, nil, "", "keygen", "-dir", dir, "-nodes", "n1=127.0.0.1", "extra").Fails(t, cli.ExitUsage, "usage: ars keygen [flags]")
 }
 
 func TestNodeListFlag(t *testing.T) {

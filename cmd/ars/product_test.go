@@ -11,12 +11,12 @@ import (
 // & response and Operations, in that order, and nothing of the lab, the
 // benchmark or the chaos suite (ars-lab's), nor internal commands.
 func TestHelpGroupsTheProduct(t *testing.T) {
-	r := ars(t, nil, "", "help").ok(t)
+	r := ars(t, nil, "", "help").OK(t)
 	at := -1
 	for _, g := range []string{"Cluster:", "Services:", "Attacks & response:", "Operations:"} {
-		i := strings.Index(r.stdout, "\n"+g+"\n")
+		i := strings.Index(r.Stdout, "\n"+g+"\n")
 		if i < at {
-			t.Errorf("help: group %q missing or out of order:\n%s", g, r.stdout)
+			t.Errorf("help: group %q missing or out of order:\n%s", g, r.Stdout)
 		}
 		at = i
 	}
@@ -27,7 +27,7 @@ func TestHelpGroupsTheProduct(t *testing.T) {
 	}
 	listed := map[string]string{} // command line -> the heading above it
 	heading := ""
-	for _, line := range strings.Split(r.stdout, "\n") {
+	for _, line := range strings.Split(r.Stdout, "\n") {
 		switch {
 		case strings.HasSuffix(line, ":") && !strings.HasPrefix(line, " "):
 			heading = line
@@ -43,16 +43,16 @@ func TestHelpGroupsTheProduct(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Errorf("help: %q is not under %q:\n%s", name, group, r.stdout)
+			t.Errorf("help: %q is not under %q:\n%s", name, group, r.Stdout)
 		}
 	}
-	if m := regexp.MustCompile(`(?i)\b(lab|bench|chaos|serve)\b`).FindString(r.stdout); m != "" {
-		t.Errorf("help mentions %q:\n%s", m, r.stdout)
+	if m := regexp.MustCompile(`(?i)\b(lab|bench|chaos|serve)\b`).FindString(r.Stdout); m != "" {
+		t.Errorf("help mentions %q:\n%s", m, r.Stdout)
 	}
 	// The old names say where the commands went.
-	ars(t, nil, "", "lab", "up").fails(t, 2, `unknown command "lab": the lab's commands are ars-lab's now`)
+	ars(t, nil, "", "lab", "up").Fails(t, 2, `unknown command "lab": the lab's commands are ars-lab's now`)
 	for _, word := range []string{"bench", "chaos"} {
-		ars(t, nil, "", word).fails(t, 2, `unknown command "`+word+`": it is ars-lab `+word+` now`)
+		ars(t, nil, "", word).Fails(t, 2, `unknown command "`+word+`": it is ars-lab `+word+` now`)
 	}
 }
 

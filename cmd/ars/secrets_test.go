@@ -10,6 +10,7 @@ import (
 	"github.com/ars-project/ars/pki"
 
 	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/cmd/internal/cli/clitest"
 )
 
 // TestCLIOutputHasNoSecrets: what the CLI prints — `ars snapshot save`
@@ -43,32 +44,32 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 
 	n := startNode(t, false)
 	env := n.env(t)
-	var outputs []result
-	run := func(env map[string]string, args ...string) result {
+	var outputs []clitest.Result
+	run := func(env map[string]string, args ...string) clitest.Result {
 		r := ars(t, env, "", args...)
 		outputs = append(outputs, r)
 		return r
 	}
-	run(env, "service", "apply", exampleService).ok(t)
-	run(env, "alert", "dns", "bind9-win", "-kind", "exploit", "-id", "cli-secret-1", "-evidence", "apparmor=\"DENIED\"").ok(t)
+	run(env, "service", "apply", exampleService).OK(t)
+	run(env, "alert", "dns", "bind9-win", "-kind", "exploit", "-id", "cli-secret-1", "-evidence", "apparmor=\"DENIED\"").OK(t)
 	out := filepath.Join(t.TempDir(), "backup.snap")
-	run(env, "snapshot", "save", out).ok(t)
-	run(env, "snapshot", "save", out).fails(t, cli.ExitFailed, "exists")
-	if r := run(env, "snapshot", "save", "-").ok(t); len(r.stdout) == 0 {
+	run(env, "snapshot", "save", out).OK(t)
+	run(env, "snapshot", "save", out).Fails(t, cli.ExitFailed, "exists")
+	if r := run(env, "snapshot", "save", "-").OK(t); len(r.Stdout) == 0 {
 		t.Fatal("snapshot save - wrote nothing")
 	}
 	saved, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	outputs = append(outputs, result{stdout: string(saved)})
+	outputs = append(outputs, clitest.Result{Stdout: string(saved)})
 
 	for name, tok := range secrets {
 		if !strings.HasPrefix(name, "token") {
 			continue
 		}
 		wrong := map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvToken: tok + "x"}
-		run(wrong, "status").fails(t, cli.ExitFailed, "unauthorized")
+		run(wrong, "status").Fails(t, cli.ExitFailed, "unauthorized")
 		run(wrong, "snapshot", "save", filepath.Join(t.TempDir(), "x.snap"))
 		right := map[string]string{cli.EnvAddr: n.addr, cli.EnvCACert: p.ca, cli.EnvToken: tok}
 		run(right, "snapshot", "save", "-")     // refused unless operator
@@ -78,8 +79,8 @@ func TestCLIOutputHasNoSecrets(t *testing.T) {
 	}
 	for _, r := range outputs {
 		for what, s := range secrets {
-			if strings.Contains(r.stdout, s) || strings.Contains(r.stderr, s) {
-				t.Errorf("the %s appears in CLI output (exit %d): stdout %.200q stderr %.200q", what, r.code, r.stdout, r.stderr)
+			if strings.Contains(r.Stdout, s) || strings.Contains(r.Stderr, s) {
+				t.Errorf("the %s appears in CLI output (exit %d): stdout %.200q stderr %.200q", what, r.Code, r.Stdout, r.Stderr)
 			}
 		}
 	}

@@ -18,10 +18,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ars-project/ars/api"
-
 	"golang.org/x/time/rate"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
 )
 

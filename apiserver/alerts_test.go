@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/api"
-
 	"github.com/hashicorp/raft"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
 )
 

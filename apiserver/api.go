@@ -8,12 +8,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ars-project/ars/cluster"
-	"github.com/ars-project/ars/pki"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 )
 
 // StateDigester is implemented by a Backend that can digest its replicated

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/fsm"
-	"github.com/hashicorp/raft"
 )
 
 // fsmStatus is the HTTP status for an fsm error code.

@@ -7,10 +7,9 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/ars-project/ars/api"
-
 	"github.com/hashicorp/raft"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
 )
 

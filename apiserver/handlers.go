@@ -17,7 +17,6 @@ import (
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cluster"
-
 	"github.com/ars-project/ars/fsm"
 )
 

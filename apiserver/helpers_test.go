@@ -16,12 +16,11 @@ import (
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cluster"
-	"github.com/ars-project/ars/pki"
-	"github.com/ars-project/ars/transport"
-
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/test/testpki"
 	"github.com/ars-project/ars/test/testutil"
+	"github.com/ars-project/ars/transport"
 )
 
 // Test PKIs, generated once: the cluster's and a foreign one.

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/fsm"
 )
 

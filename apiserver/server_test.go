@@ -11,13 +11,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/pki"
-
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 )
 
 type routeCase struct {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/fsm"
 )
 

@@ -15,9 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/pki"
-
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
 

@@ -9,11 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ars-project/ars/controller/decide"
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
 )

@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	testutil2 "github.com/ars-project/ars/test/testutil"
-
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
+	testutil2 "github.com/ars-project/ars/test/testutil"
 )
 
 const svcName = "dns"

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
 )

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ars-project/ars/pki"
-
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -22,6 +20,7 @@ import (
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
 	"github.com/ars-project/ars/lab/vcwatch"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/vcsim"
 )
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
 )

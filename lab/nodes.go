@@ -17,13 +17,12 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/pki"
-
 	"gopkg.in/yaml.v3"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/transport"
-
 	"github.com/hashicorp/raft"
+
+	"github.com/ars-project/ars/transport"
 )
 
 func newTestStream(t *testing.T, dir, node string, opts ...transport.StreamOption) *transport.StreamLayer {

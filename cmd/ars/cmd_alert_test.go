@@ -7,13 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/pki"
-
 	"gopkg.in/yaml.v3"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 )
 
 // alertNode is a test node with service "dns" (replicas win-bind,

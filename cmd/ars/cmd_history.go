@@ -7,7 +7,6 @@ import (
 	"io"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 )
 

@@ -11,11 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ars-project/ars/pki"
-
 	"gopkg.in/yaml.v3"
 
 	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/pki"
 )
 
 // OperatorTokenFile is written by keygen next to tokens.yaml: the secret of

@@ -8,7 +8,6 @@ import (
 	"sort"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 )
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 )
 

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"
 )

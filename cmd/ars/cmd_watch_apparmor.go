@@ -18,7 +18,6 @@ import (
 	"unicode"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/cmd/ars/internal/apparmor"
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/fsm"

@@ -18,7 +18,6 @@ import (
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/apiserver"
 	"github.com/ars-project/ars/cluster"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/cmd/internal/cli/clitest"
 	"github.com/ars-project/ars/controller/decide"

@@ -7,11 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/pki"
-
 	"gopkg.in/yaml.v3"
 
 	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/pki"
 )
 
 func TestKeygen(t *testing.T) {

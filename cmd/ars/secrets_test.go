@@ -7,10 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/pki"
-
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/cmd/internal/cli/clitest"
+	"github.com/ars-project/ars/pki"
 )
 
 // TestCLIOutputHasNoSecrets: what the CLI prints — `ars snapshot save`

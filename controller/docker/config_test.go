@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	cerrdefs "github.com/containerd/errdefs"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 )
 

@@ -10,11 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 )
 

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+
+	"github.com/ars-project/ars/controller/driver"
 )
 
-// Short names for the controller's sentinels.
+// Short names for the driver contract's sentinels (controller/driver).
 var (
 	errNotFound     = driver.ErrNotFound
 	errUnsupported  = driver.ErrUnsupported

@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 )
 

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/ars-project/ars/fsm"
 )
 

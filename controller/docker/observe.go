@@ -1,9 +1,9 @@
 package docker
 
 import (
-	"github.com/ars-project/ars/controller/driver"
 	"github.com/moby/moby/api/types/container"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 )
 

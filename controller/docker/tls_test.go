@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/pki"
-
 	"github.com/ars-project/ars/controller/driver"
+	"github.com/ars-project/ars/pki"
 )
 
 // testPKI is a cluster CA of `ars keygen` (transport.GeneratePKI) in its

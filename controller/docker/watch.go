@@ -5,11 +5,10 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 )
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/vcsim"
 )

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"reflect"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/ars-project/ars/controller/driver"
 )
 
-// Short names for the controller's sentinels.
+// Short names for the driver contract's sentinels (controller/driver).
 var (
 	errNotFound     = driver.ErrNotFound
 	errUnsupported  = driver.ErrUnsupported

@@ -7,13 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/vcsim"
 )
 

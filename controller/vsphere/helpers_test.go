@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 	arstest "github.com/ars-project/ars/test/testutil"
 	"github.com/ars-project/ars/vcsim"

@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/ars-project/ars/controller/driver"
 	arstest "github.com/ars-project/ars/test/testutil"
 	"github.com/ars-project/ars/vcsim"
 )

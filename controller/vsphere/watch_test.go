@@ -5,10 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/vcsim"
 )
 

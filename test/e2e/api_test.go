@@ -14,9 +14,8 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/pki"
-
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/test/harness"
 	"github.com/ars-project/ars/transport"
 )

@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/api"
-
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/ars/agent"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/dockertest"

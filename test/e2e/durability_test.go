@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/fabric"
 	"github.com/ars-project/ars/test/harness"

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/apiserver"
-
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/harness"
 )

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/lab"
 )
 

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/test/harness"
 )
 

@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/api"
-
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/ars/agent"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/test/fabric"

@@ -19,13 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/pki"
-
 	"gopkg.in/yaml.v3"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/ars/agent"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
 

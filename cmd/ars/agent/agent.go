@@ -18,23 +18,21 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ars-project/ars/api"
-	"github.com/ars-project/ars/apiserver"
-	"github.com/ars-project/ars/pki"
-
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/apiserver"
 	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/cmd/ars/internal/config"
 	"github.com/ars-project/ars/controller"
 	"github.com/ars-project/ars/controller/docker"
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/controller/vsphere"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
 

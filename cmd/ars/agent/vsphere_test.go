@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ars-project/ars/controller/driver"
-
 	"github.com/ars-project/ars/cmd/ars/internal/config"
+	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/test/testutil"
 	"github.com/ars-project/ars/vcsim"
 )

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
-
 	"github.com/ars-project/ars/transport"
 )
 

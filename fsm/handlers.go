@@ -490,24 +490,35 @@ func applyReplicaRole(m *Machine, e entry, c Command) (Result, error) {
 
 // ---- alert ---------------------------------------------------------------
 
-func validateAlert(a Alert) error {
+// validateEntry checks what every ledger entry carries: its id, service,
+// source and time.
+func validateEntry(id, service, source string, at int64) error {
 	switch {
-	case a.ID == "":
+	case id == "":
 		return errors.New("id: required")
-	case a.Service == "":
+	case service == "":
 		return errors.New("service: required")
+	case at < 0:
+		return fmt.Errorf("at: %d must not be negative", at)
+	}
+	if err := checkText(id, maxIDLen); err != nil {
+		return fmt.Errorf("id: %v", err)
+	}
+	if err := checkText(source, maxSourceLen); err != nil {
+		return fmt.Errorf("source: %v", err)
+	}
+	return nil
+}
+
+func validateAlert(a Alert) error {
+	if err := validateEntry(a.ID, a.Service, a.Source, a.At); err != nil {
+		return err
+	}
+	switch {
 	case a.Replica == "":
 		return errors.New("replica: required")
 	case a.Kind != KindExploit && a.Kind != KindDoS:
 		return fmt.Errorf("kind: %q must be %q or %q", a.Kind, KindExploit, KindDoS)
-	case a.At < 0:
-		return fmt.Errorf("at: %d must not be negative", a.At)
-	}
-	if err := checkText(a.ID, maxIDLen); err != nil {
-		return fmt.Errorf("id: %v", err)
-	}
-	if err := checkText(a.Source, maxSourceLen); err != nil {
-		return fmt.Errorf("source: %v", err)
 	}
 	if err := checkMultiline(a.Evidence, maxEvidenceLen); err != nil {
 		return fmt.Errorf("evidence: %v", err)
@@ -560,8 +571,7 @@ func (m *Machine) addToLedger(e entry, svc *Service, rec AlertRecord) (Result, e
 func applySwitchRequest(m *Machine, e entry, c Command) (Result, error) {
 	r := c.(SwitchRequest)
 	res := Result{Index: e.index}
-	// The same rules as an alert's id, service, source and time.
-	err := validateAlert(Alert{ID: r.ID, Service: r.Service, Replica: "-", Kind: KindDoS, Source: r.Source, At: r.At})
+	err := validateEntry(r.ID, r.Service, r.Source, r.At)
 	if err == nil {
 		if rerr := checkText(r.Reason, maxReasonLen); rerr != nil {
 			err = fmt.Errorf("reason: %v", rerr)

@@ -142,14 +142,27 @@ func lastHost(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// removeAll removes the lab's containers and its service network (what a
-// lab of the same prefix and replicas left behind, or this one at Down).
+// removeAll removes the lab's containers — each replica's, and any the
+// driver renamed aside because the engine could not remove them then —
+// and its service network (what a lab of the same prefix and replicas
+// left behind, or this one at Down).
 func (c *containers) removeAll(ctx context.Context) error {
 	var errs []error
 	for n := range c.names {
-		_, err := c.cli.ContainerRemove(ctx, ContainerName(n), client.ContainerRemoveOptions{Force: true})
-		if err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("lab: remove container %s: %w", ContainerName(n), err))
+		ids := []string{ContainerName(n)}
+		res, err := c.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
+			Filters: make(client.Filters).Add("label", docker.LabelReplica+"="+n)})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("lab: list the containers of replica %s: %w", n, err))
+		}
+		for _, it := range res.Items {
+			ids = append(ids, it.ID)
+		}
+		for _, id := range ids {
+			_, err := c.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+			if err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("lab: remove container %s of replica %s: %w", id, n, err))
+			}
 		}
 	}
 	if _, err := c.cli.NetworkRemove(ctx, c.network, client.NetworkRemoveOptions{}); err != nil && !isNotFound(err) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,8 +36,12 @@ func (l *Lab) RestartEngine(ctx context.Context) (time.Duration, error) {
 	if l.ctrs == nil {
 		return 0, badRequest("the lab has no container replicas: no engine to restart")
 	}
+	root := defaultDockerRoot
+	if info, err := l.ctrs.cli.Info(ctx, client.InfoOptions{}); err == nil && info.Info.DockerRootDir != "" {
+		root = info.Info.DockerRootDir
+	}
 	start := time.Now()
-	err := restartDockerd(ctx, func(ctx context.Context) error {
+	err := restartDockerd(ctx, root, l.log, func(ctx context.Context) error {
 		_, err := l.ctrs.cli.Ping(ctx, client.PingOptions{})
 		return err
 	})
@@ -43,9 +49,14 @@ func (l *Lab) RestartEngine(ctx context.Context) (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// restartDockerd restarts the daemon named by DockerPidFile; ping tells
-// when the new one answers.
-func restartDockerd(ctx context.Context, ping func(context.Context) error) error {
+// defaultDockerRoot is the engine's data root where it does not say.
+const defaultDockerRoot = "/var/lib/docker"
+
+// restartDockerd restarts the daemon named by DockerPidFile, whose data
+// root is root; ping tells when the new one answers. Between the two it
+// unmounts what the stopped daemon left mounted under its data root (see
+// unmountLeaked).
+func restartDockerd(ctx context.Context, root string, log *slog.Logger, ping func(context.Context) error) error {
 	b, err := os.ReadFile(DockerPidFile)
 	if err != nil {
 		return fmt.Errorf("lab: docker engine: %w", err)
@@ -79,6 +90,13 @@ func restartDockerd(ctx context.Context, ping func(context.Context) error) error
 			return fmt.Errorf("lab: dockerd (pid %d) did not exit within %s of SIGTERM", pid, maxEngineRestart)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	left, err := unmountLeaked("/proc/self/mountinfo", root)
+	for _, mp := range left {
+		log.Warn("lab: the stopped docker engine left a mount behind; unmounted it", "mount", mp)
+	}
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
@@ -130,4 +148,65 @@ func closeInheritedOnExec() {
 			syscall.CloseOnExec(fd)
 		}
 	}
+}
+
+// unmountLeaked unmounts (lazily) every mount below root listed in
+// mountinfo, deepest first, and returns the mount points it unmounted.
+// Called while no engine runs: a stopped engine has stopped every
+// container and unmounted their root filesystems, so anything still
+// mounted there was leaked. An engine stopped while it started a
+// container with the fuse-overlayfs storage driver leaks that container's
+// root filesystem (an orphaned fuse-overlayfs process keeps it mounted);
+// the next engine bind-mounts its data root over it, and from then on the
+// container can never be removed ("device or resource busy") until the
+// machine restarts. The lab restarts the engine as a service manager
+// would and cleans up after it as an administrator would.
+func unmountLeaked(mountinfo, root string) ([]string, error) {
+	b, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("lab: reading mounts: %w", err)
+	}
+	root = filepath.Clean(root)
+	var mps []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if strings.HasPrefix(mp, root+"/") {
+			mps = append(mps, mp)
+		}
+	}
+	// Deepest first: a mount below another goes before it.
+	slices.SortFunc(mps, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	var done []string
+	var errs []error
+	for _, mp := range mps {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("lab: unmounting %s, left behind by the stopped docker engine: %w", mp, err))
+			continue
+		}
+		done = append(done, mp)
+	}
+	return done, errors.Join(errs...)
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -22,10 +22,14 @@ import (
 // network). labelReplica is how it recognises its own containers.
 const (
 	labelManaged  = "ars.managed"   // "true"
-	labelReplica  = "ars.replica"   // replica name
+	labelReplica  = LabelReplica    // replica name
 	labelImpl     = "ars.impl"      // implementation, for people
 	labelSpecHash = "ars.spec-hash" // specHash of the definition it was created from
 )
+
+// LabelReplica is the label that names the replica a container belongs
+// to, on every container the driver creates.
+const LabelReplica = "ars.replica"
 
 // specVersion is part of the spec hash: bump it when the way containers
 // are created changes, so existing containers are re-created.
@@ -71,6 +75,89 @@ func (h *host) remove(ctx context.Context, id string) error {
 		return fmt.Errorf("remove container %s: %w", id[:12], err)
 	}
 	return nil
+}
+
+// replace clears the way for a fresh container of r by removing c. If the
+// engine answers but cannot remove it, and it does not run, c is renamed
+// aside (staleName) so the replica can be created again under its own
+// name: an engine stopped while it started a container with the
+// fuse-overlayfs storage driver leaves that container's root filesystem
+// mounted by an orphaned helper, and from then on every removal of it
+// fails with "device or resource busy" until someone unmounts it on the
+// engine's host. Without the rename the replica could never be restored
+// there. A container that still runs is never renamed aside (it may hold
+// the service address); an engine that cannot be reached is retried.
+// Containers renamed aside are removed by a later sweep.
+func (h *host) replace(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse) error {
+	h.sweep(ctx, r)
+	rmErr := h.remove(ctx, c.ID)
+	if rmErr == nil {
+		return nil
+	}
+	if s, _ := classify(rmErr); s == errUnavailable {
+		return rmErr
+	}
+	var now client.ContainerInspectResult
+	err := h.call(ctx, "inspect", h.d.cfg.CallTimeout, func(ctx context.Context) error {
+		var err error
+		now, err = h.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+		return err
+	})
+	switch {
+	case err != nil && isNotFound(err):
+		return nil // gone after all
+	case err != nil:
+		return errors.Join(rmErr, fmt.Errorf("inspect %s after the failed removal: %w", c.ID[:12], err))
+	case now.Container.State == nil || now.Container.State.Running || now.Container.State.Paused || now.Container.State.Restarting:
+		return rmErr
+	}
+	aside := staleName(r, c.ID)
+	err = h.call(ctx, "rename", h.d.cfg.CallTimeout, func(ctx context.Context) error {
+		_, err := h.cli.ContainerRename(ctx, c.ID, client.ContainerRenameOptions{NewName: aside})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w (and renaming it aside to %s failed: %w)", rmErr, aside, err)
+	}
+	h.log.Warn("the engine cannot remove the replica's old container: renamed it aside so the replica can be created again; its host needs attention (a leaked root filesystem mount)",
+		"replica", r.Name, "container", aside, "id", c.ID[:12], "err", rmErr)
+	h.d.m.stale.WithLabelValues(h.name).Inc()
+	return nil
+}
+
+// staleName is the name a container that could not be removed is
+// renamed to. Replica names have no capitals, so it is never the name of
+// a replica's container.
+func staleName(r fsm.ReplicaSpec, id string) string {
+	return ContainerName(r) + "-STALE-" + id[:12]
+}
+
+// sweep removes what replace renamed aside for r earlier, where the
+// engine can remove it now; what it still cannot stays for the next
+// sweep.
+func (h *host) sweep(ctx context.Context, r fsm.ReplicaSpec) {
+	var res client.ContainerListResult
+	err := h.call(ctx, "list", h.d.cfg.CallTimeout, func(ctx context.Context) error {
+		var err error
+		res, err = h.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
+			Filters: make(client.Filters).Add("label", labelReplica+"="+r.Name)})
+		return err
+	})
+	if err != nil {
+		h.log.Debug("cannot list containers renamed aside", "replica", r.Name, "err", err)
+		return
+	}
+	prefix := "/" + ContainerName(r) + "-STALE-"
+	for _, c := range res.Items {
+		if !slices.ContainsFunc(c.Names, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+			continue
+		}
+		if err := h.remove(ctx, c.ID); err != nil {
+			h.log.Debug("a container renamed aside still cannot be removed", "replica", r.Name, "id", c.ID[:12], "err", err)
+			continue
+		}
+		h.log.Info("removed a container renamed aside earlier", "replica", r.Name, "id", c.ID[:12])
+	}
 }
 
 // start starts a stopped container. If the engine refuses because the

@@ -392,7 +392,7 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 			}
 			if c.Config.Labels[labelSpecHash] != specHash(r) && !onNetwork(c, serviceNetwork(r)) || c.State.Dead {
 				h.log.Info("re-creating a stopped container from its current spec", "replica", r.Name, "dead", c.State.Dead)
-				if err := h.remove(ctx, c.ID); err != nil {
+				if err := h.replace(ctx, r, c); err != nil {
 					return err
 				}
 				c = nil
@@ -473,7 +473,7 @@ func (d *Driver) PowerOff(ctx context.Context, r fsm.ReplicaSpec) error {
 func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.do(ctx, "restore", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
 		if c != nil {
-			if err := h.remove(ctx, c.ID); err != nil {
+			if err := h.replace(ctx, r, c); err != nil {
 				return err
 			}
 		}

@@ -2,7 +2,10 @@ package docker
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -194,7 +197,10 @@ type proxy struct {
 	// refuse: request-line substring: drop every such request, unanswered
 	// and not forwarded, while it is set (other requests pass).
 	refuse string
-	drops  int
+	// fail: request-line substring: answer every such request with a 500
+	// carrying failMsg, not forwarded, while it is set.
+	fail, failMsg string
+	drops         int
 }
 
 func newProxy(t *testing.T, upstream string) *proxy {
@@ -312,9 +318,21 @@ func (p *proxy) serve(ln net.Listener, c net.Conn) {
 			p.drops++
 		}
 		refuse := p.refuse != "" && strings.Contains(line, p.refuse)
+		fail := p.fail != "" && strings.Contains(line, p.fail)
+		failMsg := p.failMsg
 		p.mu.Unlock()
 		if drop || refuse {
 			return // the engine "died" before it saw the request
+		}
+		if fail {
+			body, _ := json.Marshal(map[string]string{"message": failMsg})
+			resp := &http.Response{StatusCode: http.StatusInternalServerError, ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{"Content-Type": {"application/json"}}, ContentLength: int64(len(body)),
+				Body: io.NopCloser(bytes.NewReader(body))}
+			if err := resp.Write(c); err != nil {
+				return
+			}
+			continue
 		}
 		if err := req.Write(up); err != nil {
 			return
@@ -394,6 +412,73 @@ func TestEngineDropsMidOperation(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(reg, "ars_docker_operation_duration_seconds"); n == 0 {
 		t.Fatal("no operation metrics")
+	}
+}
+
+// TestRestoreWhenEngineCannotRemove: an engine that answers but cannot
+// remove a replica's stopped container (the leaked fuse-overlayfs mount an
+// engine stopped mid-start leaves behind) does not keep the replica from
+// being restored: the old container is renamed aside, a fresh one is
+// created under the replica's name, and once the engine can remove it
+// again the next restore sweeps the renamed one away. A running container
+// the engine cannot remove is not renamed: the restore fails.
+func TestRestoreWhenEngineCannotRemove(t *testing.T) {
+	e := testEnv(t)
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	reg := prometheus.NewRegistry()
+	d, _ := newDriver(t, e, "unix://"+p.path, func(c *Config) { c.Registerer = reg })
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	if err := d.PowerOn(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	old := e.inspect(t, ContainerName(r))
+	setFail := func(on bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.fail, p.failMsg = "", ""
+		if on {
+			p.fail = "DELETE /"
+			p.failMsg = `container ` + old.ID + `: driver "fuse-overlayfs" failed to remove root filesystem: unlinkat /var/lib/docker/fuse-overlayfs/x/merged: device or resource busy`
+		}
+	}
+
+	setFail(true)
+	wantErr(t, d.Restore(ctx, r), driver.ErrFailed, "failed to remove root filesystem")
+	if c := e.inspect(t, ContainerName(r)); c == nil || c.ID != old.ID || !c.State.Running {
+		t.Fatalf("a running container the engine cannot remove was touched: %+v", c)
+	}
+
+	if err := d.PowerOff(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restore(ctx, r); err != nil {
+		t.Fatalf("restore with the old container unremovable: %v", err)
+	}
+	fresh := e.inspect(t, ContainerName(r))
+	if fresh == nil || fresh.ID == old.ID {
+		t.Fatalf("no fresh container under the replica's name: %+v", fresh)
+	}
+	aside := e.inspect(t, staleName(r, old.ID))
+	if aside == nil || aside.ID != old.ID {
+		t.Fatalf("the old container is not renamed aside to %s", staleName(r, old.ID))
+	}
+	if got := testutil.ToFloat64(d.m.stale.WithLabelValues("local")); got != 1 {
+		t.Fatalf("containers renamed aside: metric %v, want 1", got)
+	}
+	if o := observe(t, d, r); o.Power != driver.PowerOff || o.ChangeVersion == "" {
+		t.Fatalf("the restored replica: %+v; want its fresh container, powered off", o)
+	}
+
+	setFail(false)
+	if err := d.Restore(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.inspect(t, staleName(r, old.ID)); c != nil {
+		t.Fatalf("the container renamed aside was not swept: %s", c.Name)
+	}
+	if c := e.inspect(t, ContainerName(r)); c == nil || c.ID == fresh.ID {
+		t.Fatalf("the second restore did not re-create the replica: %+v", c)
 	}
 }
 

@@ -10,6 +10,7 @@ type metrics struct {
 	ops           *prometheus.HistogramVec // driver operations (all attempts) by op and result
 	watchRestarts *prometheus.CounterVec   // event-stream subscriptions after an error
 	events        *prometheus.CounterVec   // engine events that concerned a watched replica
+	stale         *prometheus.CounterVec   // containers renamed aside because the engine could not remove them
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +28,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Event-stream subscriptions made again after the stream failed (each one tells watchers to resync)."}, []string{"host"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_total",
 			Help: "Engine events that concerned a watched replica, by type (container, network)."}, []string{"host", "type"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "containers_renamed_aside_total",
+			Help: "Replica containers the engine could not remove (a leaked root filesystem mount), renamed aside so the replica could be created again; the host needs attention."}, []string{"host"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.callErrors, m.ops, m.watchRestarts, m.events)
+		reg.MustRegister(m.calls, m.callErrors, m.ops, m.watchRestarts, m.events, m.stale)
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -70,7 +71,11 @@ func labSettle(t *testing.T, bin, dir string, st *lab.Status, what string, limit
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the lab did not settle: %+v", what, *st)
+			var logs strings.Builder
+			for _, n := range st.Nodes {
+				fmt.Fprintf(&logs, "\n--- %s (leader %v) log tail:\n%s", n.Node.Name, n.Leader, labLogTail(n.Node.Log))
+			}
+			t.Fatalf("%s: the lab did not settle: %+v%s", what, *st, logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

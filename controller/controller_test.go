@@ -181,6 +181,38 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 	}
 }
 
+// dos_mode parallel: the attach of the new replica and the detach of the
+// attacked one are issued at once. With both held by the driver, both
+// are in flight together (in either serial order only the first would
+// be); the switch completes once both are done.
+func TestDoSParallelMode(t *testing.T) {
+	e := newEnv(t)
+	svc, _ := e.cl.Service(svcName)
+	spec := svc.Spec
+	spec.Policy.DoSMode = fsm.ModeParallel
+	e.cl.must(t, fsm.ServiceApply{Spec: spec})
+	hold := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["detach bind-a"] = hold
+	e.d.delay["attach unbound-a"] = hold
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "attach unbound-a and detach bind-a in flight together", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		return e.d.held["detach bind-a"] > 0 && e.d.held["attach unbound-a"] > 0
+	})
+	if h := e.switches(); len(h) != 1 || h[0].Done || h[0].Mode != fsm.ModeParallel {
+		t.Fatalf("history while both calls are held: %+v; want one open parallel switch", h)
+	}
+	close(hold)
+	eventually(t, "switch done, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	if h := e.switches(); len(h) != 1 || !h[0].Done || h[0].To != "unbound-a" {
+		t.Fatalf("history %+v", h)
+	}
+}
+
 func TestExploitAlertMakeBeforeBreak(t *testing.T) {
 	e := newEnv(t)
 	e.start(false)

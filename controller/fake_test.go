@@ -113,13 +113,14 @@ type fakeDriver struct {
 	calls    []string
 	fail     map[string]int           // "attach r": failures left
 	delay    map[string]chan struct{} // "op r": blocks until closed
+	held     map[string]int           // "op r": calls that reached their delay
 	watchers []chan driver.Event
 	attacked map[string]bool // impls under DoS: they do not answer
 }
 
 func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
 	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{},
-		delay: map[string]chan struct{}{}, attacked: map[string]bool{}}
+		delay: map[string]chan struct{}{}, held: map[string]int{}, attacked: map[string]bool{}}
 }
 
 func (d *fakeDriver) add(service, name, impl string, power driver.Power, nic bool) {
@@ -134,6 +135,9 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	ch := d.delay[key]
 	d.mu.Unlock()
 	if ch != nil {
+		d.mu.Lock()
+		d.held[key]++
+		d.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -184,7 +188,7 @@ func (d *fakeDriver) checkLocked(service, op, replica string) {
 		return
 	}
 	in := svc.Intent
-	if in != nil && in.Mode == fsm.ModeMakeBeforeBreak && len(attached) == 2 {
+	if in != nil && (in.Mode == fsm.ModeMakeBeforeBreak || in.Mode == fsm.ModeParallel) && len(attached) == 2 {
 		ok := true
 		for _, a := range attached {
 			ok = ok && (a == in.From || a == in.To)

@@ -142,23 +142,38 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		}
 		return err
 	}
+	fromSpec, dFrom, ok := r.driverFor(svc, in.From)
+	if !ok {
+		// Nothing may be attached before the old replica can be fenced.
+		r.c.log.Error("open switch source has no driver: cannot detach it", "service", name, "from", in.From, "platform", fromSpec.Platform)
+		return false
+	}
 	detach := func() error {
-		fromSpec, dFrom, ok := r.driverFor(svc, in.From)
-		if !ok {
-			return fmt.Errorf("detach %s: no driver for platform %q", in.From, fromSpec.Platform)
-		}
 		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
-	steps := []func() error{detach, attach}
-	if in.Mode == fsm.ModeMakeBeforeBreak {
-		steps = []func() error{attach, detach}
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
-				"generation", in.Generation, "err", err)
-			return false
+	var err error
+	switch in.Mode {
+	case fsm.ModeParallel:
+		// Both calls at once: the platform works on the two replicas side
+		// by side, so one operation, not two, stands between the verdict
+		// and the new replica on the network. They may overlap on it, as in
+		// make-before-break; the intent stays open until both are done.
+		detached := make(chan error, 1)
+		go func() { detached <- detach() }()
+		err = errors.Join(attach(), <-detached)
+	case fsm.ModeMakeBeforeBreak:
+		if err = attach(); err == nil {
+			err = detach()
 		}
+	default:
+		if err = detach(); err == nil {
+			err = attach()
+		}
+	}
+	if err != nil {
+		r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
+			"generation", in.Generation, "err", err)
+		return false
 	}
 	if err := r.verify(ctx, svc); err != nil {
 		r.c.m.failed(name, "verify")

@@ -55,7 +55,7 @@ type Switch struct {
 	// To must be a standby or suspended replica. "" means "the current standby".
 	To     string `json:"to"`
 	Reason string `json:"reason"` // "dos" | "exploit" | "manual"
-	// Mode is "make-before-break" or "break-before-make"; "" takes the
+	// Mode is "make-before-break", "break-before-make" or "parallel"; "" takes the
 	// policy's mode for the reason (make-before-break for manual).
 	Mode string `json:"mode,omitempty"`
 	// NextStandby is used as the next standby if it is eligible; otherwise

@@ -64,6 +64,10 @@ const (
 
 	ModeMakeBeforeBreak = "make-before-break"
 	ModeBreakBeforeMake = "break-before-make"
+	// ModeParallel issues the attach of the new replica and the detach of
+	// the old one at once: the critical path holds one platform operation,
+	// and the two may overlap on the network as in make-before-break.
+	ModeParallel = "parallel"
 )
 
 // Defaults filled by Normalize.
@@ -148,8 +152,8 @@ type PolicySpec struct {
 	MinDwell    Duration `json:"min_dwell"`    // default 2s
 	MaxSwitches int      `json:"max_switches"` // per Window, default 5
 	Window      Duration `json:"window"`       // default 1m
-	ExploitMode string   `json:"exploit_mode"` // "make-before-break" (default) | "break-before-make"
-	DoSMode     string   `json:"dos_mode"`     // "break-before-make" (default) | "make-before-break"
+	ExploitMode string   `json:"exploit_mode"` // "make-before-break" (default) | "break-before-make" | "parallel"
+	DoSMode     string   `json:"dos_mode"`     // "break-before-make" (default) | "make-before-break" | "parallel"
 }
 
 // ServiceSpec is what an operator applies: the service, its replicas, its
@@ -588,15 +592,20 @@ func (q PolicySpec) validate() error {
 		return fmt.Errorf("window: %s must be > 0 and <= %s", q.Window, maxPolicyDuration)
 	}
 	if !validMode(q.ExploitMode) {
-		return fmt.Errorf("exploit_mode: must be %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake)
+		return fmt.Errorf("exploit_mode: %q must be %s", q.ExploitMode, modeChoices)
 	}
 	if !validMode(q.DoSMode) {
-		return fmt.Errorf("dos_mode: must be %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake)
+		return fmt.Errorf("dos_mode: %q must be %s", q.DoSMode, modeChoices)
 	}
 	return nil
 }
 
-func validMode(m string) bool { return m == ModeMakeBeforeBreak || m == ModeBreakBeforeMake }
+func validMode(m string) bool {
+	return m == ModeMakeBeforeBreak || m == ModeBreakBeforeMake || m == ModeParallel
+}
+
+// modeChoices names the valid switch modes, for error messages.
+var modeChoices = fmt.Sprintf("%q, %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake, ModeParallel)
 
 // checkText accepts printable UTF-8 without control characters, up to max bytes.
 func checkText(s string, max int) error {

@@ -44,6 +44,7 @@ type benchFlags struct {
 	load, capacityFor          time.Duration
 	loadFraction               float64
 	merge                      bool
+	dosMode                    string
 	ars                        arsBinary
 }
 
@@ -90,6 +91,7 @@ false switch.`,
 			fs.Float64Var(&f.loadFraction, "load-fraction", 0.8, "benign load as a `fraction` of the weakest replica's measured capacity")
 			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
+			fs.StringVar(&f.dosMode, "dos-mode", "", "the ars mode's dos_mode: make-before-break, break-before-make or parallel (default: the service's default; the paper's modes always break before make)")
 			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runBench(ctx, e, &f)
@@ -143,7 +145,7 @@ func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	}
 	r := &benchRun{f: f, e: e, log: slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	file := bench.File{Machine: machineInfo(), Started: time.Now().UTC().Truncate(time.Second), Go: runtime.Version(),
-		Command: "ars-lab " + strings.Join(os.Args[1:], " ")}
+		Command: "ars-lab " + strings.Join(os.Args[1:], " "), LoadStart: loadAverage()}
 	if f.load > 0 && slices.Contains(modes, bench.ModeARS) {
 		if err := r.capacity(ctx); err != nil {
 			return fmt.Errorf("bench: capacity: %w", err)
@@ -159,6 +161,7 @@ func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 			file.Scenarios = append(file.Scenarios, res...)
 		}
 	}
+	file.LoadEnd = loadAverage()
 	if f.merge {
 		if err := mergeOld(&file, filepath.Join(f.out, bench.JSONFile)); err != nil {
 			return err
@@ -170,6 +173,16 @@ func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	fmt.Fprintf(e.Stdout, "\nwrote %s, %s and %s\n\n%s", filepath.Join(f.out, bench.JSONFile), filepath.Join(f.out, bench.ChartFile),
 		filepath.Join(f.out, bench.TableFile), bench.Markdown(file))
 	return nil
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages ("" where
+// the kernel does not say).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return ""
 }
 
 // mergeOld adds to f the results of the file at path that f does not
@@ -266,6 +279,9 @@ func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error
 		// The paper's VM changer disconnects the attacked replica before
 		// it connects the standby, whatever the attack.
 		cfg.Policy.ExploitMode = fsm.ModeBreakBeforeMake
+		cfg.Policy.DoSMode = fsm.ModeBreakBeforeMake
+	} else {
+		cfg.Policy.DoSMode = r.f.dosMode
 	}
 	cfg.Logger = r.log
 	return cfg, nil

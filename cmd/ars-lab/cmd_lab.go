@@ -59,6 +59,7 @@ type labUpFlags struct {
 	probe     string
 	confirm   string
 	rotation  string
+	dosMode   string
 	perOpLog  bool
 	waitLimit time.Duration
 	ars       arsBinary
@@ -74,6 +75,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.probe, "probe", "ars", "probe `profile`: ars or paper (500ms x 3 sequential)")
 	fs.StringVar(&f.confirm, "confirm", "quorum", "DoS verdicts: `none` or quorum (followers confirm)")
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
+	fs.StringVar(&f.dosMode, "dos-mode", "", "the service's dos_mode: make-before-break, break-before-make or parallel (default: the service's default)")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
 	f.ars.register(fs)
@@ -135,7 +137,7 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
 		Service: f.service, PerOperationLogin: f.perOpLog,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
-		Policy: fsm.PolicySpec{Rotation: f.rotation}}
+		Policy: fsm.PolicySpec{Rotation: f.rotation, DoSMode: f.dosMode}}
 	for i := range f.nodes {
 		cfg.Nodes = append(cfg.Nodes, fmt.Sprintf("n%d", i+1))
 	}

@@ -28,6 +28,8 @@ func Markdown(f File) string {
 		{"started", formatTime(f.Started)},
 		{"go", f.Go},
 		{"command", f.Command},
+		{"load average at the start (1, 5, 15 min)", f.LoadStart},
+		{"load average at the end", f.LoadEnd},
 	} {
 		if m.v != "" {
 			fmt.Fprintf(&b, "- %s: `%s`\n", m.k, strings.ReplaceAll(m.v, "`", "'"))

@@ -18,16 +18,16 @@ const (
 // File is the content of latest.json: the results and optional metadata
 // about the run that produced them.
 type File struct {
-	Machine   string    `json:"machine,omitempty"` // host the benchmark ran on
-	Started   time.Time `json:"started,omitzero"`  // when the run started
-	Go        string    `json:"go,omitempty"`      // Go version of the runner
-	Command   string    `json:"command,omitempty"` // command line of the run
+	Machine string    `json:"machine,omitempty"` // host the benchmark ran on
+	Started time.Time `json:"started,omitzero"`  // when the run started
+	Go      string    `json:"go,omitempty"`      // Go version of the runner
+	Command string    `json:"command,omitempty"` // command line of the run
 	// LoadStart and LoadEnd are the machine's load averages (1, 5 and
 	// 15 minutes) when the run started and when it ended: a busy machine
 	// shows in them.
-	LoadStart string `json:"load_start,omitempty"`
-	LoadEnd   string `json:"load_end,omitempty"`
-	Scenarios []Result  `json:"scenarios"`
+	LoadStart string   `json:"load_start,omitempty"`
+	LoadEnd   string   `json:"load_end,omitempty"`
+	Scenarios []Result `json:"scenarios"`
 }
 
 // Validate checks every result and that no scenario × mode × profile

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -185,12 +186,7 @@ func (c *Cluster) startRaft() error {
 		if err != nil {
 			return fmt.Errorf("raft listener on %s: %w", c.cfg.RaftBind, err)
 		}
-		nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  stream,
-			MaxPool: 3,
-			Timeout: 5 * time.Second,
-			Logger:  hcLogger(c.log, "raft-net"),
-		})
+		nt := newRaftTransport(stream, hcLogger(c.log, "raft-net"))
 		c.trans = nt
 		c.closers = append(c.closers, nt.Close)
 	}
@@ -204,6 +200,27 @@ func (c *Cluster) startRaft() error {
 		c.bootstrap([]raft.Server{{ID: raft.ServerID(c.cfg.NodeName), Address: raft.ServerAddress(c.cfg.RaftAdvertise)}})
 	}
 	return nil
+}
+
+// newRaftTransport is the Raft transport over stream, with pipelined
+// replication off (MaxRPCsInFlight 1: one AppendEntries outstanding per
+// follower). Pipelining deadlocks the raft library (v1.7): when a
+// follower refuses an append (a stale term after a leadership change, a
+// log mismatch), the pipeline's response reader stops, the sender then
+// blocks for good handing over its next request, and the pipeline is
+// never closed, so the leader's replication to that follower stops and
+// Raft's Shutdown waits forever for that goroutine. Seen as agents whose
+// shutdown hung after a leadership change in the end-to-end tests. The
+// cluster's commands are small and few; the synchronous path costs them
+// nothing measurable.
+func newRaftTransport(stream raft.StreamLayer, log hclog.Logger) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:          stream,
+		MaxPool:         3,
+		MaxRPCsInFlight: 1,
+		Timeout:         5 * time.Second,
+		Logger:          log,
+	})
 }
 
 func (c *Cluster) startGossip() error {

@@ -166,18 +166,34 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 		t.Errorf("bind-a restored %d times", e.d.vm("bind-a").restored)
 	}
 	h := e.switches()
-	if len(h) != 1 || !h[0].Done || h[0].Reason != fsm.ReasonDoS || h[0].To != "unbound-a" || h[0].Mode != fsm.ModeBreakBeforeMake {
+	if len(h) != 1 || !h[0].Done || h[0].Reason != fsm.ReasonDoS || h[0].To != "unbound-a" || h[0].Mode != fsm.DefaultDoSMode {
 		t.Fatalf("history %+v", h)
 	}
 	if h[0].DetectionMS <= 0 || h[0].TotalMS < h[0].DetectionMS {
 		t.Errorf("phases %+v", h[0])
 	}
+	if got := testutil.ToFloat64(e.m.switches.WithLabelValues(svcName, "dos", "bind9->unbound")); got != 1 {
+		t.Errorf("switch metric %v", got)
+	}
+}
+
+// dos_mode break-before-make: the attacked replica is detached before
+// the new one is attached.
+func TestDoSBreakBeforeMake(t *testing.T) {
+	e := newEnv(t)
+	svc, _ := e.cl.Service(svcName)
+	spec := svc.Spec
+	spec.Policy.DoSMode = fsm.ModeBreakBeforeMake
+	e.cl.must(t, fsm.ServiceApply{Spec: spec})
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	if h := e.switches(); len(h) != 1 || !h[0].Done || h[0].Mode != fsm.ModeBreakBeforeMake {
+		t.Fatalf("history %+v", h)
+	}
 	calls := e.d.callLog()
 	if d, a := index(calls, "detach bind-a"), index(calls, "attach unbound-a"); d < 0 || a < 0 || d > a {
 		t.Errorf("break-before-make order: %v", calls)
-	}
-	if got := testutil.ToFloat64(e.m.switches.WithLabelValues(svcName, "dos", "bind9->unbound")); got != 1 {
-		t.Errorf("switch metric %v", got)
 	}
 }
 

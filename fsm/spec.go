@@ -82,7 +82,7 @@ const (
 	DefaultMaxSwitches  = 5
 	DefaultPolicyWindow = Duration(time.Minute)
 	DefaultExploitMode  = ModeMakeBeforeBreak
-	DefaultDoSMode      = ModeBreakBeforeMake
+	DefaultDoSMode      = ModeMakeBeforeBreak
 	DefaultRotation     = RotationDiverse
 	DefaultProfile      = ProfileARS
 	DefaultConfirm      = ConfirmNone
@@ -153,7 +153,7 @@ type PolicySpec struct {
 	MaxSwitches int      `json:"max_switches"` // per Window, default 5
 	Window      Duration `json:"window"`       // default 1m
 	ExploitMode string   `json:"exploit_mode"` // "make-before-break" (default) | "break-before-make" | "parallel"
-	DoSMode     string   `json:"dos_mode"`     // "break-before-make" (default) | "make-before-break" | "parallel"
+	DoSMode     string   `json:"dos_mode"`     // "make-before-break" (default) | "parallel" | "break-before-make"
 }
 
 // ServiceSpec is what an operator applies: the service, its replicas, its

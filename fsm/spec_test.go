@@ -30,7 +30,7 @@ func TestNormalizeDefaults(t *testing.T) {
 		Probe: ProbeSpec{Query: "www.lab.internal.", Type: "AAAA", Profile: ProfileARS, Timeout: Duration(100 * time.Millisecond),
 			Interval: Duration(50 * time.Millisecond), Failures: 3, Window: Duration(275 * time.Millisecond), Confirm: ConfirmNone},
 		Policy: PolicySpec{Rotation: RotationDiverse, MinDwell: Duration(2 * time.Second), MaxSwitches: 5, Window: Duration(time.Minute),
-			ExploitMode: ModeMakeBeforeBreak, DoSMode: ModeBreakBeforeMake},
+			ExploitMode: ModeMakeBeforeBreak, DoSMode: ModeMakeBeforeBreak},
 	}
 	if !s.Equal(want) {
 		t.Fatalf("normalized\n%+v\nwant\n%+v", s, want)

@@ -31,7 +31,7 @@ func TestSwitch(t *testing.T) {
 			name:  "dos sends from to recovery",
 			sw:    Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonDoS, At: 100},
 			roles: "win-bind=recovering win-unbound=standby lin-bind=suspended lin-unbound=active",
-			from:  "win-bind", to: "lin-unbound", mode: ModeBreakBeforeMake,
+			from:  "win-bind", to: "lin-unbound", mode: DefaultDoSMode,
 		},
 		{
 			name:  "manual suspends from; it stays eligible",
@@ -43,7 +43,7 @@ func TestSwitch(t *testing.T) {
 			name:  "empty from and to mean active and standby",
 			sw:    Switch{Service: "dns", Reason: ReasonDoS},
 			roles: "win-bind=recovering win-unbound=standby lin-bind=suspended lin-unbound=active",
-			from:  "win-bind", to: "lin-unbound", mode: ModeBreakBeforeMake,
+			from:  "win-bind", to: "lin-unbound", mode: DefaultDoSMode,
 		},
 		{
 			name:  "to a suspended replica; standby re-picked relative to from",

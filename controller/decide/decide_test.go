@@ -173,9 +173,9 @@ func TestDecide(t *testing.T) {
 
 		// ---- DoS verdicts and alerts
 		{
-			name: "dos verdict on active: switch, break-before-make",
+			name: "dos verdict on active: switch, the default dos_mode",
 			ev:   verdict("win-bind"),
-			want: want{outcome: decide.OutcomeSwitch, to: "lin-unbound", reason: fsm.ReasonDoS, mode: fsm.ModeBreakBeforeMake,
+			want: want{outcome: decide.OutcomeSwitch, to: "lin-unbound", reason: fsm.ReasonDoS, mode: fsm.DefaultDoSMode,
 				says: []string{`dos verdict on active "win-bind" (detection 250ms, confirmed by 1)`}},
 		},
 		{
@@ -217,7 +217,7 @@ func TestDecide(t *testing.T) {
 			name: "dos alert needs no probe quorum",
 			spec: spec(paperReplicas(), quorum),
 			ev:   dosAlert("d1", "win-bind"),
-			want: want{outcome: decide.OutcomeSwitch, to: "lin-unbound", reason: fsm.ReasonDoS, mode: fsm.ModeBreakBeforeMake},
+			want: want{outcome: decide.OutcomeSwitch, to: "lin-unbound", reason: fsm.ReasonDoS, mode: fsm.DefaultDoSMode},
 		},
 		{
 			name: "dos within min dwell after the verified switch: damped",

@@ -24,7 +24,7 @@
 //     already handled: many alerts for one exploit give one switch. So is an
 //     alert committed before the replica's last restore (any kind).
 //   - A DoS verdict or dos alert on the active replica switches away from it
-//     in the policy's DoS mode (break-before-make by default) unless flap
+//     in the policy's DoS mode (make-before-break by default) unless flap
 //     damping refuses: the active has been active for less than
 //     policy.min_dwell, or policy.max_switches switches started within
 //     policy.window. A verdict needs a quorum when probe.confirm is

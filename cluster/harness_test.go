@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -166,7 +167,7 @@ func (h *harness) start(cfg Config) *testNode {
 	h.nodes[n.name] = n
 	h.byAPI[cfg.APIAdvertise] = n
 	h.mu.Unlock()
-	h.t.Cleanup(func() { _ = c.Shutdown() })
+	h.t.Cleanup(func() { _ = shutdownWithin(h.t, c, shutdownBound) })
 	return n
 }
 
@@ -187,10 +188,43 @@ func (h *harness) startCluster(names ...string) []*testNode {
 	return out
 }
 
+// shutdownBound is how long a node may take to shut down before a test
+// calls it hung. It detects hangs, it is not a performance target.
+const shutdownBound = 30 * time.Second
+
+// hungShutdowns holds the nodes whose Shutdown did not return in time, so
+// that a later cleanup does not wait for them again.
+var hungShutdowns sync.Map // *Cluster -> struct{}
+
+// shutdownWithin shuts c down and fails the test if Shutdown does not
+// return within d, with every goroutine's stack: a hung shutdown is a
+// failure that says where it is stuck, not a timeout of the whole test
+// binary. A Shutdown that hangs is left behind.
+func shutdownWithin(t testing.TB, c *Cluster, d time.Duration) error {
+	t.Helper()
+	if _, hung := hungShutdowns.Load(c); hung {
+		return fmt.Errorf("%s: shutdown hung", c.Name())
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Shutdown() }()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		hungShutdowns.Store(c, struct{}{})
+		t.Errorf("%s: Shutdown did not return within %v; goroutines:\n%s", c.Name(), d, buf)
+		return fmt.Errorf("%s: shutdown hung", c.Name())
+	}
+}
+
 // stop shuts a node down hard (no leave) and unregisters it.
 func (h *harness) stop(n *testNode) {
 	h.t.Helper()
-	if err := n.c.Shutdown(); err != nil {
+	if err := shutdownWithin(h.t, n.c, shutdownBound); err != nil {
 		h.t.Logf("shutdown %s: %v", n.name, err)
 	}
 	h.mu.Lock()
@@ -234,28 +268,58 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error
 func (h *harness) waitLeader(timeout time.Duration) *testNode {
 	h.t.Helper()
 	var leader *testNode
-	waitFor(h.t, timeout, "one agreed leader", func() error {
-		leader = nil
-		nodes := h.live()
-		for _, n := range nodes {
-			if n.c.IsLeader() {
-				if leader != nil {
-					return fmt.Errorf("two leaders: %s and %s", leader.name, n.name)
-				}
-				leader = n
-			}
-		}
-		if leader == nil {
-			return errors.New("no leader")
-		}
-		for _, n := range nodes {
-			if name, _, _ := n.c.LeaderAPI(); name != leader.name {
-				return fmt.Errorf("%s thinks the leader is %q", n.name, name)
-			}
-		}
-		return nil
+	waitFor(h.t, timeout, "one agreed leader", func() (err error) {
+		leader, err = h.agreedLeader()
+		return err
 	})
 	return leader
+}
+
+// agreedLeader returns the one live node that is leader, if every live node
+// agrees on it.
+func (h *harness) agreedLeader() (*testNode, error) {
+	var leader *testNode
+	nodes := h.live()
+	for _, n := range nodes {
+		if n.c.IsLeader() {
+			if leader != nil {
+				return nil, fmt.Errorf("two leaders: %s and %s", leader.name, n.name)
+			}
+			leader = n
+		}
+	}
+	if leader == nil {
+		return nil, errors.New("no leader")
+	}
+	for _, n := range nodes {
+		if name, _, _ := n.c.LeaderAPI(); name != leader.name {
+			return nil, fmt.Errorf("%s thinks the leader is %q", n.name, name)
+		}
+	}
+	return leader, nil
+}
+
+// transferAway moves leadership off from and returns the new leader once
+// every node agrees on it. Like Leave it asks again while from still leads:
+// one transfer gives up after an election timeout, which a starved machine
+// can miss.
+func (h *harness) transferAway(from *testNode, timeout time.Duration) *testNode {
+	h.t.Helper()
+	var next *testNode
+	waitFor(h.t, timeout, "leadership to move off "+from.name, func() error {
+		leader, err := h.agreedLeader()
+		if err == nil && leader != from {
+			next = leader
+			return nil
+		}
+		if from.c.IsLeader() {
+			if err := from.c.TransferLeadership(context.Background(), ""); err != nil {
+				return fmt.Errorf("transfer: %w", err)
+			}
+		}
+		return errors.New("leadership has not moved yet")
+	})
+	return next
 }
 
 func (h *harness) follower() *testNode {

@@ -383,6 +383,32 @@ func TestCrashedActiveSwitchesAway(t *testing.T) {
 	})
 }
 
+// A crashed active is started again detached and only then attached: the
+// start may be carried out late (a Docker engine coming back), after the
+// service moved elsewhere, and must not take the service address from
+// the new active. Without probes there is no switch here; the start in
+// place is held to see the detach come first.
+func TestCrashedActiveStartsDetached(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["power-on bind-a"] = release
+	e.d.mu.Unlock()
+	e.start(false)
+	e.d.byHand("bind-a", func(vm *fakeVM) { vm.power = driver.PowerOff })
+	eventually(t, "the crashed bind-a detached before its start", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		vm := e.d.vms["bind-a"]
+		return e.d.held["power-on bind-a"] > 0 && !vm.nic && !vm.nicStart
+	})
+	close(release)
+	eventually(t, "bind-a running and attached again in place", e.vmIs("bind-a", driver.PowerOn, true))
+	if h := e.switches(); len(h) != 0 {
+		t.Fatalf("switched: %+v", h)
+	}
+}
+
 // report sends a follower's report on the current activation (its epoch
 // plus epochDelta) now and then every 50 ms, as a witness does, until the
 // test ends.

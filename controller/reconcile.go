@@ -311,7 +311,16 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		// is not judged until it runs. The start in place runs in the
 		// background, keeping the leader loop free to switch; it brings the
 		// service back when the switch is damped or there is nowhere to go.
+		// It starts the replica detached: by the time a platform that was
+		// away (a Docker engine restarting) carries out the start, the
+		// service may have been switched elsewhere, and a replica that came
+		// back on the service network would take the address from the new
+		// active (chaos: a 3.7 s outage after an engine restart). A pass
+		// after the start attaches it if it is still the active.
 		r.background(ctx, key, func(ctx context.Context) {
+			if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
+				return
+			}
 			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
 		})
 		return

@@ -115,7 +115,7 @@ func restartDockerd(ctx context.Context, root string, log *slog.Logger, ping fun
 	// The daemon outlives this process: it must not inherit a descriptor
 	// this process was handed without close-on-exec (a lock held by the
 	// caller's flock kept that lock for as long as the engine ran).
-	closeInheritedOnExec()
+	CloseInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: starting dockerd again: %w", err)
 	}
@@ -137,10 +137,12 @@ func restartDockerd(ctx context.Context, root string, log *slog.Logger, ping fun
 	}
 }
 
-// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
-// Go opens its own that way; only descriptors inherited from whoever
-// started this process are changed.
-func closeInheritedOnExec() {
+// CloseInheritedOnExec marks every descriptor above stderr close-on-exec,
+// so that a daemon this process starts (the Docker engine, the lab's own
+// daemon) holds none of them: a lock the caller's flock holds, a pipe a
+// CI runner waits on. Go opens its own that way; only descriptors
+// inherited from whoever started this process are changed.
+func CloseInheritedOnExec() {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return

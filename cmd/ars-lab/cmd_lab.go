@@ -317,6 +317,10 @@ func startLabDaemon(ctx context.Context, f *labUpFlags, ars string) (lab.Status,
 	cmd := exec.Command(self, append([]string{"serve"}, f.args(ars)...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The daemon outlives this command: it must not keep a descriptor
+	// this command was handed (under flock, the lock, for as long as the
+	// lab is up).
+	lab.CloseInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		return lab.Status{}, fmt.Errorf("starting the lab daemon: %w", err)
 	}

@@ -177,14 +177,20 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 	}
 }
 
+// dosMode applies the service again with policy.dos_mode set to mode.
+func (e *env) dosMode(mode string) {
+	e.t.Helper()
+	svc, _ := e.cl.Service(svcName)
+	spec := svc.Spec
+	spec.Policy.DoSMode = mode
+	e.cl.must(e.t, fsm.ServiceApply{Spec: spec})
+}
+
 // dos_mode break-before-make: the attacked replica is detached before
 // the new one is attached.
 func TestDoSBreakBeforeMake(t *testing.T) {
 	e := newEnv(t)
-	svc, _ := e.cl.Service(svcName)
-	spec := svc.Spec
-	spec.Policy.DoSMode = fsm.ModeBreakBeforeMake
-	e.cl.must(t, fsm.ServiceApply{Spec: spec})
+	e.dosMode(fsm.ModeBreakBeforeMake)
 	e.start(true)
 	e.d.attack("bind9", true)
 	eventually(t, "switch to unbound-a, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
@@ -203,10 +209,7 @@ func TestDoSBreakBeforeMake(t *testing.T) {
 // be); the switch completes once both are done.
 func TestDoSParallelMode(t *testing.T) {
 	e := newEnv(t)
-	svc, _ := e.cl.Service(svcName)
-	spec := svc.Spec
-	spec.Policy.DoSMode = fsm.ModeParallel
-	e.cl.must(t, fsm.ServiceApply{Spec: spec})
+	e.dosMode(fsm.ModeParallel)
 	hold := make(chan struct{})
 	e.d.mu.Lock()
 	e.d.delay["detach bind-a"] = hold

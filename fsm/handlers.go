@@ -187,8 +187,8 @@ func validateSwitch(s Switch) error {
 		return errors.New("service: required")
 	case s.Reason != ReasonDoS && s.Reason != ReasonExploit && s.Reason != ReasonManual:
 		return fmt.Errorf("reason: %q must be %q, %q or %q", s.Reason, ReasonDoS, ReasonExploit, ReasonManual)
-	case s.Mode != "" && !validMode(s.Mode):
-		return fmt.Errorf("mode: %q must be %s", s.Mode, modeChoices)
+	case s.Mode != "" && !ValidMode(s.Mode):
+		return fmt.Errorf("mode: %q must be %s", s.Mode, ModeChoices)
 	case s.At < 0:
 		return fmt.Errorf("at: %d must not be negative", s.At)
 	case len(s.AlertID) > maxIDLen:

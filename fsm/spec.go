@@ -591,21 +591,23 @@ func (q PolicySpec) validate() error {
 	if q.Window <= 0 || q.Window > maxPolicyDuration {
 		return fmt.Errorf("window: %s must be > 0 and <= %s", q.Window, maxPolicyDuration)
 	}
-	if !validMode(q.ExploitMode) {
-		return fmt.Errorf("exploit_mode: %q must be %s", q.ExploitMode, modeChoices)
+	if !ValidMode(q.ExploitMode) {
+		return fmt.Errorf("exploit_mode: %q must be %s", q.ExploitMode, ModeChoices)
 	}
-	if !validMode(q.DoSMode) {
-		return fmt.Errorf("dos_mode: %q must be %s", q.DoSMode, modeChoices)
+	if !ValidMode(q.DoSMode) {
+		return fmt.Errorf("dos_mode: %q must be %s", q.DoSMode, ModeChoices)
 	}
 	return nil
 }
 
-func validMode(m string) bool {
+// ValidMode reports whether m is a switch mode (make-before-break,
+// break-before-make or parallel).
+func ValidMode(m string) bool {
 	return m == ModeMakeBeforeBreak || m == ModeBreakBeforeMake || m == ModeParallel
 }
 
-// modeChoices names the valid switch modes, for error messages.
-var modeChoices = fmt.Sprintf("%q, %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake, ModeParallel)
+// ModeChoices names the valid switch modes, for error messages.
+var ModeChoices = fmt.Sprintf("%q, %q or %q", ModeMakeBeforeBreak, ModeBreakBeforeMake, ModeParallel)
 
 // checkText accepts printable UTF-8 without control characters, up to max bytes.
 func checkText(s string, max int) error {

@@ -125,6 +125,9 @@ func runBench(ctx context.Context, e *cli.Env, f *benchFlags) error {
 	if len(profiles) == 0 || len(modes) == 0 {
 		return cli.UsageErrorf("-profiles and -modes must name at least one")
 	}
+	if f.dosMode != "" && !fsm.ValidMode(f.dosMode) {
+		return cli.UsageErrorf("-dos-mode %q: want %s", f.dosMode, fsm.ModeChoices)
+	}
 	if f.trials < 1 || f.trials > 100 {
 		return cli.UsageErrorf("-trials %d: want 1-100", f.trials)
 	}

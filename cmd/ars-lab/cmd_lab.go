@@ -130,6 +130,9 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
 		return lab.Config{}, cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
 	}
+	if f.dosMode != "" && !fsm.ValidMode(f.dosMode) {
+		return lab.Config{}, cli.UsageErrorf("-dos-mode %q: want %s", f.dosMode, fsm.ModeChoices)
+	}
 	ars, err := f.ars.resolve(getenv)
 	if err != nil {
 		return lab.Config{}, err

@@ -23,6 +23,8 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"up", "-state-dir", dir, "-replicas", "a:bind9:bsd"}, cli.ExitUsage, "os must be windows or linux"},
 		{[]string{"up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
 		{[]string{"up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
+		{[]string{"up", "-state-dir", dir, "-dos-mode", "eventually"}, cli.ExitUsage, `-dos-mode "eventually"`},
+		{[]string{"bench", "-dos-mode", "eventually"}, cli.ExitUsage, `-dos-mode "eventually"`},
 		{[]string{"attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
 		{[]string{"attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
 		{[]string{"attack", "exploit", "-state-dir", dir}, cli.ExitUsage, "name one target"},

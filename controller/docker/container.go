@@ -97,18 +97,13 @@ func (h *host) replace(ctx context.Context, r fsm.ReplicaSpec, c *container.Insp
 	if s, _ := classify(rmErr); s == errUnavailable {
 		return rmErr
 	}
-	var now client.ContainerInspectResult
-	err := h.call(ctx, "inspect", h.d.cfg.CallTimeout, func(ctx context.Context) error {
-		var err error
-		now, err = h.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
-		return err
-	})
+	now, err := h.inspect(ctx, r)
 	switch {
-	case err != nil && isNotFound(err):
-		return nil // gone after all
 	case err != nil:
-		return errors.Join(rmErr, fmt.Errorf("inspect %s after the failed removal: %w", c.ID[:12], err))
-	case now.Container.State == nil || now.Container.State.Running || now.Container.State.Paused || now.Container.State.Restarting:
+		return errors.Join(rmErr, fmt.Errorf("after the failed removal: %w", err))
+	case now == nil || now.ID != c.ID:
+		return nil // gone after all
+	case now.State.Running || now.State.Paused || now.State.Restarting:
 		return rmErr
 	}
 	aside := staleName(r, c.ID)

@@ -215,6 +215,15 @@ func newProxy(t *testing.T, upstream string) *proxy {
 	return p
 }
 
+// proxiedDriver is a driver (see newDriver) on a proxy in front of the
+// test engine.
+func proxiedDriver(t *testing.T, e *env, mod func(*Config)) (*proxy, *Driver, *counter) {
+	t.Helper()
+	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
+	d, cnt := newDriver(t, e, "unix://"+p.path, mod)
+	return p, d, cnt
+}
+
 func (p *proxy) up(t *testing.T) {
 	ln, err := net.Listen("unix", p.path)
 	if err != nil {
@@ -359,9 +368,8 @@ func (p *proxy) serve(ln net.Listener, c net.Conn) {
 // gives ErrUnavailable and the next call after it returns succeeds.
 func TestEngineDropsMidOperation(t *testing.T) {
 	e := testEnv(t)
-	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
 	reg := prometheus.NewRegistry()
-	d, cnt := newDriver(t, e, "unix://"+p.path, func(c *Config) { c.Registerer = reg })
+	p, d, cnt := proxiedDriver(t, e, func(c *Config) { c.Registerer = reg })
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 
@@ -424,9 +432,7 @@ func TestEngineDropsMidOperation(t *testing.T) {
 // the engine cannot remove is not renamed: the restore fails.
 func TestRestoreWhenEngineCannotRemove(t *testing.T) {
 	e := testEnv(t)
-	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
-	reg := prometheus.NewRegistry()
-	d, _ := newDriver(t, e, "unix://"+p.path, func(c *Config) { c.Registerer = reg })
+	p, d, _ := proxiedDriver(t, e, nil)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 	if err := d.PowerOn(ctx, r); err != nil {
@@ -486,8 +492,7 @@ func TestRestoreWhenEngineCannotRemove(t *testing.T) {
 // subscribes again, tells watchers to resync, and goes on reporting.
 func TestWatchSurvivesEngineRestart(t *testing.T) {
 	e := testEnv(t)
-	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
-	d, cnt := newDriver(t, e, "unix://"+p.path, nil)
+	p, d, cnt := proxiedDriver(t, e, nil)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
@@ -551,8 +556,7 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 // its real state and resync.
 func TestWatchRereadsAfterFailedRead(t *testing.T) {
 	e := testEnv(t)
-	p := newProxy(t, strings.TrimPrefix(e.endpoint, "unix://"))
-	d, cnt := newDriver(t, e, "unix://"+p.path, nil)
+	p, d, cnt := proxiedDriver(t, e, nil)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })

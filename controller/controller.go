@@ -445,8 +445,28 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	r.fired[name] = a.epoch
 	detection := max(now.Sub(earliest), 0)
 	ev := decide.DoSVerdict{Service: name, Replica: a.replica, DetectedAt: now,
-		Detection: detection, Confirmations: n, Quorum: quorum}
+		Detection: detection, Confirmations: n, Quorum: quorum,
+		AnsweredAt: r.answeredAt(name, a.replica, st)}
 	r.decideCommit(ctx, ev, "", detection)
+}
+
+// answeredAt is the latest answer the leader's probes of the current
+// activation got through the service address after the reconciler saw
+// replica attached (or the switch's verification, itself such an answer);
+// zero if none. decide does not flap-damp a verdict against a replica that
+// answered after its switch started: it served, then failed anew. During a
+// make-before-break overlap after an exploit switch the source may still
+// answer for a moment; that is the only case in which such an answer is
+// not the replica's own, and it leads to at most one undamped switch.
+func (r *run) answeredAt(name, replica string, st probe.Status) time.Time {
+	att, ok := r.attachedSince[replicaKey(name, replica)]
+	if !ok {
+		return time.Time{}
+	}
+	if !st.LastOK.IsZero() && !st.LastOK.Before(att.at) {
+		return st.LastOK
+	}
+	return att.firstOK
 }
 
 // judgedFrom is when probe failures start to count against the service's

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/fsm"
 	testutil2 "github.com/ars-project/ars/test/testutil"
@@ -527,6 +528,62 @@ func TestDoSOnTheReplicaThatTookOver(t *testing.T) {
 	h := e.switches()
 	if len(h) != 2 || h[1].From != "unbound-a" || h[1].To != "knot-a" || !h[1].Done {
 		t.Fatalf("history %+v", h)
+	}
+}
+
+// policy applies the service again with its policy changed by fn.
+func (e *env) policy(fn func(*fsm.PolicySpec)) {
+	e.t.Helper()
+	svc, _ := e.cl.Service(svcName)
+	spec := svc.Spec
+	fn(&spec.Policy)
+	e.cl.must(e.t, fsm.ServiceApply{Spec: spec})
+}
+
+// A replica that answered after it took over and then stops answering has
+// failed anew: the verdict carries its answer and the switch is not
+// damped, however long min_dwell and however few max_switches.
+func TestDoSOnAServedReplicaIsNotDamped(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) {
+		p.MinDwell = fsm.Duration(time.Hour)
+		p.MaxSwitches = 1
+		p.Window = fsm.Duration(time.Hour)
+	})
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	e.d.attack("unbound", true)
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	if h := e.switches(); len(h) != 2 || h[1].From != "unbound-a" || h[1].To != "knot-a" || h[1].Reason != fsm.ReasonDoS {
+		t.Fatalf("history %+v", h)
+	}
+	if got := testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeDampedDwell))) +
+		testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeDampedRate))); got != 0 {
+		t.Errorf("%v damped decisions, want none", got)
+	}
+}
+
+// A replica that never answered after it took over is still damped: its
+// silence may be the switch's own gap, or a fault that is not the
+// replica's. Here the impl that takes over is down from the start, so the
+// switch cannot even be verified and stays open.
+func TestDoSOnAReplicaThatNeverServedIsDamped(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) { p.MinDwell = fsm.Duration(time.Hour) })
+	e.start(true)
+	e.d.attack("unbound", true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a committed", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name == "unbound-a"
+	})
+	eventually(t, "the verdict on unbound-a damped by min_dwell", func() bool {
+		return testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeDampedDwell))) >= 1
+	})
+	if h := e.switches(); len(h) != 1 {
+		t.Fatalf("history %+v; want only the first switch", h)
 	}
 }
 

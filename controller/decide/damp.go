@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/ars-project/ars/fsm"
 )
 
-// damp applies flap damping to a DoS switch away from the active replica. It
-// returns the damped decision and true if the switch must not happen now.
+// damp applies flap damping to a DoS switch away from the active replica
+// that has not served since it took over (see served), or that a detector's
+// dos alert names. It returns the damped decision and true if the switch
+// must not happen now.
 //
 //   - min dwell: if the newest switch record made the current active replica
 //     active, the replica has been active since that switch was verified
@@ -20,6 +24,14 @@ import (
 // dwell to respect. A clock behind the recorded timestamps counts as "no time
 // has passed": it can delay a DoS switch, never hasten one.
 func (d *decider) damp(trigger string) (Decision, bool) {
+	if dec, damped := d.dwellDamp(trigger); damped {
+		return dec, true
+	}
+	return d.rateDamp(trigger)
+}
+
+// dwellDamp is the min_dwell half of damp.
+func (d *decider) dwellDamp(trigger string) (Decision, bool) {
 	pol := d.svc.Spec.Policy
 	if rec, ok := d.lastSwitchTo(d.active.Name); ok && pol.MinDwell > 0 {
 		since, what := rec.StartedAt, "started"
@@ -36,6 +48,12 @@ func (d *decider) damp(trigger string) (Decision, bool) {
 			}, true
 		}
 	}
+	return Decision{}, false
+}
+
+// rateDamp is the max_switches half of damp.
+func (d *decider) rateDamp(trigger string) (Decision, bool) {
+	pol := d.svc.Spec.Policy
 	if pol.MaxSwitches > 0 && pol.Window > 0 {
 		var starts []int64
 		for _, rec := range d.svc.History {
@@ -56,4 +74,43 @@ func (d *decider) damp(trigger string) (Decision, bool) {
 		}
 	}
 	return Decision{}, false
+}
+
+// served reports whether the active replica answered the probes after the
+// switch that made it active started (answered is the latest answer since
+// it was attached; the initial active has no such switch). A replica that
+// served and then went silent failed anew: the failure is neither the
+// switch's own gap nor an attach still landing, which is what min_dwell
+// waits out.
+func (d *decider) served(answered time.Time) bool {
+	if answered.IsZero() {
+		return false
+	}
+	rec, ok := d.lastSwitchTo(d.active.Name)
+	return !ok || answered.UnixNano() >= rec.StartedAt
+}
+
+// servedSwitch is a DoS switch away from an active that served since it
+// took over (served). Damping exists to stop ping-pong on verdicts that are
+// not the replica's fault; it must not hold the service on a replica the
+// probes confirm is down. So: no min_dwell, and a switch to a replica of
+// another impl is never damped — the rotation is bounded instead by the
+// restores (every DoS switch quarantines its source, which serves again
+// only after its restore) and by detection (each switch needs a verdict on
+// a new activation that answered first). A switch that stays within the
+// attacked impl (the only eligible replicas share it, or rotation
+// round-robin picked one) cannot escape an attack on the impl; the rate
+// bound, max_switches per window, still applies to it.
+func (d *decider) servedSwitch(trigger string, answered time.Time) (Decision, error) {
+	p, ok := d.choose(d.active.Name)
+	if !ok {
+		return Decision{Outcome: OutcomeNoEligible, Reason: fmt.Sprintf("%s: %s", trigger, d.noEligible(d.active.Name))}, nil
+	}
+	trigger = fmt.Sprintf("%s; %q answered at %s, after it took over: a new failure, min_dwell does not apply", trigger, d.active.Name, stamp(answered.UnixNano()))
+	if d.sameImpl(p.name, d.active.Name) {
+		if dec, damped := d.rateDamp(trigger); damped {
+			return dec, nil
+		}
+	}
+	return d.switchDecision(fsm.ReasonDoS, p.name, fmt.Sprintf("%s: switch to %s", trigger, p.why)), nil
 }

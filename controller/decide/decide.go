@@ -220,7 +220,7 @@ func (d *decider) dosVerdict(e DoSVerdict) (Decision, error) {
 			"%s: probe.confirm is %q and the verdict has no quorum; a controller-side fault must not cause a switch",
 			trigger, fsm.ConfirmQuorum)}, nil
 	}
-	return d.dosSwitch(trigger)
+	return d.dosSwitch(trigger, e.AnsweredAt)
 }
 
 func (d *decider) alert(e Alert) (Decision, error) {
@@ -253,7 +253,9 @@ func (d *decider) alert(e Alert) (Decision, error) {
 		if dec, done := d.dosOnInactive(rs, trigger); done {
 			return dec, nil
 		}
-		return d.dosSwitch(trigger)
+		// A detector's dos alert is a claim, not the probes' evidence: it
+		// is always subject to the whole damping.
+		return d.dosSwitch(trigger, time.Time{})
 	}
 
 	switch rs.Role {
@@ -344,8 +346,12 @@ func (d *decider) alreadyHandled(rs fsm.ReplicaState, trigger string) Decision {
 }
 
 // dosSwitch is a DoS switch away from the active replica, subject to flap
-// damping.
-func (d *decider) dosSwitch(trigger string) (Decision, error) {
+// damping. answered is the latest answer the probes got from the active
+// since it was attached (zero for an alert, or if none).
+func (d *decider) dosSwitch(trigger string, answered time.Time) (Decision, error) {
+	if d.served(answered) {
+		return d.servedSwitch(trigger, answered)
+	}
 	if dec, damped := d.damp(trigger); damped {
 		return dec, nil
 	}

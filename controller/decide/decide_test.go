@@ -24,6 +24,14 @@ func verdict(replica string) decide.DoSVerdict {
 	return decide.DoSVerdict{Service: svcName, Replica: replica, Detection: 250 * time.Millisecond, Confirmations: 1}
 }
 
+// servedVerdict is a verdict on a replica whose latest answer since it was
+// attached arrived at base+answered.
+func servedVerdict(replica string, answered time.Duration) decide.DoSVerdict {
+	v := verdict(replica)
+	v.AnsweredAt = at(answered)
+	return v
+}
+
 // active in an event's replica field stands for the active replica after
 // the case's setup.
 const active = "@active"
@@ -274,6 +282,64 @@ func TestDecide(t *testing.T) {
 			ev:   verdict("lin-unbound"),
 			now:  5 * time.Second,
 			want: want{outcome: decide.OutcomeDampedDwell, retry: 12 * time.Second, says: []string{"active for -5s"}},
+		},
+		{
+			name: "dos on an active that answered after its switch, within min dwell: switch",
+			setup: func(l *lab) {
+				l.switchTo("lin-unbound", fsm.ReasonExploit, 0)
+				l.done(500 * time.Millisecond)
+			},
+			ev:  servedVerdict("lin-unbound", 800*time.Millisecond),
+			now: time.Second,
+			want: want{outcome: decide.OutcomeSwitch, to: "lin-bind", reason: fsm.ReasonDoS,
+				says: []string{`"lin-unbound" answered at 2026-03-01T12:00:00.8Z, after it took over`, "min_dwell does not apply"}},
+		},
+		{
+			name:  "dos on the target of an open switch that answered since: switch again",
+			setup: func(l *lab) { l.switchTo("lin-unbound", fsm.ReasonDoS, 0) },
+			ev:    servedVerdict("lin-unbound", 300*time.Millisecond),
+			now:   time.Second,
+			want:  want{outcome: decide.OutcomeSwitch, to: "lin-bind", says: []string{"supersedes the open switch generation 2"}},
+		},
+		{
+			name: "dos on an active whose latest answer predates its switch: damped by min dwell",
+			setup: func(l *lab) {
+				l.switchTo("lin-unbound", fsm.ReasonExploit, time.Second)
+				l.done(1500 * time.Millisecond)
+			},
+			ev:   servedVerdict("lin-unbound", 999*time.Millisecond),
+			now:  2 * time.Second,
+			want: want{outcome: decide.OutcomeDampedDwell, retry: 3500 * time.Millisecond},
+		},
+		{
+			name: "dos on the initial active that answered: switch",
+			ev:   servedVerdict("win-bind", -time.Second),
+			want: want{outcome: decide.OutcomeSwitch, to: "lin-unbound", reason: fsm.ReasonDoS},
+		},
+		{
+			name:  "max_switches does not hold a served active while another impl can take over",
+			spec:  spec(paperReplicas(), maxSwitches(3, time.Minute), dwell(time.Millisecond)),
+			setup: restoreCycle(0, 10*time.Second, 20*time.Second),
+			ev:    servedVerdict(active, 25*time.Second),
+			now:   30 * time.Second,
+			want:  want{outcome: decide.OutcomeSwitch, reason: fsm.ReasonDoS, to: "lin-unbound", says: []string{"after it took over"}},
+		},
+		{
+			name:  "a dos alert on a served active is still damped by max_switches",
+			spec:  spec(paperReplicas(), maxSwitches(3, time.Minute), dwell(time.Millisecond)),
+			setup: restoreCycle(0, 10*time.Second, 20*time.Second),
+			ev:    dosAlert("w9", active),
+			now:   30 * time.Second,
+			want:  want{outcome: decide.OutcomeDampedRate, retry: time.Minute},
+		},
+		{
+			name:  "max_switches still damps a served active when the switch stays within its impl",
+			spec:  spec(implPairs(), roundRobin, maxSwitches(2, time.Minute), dwell(time.Millisecond)),
+			setup: restoreCycle(0, 10*time.Second),
+			ev:    servedVerdict(active, 15*time.Second),
+			now:   20 * time.Second,
+			want: want{outcome: decide.OutcomeDampedRate, retry: time.Minute,
+				says: []string{`"unbound-a" answered`, "max_switches is 2"}},
 		},
 		{
 			name:  "dos after max_switches in the window: damped",

@@ -24,8 +24,11 @@
 //     already handled: many alerts for one exploit give one switch. So is an
 //     alert committed before the replica's last restore (any kind).
 //   - A DoS verdict or dos alert on the active replica switches away from it
-//     in the policy's DoS mode (make-before-break by default) unless flap
-//     damping refuses: the active has been active for less than
+//     in the policy's DoS mode (make-before-break by default). A verdict on
+//     an active that answered after its switch started (AnsweredAt) is a
+//     new failure: no min_dwell, and max_switches only if the switch would
+//     stay within the active's impl. Otherwise, and for every dos alert,
+//     flap damping may refuse: the active has been active for less than
 //     policy.min_dwell, or policy.max_switches switches started within
 //     policy.window. A verdict needs a quorum when probe.confirm is
 //     "quorum", and is stale if reached before its replica took over. DoS

@@ -38,6 +38,13 @@ type DoSVerdict struct {
 	// Quorum reports that a quorum of voters confirmed the verdict. Required
 	// when the service's probe.confirm is "quorum", ignored otherwise.
 	Quorum bool
+	// AnsweredAt is the latest valid answer the leader's probes got from
+	// the service after Replica was attached to it (zero: none since then).
+	// A replica that answered after the switch that made it active started
+	// has served; a verdict against it is a new failure, not the switch's
+	// own gap, and is not flap-damped when a replica of another impl can
+	// take over (see damp).
+	AnsweredAt time.Time
 }
 
 // Alert is a committed detector alert (see AlertFromRecord).
@@ -99,6 +106,9 @@ func (e DoSVerdict) String() string {
 		e.Service, e.Replica, e.Detection, e.Confirmations, e.Quorum)
 	if !e.DetectedAt.IsZero() {
 		s += " detected_at=" + e.DetectedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if !e.AnsweredAt.IsZero() {
+		s += " answered_at=" + e.AnsweredAt.UTC().Format(time.RFC3339Nano)
 	}
 	return s
 }

@@ -88,6 +88,14 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			name: "repeated-dos",
+			about: "a DoS on whichever replica serves, every 5s for a minute, under the default policy: each active answered " +
+				"after it took over, so every attack switches (max_switches does not hold a served active while another impl " +
+				"is ready); the same attacks reported by a detector's dos alerts are damped after max_switches",
+			spec:  spec(fiveReplicas()),
+			steps: repeatedDoS(),
+		},
+		{
 			name:  "dos-confirmation",
 			about: "probe.confirm=quorum: unconfirmed verdicts wait; stale verdicts are ignored",
 			spec:  spec(paperReplicas(), quorum),
@@ -332,6 +340,10 @@ func writeCaps(b *bytes.Buffer, caps map[string]decide.Capabilities) {
 	fmt.Fprintf(b, "caps:     %s\n", strings.Join(out, " "))
 }
 
+// quarantined in an operation's replica field stands for the (one)
+// quarantined or recovering replica.
+const quarantined = "@quarantined"
+
 // resolveManual resolves "@active" as a manual target.
 func resolveManual(ev decide.Event, s fsm.Service) decide.Event {
 	if m, ok := ev.(decide.ManualSwitch); ok && m.To == active {
@@ -357,7 +369,37 @@ func external(t *testing.T, l *lab, o string, now time.Time) fsm.Command {
 	if !ok {
 		t.Fatalf("bad op %q", o)
 	}
+	if replica == quarantined {
+		replica = ""
+		for _, r := range s.Replicas {
+			if r.Role == fsm.RoleQuarantined || r.Role == fsm.RoleRecovering {
+				replica = r.Name
+			}
+		}
+		if replica == "" {
+			t.Fatalf("op %q: no quarantined replica: %s", o, render(s))
+		}
+	}
 	return fsm.ReplicaRole{Service: svcName, Replica: replica, Action: action, ExpectGeneration: s.Generation}
+}
+
+// repeatedDoS is the repeated-dos scenario: twelve probe verdicts 5s apart
+// on the active, each answered 1s before, each switch verified 300ms later
+// and its source restored 3s later; then three dos alerts on the same
+// cadence, which are damped.
+func repeatedDoS() []step {
+	const ms, sec = time.Millisecond, time.Second
+	var steps []step
+	for i := range 12 {
+		t := time.Duration(i) * 5 * sec
+		v := verdict(active)
+		v.AnsweredAt = at(t - sec)
+		steps = append(steps, ev(t, v), op(t+300*ms, "done"), op(t+3*sec, "restored "+quarantined))
+	}
+	for i := range 3 {
+		steps = append(steps, ev(time.Duration(60+5*i)*sec, dosAlert(fmt.Sprintf("watchdog-%d", i), active)))
+	}
+	return steps
 }
 
 func TestScenarios(t *testing.T) {

@@ -21,6 +21,9 @@ func eventsFor(s fsm.Service) []decide.Event {
 			dosAlert(id, r.Name),
 			verdict(r.Name),
 			decide.DoSVerdict{Service: svcName, Replica: r.Name, Quorum: true, Confirmations: 2},
+			// Answered later than any switch of these walks: the replica
+			// served, so the undamped path is taken.
+			decide.DoSVerdict{Service: svcName, Replica: r.Name, Quorum: true, Confirmations: 2, AnsweredAt: at(24 * time.Hour)},
 			manual(r.Name),
 		)
 	}
@@ -217,7 +220,11 @@ func FuzzDecide(f *testing.F) {
 			if detectedOff != 0 {
 				det = at(time.Duration(detectedOff))
 			}
-			e = decide.DoSVerdict{Service: svcName, Replica: name, DetectedAt: det, Quorum: quorum}
+			var answered time.Time
+			if detectedOff%2 != 0 {
+				answered = at(time.Duration(detectedOff / 2))
+			}
+			e = decide.DoSVerdict{Service: svcName, Replica: name, DetectedAt: det, Quorum: quorum, AnsweredAt: answered}
 		default:
 			e = decide.ManualSwitch{Service: svcName, To: name, Reason: id}
 		}

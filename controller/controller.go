@@ -190,6 +190,11 @@ type run struct {
 	busy   map[string]bool
 	bgDone chan string
 	bg     sync.WaitGroup
+	// Platform reads of the loop (see observe): replica key -> the read in
+	// flight; stale: a commit arrived while the pass waited for one.
+	reads map[string]read
+	rg    sync.WaitGroup
+	stale bool
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -213,6 +218,7 @@ func (c *Controller) Run(ctx context.Context) {
 		attachedSince: map[string]attachment{},
 		busy:          map[string]bool{},
 		bgDone:        make(chan string),
+		reads:         map[string]read{},
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -233,6 +239,7 @@ func (c *Controller) Run(ctx context.Context) {
 	defer func() {
 		r.stopProbers()
 		r.bg.Wait()
+		r.rg.Wait()
 		wg.Wait()
 	}()
 	c.log.Info("controller started")
@@ -244,6 +251,9 @@ func (c *Controller) Run(ctx context.Context) {
 		r.handleRetries(ctx)
 		r.evaluateAll(ctx)
 		r.reconcileAll(ctx)
+		if r.stale {
+			continue // a commit cut the pass short: pass again at once
+		}
 		if !r.wait(ctx, tick.C) {
 			c.log.Info("controller stopped")
 			return
@@ -269,22 +279,28 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
-			services := map[string]bool{}
-			for more := true; more; {
-				r.tally.add(rep.Report, rep.at)
-				services[rep.Service] = true
-				select {
-				case rep = <-r.c.reports:
-				default:
-					more = false
-				}
-			}
-			for name := range services {
-				r.evaluate(ctx, name)
-			}
+			r.takeReports(ctx, rep)
 			continue
 		}
 		return true
+	}
+}
+
+// takeReports adds rep and every report queued behind it to the tally and
+// weighs the evidence of the services they name.
+func (r *run) takeReports(ctx context.Context, rep received) {
+	services := map[string]bool{}
+	for more := true; more; {
+		r.tally.add(rep.Report, rep.at)
+		services[rep.Service] = true
+		select {
+		case rep = <-r.c.reports:
+		default:
+			more = false
+		}
+	}
+	for name := range services {
+		r.evaluate(ctx, name)
 	}
 }
 

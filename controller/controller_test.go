@@ -686,6 +686,38 @@ func TestManualRequestFollowsDrivers(t *testing.T) {
 // A restore that hangs (a slow snapshot revert) runs in the background:
 // the leader loop goes on detecting and switching, and the replica being
 // restored is neither attached nor chosen until the restore is done.
+// A platform that takes calls and does not answer holds the loop's read
+// of a replica; decisions and the next switch's critical path go on
+// meanwhile (chaos seed 4: an engine shutting down held a damped
+// verdict's retry past its time).
+func TestHangingReadDoesNotHoldTheNextSwitch(t *testing.T) {
+	e := newEnv(t)
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
+	hold := make(chan struct{})
+	defer close(hold)
+	e.d.mu.Lock()
+	e.d.delay["observe bind-b"] = hold
+	e.d.mu.Unlock()
+	eventually(t, "the loop's read of bind-b hangs", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		return e.d.held["observe bind-b"] > 0
+	})
+	e.d.attack("unbound", true)
+	eventually(t, "switch to knot-a completed while the read of bind-b hangs", e.activeIs("knot-a"))
+	e.d.mu.Lock()
+	held := e.d.held["observe bind-b"]
+	e.d.mu.Unlock()
+	if held != 1 {
+		t.Errorf("%d reads of bind-b started while the first hangs; want 1 (one read in flight per replica)", held)
+	}
+	if h := e.switches(); len(h) != 2 || !h[1].Done || h[1].To != "knot-a" {
+		t.Fatalf("history %+v", h)
+	}
+}
+
 func TestSlowRestoreDoesNotDelayTheNextSwitch(t *testing.T) {
 	e := newEnv(t)
 	release := make(chan struct{})

@@ -15,8 +15,9 @@ import (
 
 // reconcileAll brings every service's replicas to their committed roles.
 func (r *run) reconcileAll(ctx context.Context) {
+	r.stale = false
 	for _, svc := range r.c.cl.Services() {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || r.stale {
 			return
 		}
 		r.reconcileService(ctx, svc)
@@ -30,6 +31,9 @@ func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
 	name := svc.Spec.Name
 	if svc.Intent != nil {
 		if !r.completeIntent(ctx, svc, *svc.Intent) {
+			if r.stale {
+				return
+			}
 			// The active replica and the one it replaces are the intent's:
 			// leave them to the next pass's critical path (a
 			// make-before-break source keeps serving until the target is
@@ -38,7 +42,7 @@ func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
 			return
 		}
 		var ok bool
-		if svc, ok = r.c.cl.Service(name); !ok {
+		if svc, ok = r.c.cl.Service(name); !ok || r.stale {
 			return
 		}
 	}
@@ -66,15 +70,126 @@ func (r *run) driverFor(svc fsm.Service, replica string) (fsm.ReplicaSpec, drive
 	return spec, d, true
 }
 
-func (r *run) observe(ctx context.Context, service string, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
-	o, err := d.Observe(ctx, spec)
-	if err != nil {
-		r.c.m.failed(service, "observe")
-		delete(r.obs, replicaKey(service, spec.Name))
-		return o, fmt.Errorf("observe: %w", err)
+// errStale ends a reconcile pass that was waiting for a platform read when
+// a command was committed: the pass acts on the state it read before, and
+// acting on it now could undo the new commit (detach a replica a switch
+// just made active). The loop passes again at once, on the fresh state.
+var errStale = errors.New("a command was committed while the pass waited for the platform")
+
+// observed is the result of one platform read.
+type observed struct {
+	o   driver.Observation
+	err error
+}
+
+// read is a platform read in flight, started at a service generation.
+type read struct {
+	ch  chan observed
+	gen uint64
+}
+
+// observe reads a replica's platform state. The read runs beside the loop,
+// which keeps deciding while it waits: a platform that accepts calls but
+// does not answer (a Docker engine shutting down, a vCenter that is slow or
+// still logging in) holds a read for its driver's timeout times its
+// attempts, and decisions — a verdict, a follower's vote, a damped
+// verdict's retry, an alert — must not wait behind it. A commit made
+// meanwhile ends the pass (errStale); the read stays in flight and the
+// next pass waits for it instead of starting another, so a replica has at
+// most one read in flight. A result read at an older generation of the
+// service is not used (roles changed since, and with them what this leader
+// did to the replica): the replica is read again. No read is given a
+// budget of its own: a vSphere read waits for the session's login, which a
+// budget would starve.
+func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
+	service := svc.Spec.Name
+	key := replicaKey(service, spec.Name)
+	var res observed
+	for {
+		rd, ok := r.reads[key]
+		if !ok {
+			rd = read{ch: make(chan observed, 1), gen: svc.Generation}
+			r.reads[key] = rd
+			r.rg.Add(1)
+			go func() {
+				defer r.rg.Done()
+				o, err := d.Observe(ctx, spec)
+				rd.ch <- observed{o, err}
+			}()
+		}
+		var err error
+		if res, err = r.await(ctx, rd.ch); err != nil {
+			return driver.Observation{}, err
+		}
+		delete(r.reads, key)
+		if rd.gen == svc.Generation {
+			break
+		}
 	}
-	r.obs[replicaKey(service, spec.Name)] = o
-	return o, nil
+	if res.err != nil {
+		r.c.m.failed(service, "observe")
+		delete(r.obs, key)
+		return res.o, fmt.Errorf("observe: %w", res.err)
+	}
+	r.obs[key] = res.o
+	return res.o, nil
+}
+
+// await waits for a platform read, deciding meanwhile on what the loop's
+// wait would: probe verdicts, followers' reports, due retries of damped
+// verdicts and alerts, and ends of background work. It returns errStale
+// (and marks the pass stale) once a command has been committed, and the
+// context's error when leadership ends.
+func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
+	var due *time.Timer
+	defer func() {
+		if due != nil {
+			due.Stop()
+		}
+	}()
+	for {
+		var dueC <-chan time.Time
+		if at, ok := r.nextRetry(); ok {
+			if due == nil {
+				due = time.NewTimer(time.Until(at))
+			} else {
+				due.Reset(time.Until(at))
+			}
+			dueC = due.C
+		}
+		select {
+		case res := <-ch:
+			return res, nil
+		case <-ctx.Done():
+			return observed{}, ctx.Err()
+		case <-r.c.cl.Applied():
+			r.stale = true
+			return observed{}, errStale
+		case key := <-r.bgDone:
+			delete(r.busy, key)
+		case v := <-r.verdicts:
+			r.handleVerdict(ctx, v)
+		case rep := <-r.c.reports:
+			r.takeReports(ctx, rep)
+		case <-dueC:
+			r.handleAlerts(ctx)
+			r.handleRetries(ctx)
+		}
+	}
+}
+
+// nextRetry is the earliest time a damped or uncommitted verdict, or a
+// damped alert, is due to be decided again.
+func (r *run) nextRetry() (time.Time, bool) {
+	var next time.Time
+	for _, m := range []map[string]time.Time{r.retries, r.alertAt} {
+		for _, at := range m {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+	}
+	return next, !next.IsZero()
 }
 
 // serviceAddr is the Attach option carrying the service's IP address (the
@@ -278,6 +393,9 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		if !r.convergeReplica(ctx, svc, rs) {
 			othersAttached = true
 		}
+		if r.stale {
+			return
+		}
 	}
 	act, ok := svc.Active()
 	if !ok || skipActive || ctx.Err() != nil {
@@ -294,9 +412,11 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	if r.busy[key] {
 		return // being started again in the background (below)
 	}
-	o, err := r.observe(ctx, name, d, spec)
+	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
-		r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
+		if !errors.Is(err, errStale) && ctx.Err() == nil {
+			r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
+		}
 		return
 	}
 	if o.Power != driver.PowerOn {
@@ -355,9 +475,11 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		// see it half-way. A replica being restored is not known detached.
 		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
 	}
-	o, err := r.observe(ctx, name, d, spec)
+	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
-		r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
+		if !errors.Is(err, errStale) && ctx.Err() == nil {
+			r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
+		}
 		return false
 	}
 	r.sawAttached(key, o.NICConnected, false)

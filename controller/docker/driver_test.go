@@ -2,10 +2,13 @@ package docker
 
 import (
 	"context"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/ars-project/ars/controller/driver"
@@ -278,6 +281,49 @@ func TestAttachTakesOverAddress(t *testing.T) {
 	wantErr(t, d.Restore(ctx, fr), driver.ErrConflict, "not created by ars")
 	if c := e.inspect(t, "ars-"+foreign); c == nil || !c.State.Running {
 		t.Fatal("the driver touched a container it does not manage")
+	}
+}
+
+// TestEngineGivesAnAddressToOneEndpoint pins the engine behaviour that
+// makes a make-before-break switch between two containers of one engine
+// break-before-make (DESIGN.md, "Two containers, one address"): while one
+// container holds the service address, the engine refuses it to a second
+// endpoint as its address, refuses it as an extra (link-local) address,
+// and refuses a second network on the same subnet. If an engine ever
+// accepts one of them, this test fails and the driver can do better.
+func TestEngineGivesAnAddressToOneEndpoint(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	a, b, c := e.replica(t, "192.0.2.10"), e.replica(t, "192.0.2.11"), e.replica(t, "192.0.2.12")
+	ctx := ctxT(t)
+	for _, r := range []fsm.ReplicaSpec{a, b, c} {
+		mustOp(t, cnt, "power-on "+r.Name, -1, func() error { return d.PowerOn(ctx, r) })
+	}
+	mustOp(t, cnt, "attach a", 1, func() error { return d.Attach(ctx, a, driver.ServiceAddr(e.svcAddr)) })
+	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
+
+	_, err := e.cli.NetworkConnect(ctx, e.svcNet, client.NetworkConnectOptions{Container: ContainerName(b),
+		EndpointConfig: endpointWithIP(e.svcAddr)})
+	if err == nil || !strings.Contains(err.Error(), "Address already in use") {
+		t.Fatalf("a second endpoint with the held address as its own: %v, want the engine to refuse it as in use", err)
+	}
+	_, err = e.cli.NetworkConnect(ctx, e.svcNet, client.NetworkConnectOptions{Container: ContainerName(c),
+		EndpointConfig: &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{LinkLocalIPs: []netip.Addr{e.svcAddr}}}})
+	if err == nil || !strings.Contains(err.Error(), "link local") {
+		t.Fatalf("a second endpoint with the held address as an extra address: %v, want the engine to refuse it as not link-local", err)
+	}
+	twin := e.run + "-twin"
+	_, err = e.cli.NetworkCreate(ctx, twin, client.NetworkCreateOptions{Driver: "bridge", Internal: true,
+		IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: e.subnet}}}})
+	if err == nil {
+		_, _ = e.cli.NetworkRemove(context.Background(), twin, client.NetworkRemoveOptions{})
+		t.Fatalf("the engine made a second network on subnet %s", e.subnet)
+	}
+	if !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("a second network on the service subnet: %v, want the engine to refuse it as overlapping", err)
+	}
+	if got, err := query(e.svcAddr); err != nil || got.String() != "192.0.2.10" {
+		t.Fatalf("after the refused attempts the service address answers %v, %v; want a's 192.0.2.10", got, err)
 	}
 }
 

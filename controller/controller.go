@@ -65,6 +65,9 @@ type Config struct {
 	VerifyBackoff  time.Duration
 	// Now is the leader clock (default time.Now).
 	Now func() time.Time
+	// Witness is this node's own Witness (nil: none): a new leader takes
+	// its verdicts from before it led (see takeOver).
+	Witness WitnessVotes
 	// DisableProbes sends no probe at all: no probers, and switches
 	// complete without the verify probe (-dev, and tests that drive verdicts
 	// by hand).
@@ -128,12 +131,12 @@ func New(cfg Config) (*Controller, error) {
 
 // HandleReport takes a follower's probe report (the payload of a
 // cluster message; install it with cluster.SetMessageHandler). It never
-// blocks: reports that arrive while this node is not leading, that do not
-// decode, or that find the queue full are dropped (followers repeat them).
+// blocks: reports that do not decode or find the queue full are dropped
+// (followers repeat them). Reports that arrive before this node's loop
+// runs (followers send to the Raft leader as soon as they know it, before
+// its barrier) are queued too and counted when it starts; an old one has
+// expired by then (ReportTTL).
 func (c *Controller) HandleReport(msg []byte) {
-	if !c.leading.Load() {
-		return
-	}
 	r, err := DecodeReport(msg)
 	if err != nil {
 		c.m.report("invalid")
@@ -144,7 +147,9 @@ func (c *Controller) HandleReport(msg []byte) {
 	case c.reports <- received{Report: r, at: c.now()}:
 		c.m.report("accepted")
 	default:
-		c.m.report("overflow")
+		if c.leading.Load() {
+			c.m.report("overflow")
+		}
 	}
 }
 
@@ -183,6 +188,9 @@ type run struct {
 	reported map[string]bool               // replicas reported as undrivable
 	tally    *tally                        // followers' probe votes
 	fired    map[string]uint64             // service -> epoch a DoS verdict was decided on
+	ownVotes map[string]vote               // service -> this node's witness's verdict from before it led
+	// reportSeen: a follower's report was counted in this leadership.
+	reportSeen bool
 	// attachedSince: replica key -> when the reconciler first saw it
 	// attached (continuously since), and whether it attached it itself.
 	attachedSince map[string]attachment
@@ -214,6 +222,7 @@ func (c *Controller) Run(ctx context.Context) {
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},
+		ownVotes: map[string]vote{},
 
 		attachedSince: map[string]attachment{},
 		busy:          map[string]bool{},
@@ -243,6 +252,7 @@ func (c *Controller) Run(ctx context.Context) {
 		wg.Wait()
 	}()
 	c.log.Info("controller started")
+	r.takeOver()
 	tick := time.NewTicker(c.cfg.ReconcileInterval)
 	defer tick.Stop()
 	for {
@@ -291,6 +301,7 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 func (r *run) takeReports(ctx context.Context, rep received) {
 	services := map[string]bool{}
 	for more := true; more; {
+		r.firstReport(rep)
 		r.tally.add(rep.Report, rep.at)
 		services[rep.Service] = true
 		select {
@@ -334,6 +345,7 @@ func (r *run) syncProbers(ctx context.Context) {
 		}
 		pr, err := startProber(ctx, r.c.log, name, a, base, func(t probe.Transition) {
 			r.c.m.verdict(name, t.To.String())
+			r.c.log.Info("probe verdict", "service", name, "replica", a.replica, "state", t.To.String(), "detection", t.Detection)
 			select {
 			case r.verdicts <- verdict{service: name, act: a}:
 			case <-ctx.Done():
@@ -446,6 +458,9 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	}
 	need, quorum := 1, svc.Spec.Probe.Confirm == fsm.ConfirmQuorum
 	if quorum {
+		if since, ok := r.witnessVote(name, a, st, now); ok {
+			vote(since)
+		}
 		for _, since := range r.tally.down(name, a.replica, a.epoch, r.c.cfg.NodeName, now) {
 			vote(since)
 		}
@@ -651,6 +666,7 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 				return
 			}
 			if sw != nil {
+				log.Info("switch committed", "generation", res.Generation, "term", r.c.cl.Term())
 				r.timingOf[timingKey(name, res.Generation)] = switchTiming{detection: detection, start: time.Unix(0, sw.At)}
 				r.c.m.switchStarted(svc, *sw)
 			}

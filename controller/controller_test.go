@@ -15,6 +15,7 @@ import (
 
 	"github.com/ars-project/ars/controller/decide"
 	"github.com/ars-project/ars/controller/driver"
+	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
 	testutil2 "github.com/ars-project/ars/test/testutil"
 )
@@ -22,14 +23,17 @@ import (
 const svcName = "dns"
 
 type env struct {
-	t      *testing.T
-	cl     *fakeCluster
-	d      *fakeDriver
-	m      *Metrics
-	logs   testutil2.SyncBuffer
-	ctl    *Controller
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	t    *testing.T
+	cl   *fakeCluster
+	d    *fakeDriver
+	m    *Metrics
+	logs testutil2.SyncBuffer
+	ctl  *Controller
+	// witness and query, when set, are the controller's Witness and Query.
+	witness WitnessVotes
+	query   probe.QueryFunc
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // newEnv applies a service with four VM replicas (bind-a active, unbound-a
@@ -70,16 +74,31 @@ func newEnvConfirm(t *testing.T, confirm string) *env {
 }
 
 func (e *env) start(probes bool) {
+	e.create(probes)
+	e.run()
+}
+
+// create makes the controller without starting its leadership (Run).
+func (e *env) create(probes bool) {
+	query := e.query
+	if query == nil {
+		query = e.d.query(svcName)
+	}
 	ctl, err := New(Config{
 		Cluster: e.cl, NodeName: "n1", Drivers: map[string]driver.Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
 		Logger:            slog.New(slog.NewTextHandler(&e.logs, nil)),
-		ReconcileInterval: 20 * time.Millisecond, Query: e.d.query(svcName),
+		ReconcileInterval: 20 * time.Millisecond, Query: query, Witness: e.witness,
 		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
 	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.ctl = ctl
+}
+
+// run starts the controller's leadership.
+func (e *env) run() {
+	ctl := e.ctl
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.wg.Add(1)

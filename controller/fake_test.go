@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,25 @@ type fakeDriver struct {
 	held     map[string]int           // "op r": calls that reached their delay
 	watchers []chan driver.Event
 	attacked map[string]bool // impls under DoS: they do not answer
+	notReady atomic.Bool     // Ready reports false (a vCenter login in progress)
+	observes atomic.Int64    // Observe calls
+}
+
+// Ready implements Readier.
+func (d *fakeDriver) Ready() bool { return !d.notReady.Load() }
+
+// becomeReady ends the "login" and tells the watchers to resync, as the
+// vSphere driver does when its session opens.
+func (d *fakeDriver) becomeReady() {
+	d.notReady.Store(false)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.watchers {
+		select {
+		case w <- driver.Event{Kind: driver.EventResync, At: time.Now()}:
+		default:
+		}
+	}
 }
 
 func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
@@ -148,6 +168,8 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	defer d.mu.Unlock()
 	if op != "observe" {
 		d.calls = append(d.calls, key)
+	} else {
+		d.observes.Add(1)
 	}
 	vm, ok := d.vms[r.Name]
 	if !ok {

@@ -266,6 +266,15 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	detach := func() error {
 		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
+	if !ready(dTo) || !ready(dFrom) {
+		// A new leader's vCenter login is still running: the switch is
+		// committed and starts the moment the driver is ready (its
+		// EventResync wakes the loop), instead of holding the loop.
+		r.c.log.Debug("open switch waits for its driver", "service", name, "generation", in.Generation)
+		return false
+	}
+	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
+		"mode", in.Mode, "from", in.From, "to", in.To)
 	var err error
 	switch in.Mode {
 	case fsm.ModeParallel:
@@ -409,8 +418,8 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	key := replicaKey(name, act.Name)
-	if r.busy[key] {
-		return // being started again in the background (below)
+	if r.busy[key] || !ready(d) {
+		return // being started again in the background (below), or the driver is not ready
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
@@ -474,6 +483,9 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		// A background operation is at work on it; observing it now would
 		// see it half-way. A replica being restored is not known detached.
 		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
+	}
+	if !ready(d) {
+		return false // not observed yet: not known detached
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {

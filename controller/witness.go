@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ars-project/ars/controller/probe"
@@ -49,6 +50,17 @@ type WitnessConfig struct {
 type Witness struct {
 	cfg WitnessConfig
 	log *slog.Logger
+	clk probe.Clock
+
+	mu   sync.Mutex
+	last map[string]witnessRead // service -> latest verdict read (see Votes)
+}
+
+// witnessRead is a verdict as the witness last read it.
+type witnessRead struct {
+	act activation
+	st  probe.Status
+	at  time.Time // probe clock
 }
 
 // NewWitness checks cfg and returns a Witness; it starts nothing.
@@ -65,7 +77,34 @@ func NewWitness(cfg WitnessConfig) (*Witness, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = 50 * time.Millisecond
 	}
-	return &Witness{cfg: cfg, log: cfg.Logger.With("component", "witness")}, nil
+	clk := cfg.ProbeClock
+	if clk == nil {
+		clk = probe.SystemClock()
+	}
+	return &Witness{cfg: cfg, log: cfg.Logger.With("component", "witness"), clk: clk, last: map[string]witnessRead{}}, nil
+}
+
+// Votes are the witness's latest verdicts (see WitnessVotes). When its node
+// becomes leader the witness stops probing and keeps them as they were:
+// the new leader takes them when its loop starts, and they age from there.
+func (w *Witness) Votes() []WitnessVote {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.clk.Now()
+	out := make([]WitnessVote, 0, len(w.last))
+	for name, rd := range w.last {
+		v := WitnessVote{Report: Report{V: ReportVersion, Node: w.cfg.NodeName, Service: name,
+			Replica: rd.act.replica, Epoch: rd.act.epoch, Down: rd.st.State == probe.StateDown},
+			Age: max(now.Sub(rd.at), 0)}
+		if v.Down {
+			v.DownForUS = max(rd.at.Sub(rd.st.Since), 0).Microseconds()
+		}
+		if !rd.st.LastOK.IsZero() {
+			v.SeenUp, v.UpAge = true, max(now.Sub(rd.st.LastOK), 0)
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 type witnessProbe struct {
@@ -89,7 +128,8 @@ func (w *Witness) Run(ctx context.Context) {
 	base := probe.Config{Clock: w.cfg.ProbeClock, Query: w.cfg.Query, Metrics: w.cfg.ProbeMetrics}
 	for {
 		want := map[string]activation{}
-		if !w.cfg.Cluster.IsLeader() {
+		leader := w.cfg.Cluster.IsLeader()
+		if !leader {
 			for _, s := range w.cfg.Cluster.Services() {
 				if s.Spec.Probe.Confirm != fsm.ConfirmQuorum {
 					continue
@@ -103,6 +143,12 @@ func (w *Witness) Run(ctx context.Context) {
 			if a, ok := want[name]; !ok || a != p.act {
 				p.stop()
 				delete(probers, name)
+				if !leader {
+					// Stopped for another activation or a deleted
+					// service: its verdict is about nothing now. A node
+					// that leads keeps it (Votes).
+					w.forget(name)
+				}
 			}
 		}
 		for name, a := range want {
@@ -145,6 +191,9 @@ func (w *Witness) Run(ctx context.Context) {
 // heartbeat is due.
 func (w *Witness) report(p *witnessProbe) {
 	st := p.p.Status()
+	w.mu.Lock()
+	w.last[p.service] = witnessRead{act: p.act, st: st, at: w.clk.Now()}
+	w.mu.Unlock()
 	now := time.Now()
 	every := ReportUpEvery
 	if st.State == probe.StateDown {
@@ -158,21 +207,25 @@ func (w *Witness) report(p *witnessProbe) {
 	if r.Down {
 		// The prober's clock measures the outage; the wall clock only
 		// paces the heartbeats.
-		clk := w.cfg.ProbeClock
-		if clk == nil {
-			clk = probe.SystemClock()
-		}
-		r.DownForUS = max(clk.Now().Sub(st.Since), 0).Microseconds()
+		r.DownForUS = max(w.clk.Now().Sub(st.Since), 0).Microseconds()
 	}
 	msg, err := EncodeReport(r)
 	if err != nil {
 		w.log.Error("probe report not encoded", "service", p.service, "err", err)
 		return
 	}
-	// Mark it sent even if sending failed: the next heartbeat retries, and
-	// a missing leader is the normal state during an election.
 	p.sent, p.sentAt = st.State, now
 	if err := w.cfg.Cluster.SendToLeader(msg); err != nil {
+		// No leader (an election) or no address for it yet: try again on
+		// the next tick, not the next heartbeat, so the new leader has
+		// the vote as soon as this node knows it (a leader change).
+		p.sentAt = time.Time{}
 		w.log.Debug("probe report not sent", "service", p.service, "err", err)
 	}
+}
+
+func (w *Witness) forget(service string) {
+	w.mu.Lock()
+	delete(w.last, service)
+	w.mu.Unlock()
 }

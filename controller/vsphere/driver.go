@@ -119,11 +119,23 @@ func (d *Driver) Run(ctx context.Context) error {
 	if d.cfg.PerOperationLogin {
 		d.log.Info("vcenter: per-operation login mode (a new session for every operation)")
 		close(rs.ready)
-	} else if s := d.loginLoop(rs.ctx); s != nil {
-		rs.sess = s
-		close(rs.ready)
-		wg.Go(func() { d.keepAlive(rs.ctx, s) })
-		wg.Go(func() { d.watchLoop(rs.ctx, s) })
+		d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
+	} else {
+		// The login starts the moment leadership is won (Run is an
+		// OnLeader routine) and runs beside the leader loop, which decides
+		// and commits without vCenter and calls it only once Ready.
+		start := time.Now()
+		d.log.Info("vcenter login started")
+		if s := d.loginLoop(rs.ctx); s != nil {
+			rs.sess = s
+			close(rs.ready)
+			d.log.Info("vcenter ready", "login", time.Since(start))
+			// Whoever skipped this vCenter's replicas while it was not
+			// ready observes them now.
+			d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
+			wg.Go(func() { d.keepAlive(rs.ctx, s) })
+			wg.Go(func() { d.watchLoop(rs.ctx, s) })
+		}
 	}
 
 	<-rs.ctx.Done()
@@ -147,6 +159,26 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	d.log.Info("vcenter session closed")
 	return nil
+}
+
+// Ready reports whether operations can run now without waiting: this node
+// leads and the term's session is logged in (or the driver logs in per
+// operation). The leader loop calls no operation on a driver that is not
+// ready, so a decision never waits behind the login; when the session
+// opens, watchers receive an EventResync.
+func (d *Driver) Ready() bool {
+	d.mu.Lock()
+	rs := d.run
+	d.mu.Unlock()
+	if rs == nil || rs.ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-rs.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 func (d *Driver) signalLocked() {

@@ -208,26 +208,10 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	drivers := controllerDrivers(a.VSphere, a.Docker)
 	pm := probe.NewMetrics()
 	reg.MustRegister(pm)
-	if len(drivers) > 0 {
-		ctl, err := controller.New(controller.Config{
-			Cluster:       c,
-			NodeName:      cfg.NodeName,
-			Drivers:       drivers,
-			Logger:        log.With("component", "controller"),
-			Metrics:       controller.NewMetrics(reg),
-			ProbeMetrics:  pm,
-			DisableProbes: cfg.Dev,
-		})
-		if err != nil {
-			a.closeDevVCenter()
-			return nil, fmt.Errorf("controller: %w", err)
-		}
-		c.OnLeader("controller", ctl.Run)
-		c.SetMessageHandler(ctl.HandleReport)
-	}
 	// Every node (the -dev one excepted, see above) probes the services
 	// that ask for quorum confirmation while it is a follower, and reports
-	// to the leader.
+	// to the leader; when the node becomes leader, its controller starts
+	// from the witness's verdicts.
 	var witness *controller.Witness
 	if !cfg.Dev {
 		if witness, err = controller.NewWitness(controller.WitnessConfig{
@@ -236,6 +220,28 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 			a.closeDevVCenter()
 			return nil, fmt.Errorf("witness: %w", err)
 		}
+	}
+	var ownVotes controller.WitnessVotes
+	if witness != nil {
+		ownVotes = witness
+	}
+	if len(drivers) > 0 {
+		ctl, err := controller.New(controller.Config{
+			Cluster:       c,
+			NodeName:      cfg.NodeName,
+			Drivers:       drivers,
+			Logger:        log.With("component", "controller"),
+			Metrics:       controller.NewMetrics(reg),
+			ProbeMetrics:  pm,
+			Witness:       ownVotes,
+			DisableProbes: cfg.Dev,
+		})
+		if err != nil {
+			a.closeDevVCenter()
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		c.OnLeader("controller", ctl.Run)
+		c.SetMessageHandler(ctl.HandleReport)
 	}
 
 	srv, err := apiserver.NewServer(apiserver.ServerConfig{

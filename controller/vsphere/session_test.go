@@ -267,3 +267,35 @@ func TestPerOperationLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Ready is false until the term's session is logged in; then watchers get
+// an EventResync (the leader loop skipped this vCenter's replicas until
+// then), and it is false again once the term ends.
+func TestReadyAfterLogin(t *testing.T) {
+	e := newEnv(t, vcsim.Options{}, nil)
+	if e.d.Ready() {
+		t.Fatal("ready without Run")
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	events := e.d.Watch(wctx)
+	e.start()
+	if !e.d.Ready() {
+		t.Fatal("not ready with a live session")
+	}
+	bound := time.After(10 * time.Second) // generous: a hang fails, a slow run does not
+	for resync := false; !resync; {
+		select {
+		case ev := <-events:
+			resync = ev.Kind == driver.EventResync
+		case <-bound:
+			t.Fatal("no resync event after the login")
+		}
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if e.d.Ready() {
+		t.Fatal("ready after the term ended")
+	}
+}

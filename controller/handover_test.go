@@ -182,3 +182,40 @@ func TestVerifiedActivation(t *testing.T) {
 		t.Fatalf("verified switch not found: %+v %v", rec, ok)
 	}
 }
+
+// A new leader's first pass observes every replica (on vSphere each
+// Observe is a vCenter round trip, the first ones after the login);
+// reports that arrive meanwhile are decided on while the reads are in
+// flight, and the switch goes first.
+func TestDecisionNotHeldBehindObservations(t *testing.T) {
+	e := newEnvConfirm(t, "quorum")
+	e.cl.voters = 3
+	e.d.attack("bind9", true)
+	var hang atomic.Bool
+	hang.Store(true)
+	e.query = hangingQuery(&hang, e.d.query(svcName))
+	e.witness = ownVote(t, e.cl, false, true) // seen serving; no DOWN of its own
+	first, second := make(chan struct{}), make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["observe unbound-a"] = first
+	e.d.delay["observe bind-b"] = second // held until the test ends
+	e.d.mu.Unlock()
+	defer close(second)
+	e.start(true)
+	eventually(t, "first pass observing the standby", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		return e.d.held["observe unbound-a"] > 0
+	})
+	e.report("n2", true, 600*time.Millisecond, 0)
+	e.report("n3", true, 500*time.Millisecond, 0)
+	eventually(t, "reports queued", func() bool {
+		return testutil.ToFloat64(e.m.reports.WithLabelValues("accepted")) >= 2
+	})
+	hang.Store(false)
+	close(first)
+	// bind-b's observation never returns; the switch is decided and
+	// carried out all the same.
+	eventually(t, "switch done", e.activeIs("unbound-a"))
+	eventually(t, "unbound-a attached", e.vmIs("unbound-a", driver.PowerOn, true))
+}

@@ -143,13 +143,28 @@ func (c *Controller) HandleReport(msg []byte) {
 		c.log.Debug("probe report dropped", "err", err)
 		return
 	}
+	rec := received{Report: r, at: c.now()}
 	select {
-	case c.reports <- received{Report: r, at: c.now()}:
+	case c.reports <- rec:
+		c.m.report("accepted")
+		return
+	default:
+	}
+	if c.leading.Load() {
+		c.m.report("overflow")
+		return
+	}
+	// Not leading: the queue holds reports from long ago (sent to this
+	// node when it led, or thought to lead); the newest matter, so the
+	// oldest gives way.
+	select {
+	case <-c.reports:
+	default:
+	}
+	select {
+	case c.reports <- rec:
 		c.m.report("accepted")
 	default:
-		if c.leading.Load() {
-			c.m.report("overflow")
-		}
 	}
 }
 

@@ -203,7 +203,6 @@ type run struct {
 	reported map[string]bool               // replicas reported as undrivable
 	tally    *tally                        // followers' probe votes
 	fired    map[string]uint64             // service -> epoch a DoS verdict was decided on
-	ownVotes map[string]vote               // service -> this node's witness's verdict from before it led
 	// reportSeen: a follower's report was counted in this leadership.
 	reportSeen bool
 	// attachedSince: replica key -> when the reconciler first saw it
@@ -237,7 +236,6 @@ func (c *Controller) Run(ctx context.Context) {
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},
-		ownVotes: map[string]vote{},
 
 		attachedSince: map[string]attachment{},
 		busy:          map[string]bool{},
@@ -473,10 +471,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	}
 	need, quorum := 1, svc.Spec.Probe.Confirm == fsm.ConfirmQuorum
 	if quorum {
-		if since, ok := r.witnessVote(name, a, st, now); ok {
-			vote(since)
-		}
-		for _, since := range r.tally.down(name, a.replica, a.epoch, r.c.cfg.NodeName, now) {
+		for _, since := range r.tally.down(name, a.replica, a.epoch, r.selfVoter(st), now) {
 			vote(since)
 		}
 		need = Majority(r.c.cl.VoterCount())

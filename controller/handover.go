@@ -95,8 +95,9 @@ func (r *run) takeOver() {
 			haveOwn = false // about an earlier activation
 		}
 		if haveOwn {
-			r.ownVotes[name] = vote{Report: v.Report, recv: now.Add(-v.Age),
-				downSince: now.Add(-v.Age - time.Duration(v.DownForUS)*time.Microsecond)}
+			// Read by the witness v.Age ago: counted as a report received
+			// then (its later reports, in-process, replace it).
+			r.tally.add(v.Report, now.Add(-v.Age))
 		}
 		if _, ok := r.attachedSince[key]; ok || svc.Intent != nil {
 			continue
@@ -133,18 +134,16 @@ func verifiedActivation(svc fsm.Service, a activation) (fsm.SwitchRecord, bool) 
 	return fsm.SwitchRecord{}, false
 }
 
-// witnessVote is the leader's vote taken from its own witness: while the
-// leader's prober has no verdict yet on the activation (it starts with the
-// term), a fresh DOWN its witness reached before stands for it.
-func (r *run) witnessVote(name string, a activation, st probe.Status, now time.Time) (time.Time, bool) {
-	if st.State != probe.StateUnknown {
-		return time.Time{}, false
+// selfVoter is the node whose reports the tally leaves out: this node's
+// own, since the leader votes with its prober — except while that prober,
+// new with the term, has no verdict yet: then its witness's verdict (from
+// before the node led, and from the handover probing after) stands for
+// it, counted once.
+func (r *run) selfVoter(st probe.Status) string {
+	if st.State == probe.StateUnknown {
+		return ""
 	}
-	v, ok := r.ownVotes[name]
-	if !ok || !v.Down || v.Replica != a.replica || v.Epoch != a.epoch || now.Sub(v.recv) > DownVoteTTL {
-		return time.Time{}, false
-	}
-	return v.downSince, true
+	return r.c.cfg.NodeName
 }
 
 // firstReport logs the first follower report this leadership counts (the

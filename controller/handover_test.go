@@ -219,3 +219,60 @@ func TestDecisionNotHeldBehindObservations(t *testing.T) {
 	eventually(t, "switch done", e.activeIs("unbound-a"))
 	eventually(t, "unbound-a attached", e.vmIs("unbound-a", driver.PowerOn, true))
 }
+
+// While the leader's own prober has no verdict yet, its node's witness's
+// reports (delivered in-process during the handover) are its vote.
+func TestSelfReportVotesUntilTheLeadersProberHasAVerdict(t *testing.T) {
+	e := newEnvConfirm(t, "quorum")
+	e.cl.voters = 3
+	e.d.attack("bind9", true)
+	var hang atomic.Bool
+	hang.Store(true)
+	e.query = hangingQuery(&hang, e.d.query(svcName))
+	e.witness = ownVote(t, e.cl, false, true) // seen serving, not down yet when it led
+	e.start(true)
+	e.report("n2", true, 600*time.Millisecond, 0)
+	eventually(t, "follower reports counted", func() bool {
+		return testutil.ToFloat64(e.m.reports.WithLabelValues("accepted")) >= 3
+	})
+	if h := e.switches(); len(h) != 0 {
+		t.Fatalf("switched on one vote: %+v", h)
+	}
+	e.report("n1", true, 300*time.Millisecond, 0) // the witness turned DOWN
+	eventually(t, "DoS switch committed", func() bool { return len(e.switches()) == 1 })
+	if logs := e.logs.String(); !strings.Contains(logs, "confirmations=2 quorum=true") {
+		t.Fatalf("want a decision on two votes:\n%s", logs)
+	}
+}
+
+// A witness whose node becomes leader goes on probing and reporting for
+// the handover, and keeps its last verdicts for the controller.
+func TestWitnessHandsOver(t *testing.T) {
+	e := newEnvConfirm(t, "quorum")
+	c := &fakeWitnessCluster{fakeCluster: e.cl}
+	wit, err := NewWitness(WitnessConfig{NodeName: "n1", Cluster: c, Query: e.d.query(svcName), Tick: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); wit.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "an UP report", func() bool { return len(c.reports()) > 0 })
+	e.d.attack("bind9", true)
+	c.leader.Store(true)
+	eventually(t, "a DOWN report after the node became leader", func() bool {
+		for _, r := range c.reports() {
+			if r.Down {
+				return true
+			}
+		}
+		return false
+	})
+	svc, _ := e.cl.Service(svcName)
+	act, _ := svc.Active()
+	votes := wit.Votes()
+	if len(votes) != 1 || !votes[0].Down || !votes[0].SeenUp || votes[0].Replica != act.Name || votes[0].Epoch != act.Since {
+		t.Fatalf("votes %+v: want one DOWN vote on %s/%d, seen up before", votes, act.Name, act.Since)
+	}
+}

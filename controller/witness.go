@@ -63,6 +63,14 @@ type witnessRead struct {
 	at  time.Time // probe clock
 }
 
+// WitnessHandover is how long a witness goes on probing after its node
+// became leader. The leader's own prober starts with the term and needs a
+// probe window for its first verdict; until then the witness's verdict,
+// delivered in-process like a follower's report, stands for the leader's
+// vote (see selfVoter), so a DoS that began before the election is not
+// judged afresh.
+const WitnessHandover = time.Second
+
 // NewWitness checks cfg and returns a Witness; it starts nothing.
 func NewWitness(cfg WitnessConfig) (*Witness, error) {
 	if cfg.Cluster == nil {
@@ -85,8 +93,8 @@ func NewWitness(cfg WitnessConfig) (*Witness, error) {
 }
 
 // Votes are the witness's latest verdicts (see WitnessVotes). When its node
-// becomes leader the witness stops probing and keeps them as they were:
-// the new leader takes them when its loop starts, and they age from there.
+// becomes leader the witness goes on probing for WitnessHandover, then
+// stops and keeps them as they were; they age from there.
 func (w *Witness) Votes() []WitnessVote {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -126,10 +134,21 @@ func (w *Witness) Run(ctx context.Context) {
 	tick := time.NewTimer(w.cfg.Tick)
 	defer tick.Stop()
 	base := probe.Config{Clock: w.cfg.ProbeClock, Query: w.cfg.Query, Metrics: w.cfg.ProbeMetrics}
+	// leaderAt: when this witness saw its node go from follower to
+	// leader (zero: it follows, or led from the start).
+	var leaderAt time.Time
+	following := false
 	for {
 		want := map[string]activation{}
 		leader := w.cfg.Cluster.IsLeader()
-		if !leader {
+		switch {
+		case !leader:
+			following, leaderAt = true, time.Time{}
+		case following:
+			following, leaderAt = false, time.Now()
+		}
+		handover := leader && !leaderAt.IsZero() && time.Since(leaderAt) < WitnessHandover
+		if !leader || handover {
 			for _, s := range w.cfg.Cluster.Services() {
 				if s.Spec.Probe.Confirm != fsm.ConfirmQuorum {
 					continue

@@ -145,7 +145,12 @@ func (l *Lab) LeaderLossTrial(ctx context.Context, dwell, settle, limit time.Dur
 }
 
 // waitVoters waits until node answers and reports a leader and every node
-// as a voter.
+// as a voter, and has applied what the leader had committed: a node that
+// restarted holds the state it had when it died until the leader's
+// replication, backed off while it was dead, catches it up. A trial that
+// starts before then meets a second fault beside the one it measures (the
+// restarted node's probes are about an activation that is over, so its
+// votes do not count).
 func (l *Lab) waitVoters(ctx context.Context, node string, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -157,7 +162,8 @@ func (l *Lab) waitVoters(ctx context.Context, node string, limit time.Duration) 
 		}
 		st, err := c.Status(ctx)
 		c.Close()
-		if err == nil && st.Leader != "" && st.Voters == want && st.State != "candidate" {
+		if err == nil && st.Leader != "" && st.Voters == want && st.State != "candidate" &&
+			l.caughtUp(ctx, st.Leader, st.AppliedIndex) {
 			return nil
 		}
 		select {
@@ -166,6 +172,17 @@ func (l *Lab) waitVoters(ctx context.Context, node string, limit time.Duration) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// caughtUp reports whether applied reaches the leader's commit index.
+func (l *Lab) caughtUp(ctx context.Context, leader string, applied uint64) bool {
+	c, err := l.Client(leader, "reader")
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	return err == nil && applied >= st.CommitIndex
 }
 
 // finish turns an attack's answer into a trial and counts the switches

@@ -15,7 +15,8 @@ import (
 type WitnessCluster interface {
 	Services() []fsm.Service
 	// IsLeader: the leader votes with its controller's own probers, so a
-	// witness probes only while its node is a follower.
+	// witness probes only while its node is a follower (and for
+	// WitnessHandover after it became leader).
 	IsLeader() bool
 	// SendToLeader delivers a small message to the leader, best effort.
 	SendToLeader(msg []byte) error

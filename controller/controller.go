@@ -187,7 +187,7 @@ type switchTiming struct {
 type attachment struct {
 	at      time.Time
 	byUs    bool
-	firstOK time.Time // byUs: when the leader's probes first got an answer after at
+	firstOK time.Time // when the leader's probes first got an answer after at (byUs), or when it was seen serving before the term
 }
 
 // run is the state of one leadership.

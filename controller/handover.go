@@ -115,7 +115,10 @@ func (r *run) takeOver() {
 			}
 		}
 		if !seen.IsZero() {
-			r.attachedSince[key] = attachment{at: seen}
+			// Seen serving is an answer: decide does not flap-damp a
+			// verdict against a replica that answered after it took over
+			// (see answeredAt).
+			r.attachedSince[key] = attachment{at: seen, firstOK: seen}
 		}
 	}
 	r.c.log.Info("leadership taken over", "reports", queued, "witness_votes", len(own), "seen_serving", len(r.attachedSince))

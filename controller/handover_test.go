@@ -79,6 +79,11 @@ func TestNewLeaderDecidesOnWhatTheClusterKnows(t *testing.T) {
 	if logs := e.logs.String(); !strings.Contains(logs, "confirmations=2 quorum=true") {
 		t.Fatalf("want a decision on two votes:\n%s", logs)
 	}
+	// Seen serving by the witness is an answer: the verdict says so, and
+	// decide does not flap-damp it.
+	if logs := e.logs.String(); !strings.Contains(logs, "answered_at=") {
+		t.Fatalf("want the verdict to carry the witness's answer:\n%s", logs)
+	}
 
 	hang.Store(false)
 	e.d.becomeReady()

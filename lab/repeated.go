@@ -16,16 +16,29 @@ import (
 // SetPolicy re-applies the lab's service with policy p and returns the
 // policy the cluster holds afterwards, read back through the API (with the
 // defaults the API fills in), so that a caller can tell what it runs with.
+// The node read may be a follower a moment behind the leader: it reads
+// again, for up to 5 s, until the node holds p with those defaults, and
+// returns what it read last either way.
 func (l *Lab) SetPolicy(ctx context.Context, p fsm.PolicySpec) (fsm.PolicySpec, error) {
 	l.cfg.Policy = p
 	if err := l.applyService(ctx); err != nil {
 		return fsm.PolicySpec{}, err
 	}
-	s, err := l.service(ctx)
-	if err != nil {
-		return fsm.PolicySpec{}, err
+	want := fsm.ServiceSpec{Policy: p}
+	want.Normalize()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := l.service(ctx)
+		if err != nil {
+			return fsm.PolicySpec{}, err
+		}
+		if s.Spec.Policy == want.Policy || time.Now().After(deadline) {
+			return s.Spec.Policy, nil
+		}
+		if err := sleepUntil(ctx, time.Now().Add(50*time.Millisecond)); err != nil {
+			return s.Spec.Policy, err
+		}
 	}
-	return s.Spec.Policy, nil
 }
 
 // RepeatedDoSTrial runs one trial of repeated-dos. It waits for a steady

@@ -39,6 +39,7 @@ type benchFlags struct {
 	labFlags
 	profiles, modes, scenarios string
 	trials                     int
+	trialsSet                  bool // -trials was given (repeated-dos then runs that many)
 	out                        string
 	implFor                    time.Duration
 	load, capacityFor          time.Duration
@@ -66,6 +67,10 @@ make lab-deps) and runs each scenario -trials times from a steady service:
   impl-attack/diverse, impl-attack/round-robin
                    every BIND 9 replica fails as soon as it serves, for -impl-for;
                    outages are counted (ars)
+  repeated-dos     a DoS on the serving replica every 5 s for 60 s, under the
+                   policy ars ships with (flap damping included); per attack:
+                   switched or not, outage, a clean replica running or not (ars;
+                   3 trials unless -trials is given)
 
 Modes: ars (default tuning: 100 ms probes, 275 ms window, quorum
 confirmation, a persistent vCenter session, make-before-break on exploits);
@@ -84,7 +89,7 @@ false switch.`,
 			fs.StringVar(&f.profiles, "profiles", "none,paper", "vCenter latency `profiles`, comma-separated ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.StringVar(&f.modes, "modes", "ars,paper-sdk,paper-cli,dnsdist", "`modes`, comma-separated")
 			fs.StringVar(&f.scenarios, "scenarios", "", "only scenarios whose name starts with one of these comma-separated `prefixes` (default all)")
-			fs.IntVar(&f.trials, "trials", 10, "`trials` per scenario and mode (1-100)")
+			fs.IntVar(&f.trials, "trials", 10, "`trials` per scenario and mode (1-100; repeated-dos: 3 unless given)")
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory`")
 			fs.DurationVar(&f.implFor, "impl-for", 8*time.Second, "how long each impl-attack lasts")
 			fs.DurationVar(&f.load, "load", 5*time.Minute, "benign load (dnsperf) on the ars lab of the first profile for this `long`; 0: none")
@@ -94,6 +99,7 @@ false switch.`,
 			fs.StringVar(&f.dosMode, "dos-mode", "", "the ars mode's dos_mode: make-before-break, break-before-make or parallel (default: the service's default; the paper's modes always break before make)")
 			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
+				fs.Visit(func(fl *flag.Flag) { f.trialsSet = f.trialsSet || fl.Name == "trials" })
 				return runBench(ctx, e, &f)
 			}
 		},
@@ -321,6 +327,7 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 		notRun("leader-loss/dos", "dnsdist has no controller to lose")
 		notRun("impl-attack/diverse", "measured for ars only")
 		notRun("impl-attack/round-robin", "measured for ars only")
+		notRun(bench.RepeatedDoS, repeatedNotRun)
 		for _, p := range benchPairs {
 			notRun("exploit/"+p, "dnsdist has no exploit detection")
 			if p != "vm-vm" {
@@ -340,10 +347,12 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 		notRun("leader-loss/dos", "the paper's system has one management node")
 		notRun("impl-attack/diverse", "measured for ars only")
 		notRun("impl-attack/round-robin", "measured for ars only")
+		notRun(bench.RepeatedDoS, repeatedNotRun)
 	}
 	for _, p := range benchPairs {
 		rest := p == "vm-vm" && mode == bench.ModeARS &&
-			(r.loadHere || r.want("leader-loss/dos") || r.want("impl-attack/diverse") || r.want("impl-attack/round-robin"))
+			(r.loadHere || r.want("leader-loss/dos") || r.want("impl-attack/diverse") || r.want("impl-attack/round-robin") ||
+				r.want(bench.RepeatedDoS))
 		if !r.want("dos/"+p) && !r.want("exploit/"+p) && !rest {
 			continue
 		}
@@ -430,6 +439,17 @@ func (r *benchRun) pair(ctx context.Context, profile, mode, pair string, rest bo
 			t, err := l.ImplAttackTrial(ctx, benchImpl, r.f.implFor, dwell)
 			return t, 0, err
 		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	if r.want(bench.RepeatedDoS) {
+		var dos *bench.Result
+		if i := slices.IndexFunc(out, func(x bench.Result) bool { return x.Name == "dos/vm-vm" }); i >= 0 {
+			dos = &out[i]
+		}
+		res, err := r.repeated(ctx, l, profile, mode, cfg.Policy, dos)
 		if err != nil {
 			return nil, err
 		}

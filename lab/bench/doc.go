@@ -12,7 +12,8 @@
 //
 // Scenario names are dos/PAIR and exploit/PAIR for PAIR in vm-vm,
 // vm-container and container-container, leader-loss/dos, and
-// impl-attack/POLICY for POLICY in diverse and round-robin (see Scenarios).
+// impl-attack/POLICY for POLICY in diverse and round-robin, and
+// repeated-dos (see Scenarios; SummarizeRepeated and RelateDoS for the last).
 // Modes are ars, paper-sdk, paper-cli and dnsdist (see Modes), always
 // reported in that order. Profiles name the injected latency: "none", or a
 // calibrated profile such as "paper".
@@ -26,8 +27,18 @@
 //	   "lost_queries": {"mean": 0, "max": 0}, "false_switches": 0,
 //	   "outages": {"mean": 0, "max": 0}, "switched": 0, "errors": ["trial 3: ..."]}]}
 //
-// The four metadata fields, "outages", "switched" and "errors" are optional
-// and omitted when empty. Results are sorted by profile, scenario name and
+// A repeated-dos result adds "note" and
+//
+//	"repeated": {"due": 12, "attacks": 6, "switched": 5, "not_switched_clean": 1,
+//	  "outage_ms": {"mean": 0, "max": 0}, "vs_dos_max": 1.2,
+//	  "per_attack": [{"trial": 1, "target": "bind9-win", "at_ms": 0, "to": "bind9-lin",
+//	    "after_ms": 270, "in_time": true, "outage_ms": 300, "lost_queries": 60,
+//	    "clean": ["bind9-lin"]}]}
+//
+// ("vs_dos_max" only when dos/vm-vm ran in the same run).
+//
+// The four metadata fields, "outages", "switched", "errors", "note" and
+// "repeated" are optional and omitted when empty. Results are sorted by profile, scenario name and
 // mode. Durations are milliseconds rounded to 0.1 ms; p50 is the median with
 // linear interpolation (the mean of the two middle trials for an even count).
 // "trials" counts the trials that succeeded; failed ones are listed in

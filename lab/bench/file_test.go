@@ -52,7 +52,21 @@ func sampleFile(t *testing.T) File {
 				Trial{Downtime: 50 * s * ms1, Outages: 1}, Trial{Downtime: 70 * s * ms1, Outages: 1}),
 			sum("impl-attack/round-robin", ModeARS, p.name, 0,
 				Trial{Downtime: 150 * s * ms1, Outages: 3}, Trial{Downtime: 210 * s * ms1, Outages: 3}),
+			NotRun(RepeatedDoS, ModePaperSDK, p.name, "measured for ars only"),
 		)
+		rep, err := SummarizeRepeated(ModeARS, p.name, []RepeatedTrial{{Due: 3, FalseSwitches: 0, Attacks: []Attack{
+			{Target: "bind9-win", To: "unbound-win", After: 50 * s * ms1, InTime: true, Detection: 40 * s * ms1, Switch: 10 * s * ms1,
+				Outage: 110 * s * ms1, Lost: 3, Clean: []string{"unbound-win"}},
+			{Target: "unbound-win", At: 5 * time.Second, To: "bind9-win", After: 30 * time.Second, Detection: 40 * s * ms1, Switch: 10 * s * ms1,
+				Outage: 30 * time.Second, Lost: 6000, Clean: []string{"knot-lin", "pdns-lin"}},
+		}}}, "the policy ars ships with")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range f.Scenarios {
+			rep.RelateDoS(r) // only the ars dos/vm-vm of this profile counts
+		}
+		f.Scenarios = append(f.Scenarios, rep)
 	}
 	return f
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -119,6 +120,66 @@ func writeTable(b *strings.Builder, rs []Result) {
 	if len(failed) > 0 {
 		b.WriteString("\nFailed trials (not counted):\n\n")
 		b.WriteString(strings.Join(failed, "\n") + "\n")
+	}
+	var notes []string
+	for _, r := range rs {
+		if r.Note != "" {
+			notes = append(notes, fmt.Sprintf("- %s %s: %s", cell(r.Name), r.Mode, cell(r.Note)))
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\nNotes:\n\n")
+		b.WriteString(strings.Join(notes, "\n") + "\n")
+	}
+	for _, r := range rs {
+		if r.Repeated != nil {
+			writeRepeated(b, r)
+		}
+	}
+}
+
+// repeatedNote explains the repeated-dos table.
+const repeatedNote = `A DoS on the replica the cluster holds active, every %s, %d times a trial; a
+replica still down from an earlier attack of the trial is not attacked again.
+An attack is **switched** when the service switched away from it before the next
+attack was due; **not switched, clean replica running** counts the attacks that
+were not although another clean replica was running (target 0). Outages are
+per attack, the longest gap the client saw until the next attack (or the end of
+the trial); the **vs dos/vm-vm max** ratio divides their max by the downtime
+max of dos/vm-vm in the same run (target ≤ %s). The downtime, detection,
+switch and lost columns above are per attack too.`
+
+// writeRepeated writes the summary and the attacks of a repeated-dos result.
+func writeRepeated(b *strings.Builder, r Result) {
+	p := r.Repeated
+	fmt.Fprintf(b, "\n### %s, %s\n\n", cell(r.Name), r.Mode)
+	fmt.Fprintf(b, repeatedNote+"\n\n", RepeatedEvery, RepeatedCount, num(RepeatedVsDoSTarget))
+	writeRow(b, []string{"trials", "attacks (due)", "switched", "not switched, clean replica running",
+		"outage mean", "outage max", "vs dos/vm-vm max"})
+	writeRow(b, []string{"--:", "--:", "--:", "--:", "--:", "--:", "--:"})
+	vs := "– (dos/vm-vm did not run)"
+	if p.VsDoSMax != nil {
+		vs = num(*p.VsDoSMax)
+	}
+	writeRow(b, []string{trials(r), fmt.Sprintf("%d (%d)", p.Attacks, p.Due), strconv.Itoa(p.Switched),
+		strconv.Itoa(p.NotSwitchedClean), num(p.Outage.Mean), num(p.Outage.Max), vs})
+	b.WriteString("\n")
+	writeRow(b, []string{"trial", "at (s)", "attacked", "switched to", "after (ms)", "in time", "outage (ms)", "lost", "clean replicas running"})
+	writeRow(b, []string{"--:", "--:", "---", "---", "--:", "---", "--:", "--:", "---"})
+	for _, a := range p.PerAttack {
+		to, after, in := "–", "", "no"
+		if a.To != "" {
+			to, after = cell(a.To), num(a.AfterMS)
+		}
+		if a.InTime {
+			in = "yes"
+		}
+		clean := "none"
+		if len(a.Clean) > 0 {
+			clean = cell(strings.Join(a.Clean, ", "))
+		}
+		writeRow(b, []string{strconv.Itoa(a.Trial), num(math.Round(a.AtMS/100) / 10), cell(a.Target), to, after, in,
+			num(a.OutageMS), strconv.Itoa(a.Lost), clean})
 	}
 }
 

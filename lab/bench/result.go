@@ -56,7 +56,7 @@ func Scenarios() []string {
 			names = append(names, attack+"/"+pair)
 		}
 	}
-	names = append(names, "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin")
+	names = append(names, "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", RepeatedDoS)
 	slices.Sort(names)
 	return names
 }
@@ -103,6 +103,11 @@ type Result struct {
 	Errors        []string `json:"errors,omitempty"`   // failed trials, left out of the numbers
 	Status        string   `json:"status,omitempty"`   // "" (ran) or StatusNotRun
 	Reason        string   `json:"reason,omitempty"`   // why it did not run
+	// Note says how a result that ran was measured where that differs
+	// from the other scenarios (repeated-dos: the policy it ran with).
+	Note string `json:"note,omitempty"`
+	// Repeated is the summary of a repeated-dos result (SummarizeRepeated).
+	Repeated *Repeated `json:"repeated,omitempty"`
 }
 
 // MarshalJSON leaves the measurement fields out of not-run results.
@@ -256,7 +261,7 @@ func (r Result) Validate() error {
 		case r.Reason == "":
 			return invalid("not-run result needs a reason")
 		case r.Downtime != Dist{} || r.Detection != Stat{} || r.Switch != Stat{} || r.Lost != Stat{} ||
-			r.FalseSwitches != 0 || r.Outages != nil || r.Switched != 0:
+			r.FalseSwitches != 0 || r.Outages != nil || r.Switched != 0 || r.Note != "" || r.Repeated != nil:
 			return invalid("not-run result carries measurements")
 		}
 		return nil
@@ -275,6 +280,14 @@ func (r Result) Validate() error {
 	}
 	if r.Switched > r.Trials {
 		return invalid("switched %d of %d trials", r.Switched, r.Trials)
+	}
+	if r.Repeated != nil {
+		if r.Name != RepeatedDoS {
+			return invalid("a repeated-attack summary on %s", r.Name)
+		}
+		if err := r.Repeated.validate(r.Trials); err != nil {
+			return invalid("%v", err)
+		}
 	}
 	stats := []struct {
 		what           string

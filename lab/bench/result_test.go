@@ -234,10 +234,10 @@ func TestSortedModeOrder(t *testing.T) {
 
 func TestScenarios(t *testing.T) {
 	got := Scenarios()
-	if len(got) != 9 {
-		t.Fatalf("Scenarios() = %q, want 9 names", got)
+	if len(got) != 10 {
+		t.Fatalf("Scenarios() = %q, want 10 names", got)
 	}
-	for _, n := range []string{"dos/container-container", "exploit/vm-container", "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin"} {
+	for _, n := range []string{"dos/container-container", "exploit/vm-container", "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", "repeated-dos"} {
 		found := false
 		for _, g := range got {
 			found = found || g == n

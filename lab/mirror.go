@@ -4,8 +4,9 @@
 // VMs (through the production govmomi code path) to the processes.
 //
 // This file is that last step, the Mirror: it takes the simulated VMs'
-// state as lab/vcwatch reports it and makes the replica processes and
-// their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
+// state, as the simulator changes it (vmhook.go, before the change's task
+// completes) and as lab/vcwatch reads it (the retry path), and makes the
+// replica processes and their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
 // stopped (SIGSTOP), powered off ↔ killed, NIC connected ↔ linked to the
 // service network, with a gratuitous ARP; a snapshot revert ↔ a fresh
 // process).

@@ -93,6 +93,7 @@ type Lab struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	unfollow  func() // stops the Mirror's hook in the simulator (followVMs)
 	vcPass    string
 	vcln      net.Listener  // the simulator's endpoint on the hub address
 	proxyDone chan struct{} // closed by Down: ends proxied connections
@@ -234,21 +235,32 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	mu.Lock()
 	mirror = NewMirror(procs{l}, names...)
 	l.mirror = mirror
+	// The Mirror follows each VM change as the simulator makes it (before
+	// its task completes), and the watch, whose reads lag the simulator,
+	// retries what failed and catches anything else.
+	l.unfollow = followVMs(sim.Model.Map(), l.byRef, func(name string, s vcwatch.State) {
+		if err := mirror.ApplyLive(name, s); err != nil {
+			l.log.Warn("lab: replica state not applied; retrying at the next read", "err", err)
+		}
+		l.attacks.served(l, mirror.Linked())
+	})
 	mu.Unlock()
+	mark := l.mirror.Mark()
 	states, err := l.w.Read(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	if err := l.mirror.Apply(states); err != nil {
+	if err := l.mirror.ApplyRead(states, mark); err != nil {
 		return nil, fmt.Errorf("lab: starting the replicas: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.ctx = cancel, wctx
+	l.w.BeforeRead = func() { mark = l.mirror.Mark() } // Run's goroutine only, below
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		l.w.Run(wctx, func(s map[string]vcwatch.State) {
-			if err := l.mirror.Apply(s); err != nil {
+			if err := l.mirror.ApplyRead(s, mark); err != nil {
 				l.log.Warn("lab: replica state not applied; retrying at the next change", "err", err)
 			}
 			l.attacks.served(l, l.mirror.Linked())
@@ -362,6 +374,10 @@ func (l *Lab) DoS(replica string) error {
 // network. It is safe to call more than once.
 func (l *Lab) Down(ctx context.Context) error {
 	l.attacks.stop()
+	if l.unfollow != nil {
+		l.unfollow() // nothing links or starts a replica from here on
+		l.unfollow = nil
+	}
 	if l.vcln != nil {
 		l.vcln.Close()
 		close(l.proxyDone)

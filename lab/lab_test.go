@@ -83,14 +83,28 @@ func TestLabFollowsTheDriver(t *testing.T) {
 		}
 	}
 
+	// The driver returns once it has seen the reconfigure task complete;
+	// by then the namespace is linked (unlinked), as a real host's vNIC is.
+	linked := func(name string, want bool) {
+		t.Helper()
+		up, err := l.Net.Attached(name)
+		must("link state of "+name, err)
+		if up != want {
+			t.Fatalf("%s: the driver saw its reconfigure complete, link up=%t, want %t", name, up, want)
+		}
+	}
+
 	t0 := time.Now()
 	must("attach bind", d.Attach(ctx, rep("bind")))
+	linked("bind", true)
 	answers("bind attached", t0)
 
 	// Make-before-break to unbound: the gratuitous ARP moves the client.
 	t1 := time.Now()
 	must("attach unb", d.Attach(ctx, rep("unb")))
+	linked("unb", true)
 	must("detach bind", d.Detach(ctx, rep("bind")))
+	linked("bind", false)
 	answers("after the switch to unbound", time.Now())
 	mbb := client.Outage(t1, time.Now())
 	t.Logf("make-before-break bind9 -> unbound: %s", mbb)

@@ -4,8 +4,9 @@
 // VMs (through the production govmomi code path) to the processes.
 //
 // This file is that last step, the Mirror: it takes the simulated VMs'
-// state as lab/vcwatch reports it and makes the replica processes and
-// their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
+// state, as the simulator changes it (vmhook.go, before the change's task
+// completes) and as lab/vcwatch reads it (the retry path), and makes the
+// replica processes and their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
 // stopped (SIGSTOP), powered off ↔ killed, NIC connected ↔ linked to the
 // service network, with a gratuitous ARP; a snapshot revert ↔ a fresh
 // process).
@@ -52,12 +53,16 @@ type Mirror struct {
 	mu       sync.Mutex
 	applied  map[string]procState
 	reverted map[string]bool
+	// seq counts ApplyLive calls; live is the seq of each replica's last
+	// one. A read marked before it is older than what ApplyLive applied.
+	seq  uint64
+	live map[string]uint64
 }
 
 // NewMirror returns a Mirror for the named replicas, all of which start
 // powered off and unlinked (nothing running).
 func NewMirror(r Replicas, names ...string) *Mirror {
-	m := &Mirror{r: r, names: slices.Clone(names), applied: map[string]procState{}, reverted: map[string]bool{}}
+	m := &Mirror{r: r, names: slices.Clone(names), applied: map[string]procState{}, reverted: map[string]bool{}, live: map[string]uint64{}}
 	for _, n := range names {
 		m.applied[n] = procState{power: types.VirtualMachinePowerStatePoweredOff}
 	}
@@ -88,6 +93,46 @@ func (m *Mirror) Reverted(name string) {
 func (m *Mirror) Apply(states map[string]vcwatch.State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.apply(states)
+}
+
+// ApplyLive applies the state of one replica as the simulator changes its
+// VM (from the simulator's update hook, see followVMs): the newest state
+// there is, so a read marked before it no longer applies to that replica
+// (ApplyRead).
+func (m *Mirror) ApplyLive(name string, state vcwatch.State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.live[name] = m.seq
+	return m.apply(map[string]vcwatch.State{name: state})
+}
+
+// Mark is the token to take just before reading the VMs' states that
+// will go to ApplyRead.
+func (m *Mirror) Mark() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.seq
+}
+
+// ApplyRead is Apply for states read after Mark returned mark: a replica
+// that ApplyLive changed since then is left out, as the read may predate
+// the change (applying it would undo a link the simulator just made, until
+// the next read).
+func (m *Mirror) ApplyRead(states map[string]vcwatch.State, mark uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fresh := make(map[string]vcwatch.State, len(states))
+	for n, s := range states {
+		if m.live[n] <= mark {
+			fresh[n] = s
+		}
+	}
+	return m.apply(fresh)
+}
+
+func (m *Mirror) apply(states map[string]vcwatch.State) error {
 	var errs []error
 	try := func(name, what string, f func(string) error) bool {
 		if err := f(name); err != nil {

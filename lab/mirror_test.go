@@ -87,3 +87,39 @@ func TestMirrorFollowsTheSimulator(t *testing.T) {
 		}
 	}
 }
+
+// A read marked before a live change is older than it: it must not undo
+// it for that replica (the link the simulator just made would flap until
+// the next read), and still applies to the others. A read marked after
+// applies in full.
+func TestMirrorReadOvertakenByLiveChange(t *testing.T) {
+	f := &fakeReplicas{fail: map[string]bool{}}
+	m := NewMirror(f, "a", "b")
+	if err := m.Apply(map[string]vcwatch.State{"a": st(on, false), "b": st(on, false)}); err != nil {
+		t.Fatal(err)
+	}
+	f.take()
+	mark := m.Mark()
+	if err := m.ApplyLive("a", st(on, true)); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.take(); got != "link a" {
+		t.Fatalf("live change: calls %q, want %q", got, "link a")
+	}
+	// Read before the reconfigure: a's NIC still disconnected.
+	if err := m.ApplyRead(map[string]vcwatch.State{"a": st(on, false), "b": st(susp, false)}, mark); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.take(); got != "suspend b" {
+		t.Fatalf("stale read: calls %q, want %q", got, "suspend b")
+	}
+	if got := strings.Join(m.Linked(), ","); got != "a" {
+		t.Fatalf("stale read: linked %q, want a", got)
+	}
+	if err := m.ApplyRead(map[string]vcwatch.State{"a": st(on, false), "b": st(susp, false)}, m.Mark()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.take(); got != "unlink a" {
+		t.Fatalf("fresh read: calls %q, want %q", got, "unlink a")
+	}
+}

@@ -44,6 +44,12 @@ func (s State) Attached() bool {
 
 // Watcher follows a fixed set of VMs.
 type Watcher struct {
+	// BeforeRead, if set, is called by Run just before each read whose
+	// result it passes to onChange (set it before Run). The lab takes its
+	// Mirror's mark there, to tell a read that a change applied
+	// meanwhile has overtaken.
+	BeforeRead func()
+
 	vc   *vim25.Client
 	sm   *session.Manager
 	refs map[types.ManagedObjectReference]string // VM -> caller's name for it
@@ -99,18 +105,24 @@ func (w *Watcher) Read(ctx context.Context) (map[string]State, error) {
 		return nil, fmt.Errorf("vcwatch: read VMs: %w", err)
 	}
 	out := make(map[string]State, len(vms))
-	for _, vm := range vms {
-		st := State{Power: vm.Runtime.PowerState}
-		if vm.Config != nil {
-			for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil)) {
-				if c := d.GetVirtualDevice().Connectable; c != nil && c.Connected {
-					st.NICConnected = true
-				}
-			}
-		}
-		out[w.refs[vm.Self]] = st
+	for i := range vms {
+		out[w.refs[vms[i].Self]] = StateOf(&vms[i])
 	}
 	return out, nil
+}
+
+// StateOf is the State of vm as its runtime.powerState and
+// config.hardware.device give it (the properties Read retrieves).
+func StateOf(vm *mo.VirtualMachine) State {
+	st := State{Power: vm.Runtime.PowerState}
+	if vm.Config != nil {
+		for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil)) {
+			if c := d.GetVirtualDevice().Connectable; c != nil && c.Connected {
+				st.NICConnected = true
+			}
+		}
+	}
+	return st
 }
 
 // Run calls onChange with the state of every watched VM now and after
@@ -158,6 +170,9 @@ func (w *Watcher) runOnce(ctx context.Context, onChange func(map[string]State)) 
 		}
 		if r.Returnval != nil {
 			version = r.Returnval.Version
+		}
+		if w.BeforeRead != nil {
+			w.BeforeRead()
 		}
 		states, err := w.Read(ctx)
 		if err != nil {

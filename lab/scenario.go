@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -142,6 +143,60 @@ func (l *Lab) LeaderLossTrial(ctx context.Context, dwell, settle, limit time.Dur
 		return t, falses, err
 	}
 	return t, falses, ferr
+}
+
+// ManagementLossTrial is leader-loss/dos for a system with one
+// management node, the research system's: as the DoS on the active
+// replica starts, every node is killed (SIGKILL), the leader first, so
+// that none is left to take over — the lab's three nodes stand for the
+// one, and nothing switches. It watches the client for bound and returns
+// what it saw then: the whole bound is down. Afterwards it lets the
+// wedged replica go, starts the nodes again and waits until they have a
+// leader and every voter.
+func (l *Lab) ManagementLossTrial(ctx context.Context, dwell, bound time.Duration) (bench.Trial, error) {
+	s, err := l.Steady(ctx, dwell)
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	a, ok := s.Active()
+	if !ok {
+		return bench.Trial{}, errors.New("lab: no active replica before the trial")
+	}
+	leader, err := l.Leader(ctx)
+	if err != nil || leader == "" {
+		return bench.Trial{}, fmt.Errorf("lab: no leader before the trial: %v", err)
+	}
+	nodes := append([]string{leader}, slices.DeleteFunc(slices.Clone(l.Net.Topology().Nodes), func(n string) bool { return n == leader })...)
+	for _, n := range nodes {
+		if err := l.KillNode(n); err != nil {
+			return bench.Trial{}, err
+		}
+	}
+	at := time.Now()
+	if err := l.DoS(a.Name); err != nil {
+		return bench.Trial{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return bench.Trial{}, ctx.Err()
+	case <-time.After(bound + ClientTimeout):
+	}
+	o, err := l.Outage(at, at.Add(bound))
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	if err := l.unwedge(a.Name); err != nil {
+		return bench.Trial{}, err
+	}
+	for _, n := range nodes {
+		if err := l.StartNode(n); err != nil {
+			return bench.Trial{}, err
+		}
+	}
+	if err := l.waitVoters(ctx, leader, 30*time.Second); err != nil {
+		return bench.Trial{}, err
+	}
+	return bench.Trial{Downtime: o.Longest, Lost: o.Lost, Outages: o.Gaps}, nil
 }
 
 // waitVoters waits until node answers and reports a leader and every node

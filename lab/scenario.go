@@ -275,7 +275,8 @@ func (l *Lab) SetRotation(ctx context.Context, rotation string) error {
 }
 
 // ImplAttackTrial attacks every replica of impl for d, starting with one
-// of them active (switched to by hand if need be), and counts the outages:
+// of them active (switched to by hand if need be; under round-robin with
+// the next in order as the standby, see staleStandby), and counts the outages:
 // the DoS switches away from a replica of impl, each one a replica the
 // attack took down while it served. (The client's gaps cannot tell them
 // apart: a replica that fails as soon as it serves extends the gap of the
@@ -286,6 +287,26 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 	s, err := l.Steady(ctx, dwell)
 	if err != nil {
 		return bench.Trial{}, err
+	}
+	if a, _ := s.Active(); l.replica(a.Name).Impl == impl && staleStandby(s) {
+		// The standby was picked under another rotation (SetRotation
+		// picks none): switch away from impl, so that the switch back
+		// below picks the next in round-robin order.
+		other := ""
+		for _, r := range l.cfg.Replicas {
+			if r.Impl != impl {
+				other = r.Name
+				break
+			}
+		}
+		if other != "" {
+			if err := l.manualSwitch(ctx, other); err != nil {
+				return bench.Trial{}, err
+			}
+			if s, err = l.Steady(ctx, dwell); err != nil {
+				return bench.Trial{}, err
+			}
+		}
 	}
 	if a, _ := s.Active(); l.replica(a.Name).Impl != impl {
 		first := ""
@@ -332,6 +353,19 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 		}
 	}
 	return t, nil
+}
+
+// staleStandby says whether s rotates round-robin and its standby is not
+// the next in order (as after a change of rotation, which keeps the
+// standby). Under diverse rotation any standby of another implementation
+// serves the trial alike.
+func staleStandby(s fsm.Service) bool {
+	if s.Spec.Policy.Rotation != fsm.RotationRoundRobin {
+		return false
+	}
+	sb, ok := s.Standby()
+	want, can := fsm.PickStandby(s, "")
+	return ok && can && want != sb.Name
 }
 
 // manualSwitch asks the cluster to switch to replica (an operator switch).

@@ -196,7 +196,61 @@ func (l *Lab) ManagementLossTrial(ctx context.Context, dwell, bound time.Duratio
 	if err := l.waitVoters(ctx, leader, 30*time.Second); err != nil {
 		return bench.Trial{}, err
 	}
+	// A node started again answers reads before it has applied the log
+	// again; the next trial must not read an old service from it.
+	if err := l.waitCaughtUp(ctx, 30*time.Second); err != nil {
+		return bench.Trial{}, err
+	}
 	return bench.Trial{Downtime: o.Longest, Lost: o.Lost, Outages: o.Gaps}, nil
+}
+
+// waitCaughtUp waits until every node has applied the log up to the
+// highest commit index any of them reports.
+func (l *Lab) waitCaughtUp(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		applied, commit, err := l.indexes(ctx)
+		if err == nil && caughtUp(applied, commit) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: the nodes did not catch up (applied %v, commit %d, %v): %w", applied, commit, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// indexes asks every node for its applied index, and returns them with
+// the highest commit index reported.
+func (l *Lab) indexes(ctx context.Context) (map[string]uint64, uint64, error) {
+	applied := map[string]uint64{}
+	var commit uint64
+	for _, n := range l.Net.Topology().Nodes {
+		c, err := l.Client(n, "reader")
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := c.Status(ctx)
+		c.Close()
+		if err != nil {
+			return nil, 0, fmt.Errorf("node %s: %w", n, err)
+		}
+		applied[n] = st.AppliedIndex
+		commit = max(commit, st.CommitIndex)
+	}
+	return applied, commit, nil
+}
+
+// caughtUp says whether every node has applied up to commit.
+func caughtUp(applied map[string]uint64, commit uint64) bool {
+	for _, a := range applied {
+		if a < commit {
+			return false
+		}
+	}
+	return len(applied) > 0
 }
 
 // waitVoters waits until node answers and reports a leader and every node
@@ -268,10 +322,27 @@ func (l *Lab) switchesAfter(ctx context.Context, gen uint64, settle time.Duratio
 
 func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 
-// SetRotation re-applies the lab's service with another rotation policy.
+// SetRotation re-applies the lab's service with another rotation policy
+// and waits until the service reads back with it (from whichever node
+// answers).
 func (l *Lab) SetRotation(ctx context.Context, rotation string) error {
 	l.cfg.Policy.Rotation = rotation
-	return l.applyService(ctx)
+	if err := l.applyService(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		s, err := l.service(ctx)
+		if err == nil && s.Spec.Policy.Rotation == rotation {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: the service does not read back with rotation %s (%v): %w", rotation, err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ImplAttackTrial attacks every replica of impl for d, starting with one

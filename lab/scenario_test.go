@@ -44,3 +44,21 @@ func TestStaleStandby(t *testing.T) {
 		t.Error("a service without a standby has a stale one")
 	}
 }
+
+// Every node must have applied up to the highest commit index.
+func TestCaughtUp(t *testing.T) {
+	for _, tt := range []struct {
+		applied map[string]uint64
+		commit  uint64
+		want    bool
+	}{
+		{map[string]uint64{"n1": 10, "n2": 10, "n3": 10}, 10, true},
+		{map[string]uint64{"n1": 10, "n2": 4, "n3": 10}, 10, false}, // a restarted node replaying
+		{map[string]uint64{"n1": 11, "n2": 10, "n3": 10}, 10, true},
+		{map[string]uint64{}, 0, false},
+	} {
+		if got := caughtUp(tt.applied, tt.commit); got != tt.want {
+			t.Errorf("caughtUp(%v, %d) = %t, want %t", tt.applied, tt.commit, got, tt.want)
+		}
+	}
+}

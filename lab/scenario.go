@@ -439,14 +439,31 @@ func staleStandby(s fsm.Service) bool {
 	return ok && can && want != sb.Name
 }
 
-// manualSwitch asks the cluster to switch to replica (an operator switch).
+// manualSwitch asks the cluster to switch to replica (an operator switch)
+// and waits until the service reads back at the switch's generation: a
+// read may come from a node that has not applied it yet, and a trial
+// must not take that node's old service for a steady one.
 func (l *Lab) manualSwitch(ctx context.Context, replica string) error {
+	var gen uint64
 	err := l.anyNode(ctx, "operator", 10*time.Second, func(ctx context.Context, c *api.Client) error {
-		_, err := c.Switch(ctx, l.cfg.Service, api.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		resp, err := c.Switch(ctx, l.cfg.Service, api.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		gen = resp.Generation
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("lab: switch to %s: %w", replica, err)
 	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		s, err := l.service(ctx)
+		if err == nil && s.Generation >= gen {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: switch to %s: the service does not read back at generation %d (%v): %w", replica, gen, err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

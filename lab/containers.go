@@ -104,21 +104,8 @@ func (l *Lab) upContainers(ctx context.Context) error {
 		}
 	}
 	c.removeAll(ctx)
-	t := l.Net.Topology()
-	// Docker's IPAM hands out only what the controller asks for (the
-	// service address) and, for nothing in the lab, the top of the
-	// subnet; the gateway is an address nobody holds, so a container has
-	// no way out of the lab either.
-	last := lastHost(t.Subnet)
-	_, err = cli.NetworkCreate(ctx, c.network, client.NetworkCreateOptions{
-		Driver:  "macvlan",
-		Options: map[string]string{"parent": l.Net.DockerParent(), "macvlan_mode": "bridge"},
-		IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: t.Subnet, Gateway: last,
-			IPRange: netip.PrefixFrom(last, 28).Masked()}}},
-		Labels: map[string]string{"ars.lab": t.Prefix},
-	})
-	if err != nil {
-		return fmt.Errorf("lab: docker network %s: %w", c.network, err)
+	if err := createServiceNetwork(ctx, cli, c.network, l.Net); err != nil {
+		return err
 	}
 	l.wg.Add(1)
 	go func() {
@@ -131,6 +118,28 @@ func (l *Lab) upContainers(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("lab: docker events: %w", ctx.Err())
 	}
+}
+
+// createServiceNetwork creates the lab's Docker service network, name: a
+// macvlan network on nl's Docker link, in nl's subnet. Docker's IPAM hands
+// out only the addresses asked for (the service address, or a dnsdist
+// backend's own) and, for nothing in the lab, the top of the subnet; the
+// gateway is an address nobody holds, so a container has no way out of
+// the lab either.
+func createServiceNetwork(ctx context.Context, cli *client.Client, name string, nl *netlab.Lab) error {
+	t := nl.Topology()
+	last := lastHost(t.Subnet)
+	_, err := cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
+		Driver:  "macvlan",
+		Options: map[string]string{"parent": nl.DockerParent(), "macvlan_mode": "bridge"},
+		IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: t.Subnet, Gateway: last,
+			IPRange: netip.PrefixFrom(last, 28).Masked()}}},
+		Labels: map[string]string{"ars.lab": t.Prefix},
+	})
+	if err != nil {
+		return fmt.Errorf("lab: docker network %s: %w", name, err)
+	}
+	return nil
 }
 
 // lastHost is the last host address of p (the one before broadcast).

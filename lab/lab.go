@@ -358,6 +358,14 @@ func (l *Lab) wedge(name string) error {
 	return l.Net.SignalReplica(name, syscall.SIGSTOP)
 }
 
+// unwedge lets a wedged replica's processes go on (SIGCONT).
+func (l *Lab) unwedge(name string) error {
+	if r, _ := l.lookup(name); r.isContainer() {
+		return l.ctrs.signal(name, syscall.SIGCONT)
+	}
+	return l.Net.SignalReplica(name, syscall.SIGCONT)
+}
+
 // DoS wedges the replica's server (SIGSTOP to every process in its
 // namespace: it keeps its sockets and answers nothing, as a server with a
 // hang bug does). Neither the simulator nor the Docker engine sees a

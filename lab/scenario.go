@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -144,6 +145,114 @@ func (l *Lab) LeaderLossTrial(ctx context.Context, dwell, settle, limit time.Dur
 	return t, falses, ferr
 }
 
+// ManagementLossTrial is leader-loss/dos for a system with one
+// management node, the research system's: as the DoS on the active
+// replica starts, every node is killed (SIGKILL), the leader first, so
+// that none is left to take over — the lab's three nodes stand for the
+// one, and nothing switches. It watches the client for bound and returns
+// what it saw then: the whole bound is down. Afterwards it lets the
+// wedged replica go, starts the nodes again and waits until they have a
+// leader and every voter.
+func (l *Lab) ManagementLossTrial(ctx context.Context, dwell, bound time.Duration) (bench.Trial, error) {
+	s, err := l.Steady(ctx, dwell)
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	a, ok := s.Active()
+	if !ok {
+		return bench.Trial{}, errors.New("lab: no active replica before the trial")
+	}
+	leader, err := l.Leader(ctx)
+	if err != nil || leader == "" {
+		return bench.Trial{}, fmt.Errorf("lab: no leader before the trial: %v", err)
+	}
+	nodes := append([]string{leader}, slices.DeleteFunc(slices.Clone(l.Net.Topology().Nodes), func(n string) bool { return n == leader })...)
+	for _, n := range nodes {
+		if err := l.KillNode(n); err != nil {
+			return bench.Trial{}, err
+		}
+	}
+	at := time.Now()
+	if err := l.DoS(a.Name); err != nil {
+		return bench.Trial{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return bench.Trial{}, ctx.Err()
+	case <-time.After(bound + ClientTimeout):
+	}
+	o, err := l.Outage(at, at.Add(bound))
+	if err != nil {
+		return bench.Trial{}, err
+	}
+	if err := l.unwedge(a.Name); err != nil {
+		return bench.Trial{}, err
+	}
+	for _, n := range nodes {
+		if err := l.StartNode(n); err != nil {
+			return bench.Trial{}, err
+		}
+	}
+	if err := l.waitVoters(ctx, leader, 30*time.Second); err != nil {
+		return bench.Trial{}, err
+	}
+	// A node started again answers reads before it has applied the log
+	// again; the next trial must not read an old service from it.
+	if err := l.waitCaughtUp(ctx, 30*time.Second); err != nil {
+		return bench.Trial{}, err
+	}
+	return bench.Trial{Downtime: o.Longest, Lost: o.Lost, Outages: o.Gaps}, nil
+}
+
+// waitCaughtUp waits until every node has applied the log up to the
+// highest commit index any of them reports.
+func (l *Lab) waitCaughtUp(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		applied, commit, err := l.indexes(ctx)
+		if err == nil && caughtUp(applied, commit) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: the nodes did not catch up (applied %v, commit %d, %v): %w", applied, commit, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// indexes asks every node for its applied index, and returns them with
+// the highest commit index reported.
+func (l *Lab) indexes(ctx context.Context) (map[string]uint64, uint64, error) {
+	applied := map[string]uint64{}
+	var commit uint64
+	for _, n := range l.Net.Topology().Nodes {
+		c, err := l.Client(n, "reader")
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := c.Status(ctx)
+		c.Close()
+		if err != nil {
+			return nil, 0, fmt.Errorf("node %s: %w", n, err)
+		}
+		applied[n] = st.AppliedIndex
+		commit = max(commit, st.CommitIndex)
+	}
+	return applied, commit, nil
+}
+
+// caughtUp says whether every node has applied up to commit.
+func caughtUp(applied map[string]uint64, commit uint64) bool {
+	for _, a := range applied {
+		if a < commit {
+			return false
+		}
+	}
+	return len(applied) > 0
+}
+
 // waitVoters waits until node answers and reports a leader and every node
 // as a voter, and has applied what the leader had committed: a node that
 // restarted holds the state it had when it died until the leader's
@@ -230,14 +339,32 @@ func (l *Lab) switchesAfter(ctx context.Context, gen uint64, settle time.Duratio
 
 func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 
-// SetRotation re-applies the lab's service with another rotation policy.
+// SetRotation re-applies the lab's service with another rotation policy
+// and waits until the service reads back with it (from whichever node
+// answers).
 func (l *Lab) SetRotation(ctx context.Context, rotation string) error {
 	l.cfg.Policy.Rotation = rotation
-	return l.applyService(ctx)
+	if err := l.applyService(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		s, err := l.service(ctx)
+		if err == nil && s.Spec.Policy.Rotation == rotation {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: the service does not read back with rotation %s (%v): %w", rotation, err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ImplAttackTrial attacks every replica of impl for d, starting with one
-// of them active (switched to by hand if need be), and counts the outages:
+// of them active (switched to by hand if need be; under round-robin with
+// the next in order as the standby, see staleStandby), and counts the outages:
 // the DoS switches away from a replica of impl, each one a replica the
 // attack took down while it served. (The client's gaps cannot tell them
 // apart: a replica that fails as soon as it serves extends the gap of the
@@ -248,6 +375,26 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 	s, err := l.Steady(ctx, dwell)
 	if err != nil {
 		return bench.Trial{}, err
+	}
+	if a, _ := s.Active(); l.replica(a.Name).Impl == impl && staleStandby(s) {
+		// The standby was picked under another rotation (SetRotation
+		// picks none): switch away from impl, so that the switch back
+		// below picks the next in round-robin order.
+		other := ""
+		for _, r := range l.cfg.Replicas {
+			if r.Impl != impl {
+				other = r.Name
+				break
+			}
+		}
+		if other != "" {
+			if err := l.manualSwitch(ctx, other); err != nil {
+				return bench.Trial{}, err
+			}
+			if s, err = l.Steady(ctx, dwell); err != nil {
+				return bench.Trial{}, err
+			}
+		}
 	}
 	if a, _ := s.Active(); l.replica(a.Name).Impl != impl {
 		first := ""
@@ -296,14 +443,44 @@ func (l *Lab) ImplAttackTrial(ctx context.Context, impl string, d, dwell time.Du
 	return t, nil
 }
 
-// manualSwitch asks the cluster to switch to replica (an operator switch).
+// staleStandby says whether s rotates round-robin and its standby is not
+// the next in order (as after a change of rotation, which keeps the
+// standby). Under diverse rotation any standby of another implementation
+// serves the trial alike.
+func staleStandby(s fsm.Service) bool {
+	if s.Spec.Policy.Rotation != fsm.RotationRoundRobin {
+		return false
+	}
+	sb, ok := s.Standby()
+	want, can := fsm.PickStandby(s, "")
+	return ok && can && want != sb.Name
+}
+
+// manualSwitch asks the cluster to switch to replica (an operator switch)
+// and waits until the service reads back at the switch's generation: a
+// read may come from a node that has not applied it yet, and a trial
+// must not take that node's old service for a steady one.
 func (l *Lab) manualSwitch(ctx context.Context, replica string) error {
+	var gen uint64
 	err := l.anyNode(ctx, "operator", 10*time.Second, func(ctx context.Context, c *api.Client) error {
-		_, err := c.Switch(ctx, l.cfg.Service, api.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		resp, err := c.Switch(ctx, l.cfg.Service, api.SwitchRequest{To: replica, Reason: "bench: start from " + replica})
+		gen = resp.Generation
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("lab: switch to %s: %w", replica, err)
 	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		s, err := l.service(ctx)
+		if err == nil && s.Generation >= gen {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: switch to %s: the service does not read back at generation %d (%v): %w", replica, gen, err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -63,10 +63,13 @@ make lab-deps) and runs each scenario -trials times from a steady service:
   exploit/PAIR     an AppArmor denial in the active replica's audit log
                    (PAIR: vm-vm, vm-container, container-container; each
                    pair has a lab of its own; containers need make images)
-  leader-loss/dos  the leader node is killed (SIGKILL) as the DoS starts (ars)
-  impl-attack/diverse, impl-attack/round-robin
+  leader-loss/dos  the leader node is killed (SIGKILL) as the DoS starts (ars);
+                   paper-sdk: every node is killed, none takes over (the
+                   paper's one management node), watched for 10 s
+  impl-attack/diverse, impl-attack/round-robin, impl-attack/first-available
                    every BIND 9 replica fails as soon as it serves, for -impl-for;
-                   outages are counted (ars)
+                   outages are counted (ars: both rotations; paper-sdk:
+                   round-robin, its fixed order; dnsdist: first-available)
   repeated-dos     a DoS on the serving replica every 5 s for 60 s, under the
                    policy ars ships with (flap damping included); per attack:
                    switched or not, outage, a clean replica running or not (ars;
@@ -76,8 +79,10 @@ Modes: ars (default tuning: 100 ms probes, 275 ms window, quorum
 confirmation, a persistent vCenter session, make-before-break on exploits);
 paper-sdk (the paper's improved system: 500 ms x 3 sequential probes, one
 persistent vCenter session, break-before-make); paper-cli (paper-sdk with a
-vCenter login for every operation); dnsdist (the vm-vm replicas behind
-dnsdist at its fastest health checks: dos/vm-vm only).
+vCenter login for every operation: dos and exploit only); dnsdist (each
+pair's replicas at their own addresses behind dnsdist at its fastest
+health checks: dos on every pair, and impl-attack; no exploit detection).
+A row whose measure differs from its scenario name carries a note.
 
 Downtime is the longest run of queries the lab's client (one query every
 5 ms, 250 ms timeout) saw unanswered; detection and switch come from the
@@ -316,47 +321,124 @@ func benchTopology(pair string) string {
 	return benchReplicas
 }
 
-func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Result, error) {
-	var out []bench.Result
-	notRun := func(name, reason string) {
-		if r.want(name) {
-			out = append(out, bench.NotRun(name, mode, profile, reason))
+// The scenarios beyond dos/PAIR and exploit/PAIR, each run on the vm-vm
+// lab.
+const (
+	scnBenignLoad     = "benign-load"
+	scnLeaderLoss     = "leader-loss/dos"
+	scnImplDiverse    = "impl-attack/" + fsm.RotationDiverse
+	scnImplRoundRobin = "impl-attack/" + fsm.RotationRoundRobin
+	scnImplFirst      = "impl-attack/first-available"
+)
+
+// paperLeaderLossBound is how long leader-loss/dos watches the paper's
+// system, which cannot switch once its one management node is dead.
+const paperLeaderLossBound = 10 * time.Second
+
+// benchLab is a lab the bench brings up for a mode: a pair's topology
+// (benchTopology) and the scenarios to run on it, in order.
+type benchLab struct {
+	pair      string
+	scenarios []string
+}
+
+// benchPlan is what a mode runs: its labs and the rows it reports as not
+// run (only those want selects). load says whether the benign load runs
+// (the ars mode, first profile); it is never a not-run row.
+//
+//   - ars: dos and exploit on every pair; on vm-vm also the benign load,
+//     leader-loss/dos and impl-attack under both rotations.
+//   - paper-sdk: dos and exploit on every pair; on vm-vm also
+//     leader-loss/dos (one management node: no switch) and impl-attack
+//     under its own fixed-order rotation (round-robin).
+//   - paper-cli: dos and exploit on every pair (the paper's system is
+//     measured on the rest in paper-sdk mode).
+//   - dnsdist: dos on every pair; on vm-vm also impl-attack under its
+//     firstAvailable policy; no exploit detection, no controller.
+func benchPlan(mode string, want func(string) bool, load bool) (labs []benchLab, notRun []bench.Result) {
+	skip := func(name, reason string) {
+		if want(name) {
+			notRun = append(notRun, bench.NotRun(name, mode, "", reason))
 		}
 	}
-	if mode == bench.ModeDNSDist {
-		notRun("leader-loss/dos", "dnsdist has no controller to lose")
-		notRun("impl-attack/diverse", "measured for ars only")
-		notRun("impl-attack/round-robin", "measured for ars only")
-		notRun(bench.RepeatedDoS, repeatedNotRun)
-		for _, p := range benchPairs {
-			notRun("exploit/"+p, "dnsdist has no exploit detection")
-			if p != "vm-vm" {
-				notRun("dos/"+p, "the dnsdist mode runs the vm-vm replicas only")
-			}
+	var rest []string // the vm-vm lab's further scenarios
+	switch mode {
+	case bench.ModeARS:
+		if load {
+			rest = append(rest, scnBenignLoad)
 		}
-		if !r.want("dos/vm-vm") {
-			return out, nil
+		rest = append(rest, scnLeaderLoss, scnImplDiverse, scnImplRoundRobin, bench.RepeatedDoS)
+	case bench.ModePaperSDK:
+		rest = append(rest, scnLeaderLoss, scnImplRoundRobin)
+		skip(scnImplDiverse, "the paper's system rotates in a fixed order: see its impl-attack/round-robin row")
+	case bench.ModePaperCLI:
+		for _, n := range []string{scnLeaderLoss, scnImplDiverse, scnImplRoundRobin} {
+			skip(n, "the paper's system is measured here in paper-sdk mode (paper-cli adds only a vCenter login per operation)")
 		}
-		res, err := r.dnsdist(ctx, profile)
-		if err != nil {
-			return nil, err
-		}
-		return append(out, res), nil
+	case bench.ModeDNSDist:
+		rest = append(rest, scnImplFirst)
+		skip(scnLeaderLoss, "dnsdist has no controller to lose")
+		skip(scnImplDiverse, "dnsdist has no rotation policy: see its impl-attack/first-available row")
+		skip(scnImplRoundRobin, "dnsdist has no rotation policy: see its impl-attack/first-available row")
 	}
 	if mode != bench.ModeARS {
-		notRun("leader-loss/dos", "the paper's system has one management node")
-		notRun("impl-attack/diverse", "measured for ars only")
-		notRun("impl-attack/round-robin", "measured for ars only")
-		notRun(bench.RepeatedDoS, repeatedNotRun)
+		skip(bench.RepeatedDoS, repeatedNotRun)
 	}
 	for _, p := range benchPairs {
-		rest := p == "vm-vm" && mode == bench.ModeARS &&
-			(r.loadHere || r.want("leader-loss/dos") || r.want("impl-attack/diverse") || r.want("impl-attack/round-robin") ||
-				r.want(bench.RepeatedDoS))
-		if !r.want("dos/"+p) && !r.want("exploit/"+p) && !rest {
-			continue
+		var run []string
+		if want("dos/" + p) {
+			run = append(run, "dos/"+p)
 		}
-		res, err := r.pair(ctx, profile, mode, p, rest)
+		if mode == bench.ModeDNSDist {
+			skip("exploit/"+p, "dnsdist has no exploit detection")
+		} else if want("exploit/" + p) {
+			run = append(run, "exploit/"+p)
+		}
+		if p == "vm-vm" {
+			for _, n := range rest {
+				if n == scnBenignLoad || want(n) {
+					run = append(run, n)
+				}
+			}
+		}
+		if len(run) > 0 {
+			labs = append(labs, benchLab{pair: p, scenarios: run})
+		}
+	}
+	return labs, notRun
+}
+
+// benchNote is the note of a result that ran, where its scenario name
+// does not say what the mode measured ("" elsewhere).
+func benchNote(name, mode string) string {
+	switch {
+	case mode == bench.ModePaperSDK && name == scnLeaderLoss:
+		return fmt.Sprintf("no switch: the paper's system has one management node; all the lab's nodes are killed as the DoS starts "+
+			"and none takes over, so the client sees the whole %s bound down (a lower bound, not a switch time)", paperLeaderLossBound)
+	case mode == bench.ModePaperSDK && name == scnImplRoundRobin:
+		return "the paper's own rotation: a fixed order (round-robin), break-before-make"
+	case mode == bench.ModeDNSDist && name == scnImplFirst:
+		return "dnsdist firstAvailable over the vm-vm replicas in their order (both BIND 9 first); it has no notion of implementation, " +
+			"so the attack takes down each BIND 9 replica it sends the queries to; outages count those"
+	}
+	return ""
+}
+
+func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Result, error) {
+	labs, notRun := benchPlan(mode, r.want, r.loadHere)
+	var out []bench.Result
+	for _, n := range notRun {
+		n.Profile = profile
+		out = append(out, n)
+	}
+	for _, bl := range labs {
+		var res []bench.Result
+		var err error
+		if mode == bench.ModeDNSDist {
+			res, err = r.dnsdist(ctx, profile, bl)
+		} else {
+			res, err = r.pair(ctx, profile, mode, bl)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -365,15 +447,15 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 	return out, nil
 }
 
-// pair brings up the lab of one pair and runs its dos and exploit
-// scenarios, and with rest the scenarios that only the vm-vm lab runs.
-func (r *benchRun) pair(ctx context.Context, profile, mode, pair string, rest bool) ([]bench.Result, error) {
+// pair brings up the lab of one pair for mode (ars or a paper mode) and
+// runs bl's scenarios on it.
+func (r *benchRun) pair(ctx context.Context, profile, mode string, bl benchLab) ([]bench.Result, error) {
 	var out []bench.Result
-	cfg, err := r.modeConfig(profile, mode, benchTopology(pair))
+	cfg, err := r.modeConfig(profile, mode, benchTopology(bl.pair))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(r.e.Stdout, "== profile %s, mode %s, %s: lab up\n", profile, mode, pair)
+	fmt.Fprintf(r.e.Stdout, "== profile %s, mode %s, %s: lab up\n", profile, mode, bl.pair)
 	l, err := lab.Up(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -388,68 +470,48 @@ func (r *benchRun) pair(ctx context.Context, profile, mode, pair string, rest bo
 	if _, err := l.Steady(ctx, 0); err != nil {
 		return nil, err
 	}
-	for _, kind := range []string{"dos", "exploit"} {
-		name := kind + "/" + pair
-		if !r.want(name) {
+	for _, name := range bl.scenarios {
+		var trial func() (bench.Trial, int, error)
+		switch kind, _, _ := strings.Cut(name, "/"); {
+		case name == scnBenignLoad:
+			res, err := r.benignLoad(ctx, l, profile, mode, dwell)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, res)
 			continue
-		}
-		res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
-			return l.Trial(ctx, kind, dwell, settle, limit)
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	if !rest {
-		return out, nil
-	}
-	if r.loadHere {
-		fmt.Fprintf(r.e.Stdout, "%s ars benign-load: %d queries/s for %s\n", profile, r.loadQPS, r.f.load)
-		t, falses, perf, err := l.BenignLoad(ctx, r.loadQPS, r.f.load, dwell)
-		if err != nil {
-			return nil, fmt.Errorf("benign load: %w", err)
-		}
-		fmt.Fprintf(r.e.Stdout, "%s ars benign-load: dnsperf sent %d, completed %d, lost %d, %.0f queries/s; ars client lost %d; false switches %d\n",
-			profile, perf.Sent, perf.Completed, perf.Lost, perf.QPS, t.Lost, falses)
-		res, err := bench.Summarize("benign-load", mode, profile, []bench.Trial{t}, falses)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	if r.want("leader-loss/dos") {
-		res, err := r.trials("leader-loss/dos", mode, profile, func() (bench.Trial, int, error) {
-			return l.LeaderLossTrial(ctx, dwell, settle, limit)
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	for _, policy := range []string{fsm.RotationDiverse, fsm.RotationRoundRobin} {
-		name := "impl-attack/" + policy
-		if !r.want(name) {
+		case kind == "dos" || kind == "exploit":
+			trial = func() (bench.Trial, int, error) { return l.Trial(ctx, kind, dwell, settle, limit) }
+		case name == scnLeaderLoss && mode == bench.ModeARS:
+			trial = func() (bench.Trial, int, error) { return l.LeaderLossTrial(ctx, dwell, settle, limit) }
+		case name == scnLeaderLoss:
+			trial = func() (bench.Trial, int, error) {
+				t, err := l.ManagementLossTrial(ctx, dwell, paperLeaderLossBound)
+				return t, 0, err
+			}
+		case name == bench.RepeatedDoS:
+			var dos *bench.Result
+			if i := slices.IndexFunc(out, func(x bench.Result) bool { return x.Name == "dos/vm-vm" }); i >= 0 {
+				dos = &out[i]
+			}
+			res, err := r.repeated(ctx, l, profile, mode, cfg.Policy, dos)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, res)
 			continue
+		case name == scnImplDiverse || name == scnImplRoundRobin:
+			if err := l.SetRotation(ctx, strings.TrimPrefix(name, "impl-attack/")); err != nil {
+				return nil, err
+			}
+			trial = func() (bench.Trial, int, error) {
+				t, err := l.ImplAttackTrial(ctx, benchImpl, r.f.implFor, dwell)
+				return t, 0, err
+			}
+		default:
+			return nil, fmt.Errorf("bench: mode %s runs no scenario %s", mode, name)
 		}
-		if err := l.SetRotation(ctx, policy); err != nil {
-			return nil, err
-		}
-		res, err := r.trials(name, mode, profile, func() (bench.Trial, int, error) {
-			t, err := l.ImplAttackTrial(ctx, benchImpl, r.f.implFor, dwell)
-			return t, 0, err
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	if r.want(bench.RepeatedDoS) {
-		var dos *bench.Result
-		if i := slices.IndexFunc(out, func(x bench.Result) bool { return x.Name == "dos/vm-vm" }); i >= 0 {
-			dos = &out[i]
-		}
-		res, err := r.repeated(ctx, l, profile, mode, cfg.Policy, dos)
+		res, err := r.trials(name, mode, profile, trial)
 		if err != nil {
 			return nil, err
 		}
@@ -458,28 +520,62 @@ func (r *benchRun) pair(ctx context.Context, profile, mode, pair string, rest bo
 	return out, nil
 }
 
-// dnsdist runs dos/vm-vm with the replicas behind dnsdist. The vCenter
-// profile does not apply (dnsdist drives no vCenter); the result carries it
-// so that it sits beside the other modes of the same run.
-func (r *benchRun) dnsdist(ctx context.Context, profile string) (bench.Result, error) {
-	reps, err := parseLabReplicas(benchReplicas)
+// benignLoad runs the benign load on l.
+func (r *benchRun) benignLoad(ctx context.Context, l *lab.Lab, profile, mode string, dwell time.Duration) (bench.Result, error) {
+	fmt.Fprintf(r.e.Stdout, "%s ars benign-load: %d queries/s for %s\n", profile, r.loadQPS, r.f.load)
+	t, falses, perf, err := l.BenignLoad(ctx, r.loadQPS, r.f.load, dwell)
 	if err != nil {
-		return bench.Result{}, err
+		return bench.Result{}, fmt.Errorf("benign load: %w", err)
 	}
-	fmt.Fprintf(r.e.Stdout, "== profile %s, mode dnsdist: lab up\n", profile)
+	fmt.Fprintf(r.e.Stdout, "%s ars benign-load: dnsperf sent %d, completed %d, lost %d, %.0f queries/s; ars client lost %d; false switches %d\n",
+		profile, perf.Sent, perf.Completed, perf.Lost, perf.QPS, t.Lost, falses)
+	return bench.Summarize(scnBenignLoad, mode, profile, []bench.Trial{t}, falses)
+}
+
+// dnsdist brings up bl's pair's replicas behind dnsdist and runs bl's
+// scenarios on them. The vCenter profile does not apply (dnsdist drives
+// no vCenter); the results carry it so that they sit beside the other
+// modes of the same run.
+func (r *benchRun) dnsdist(ctx context.Context, profile string, bl benchLab) ([]bench.Result, error) {
+	reps, err := parseLabReplicas(benchTopology(bl.pair))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.e.Stdout, "== profile %s, mode dnsdist, %s: lab up\n", profile, bl.pair)
 	d, err := lab.UpDNSDist(ctx, lab.Config{Prefix: r.f.prefix, StateDir: r.f.dir(), Replicas: reps, Logger: r.log})
 	if err != nil {
-		return bench.Result{}, err
+		return nil, err
 	}
 	defer func() {
 		if err := d.Down(context.Background()); err != nil {
 			fmt.Fprintf(r.e.Stderr, "bench: lab down: %v\n", err)
 		}
 	}()
-	return r.trials("dos/vm-vm", bench.ModeDNSDist, profile, func() (bench.Trial, int, error) {
-		t, err := d.Trial(ctx, 300*time.Millisecond, 30*time.Second)
-		return t, 0, err
-	})
+	settle, limit := 300*time.Millisecond, 30*time.Second
+	var out []bench.Result
+	for _, name := range bl.scenarios {
+		var trial func() (bench.Trial, int, error)
+		switch {
+		case strings.HasPrefix(name, "dos/"):
+			trial = func() (bench.Trial, int, error) {
+				t, err := d.Trial(ctx, settle, limit)
+				return t, 0, err
+			}
+		case name == scnImplFirst:
+			trial = func() (bench.Trial, int, error) {
+				t, err := d.ImplAttackTrial(ctx, benchImpl, r.f.implFor, settle, limit)
+				return t, 0, err
+			}
+		default:
+			return nil, fmt.Errorf("bench: mode dnsdist runs no scenario %s", name)
+		}
+		res, err := r.trials(name, bench.ModeDNSDist, profile, trial)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }
 
 // trials runs one scenario's trials and summarises them. A trial that
@@ -498,9 +594,9 @@ func (r *benchRun) trials(name, mode, profile string, trial func() (bench.Trial,
 	}
 	res, err := bench.Summarize(name, mode, profile, ts, falses)
 	if errors.Is(err, bench.ErrNoTrials) {
-		res = bench.NotRun(name, mode, profile, "every trial failed: "+ts[0].Err)
-		err = nil
+		return bench.NotRun(name, mode, profile, "every trial failed: "+ts[0].Err), nil
 	}
+	res.Note = benchNote(name, mode)
 	return res, err
 }
 

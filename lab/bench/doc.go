@@ -12,8 +12,9 @@
 //
 // Scenario names are dos/PAIR and exploit/PAIR for PAIR in vm-vm,
 // vm-container and container-container, leader-loss/dos, and
-// impl-attack/POLICY for POLICY in diverse and round-robin, and
-// repeated-dos (see Scenarios; SummarizeRepeated and RelateDoS for the last).
+// impl-attack/POLICY for POLICY in diverse, round-robin and first-available
+// (dnsdist's), and repeated-dos (see Scenarios; SummarizeRepeated and
+// RelateDoS for the last).
 // Modes are ars, paper-sdk, paper-cli and dnsdist (see Modes), always
 // reported in that order. Profiles name the injected latency: "none", or a
 // calibrated profile such as "paper".
@@ -25,9 +26,10 @@
 //	   "downtime_ms": {"mean": 0, "p50": 0, "max": 0},
 //	   "detection_ms": {"mean": 0, "max": 0}, "switch_ms": {"mean": 0, "max": 0},
 //	   "lost_queries": {"mean": 0, "max": 0}, "false_switches": 0,
-//	   "outages": {"mean": 0, "max": 0}, "switched": 0, "errors": ["trial 3: ..."]}]}
+//	   "outages": {"mean": 0, "max": 0}, "switched": 0, "errors": ["trial 3: ..."],
+//	   "note": "..."}]}
 //
-// A repeated-dos result adds "note" and
+// A repeated-dos result adds
 //
 //	"repeated": {"due": 12, "attacks": 6, "switched": 5, "not_switched_clean": 1,
 //	  "outage_ms": {"mean": 0, "max": 0}, "vs_dos_max": 1.2,
@@ -38,7 +40,11 @@
 // ("vs_dos_max" only when dos/vm-vm ran in the same run).
 //
 // The four metadata fields, "outages", "switched", "errors", "note" and
-// "repeated" are optional and omitted when empty. Results are sorted by profile, scenario name and
+// "repeated" are optional and omitted when empty. A note says what a
+// result measured where that is not what its scenario name says of the
+// other modes (a system that cannot switch, a rotation of its own, the
+// policy repeated-dos ran with); the table marks its row "(note N)" and
+// prints it underneath. Results are sorted by profile, scenario name and
 // mode. Durations are milliseconds rounded to 0.1 ms; p50 is the median with
 // linear interpolation (the mean of the two middle trials for an even count).
 // "trials" counts the trials that succeeded; failed ones are listed in

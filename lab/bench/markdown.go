@@ -18,7 +18,9 @@ It is blank on ars rows and "–" when ars has no result there or this mean is 0
 
 // Markdown renders f as Markdown: the run's metadata, a note on the columns
 // and one table per profile, rows sorted as in latest.json. Not-run rows read
-// "not run: REASON"; failed trials are listed under their table. An
+// "not run: REASON"; a row with a note has "(note N)" after its mode and
+// the note under its table, numbered per table; failed trials are listed
+// under their table. An
 // "outages" pair of columns is added to a profile's table when one of its
 // results counts outages.
 func Markdown(f File) string {
@@ -88,12 +90,17 @@ func writeTable(b *strings.Builder, rs []Result) {
 			ars[r.Name] = r
 		}
 	}
-	var failed []string
+	var failed, notes []string
 	for _, r := range rs {
 		for _, e := range r.Errors {
 			failed = append(failed, fmt.Sprintf("- %s %s: %s", cell(r.Name), r.Mode, cell(e)))
 		}
-		row := []string{cell(r.Name), cell(r.Mode), trials(r)}
+		mode := cell(r.Mode)
+		if r.Note != "" {
+			notes = append(notes, fmt.Sprintf("%d. %s %s: %s", len(notes)+1, cell(r.Name), r.Mode, cell(r.Note)))
+			mode += fmt.Sprintf(" (note %d)", len(notes))
+		}
+		row := []string{cell(r.Name), mode, trials(r)}
 		if r.Status != "" {
 			row = append(row, "not run: "+cell(r.Reason))
 			for len(row) < len(head) {
@@ -117,19 +124,13 @@ func writeTable(b *strings.Builder, rs []Result) {
 		row = append(row, strconv.Itoa(r.FalseSwitches), vsARS(r, ars))
 		writeRow(b, row)
 	}
-	if len(failed) > 0 {
-		b.WriteString("\nFailed trials (not counted):\n\n")
-		b.WriteString(strings.Join(failed, "\n") + "\n")
-	}
-	var notes []string
-	for _, r := range rs {
-		if r.Note != "" {
-			notes = append(notes, fmt.Sprintf("- %s %s: %s", cell(r.Name), r.Mode, cell(r.Note)))
-		}
-	}
 	if len(notes) > 0 {
 		b.WriteString("\nNotes:\n\n")
 		b.WriteString(strings.Join(notes, "\n") + "\n")
+	}
+	if len(failed) > 0 {
+		b.WriteString("\nFailed trials (not counted):\n\n")
+		b.WriteString(strings.Join(failed, "\n") + "\n")
 	}
 	for _, r := range rs {
 		if r.Repeated != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -36,6 +37,7 @@ func TestMarkdownGolden(t *testing.T) {
 			NotRun("dos/vm-container", ModePaperCLI, ProfileNone, "no container replicas"),
 			NotRun("dos/vm-container", ModeARS, ProfileNone, "no container\nreplicas | yet"),
 		}},
+		"notes": notesFile(t),
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { golden(t, name, Markdown(f)) })
@@ -76,5 +78,50 @@ func TestMarkdownVsARS(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q", want)
 		}
+	}
+}
+
+// notesFile has rows with notes (a system that cannot switch, a policy of
+// its own) beside rows without, and a not-run row.
+func notesFile(t *testing.T) File {
+	t.Helper()
+	sum := func(name, mode, note string, trials ...Trial) Result {
+		t.Helper()
+		r, err := Summarize(name, mode, ProfileNone, trials, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Note = note
+		return r
+	}
+	return File{Scenarios: []Result{
+		sum("leader-loss/dos", ModePaperSDK, "no switch: one management node | killed",
+			Trial{Downtime: 10 * time.Second, Lost: 2000, Outages: 1}),
+		sum("leader-loss/dos", ModeARS, "", Trial{Downtime: 1500 * time.Millisecond, Lost: 300, Switched: true, Outages: 1}),
+		sum("impl-attack/first-available", ModeDNSDist, "firstAvailable: no notion of implementation",
+			Trial{Downtime: 2 * time.Second, Switched: true, Outages: 2}),
+		sum("impl-attack/diverse", ModeARS, "", Trial{Downtime: 300 * time.Millisecond, Switched: true, Outages: 1}),
+		NotRun("exploit/vm-vm", ModeDNSDist, ProfileNone, "dnsdist has no exploit detection"),
+	}}
+}
+
+func TestMarkdownNotes(t *testing.T) {
+	md := Markdown(notesFile(t))
+	for _, want := range []string{
+		// Rows sort by name: the dnsdist row sits between diverse and round-robin.
+		"| impl-attack/first-available | dnsdist (note 1) | 1 | 2000 |",
+		"| leader-loss/dos | ars | 1 | 1500 |",
+		"| leader-loss/dos | paper-sdk (note 2) | 1 | 10000 |",
+		"| 0 | ars = 15 % of this |",
+		"Notes:\n\n1. impl-attack/first-available dnsdist: firstAvailable: no notion of implementation\n" +
+			"2. leader-loss/dos paper-sdk: no switch: one management node \\| killed\n",
+		"| exploit/vm-vm | dnsdist | 0 | not run: dnsdist has no exploit detection |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "ars (note") {
+		t.Error("a row without a note is marked with one")
 	}
 }

@@ -56,7 +56,7 @@ func Scenarios() []string {
 			names = append(names, attack+"/"+pair)
 		}
 	}
-	names = append(names, "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", RepeatedDoS)
+	names = append(names, "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", "impl-attack/first-available", RepeatedDoS)
 	slices.Sort(names)
 	return names
 }
@@ -86,8 +86,8 @@ type Stat struct {
 }
 
 // Result summarises the trials of one scenario × mode × profile.
-// A result with Status StatusNotRun has a Reason, zero Trials and no
-// measurements.
+// A result with Status StatusNotRun has a Reason, zero Trials, no
+// measurements and no Note.
 type Result struct {
 	Name          string   `json:"name"`
 	Mode          string   `json:"mode"`
@@ -103,8 +103,9 @@ type Result struct {
 	Errors        []string `json:"errors,omitempty"`   // failed trials, left out of the numbers
 	Status        string   `json:"status,omitempty"`   // "" (ran) or StatusNotRun
 	Reason        string   `json:"reason,omitempty"`   // why it did not run
-	// Note says how a result that ran was measured where that differs
-	// from the other scenarios (repeated-dos: the policy it ran with).
+	// Note says what a result that ran measured where that is not what
+	// its scenario name says of the other modes (a system that cannot
+	// switch, a rotation of its own; repeated-dos: the policy it ran with).
 	Note string `json:"note,omitempty"`
 	// Repeated is the summary of a repeated-dos result (SummarizeRepeated).
 	Repeated *Repeated `json:"repeated,omitempty"`
@@ -261,8 +262,10 @@ func (r Result) Validate() error {
 		case r.Reason == "":
 			return invalid("not-run result needs a reason")
 		case r.Downtime != Dist{} || r.Detection != Stat{} || r.Switch != Stat{} || r.Lost != Stat{} ||
-			r.FalseSwitches != 0 || r.Outages != nil || r.Switched != 0 || r.Note != "" || r.Repeated != nil:
+			r.FalseSwitches != 0 || r.Outages != nil || r.Switched != 0 || r.Repeated != nil:
 			return invalid("not-run result carries measurements")
+		case r.Note != "":
+			return invalid("not-run result carries a note (its reason says why)")
 		}
 		return nil
 	case "":

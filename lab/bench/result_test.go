@@ -154,6 +154,11 @@ func TestValidate(t *testing.T) {
 			*r = NotRun("dos/vm-vm", ModeARS, ProfileNone, "x")
 			r.Lost.Max = 1
 		}, ErrInvalid},
+		{"note on a run", func(r *Result) { r.Note = "no switch" }, nil},
+		{"not run with a note", func(r *Result) {
+			*r = NotRun("dos/vm-vm", ModeARS, ProfileNone, "x")
+			r.Note = "y"
+		}, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,6 +180,28 @@ func TestNotRunJSON(t *testing.T) {
 	want := `{"name":"dos/vm-container","mode":"ars","profile":"none","trials":0,"status":"not-run","reason":"no container replicas"}`
 	if string(got) != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	var back Result
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, r) {
+		t.Errorf("round trip: got %+v, want %+v", back, r)
+	}
+}
+
+func TestNoteJSONRoundTrip(t *testing.T) {
+	r, err := Summarize("leader-loss/dos", ModePaperSDK, ProfileNone, downtimes(10*time.Second), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Note = "no switch"
+	got, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), `"note":"no switch"`) {
+		t.Errorf("no note in %s", got)
 	}
 	var back Result
 	if err := json.Unmarshal(got, &back); err != nil {
@@ -237,7 +264,7 @@ func TestScenarios(t *testing.T) {
 	if len(got) != 10 {
 		t.Fatalf("Scenarios() = %q, want 10 names", got)
 	}
-	for _, n := range []string{"dos/container-container", "exploit/vm-container", "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", "repeated-dos"} {
+	for _, n := range []string{"dos/container-container", "exploit/vm-container", "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", "impl-attack/first-available", "repeated-dos"} {
 		found := false
 		for _, g := range got {
 			found = found || g == n

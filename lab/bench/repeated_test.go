@@ -220,8 +220,8 @@ func TestMarkdownRepeated(t *testing.T) {
 	}
 	md := Markdown(File{Scenarios: []Result{r}})
 	for _, want := range []string{
-		"| repeated-dos | ars | 2 (+1 failed) | 9150 | 650 | 35000 |",
-		`- repeated-dos ars: policy as shipped \| max_switches 5`,
+		"| repeated-dos | ars (note 1) | 2 (+1 failed) | 9150 | 650 | 35000 |",
+		`1. repeated-dos ars: policy as shipped \| max_switches 5`,
 		"### repeated-dos, ars",
 		"| 2 (+1 failed) | 4 (24) | 2 | 1 | 9150 | 35000 | – (dos/vm-vm did not run) |",
 		"| 1 | 5 | b | c | 35000 | no | 35000 | 7000 | c |",

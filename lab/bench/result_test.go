@@ -261,8 +261,8 @@ func TestSortedModeOrder(t *testing.T) {
 
 func TestScenarios(t *testing.T) {
 	got := Scenarios()
-	if len(got) != 10 {
-		t.Fatalf("Scenarios() = %q, want 10 names", got)
+	if len(got) != 11 {
+		t.Fatalf("Scenarios() = %q, want 11 names", got)
 	}
 	for _, n := range []string{"dos/container-container", "exploit/vm-container", "leader-loss/dos", "impl-attack/diverse", "impl-attack/round-robin", "impl-attack/first-available", "repeated-dos"} {
 		found := false

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,15 +19,21 @@ import (
 	"github.com/ars-project/ars/vcsim"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitForOr is waitFor with the failure message built when it fails.
+func waitForOr(t *testing.T, cond func() bool, what func() string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out: %s", what())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	waitForOr(t, cond, func() string { return "waiting for " + what })
 }
 
 // A -dev leader logs in to its embedded simulator, exposes the session in
@@ -41,18 +48,26 @@ func TestDevLeaderHoldsVCenterSession(t *testing.T) {
 	}
 	waitFor(t, "one session on the embedded vCenter", func() bool { return a.vc.sim.SessionCount(context.Background()) == 1 })
 
-	res, err := http.Get(a.APIURL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	for _, want := range []string{`ars_vsphere_sessions_live{vcenter="` + strings.TrimPrefix(strings.TrimSuffix(a.vc.URL(), "/sdk"), "https://") + `"} 1`,
-		`ars_vsphere_logins_total{kind="initial"`, `ars_vsphere_call_duration_seconds_bucket{method="Login"`} {
-		if !bytes.Contains(body, []byte(want)) {
-			t.Errorf("/metrics lacks %s", want)
+	// The simulator counts the session when it answers the login; the
+	// driver records it when the answer arrives, a moment later.
+	wants := []string{`ars_vsphere_sessions_live{vcenter="` + strings.TrimPrefix(strings.TrimSuffix(a.vc.URL(), "/sdk"), "https://") + `"} 1`,
+		`ars_vsphere_logins_total{kind="initial"`, `ars_vsphere_call_duration_seconds_bucket{method="Login"`}
+	var missing []string
+	waitForOr(t, func() bool {
+		res, err := http.Get(a.APIURL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		missing = missing[:0]
+		for _, want := range wants {
+			if !bytes.Contains(body, []byte(want)) {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0
+	}, func() string { return fmt.Sprintf("/metrics lacks %q", missing) })
 
 	svc, ok := a.Cluster.Service("dns")
 	if !ok {

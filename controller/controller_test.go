@@ -104,6 +104,11 @@ func (e *env) run() {
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); ctl.Run(ctx) }()
 	e.t.Cleanup(e.stop)
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("controller log:\n%s", e.logs.String())
+		}
+	})
 }
 
 func (e *env) stop() {

@@ -263,7 +263,10 @@ func TestWitnessHandsOver(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); wit.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, "an UP report", func() bool { return len(c.reports()) > 0 })
+	eventually(t, "an UP report, the replica seen answering", func() bool {
+		v := wit.Votes()
+		return len(c.reports()) > 0 && len(v) == 1 && v[0].SeenUp
+	})
 	e.d.attack("bind9", true)
 	c.leader.Store(true)
 	eventually(t, "a DOWN report after the node became leader", func() bool {

@@ -122,10 +122,12 @@ type watcher struct {
 
 func (d *Driver) watchLoop(ctx context.Context, s *session) {
 	w := &watcher{d: d, s: s}
-	defer func() {
-		w.destroy()
-		d.forgetReported()
-	}()
+	// The loop ends with the term, and the session is logged out next:
+	// vCenter drops a session's collectors with it, so the collector is
+	// not destroyed here. (The simulator's collector takes no lock of its
+	// own; a destroy right after a filter was created over another
+	// connection was a data race inside it under -race.)
+	defer d.forgetReported()
 	failures := 0
 	for ctx.Err() == nil {
 		d.mu.Lock()

@@ -142,6 +142,7 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 // context's error when leadership ends.
 func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
 	var due *time.Timer
+	var lastDue time.Time
 	defer func() {
 		if due != nil {
 			due.Stop()
@@ -150,10 +151,14 @@ func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
 	for {
 		var dueC <-chan time.Time
 		if at, ok := r.nextRetry(); ok {
+			// A retry that failed again (a commit without quorum) stays
+			// due: take it up again no sooner than commitRetry, as the
+			// loop's own passes would, not in a tight loop.
+			wait := max(time.Until(at), commitRetry-time.Since(lastDue))
 			if due == nil {
-				due = time.NewTimer(time.Until(at))
+				due = time.NewTimer(wait)
 			} else {
-				due.Reset(time.Until(at))
+				due.Reset(wait)
 			}
 			dueC = due.C
 		}
@@ -172,6 +177,7 @@ func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
 		case rep := <-r.c.reports:
 			r.takeReports(ctx, rep)
 		case <-dueC:
+			lastDue = time.Now()
 			r.handleAlerts(ctx)
 			r.handleRetries(ctx)
 		}

@@ -206,10 +206,7 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 // dosMode applies the service again with policy.dos_mode set to mode.
 func (e *env) dosMode(mode string) {
 	e.t.Helper()
-	svc, _ := e.cl.Service(svcName)
-	spec := svc.Spec
-	spec.Policy.DoSMode = mode
-	e.cl.must(e.t, fsm.ServiceApply{Spec: spec})
+	e.policy(func(p *fsm.PolicySpec) { p.DoSMode = mode })
 }
 
 // dos_mode break-before-make: the attacked replica is detached before

@@ -32,6 +32,20 @@ func hangingQuery(hang *atomic.Bool, q probe.QueryFunc) probe.QueryFunc {
 	}
 }
 
+// newHandoverEnv is three voters with quorum confirmation, bind9 (the
+// active's impl) attacked, and the leader's own probes without an answer
+// or a failure while hang is set: its prober stays without a verdict.
+func newHandoverEnv(t *testing.T) (*env, *atomic.Bool) {
+	t.Helper()
+	e := newEnvConfirm(t, "quorum")
+	e.cl.voters = 3
+	e.d.attack("bind9", true)
+	hang := new(atomic.Bool)
+	hang.Store(true)
+	e.query = hangingQuery(hang, e.d.query(svcName))
+	return e, hang
+}
+
 // ownVote is the node's own witness's DOWN verdict on the current
 // activation, read just before it led, with the replica seen answering
 // before the outage.
@@ -57,13 +71,8 @@ func ownVote(t *testing.T, cl *fakeCluster, down, seenUp bool) fakeWitness {
 // once: the switch is decided and committed without a driver call, and
 // carried out the moment the driver is ready.
 func TestNewLeaderDecidesOnWhatTheClusterKnows(t *testing.T) {
-	e := newEnvConfirm(t, "quorum")
-	e.cl.voters = 3
-	e.d.attack("bind9", true)
+	e, hang := newHandoverEnv(t)
 	e.d.notReady.Store(true)
-	var hang atomic.Bool
-	hang.Store(true)
-	e.query = hangingQuery(&hang, e.d.query(svcName))
 	e.witness = ownVote(t, e.cl, true, true)
 	e.start(true)
 	e.report("n2", true, 600*time.Millisecond, 0)
@@ -113,12 +122,7 @@ func TestNewLeaderWitnessVoteAlone(t *testing.T) {
 		}, true, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnvConfirm(t, "quorum")
-			e.cl.voters = 3
-			e.d.attack("bind9", true)
-			var hang atomic.Bool
-			hang.Store(true)
-			e.query = hangingQuery(&hang, e.d.query(svcName))
+			e, _ := newHandoverEnv(t)
 			e.witness = c.own(e.cl)
 			e.start(true)
 			if c.follower {
@@ -140,12 +144,7 @@ func TestNewLeaderWitnessVoteAlone(t *testing.T) {
 // Reports that reach a node before its leadership's loop runs (followers
 // send to the Raft leader before its barrier) are counted when it starts.
 func TestReportsBeforeLeadingCount(t *testing.T) {
-	e := newEnvConfirm(t, "quorum")
-	e.cl.voters = 3
-	e.d.attack("bind9", true)
-	var hang atomic.Bool
-	hang.Store(true)
-	e.query = hangingQuery(&hang, e.d.query(svcName))
+	e, _ := newHandoverEnv(t)
 	e.witness = ownVote(t, e.cl, true, true)
 	e.create(true)
 	svc, _ := e.cl.Service(svcName)
@@ -193,12 +192,7 @@ func TestVerifiedActivation(t *testing.T) {
 // reports that arrive meanwhile are decided on while the reads are in
 // flight, and the switch goes first.
 func TestDecisionNotHeldBehindObservations(t *testing.T) {
-	e := newEnvConfirm(t, "quorum")
-	e.cl.voters = 3
-	e.d.attack("bind9", true)
-	var hang atomic.Bool
-	hang.Store(true)
-	e.query = hangingQuery(&hang, e.d.query(svcName))
+	e, hang := newHandoverEnv(t)
 	e.witness = ownVote(t, e.cl, false, true) // seen serving; no DOWN of its own
 	first, second := make(chan struct{}), make(chan struct{})
 	e.d.mu.Lock()
@@ -228,12 +222,7 @@ func TestDecisionNotHeldBehindObservations(t *testing.T) {
 // While the leader's own prober has no verdict yet, its node's witness's
 // reports (delivered in-process during the handover) are its vote.
 func TestSelfReportVotesUntilTheLeadersProberHasAVerdict(t *testing.T) {
-	e := newEnvConfirm(t, "quorum")
-	e.cl.voters = 3
-	e.d.attack("bind9", true)
-	var hang atomic.Bool
-	hang.Store(true)
-	e.query = hangingQuery(&hang, e.d.query(svcName))
+	e, _ := newHandoverEnv(t)
 	e.witness = ownVote(t, e.cl, false, true) // seen serving, not down yet when it led
 	e.start(true)
 	e.report("n2", true, 600*time.Millisecond, 0)

@@ -188,6 +188,15 @@ func (s *Server) handleAlertWebhook(w http.ResponseWriter, r *http.Request) erro
 	return s.commitAlert(w, r, req)
 }
 
+// ledgerFull answers an alert the full ledger refuses: every alert held
+// is still to be decided, and the controller decides them in well under a
+// second unless they are damped, so the sender retries.
+func (s *Server) ledgerFull(w http.ResponseWriter, kind string, err error) error {
+	s.metrics.alert(kind, "ledger_full")
+	w.Header().Set("Retry-After", "1")
+	return err
+}
+
 // commitAlert validates the rest of req, stamps it with the leader's
 // clock, commits it and answers 201 (new) or 200 (duplicate).
 func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req api.AlertRequest) error {
@@ -225,6 +234,11 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req api.Ale
 		return &requestError{status: http.StatusNotFound, code: fsm.CodeUnknownReplica,
 			msg: fmt.Sprintf("service %q has no replica %q", req.Service, req.Replica)}
 	}
+	// A full ledger refuses before the log, too: the entry would be
+	// committed only for the fsm to refuse it.
+	if err := s.b.AlertRoom(req.ID); err != nil {
+		return s.ledgerFull(w, req.Kind, err)
+	}
 	evidence, truncated := fitEvidence(req.Evidence)
 	a := fsm.Alert{ID: req.ID, Service: req.Service, Replica: req.Replica, Kind: req.Kind,
 		Source: req.Source, Evidence: evidence, At: s.now().UnixNano()}
@@ -234,10 +248,7 @@ func (s *Server) commitAlert(w http.ResponseWriter, r *http.Request, req api.Ale
 	}
 	res, err := s.applyOwn(r.Context(), cmd)
 	if errors.Is(err, fsm.ErrLedgerFull) {
-		// Every alert held is still to be decided; the controller decides
-		// them in well under a second unless they are damped.
-		s.metrics.alert(a.Kind, "ledger_full")
-		w.Header().Set("Retry-After", "1")
+		return s.ledgerFull(w, a.Kind, err)
 	}
 	if err != nil {
 		return err

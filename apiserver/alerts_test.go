@@ -484,6 +484,7 @@ func TestFullLedgerRefusesNewAlerts(t *testing.T) {
 			t.Fatalf("alert %d: %d %s", i, code, resp)
 		}
 	}
+	before := b.Status().AppliedIndex
 	req := httptest.NewRequest(http.MethodPost, "https://n1/v1/alerts", bytes.NewReader(alertJSON("one-more")))
 	req.Header.Set("Authorization", "Bearer "+secretDetector)
 	rec := httptest.NewRecorder()
@@ -491,6 +492,10 @@ func TestFullLedgerRefusesNewAlerts(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" ||
 		!strings.Contains(rec.Body.String(), `"ledger_full"`) || !strings.Contains(rec.Body.String(), "one-more") {
 		t.Fatalf("full ledger: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	// Refused before the log: no entry is committed for the fsm to refuse.
+	if after := b.Status().AppliedIndex; after != before {
+		t.Fatalf("refused alert moved the log %d -> %d", before, after)
 	}
 	if _, ok := b.m.Alert("one-more"); ok || len(b.m.Alerts()) != fsm.AlertLedgerLimit {
 		t.Fatalf("refused alert recorded (%d alerts)", len(b.m.Alerts()))

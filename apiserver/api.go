@@ -42,6 +42,9 @@ type Backend interface {
 	Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	Services() []fsm.Service
 	Service(name string) (fsm.Service, bool)
+	// AlertRoom is nil if the alert ledger would take an alert with this
+	// id now, an error wrapping fsm.ErrLedgerFull if not.
+	AlertRoom(id string) error
 	Barrier(ctx context.Context) error
 	SnapshotSave(ctx context.Context, w io.Writer) error
 	SnapshotRestore(ctx context.Context, r io.Reader) error

@@ -210,6 +210,12 @@ func (f *fakeBackend) Services() []fsm.Service {
 	return f.m.Services()
 }
 
+func (f *fakeBackend) AlertRoom(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.AlertRoom(id)
+}
+
 func (f *fakeBackend) Service(name string) (fsm.Service, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

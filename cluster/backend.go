@@ -349,6 +349,14 @@ func (c *Cluster) Applied() <-chan struct{} { return c.fsm.applied }
 // Name is this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
 
+// AlertRoom reports whether this node's ledger would take the alert id
+// now (fsm.Machine.AlertRoom).
+func (c *Cluster) AlertRoom(id string) error {
+	var err error
+	c.fsm.read(func(m *fsm.Machine) { err = m.AlertRoom(id) })
+	return err
+}
+
 // Alerts returns the alert ledger from this node's FSM.
 func (c *Cluster) Alerts() []fsm.AlertRecord {
 	var out []fsm.AlertRecord

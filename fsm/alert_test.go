@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,10 +88,21 @@ func TestAlertLedgerBound(t *testing.T) {
 	if Code(h.reject(alert(next), ErrLedgerFull)) != CodeLedgerFull {
 		t.Fatal("ledger full has no code of its own")
 	}
+	// AlertRoom, asked before a commit, agrees: no room for a new id, a
+	// duplicate is still taken.
+	if err := h.m.AlertRoom(id(next)); !errors.Is(err, ErrLedgerFull) {
+		t.Fatalf("AlertRoom on a full ledger: %v", err)
+	}
+	if err := h.m.AlertRoom(id(3)); err != nil {
+		t.Fatalf("AlertRoom for a held alert: %v", err)
+	}
 
 	// With some decided, a new alert pushes out the oldest decided one,
 	// not the oldest.
 	decided(20)
+	if err := h.m.AlertRoom(id(next)); err != nil {
+		t.Fatalf("AlertRoom with a decided alert to drop: %v", err)
+	}
 	decided(10)
 	h.must(alert(next))
 	if held(10) || !held(0) || !held(20) || !held(next) {

@@ -553,10 +553,9 @@ func (m *Machine) addToLedger(e entry, svc *Service, rec AlertRecord) (Result, e
 	// undecided one is never dropped (docs/design.md §4.3), so with none decided
 	// the new alert is refused and its sender retries.
 	for len(m.alerts) >= AlertLedgerLimit {
-		i := slices.IndexFunc(m.alerts, func(r AlertRecord) bool { return r.Outcome != "" })
+		i := m.oldestDecided()
 		if i < 0 {
-			return res, fmt.Errorf("%w: alert %q: all %d alerts held are still undecided; retry once some are decided",
-				ErrLedgerFull, rec.ID, len(m.alerts))
+			return res, ledgerFull(rec.ID, len(m.alerts))
 		}
 		delete(m.alertIDs, m.alerts[i].ID)
 		m.alerts = slices.Delete(m.alerts, i, i+1)
@@ -564,6 +563,31 @@ func (m *Machine) addToLedger(e entry, svc *Service, rec AlertRecord) (Result, e
 	m.alerts = append(m.alerts, rec)
 	m.alertIDs[rec.ID] = struct{}{}
 	return Result{Index: e.index, Service: rec.Service, Generation: svc.Generation}, nil
+}
+
+// oldestDecided is the index of the oldest decided alert in the ledger,
+// the one a full ledger drops to make room, or -1 if every alert held is
+// undecided.
+func (m *Machine) oldestDecided() int {
+	return slices.IndexFunc(m.alerts, func(r AlertRecord) bool { return r.Outcome != "" })
+}
+
+func ledgerFull(id string, held int) error {
+	return fmt.Errorf("%w: alert %q: all %d alerts held are still undecided; retry once some are decided",
+		ErrLedgerFull, id, held)
+}
+
+// AlertRoom says whether an alert with this id would be taken into the
+// ledger now: nil if it is already held (a duplicate) or there is room (or
+// a decided alert to drop for it), an error wrapping ErrLedgerFull if not.
+// The API asks it before committing an alert, so a full ledger refuses
+// the alert without a log entry; applying the entry checks again and is
+// the authority.
+func (m *Machine) AlertRoom(id string) error {
+	if _, dup := m.alertIDs[id]; dup || len(m.alerts) < AlertLedgerLimit || m.oldestDecided() >= 0 {
+		return nil
+	}
+	return ledgerFull(id, len(m.alerts))
 }
 
 // ---- switch.request -----------------------------------------------------

@@ -158,6 +158,12 @@ func (b *fakeBackend) Services() []fsm.Service {
 	defer b.mu.Unlock()
 	return b.m.Services()
 }
+func (b *fakeBackend) AlertRoom(id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m.AlertRoom(id)
+}
+
 func (b *fakeBackend) Service(name string) (fsm.Service, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -197,7 +197,7 @@ type run struct {
 	verdicts chan verdict
 	kick     chan struct{}
 	timingOf map[string]switchTiming       // service/generation -> timing
-	retries  map[string]time.Time          // service -> when to weigh its DoS evidence again (damped, or not committed)
+	retries  map[string]time.Time          // service -> when to weigh its DoS evidence again (damped, not committed, or held back by lookAgain)
 	alertAt  map[string]time.Time          // alert id -> retry time (damped alerts)
 	obs      map[string]driver.Observation // replica key -> last observation
 	reported map[string]bool               // replicas reported as undrivable
@@ -290,6 +290,8 @@ func (c *Controller) Run(ctx context.Context) {
 // observes every replica, and reports queued behind passes would expire
 // before they were counted). It returns false when ctx ends.
 func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
+	var due dueTimer
+	defer due.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -303,6 +305,11 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
 			r.takeReports(ctx, rep)
+			continue
+		case <-due.arm(r):
+			// A decision it commits wakes the loop through Applied.
+			due.fired()
+			r.handleDue(ctx)
 			continue
 		}
 		return true
@@ -441,6 +448,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 		if att.firstOK.IsZero() {
 			if st.LastOK.Before(from) {
 				if now.Sub(from) < StartupGrace {
+					r.lookAgain(name, from.Add(StartupGrace))
 					return
 				}
 			} else {
@@ -457,6 +465,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	vote := func(since time.Time) {
 		if since.Before(from) {
 			if now.Sub(from) < grace {
+				r.lookAgain(name, from.Add(grace))
 				return // attached too recently to be judged
 			}
 			since = from
@@ -534,6 +543,17 @@ func (r *run) judgedFrom(svc fsm.Service) (from time.Time, fresh, ok bool) {
 func (r *run) evaluateAll(ctx context.Context) {
 	for _, s := range r.c.cl.Services() {
 		r.evaluate(ctx, s.Spec.Name)
+	}
+}
+
+// lookAgain has the service's evidence weighed again at at (or earlier, if
+// a retry is due before): evaluate calls it when it holds a verdict back
+// only because its replica was attached too recently to be judged, and
+// nothing else — a new verdict, a follower's report — may come to weigh it
+// once it can be.
+func (r *run) lookAgain(name string, at time.Time) {
+	if cur, ok := r.retries[name]; !ok || at.Before(cur) {
+		r.retries[name] = at
 	}
 }
 

@@ -33,8 +33,10 @@ type env struct {
 	// witness and query, when set, are the controller's Witness and Query.
 	witness WitnessVotes
 	query   probe.QueryFunc
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// reconcile, when set, is the reconcile timer (default 20 ms).
+	reconcile time.Duration
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // newEnv applies a service with four VM replicas (bind-a active, unbound-a
@@ -85,10 +87,14 @@ func (e *env) create(probes bool) {
 	if query == nil {
 		query = e.d.query(svcName)
 	}
+	reconcile := e.reconcile
+	if reconcile == 0 {
+		reconcile = 20 * time.Millisecond
+	}
 	ctl, err := New(Config{
 		Cluster: e.cl, NodeName: "n1", Drivers: map[string]driver.Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
 		Logger:            slog.New(slog.NewTextHandler(&e.logs, nil)),
-		ReconcileInterval: 20 * time.Millisecond, Query: query, Witness: e.witness,
+		ReconcileInterval: reconcile, Query: query, Witness: e.witness,
 		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
 	})
 	if err != nil {
@@ -606,6 +612,36 @@ func TestDoSOnAReplicaThatNeverServedIsDamped(t *testing.T) {
 	})
 	if h := e.switches(); len(h) != 1 {
 		t.Fatalf("history %+v; want only the first switch", h)
+	}
+}
+
+// A verdict that comes before the controller has seen its replica
+// attached, or less than a probe window after, is weighed again when it
+// can be, by the loop itself: here the reconcile timer never fires and no
+// follower reports, so nothing else would weigh it. bind-a fails from the
+// start and the controller's first read of it is held until the verdict
+// is in; unbound-a fails too, so the switch to it never verifies and is
+// moved on from.
+func TestHeldVerdictIsWeighedAgainWithoutTheReconcileTimer(t *testing.T) {
+	e := newEnv(t)
+	e.reconcile = time.Hour
+	e.d.attack("unbound", true)
+	e.d.attack("bind9", true)
+	hold := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["observe bind-a"] = hold
+	e.d.mu.Unlock()
+	e.start(true)
+	eventually(t, "the DoS verdict on bind-a", func() bool {
+		return testutil.ToFloat64(e.m.verdicts.WithLabelValues(svcName, "down")) >= 1
+	})
+	e.d.mu.Lock()
+	delete(e.d.delay, "observe bind-a")
+	e.d.mu.Unlock()
+	close(hold)
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	if h := e.switches(); len(h) != 2 || h[0].To != "unbound-a" {
+		t.Fatalf("history %+v", h)
 	}
 }
 

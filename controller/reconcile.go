@@ -141,27 +141,9 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 // (and marks the pass stale) once a command has been committed, and the
 // context's error when leadership ends.
 func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
-	var due *time.Timer
-	var lastDue time.Time
-	defer func() {
-		if due != nil {
-			due.Stop()
-		}
-	}()
+	var due dueTimer
+	defer due.stop()
 	for {
-		var dueC <-chan time.Time
-		if at, ok := r.nextRetry(); ok {
-			// A retry that failed again (a commit without quorum) stays
-			// due: take it up again no sooner than commitRetry, as the
-			// loop's own passes would, not in a tight loop.
-			wait := max(time.Until(at), commitRetry-time.Since(lastDue))
-			if due == nil {
-				due = time.NewTimer(wait)
-			} else {
-				due.Reset(wait)
-			}
-			dueC = due.C
-		}
 		select {
 		case res := <-ch:
 			return res, nil
@@ -176,12 +158,53 @@ func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
 			r.takeReports(ctx, rep)
-		case <-dueC:
-			lastDue = time.Now()
-			r.handleAlerts(ctx)
-			r.handleRetries(ctx)
+		case <-due.arm(r):
+			due.fired()
+			r.handleDue(ctx)
 		}
 	}
+}
+
+// dueTimer fires when the earliest retry (nextRetry) is due, for the
+// loop's waits: a damped verdict or alert, a commit to try again, a
+// verdict that came while its replica was too recently attached to be
+// judged. None of them waits for the reconcile timer.
+type dueTimer struct {
+	t    *time.Timer
+	last time.Time // when it last fired
+}
+
+// arm sets the timer for the earliest retry and returns its channel (nil,
+// which never fires, if nothing is due).
+func (d *dueTimer) arm(r *run) <-chan time.Time {
+	at, ok := r.nextRetry()
+	if !ok {
+		return nil
+	}
+	// A retry that failed again (a commit without quorum) stays due: take
+	// it up again no sooner than commitRetry, as the loop's own passes
+	// would, not in a tight loop.
+	wait := max(time.Until(at), commitRetry-time.Since(d.last))
+	if d.t == nil {
+		d.t = time.NewTimer(wait)
+	} else {
+		d.t.Reset(wait)
+	}
+	return d.t.C
+}
+
+func (d *dueTimer) fired() { d.last = time.Now() }
+
+func (d *dueTimer) stop() {
+	if d.t != nil {
+		d.t.Stop()
+	}
+}
+
+// handleDue decides what is due: alerts and verdicts to decide again.
+func (r *run) handleDue(ctx context.Context) {
+	r.handleAlerts(ctx)
+	r.handleRetries(ctx)
 }
 
 // nextRetry is the earliest time a damped or uncommitted verdict, or a
@@ -205,17 +228,30 @@ func serviceAddr(svc fsm.Service) driver.Option {
 	return driver.ServiceAddr(ap.Addr())
 }
 
-// sawAttached records whether a replica is attached, keeping the time it
-// was first seen attached (see judgedFrom); byUs marks an attach this
-// leader just made (the replica may still be coming up, see StartupGrace),
-// as opposed to one found attached.
-func (r *run) sawAttached(key string, attached, byUs bool) {
+// sawAttached records whether a replica of the service is attached,
+// keeping the time it was first seen attached (see judgedFrom); byUs marks
+// an attach this leader just made (the replica may still be coming up, see
+// StartupGrace), as opposed to one found attached.
+func (r *run) sawAttached(service, replica string, attached, byUs bool) {
+	key := replicaKey(service, replica)
 	if !attached {
 		delete(r.attachedSince, key)
 		return
 	}
 	if _, ok := r.attachedSince[key]; !ok {
 		r.attachedSince[key] = attachment{at: r.c.now(), byUs: byUs}
+	}
+}
+
+// sawActiveAttached is sawAttached for the service's active replica. One
+// newly seen attached has the service's evidence weighed again at once: a
+// verdict that came before (the active is not judged until it is seen
+// attached) waits for nothing else.
+func (r *run) sawActiveAttached(service, replica string, attached, byUs bool) {
+	_, before := r.attachedSince[replicaKey(service, replica)]
+	r.sawAttached(service, replica, attached, byUs)
+	if attached && !before {
+		r.lookAgain(service, r.c.now())
 	}
 }
 
@@ -259,7 +295,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		}
 		if err == nil {
-			r.sawAttached(replicaKey(name, in.To), true, true)
+			r.sawActiveAttached(name, in.To, true, true)
 		}
 		return err
 	}
@@ -462,7 +498,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	}
 	// Running but detached (a NIC disconnected by hand): not judged while
 	// it is re-attached, which takes milliseconds, faster than a switch.
-	r.sawAttached(key, o.NICConnected, false)
+	r.sawActiveAttached(name, act.Name, o.NICConnected, false)
 	if !o.NICConnected {
 		if othersAttached {
 			// docs/design.md §4.2: attach only when every other replica is known detached.
@@ -471,7 +507,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			return
 		}
 		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil {
-			r.sawAttached(replicaKey(name, act.Name), true, true)
+			r.sawActiveAttached(name, act.Name, true, true)
 		}
 	}
 }
@@ -500,7 +536,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		return false
 	}
-	r.sawAttached(key, o.NICConnected, false)
+	r.sawAttached(name, rs.Name, o.NICConnected, false)
 	detach := func() bool {
 		if !o.NICConnected && !o.NICStartConnected {
 			return true

@@ -42,7 +42,8 @@ type Config struct {
 	// one at a time, in completion order: OnResult for every result (not
 	// for probes cancelled because Run is stopping), then OnTransition if
 	// that result changed the verdict; OnTransition also when the window
-	// runs out. They must not block for long: the schedule waits for them.
+	// runs out, with Status already reporting the verdict it announces.
+	// They must not block for long: the schedule waits for them.
 	OnResult     func(Result)
 	OnTransition func(Transition)
 
@@ -206,10 +207,11 @@ func (p *Prober) Run(ctx context.Context) error {
 				if p.cfg.OnResult != nil {
 					p.cfg.OnResult(r)
 				}
-				if t, ok := v.Observe(r, now); ok {
+				t, ok := v.Observe(r, now)
+				p.setStatus(v.Status())
+				if ok {
 					p.transition(t)
 				}
-				p.setStatus(v.Status())
 			}
 			if p.paper {
 				at := lastStart.Add(p.interval)
@@ -223,8 +225,8 @@ func (p *Prober) Run(ctx context.Context) error {
 		case <-deadline.C():
 			now := p.clock.Now()
 			if t, ok := v.Advance(now); ok {
-				p.transition(t)
 				p.setStatus(v.Status())
+				p.transition(t)
 			}
 			p.arm(v, deadline, now)
 		}
@@ -249,6 +251,9 @@ func (p *Prober) arm(v *Verdict, t Timer, now time.Time) {
 	}
 }
 
+// transition announces t. The status is set first: a callback that reads
+// Status (the controller weighs the evidence on a transition) sees the
+// verdict the transition announces, not the one before it.
 func (p *Prober) transition(t Transition) {
 	p.cfg.Metrics.observeTransition(p.cfg.Service, t)
 	if p.cfg.OnTransition != nil {

@@ -105,6 +105,19 @@ func TestProberARS(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics)
 	var active, peak atomic.Int64
+	// What Status said when each transition was announced: the verdict the
+	// transition announces (the controller weighs Status on a transition).
+	var (
+		p        *Prober
+		seenMu   sync.Mutex
+		seenAtTx []State
+	)
+	onTransition := func(x Transition) {
+		seenMu.Lock()
+		seenAtTx = append(seenAtTx, p.Status().State)
+		seenMu.Unlock()
+		rec.onTransition(x)
+	}
 	// The default 50 ms interval, with a timeout and window that a loaded
 	// race build cannot hit by accident.
 	p, err := New(Config{
@@ -112,7 +125,7 @@ func TestProberARS(t *testing.T) {
 		Spec: fsm.ProbeSpec{Query: testName, Expect: testAddr,
 			Timeout: fsm.Duration(500 * ms), Window: fsm.Duration(time.Second)},
 		Query:    countingQuery(&active, &peak, Query),
-		OnResult: rec.onResult, OnTransition: rec.onTransition, Metrics: metrics,
+		OnResult: rec.onResult, OnTransition: onTransition, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +154,13 @@ func TestProberARS(t *testing.T) {
 	}
 	stop()
 
+	seenMu.Lock()
+	for i, x := range rec.transitions() {
+		if i >= len(seenAtTx) || seenAtTx[i] != x.To {
+			t.Errorf("transition %d to %s announced while Status said %v", i+1, x.To, seenAtTx)
+		}
+	}
+	seenMu.Unlock()
 	if n := active.Load(); n != 0 {
 		t.Errorf("%d probes still running after Run returned", n)
 	}

@@ -37,10 +37,11 @@ func Socket() string {
 
 // CreateNetwork makes an internal bridge network (no route out of the
 // machine) labelled ars.test=label on the first free /24 of
-// 172.31.250.0-254.0 that no route of this machine uses.
+// 172.31.200.0-254.0 that no route of this machine uses (enough for the
+// packages and worktrees that run Docker tests at the same time).
 func CreateNetwork(ctx context.Context, cli *client.Client, name, label string) (netip.Prefix, error) {
 	routes, _ := exec.Command("ip", "-4", "route").Output()
-	for third := 250; third <= 254; third++ {
+	for third := 200; third <= 254; third++ {
 		p := netip.MustParsePrefix(fmt.Sprintf("172.31.%d.0/24", third))
 		if strings.Contains(string(routes), p.String()) {
 			continue
@@ -58,7 +59,7 @@ func CreateNetwork(ctx context.Context, cli *client.Client, name, label string) 
 			return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("create network %s: no free /24 in 172.31.250-254", name)
+	return netip.Prefix{}, fmt.Errorf("create network %s: no free /24 in 172.31.200-254", name)
 }
 
 // DNSImage builds test/dnsd statically and imports it as a one-file image

@@ -24,6 +24,14 @@ type Status struct {
 	Voters       int    `json:"voters"`
 	Version      string `json:"version"`
 	Dev          bool   `json:"dev"`
+	// FormatLevel is the log format level this node reads;
+	// ClusterFormatLevel the lowest that a server of the Raft configuration
+	// reads, the highest the leader writes; FormatBehind the servers that
+	// read less than this node, as "name (level N)" (docs/operations.md,
+	// upgrades).
+	FormatLevel        int      `json:"format_level"`
+	ClusterFormatLevel int      `json:"cluster_format_level"`
+	FormatBehind       []string `json:"format_behind,omitempty"`
 	// StateIndex and StateDigest are set only when asked for
 	// (GET /v1/status?digest=1): the log index this node's state machine
 	// has applied and the hex SHA-256 of its canonical snapshot at that

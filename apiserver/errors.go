@@ -20,7 +20,7 @@ func fsmStatus(code string) int {
 		return http.StatusBadRequest
 	case "unknown_service", "unknown_replica":
 		return http.StatusNotFound
-	case "stale_generation", "stale_term", "conflict":
+	case "stale_generation", "stale_term", "conflict", "needs_upgrade":
 		return http.StatusConflict
 	case "ledger_full": // nothing recorded; the sender retries
 		return http.StatusServiceUnavailable

@@ -365,7 +365,8 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 func wireStatus(st cluster.Status) api.Status {
 	return api.Status{Node: st.Node, Leader: st.Leader, LeaderAPI: st.LeaderAPI, State: st.State, Term: st.Term,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
-		LastContact: st.LastContact, Members: st.Members, Voters: st.Voters, Version: st.Version, Dev: st.Dev}
+		LastContact: st.LastContact, Members: st.Members, Voters: st.Voters, Version: st.Version, Dev: st.Dev,
+		FormatLevel: st.Format.Node, ClusterFormatLevel: st.Format.Cluster, FormatBehind: st.Format.Behind}
 }
 
 // wireMembers is the API's form of the gossip members (never null).

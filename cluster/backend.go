@@ -61,6 +61,7 @@ func (c *Cluster) Status() Status {
 		Voters:       c.voterCount(),
 		Version:      Version,
 		Dev:          c.cfg.InMemory,
+		Format:       c.Format(),
 	}
 	if c.raft.State() == raft.Leader {
 		st.LastContact = "0s"
@@ -257,11 +258,16 @@ func timeoutFrom(ctx context.Context, def time.Duration) time.Duration {
 // leader. The command is decoded first, so a corrupt command never reaches
 // the log (where every node would have to halt on it).
 func (c *Cluster) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
-	if _, _, err := fsm.Decode(cmd); err != nil {
+	_, dec, err := fsm.Decode(cmd)
+	if err != nil {
 		return fsm.Result{}, err
 	}
 	start := time.Now()
 	if c.raft.State() == raft.Leader {
+		if err := c.checkFormat(dec); err != nil {
+			c.metrics.observeApply("local", start, err)
+			return fsm.Result{}, err
+		}
 		res, err := c.applyLocal(ctx, cmd)
 		c.metrics.observeApply("local", start, err)
 		return res, err

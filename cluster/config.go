@@ -60,6 +60,10 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+
+	// formatLevel, when set, is the log format level the node advertises
+	// instead of fsm.FormatLevel: tests play a node of an older version.
+	formatLevel int
 }
 
 // RaftTimings are hashicorp/raft's timing knobs.

@@ -24,6 +24,9 @@ type nodeMeta struct {
 	// tell "left" from "failed" when the node disappears (memberlist's own
 	// Node.State is not kept current in its event callbacks).
 	Leaving bool `json:"l,omitempty"`
+	// Level is the log format level the node reads (fsm.FormatLevel); 0
+	// from a node that advertises none (0.1.0), which reads fsm.BaseLevel.
+	Level int `json:"f,omitempty"`
 }
 
 // memberInfo is the local view of one gossip member.
@@ -132,7 +135,8 @@ func (d *metaDelegate) setEstablished() bool {
 
 func (d *metaDelegate) NodeMeta(limit int) []byte {
 	d.mu.Lock()
-	m := nodeMeta{Raft: d.c.cfg.RaftAdvertise, API: d.c.cfg.APIAdvertise, Expect: d.c.cfg.BootstrapExpect, Established: d.established, Leaving: d.leaving}
+	m := nodeMeta{Raft: d.c.cfg.RaftAdvertise, API: d.c.cfg.APIAdvertise, Expect: d.c.cfg.BootstrapExpect,
+		Established: d.established, Leaving: d.leaving, Level: d.c.formatLevel()}
 	d.mu.Unlock()
 	b, _ := json.Marshal(m)
 	if len(b) > limit {

@@ -23,6 +23,10 @@ type metrics struct {
 	members     *prometheus.Desc
 	voters      *prometheus.Desc
 	lastContact *prometheus.Desc
+	format      *prometheus.Desc
+	// formatRefused counts entries the leader refused because a server
+	// does not read their format level yet.
+	formatRefused prometheus.Counter
 }
 
 func newMetrics(c *Cluster) *metrics {
@@ -48,6 +52,12 @@ func newMetrics(c *Cluster) *metrics {
 		members:     prometheus.NewDesc("ars_members", "Gossip members by status.", []string{"status"}, nil),
 		voters:      prometheus.NewDesc("ars_raft_voters", "Voters in the Raft configuration.", nil, nil),
 		lastContact: prometheus.NewDesc("ars_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil),
+		format: prometheus.NewDesc("ars_log_format_level", "Log format level read by this node (scope=node) and by every server of the Raft configuration (scope=cluster, the lowest).",
+			[]string{"scope"}, nil),
+		formatRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ars_log_format_refused_total",
+			Help: "Entries this node refused as leader because a server of the Raft configuration does not read their format level yet.",
+		}),
 	}
 }
 
@@ -62,7 +72,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.leaderChanges.Describe(ch)
 	m.applyLatency.Describe(ch)
 	m.applyErrors.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact} {
+	m.formatRefused.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format} {
 		ch <- d
 	}
 }
@@ -71,6 +82,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.leaderChanges.Collect(ch)
 	m.applyLatency.Collect(ch)
 	m.applyErrors.Collect(ch)
+	m.formatRefused.Collect(ch)
+	f := m.c.Format()
+	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Node), "node")
+	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Cluster), "cluster")
 	r := m.c.raft
 	state := r.State()
 	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {

@@ -32,6 +32,7 @@ type Status struct {
 	Voters       int
 	Version      string
 	Dev          bool
+	Format       FormatStatus
 }
 
 // Member is one node as gossip sees it.

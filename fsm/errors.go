@@ -32,6 +32,10 @@ var (
 	// of them has been decided yet, so a new alert would push out one that
 	// must still be answered. Nothing was recorded; the sender retries.
 	ErrLedgerFull = errors.New("alert ledger full")
+	// ErrNeedsUpgrade: the entry has a format level (see Level) that some
+	// voter does not read yet. Nothing was written; the caller tries again
+	// once every node runs a version that reads it.
+	ErrNeedsUpgrade = errors.New("needs upgrade")
 )
 
 // Stable error codes returned by Code.
@@ -45,6 +49,7 @@ const (
 	CodeCorrupt         = "corrupt"
 	CodeConflict        = "conflict"
 	CodeLedgerFull      = "ledger_full"
+	CodeNeedsUpgrade    = "needs_upgrade"
 )
 
 // codes is ordered: the first sentinel an error wraps decides its code, so an
@@ -62,13 +67,14 @@ var codes = []struct {
 	{ErrUnknownReplica, CodeUnknownReplica},
 	{ErrConflict, CodeConflict},
 	{ErrLedgerFull, CodeLedgerFull},
+	{ErrNeedsUpgrade, CodeNeedsUpgrade},
 	{ErrInvalid, CodeInvalid},
 }
 
 // Code returns the stable API code of err ("invalid", "unknown_service",
 // "unknown_replica", "stale_generation", "stale_term", "unknown_command",
-// "corrupt", "conflict", "ledger_full"), or "" if err is nil or wraps none of this package's
-// sentinels.
+// "corrupt", "conflict", "ledger_full", "needs_upgrade"), or "" if err is
+// nil or wraps none of this package's sentinels.
 func Code(err error) string {
 	if err == nil {
 		return ""

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
+	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/internal/cli"
 )
 
@@ -44,6 +46,9 @@ func init() {
 						{"Voters", strconv.Itoa(st.Voters)},
 						{"Version", dash(st.Version)},
 					}
+					if st.FormatLevel > 0 {
+						rows = append(rows, [2]string{"Log format", formatText(st)})
+					}
 					if st.Dev {
 						rows = append(rows, [2]string{"Mode", "dev (in-memory, no authentication)"})
 					}
@@ -54,6 +59,16 @@ func init() {
 			}
 		},
 	})
+}
+
+// formatText says which log format level the node and the cluster read,
+// and which servers hold entries of this node's level back.
+func formatText(st api.Status) string {
+	if st.ClusterFormatLevel >= st.FormatLevel || len(st.FormatBehind) == 0 {
+		return fmt.Sprintf("level %d (every server reads it)", st.FormatLevel)
+	}
+	return fmt.Sprintf("level %d; the cluster writes level %d until %s %s upgraded", st.FormatLevel,
+		st.ClusterFormatLevel, strings.Join(st.FormatBehind, ", "), map[bool]string{true: "is", false: "are"}[len(st.FormatBehind) == 1])
 }
 
 // dash shows "-" for an empty table cell.

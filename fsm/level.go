@@ -1,0 +1,67 @@
+package fsm
+
+import "fmt"
+
+// Format levels. Decoding is strict, so a node meets an entry written by a
+// newer version as an unknown command or an unknown field and halts
+// (Fatal). A rolling upgrade runs old and new nodes side by side; to keep
+// the old ones applying, every entry has a format level — the lowest level
+// a node must read to apply it — and a leader writes an entry only when
+// every voter reads its level (cluster.Cluster.Apply; each node advertises
+// FormatLevel in gossip). A node that advertises none reads BaseLevel.
+//
+// Levels only grow, and each names what it added; raising FormatLevel
+// is part of any change that adds a command type, a field a node
+// built before it would refuse, or a value it would refuse (the old node
+// would refuse the entry while the new ones apply it, and their states
+// would differ).
+//
+//	1  what ars 0.1.0 reads (the base)
+//	2  the switch.request command (and the ledger's "manual" records it
+//	   creates); the mode "parallel" in a service's policy or a switch
+const (
+	BaseLevel   = 1
+	FormatLevel = 2
+)
+
+// Level is the lowest format level a node must read to apply c.
+func Level(c Command) int {
+	switch c := c.(type) {
+	case SwitchRequest:
+		return 2
+	case ServiceApply:
+		if c.Spec.Policy.ExploitMode == ModeParallel || c.Spec.Policy.DoSMode == ModeParallel {
+			return 2
+		}
+	case Switch:
+		if c.Mode == ModeParallel {
+			return 2
+		}
+	}
+	return BaseLevel
+}
+
+// NeedsUpgrade returns the error a leader answers an entry of level lvl
+// with while behind (the voters that read less, as "name (level N)") do
+// not read it.
+func NeedsUpgrade(t CommandType, lvl int, behind []string) error {
+	return fmt.Errorf("%w: a %s entry of this form needs log format level %d, and %s: upgrade every node first",
+		ErrNeedsUpgrade, t, lvl, behindText(behind))
+}
+
+func behindText(behind []string) string {
+	switch len(behind) {
+	case 0:
+		return "a voter does not read it"
+	case 1:
+		return "voter " + behind[0] + " does not read it"
+	}
+	s := "voters "
+	for i, b := range behind {
+		if i > 0 {
+			s += ", "
+		}
+		s += b
+	}
+	return s + " do not read it"
+}

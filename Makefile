@@ -77,7 +77,7 @@ demo-loopback: build ## Three ars agents on 127.0.0.1-3 without the lab: apply a
 	ARS=$(abspath $(ARS)) ./test/demo.sh $(DEMO_ARGS)
 
 .PHONY: e2e
-e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader) and the lab (ars-lab up, DoS, exploit, down)
+e2e: build ## Agent processes: deploy/ examples (kill -9 of the leader, a rolling upgrade from v0.1.0) and the lab (ars-lab up, DoS, exploit, down)
 	ARS_BIN=$(abspath $(ARS)) ARS_LAB_BIN=$(abspath $(ARS_LAB)) $(GO) test -race -count=1 -run 'TestProcess' -v ./test/...
 
 CHAOS_SEED ?= 1

@@ -92,13 +92,16 @@ func newProcCluster(t *testing.T) *procCluster {
 	return p
 }
 
-func (p *procCluster) start(name string) {
+func (p *procCluster) start(name string) { p.startWith(name, p.bin) }
+
+// startWith starts the agent of node name from the ars binary bin.
+func (p *procCluster) startWith(name, bin string) {
 	p.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(p.dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, "agent", "-config", filepath.Join(p.dir, name+".yaml"))
+	cmd := exec.Command(bin, "agent", "-config", filepath.Join(p.dir, name+".yaml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", name, err)

@@ -19,14 +19,13 @@ require (
 	github.com/moby/moby/client v0.6.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
+	github.com/vishvananda/netlink v1.3.1
 	github.com/vmware/govmomi v0.56.0
 	golang.org/x/sys v0.48.0
 	golang.org/x/time v0.16.0
 	gonum.org/v1/plot v0.17.0
 	gopkg.in/yaml.v3 v3.0.1
 )
-
-require github.com/vishvananda/netlink v1.3.1
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect

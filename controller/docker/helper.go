@@ -29,9 +29,12 @@ import (
 // Detach disconnects the replica: its link, and the service address with
 // it, go away. See DESIGN.md, "Two containers, one address".
 
+// LabelHelperOf is the label that names the replica an address helper
+// container serves.
+const LabelHelperOf = "ars.helper-of"
+
 const (
-	// labelHelperOf names the replica a helper container serves.
-	labelHelperOf = "ars.helper-of"
+	labelHelperOf = LabelHelperOf
 	// optServiceAddr is the endpoint driver option in which Attach
 	// records the service address it put in the container's namespace
 	// (the network drivers ignore options they do not know). It survives

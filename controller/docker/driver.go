@@ -321,12 +321,15 @@ func checkVersion(o driver.Options, c *container.InspectResponse) error {
 
 // Attach connects the replica's container to its service network with the
 // service address (controller.ServiceAddr, required). The container must be
-// running and not paused. Connected with that address already: nothing is
-// done. Connected with another address: it is reconnected. Another ars
-// container holding the address on that network is disconnected first (the
-// engine allows one endpoint per address, so on one engine a
-// make-before-break switch becomes break-before-make; see DESIGN.md); a
-// container not made by ars holding it is a conflict.
+// running and not paused. Attached with that address already: nothing is
+// done. In helper mode (the default) the container joins under an address
+// of its own and its helper adds the service address, so another replica
+// holding it keeps it until its own Detach (make-before-break without a
+// gap). In endpoint mode the address is the endpoint's: connected with
+// another address it is reconnected, and another ars container holding the
+// address is disconnected first (the engine gives an address to one
+// endpoint at a time; see DESIGN.md). In both a container not made by ars
+// holding the address is a conflict.
 func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
 	o := driver.ApplyOptions(opts...)
 	pre := func() error {

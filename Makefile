@@ -101,7 +101,7 @@ lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2) from Deb
 	else echo "lab packages: all installed"; fi
 
 .PHONY: images
-images: ## Build the lab's container images (test DNS responder; bind9, unbound, knot-resolver, pdns-recursor from Debian) into the local Docker engine; skips images already built
+images: ## Build the container images into the local Docker engine (the Docker driver's address helper ars/nethelper; the lab's test DNS responder and bind9, unbound, knot-resolver, pdns-recursor from Debian); skips images already built
 	GO=$(GO) ./images/build.sh $(IMAGES)
 
 .PHONY: clean

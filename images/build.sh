@@ -7,8 +7,12 @@
 #   images/build.sh dnsd unbound    # some of them
 #   FORCE=1 images/build.sh bind9   # rebuild even if the tag exists (e.g. for Debian security updates)
 #
-# Images (tagged ars-lab/<name>:<content hash> and ars-lab/<name>:latest):
-#   dnsd           test/dnsd, a static Go DNS responder, alone in the image (~4 MB)
+# Images (tagged <repository>:<content hash> and <repository>:latest):
+#   nethelper      ars/nethelper: cmd/ars-nethelper, the Docker driver's address
+#                  helper (controller/docker), static, alone in the image (~2 MB);
+#                  every engine with container replicas needs it
+#   dnsd           ars-lab/dnsd: test/dnsd, a static Go DNS responder, alone in the image (~4 MB)
+# and ars-lab/<name> for the DNS servers:
 #   bind9          BIND 9 from Debian, authoritative for lab.internal
 #   unbound        Unbound from Debian, lab.internal as a local zone
 #   knot-resolver  Knot Resolver from Debian, www.lab.internal from hints
@@ -29,33 +33,39 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SUITE="${SUITE:-bookworm}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 GO="${GO:-go}"
-ALL=(dnsd bind9 unbound knot-resolver pdns-recursor)
+ALL=(nethelper dnsd bind9 unbound knot-resolver pdns-recursor)
 
 log() { printf '== %s\n' "$*" >&2; }
 
 # tag_exists REF
 tag_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# finish NAME TAG: point :latest at TAG.
+# finish NAME TAG: point :latest of TAG's repository at TAG.
 finish() {
-	docker tag "$2" "ars-lab/$1:latest"
+	docker tag "$2" "${2%:*}:latest"
 	log "$1: $2 ($(docker image inspect -f '{{.Size}}' "$2" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
-build_dnsd() {
+# build_static NAME PACKAGE BINARY REPOSITORY MESSAGE CHANGE...: a static Go
+# binary of this module alone in an image, tagged by the binary's hash.
+build_static() {
+	local name="$1" pkg="$2" bin="$3" repo="$4" msg="$5"
+	shift 5
 	local tmp; tmp="$(mktemp -d)"
 	# shellcheck disable=SC2064
 	trap "rm -rf '$tmp'" RETURN
-	(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux "$GO" build -trimpath -buildvcs=false -ldflags='-s -w' -o "$tmp/dnsd" ./test/dnsd)
-	local hash; hash="$(sha256sum "$tmp/dnsd" | cut -c1-12)"
-	local tag="ars-lab/dnsd:$hash"
+	(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux "$GO" build -trimpath -buildvcs=false -ldflags='-s -w' -o "$tmp/$bin" "$pkg")
+	local hash; hash="$(sha256sum "$tmp/$bin" | cut -c1-12)"
+	local tag="$repo:$hash"
 	if [[ -z "${FORCE:-}" ]] && tag_exists "$tag"; then
-		log "dnsd: $tag exists"
+		log "$name: $tag exists"
 	else
-		tar -C "$tmp" --owner=0 --group=0 --mtime=@0 -cf "$tmp/rootfs.tar" dnsd
-		docker import -m "ars test DNS responder" -c 'ENTRYPOINT ["/dnsd"]' "$tmp/rootfs.tar" "$tag" >/dev/null
+		tar -C "$tmp" --owner=0 --group=0 --mtime=@0 -cf "$tmp/rootfs.tar" "$bin"
+		local changes=()
+		for c in "$@"; do changes+=(-c "$c"); done
+		docker import -m "$msg" "${changes[@]}" "$tmp/rootfs.tar" "$tag" >/dev/null
 	fi
-	finish dnsd "$tag"
+	finish "$name" "$tag"
 }
 
 # build_debian NAME PACKAGES CMD_JSON
@@ -106,7 +116,9 @@ build_debian() {
 
 build() {
 	case "$1" in
-	dnsd) build_dnsd ;;
+	dnsd) build_static dnsd ./test/dnsd dnsd ars-lab/dnsd "ars test DNS responder" 'ENTRYPOINT ["/dnsd"]' ;;
+	nethelper) build_static nethelper ./cmd/ars-nethelper ars-nethelper ars/nethelper "ars address helper" \
+		'ENTRYPOINT ["/ars-nethelper"]' 'CMD ["serve"]' ;;
 	bind9) build_debian bind9 bind9 '["/usr/sbin/named", "-g", "-c", "/etc/ars/named.conf"]' ;;
 	unbound) build_debian unbound unbound '["/usr/sbin/unbound", "-d", "-c", "/etc/ars/unbound.conf"]' ;;
 	knot-resolver) build_debian knot-resolver knot-resolver '["/usr/sbin/kresd", "-n", "-c", "/etc/ars/kresd.conf", "/var/lib/knot-resolver"]' ;;

@@ -22,13 +22,15 @@ import (
 
 // Container replicas (Replica.Platform "container"): real containers of
 // the machine's Docker engine, created, attached, paused and re-created by
-// the nodes through the production Docker driver. The lab gives them the
-// service network — a Docker macvlan network whose parent is netlab's
-// Docker link, a port of the lab bridge — and follows the engine's events
-// for what the Mirror does for VMs: it records what happened to each
-// container in the event log, announces a container that joined the
-// service network with gratuitous ARP from inside it (engine 20.10 sends
-// none), and wedges it at once if its implementation is under attack.
+// the nodes through the production Docker driver, in its default address
+// mode (the driver's address helper adds the service address beside the
+// container's own and announces it with gratuitous ARP). The lab gives
+// them the service network — a Docker macvlan network whose parent is
+// netlab's Docker link, a port of the lab bridge, with automatic addresses
+// from a range that leaves the service address out — and follows the
+// engine's events for what the Mirror does for VMs: it records what
+// happened to each container in the event log and wedges it at once if
+// its implementation is under attack.
 
 // DockerSocket is the engine the lab and its nodes use.
 const DockerSocket = "unix:///var/run/docker.sock"
@@ -103,6 +105,9 @@ func (l *Lab) upContainers(ctx context.Context) error {
 			return fmt.Errorf("lab: replica %s: image %s: %w (build the lab's images with `make images`)", r.Name, ImageFor(r.Impl), err)
 		}
 	}
+	if _, err := cli.ImageInspect(ctx, docker.DefaultHelperImage); err != nil {
+		return fmt.Errorf("lab: container replicas need the Docker driver's address helper image %s: %w (build it with `make images`)", docker.DefaultHelperImage, err)
+	}
 	c.removeAll(ctx)
 	if err := createServiceNetwork(ctx, cli, c.network, l.Net); err != nil {
 		return err
@@ -151,21 +156,23 @@ func lastHost(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// removeAll removes the lab's containers — each replica's, and any the
-// driver renamed aside because the engine could not remove them then —
-// and its service network (what a lab of the same prefix and replicas
-// left behind, or this one at Down).
+// removeAll removes the lab's containers — each replica's, its address
+// helper, and any the driver renamed aside because the engine could not
+// remove them then — and its service network (what a lab of the same
+// prefix and replicas left behind, or this one at Down).
 func (c *containers) removeAll(ctx context.Context) error {
 	var errs []error
 	for n := range c.names {
-		ids := []string{ContainerName(n)}
-		res, err := c.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
-			Filters: make(client.Filters).Add("label", docker.LabelReplica+"="+n)})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("lab: list the containers of replica %s: %w", n, err))
-		}
-		for _, it := range res.Items {
-			ids = append(ids, it.ID)
+		ids := []string{ContainerName(n), docker.HelperName(fsm.ReplicaSpec{Name: n})}
+		for _, label := range []string{docker.LabelReplica, docker.LabelHelperOf} {
+			res, err := c.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
+				Filters: make(client.Filters).Add("label", label+"="+n)})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("lab: list the containers of replica %s: %w", n, err))
+			}
+			for _, it := range res.Items {
+				ids = append(ids, it.ID)
+			}
 		}
 		for _, id := range ids {
 			_, err := c.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
@@ -245,8 +252,9 @@ func (c *containers) byID(id string) string {
 	return ""
 }
 
-// refresh reads one container and applies what changed: the event log, a
-// gratuitous ARP when it joined the service network, the attacks in force.
+// refresh reads one container and applies what changed: the event log and
+// the attacks in force. (The driver's address helper announces a
+// container that took the service address; the lab sends nothing.)
 func (c *containers) refresh(ctx context.Context, name string) {
 	now := ctrState{power: "poweredOff"}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -305,11 +313,7 @@ func (c *containers) refresh(ctx context.Context, name string) {
 	}
 	switch {
 	case !was.linked && now.linked:
-		var aerr error
-		if now.power == "poweredOn" {
-			aerr = c.l.Net.AnnounceIn("/proc/"+strconv.Itoa(now.pid)+"/ns/net", c.l.Net.Topology().Service)
-		}
-		c.l.record(name, "link", aerr)
+		c.l.record(name, "link", nil)
 		c.l.attacks.served(c.l, []string{name})
 	case was.linked && !now.linked:
 		c.l.record(name, "unlink", nil)
@@ -360,7 +364,9 @@ func (c *containers) pid(name string) int {
 }
 
 // signal sends sig to every process of a container replica (SIGSTOP: a
-// DoS the engine does not see).
+// DoS the engine does not see): those of its PID namespace, not its
+// network namespace, which its address helper shares — a wedged helper
+// would hang the driver's next attach of that replica.
 func (c *containers) signal(name string, sig syscall.Signal) error {
 	c.mu.Lock()
 	s := c.state[name]
@@ -368,7 +374,7 @@ func (c *containers) signal(name string, sig syscall.Signal) error {
 	if s.pid <= 0 {
 		return fmt.Errorf("lab: container replica %s is not running", name)
 	}
-	return netlab.SignalNetns("/proc/"+strconv.Itoa(s.pid)+"/ns/net", sig)
+	return netlab.SignalPidns("/proc/"+strconv.Itoa(s.pid)+"/ns/pid", sig)
 }
 
 // downContainers removes the lab's containers and service network.

@@ -181,7 +181,10 @@ func (d *DNSDist) upContainers(ctx context.Context) error {
 	if err := createServiceNetwork(ctx, cli, d.svcNet, d.Net); err != nil {
 		return err
 	}
-	d.drv, err = docker.New(docker.Config{Hosts: []docker.Host{{Name: DockerHost, Endpoint: DockerSocket}}, Logger: d.cfg.Logger})
+	// Endpoint mode: every backend serves on an address of its own and
+	// none ever takes another's, so there is no switch to make seamless.
+	d.drv, err = docker.New(docker.Config{Hosts: []docker.Host{{Name: DockerHost, Endpoint: DockerSocket,
+		AddressMode: docker.AddressEndpoint}}, Logger: d.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
@@ -246,7 +249,7 @@ func (d *DNSDist) signal(ctx context.Context, name string, sig syscall.Signal) e
 		if err != nil {
 			return err
 		}
-		return netlab.SignalNetns("/proc/"+strconv.Itoa(pid)+"/ns/net", sig)
+		return netlab.SignalPidns("/proc/"+strconv.Itoa(pid)+"/ns/pid", sig)
 	}
 	return d.Net.SignalReplica(name, sig)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,30 @@ const (
 	DefaultSlowCallTimeout = 30 * time.Second
 	DefaultMaxAttempts     = 3
 	DefaultParkNetwork     = "ars-park"
+	// DefaultHelperImage is the address helper's image (cmd/ars-nethelper),
+	// built by `make images` like the lab's images.
+	DefaultHelperImage = "ars/nethelper:latest"
+)
+
+// AddressMode is how Attach gives a container the service address.
+type AddressMode string
+
+// Address modes.
+const (
+	// AddressHelper (the default): the container joins the service network
+	// under an address of its own, and a helper container sharing its
+	// network namespace adds the service address and announces it. Two
+	// replicas on one engine can then hold the address at once, so a
+	// make-before-break switch between them loses nothing. The engine
+	// needs the helper image, and the service network an ip-range that
+	// leaves the service address out (DESIGN.md, "Two containers, one
+	// address").
+	AddressHelper AddressMode = "helper"
+	// AddressEndpoint: the service address is the endpoint's own address
+	// (the engine's IPAM). The engine gives it to one endpoint at a time,
+	// so a switch between two containers of one engine detaches the old
+	// one first: a gap of one disconnect and connect.
+	AddressEndpoint AddressMode = "endpoint"
 )
 
 // Config configures a Driver for one or more Docker engines.
@@ -52,6 +77,10 @@ type Config struct {
 	// the engine's default bridge would give a resolver a route to the
 	// outside world.
 	ParkNetwork string
+	// HelperImage is the image of the address helper containers (default
+	// DefaultHelperImage), used on hosts in AddressHelper mode. Like
+	// replica images it is never pulled.
+	HelperImage string
 
 	Logger *slog.Logger
 	// Registerer receives the driver's metrics (nil: kept, not registered).
@@ -69,6 +98,9 @@ type Host struct {
 	// certificate), unless it is a loopback address.
 	Endpoint string
 	TLS      TLS
+	// AddressMode is how Attach gives containers on this engine the
+	// service address (default AddressHelper).
+	AddressMode AddressMode
 }
 
 // TLS names the PEM files for a tcp endpoint: the CA that signed the
@@ -94,6 +126,15 @@ func (c *Config) setDefaults() {
 	if c.ParkNetwork == "" {
 		c.ParkNetwork = DefaultParkNetwork
 	}
+	if c.HelperImage == "" {
+		c.HelperImage = DefaultHelperImage
+	}
+	c.Hosts = slices.Clone(c.Hosts) // the caller's slice stays as it was
+	for i := range c.Hosts {
+		if c.Hosts[i].AddressMode == "" {
+			c.Hosts[i].AddressMode = AddressHelper
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -112,6 +153,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("docker: hosts[%d]: name %q is listed twice", i, h.Name)
 		}
 		seen[h.Name] = true
+		if h.AddressMode != AddressHelper && h.AddressMode != AddressEndpoint {
+			return fmt.Errorf("docker: host %s: address mode %q must be %q or %q", h.Name, h.AddressMode, AddressHelper, AddressEndpoint)
+		}
 		u, err := url.Parse(h.Endpoint)
 		if err != nil {
 			return fmt.Errorf("docker: host %s: endpoint: %w", h.Name, err)

@@ -92,6 +92,7 @@ func (h *host) replace(ctx context.Context, r fsm.ReplicaSpec, c *container.Insp
 	h.sweep(ctx, r)
 	rmErr := h.remove(ctx, c.ID)
 	if rmErr == nil {
+		h.dropHelper(ctx, r)
 		return nil
 	}
 	if s, _ := classify(rmErr); s == errUnavailable {
@@ -102,7 +103,8 @@ func (h *host) replace(ctx context.Context, r fsm.ReplicaSpec, c *container.Insp
 	case err != nil:
 		return errors.Join(rmErr, fmt.Errorf("after the failed removal: %w", err))
 	case now == nil || now.ID != c.ID:
-		return nil // gone after all
+		h.dropHelper(ctx, r) // gone after all
+		return nil
 	case now.State.Running || now.State.Paused || now.State.Restarting:
 		return rmErr
 	}
@@ -117,6 +119,7 @@ func (h *host) replace(ctx context.Context, r fsm.ReplicaSpec, c *container.Insp
 	h.log.Warn("the engine cannot remove the replica's old container: renamed it aside so the replica can be created again; its host needs attention (a leaked root filesystem mount)",
 		"replica", r.Name, "container", aside, "id", c.ID[:12], "err", rmErr)
 	h.d.m.stale.WithLabelValues(h.name).Inc()
+	h.dropHelper(ctx, r)
 	return nil
 }
 

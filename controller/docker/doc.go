@@ -11,13 +11,22 @@
 // so a repeat makes no mutating API call):
 //
 //   - Attach: connect the running container to its service network
-//     (spec.Container.Network, default "ars-service") with the service
-//     address, passed as controller.ServiceAddr (required).
+//     (spec.Container.Network, default "ars-service") and give it the
+//     service address, passed as controller.ServiceAddr (required). In the
+//     default helper mode the container joins under an address of its own
+//     and its address helper — a container from the image
+//     Config.HelperImage (cmd/ars-nethelper) sharing its network namespace
+//     with NET_ADMIN and NET_RAW only — adds the service address and
+//     announces it, so two replicas of one engine can hold it during a
+//     make-before-break switch; in endpoint mode the service address is
+//     the endpoint's own and the engine gives it to one container at a
+//     time.
 //   - Detach: disconnect it (running, paused or stopped; missing: no-op).
 //   - PowerOn: create the container if missing (image + spec, restart
 //     policy "no", on spec.Container.Networks or the driver's park network,
 //     never on the service network), start it if stopped, unpause it if
-//     paused.
+//     paused; in helper mode also (re-)create its helper in the
+//     container's current namespace.
 //   - Suspend / Resume: pause / unpause.
 //   - PowerOff: stop (SIGKILL at once by default).
 //   - Restore: remove (force) and create again, left stopped and detached.

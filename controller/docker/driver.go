@@ -40,6 +40,7 @@ var _ driver.Driver = (*Driver)(nil)
 type host struct {
 	d    *Driver
 	name string
+	mode AddressMode
 	cli  *client.Client
 	log  *slog.Logger
 
@@ -53,6 +54,8 @@ type host struct {
 	kick        chan struct{}              // wakes the watch loop (watched set changed)
 	watching    bool                       // a watch loop runs
 	watchCancel context.CancelFunc         // ends the watch loop's current context
+	helpers     map[string]helperState     // by replica name: its helper, known fresh (AddressHelper)
+	ensured     map[string]ensuredState    // by replica name: where Attach put the service address (AddressHelper)
 }
 
 // New checks cfg and prepares a driver. It does not connect; TLS files are
@@ -86,8 +89,9 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("docker: host %s: %w", hc.Name, err)
 		}
 		d.hosts[hc.Name] = &host{
-			d: d, name: hc.Name, cli: cli, log: cfg.Logger.With("docker_host", hc.Name),
+			d: d, name: hc.Name, mode: hc.AddressMode, cli: cli, log: cfg.Logger.With("docker_host", hc.Name),
 			watched: map[string]fsm.ReplicaSpec{}, ids: map[string]string{}, kick: make(chan struct{}, 1),
+			helpers: map[string]helperState{}, ensured: map[string]ensuredState{},
 		}
 		d.order = append(d.order, hc.Name)
 	}
@@ -317,12 +321,15 @@ func checkVersion(o driver.Options, c *container.InspectResponse) error {
 
 // Attach connects the replica's container to its service network with the
 // service address (controller.ServiceAddr, required). The container must be
-// running and not paused. Connected with that address already: nothing is
-// done. Connected with another address: it is reconnected. Another ars
-// container holding the address on that network is disconnected first (the
-// engine allows one endpoint per address, so on one engine a
-// make-before-break switch becomes break-before-make; see DESIGN.md); a
-// container not made by ars holding it is a conflict.
+// running and not paused. Attached with that address already: nothing is
+// done. In helper mode (the default) the container joins under an address
+// of its own and its helper adds the service address, so another replica
+// holding it keeps it until its own Detach (make-before-break without a
+// gap). In endpoint mode the address is the endpoint's: connected with
+// another address it is reconnected, and another ars container holding the
+// address is disconnected first (the engine gives an address to one
+// endpoint at a time; see DESIGN.md). In both a container not made by ars
+// holding the address is a conflict.
 func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
 	o := driver.ApplyOptions(opts...)
 	pre := func() error {
@@ -344,6 +351,9 @@ func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 		if st := c.State; !st.Running || st.Paused || st.Restarting {
 			return fmt.Errorf("%w: attach needs a running container (it is %s)", errInvalidState, st.Status)
 		}
+		if h.mode == AddressHelper {
+			return h.attachHelper(ctx, r, c, o.ServiceAddr)
+		}
 		return h.attach(ctx, r, c, o.ServiceAddr)
 	})
 }
@@ -361,7 +371,11 @@ func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 		if c == nil {
 			return nil
 		}
-		return h.detach(ctx, r, c)
+		if err := h.detach(ctx, r, c); err != nil {
+			return err
+		}
+		h.forget(r, false)
+		return nil
 	})
 }
 
@@ -372,19 +386,30 @@ func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 // re-created first; a running one is left alone (see DESIGN.md).
 func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 	return d.do(ctx, "power-on", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
+		if h.mode == AddressHelper && (c == nil || !c.State.Running) {
+			// Nothing is started on an engine that could not give it the
+			// service address.
+			if err := h.checkHelperImage(ctx); err != nil {
+				return err
+			}
+		}
 		if c != nil {
 			switch st := c.State; {
 			case st.Paused:
-				return h.simple(ctx, "unpause", c.ID, func(ctx context.Context) error {
+				err := h.simple(ctx, "unpause", c.ID, func(ctx context.Context) error {
 					_, err := h.cli.ContainerUnpause(ctx, c.ID, client.ContainerUnpauseOptions{})
 					return err
 				})
+				if err != nil {
+					return err
+				}
+				return h.afterRun(ctx, r, c)
 			case st.Running:
 				if c.Config.Labels[labelSpecHash] != specHash(r) {
 					h.log.Warn("container runs an older spec; it takes the new one on its next restore or stopped power-on",
 						"replica", r.Name, "container", ContainerName(r))
 				}
-				return nil
+				return h.afterRun(ctx, r, c)
 			case st.Status == container.StateRemoving:
 				return fmt.Errorf("%w: the container is being removed", errRetry)
 			case st.Restarting:
@@ -403,10 +428,40 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 			if err != nil {
 				return err
 			}
-			return h.start(ctx, r, id, false)
+			if err := h.start(ctx, r, id, false); err != nil {
+				return err
+			}
+		} else if err := h.start(ctx, r, c.ID, onNetwork(c, serviceNetwork(r))); err != nil {
+			return err
 		}
-		return h.start(ctx, r, c.ID, onNetwork(c, serviceNetwork(r)))
+		h.forget(r, false)
+		if h.mode != AddressHelper {
+			return nil
+		}
+		now, err := h.inspect(ctx, r)
+		if err != nil {
+			return err
+		}
+		if now == nil || !now.State.Running {
+			return fmt.Errorf("%w: the container stopped right after its start", errRetry)
+		}
+		return h.afterRun(ctx, r, now)
 	})
+}
+
+// afterRun follows a running container in AddressHelper mode: its helper
+// runs in the container's current namespace, and a container on the
+// service network holds the service address recorded there (an attached
+// replica that was stopped comes back attached, like a VM whose NIC
+// connects at power-on).
+func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse) error {
+	if h.mode != AddressHelper {
+		return nil
+	}
+	if _, err := h.ensureHelper(ctx, r, c); err != nil {
+		return err
+	}
+	return h.restoreAddress(ctx, r, c)
 }
 
 // Suspend pauses a running container (the cgroup freezer: memory kept,
@@ -457,6 +512,7 @@ func (d *Driver) PowerOff(ctx context.Context, r fsm.ReplicaSpec) error {
 			return nil
 		}
 		secs := int(d.cfg.StopGrace / time.Second)
+		h.forget(r, false) // its namespace, and the service address in it, go with the stop
 		return h.call(ctx, "stop", d.cfg.SlowCallTimeout+d.cfg.StopGrace, func(ctx context.Context) error {
 			_, err := h.cli.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &secs})
 			return err
@@ -476,6 +532,8 @@ func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 			if err := h.replace(ctx, r, c); err != nil {
 				return err
 			}
+		} else {
+			h.dropHelper(ctx, r)
 		}
 		_, err := h.create(ctx, r)
 		return err

@@ -15,13 +15,25 @@ import (
 	"github.com/ars-project/ars/fsm"
 )
 
-// TestLifecycle drives one replica through every operation, checks each
-// one's effect on the engine and through Observe, that every repeat makes
-// no mutating API call, and that the service address answers DNS exactly
-// while the replica is attached.
+// TestLifecycle drives one replica through every operation, in both
+// address modes, checks each one's effect on the engine and through
+// Observe, that every repeat makes no mutating API call, and that the
+// service address answers DNS exactly while the replica is attached.
 func TestLifecycle(t *testing.T) {
+	t.Run("helper", func(t *testing.T) { testLifecycle(t, AddressHelper) })
+	t.Run("endpoint", func(t *testing.T) { testLifecycle(t, AddressEndpoint) })
+}
+
+func testLifecycle(t *testing.T, mode AddressMode) {
 	e := testEnv(t)
-	d, cnt := newDriver(t, e, "", nil)
+	d, cnt := newDriver(t, e, "", func(c *Config) { c.Hosts[0].AddressMode = mode })
+	// calls picks the number of mutating API calls of the mode.
+	calls := func(helper, endpoint int) int {
+		if mode == AddressHelper {
+			return helper
+		}
+		return endpoint
+	}
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 	addr := driver.ServiceAddr(e.svcAddr)
@@ -54,12 +66,17 @@ func TestLifecycle(t *testing.T) {
 	if _, err := query(e.svcAddr); err == nil {
 		t.Fatal("the service address answers before any replica is attached")
 	}
-	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "attach", calls(3, 1), func() error { return d.Attach(ctx, r, addr) })
 	waited := waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	t.Logf("first answer %s after attach returned", waited)
 	mustOp(t, cnt, "attach (repeat)", 0, func() error { return d.Attach(ctx, r, addr) })
 	if o := observe(t, d, r); o.Power != driver.PowerOn || !o.NICConnected || !o.NICStartConnected || o.ChangeVersion != id[:12] {
 		t.Fatalf("attached replica observed as %+v", o)
+	}
+	if ep := e.inspect(t, ContainerName(r)).NetworkSettings.Networks[e.svcNet]; mode == AddressHelper &&
+		(ep.IPAddress == e.svcAddr || recordedAddr(ep) != e.svcAddr || !e.holds(t, r, e.svcAddr)) {
+		t.Fatalf("helper mode: endpoint address %s, recorded %q, namespace %q: want an address of its own, %s recorded and held",
+			ep.IPAddress, ep.DriverOpts[optServiceAddr], e.helperAddrs(t, r), e.svcAddr)
 	}
 
 	mustOp(t, cnt, "detach", 1, func() error { return d.Detach(ctx, r) })
@@ -71,7 +88,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("detached replica observed as %+v", o)
 	}
 
-	mustOp(t, cnt, "attach (again)", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "attach (again)", calls(3, 1), func() error { return d.Attach(ctx, r, addr) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
 	mustOp(t, cnt, "suspend (repeat)", 0, func() error { return d.Suspend(ctx, r) })
@@ -95,14 +112,16 @@ func TestLifecycle(t *testing.T) {
 	if o.Power != driver.PowerOff || o.NICConnected || !o.NICStartConnected {
 		t.Fatalf("powered-off attached replica observed as %+v (want off, connected at power-on)", o)
 	}
-	// Containers keep their networks: it comes back attached.
-	mustOp(t, cnt, "power-on (start, attached)", 1, func() error { return d.PowerOn(ctx, r) })
+	// Containers keep their networks: it comes back attached. In helper
+	// mode the start gets a new namespace: the helper is replaced
+	// (DELETE, create, start) and puts the address back (exec).
+	mustOp(t, cnt, "power-on (start, attached)", calls(6, 1), func() error { return d.PowerOn(ctx, r) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	if o := observe(t, d, r); o.Power != driver.PowerOn || !o.NICConnected {
 		t.Fatalf("restarted replica observed as %+v", o)
 	}
 
-	mustOp(t, cnt, "restore", 2, func() error { return d.Restore(ctx, r) }) // DELETE + create
+	mustOp(t, cnt, "restore", calls(3, 2), func() error { return d.Restore(ctx, r) }) // DELETE (+ DELETE helper) + create
 	c = e.inspect(t, ContainerName(r))
 	if c == nil || c.ID == id || c.State.Running || onNetwork(c, e.svcNet) {
 		t.Fatalf("after restore: container %v (old id %s): want a new, stopped, detached container", c, id[:12])
@@ -115,8 +134,8 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("restored replica observed as %+v", o)
 	}
 	mustOp(t, cnt, "restore (repeat)", 2, func() error { return d.Restore(ctx, r) })
-	mustOp(t, cnt, "power-on (after restore)", 1, func() error { return d.PowerOn(ctx, r) })
-	mustOp(t, cnt, "attach (after restore)", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "power-on (after restore)", calls(3, 1), func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "attach (after restore)", calls(3, 1), func() error { return d.Attach(ctx, r, addr) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	mustOp(t, cnt, "detach (cleanup)", 1, func() error { return d.Detach(ctx, r) })
 }
@@ -135,12 +154,13 @@ func keys[M ~map[string]V, V any](m M) []string {
 func TestDetachPausedAndStopped(t *testing.T) {
 	e := testEnv(t)
 	d, cnt := newDriver(t, e, "", nil)
+	ac := attachCalls(d)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 	addr := driver.ServiceAddr(e.svcAddr)
 
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
-	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "attach", ac, func() error { return d.Attach(ctx, r, addr) })
 	mustOp(t, cnt, "suspend", 1, func() error { return d.Suspend(ctx, r) })
 	mustOp(t, cnt, "detach (paused)", 1, func() error { return d.Detach(ctx, r) })
 	if o := observe(t, d, r); o.Power != driver.PowerSuspended || o.NICConnected || o.NICStartConnected {
@@ -155,14 +175,14 @@ func TestDetachPausedAndStopped(t *testing.T) {
 	}
 
 	mustOp(t, cnt, "resume", 1, func() error { return d.Resume(ctx, r) })
-	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, addr) })
+	mustOp(t, cnt, "attach", ac, func() error { return d.Attach(ctx, r, addr) })
 	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
 	wantErr(t, d.Attach(ctx, r, addr), driver.ErrInvalidState, "exited")
 	mustOp(t, cnt, "detach (stopped)", 1, func() error { return d.Detach(ctx, r) })
 	if o := observe(t, d, r); o.NICStartConnected {
 		t.Fatalf("stopped, detached replica observed as %+v", o)
 	}
-	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
 	if o := observe(t, d, r); o.Power != driver.PowerOn || o.NICConnected {
 		t.Fatalf("a replica detached while stopped came back as %+v", o)
 	}
@@ -176,6 +196,7 @@ func TestDetachPausedAndStopped(t *testing.T) {
 func TestInvalidStates(t *testing.T) {
 	e := testEnv(t)
 	d, cnt := newDriver(t, e, "", nil)
+	ac := attachCalls(d)
 	r := e.replica(t, "192.0.2.10")
 	ctx := ctxT(t)
 
@@ -200,29 +221,30 @@ func TestInvalidStates(t *testing.T) {
 	}
 
 	// IfVersion: the container id is the version; a re-created one conflicts.
-	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
 	v := observe(t, d, r).ChangeVersion
-	mustOp(t, cnt, "restore", 2, func() error { return d.Restore(ctx, r) })
-	mustOp(t, cnt, "power-on", 1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "restore", -1, func() error { return d.Restore(ctx, r) })
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
 	wantErr(t, d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr), driver.IfVersion(v)), driver.ErrConflict, "changed since")
 	if m := cnt.mutations(); len(m) != 0 {
 		t.Fatalf("a conflicting attach made mutating calls %v", m)
 	}
 	now := observe(t, d, r).ChangeVersion
-	mustOp(t, cnt, "attach (current version)", 1, func() error {
+	mustOp(t, cnt, "attach (current version)", ac, func() error {
 		return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr), driver.IfVersion(now))
 	})
 	mustOp(t, cnt, "detach", 1, func() error { return d.Detach(ctx, r) })
 }
 
-// TestAttachTakesOverAddress: on one engine only one endpoint can hold the
-// service address, so attaching a second replica detaches the first (a
-// make-before-break switch becomes break-before-make), and the answer
+// TestAttachTakesOverAddress: in endpoint mode only one endpoint of an
+// engine can hold the service address, so attaching a second replica
+// detaches the first (a make-before-break switch becomes
+// break-before-make), and the answer
 // switches to the new replica. The same address gets the same MAC on every
 // replica, so clients need no new ARP entry.
 func TestAttachTakesOverAddress(t *testing.T) {
 	e := testEnv(t)
-	d, cnt := newDriver(t, e, "", nil)
+	d, cnt := newDriver(t, e, "", endpointMode)
 	a, b := e.replica(t, "192.0.2.10"), e.replica(t, "192.0.2.11")
 	ctx := ctxT(t)
 	addr := driver.ServiceAddr(e.svcAddr)
@@ -293,7 +315,7 @@ func TestAttachTakesOverAddress(t *testing.T) {
 // accepts one of them, this test fails and the driver can do better.
 func TestEngineGivesAnAddressToOneEndpoint(t *testing.T) {
 	e := testEnv(t)
-	d, cnt := newDriver(t, e, "", nil)
+	d, cnt := newDriver(t, e, "", endpointMode)
 	a, b, c := e.replica(t, "192.0.2.10"), e.replica(t, "192.0.2.11"), e.replica(t, "192.0.2.12")
 	ctx := ctxT(t)
 	for _, r := range []fsm.ReplicaSpec{a, b, c} {

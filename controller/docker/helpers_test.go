@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -36,6 +37,7 @@ type env struct {
 	endpoint string
 	cli      *client.Client
 	image    string
+	helper   string // the address helper's image
 	run      string // unique per test run; prefixes every name
 	svcNet   string // the service network (internal bridge)
 	subnet   netip.Prefix
@@ -101,6 +103,10 @@ func setupEnv() {
 		return
 	}
 	if e.image, err = dockertest.DNSImage(ctx, cli); err != nil {
+		envErr = err
+		return
+	}
+	if e.helper, err = dockertest.HelperImage(ctx, cli); err != nil {
 		envErr = err
 		return
 	}
@@ -177,6 +183,7 @@ func newDriver(t *testing.T, e *env, endpoint string, mod func(*Config)) (*Drive
 	cfg := Config{
 		Hosts:       []Host{{Name: "local", Endpoint: endpoint}},
 		ParkNetwork: e.parkNet,
+		HelperImage: e.helper,
 		requestHook: cnt.hook,
 	}
 	if mod != nil {
@@ -208,9 +215,62 @@ func (e *env) replica(t *testing.T, answer string) fsm.ReplicaSpec {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, _ = e.cli.ContainerRemove(ctx, ContainerName(r), client.ContainerRemoveOptions{Force: true})
+		for _, n := range []string{ContainerName(r), HelperName(r)} {
+			_, _ = e.cli.ContainerRemove(ctx, n, client.ContainerRemoveOptions{Force: true})
+		}
 	})
 	return r
+}
+
+// endpointMode makes a driver attach in AddressEndpoint mode (newDriver's mod).
+func endpointMode(c *Config) {
+	for i := range c.Hosts {
+		c.Hosts[i].AddressMode = AddressEndpoint
+	}
+}
+
+// attachCalls is how many mutating API calls an Attach of a running,
+// detached container makes: connect; in helper mode also the helper's
+// exec (create, start).
+func attachCalls(d *Driver) int {
+	if helperMode(d) {
+		return 3
+	}
+	return 1
+}
+
+// helperMode: the driver's (first) host attaches in AddressHelper mode.
+func helperMode(d *Driver) bool { return d.hosts[d.order[0]].mode == AddressHelper }
+
+// helperAddrs lists the IPv4 addresses in the network namespace of the
+// replica's container, read through its helper (ars-nethelper show):
+// "eth1 172.31.250.130/24 172.31.250.3/32" per link.
+func (e *env) helperAddrs(t *testing.T, r fsm.ReplicaSpec) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ex, err := e.cli.ExecCreate(ctx, HelperName(r), client.ExecCreateOptions{AttachStdout: true, AttachStderr: true,
+		Cmd: []string{helperBinary, "show"}})
+	if err != nil {
+		t.Fatalf("exec in %s: %v", HelperName(r), err)
+	}
+	res, err := e.cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		t.Fatalf("exec in %s: %v", HelperName(r), err)
+	}
+	defer res.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, res.Reader); err != nil {
+		t.Fatalf("exec in %s: %v", HelperName(r), err)
+	}
+	return out.String()
+}
+
+// holds reports whether the replica's namespace has addr (read through
+// its helper).
+func (e *env) holds(t *testing.T, r fsm.ReplicaSpec, addr netip.Addr) bool {
+	t.Helper()
+	return strings.Contains(e.helperAddrs(t, r), " "+addr.String()+"/32")
 }
 
 // inspect reads a container directly (nil if it does not exist).

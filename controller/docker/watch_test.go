@@ -55,7 +55,7 @@ func TestWatch(t *testing.T) {
 	ctx := ctxT(t)
 
 	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
-	mustOp(t, cnt, "attach", 1, func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) })
+	mustOp(t, cnt, "attach", attachCalls(d), func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) })
 
 	wctx, stop := context.WithCancel(ctx)
 	ch := d.Watch(wctx)

@@ -47,19 +47,6 @@ func (l *Lab) announce(ctx context.Context, replica string, mode GARPMode) error
 	return fmt.Errorf("netlab: unknown GARP mode %d", mode)
 }
 
-// AnnounceIn sends the lab's gratuitous ARPs (Topology.GARPCount,
-// GARPGap) for addr from the network namespace at nsPath, on whichever
-// link there carries addr: a container of the Docker engine announcing
-// the service address once it was connected (/proc/PID/ns/net). It
-// returns after the first; the others follow in the background.
-func (l *Lab) AnnounceIn(nsPath string, addr netip.Addr) error {
-	dev, err := linkWith(nsPath, addr)
-	if err != nil {
-		return err
-	}
-	return l.announcePacket(nsPath, dev, addr)
-}
-
 // announcePacket sends the first gratuitous ARP for addr on dev in the
 // namespace at nsPath, and the rest (GARPCount, GARPGap) in the
 // background.
@@ -80,34 +67,6 @@ func (l *Lab) announcePacket(nsPath, dev string, addr netip.Addr) error {
 		}
 	})
 	return nil
-}
-
-// linkWith names the link that carries addr in the namespace at nsPath.
-func linkWith(nsPath string, addr netip.Addr) (string, error) {
-	var dev string
-	err := inNetns(nsPath, func() error {
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		for _, ifi := range ifs {
-			as, err := ifi.Addrs()
-			if err != nil {
-				continue
-			}
-			for _, a := range as {
-				if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == addr {
-					dev = ifi.Name
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("no link carries %s", addr)
-	})
-	if err != nil {
-		return "", fmt.Errorf("netlab: %s: %w", nsPath, err)
-	}
-	return dev, nil
 }
 
 // background runs fn in a goroutine that Down waits for.

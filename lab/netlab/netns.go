@@ -90,10 +90,31 @@ func SignalNetns(nsPath string, sig syscall.Signal) error {
 	return errors.Join(errs...)
 }
 
+// SignalPidns sends sig to every process whose PID namespace is the one
+// at nsPath (a container's: /proc/PID/ns/pid), never this process: every
+// process of that container and nothing that only shares its network
+// namespace, such as the Docker driver's address helper.
+func SignalPidns(nsPath string, sig syscall.Signal) error {
+	var st unix.Stat_t
+	if err := unix.Stat(nsPath, &st); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	var errs []error
+	for _, p := range pidsInNS("pid", map[uint64]bool{st.Ino: true}) {
+		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("netlab: kill %d: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // pidsIn lists the processes (thread-group leaders) whose network
 // namespace is one of inodes, never this process. Zombies have no
 // namespace left and are not listed.
-func pidsIn(inodes map[uint64]bool) []int {
+func pidsIn(inodes map[uint64]bool) []int { return pidsInNS("net", inodes) }
+
+// pidsInNS is pidsIn for namespaces of kind ("net", "pid").
+func pidsInNS(kind string, inodes map[uint64]bool) []int {
 	if len(inodes) == 0 {
 		return nil
 	}
@@ -108,11 +129,11 @@ func pidsIn(inodes map[uint64]bool) []int {
 		if err != nil || pid == self {
 			continue
 		}
-		link, err := os.Readlink("/proc/" + e.Name() + "/ns/net")
+		link, err := os.Readlink("/proc/" + e.Name() + "/ns/" + kind)
 		if err != nil {
 			continue
 		}
-		s, ok := strings.CutPrefix(link, "net:[")
+		s, ok := strings.CutPrefix(link, kind+":[")
 		if !ok {
 			continue
 		}

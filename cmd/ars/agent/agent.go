@@ -445,10 +445,11 @@ func DevBanner(url string) string {
 // newDocker builds the container driver for the configured Docker hosts.
 // It connects lazily.
 func newDocker(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*docker.Driver, error) {
-	dcfg := docker.Config{Logger: log.With("component", "docker"), Registerer: reg}
+	dcfg := docker.Config{Logger: log.With("component", "docker"), Registerer: reg, HelperImage: cfg.Docker.HelperImage}
 	for _, h := range cfg.Docker.Hosts {
 		dcfg.Hosts = append(dcfg.Hosts, docker.Host{Name: h.Name, Endpoint: h.Endpoint,
-			TLS: docker.TLS{CAFile: h.TLS.CAFile, CertFile: h.TLS.CertFile, KeyFile: h.TLS.KeyFile}})
+			TLS:         docker.TLS{CAFile: h.TLS.CAFile, CertFile: h.TLS.CertFile, KeyFile: h.TLS.KeyFile},
+			AddressMode: docker.AddressMode(h.AddressMode)})
 	}
 	d, err := docker.New(dcfg)
 	if err != nil {

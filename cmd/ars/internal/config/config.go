@@ -183,6 +183,9 @@ func (v *VCenter) Password() (string, error) {
 // Docker lists Docker Engine API endpoints; replicas name them by Name.
 type Docker struct {
 	Hosts []DockerHost `yaml:"hosts"`
+	// HelperImage is the address helper's image on every host in helper
+	// mode (default ars/nethelper:latest, built by `make images`).
+	HelperImage string `yaml:"helper_image"`
 }
 
 // DockerHost is one Docker Engine API endpoint.
@@ -190,6 +193,11 @@ type DockerHost struct {
 	Name     string `yaml:"name"`     // referenced by fsm.ReplicaSpec.Host
 	Endpoint string `yaml:"endpoint"` // unix:///var/run/docker.sock or tcp://host:2376
 	TLS      TLS    `yaml:"tls"`      // optional client TLS for tcp endpoints
+	// AddressMode is how containers on this engine take the service
+	// address: "helper" (default; a make-before-break switch between two
+	// of them loses nothing) or "endpoint" (the engine's own address; such
+	// a switch detaches the old container first).
+	AddressMode string `yaml:"address_mode"`
 }
 
 // Default returns an Agent with every default of the schema filled in. The

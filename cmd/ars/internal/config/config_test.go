@@ -100,6 +100,7 @@ func TestLoadErrors(t *testing.T) {
 		{"docker_bad_endpoint.yaml", []wantErr{
 			{17, `docker.hosts[1].name: "lx1" is listed twice`},
 			{18, `docker.hosts[1].endpoint: "ssh://lx2" must be unix://PATH or tcp://HOST:PORT`},
+			{19, `docker.hosts[1].address_mode: "nat" must be helper or endpoint`},
 		}},
 		// Several problems are all reported, in line order.
 		{"two_errors.yaml", []wantErr{{1, `node_name: "-n1" must match`}, {5, "bootstrap_expect: must be >= 0"}}},
@@ -193,8 +194,8 @@ func TestLoadValid(t *testing.T) {
 				CAFile:   filepath.Join(dir, "ca.pem"),
 				CertFile: filepath.Join(dir, "n1.pem"),
 				KeyFile:  filepath.Join(dir, "n1-key.pem"),
-			}},
-		}},
+			}, AddressMode: "endpoint"},
+		}, HelperImage: "ars/nethelper:latest"},
 		File: filepath.Join(dir, "valid.yaml"),
 	}
 	a.lines = nil

@@ -406,5 +406,13 @@ func (v *validator) docker() {
 		if !h.TLS.IsZero() {
 			v.tlsFiles(p+".tls", h.TLS, false)
 		}
+		switch h.AddressMode {
+		case "", "helper", "endpoint":
+		default:
+			v.add(p+".address_mode", "%q must be helper or endpoint", h.AddressMode)
+		}
+	}
+	if img := v.a.Docker.HelperImage; img != "" && strings.ContainsAny(img, " \t\n") {
+		v.add("docker.helper_image", "%q is not an image reference", img)
 	}
 }

@@ -49,6 +49,9 @@ const (
 	CodeInternal     = "internal"
 	CodeConflict     = "conflict"
 	CodeRateLimited  = "rate_limited"
+	// CodeEventsGone (410): the events after the asked index are no longer
+	// held by the node; read again from the index the message gives.
+	CodeEventsGone = "events_gone"
 )
 
 // SentinelCode returns the HTTP status and code of the first of this

@@ -45,6 +45,12 @@ type Backend interface {
 	// AlertRoom is nil if the alert ledger would take an alert with this
 	// id now, an error wrapping fsm.ErrLedgerFull if not.
 	AlertRoom(id string) error
+	// Events returns at most max committed commands this node applied
+	// after the index after, and a channel closed when it applies another
+	// (cluster.Cluster.Events); EventRange the indexes held: above oldest,
+	// up to last.
+	Events(after uint64, max int) ([]cluster.Event, <-chan struct{}, error)
+	EventRange() (oldest, last uint64)
 	Barrier(ctx context.Context) error
 	SnapshotSave(ctx context.Context, w io.Writer) error
 	SnapshotRestore(ctx context.Context, r io.Reader) error

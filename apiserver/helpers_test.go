@@ -92,10 +92,12 @@ type fakeBackend struct {
 	restored  []byte
 	snapErr   error
 	snapAfter int // with snapErr: bytes written before failing
+	events    *cluster.EventLog
 }
 
 func newFakeBackend(name string, leader bool) *fakeBackend {
-	return &fakeBackend{name: name, leader: leader, m: fsm.New(), term: 3, snapshot: []byte("snapshot-bytes-" + name)}
+	return &fakeBackend{name: name, leader: leader, m: fsm.New(), term: 3, snapshot: []byte("snapshot-bytes-" + name),
+		events: cluster.NewEventLog()}
 }
 
 func (f *fakeBackend) setLeader(v bool) { f.mu.Lock(); f.leader = v; f.mu.Unlock() }
@@ -168,6 +170,7 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	}
 	f.index++
 	res, err := f.m.Apply(f.index, f.term, cmd)
+	f.events.Add(cluster.EventOf(f.index, f.term, cmd, err))
 	if err == nil {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
 			if a, ok := c.(fsm.SwitchRequest); ok && !res.Duplicate {
@@ -197,12 +200,20 @@ func (f *fakeBackend) decideManual(a fsm.SwitchRequest) {
 			panic(err)
 		}
 		f.index++
-		if _, err = f.m.Apply(f.index, f.term, data); err == nil {
+		_, err = f.m.Apply(f.index, f.term, data)
+		f.events.Add(cluster.EventOf(f.index, f.term, data, err))
+		if err == nil {
 			return
 		}
 		cmd = fsm.AlertOutcome{ID: a.ID, Outcome: "rejected: " + err.Error()}
 	}
 }
+
+func (f *fakeBackend) Events(after uint64, max int) ([]cluster.Event, <-chan struct{}, error) {
+	return f.events.Since(after, max)
+}
+
+func (f *fakeBackend) EventRange() (oldest, last uint64) { return f.events.Range() }
 
 func (f *fakeBackend) Services() []fsm.Service {
 	f.mu.Lock()

@@ -39,6 +39,7 @@ type Server struct {
 	routes  []*route
 	self    atomic.Pointer[string] // cached node name
 	alerts  *alertLimiter
+	streams *streamLimiter
 }
 
 // Principal is the authenticated caller of a request.
@@ -86,6 +87,9 @@ type route struct {
 	snapshot bool
 	// basicAuth: a 401 invites a browser to prompt (the status page).
 	basicAuth bool
+	// stream routes answer for as long as the handler streams (bounded by
+	// MaxStreamDuration); the handler sets its own write deadlines.
+	stream bool
 	// maxBody, if set, replaces ServerConfig.MaxBodyBytes for the route.
 	maxBody int64
 	h       handlerFunc
@@ -144,7 +148,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.AlertBurst = DefaultAlertBurst
 	}
 	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger.With("component", "leaderAPI"),
-		alerts: newAlertLimiter(cfg.AlertRate, cfg.AlertBurst)}
+		alerts: newAlertLimiter(cfg.AlertRate, cfg.AlertBurst), streams: newStreamLimiter()}
 
 	if cfg.Dev {
 		s.log.Warn("API AUTHENTICATION IS DISABLED (dev mode): every request is treated as an operator; never run a production node like this")
@@ -247,6 +251,7 @@ func (s *Server) routeTable() []*route {
 		{method: "POST", path: "/v1/alerts", allow: detectors, leader: true, maxBody: api.MaxAlertBodyBytes, h: s.handlePostAlert},
 		{method: "POST", path: "/v1/alerts/webhook", allow: detectors, leader: true, maxBody: api.MaxAlertEvidenceBytes, h: s.handleAlertWebhook},
 		{method: "GET", path: "/v1/alerts", allow: readers, consistent: true, h: s.handleAlerts},
+		{method: "GET", path: "/v1/events", allow: readers, stream: true, h: s.handleEvents},
 		{method: "POST", path: "/v1/internal/apply", allow: nodes, leader: true, h: s.handleInternalApply},
 		{method: "GET", path: "/metrics", allow: readers, h: s.handleMetrics},
 		{method: "GET", path: "/{$}", allow: readers, basicAuth: true, h: s.handleStatusPage},
@@ -418,6 +423,9 @@ func (s *Server) wrap(rt *route) http.Handler {
 		}
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		if rt.stream {
+			timeout = MaxStreamDuration + 5*time.Second
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()

@@ -55,6 +55,7 @@ func allRouteCases(t *testing.T) []routeCase {
 		{"POST", "/v1/alerts", []byte(`{"id":"matrix-1","service":"dns","replica":"win-bind","kind":"exploit"}`), classAlert},
 		{"POST", "/v1/alerts/webhook", []byte("AppArmor said no"), classAlert},
 		{"GET", "/v1/alerts", nil, pki.RoleReader},
+		{"GET", "/v1/events", nil, pki.RoleReader},
 		{"POST", "/v1/internal/apply", encodedApply(t, "dns"), pki.RoleNode},
 		{"GET", "/metrics", nil, pki.RoleReader},
 		{"GET", "/{$}", nil, pki.RoleReader},

@@ -24,10 +24,12 @@ type raftFSM struct {
 	// applied is signalled (non-blocking) after each committed command so
 	// leader-side work can react to commits.
 	applied chan struct{}
+	// events are the commands applied, for GET /v1/events.
+	events *EventLog
 }
 
 func newRaftFSM() *raftFSM {
-	return &raftFSM{m: fsm.New(), applied: make(chan struct{}, 1)}
+	return &raftFSM{m: fsm.New(), applied: make(chan struct{}, 1), events: NewEventLog()}
 }
 
 // Apply implements raft.FSM.
@@ -44,6 +46,7 @@ func (f *raftFSM) Apply(l *raft.Log) interface{} {
 		// upgrade this node or restore from a snapshot.
 		panic(fmt.Sprintf("ars: refusing to skip raft log entry %d (term %d): %v", l.Index, l.Term, err))
 	}
+	f.events.Add(EventOf(l.Index, l.Term, l.Data, err))
 	select {
 	case f.applied <- struct{}{}:
 	default:
@@ -75,6 +78,7 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	if err := f.m.Restore(data); err != nil {
 		return fmt.Errorf("restore fsm: %w", err)
 	}
+	f.events.Reset(f.m.Index())
 	return nil
 }
 

@@ -267,3 +267,25 @@ func Decode(data []byte) (Envelope, Command, error) {
 	}
 	return env, c, nil
 }
+
+// ServiceOf is the service a command names ("" for alert.outcome, which
+// names an alert).
+func ServiceOf(c Command) string {
+	switch c := c.(type) {
+	case ServiceApply:
+		return c.Spec.Name
+	case ServiceDelete:
+		return c.Name
+	case Switch:
+		return c.Service
+	case SwitchDone:
+		return c.Service
+	case ReplicaRole:
+		return c.Service
+	case SwitchRequest:
+		return c.Service
+	case Alert:
+		return c.Service
+	}
+	return ""
+}

@@ -30,6 +30,7 @@ import (
 // scriptable cluster answers.
 type fakeBackend struct {
 	mu      sync.Mutex
+	events  *cluster.EventLog
 	m       *fsm.Machine
 	index   uint64
 	term    uint64
@@ -45,6 +46,7 @@ type fakeBackend struct {
 
 func newFakeBackend() *fakeBackend {
 	return &fakeBackend{
+		events: cluster.NewEventLog(),
 		m:      fsm.New(),
 		term:   3,
 		leader: true,
@@ -120,6 +122,7 @@ func (b *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	defer b.mu.Unlock()
 	b.index++
 	res, err := b.m.Apply(b.index, b.term, cmd)
+	b.events.Add(cluster.EventOf(b.index, b.term, cmd, err))
 	if err == nil && !res.Duplicate {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
 			if a, ok := c.(fsm.SwitchRequest); ok {
@@ -152,7 +155,14 @@ func (b *fakeBackend) decideManual(id string) {
 	if _, err := b.m.Apply(b.index, b.term, data); err != nil {
 		panic(err)
 	}
+	b.events.Add(cluster.EventOf(b.index, b.term, data, nil))
 }
+
+func (b *fakeBackend) Events(after uint64, max int) ([]cluster.Event, <-chan struct{}, error) {
+	return b.events.Since(after, max)
+}
+
+func (b *fakeBackend) EventRange() (oldest, last uint64) { return b.events.Range() }
 func (b *fakeBackend) Services() []fsm.Service {
 	b.mu.Lock()
 	defer b.mu.Unlock()

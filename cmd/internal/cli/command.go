@@ -222,6 +222,9 @@ func (a *App) Run(ctx context.Context, args []string, s Streams) int {
 	}
 
 	e := &Env{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Output: g.output, g: g, cmd: c}
+	if !flagSet(top, "timeout") && !flagSet(fs, "timeout") {
+		e.parent = ctx
+	}
 	if !c.Local && g.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, g.timeout)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -171,6 +172,19 @@ type Env struct {
 	g       *globals
 	cmd     *Command
 	clients []*api.Client // closed when the command returns
+	// parent is the run's context before the default -timeout; nil when
+	// -timeout was given (see Unbounded).
+	parent context.Context
+}
+
+// Unbounded returns ctx without the default -timeout, for a command that
+// runs until it is interrupted (a followed stream); an explicit -timeout
+// still applies. The context is still cancelled on SIGINT and SIGTERM.
+func (e *Env) Unbounded(ctx context.Context) context.Context {
+	if e.parent != nil {
+		return e.parent
+	}
+	return ctx
 }
 
 // Getenv reads the environment the run was given (Streams.Getenv).

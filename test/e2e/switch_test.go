@@ -371,6 +371,12 @@ func (l *switchLab) apiRecord(gen uint64) fsm.SwitchRecord {
 	return fsm.SwitchRecord{}
 }
 
+// term is the current leader's Raft term.
+func (l *switchLab) term() uint64 {
+	l.t.Helper()
+	return l.c.Leader(15 * time.Second).Agent.Cluster.Term()
+}
+
 // val is *p for a log line, or nil.
 func val[T any](p *T) any {
 	if p == nil {
@@ -436,7 +442,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	// DoS on the active: its impl stops answering everywhere. A quorum of
 	// probes sees it; the service moves to another impl; the attacked
 	// replica is reverted and suspended; the next standby runs.
-	dosAt := time.Now()
+	dosAt, dosTerm := time.Now(), l.term()
 	l.fab.MarkDirty(first.Name)
 	l.fab.Attack(l.replicas[first.Name].Impl, true)
 	l.switched(1, "a switch after the DoS")
@@ -457,9 +463,12 @@ func TestSwitchingEndToEnd(t *testing.T) {
 		t.Errorf("DoS outage %s: want some, and far less than 5 s", dos.Longest)
 	}
 	// The record the API shows measured the outage too, from the leader's
-	// probes: not zero, with probes lost.
+	// probes: not zero, with probes lost. (A leader elected meanwhile did
+	// not see the outage begin, and rightly measures nothing.)
 	rec := l.apiRecord(h[0].Generation)
-	if rec.OutageMS == nil || *rec.OutageMS <= 0 || rec.ProbesLost == nil || *rec.ProbesLost == 0 || rec.ExposureMS == nil {
+	if rec.OutageMS == nil && l.term() != dosTerm {
+		t.Logf("DoS: leadership changed during the switch; the record measured no outage")
+	} else if rec.OutageMS == nil || *rec.OutageMS <= 0 || rec.ProbesLost == nil || *rec.ProbesLost == 0 || rec.ExposureMS == nil {
 		t.Errorf("DoS switch record: outage %v ms, probes lost %v of %v, exposure %v ms; want a measured outage with lost probes",
 			val(rec.OutageMS), val(rec.ProbesLost), val(rec.ProbesSent), val(rec.ExposureMS))
 	} else {
@@ -469,7 +478,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 
 	// Exploit alert on the active: make-before-break, no query lost.
 	second := l.active()
-	exAt := time.Now()
+	exAt, exTerm := time.Now(), l.term()
 	l.fab.MarkDirty(second.Name)
 	l.postAlert(l.c.Follower(), "exploit-1", second.Name)
 	l.switched(2, "a switch after the exploit alert")
@@ -489,7 +498,9 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	// No outage, but the exploited replica served until its detach: the
 	// record says which is which.
 	rec = l.apiRecord(h[1].Generation)
-	if rec.OutageMS == nil || *rec.OutageMS != 0 || *rec.ProbesLost != 0 || rec.ExposureMS == nil || *rec.ExposureMS <= 0 {
+	if rec.OutageMS == nil && l.term() != exTerm {
+		t.Logf("exploit: leadership changed during the switch; the record measured no outage")
+	} else if rec.OutageMS == nil || *rec.OutageMS != 0 || *rec.ProbesLost != 0 || rec.ExposureMS == nil || *rec.ExposureMS <= 0 {
 		t.Errorf("exploit switch record: outage %v ms, probes lost %v of %v, exposure %v ms; want no outage and an exposure",
 			val(rec.OutageMS), val(rec.ProbesLost), val(rec.ProbesSent), val(rec.ExposureMS))
 	} else {

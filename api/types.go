@@ -234,7 +234,9 @@ type ReplicaActionResponse struct {
 }
 
 // HistoryAggregate summarises the done switches of one reason and one
-// platform pair ("vm-container": from-platform, to-platform).
+// platform pair ("vm-container": from-platform, to-platform). Total is
+// trigger to verified (fsm.SwitchRecord.TotalMS), not downtime: the
+// outage clients could see is Outage.
 type HistoryAggregate struct {
 	Reason       string  `json:"reason"`
 	Pair         string  `json:"pair"`
@@ -243,6 +245,37 @@ type HistoryAggregate struct {
 	MaxSwitchMS  float64 `json:"max_switch_ms"`
 	MeanTotalMS  float64 `json:"mean_total_ms"`
 	MaxTotalMS   float64 `json:"max_total_ms"`
+	// Outage and Exposure summarise the records that measured them
+	// (fsm.SwitchRecord.OutageMS and ExposureMS); absent when none did.
+	Outage   *MeasuredStat `json:"outage,omitempty"`
+	Exposure *MeasuredStat `json:"exposure,omitempty"`
+}
+
+// MeasuredStat is the mean and max of a figure over the Count records
+// that measured it.
+type MeasuredStat struct {
+	Count  int     `json:"count"`
+	MeanMS float64 `json:"mean_ms"`
+	MaxMS  float64 `json:"max_ms"`
+}
+
+func (m *MeasuredStat) add(v *float64) *MeasuredStat {
+	if v == nil {
+		return m
+	}
+	if m == nil {
+		m = &MeasuredStat{}
+	}
+	m.Count++
+	m.MeanMS += *v // a sum until Aggregate divides
+	m.MaxMS = max(m.MaxMS, *v)
+	return m
+}
+
+func (m *MeasuredStat) mean() {
+	if m != nil {
+		m.MeanMS /= float64(m.Count)
+	}
 }
 
 // HistoryResponse answers GET /v1/history: the switch records (per
@@ -276,10 +309,14 @@ func Aggregate(recs []fsm.SwitchRecord) []HistoryAggregate {
 		a.MeanTotalMS += r.TotalMS
 		a.MaxSwitchMS = max(a.MaxSwitchMS, r.SwitchMS)
 		a.MaxTotalMS = max(a.MaxTotalMS, r.TotalMS)
+		a.Outage = a.Outage.add(r.OutageMS)
+		a.Exposure = a.Exposure.add(r.ExposureMS)
 	}
 	for i := range out {
 		out[i].MeanSwitchMS /= float64(out[i].Count)
 		out[i].MeanTotalMS /= float64(out[i].Count)
+		out[i].Outage.mean()
+		out[i].Exposure.mean()
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Reason != out[j].Reason {

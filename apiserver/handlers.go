@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,7 +271,21 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []fsm.Service{}
 	}
+	for i := range list {
+		list[i] = shown(list[i])
+	}
 	return writeJSON(w, list)
+}
+
+// shown is a service as the API shows it. A replica's health is left out:
+// no command reports one, the state machine holds a constant there
+// (fsm.HealthUnknown), and a field that measures nothing is not shown.
+func shown(svc fsm.Service) fsm.Service {
+	svc.Replicas = slices.Clone(svc.Replicas)
+	for i := range svc.Replicas {
+		svc.Replicas[i].Health = ""
+	}
+	return svc
 }
 
 func (s *Server) handleService(w http.ResponseWriter, r *http.Request) error {
@@ -283,7 +298,7 @@ func (s *Server) handleService(w http.ResponseWriter, r *http.Request) error {
 		return &requestError{status: http.StatusNotFound, code: fsm.Code(fsm.ErrUnknownService),
 			msg: fmt.Sprintf("service %q does not exist", name)}
 	}
-	return writeJSON(w, svc)
+	return writeJSON(w, shown(svc))
 }
 
 // countingHash writes through to w while hashing and counting.

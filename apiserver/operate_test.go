@@ -1,9 +1,11 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -181,7 +183,8 @@ func TestHistoryRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, err := fsm.Encode(3, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 40, TotalMS: 90, At: 1})
+	cmd, err := fsm.Encode(3, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 40, TotalMS: 90, At: 1,
+		OutageMS: ptr(0.0), ProbesSent: ptr(4), ProbesLost: ptr(0), ExposureMS: ptr(85.5)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +200,12 @@ func TestHistoryRoute(t *testing.T) {
 		if len(h.Switches) != 1 || !h.Switches[0].Done || len(h.Aggregates) != 1 {
 			t.Fatalf("history %+v", h)
 		}
-		if a := h.Aggregates[0]; a.Reason != fsm.ReasonManual || a.Pair != "vm-container" || a.Count != 1 || a.MeanTotalMS != 90 {
+		if a := h.Aggregates[0]; a.Reason != fsm.ReasonManual || a.Pair != "vm-container" || a.Count != 1 || a.MeanTotalMS != 90 ||
+			!reflect.DeepEqual(a.Outage, &api.MeasuredStat{Count: 1}) || !reflect.DeepEqual(a.Exposure, &api.MeasuredStat{Count: 1, MeanMS: 85.5, MaxMS: 85.5}) {
 			t.Fatalf("aggregate %+v", a)
+		}
+		if r := h.Switches[0]; r.OutageMS == nil || *r.OutageMS != 0 || *r.ProbesSent != 4 || *r.ExposureMS != 85.5 {
+			t.Fatalf("record %+v", r)
 		}
 	}
 	var ae *api.APIError
@@ -208,6 +215,17 @@ func TestHistoryRoute(t *testing.T) {
 	if status, _, _ := rawRequest(t, ts, caOnly(t), "GET", "/v1/history?bogus=1", bearer(secretReader), nil); status != 400 {
 		t.Fatalf("unknown query parameter: %d", status)
 	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// measured sets a record's outage (with made-up probe counts) and exposure.
+func measured(r fsm.SwitchRecord, outage, exposure *float64) fsm.SwitchRecord {
+	if outage != nil {
+		r.OutageMS, r.ProbesSent, r.ProbesLost = outage, ptr(10), ptr(5)
+	}
+	r.ExposureMS = exposure
+	return r
 }
 
 func TestAggregate(t *testing.T) {
@@ -232,6 +250,14 @@ func TestAggregate(t *testing.T) {
 				{Reason: "exploit", Pair: "vm-vm", Count: 1, MeanSwitchMS: 1, MaxSwitchMS: 1, MeanTotalMS: 2, MaxTotalMS: 2},
 				{Reason: "manual", Pair: "vm-vm", Count: 1, MeanSwitchMS: 5, MaxSwitchMS: 5, MeanTotalMS: 6, MaxTotalMS: 6},
 			}},
+		{"outage and exposure over the records that measured them", []fsm.SwitchRecord{
+			measured(rec("dos", "vm", "vm", 10, 300, true), ptr(250.0), ptr(40.0)),
+			measured(rec("dos", "vm", "vm", 20, 500, true), ptr(450.0), nil),
+			rec("dos", "vm", "vm", 30, 700, true),
+			measured(rec("dos", "vm", "vm", 30, 700, false), ptr(5000.0), ptr(5000.0))},
+			[]api.HistoryAggregate{{Reason: "dos", Pair: "vm-vm", Count: 3, MeanSwitchMS: 20, MaxSwitchMS: 30, MeanTotalMS: 500, MaxTotalMS: 700,
+				Outage:   &api.MeasuredStat{Count: 2, MeanMS: 350, MaxMS: 450},
+				Exposure: &api.MeasuredStat{Count: 1, MeanMS: 40, MaxMS: 40}}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -240,10 +266,76 @@ func TestAggregate(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
 			for i := range got {
-				if got[i] != c.want[i] {
+				if !reflect.DeepEqual(got[i], c.want[i]) {
 					t.Fatalf("row %d: got %+v, want %+v", i, got[i], c.want[i])
 				}
 			}
 		})
+	}
+}
+
+// TestShownFieldsAreMeasured: what the API and the status page show of a
+// service carries measured values: no replica health (the state holds a
+// constant there), the switch records' outage, probes lost and exposure
+// when measured, and "-" on the page when not.
+func TestShownFieldsAreMeasured(t *testing.T) {
+	ts, b := operateServer(t)
+	ctx := context.Background()
+	apply := func(c fsm.Command) fsm.Result {
+		t.Helper()
+		cmd, err := fsm.Encode(3, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Apply(ctx, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if svc, _ := b.Service("dns"); svc.Replicas[0].Health != fsm.HealthUnknown {
+		t.Fatalf("the state machine's health is %q: this test assumes the constant", svc.Replicas[0].Health)
+	}
+	res := apply(fsm.Switch{Service: "dns", Reason: fsm.ReasonExploit, At: 1700000000000000000})
+	apply(fsm.SwitchDone{Service: "dns", Generation: res.Generation, DetectionMS: 2, SwitchMS: 40, TotalMS: 42, At: 1700000000042000000,
+		OutageMS: ptr(0.0), ProbesSent: ptr(9), ProbesLost: ptr(0), ExposureMS: ptr(37.25)})
+	svc, _ := b.Service("dns")
+	apply(fsm.ReplicaRole{Service: "dns", Replica: svc.History[0].From, Action: fsm.ActionRestored})
+	apply(fsm.Switch{Service: "dns", Reason: fsm.ReasonDoS, At: 1700000001000000000})
+
+	for _, path := range []string{"/v1/services/dns", "/v1/services"} {
+		status, _, body := rawRequest(t, ts, caOnly(t), "GET", path, bearer(secretReader), nil)
+		if status != 200 {
+			t.Fatalf("%s: %d %s", path, status, body)
+		}
+		for _, bad := range []string{`"health"`, `"lost_queries"`} {
+			if bytes.Contains(body, []byte(bad)) {
+				t.Errorf("%s shows %s: %s", path, bad, body)
+			}
+		}
+		for _, want := range []string{`"outage_ms":0`, `"probes_sent":9`, `"probes_lost":0`, `"exposure_ms":37.25`} {
+			if !bytes.Contains(body, []byte(want)) {
+				t.Errorf("%s lacks %s: %s", path, want, body)
+			}
+		}
+		// The open DoS switch measured nothing yet, and shows nothing.
+		if n := bytes.Count(body, []byte(`"exposure_ms"`)); n != 1 {
+			t.Errorf("%s: %d records with an exposure, want 1", path, n)
+		}
+	}
+	status, _, page := rawRequest(t, ts, caOnly(t), "GET", "/", bearer(secretReader), nil)
+	if status != 200 {
+		t.Fatalf("status page: %d", status)
+	}
+	for _, want := range []string{"<th>Outage</th>", "<th>Exposure</th>", "<th>Total</th>", "<td>0.0 ms</td>", "<td>0 of 9</td>", "<td>37.2 ms</td>", "<td>42.0 ms</td>",
+		"<td>dos</td><td>make-before-break</td><td>-</td><td>-</td><td>-</td><td>-</td><td>no</td>"} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("status page lacks %q:\n%s", want, page)
+		}
+	}
+	for _, bad := range []string{"Health", "unknown", "Downtime"} {
+		if bytes.Contains(page, []byte(bad)) {
+			t.Errorf("status page shows %q:\n%s", bad, page)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"time"
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
@@ -12,6 +13,25 @@ import (
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"roleClass": func(r fsm.Role) string { return "role-" + string(r) },
+	"stamp": func(ns int64) string {
+		if ns == 0 {
+			return "-"
+		}
+		return time.Unix(0, ns).UTC().Format("2006-01-02 15:04:05.000")
+	},
+	"ms": func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f ms", *v)
+	},
+	"lost": func(r fsm.SwitchRecord) string {
+		if r.ProbesLost == nil || r.ProbesSent == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%d of %d", *r.ProbesLost, *r.ProbesSent)
+	},
+	"ptr": func(v float64) *float64 { return &v },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -54,9 +74,14 @@ th{background:#f3f3f3}
 {{range .Services}}
 <h3>{{.Name}} <small>({{.Address}}, generation {{.Generation}}{{if .Intent}}, switch in progress{{end}})</small></h3>
 <table>
-<tr><th>Replica</th><th>Role</th><th>Health</th><th>Impl</th><th>OS</th><th>Platform</th></tr>
-{{range .Replicas}}<tr><td>{{.Name}}</td><td class="{{roleClass .Role}}">{{.Role}}</td><td>{{.Health}}</td><td>{{.Impl}}</td><td>{{.OS}}</td><td>{{.Platform}}</td></tr>
+<tr><th>Replica</th><th>Role</th><th>Impl</th><th>OS</th><th>Platform</th></tr>
+{{range .Replicas}}<tr><td>{{.Name}}</td><td class="{{roleClass .Role}}">{{.Role}}</td><td>{{.Impl}}</td><td>{{.OS}}</td><td>{{.Platform}}</td></tr>
 {{end}}</table>
+{{if .Switches}}<table>
+<caption>Recent switches, newest last. Total: trigger to verified. Outage: no answer to the leader's probes through the service address, with the probes lost. Exposure: the old replica still on the service network after the trigger. "-": not measured.</caption>
+<tr><th>Gen</th><th>Started (UTC)</th><th>From</th><th>To</th><th>Reason</th><th>Mode</th><th>Total</th><th>Outage</th><th>Probes lost</th><th>Exposure</th><th>Verified</th></tr>
+{{range .Switches}}<tr><td>{{.Generation}}</td><td>{{stamp .StartedAt}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Reason}}</td><td>{{.Mode}}</td><td>{{if .Done}}{{ms (ptr .TotalMS)}}{{else}}-{{end}}</td><td>{{ms .OutageMS}}</td><td>{{lost .}}</td><td>{{ms .ExposureMS}}</td><td>{{if .Done}}yes{{else}}no{{end}}</td></tr>
+{{end}}</table>{{end}}
 {{else}}<p><em>No services defined.</em></p>{{end}}
 </body>
 </html>
@@ -74,26 +99,30 @@ type pageService struct {
 	Generation    uint64
 	Intent        bool
 	Replicas      []pageReplica
+	Switches      []fsm.SwitchRecord // the last pageSwitches, newest last
 }
+
+// pageSwitches is how many recent switches the page shows per service.
+const pageSwitches = 5
 
 type pageReplica struct {
 	Name               string
 	Role               fsm.Role
-	Health             string
 	Impl, OS, Platform string
 }
 
 func pageServices(list []fsm.Service) []pageService {
 	out := make([]pageService, 0, len(list))
 	for _, svc := range list {
-		ps := pageService{Name: svc.Spec.Name, Address: svc.Spec.Address, Generation: svc.Generation, Intent: svc.Intent != nil}
+		ps := pageService{Name: svc.Spec.Name, Address: svc.Spec.Address, Generation: svc.Generation, Intent: svc.Intent != nil,
+			Switches: svc.History[max(len(svc.History)-pageSwitches, 0):]}
 		specs := map[string]fsm.ReplicaSpec{}
 		for _, rs := range svc.Spec.Replicas {
 			specs[rs.Name] = rs
 		}
 		for _, st := range svc.Replicas {
 			rs := specs[st.Name]
-			ps.Replicas = append(ps.Replicas, pageReplica{Name: st.Name, Role: st.Role, Health: st.Health,
+			ps.Replicas = append(ps.Replicas, pageReplica{Name: st.Name, Role: st.Role,
 				Impl: rs.Impl, OS: rs.OS, Platform: rs.Platform})
 		}
 		out = append(out, ps)

@@ -180,7 +180,15 @@ type verdict struct {
 type switchTiming struct {
 	detection time.Duration
 	start     time.Time
+	// detached is when the critical path's detach of the old replica
+	// first returned (zero until then).
+	detached time.Time
 }
+
+// trigger is when what the switch answered happened: the first failed
+// probe of a DoS verdict, an alert's time (by the detector's clock, never
+// after the decision).
+func (t switchTiming) trigger() time.Time { return t.start.Add(-t.detection) }
 
 // attachment is when a replica was first seen attached, and whether this
 // leader attached it (then it may still be coming up).
@@ -217,6 +225,9 @@ type run struct {
 	reads map[string]read
 	rg    sync.WaitGroup
 	stale bool
+	// samples: service -> the probes this leader sent to its address
+	// (outage.go). Only the loop touches the map; each log has its lock.
+	samples map[string]*sampleLog
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -241,6 +252,7 @@ func (c *Controller) Run(ctx context.Context) {
 		busy:          map[string]bool{},
 		bgDone:        make(chan string),
 		reads:         map[string]read{},
+		samples:       map[string]*sampleLog{},
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -358,11 +370,20 @@ func (r *run) syncProbers(ctx context.Context) {
 			r.tally.forget(name)
 		}
 	}
-	base := probe.Config{Clock: r.c.cfg.ProbeClock, Query: r.c.query, Metrics: r.c.cfg.ProbeMetrics}
+	for name := range r.samples {
+		if _, ok := want[name]; !ok {
+			delete(r.samples, name)
+		}
+	}
 	for name, a := range want {
 		if _, ok := r.probers[name]; ok {
 			continue
 		}
+		// Every result goes to the service's probe log as well: the
+		// outage a switch record reports is measured from it (outage.go).
+		lg := r.sampleLog(name)
+		base := probe.Config{Clock: r.c.cfg.ProbeClock, Query: r.c.query, Metrics: r.c.cfg.ProbeMetrics,
+			OnResult: func(res probe.Result) { lg.add(res, r.c.now()) }}
 		pr, err := startProber(ctx, r.c.log, name, a, base, func(t probe.Transition) {
 			r.c.m.verdict(name, t.To.String())
 			r.c.log.Info("probe verdict", "service", name, "replica", a.replica, "state", t.To.String(), "detection", t.Detection)
@@ -377,6 +398,16 @@ func (r *run) syncProbers(ctx context.Context) {
 		}
 		r.probers[name] = pr
 	}
+}
+
+// sampleLog returns the probe log of a service, creating it.
+func (r *run) sampleLog(service string) *sampleLog {
+	lg, ok := r.samples[service]
+	if !ok {
+		lg = &sampleLog{}
+		r.samples[service] = lg
+	}
+	return lg
 }
 
 func (r *run) stopProbers() {
@@ -793,7 +824,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ars_controller_switches_total", Help: "Switches committed, by service, reason and impl pair (from->to).",
 		}, []string{"service", "reason", "pair"}),
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "ars_controller_switch_phase_seconds", Help: "Measured switch phases (detection, switch, total).",
+			Name: "ars_controller_switch_phase_seconds", Help: "Measured switch phases: detection, switch, total (trigger to verified), outage (no answer to the leader's probes through the service address) and exposure (the old replica on the service network after the trigger).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{"service", "phase"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -305,8 +305,13 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		r.c.log.Error("open switch source has no driver: cannot detach it", "service", name, "from", in.From, "platform", fromSpec.Platform)
 		return false
 	}
+	var detachedAt time.Time // when the detach below returned (written before the join, read after)
 	detach := func() error {
-		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+		err := r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+		if err == nil {
+			detachedAt = r.c.now()
+		}
+		return err
 	}
 	if !ready(dTo) || !ready(dFrom) {
 		// A new leader's vCenter login is still running: the switch is
@@ -336,6 +341,13 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 			err = attach()
 		}
 	}
+	key := timingKey(name, in.Generation)
+	if t, ok := r.timingOf[key]; ok && t.detached.IsZero() && !detachedAt.IsZero() {
+		// The first detach that returned took the old replica off the
+		// network; a later pass's detach finds it detached already.
+		t.detached = detachedAt
+		r.timingOf[key] = t
+	}
 	if err != nil {
 		r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
 			"generation", in.Generation, "err", err)
@@ -355,14 +367,18 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 			r.attachedSince[key] = att
 		}
 	}
-	t, known := r.timingOf[timingKey(name, in.Generation)]
-	if !known {
+	t, known := r.timingOf[key]
+	var trigger time.Time
+	if known {
+		trigger = t.trigger()
+	} else {
 		t.start = time.Unix(0, in.OpenedAt) // inherited from an earlier leader: detection unknown
 	}
 	sw := max(now.Sub(t.start), 0)
 	total := t.detection + sw
 	done := fsm.SwitchDone{Service: name, Generation: in.Generation, DetectionMS: ms(t.detection), SwitchMS: ms(sw),
 		TotalMS: ms(total), At: now.UnixNano()}
+	switchFigures(&done, r.sampleLog(name).samples(), trigger, t.detached, now, maxProbeHole(svc.Spec.Probe))
 	if _, err := r.apply(ctx, done); err != nil {
 		if errors.Is(err, fsm.ErrStaleGeneration) {
 			return true // superseded or closed meanwhile; the fresh state decides
@@ -370,12 +386,23 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		r.c.log.Error("switch done not committed", "service", name, "err", err)
 		return false
 	}
-	delete(r.timingOf, timingKey(name, in.Generation))
+	delete(r.timingOf, key)
 	r.c.m.phase(name, "detection", t.detection)
 	r.c.m.phase(name, "switch", sw)
 	r.c.m.phase(name, "total", total)
-	r.c.log.Info("switch done", "service", name, "generation", in.Generation, "from", in.From, "to", in.To,
-		"detection", t.detection, "switch", sw, "total", total)
+	attrs := []any{"service", name, "generation", in.Generation, "from", in.From, "to", in.To,
+		"detection", t.detection, "switch", sw, "total", total}
+	if done.OutageMS != nil {
+		outage := time.Duration(*done.OutageMS * float64(time.Millisecond))
+		r.c.m.phase(name, "outage", outage)
+		attrs = append(attrs, "outage", outage, "probes_lost", *done.ProbesLost, "probes_sent", *done.ProbesSent)
+	}
+	if done.ExposureMS != nil {
+		exposure := time.Duration(*done.ExposureMS * float64(time.Millisecond))
+		r.c.m.phase(name, "exposure", exposure)
+		attrs = append(attrs, "exposure", exposure)
+	}
+	r.c.log.Info("switch done", attrs...)
 	return true
 }
 
@@ -401,6 +428,7 @@ func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 		cancel() // probes still in flight are abandoned, not waited for
 		wg.Wait()
 	}()
+	lg := r.sampleLog(svc.Spec.Name)
 	sent, done := 0, 0
 	send := func() {
 		sent++
@@ -421,6 +449,7 @@ func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 				send()
 			}
 		case res := <-results:
+			lg.add(res, r.c.now())
 			done++
 			if res.OK {
 				return nil

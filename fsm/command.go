@@ -75,8 +75,19 @@ type SwitchDone struct {
 	DetectionMS float64 `json:"detection_ms"`
 	SwitchMS    float64 `json:"switch_ms"`
 	TotalMS     float64 `json:"total_ms"`
-	LostQueries int     `json:"lost_queries"`
-	At          int64   `json:"at"` // unix nanoseconds
+	// LostQueries is not measured by anyone: earlier builds wrote it as 0 in
+	// every entry. It stays so that their entries still decode; this build
+	// never sets it (ProbesLost is what the leader measures).
+	LostQueries int   `json:"lost_queries,omitempty"`
+	At          int64 `json:"at"` // unix nanoseconds
+
+	// The fields below are optional (added within version 1, absent when
+	// not measured; see SwitchRecord for their meaning). OutageMS,
+	// ProbesSent and ProbesLost come together or not at all.
+	OutageMS   *float64 `json:"outage_ms,omitempty"`
+	ProbesSent *int     `json:"probes_sent,omitempty"`
+	ProbesLost *int     `json:"probes_lost,omitempty"`
+	ExposureMS *float64 `json:"exposure_ms,omitempty"`
 }
 
 // ReplicaRole applies a role action to one replica.

@@ -29,8 +29,12 @@ func sampleCommands() []Command {
 		Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonExploit, ExpectGeneration: 7, At: 1700000000500000000, AlertID: "aa-1"},
 		ReplicaRole{Service: "dns", Replica: "lin-bind", Action: ActionQuarantine, ExpectGeneration: 8, AlertID: "aa-2"},
 		AlertOutcome{ID: "aa-3", Outcome: "ignored: already handled"},
+		SwitchDone{Service: "dns", Generation: 9, DetectionMS: 1.5, SwitchMS: 40.25, TotalMS: 41.75, At: 1700000000900000000,
+			OutageMS: ptr(0.0), ProbesSent: ptr(7), ProbesLost: ptr(0), ExposureMS: ptr(38.5)},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	for _, c := range sampleCommands() {

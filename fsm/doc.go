@@ -3,9 +3,10 @@
 // entries.
 //
 // It holds the services (their spec: replicas, probe, policy), each
-// replica's role and health, each service's switch generation, its open
-// switch intent and a bounded history of switches with their measurements,
-// and a bounded, de-duplicated ledger of detector alerts.
+// replica's role (and a health field that no command reports, always
+// "unknown"), each service's switch generation, its open switch intent and
+// a bounded history of switches with the leader's measurements, and a
+// bounded, de-duplicated ledger of detector alerts.
 //
 // The package is pure: no I/O, no clock, no goroutines, no randomness, and
 // nothing depends on map iteration order. The same sequence of

@@ -130,7 +130,14 @@ func FuzzApply(f *testing.F) {
 				if x%3 == 0 {
 					g = uint64(x)
 				}
-				cmd = SwitchDone{Service: "dns", Generation: g, TotalMS: float64(y), LostQueries: int(z % 5)}
+				d := SwitchDone{Service: "dns", Generation: g, TotalMS: float64(y), LostQueries: int(z % 5)}
+				if z%2 == 1 {
+					d.OutageMS, d.ProbesSent, d.ProbesLost = ptr(float64(x)), ptr(int(y)), ptr(int(z%7))
+				}
+				if z%3 == 1 {
+					d.ExposureMS = ptr(float64(y) - 3)
+				}
+				cmd = d
 			case 2:
 				cmd = ReplicaRole{Service: "dns", Replica: pick(x), Action: []string{ActionQuarantine, ActionRestored, ActionMaintenance, ActionRelease}[y%4],
 					ExpectGeneration: expect(z)}

@@ -358,6 +358,21 @@ func validateSwitchDone(d SwitchDone) error {
 		return fmt.Errorf("lost_queries: %d must not be negative", d.LostQueries)
 	case d.At < 0:
 		return fmt.Errorf("at: %d must not be negative", d.At)
+	case (d.OutageMS == nil) != (d.ProbesSent == nil) || (d.OutageMS == nil) != (d.ProbesLost == nil):
+		return errors.New("outage_ms, probes_sent and probes_lost: give all three or none")
+	}
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"outage_ms", d.OutageMS}, {"exposure_ms", d.ExposureMS}} {
+		if f.v != nil && (!(*f.v >= 0) || math.IsInf(*f.v, 0)) {
+			return fmt.Errorf("%s: %v must be a finite number >= 0", f.name, *f.v)
+		}
+	}
+	if d.ProbesSent != nil {
+		if sent, lost := *d.ProbesSent, *d.ProbesLost; lost < 0 || sent < lost {
+			return fmt.Errorf("probes_lost %d, probes_sent %d: want 0 <= lost <= sent", lost, sent)
+		}
 	}
 	return nil
 }
@@ -389,6 +404,10 @@ func applySwitchDone(m *Machine, e entry, c Command) (Result, error) {
 			r.SwitchMS = d.SwitchMS
 			r.TotalMS = d.TotalMS
 			r.LostQueries = d.LostQueries
+			r.OutageMS = cloneVal(d.OutageMS)
+			r.ProbesSent = cloneVal(d.ProbesSent)
+			r.ProbesLost = cloneVal(d.ProbesLost)
+			r.ExposureMS = cloneVal(d.ExposureMS)
 			break
 		}
 	}

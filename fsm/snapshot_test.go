@@ -40,7 +40,8 @@ func script() []Command {
 		ServiceApply{Spec: dns2, ExpectGeneration: 6},                                                   // gen 7
 		ReplicaRole{Service: "dns", Replica: "win-bind", Action: ActionRelease},                         // gen 8
 		Switch{Service: "rr", Reason: ReasonManual, At: 3000},
-		SwitchDone{Service: "rr", Generation: 2, TotalMS: 1.5, At: 3001},
+		SwitchDone{Service: "rr", Generation: 2, TotalMS: 1.5, At: 3001,
+			OutageMS: ptr(0.0), ProbesSent: ptr(4), ProbesLost: ptr(0), ExposureMS: ptr(1.25)},
 		ServiceDelete{Name: "tmp", ExpectGeneration: 1},
 		Alert{ID: "x", Service: "tmp", Replica: "win-bind", Kind: KindDoS}, // unknown service now
 	}

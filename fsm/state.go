@@ -8,8 +8,11 @@ const (
 	AlertLedgerLimit = 4096 // alerts kept in the ledger (oldest decided one dropped; never an undecided one)
 )
 
-// Replica health values. Only HealthUnknown is set by the commands of this
-// version; later commands report probe results.
+// Replica health values. Only HealthUnknown is ever set: no command
+// reports a replica's health, so the field is a constant that the API, the
+// CLI and the status page do not show (a node's state keeps it so that
+// states, snapshots and digests stay what earlier builds wrote). The other
+// values are accepted in a snapshot for the same reason.
 const (
 	HealthUnknown = "unknown"
 	HealthOK      = "ok"
@@ -44,9 +47,11 @@ const (
 
 // ReplicaState is the replicated state of one replica.
 type ReplicaState struct {
-	Name   string `json:"name"`
-	Role   Role   `json:"role"`
-	Health string `json:"health"` // "unknown" | "ok" | "failing"
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// Health is always "unknown" (see HealthUnknown): nothing measures it.
+	// omitempty lets the API leave it out by clearing it.
+	Health string `json:"health,omitempty"`
 	// Clean is false from the moment the replica is quarantined or sent to
 	// recovery until it is "restored". Clean is false exactly when the role
 	// is quarantined or recovering.
@@ -76,27 +81,53 @@ type Intent struct {
 // SwitchRecord is one switch in a service's history, with its measurements
 // once SwitchDone arrived.
 type SwitchRecord struct {
-	Generation   uint64  `json:"generation"`
-	Service      string  `json:"service"`
-	From         string  `json:"from"`
-	To           string  `json:"to"`
-	Reason       string  `json:"reason"`
-	Mode         string  `json:"mode"`
-	FromImpl     string  `json:"from_impl"`
-	ToImpl       string  `json:"to_impl"`
-	FromPlatform string  `json:"from_platform"`
-	ToPlatform   string  `json:"to_platform"`
-	StartedAt    int64   `json:"started_at"` // unix nanoseconds (Switch.At)
-	DoneAt       int64   `json:"done_at"`    // unix nanoseconds (SwitchDone.At)
-	DetectionMS  float64 `json:"detection_ms"`
-	SwitchMS     float64 `json:"switch_ms"`
-	TotalMS      float64 `json:"total_ms"`
-	LostQueries  int     `json:"lost_queries"`
-	Done         bool    `json:"done"`
-	Index        uint64  `json:"index"` // log index of the Switch
+	Generation   uint64 `json:"generation"`
+	Service      string `json:"service"`
+	From         string `json:"from"`
+	To           string `json:"to"`
+	Reason       string `json:"reason"`
+	Mode         string `json:"mode"`
+	FromImpl     string `json:"from_impl"`
+	ToImpl       string `json:"to_impl"`
+	FromPlatform string `json:"from_platform"`
+	ToPlatform   string `json:"to_platform"`
+	StartedAt    int64  `json:"started_at"` // unix nanoseconds (Switch.At)
+	DoneAt       int64  `json:"done_at"`    // unix nanoseconds (SwitchDone.At)
+	// DetectionMS is from the trigger (the first failed probe of a DoS
+	// verdict, an alert's time) to the decision; SwitchMS from the
+	// decision to the first answer through the service address after the
+	// critical path; TotalMS is their sum: trigger to verified. TotalMS is
+	// not downtime: during a make-before-break switch the old replica
+	// keeps answering (see OutageMS and ExposureMS).
+	DetectionMS float64 `json:"detection_ms"`
+	SwitchMS    float64 `json:"switch_ms"`
+	TotalMS     float64 `json:"total_ms"`
+	// LostQueries was never measured (always 0); kept only so that
+	// snapshots of earlier builds decode. See ProbesLost.
+	LostQueries int    `json:"lost_queries,omitempty"`
+	Done        bool   `json:"done"`
+	Index       uint64 `json:"index"` // log index of the Switch
 	// AlertID names the ledger entry (alert or manual request) the switch
 	// answered, if any.
 	AlertID string `json:"alert_id,omitempty"`
+
+	// What the leader measured, each absent (nil) when it could not be
+	// measured (a switch completed by a later leader, no probes, the last
+	// answer before the trigger not seen by the leader's probes).
+	//
+	// OutageMS is the outage clients could see, as the leader's probes of
+	// the service address saw it: the time without a valid answer between
+	// the last answer before the trigger and the first answer after the
+	// switch. ProbesSent and ProbesLost count the probes sent in that
+	// span and those that got no valid answer. Zero for a
+	// make-before-break switch in which every probe was answered.
+	OutageMS   *float64 `json:"outage_ms,omitempty"`
+	ProbesSent *int     `json:"probes_sent,omitempty"`
+	ProbesLost *int     `json:"probes_lost,omitempty"`
+	// ExposureMS is how long the replica switched away from stayed on the
+	// service network after the trigger (until its detach returned): for an
+	// exploit, how long the exploited replica kept serving.
+	ExposureMS *float64 `json:"exposure_ms,omitempty"`
 }
 
 // Service is the replicated state of one service.
@@ -157,7 +188,28 @@ func (s Service) Clone() Service {
 	if c.History == nil {
 		c.History = []SwitchRecord{}
 	}
+	for i := range c.History {
+		c.History[i] = c.History[i].Clone()
+	}
 	return c
+}
+
+// Clone returns a copy of r that shares no memory with it.
+func (r SwitchRecord) Clone() SwitchRecord {
+	r.OutageMS = cloneVal(r.OutageMS)
+	r.ProbesSent = cloneVal(r.ProbesSent)
+	r.ProbesLost = cloneVal(r.ProbesLost)
+	r.ExposureMS = cloneVal(r.ExposureMS)
+	return r
+}
+
+// cloneVal returns a pointer to a copy of *p (nil for nil).
+func cloneVal[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // AlertRecord is one committed alert in the ledger.

@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -218,6 +221,12 @@ func TestSwitchDone(t *testing.T) {
 		{"negative total", SwitchDone{Service: "dns", Generation: 2, TotalMS: -0.5}, ErrInvalid, "total_ms"},
 		{"negative lost", SwitchDone{Service: "dns", Generation: 2, LostQueries: -1}, ErrInvalid, "lost_queries"},
 		{"negative at", SwitchDone{Service: "dns", Generation: 2, At: -1}, ErrInvalid, "at:"},
+		{"outage without probes", SwitchDone{Service: "dns", Generation: 2, OutageMS: ptr(1.0)}, ErrInvalid, "all three or none"},
+		{"probes without outage", SwitchDone{Service: "dns", Generation: 2, ProbesSent: ptr(3), ProbesLost: ptr(1)}, ErrInvalid, "all three or none"},
+		{"negative outage", SwitchDone{Service: "dns", Generation: 2, OutageMS: ptr(-1.0), ProbesSent: ptr(1), ProbesLost: ptr(0)}, ErrInvalid, "outage_ms"},
+		{"more lost than sent", SwitchDone{Service: "dns", Generation: 2, OutageMS: ptr(1.0), ProbesSent: ptr(1), ProbesLost: ptr(2)}, ErrInvalid, "probes_lost 2, probes_sent 1"},
+		{"negative probes lost", SwitchDone{Service: "dns", Generation: 2, OutageMS: ptr(1.0), ProbesSent: ptr(1), ProbesLost: ptr(-1)}, ErrInvalid, "probes_lost -1"},
+		{"negative exposure", SwitchDone{Service: "dns", Generation: 2, ExposureMS: ptr(-0.5)}, ErrInvalid, "exposure_ms"},
 	} {
 		t.Run(c.name, func(t *testing.T) { h.reject(c.d, c.want, c.msg) })
 	}
@@ -260,4 +269,65 @@ func TestHistoryBound(t *testing.T) {
 		t.Fatalf("generation %d, want %d", s.Generation, n+1)
 	}
 	checkAll(t, h.m)
+}
+
+// TestSwitchDoneMeasurements: the leader's optional measurements land in
+// the history record, absent ones stay absent, and the record shares no
+// memory with the command or with copies of the state.
+func TestSwitchDoneMeasurements(t *testing.T) {
+	h := newPaper(t)
+	h.must(Switch{Service: "dns", Reason: ReasonExploit, At: 1000})
+	d := SwitchDone{Service: "dns", Generation: 2, TotalMS: 50, At: 2000,
+		OutageMS: ptr(0.0), ProbesSent: ptr(9), ProbesLost: ptr(0), ExposureMS: ptr(48.5)}
+	h.must(d)
+	*d.ExposureMS = 1 // the command's memory is not the record's
+	r := h.svc("dns").History[0]
+	if r.OutageMS == nil || *r.OutageMS != 0 || *r.ProbesSent != 9 || *r.ProbesLost != 0 || *r.ExposureMS != 48.5 {
+		t.Fatalf("record %+v", r)
+	}
+	s := h.svc("dns")
+	*s.History[0].ProbesSent = 100
+	if r := h.svc("dns").History[0]; *r.ProbesSent != 9 {
+		t.Fatalf("a copy of the state changed the machine: probes_sent %d", *r.ProbesSent)
+	}
+	// Nothing measured: nothing recorded, and nothing in the JSON.
+	h.must(Switch{Service: "dns", Reason: ReasonManual, ExpectGeneration: 2, At: 3000})
+	h.must(SwitchDone{Service: "dns", Generation: 3, TotalMS: 5, At: 4000})
+	r = h.svc("dns").History[1]
+	if r.OutageMS != nil || r.ProbesSent != nil || r.ProbesLost != nil || r.ExposureMS != nil {
+		t.Fatalf("unmeasured record %+v", r)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"outage_ms", "probes_sent", "probes_lost", "exposure_ms", "lost_queries"} {
+		if strings.Contains(string(b), f) {
+			t.Errorf("unmeasured record shows %s: %s", f, b)
+		}
+	}
+	checkAll(t, h.m)
+}
+
+// TestSwitchDoneFromEarlierBuilds: entries written before the
+// measurements existed (lost_queries always 0, no optional fields) still
+// decode and apply as before.
+func TestSwitchDoneFromEarlierBuilds(t *testing.T) {
+	h := newPaper(t)
+	h.must(Switch{Service: "dns", Reason: ReasonDoS, At: 1000})
+	old := `{"v":1,"type":"switch.done","term":0,"body":{"service":"dns","generation":2,"detection_ms":250.5,"switch_ms":12.25,"total_ms":262.75,"lost_queries":0,"at":2000}}`
+	_, c, err := Decode([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (SwitchDone{Service: "dns", Generation: 2, DetectionMS: 250.5, SwitchMS: 12.25, TotalMS: 262.75, At: 2000}); !reflect.DeepEqual(c, want) {
+		t.Fatalf("decoded %#v", c)
+	}
+	h.index++
+	if _, err := h.m.Apply(h.index, h.term, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.svc("dns").History[0]; !r.Done || r.TotalMS != 262.75 || r.OutageMS != nil || r.ExposureMS != nil {
+		t.Fatalf("record %+v", r)
+	}
 }

@@ -109,6 +109,14 @@ func printAttack(w io.Writer, kind string, r lab.AttackResponse) {
 	if s := ev.Switch; s != nil {
 		fmt.Fprintf(w, "switch %s (%s) -> %s (%s), reason %s, %s: detection %.0f ms, switch %.0f ms\n",
 			s.From, s.FromImpl, s.To, s.ToImpl, s.Reason, s.Mode, s.DetectionMS, s.SwitchMS)
+		outage, exposure := "not measured", "not measured"
+		if s.OutageMS != nil && s.ProbesLost != nil && s.ProbesSent != nil {
+			outage = fmt.Sprintf("%.1f ms (%d of %d probes lost)", *s.OutageMS, *s.ProbesLost, *s.ProbesSent)
+		}
+		if s.ExposureMS != nil {
+			exposure = fmt.Sprintf("%.1f ms", *s.ExposureMS)
+		}
+		fmt.Fprintf(w, "leader: outage %s; old replica exposed %s after the trigger\n", outage, exposure)
 	} else {
 		fmt.Fprintln(w, "no switch")
 	}

@@ -18,9 +18,13 @@ func init() {
 		MinArgs: 0, MaxArgs: 1,
 		Summary: "Show switch times per reason and platform pair, and the last switches",
 		Help: `Prints, over the completed switches of SERVICE (default: every service),
-count, mean and max of the switch time and of the total downtime per
-reason and platform pair (from-to, e.g. vm-container), then the last -n
-switches. Needs a reader token.`,
+per reason and platform pair (from-to, e.g. vm-container) the count and the
+mean and max of: the switch time (decision to verified), the total (trigger
+to verified: not downtime), the outage (the time the leader's probes of the
+service address got no answer) and the exposure (how long the old replica
+stayed on the service network after the trigger), the last two over the
+switches that measured them; then the last -n switches. Needs a reader
+token.`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			n := fs.Int("n", 10, "number of recent switches to list (`N`; 0 = none)")
 			return func(ctx context.Context, e *cli.Env, args []string) error {
@@ -53,10 +57,10 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 		fmt.Fprintln(out, "No completed switches yet.")
 	} else {
 		tw := cli.NewTabWriter(out)
-		fmt.Fprintln(tw, "REASON\tPAIR\tCOUNT\tMEAN-SWITCH\tMAX-SWITCH\tMEAN-TOTAL\tMAX-TOTAL")
+		fmt.Fprintln(tw, "REASON\tPAIR\tCOUNT\tMEAN-SWITCH\tMAX-SWITCH\tMEAN-TOTAL\tMAX-TOTAL\tMEAN-OUTAGE\tMAX-OUTAGE\tMEAN-EXPOSURE\tMAX-EXPOSURE")
 		for _, a := range h.Aggregates {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.Reason, a.Pair, a.Count,
-				ms(a.MeanSwitchMS), ms(a.MaxSwitchMS), ms(a.MeanTotalMS), ms(a.MaxTotalMS))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Reason, a.Pair, a.Count,
+				ms(a.MeanSwitchMS), ms(a.MaxSwitchMS), ms(a.MeanTotalMS), ms(a.MaxTotalMS), stat(a.Outage), stat(a.Exposure))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -64,22 +68,43 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 	}
 	recs := h.Switches
 	if n == 0 || len(recs) == 0 {
-		return nil
+		return historyLegend(out, len(h.Aggregates) > 0)
 	}
 	if len(recs) > n {
 		recs = recs[len(recs)-n:]
 	}
 	fmt.Fprintf(out, "\nLast switches (%d of %d, newest last):\n", len(recs), len(h.Switches))
 	tw := cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tDONE")
+	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tDONE")
 	for _, r := range recs {
 		sw, tot := "-", "-"
 		if r.Done {
 			sw, tot = ms(r.SwitchMS), ms(r.TotalMS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, sw, tot, cli.YesNo(r.Done))
+			r.Reason, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS), cli.YesNo(r.Done))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return historyLegend(out, len(h.Aggregates) > 0)
+}
+
+// historyLegend prints what the columns measure.
+func historyLegend(out io.Writer, aggregates bool) error {
+	if !aggregates {
+		return nil // no completed switch: no figure to explain
+	}
+	_, err := fmt.Fprint(out, switchLegend+"MEAN and MAX of OUTAGE and EXPOSURE are over the switches that measured them.\n")
+	return err
+}
+
+// stat renders a measured mean and max as two columns, "-" for both when
+// no switch measured it.
+func stat(m *api.MeasuredStat) string {
+	if m == nil {
+		return "-\t-"
+	}
+	return ms(m.MeanMS) + "\t" + ms(m.MaxMS)
 }

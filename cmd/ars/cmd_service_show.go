@@ -68,11 +68,11 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 
 	fmt.Fprintln(out)
 	tw = cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tROLE\tHEALTH\tCLEAN\tSINCE\tREASON")
+	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tROLE\tCLEAN\tSINCE\tREASON")
 	for _, r := range s.Replicas {
 		spec, _ := s.Spec.Replica(r.Name)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
-			r.Role, dash(r.Health), cli.YesNo(r.Clean), r.Since, dash(r.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
+			r.Role, cli.YesNo(r.Clean), r.Since, dash(r.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -92,17 +92,44 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 	}
 	fmt.Fprintf(out, "Recent switches (%d of %d, newest last):\n", len(h), len(s.History))
 	tw = cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tDOWNTIME\tLOST\tDONE")
+	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tDONE")
 	for _, r := range h {
-		det, sw, tot, lost := "-", "-", "-", "-"
+		det, sw, tot := "-", "-", "-"
 		if r.Done {
-			det, sw, tot, lost = ms(r.DetectionMS), ms(r.SwitchMS), ms(r.TotalMS), fmt.Sprint(r.LostQueries)
+			det, sw, tot = ms(r.DetectionMS), ms(r.SwitchMS), ms(r.TotalMS)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, dash(r.Mode), det, sw, tot, lost, cli.YesNo(r.Done))
+			r.Reason, dash(r.Mode), det, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS), cli.YesNo(r.Done))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprint(out, switchLegend)
+	return err
+}
+
+// switchLegend says what the switch columns measure.
+const switchLegend = `TOTAL: trigger to verified (not downtime). OUTAGE: time the leader's probes of the
+service address got no answer, from the last answer before the trigger to the first
+after the switch; PROBES-LOST: those probes lost of sent. EXPOSURE: how long the old
+replica stayed on the service network after the trigger. "-": not measured.
+`
+
+// msOrDash formats a measured figure, "-" when it was not measured.
+func msOrDash(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return ms(*v)
+}
+
+// probesLost renders "lost/sent", "-" when not measured.
+func probesLost(r fsm.SwitchRecord) string {
+	if r.ProbesLost == nil || r.ProbesSent == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", *r.ProbesLost, *r.ProbesSent)
 }
 
 // stamp formats unix nanoseconds as UTC with milliseconds ("-" for zero).

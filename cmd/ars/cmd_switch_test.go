@@ -102,19 +102,26 @@ func TestHistoryCommand(t *testing.T) {
 		t.Fatalf("empty history: %q", r.Stdout)
 	}
 	res := n.b.apply(t, fsm.Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: fsm.ReasonManual, At: 1})
-	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2})
+	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2, ExposureMS: ptr(75.25)})
 	n.b.apply(t, fsm.Switch{Service: "dns", From: "lin-unbound", To: "win-bind", Reason: fsm.ReasonDoS, At: 3})
 
 	r = ars(t, env, "", "history", "dns").OK(t)
 	lines := strings.Split(r.Stdout, "\n")
-	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "REASON PAIR COUNT MEAN-SWITCH MAX-SWITCH MEAN-TOTAL MAX-TOTAL" {
+	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "REASON PAIR COUNT MEAN-SWITCH MAX-SWITCH MEAN-TOTAL MAX-TOTAL MEAN-OUTAGE MAX-OUTAGE MEAN-EXPOSURE MAX-EXPOSURE" {
 		t.Fatalf("header %q", lines[0])
 	}
-	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "manual vm-container 1 12.5ms 12.5ms 80.0ms 80.0ms" {
+	// No probes measured an outage (none in this test): "-", not 0.
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "manual vm-container 1 12.5ms 12.5ms 80.0ms 80.0ms - - 75.2ms 75.2ms" {
 		t.Fatalf("row %q\n%s", lines[1], r.Stdout)
 	}
 	if !strings.Contains(r.Stdout, "Last switches (2 of 2, newest last)") {
 		t.Fatalf("no switch list:\n%s", r.Stdout)
+	}
+	for _, want := range []string{"SWITCH TOTAL OUTAGE PROBES-LOST EXPOSURE DONE", "12.5ms 80.0ms - - 75.2ms yes", "dos - - - - - no",
+		"TOTAL: trigger to verified (not downtime)", "over the switches that measured them"} {
+		if !strings.Contains(strings.Join(strings.Fields(r.Stdout), " "), want) {
+			t.Errorf("history lacks %q:\n%s", want, r.Stdout)
+		}
 	}
 	r = ars(t, n.roleEnv(t, "reader"), "", "history", "-n", "1").OK(t)
 	if !strings.Contains(r.Stdout, "Last switches (1 of 2") {

@@ -342,6 +342,49 @@ func alertOn(n *harness.Node, id string) (fsm.AlertRecord, bool) {
 	return fsm.AlertRecord{}, false
 }
 
+// apiRecord is the switch record of a generation as the API shows it to a
+// reader (through any node). It also checks that the API shows no replica
+// health: the state machine holds a constant there, which is not shown.
+func (l *switchLab) apiRecord(gen uint64) fsm.SwitchRecord {
+	l.t.Helper()
+	ctx := harness.Ctx(l.t)
+	c := l.c.Client(l.c.Nodes[0], "reader") // a stopped node leaves Nodes
+	h, err := c.History(ctx, labService)
+	if err != nil {
+		l.t.Fatalf("history: %v", err)
+	}
+	svc, err := c.Service(ctx, labService)
+	if err != nil {
+		l.t.Fatalf("service: %v", err)
+	}
+	for _, r := range svc.Replicas {
+		if r.Health != "" {
+			l.t.Errorf("the API shows replica %s with health %q, which nothing measures", r.Name, r.Health)
+		}
+	}
+	for _, r := range h.Switches {
+		if r.Generation == gen {
+			return r
+		}
+	}
+	l.t.Fatalf("no switch record of generation %d in %+v", gen, h.Switches)
+	return fsm.SwitchRecord{}
+}
+
+// term is the current leader's Raft term.
+func (l *switchLab) term() uint64 {
+	l.t.Helper()
+	return l.c.Leader(15 * time.Second).Agent.Cluster.Term()
+}
+
+// val is *p for a log line, or nil.
+func val[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
 func (l *switchLab) checkInvariants() {
 	l.t.Helper()
 	st := l.fab.Stats()
@@ -399,7 +442,7 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	// DoS on the active: its impl stops answering everywhere. A quorum of
 	// probes sees it; the service moves to another impl; the attacked
 	// replica is reverted and suspended; the next standby runs.
-	dosAt := time.Now()
+	dosAt, dosTerm := time.Now(), l.term()
 	l.fab.MarkDirty(first.Name)
 	l.fab.Attack(l.replicas[first.Name].Impl, true)
 	l.switched(1, "a switch after the DoS")
@@ -419,10 +462,23 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	if dos.Longest <= 0 || dos.Longest > 5*time.Second {
 		t.Errorf("DoS outage %s: want some, and far less than 5 s", dos.Longest)
 	}
+	// The record the API shows measured the outage too, from the leader's
+	// probes: not zero, with probes lost. (A leader elected meanwhile did
+	// not see the outage begin, and rightly measures nothing.)
+	rec := l.apiRecord(h[0].Generation)
+	if rec.OutageMS == nil && l.term() != dosTerm {
+		t.Logf("DoS: leadership changed during the switch; the record measured no outage")
+	} else if rec.OutageMS == nil || *rec.OutageMS <= 0 || rec.ProbesLost == nil || *rec.ProbesLost == 0 || rec.ExposureMS == nil {
+		t.Errorf("DoS switch record: outage %v ms, probes lost %v of %v, exposure %v ms; want a measured outage with lost probes",
+			val(rec.OutageMS), val(rec.ProbesLost), val(rec.ProbesSent), val(rec.ExposureMS))
+	} else {
+		t.Logf("DoS as the leader's probes saw it: outage %.1f ms, %d of %d probes lost; exposure %.1f ms (the client: %s)",
+			*rec.OutageMS, *rec.ProbesLost, *rec.ProbesSent, *rec.ExposureMS, dos.Longest)
+	}
 
 	// Exploit alert on the active: make-before-break, no query lost.
 	second := l.active()
-	exAt := time.Now()
+	exAt, exTerm := time.Now(), l.term()
 	l.fab.MarkDirty(second.Name)
 	l.postAlert(l.c.Follower(), "exploit-1", second.Name)
 	l.switched(2, "a switch after the exploit alert")
@@ -438,6 +494,17 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	t.Logf("exploit %s -> %s: %d of %d queries lost; switch %.0f ms", h[1].FromImpl, h[1].ToImpl, ex.Lost, ex.Sent, h[1].SwitchMS)
 	if ex.Lost != 0 {
 		t.Errorf("make-before-break lost %d queries (longest gap %s)", ex.Lost, ex.Longest)
+	}
+	// No outage, but the exploited replica served until its detach: the
+	// record says which is which.
+	rec = l.apiRecord(h[1].Generation)
+	if rec.OutageMS == nil && l.term() != exTerm {
+		t.Logf("exploit: leadership changed during the switch; the record measured no outage")
+	} else if rec.OutageMS == nil || *rec.OutageMS != 0 || *rec.ProbesLost != 0 || rec.ExposureMS == nil || *rec.ExposureMS <= 0 {
+		t.Errorf("exploit switch record: outage %v ms, probes lost %v of %v, exposure %v ms; want no outage and an exposure",
+			val(rec.OutageMS), val(rec.ProbesLost), val(rec.ProbesSent), val(rec.ExposureMS))
+	} else {
+		t.Logf("exploit as the leader's probes saw it: outage 0, %d probes answered; exposure %.1f ms", *rec.ProbesSent, *rec.ExposureMS)
 	}
 
 	// Alert on the standby: it is quarantined, reverted and replaced; the
@@ -518,6 +585,11 @@ func TestSwitchingEndToEnd(t *testing.T) {
 	}
 	t.Logf("leader %s killed with switch %s -> %s open; %s completed it %s later", old.Name, intent.From, intent.To,
 		newLeader.Name, time.Since(killAt).Round(time.Millisecond))
+	// The new leader does not know when the alert's switch was triggered:
+	// it measures neither outage nor exposure, and shows neither.
+	if rec := l.apiRecord(last.Generation); rec.OutageMS != nil || rec.ExposureMS != nil {
+		t.Errorf("inherited switch record: outage %v ms, exposure %v ms; want neither", val(rec.OutageMS), val(rec.ExposureMS))
+	}
 	harness.WaitFor(t, 10*time.Second, "one vCenter session, the new leader's", func() error {
 		ss, err := l.sim.Sessions(harness.Ctx(t))
 		if err != nil {

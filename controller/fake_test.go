@@ -21,6 +21,9 @@ type fakeCluster struct {
 	applied chan struct{}
 	cmds    []fsm.Command // committed commands, in order
 	voters  int           // VoterCount (0: 1)
+	// level, when set, is the cluster's format level: entries above it
+	// are refused as the leader's gate refuses them (cluster.checkFormat).
+	level int
 }
 
 func newFakeCluster() *fakeCluster {
@@ -33,6 +36,10 @@ func (c *fakeCluster) Apply(_ context.Context, data []byte) (fsm.Result, error) 
 		return fsm.Result{}, err
 	}
 	c.mu.Lock()
+	if lvl := fsm.Level(cmd); c.level > 0 && lvl > c.level {
+		c.mu.Unlock()
+		return fsm.Result{}, fsm.NeedsUpgrade(cmd.Type(), lvl, []string{"n3 (level 1)"})
+	}
 	c.index++
 	res, err := c.m.Apply(c.index, 1, data)
 	if err == nil {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -280,4 +281,30 @@ func deref[T any](p *T) any {
 		return nil
 	}
 	return *p
+}
+
+// In a rolling upgrade a node of an earlier version does not read a
+// switch.done with measurements: the leader's gate refuses it, and the
+// switch completes in the old form, without them.
+func TestSwitchDoneWithoutMeasurementsWhileANodeIsBehind(t *testing.T) {
+	e := newEnv(t)
+	e.cl.mu.Lock()
+	e.cl.level = fsm.BaseLevel
+	e.cl.mu.Unlock()
+	var ok atomic.Int64
+	e.query = answers(e.d.query(svcName), &ok)
+	e.start(true)
+	eventually(t, "the prober got answers", func() bool { return ok.Load() >= 3 })
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", e.activeIs("unbound-a"))
+	eventually(t, "the switch done", func() bool {
+		h := e.switches()
+		return len(h) == 1 && h[0].Done
+	})
+	if r := e.switches()[0]; r.OutageMS != nil || r.ProbesLost != nil || r.ExposureMS != nil {
+		t.Fatalf("measurements written while a node does not read them: %+v", r)
+	}
+	if !strings.Contains(e.logs.String(), "switch done without its measurements") {
+		t.Error("the fallback was not logged")
+	}
 }

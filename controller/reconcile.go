@@ -379,7 +379,15 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	done := fsm.SwitchDone{Service: name, Generation: in.Generation, DetectionMS: ms(t.detection), SwitchMS: ms(sw),
 		TotalMS: ms(total), At: now.UnixNano()}
 	switchFigures(&done, r.sampleLog(name).samples(), trigger, t.detached, now, maxProbeHole(svc.Spec.Probe))
-	if _, err := r.apply(ctx, done); err != nil {
+	_, err = r.apply(ctx, done)
+	if errors.Is(err, fsm.ErrNeedsUpgrade) {
+		// A node of an earlier version does not read the measurements
+		// (a rolling upgrade): complete the switch in the old form.
+		r.c.log.Warn("switch done without its measurements: a node does not read them yet", "service", name, "err", err)
+		done.OutageMS, done.ProbesSent, done.ProbesLost, done.ExposureMS = nil, nil, nil, nil
+		_, err = r.apply(ctx, done)
+	}
+	if err != nil {
 		if errors.Is(err, fsm.ErrStaleGeneration) {
 			return true // superseded or closed meanwhile; the fresh state decides
 		}

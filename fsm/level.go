@@ -18,7 +18,12 @@ import "fmt"
 //
 //	1  what ars 0.1.0 reads (the base)
 //	2  the switch.request command (and the ledger's "manual" records it
-//	   creates); the mode "parallel" in a service's policy or a switch
+//	   creates); the mode "parallel" in a service's policy or a switch;
+//	   a switch.done with the leader's measurements (outage, probes,
+//	   exposure)
+//
+// Everything a release adds shares one level: a level says what a
+// version reads, and nodes of one version read the same.
 const (
 	BaseLevel   = 1
 	FormatLevel = 2
@@ -35,6 +40,10 @@ func Level(c Command) int {
 		}
 	case Switch:
 		if c.Mode == ModeParallel {
+			return 2
+		}
+	case SwitchDone:
+		if c.OutageMS != nil || c.ProbesSent != nil || c.ProbesLost != nil || c.ExposureMS != nil {
 			return 2
 		}
 	}

@@ -24,6 +24,7 @@ func TestLevel(t *testing.T) {
 		{"alert.outcome", AlertOutcome{ID: "a-1"}, 1},
 		{"replica.role", ReplicaRole{}, 1},
 		{"switch.done", SwitchDone{}, 1},
+		{"switch.done with measurements", SwitchDone{ExposureMS: new(float64)}, 2},
 		{"service.delete", ServiceDelete{}, 1},
 	} {
 		if got := Level(tc.c); got != tc.want {

@@ -96,7 +96,7 @@ func newContainerLab(t *testing.T) *containerLab {
 			"container":{"network":%q,"memory_mb":64,"pids_max":64}}`, l.replica(k.name), k.impl, image, l.svcNet))
 	}
 	harness.Apply(t, l.c.Client(l.c.Nodes[0], "operator"), []byte(fmt.Sprintf(`{"name":%q,"address":%q,"replicas":[%s],
-		"probe":{"query":%q,"expect":%q,"confirm":"quorum"},"policy":{"min_dwell":"500ms"}}`,
+		"probe":{"query":%q,"expect":%q,"confirm":"quorum","timeout":"500ms","window":"1s"},"policy":{"min_dwell":"500ms"}}`,
 		labService, l.addr, strings.Join(reps, ","), fabric.QName, fabric.Answer)))
 	l.c.SameState(10 * time.Second)
 

@@ -41,6 +41,7 @@ type Cluster struct {
 	fsm       *raftFSM
 	raft      *raft.Raft
 	trans     raft.Transport
+	stream    dialer // the Raft stream layer (nil in memory), for watchLeader
 	closers   []func() error
 	ml        *memberlist.Memberlist
 	meta      *metaDelegate
@@ -113,6 +114,9 @@ func (c *Cluster) Start() error {
 	c.goRun("leadership", c.monitorLeadership)
 	c.goRun("bootstrap", c.bootstrapLoop)
 	c.goRun("reconnect", c.reconnectLoop)
+	if c.stream != nil {
+		c.goRun("leader-watch", func() { c.watchLeader(c.stream) })
+	}
 	if len(c.cfg.Join) > 0 {
 		c.goRun("join", c.retryJoin)
 	}
@@ -188,6 +192,7 @@ func (c *Cluster) startRaft() error {
 		}
 		nt := newRaftTransport(stream, hcLogger(c.log, "raft-net"))
 		c.trans = nt
+		c.stream = stream
 		c.closers = append(c.closers, nt.Close)
 	}
 	r, err := raft.NewRaft(c.raftConfig(), c.fsm, logs, stable, snaps, c.trans)

@@ -27,6 +27,9 @@ type metrics struct {
 	// formatRefused counts entries the leader refused because a server
 	// does not read their format level yet.
 	formatRefused prometheus.Counter
+	// fastElections counts elections this node started because the
+	// leader's Raft address refused connections (watchLeader).
+	fastElections prometheus.Counter
 }
 
 func newMetrics(c *Cluster) *metrics {
@@ -54,6 +57,10 @@ func newMetrics(c *Cluster) *metrics {
 		lastContact: prometheus.NewDesc("ars_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil),
 		format: prometheus.NewDesc("ars_log_format_level", "Log format level read by this node (scope=node) and by every server of the Raft configuration (scope=cluster, the lowest).",
 			[]string{"scope"}, nil),
+		fastElections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ars_raft_fast_elections_total",
+			Help: "Elections this node started at once because the leader's Raft address refused connections (its process gone).",
+		}),
 		formatRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ars_log_format_refused_total",
 			Help: "Entries this node refused as leader because a server of the Raft configuration does not read their format level yet.",
@@ -73,6 +80,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.applyLatency.Describe(ch)
 	m.applyErrors.Describe(ch)
 	m.formatRefused.Describe(ch)
+	m.fastElections.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format} {
 		ch <- d
 	}
@@ -83,6 +91,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.applyLatency.Collect(ch)
 	m.applyErrors.Collect(ch)
 	m.formatRefused.Collect(ch)
+	m.fastElections.Collect(ch)
 	f := m.c.Format()
 	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Node), "node")
 	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Cluster), "cluster")

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -213,6 +214,19 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 	if err != nil {
 		return err
 	}
+	// An armed helper says on its standard output when it has put the
+	// address in place; following that from before the connect confirms
+	// the attach without an exec (see helperTaken).
+	var taken <-chan string
+	if !recorded && hs.arm == want {
+		lines, stop, err := h.followHelper(ctx, hs.id)
+		if err != nil {
+			h.log.Debug("cannot follow the address helper's output; the exec confirms the address", "replica", r.Name, "err", err)
+		} else {
+			defer stop()
+			taken = lines
+		}
+	}
 	connected := false
 	if !recorded {
 		if on {
@@ -235,10 +249,16 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		connected = true
 	}
 	if hs.arm == want {
-		// The helper puts the address on the link the moment it is up
-		// (if it is already, it has done so); nothing more to call.
-		h.setEnsured(r, c, addr)
-		return nil
+		// The helper puts the address on the link the moment it is up; if
+		// the link was up already, it has done so.
+		if !connected || taken != nil && helperTaken(ctx, taken, addr) {
+			h.setEnsured(r, c, addr)
+			return nil
+		}
+		// Not confirmed in time: the exec adds the address if it is still
+		// missing, announces it, and says why if it cannot.
+		h.log.Warn("the armed address helper did not confirm the service address in time; adding it by exec",
+			"replica", r.Name, "addr", addr, "waited", helperConfirmWait)
 	}
 	if err := h.helperAdd(ctx, r, hs.id, subnet, addr); err != nil {
 		if connected {
@@ -489,6 +509,75 @@ func (h *host) helperAdd(ctx context.Context, r fsm.ReplicaSpec, helperID string
 	}
 	h.log.Debug("service address added by the helper", "replica", r.Name, "out", strings.TrimSpace(out))
 	return nil
+}
+
+// helperConfirmWait bounds how long Attach waits for an armed helper to
+// report the service address in place before it falls back to the exec.
+const helperConfirmWait = 500 * time.Millisecond
+
+// followHelper follows the helper's standard output from now on (no
+// earlier line): its lines arrive on the channel until stop is called.
+// It is a read (GET /containers/{id}/logs, follow), so it goes through
+// the Engine API like everything else and works on remote engines.
+func (h *host) followHelper(ctx context.Context, helperID string) (<-chan string, func(), error) {
+	fctx, cancel := context.WithCancel(ctx)
+	var res client.ContainerLogsResult
+	err := h.call(ctx, "logs", h.d.cfg.CallTimeout, func(cctx context.Context) error {
+		// The stream outlives the call's own timeout: fctx bounds it.
+		stop := context.AfterFunc(cctx, func() {
+			if cctx.Err() == context.DeadlineExceeded {
+				cancel()
+			}
+		})
+		defer stop()
+		var err error
+		res, err = h.cli.ContainerLogs(fctx, helperID, client.ContainerLogsOptions{ShowStdout: true, Follow: true, Tail: "0"})
+		return err
+	})
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("follow the output of %s: %w", helperID[:min(12, len(helperID))], err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, io.Discard, res)
+		pw.CloseWithError(err)
+	}()
+	lines := make(chan string, 4)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(io.LimitReader(pr, helperOutputMax))
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+	return lines, func() { cancel(); res.Close(); pr.Close() }, nil
+}
+
+// helperTaken waits (at most helperConfirmWait) for the armed helper's
+// line saying addr is in place ("ADDR on LINK (index N)").
+func helperTaken(ctx context.Context, lines <-chan string, addr netip.Addr) bool {
+	timer := time.NewTimer(helperConfirmWait)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return false
+			}
+			if strings.HasPrefix(l, addr.String()+" on ") {
+				return true
+			}
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // helperExec runs the helper program with args in the helper container

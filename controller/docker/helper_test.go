@@ -2,12 +2,14 @@ package docker
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/ars-project/ars/controller/driver"
@@ -291,4 +293,52 @@ func TestHelperRefusals(t *testing.T) {
 			t.Fatalf("the refusal %q does not name the service address", err)
 		}
 	})
+}
+
+// TestArmingCommandLine: the arming written on a helper's command line
+// reads back as itself; anything else is an unarmed helper.
+func TestArmingCommandLine(t *testing.T) {
+	a := arming{subnet: netip.MustParsePrefix("172.31.250.0/24"), addr: netip.MustParseAddr("172.31.250.3")}
+	for _, tt := range []struct {
+		cmd  []string
+		want arming
+	}{
+		{a.cmd(), a},
+		{arming{}.cmd(), arming{}},
+		{[]string{"serve", "-subnet", "bad", "-addr", "172.31.250.3"}, arming{}},
+		{[]string{"add", "-subnet", "172.31.250.0/24", "-addr", "172.31.250.3"}, arming{}},
+	} {
+		hc := &container.InspectResponse{Config: &container.Config{Cmd: tt.cmd}}
+		if got := armingOf(hc); got != tt.want {
+			t.Errorf("armingOf(%q) = %v, want %v", tt.cmd, got, tt.want)
+		}
+	}
+	if (arming{}).armed() || !a.armed() {
+		t.Fatal("armed() is wrong")
+	}
+}
+
+// TestHelperTaken: Attach is confirmed only by the armed helper's line
+// for the service address; another line, a closed stream or silence is
+// not a confirmation.
+func TestHelperTaken(t *testing.T) {
+	addr := netip.MustParseAddr("172.31.250.3")
+	feed := func(lines ...string) <-chan string {
+		ch := make(chan string, len(lines))
+		for _, l := range lines {
+			ch <- l
+		}
+		close(ch)
+		return ch
+	}
+	ctx := context.Background()
+	if !helperTaken(ctx, feed("172.31.250.30 on eth1 (index 9)", "172.31.250.3 on eth1 (index 9)"), addr) {
+		t.Fatal("the helper's line for the address was not taken as a confirmation")
+	}
+	if helperTaken(ctx, feed("172.31.250.30 on eth1 (index 9)"), addr) {
+		t.Fatal("a line for another address (same prefix) was taken as a confirmation")
+	}
+	if helperTaken(ctx, make(chan string), addr) {
+		t.Fatal("silence was taken as a confirmation")
+	}
 }

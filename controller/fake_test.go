@@ -246,7 +246,7 @@ func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.
 	})
 }
 
-func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
+func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.Option) error {
 	return d.op(ctx, "power-on", r, func(vm *fakeVM) error {
 		if vm.power == driver.PowerOff {
 			vm.nic = vm.nicStart

@@ -221,8 +221,10 @@ func (r *run) nextRetry() (time.Time, bool) {
 	return next, !next.IsZero()
 }
 
-// serviceAddr is the Attach option carrying the service's IP address (the
-// Docker driver assigns it to the container; vSphere ignores it).
+// serviceAddr is the Attach and PowerOn option carrying the service's IP
+// address (the Docker driver assigns it to the container at Attach and
+// arms the replica's address helper with it at PowerOn; vSphere ignores
+// it).
 func serviceAddr(svc fsm.Service) driver.Option {
 	ap, _ := netip.ParseAddrPort(svc.Spec.Address) // validated by the fsm
 	return driver.ServiceAddr(ap.Addr())
@@ -289,7 +291,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	attach := func() error {
 		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		if errors.Is(err, driver.ErrInvalidState) {
-			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
+			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err != nil {
 				return err
 			}
 			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
@@ -529,7 +531,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
 				return
 			}
-			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
 		})
 		return
 	}
@@ -591,7 +593,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		if o.Power != driver.PowerOn {
 			r.background(ctx, key, func(ctx context.Context) {
-				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
 			})
 		}
 	case fsm.RoleSuspended:

@@ -14,9 +14,16 @@
 //
 // Subcommands:
 //
-//	ars-nethelper serve
-//	    The helper container's main process: waits for SIGTERM or SIGINT
-//	    and reaps children (it is the container's PID 1).
+//	ars-nethelper serve [-subnet PREFIX -addr IP]
+//	    The helper container's main process (its PID 1: it reaps
+//	    children) until SIGTERM or SIGINT. Without arguments it only
+//	    waits. Armed with -subnet and -addr it keeps IP on the replica's
+//	    service link: it listens to the kernel's link, address and route
+//	    notifications and, whenever the one link with an address in PREFIX
+//	    is up, does what add does (IP/32 on it, IP the source of its routes,
+//	    two gratuitous ARPs when it put the address there or the link is
+//	    new); a link that goes away is forgotten. Each address it puts in
+//	    place is a line "IP on LINK (index N)" on standard output.
 //	ars-nethelper add -subnet PREFIX -addr IP [-garp N] [-gap D]
 //	    Adds IP/32 to the one link that has an IPv4 address in PREFIX (the
 //	    replica's service-network link), makes IP the preferred source of
@@ -52,7 +59,7 @@ func main() {
 }
 
 const usage = `usage:
-  ars-nethelper serve
+  ars-nethelper serve [-subnet PREFIX -addr IP]
   ars-nethelper add -subnet PREFIX -addr IP [-garp N] [-gap DURATION]
   ars-nethelper show`
 
@@ -63,7 +70,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		serve()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		subnet := fs.String("subnet", "", "the service network's subnet (finds the link); with -addr, arms the helper")
+		addr := fs.String("addr", "", "the service address to keep on the service link")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "ars-nethelper serve: unexpected argument %q\n", fs.Arg(0))
+			return 2
+		}
+		if *subnet == "" && *addr == "" {
+			serve(nil)
+			return 0
+		}
+		p, a, err := parseAdd(*subnet, *addr, 2, 10*time.Millisecond)
+		if err != nil {
+			fmt.Fprintf(stderr, "ars-nethelper serve: %v\n", err)
+			return 2
+		}
+		k, err := newKeeper(p, a, stdout, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "ars-nethelper serve: %v\n", err)
+			return 1
+		}
+		serve(k)
 		return 0
 	case "add":
 		fs := flag.NewFlagSet("add", flag.ContinueOnError)
@@ -118,10 +150,14 @@ func parseAdd(subnet, addr string, garps int, gap time.Duration) (netip.Prefix, 
 	return p, a, nil
 }
 
-// serve waits for the end, reaping whatever is left to it as PID 1.
-func serve() {
+// serve waits for the end, reaping whatever is left to it as PID 1; an
+// armed helper's keeper (k, may be nil) runs meanwhile.
+func serve(k *keeper) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	if k != nil {
+		go k.run()
+	}
 	for s := range sig {
 		if s != syscall.SIGCHLD {
 			return
@@ -134,6 +170,10 @@ func serve() {
 		}
 	}
 }
+
+// errNoLink: no link has an address in the subnet (the container is not
+// on the service network).
+var errNoLink = errors.New("no link has an address in the subnet")
 
 // serviceLink is the one link with an IPv4 address in p.
 func serviceLink(p netip.Prefix) (netlink.Link, error) {
@@ -156,7 +196,7 @@ func serviceLink(p netip.Prefix) (netlink.Link, error) {
 	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("no link has an address in %s (the container is not on the service network)", p)
+		return nil, fmt.Errorf("%w %s (the container is not on the service network)", errNoLink, p)
 	case 1:
 		return found[0], nil
 	}
@@ -175,17 +215,49 @@ func add(p netip.Prefix, a netip.Addr, garps int, gap time.Duration) (string, er
 		return "", err
 	}
 	name := link.Attrs().Name
+	if _, err := putAddr(link, a); err != nil {
+		return name, err
+	}
+	if err := sourceRoutes(link, a); err != nil {
+		return name, err
+	}
+	if err := announce(link, a, garps, gap); err != nil {
+		return name, err
+	}
+	return name, nil
+}
+
+// putAddr adds a/32 to link unless a is on it already (with any prefix
+// length); added says whether it did.
+func putAddr(link netlink.Link, a netip.Addr) (added bool, err error) {
+	name := link.Attrs().Name
 	ip := net.IP(a.AsSlice())
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, x := range addrs {
+		if x.IP.Equal(ip) {
+			return false, nil
+		}
+	}
 	err = netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}})
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return name, fmt.Errorf("add %s/32 to %s: %w", a, name, err)
+		return false, fmt.Errorf("add %s/32 to %s: %w", a, name, err)
 	}
-	// A server bound to the wildcard address answers from the route's
-	// preferred source; without this it would be the replica's own
-	// address, and clients drop answers from an address they did not ask.
+	return err == nil, nil
+}
+
+// sourceRoutes makes a the preferred source of link's routes in the main
+// table. A server bound to the wildcard address answers from the route's
+// preferred source; without this it would be the replica's own address,
+// and clients drop answers from an address they did not ask.
+func sourceRoutes(link netlink.Link, a netip.Addr) error {
+	name := link.Attrs().Name
+	ip := net.IP(a.AsSlice())
 	routes, err := netlink.RouteList(link, netlink.FAMILY_V4)
 	if err != nil {
-		return name, fmt.Errorf("list routes of %s: %w", name, err)
+		return fmt.Errorf("list routes of %s: %w", name, err)
 	}
 	for _, r := range routes {
 		if r.Table != unix.RT_TABLE_MAIN || r.Src.Equal(ip) {
@@ -193,13 +265,10 @@ func add(p netip.Prefix, a netip.Addr, garps int, gap time.Duration) (string, er
 		}
 		r.Src = ip
 		if err := netlink.RouteReplace(&r); err != nil {
-			return name, fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, name, err)
+			return fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, name, err)
 		}
 	}
-	if err := announce(link, a, garps, gap); err != nil {
-		return name, err
-	}
-	return name, nil
+	return nil
 }
 
 // announce sends n gratuitous ARPs for a from link, gap apart: ARP

@@ -26,7 +26,10 @@
 //     policy "no", on spec.Container.Networks or the driver's park network,
 //     never on the service network), start it if stopped, unpause it if
 //     paused; in helper mode also (re-)create its helper in the
-//     container's current namespace.
+//     container's current namespace, armed with the service address
+//     (driver.ServiceAddr, optional), so that the next Attach is the
+//     connect alone: the armed helper takes the address when the link
+//     comes up.
 //   - Suspend / Resume: pause / unpause.
 //   - PowerOff: stop (SIGKILL at once by default).
 //   - Restore: remove (force) and create again, left stopped and detached.

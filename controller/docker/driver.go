@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -383,8 +384,12 @@ func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 // the image and spec, on its other networks, not on the service network),
 // starts it if stopped, unpauses it if paused. A stopped container created
 // from an older spec (spec-hash label) and not on the service network is
-// re-created first; a running one is left alone (see DESIGN.md).
-func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
+// re-created first; a running one is left alone (see DESIGN.md). In helper
+// mode it also makes sure of the replica's address helper, armed with the
+// service address (driver.ServiceAddr, optional): the next Attach is then
+// only the connect.
+func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	svcAddr := driver.ApplyOptions(opts...).ServiceAddr
 	return d.do(ctx, "power-on", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
 		if h.mode == AddressHelper && (c == nil || !c.State.Running) {
 			// Nothing is started on an engine that could not give it the
@@ -403,13 +408,13 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 				if err != nil {
 					return err
 				}
-				return h.afterRun(ctx, r, c)
+				return h.afterRun(ctx, r, c, svcAddr)
 			case st.Running:
 				if c.Config.Labels[labelSpecHash] != specHash(r) {
 					h.log.Warn("container runs an older spec; it takes the new one on its next restore or stopped power-on",
 						"replica", r.Name, "container", ContainerName(r))
 				}
-				return h.afterRun(ctx, r, c)
+				return h.afterRun(ctx, r, c, svcAddr)
 			case st.Status == container.StateRemoving:
 				return fmt.Errorf("%w: the container is being removed", errRetry)
 			case st.Restarting:
@@ -445,20 +450,23 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
 		if now == nil || !now.State.Running {
 			return fmt.Errorf("%w: the container stopped right after its start", errRetry)
 		}
-		return h.afterRun(ctx, r, now)
+		return h.afterRun(ctx, r, now, svcAddr)
 	})
 }
 
 // afterRun follows a running container in AddressHelper mode: its helper
-// runs in the container's current namespace, and a container on the
-// service network holds the service address recorded there (an attached
-// replica that was stopped comes back attached, like a VM whose NIC
-// connects at power-on).
-func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse) error {
+// runs in the container's current namespace, armed with the service
+// address (svcAddr, the one PowerOn was given, unless the container has
+// one recorded), and a container on the service network holds the
+// service address recorded there (an attached replica that was stopped
+// comes back attached, like a VM whose NIC connects at power-on).
+func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, svcAddr netip.Addr) error {
 	if h.mode != AddressHelper {
 		return nil
 	}
-	if _, err := h.ensureHelper(ctx, r, c); err != nil {
+	// Re-armed only when the caller passed the address: a PowerOn without
+	// it changes nothing it did not change before arming existed.
+	if _, err := h.ensureHelper(ctx, r, c, h.armingFor(ctx, r, c, svcAddr), svcAddr.IsValid()); err != nil {
 		return err
 	}
 	return h.restoreAddress(ctx, r, c)

@@ -114,8 +114,9 @@ func testLifecycle(t *testing.T, mode AddressMode) {
 	}
 	// Containers keep their networks: it comes back attached. In helper
 	// mode the start gets a new namespace: the helper is replaced
-	// (DELETE, create, start) and puts the address back (exec).
-	mustOp(t, cnt, "power-on (start, attached)", calls(6, 1), func() error { return d.PowerOn(ctx, r) })
+	// (DELETE, create, start), armed with the address recorded on the
+	// endpoint, and puts it back itself (no exec).
+	mustOp(t, cnt, "power-on (start, attached)", calls(4, 1), func() error { return d.PowerOn(ctx, r) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	if o := observe(t, d, r); o.Power != driver.PowerOn || !o.NICConnected {
 		t.Fatalf("restarted replica observed as %+v", o)

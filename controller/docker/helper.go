@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -20,14 +21,19 @@ import (
 
 // The address helper (AddressHelper mode): a container per replica, from
 // the trusted image Config.HelperImage (cmd/ars-nethelper), sharing the
-// replica's network namespace with only NET_ADMIN and NET_RAW. Attach
-// connects the replica to the service network under an address of its
-// own (the engine allocates it from the network's ip-range, which leaves
-// the service address out), records the service address in the endpoint's
-// driver options, and runs `ars-nethelper add` in the helper, which adds
-// the service address to the replica's service link and announces it.
-// Detach disconnects the replica: its link, and the service address with
-// it, go away. See DESIGN.md, "Two containers, one address".
+// replica's network namespace with only NET_ADMIN and NET_RAW. The helper
+// is armed when it is created (PowerOn, off a switch's critical path):
+// its command line names the service network's subnet and the service
+// address, and it puts that address on the replica's link in the subnet
+// the moment the link is up, announcing it. Attach then only connects the
+// replica to the service network under an address of its own (the engine
+// allocates it from the network's ip-range, which leaves the service
+// address out), recording the service address in the endpoint's driver
+// options. A helper made without the address (PowerOn without
+// driver.ServiceAddr) is armed by nobody; Attach then runs `ars-nethelper
+// add` in it, as before arming existed. Detach disconnects the replica:
+// its link, and the service address with it, go away. See DESIGN.md, "Two
+// containers, one address".
 
 // LabelHelperOf is the label that names the replica an address helper
 // container serves.
@@ -55,6 +61,43 @@ func HelperName(r fsm.ReplicaSpec) string { return ContainerName(r) + "-HELPER" 
 type helperState struct {
 	replicaID, started string // the replica container's id and State.StartedAt
 	id                 string // the helper container's id
+	arm                arming // what it was armed with (its command line)
+}
+
+// arming is what an armed helper keeps on its replica's link in subnet:
+// addr. The zero value is an unarmed helper.
+type arming struct {
+	subnet netip.Prefix
+	addr   netip.Addr
+}
+
+func (a arming) armed() bool { return a.addr.IsValid() && a.subnet.IsValid() }
+
+// cmd is the helper's command line (after the image's entrypoint).
+func (a arming) cmd() []string {
+	if !a.armed() {
+		return []string{"serve"}
+	}
+	return []string{"serve", "-subnet", a.subnet.String(), "-addr", a.addr.String()}
+}
+
+// armingOf reads a helper container's arming from its command line, which
+// only the Engine API sets (nothing in the replica's namespace can change
+// it).
+func armingOf(hc *container.InspectResponse) arming {
+	if hc.Config == nil {
+		return arming{}
+	}
+	cmd := hc.Config.Cmd
+	if len(cmd) != 5 || cmd[0] != "serve" || cmd[1] != "-subnet" || cmd[3] != "-addr" {
+		return arming{}
+	}
+	p, err1 := netip.ParsePrefix(cmd[2])
+	a, err2 := netip.ParseAddr(cmd[4])
+	if err1 != nil || err2 != nil {
+		return arming{}
+	}
+	return arming{subnet: p, addr: a}
 }
 
 // ensuredState records that Attach (or PowerOn) put addr into the
@@ -161,10 +204,28 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		}
 	}
 	// The helper first: if it has to be started (about a second), the
-	// replica is not yet on the service network without its address.
-	helperID, err := h.ensureHelper(ctx, r, c)
+	// replica is not yet on the service network without its address. One
+	// made here is armed; one armed with another address is re-armed (it
+	// would put that address on the new link); an unarmed one is used as
+	// it is (re-creating it would put a start on the critical path: the
+	// exec below is faster).
+	want := arming{subnet: subnet, addr: addr}
+	hs, err := h.ensureHelper(ctx, r, c, want, false)
 	if err != nil {
 		return err
+	}
+	// An armed helper says on its standard output when it has put the
+	// address in place; following that from before the connect confirms
+	// the attach without an exec (see helperTaken).
+	var taken <-chan string
+	if !recorded && hs.arm == want {
+		lines, stop, err := h.followHelper(ctx, hs.id)
+		if err != nil {
+			h.log.Debug("cannot follow the address helper's output; the exec confirms the address", "replica", r.Name, "err", err)
+		} else {
+			defer stop()
+			taken = lines
+		}
 	}
 	connected := false
 	if !recorded {
@@ -187,7 +248,19 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		}
 		connected = true
 	}
-	if err := h.helperAdd(ctx, r, helperID, subnet, addr); err != nil {
+	if hs.arm == want {
+		// The helper puts the address on the link the moment it is up; if
+		// the link was up already, it has done so.
+		if !connected || taken != nil && helperTaken(ctx, taken, addr) {
+			h.setEnsured(r, c, addr)
+			return nil
+		}
+		// Not confirmed in time: the exec adds the address if it is still
+		// missing, announces it, and says why if it cannot.
+		h.log.Warn("the armed address helper did not confirm the service address in time; adding it by exec",
+			"replica", r.Name, "addr", addr, "waited", helperConfirmWait)
+	}
+	if err := h.helperAdd(ctx, r, hs.id, subnet, addr); err != nil {
 		if connected {
 			// Nothing may report the replica attached while it does not
 			// hold the address.
@@ -216,46 +289,84 @@ func (h *host) restoreAddress(ctx context.Context, r fsm.ReplicaSpec, c *contain
 	return h.attachHelper(ctx, r, c, addr)
 }
 
-// ensureHelper returns the id of the replica's helper container, running
-// in the namespace of the replica's current start; a missing, stopped or
-// stale one (started before the replica, which then got a new namespace)
-// is replaced.
-func (h *host) ensureHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse) (string, error) {
+// ensureHelper returns the replica's helper container, running in the
+// namespace of the replica's current start; a missing, stopped or stale
+// one (started before the replica, which then got a new namespace) is
+// replaced. One armed otherwise than want (if want is armed) is replaced
+// too, and so is an unarmed one if rearm. A helper made here is armed
+// with want, or if want is not armed with the arming of the one it
+// replaces.
+func (h *host) ensureHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, want arming, rearm bool) (helperState, error) {
+	keep := func(a arming) bool { return !want.armed() || a == want || !rearm && !a.armed() }
 	id, started := incarnation(c)
 	h.mu.Lock()
 	hs, ok := h.helpers[r.Name]
 	h.mu.Unlock()
-	if ok && hs.replicaID == id && hs.started == started {
-		return hs.id, nil
+	if ok && hs.replicaID == id && hs.started == started && keep(hs.arm) {
+		return hs, nil
 	}
 	hc, err := h.inspectHelper(ctx, r)
 	if err != nil {
-		return "", err
+		return helperState{}, err
 	}
-	if hc != nil && helperFresh(hc, c) {
-		h.remember(r, c, hc.ID)
-		return hc.ID, nil
+	if hc != nil && helperFresh(hc, c) && keep(armingOf(hc)) {
+		return h.remember(r, c, hc.ID, armingOf(hc)), nil
 	}
 	if hc != nil {
-		h.log.Info("replacing the address helper: it does not run in the replica's current namespace",
-			"replica", r.Name, "helper", HelperName(r), "running", hc.State.Running)
+		if !want.armed() {
+			want = armingOf(hc)
+		}
+		h.log.Info("replacing the address helper: it does not run in the replica's current namespace, or is armed otherwise",
+			"replica", r.Name, "helper", HelperName(r), "running", hc.State.Running, "armed", armingOf(hc).addr, "want", want.addr)
 		if err := h.remove(ctx, hc.ID); err != nil {
-			return "", err
+			return helperState{}, err
 		}
 	}
-	hid, err := h.createHelper(ctx, r, c)
+	hid, err := h.createHelper(ctx, r, c, want)
 	if err != nil {
-		return "", err
+		return helperState{}, err
 	}
-	h.remember(r, c, hid)
-	return hid, nil
+	return h.remember(r, c, hid, want), nil
 }
 
-func (h *host) remember(r fsm.ReplicaSpec, c *container.InspectResponse, helperID string) {
+func (h *host) remember(r fsm.ReplicaSpec, c *container.InspectResponse, helperID string, arm arming) helperState {
 	id, started := incarnation(c)
+	hs := helperState{replicaID: id, started: started, id: helperID, arm: arm}
 	h.mu.Lock()
-	h.helpers[r.Name] = helperState{replicaID: id, started: started, id: helperID}
+	h.helpers[r.Name] = hs
 	h.mu.Unlock()
+	return hs
+}
+
+// armingFor is the arming for a replica's helper made at PowerOn: the
+// service address recorded on its service-network entry (an attached
+// replica keeps the address it was attached with), else the one the
+// caller passed (driver.ServiceAddr), with the subnet of the service
+// network that holds it. Not armed if there is neither, or the address
+// does not fit the network (Attach refuses it then, saying why).
+func (h *host) armingFor(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, passed netip.Addr) arming {
+	addr := recordedAddr(c.NetworkSettings.Networks[serviceNetwork(r)])
+	if !addr.IsValid() {
+		addr = passed
+	}
+	if !addr.Is4() {
+		return arming{}
+	}
+	h.mu.Lock()
+	hs, ok := h.helpers[r.Name]
+	h.mu.Unlock()
+	if id, started := incarnation(c); ok && hs.replicaID == id && hs.started == started && hs.arm.addr == addr {
+		return hs.arm // known fresh and armed so: no call
+	}
+	n, err := h.inspectNetwork(ctx, r, serviceNetwork(r))
+	if err == nil {
+		var subnet netip.Prefix
+		if subnet, err = h.helperSubnet(n, addr); err == nil {
+			return arming{subnet: subnet, addr: addr}
+		}
+	}
+	h.log.Debug("address helper left unarmed", "replica", r.Name, "addr", addr, "err", err)
+	return arming{}
 }
 
 // helperFresh: the helper runs, in the network namespace of c's current
@@ -335,9 +446,10 @@ func (h *host) checkHelperImage(ctx context.Context) error {
 }
 
 // createHelper creates and starts the replica's helper in c's network
-// namespace: the helper image's program and nothing else, read-only, with
-// NET_ADMIN (addresses and routes) and NET_RAW (gratuitous ARP) only.
-func (h *host) createHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse) (string, error) {
+// namespace, armed with arm: the helper image's program and nothing else,
+// read-only, with NET_ADMIN (addresses and routes) and NET_RAW
+// (gratuitous ARP) only.
+func (h *host) createHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, arm arming) (string, error) {
 	if err := h.checkHelperImage(ctx); err != nil {
 		return "", err
 	}
@@ -348,7 +460,7 @@ func (h *host) createHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 			Name: HelperName(r),
 			Config: &container.Config{
 				Image: h.d.cfg.HelperImage,
-				Cmd:   []string{"serve"},
+				Cmd:   arm.cmd(),
 				Labels: map[string]string{
 					labelManaged:  "true",
 					labelHelperOf: r.Name,
@@ -384,7 +496,7 @@ func (h *host) createHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		h.cleanup(ctx, id)
 		return "", fmt.Errorf("start %s: %w", HelperName(r), err)
 	}
-	h.log.Info("address helper started", "replica", r.Name, "helper", HelperName(r), "id", id[:12])
+	h.log.Info("address helper started", "replica", r.Name, "helper", HelperName(r), "id", id[:12], "armed", arm.addr)
 	return id, nil
 }
 
@@ -397,6 +509,75 @@ func (h *host) helperAdd(ctx context.Context, r fsm.ReplicaSpec, helperID string
 	}
 	h.log.Debug("service address added by the helper", "replica", r.Name, "out", strings.TrimSpace(out))
 	return nil
+}
+
+// helperConfirmWait bounds how long Attach waits for an armed helper to
+// report the service address in place before it falls back to the exec.
+const helperConfirmWait = 500 * time.Millisecond
+
+// followHelper follows the helper's standard output from now on (no
+// earlier line): its lines arrive on the channel until stop is called.
+// It is a read (GET /containers/{id}/logs, follow), so it goes through
+// the Engine API like everything else and works on remote engines.
+func (h *host) followHelper(ctx context.Context, helperID string) (<-chan string, func(), error) {
+	fctx, cancel := context.WithCancel(ctx)
+	var res client.ContainerLogsResult
+	err := h.call(ctx, "logs", h.d.cfg.CallTimeout, func(cctx context.Context) error {
+		// The stream outlives the call's own timeout: fctx bounds it.
+		stop := context.AfterFunc(cctx, func() {
+			if cctx.Err() == context.DeadlineExceeded {
+				cancel()
+			}
+		})
+		defer stop()
+		var err error
+		res, err = h.cli.ContainerLogs(fctx, helperID, client.ContainerLogsOptions{ShowStdout: true, Follow: true, Tail: "0"})
+		return err
+	})
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("follow the output of %s: %w", helperID[:min(12, len(helperID))], err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, io.Discard, res)
+		pw.CloseWithError(err)
+	}()
+	lines := make(chan string, 4)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(io.LimitReader(pr, helperOutputMax))
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+	return lines, func() { cancel(); res.Close(); pr.Close() }, nil
+}
+
+// helperTaken waits (at most helperConfirmWait) for the armed helper's
+// line saying addr is in place ("ADDR on LINK (index N)").
+func helperTaken(ctx context.Context, lines <-chan string, addr netip.Addr) bool {
+	timer := time.NewTimer(helperConfirmWait)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return false
+			}
+			if strings.HasPrefix(l, addr.String()+" on ") {
+				return true
+			}
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // helperExec runs the helper program with args in the helper container

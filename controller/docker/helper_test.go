@@ -2,12 +2,14 @@ package docker
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/ars-project/ars/controller/driver"
@@ -19,7 +21,9 @@ import (
 // make-before-break switch: the new one answers once Attach returns,
 // Observe reports both attached until the old one is detached, and after
 // that the old one holds the address no more and nothing it says reaches
-// a client. Repeats make no mutating call.
+// a client. Repeats make no mutating call. The replicas are powered on
+// with the service address, as the reconciler does: their helpers are
+// armed, and each Attach is the connect alone.
 func TestHelperMakeBeforeBreak(t *testing.T) {
 	e := testEnv(t)
 	d, cnt := newDriver(t, e, "", nil)
@@ -27,9 +31,9 @@ func TestHelperMakeBeforeBreak(t *testing.T) {
 	ctx := ctxT(t)
 	addr := driver.ServiceAddr(e.svcAddr)
 
-	mustOp(t, cnt, "power-on a", -1, func() error { return d.PowerOn(ctx, a) })
-	mustOp(t, cnt, "power-on b", -1, func() error { return d.PowerOn(ctx, b) })
-	mustOp(t, cnt, "attach a", 3, func() error { return d.Attach(ctx, a, addr) })
+	mustOp(t, cnt, "power-on a", -1, func() error { return d.PowerOn(ctx, a, addr) })
+	mustOp(t, cnt, "power-on b", -1, func() error { return d.PowerOn(ctx, b, addr) })
+	mustOp(t, cnt, "attach a", 1, func() error { return d.Attach(ctx, a, addr) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	if e.holds(t, b, e.svcAddr) {
 		t.Fatal("b holds the service address before its attach")
@@ -59,7 +63,8 @@ func TestHelperMakeBeforeBreak(t *testing.T) {
 		}
 	}()
 
-	took := mustOp(t, cnt, "attach b (make)", 3, func() error { return d.Attach(ctx, b, addr) })
+	took := mustOp(t, cnt, "attach b (make)", 1, func() error { return d.Attach(ctx, b, addr) })
+	e.waitHolds(t, b, e.svcAddr, 5*time.Second)
 	if !e.holds(t, a, e.svcAddr) || !e.holds(t, b, e.svcAddr) {
 		t.Fatalf("during the overlap: a has %q, b has %q; want both to hold %s", e.helperAddrs(t, a), e.helperAddrs(t, b), e.svcAddr)
 	}
@@ -89,17 +94,87 @@ func TestHelperMakeBeforeBreak(t *testing.T) {
 	}
 	mustOp(t, cnt, "attach b (repeat)", 0, func() error { return d.Attach(ctx, b, addr) })
 	mustOp(t, cnt, "detach a (repeat)", 0, func() error { return d.Detach(ctx, a) })
-	mustOp(t, cnt, "power-on a (repeat)", 0, func() error { return d.PowerOn(ctx, a) })
-	mustOp(t, cnt, "power-on b (repeat)", 0, func() error { return d.PowerOn(ctx, b) })
+	mustOp(t, cnt, "power-on a (repeat)", 0, func() error { return d.PowerOn(ctx, a, addr) })
+	mustOp(t, cnt, "power-on b (repeat)", 0, func() error { return d.PowerOn(ctx, b, addr) })
+	mustOp(t, cnt, "power-on b (repeat, no address)", 0, func() error { return d.PowerOn(ctx, b) })
 
 	// And back, b→a: the same with the roles swapped.
-	mustOp(t, cnt, "attach a (make)", 3, func() error { return d.Attach(ctx, a, addr) })
+	mustOp(t, cnt, "attach a (make)", 1, func() error { return d.Attach(ctx, a, addr) })
 	waitAnswer(t, e.svcAddr, "192.0.2.10", 5*time.Second)
 	mustOp(t, cnt, "detach b (break)", 1, func() error { return d.Detach(ctx, b) })
 	if e.holds(t, b, e.svcAddr) || !e.holds(t, a, e.svcAddr) {
 		t.Fatalf("after b→a: a has %q, b %q", e.helperAddrs(t, a), e.helperAddrs(t, b))
 	}
 	mustOp(t, cnt, "detach a (cleanup)", 1, func() error { return d.Detach(ctx, a) })
+}
+
+// TestHelperArmedAttach: a replica powered on with the service address
+// gets an armed helper (its command line names the subnet and the
+// address), and its Attach is one mutating call, the connect, and no exec:
+// the helper takes the address by itself once the link is up. Powered on
+// without the address, the helper is unarmed and Attach falls back to the
+// exec (connect, exec create, exec start); a later PowerOn with the
+// address arms it (the helper is re-created, off a switch's critical
+// path). The attach latencies of both are logged: an indicative figure,
+// not asserted.
+func TestHelperArmedAttach(t *testing.T) {
+	e := testEnv(t)
+	d, cnt := newDriver(t, e, "", nil)
+	r := e.replica(t, "192.0.2.15")
+	ctx := ctxT(t)
+	addr := driver.ServiceAddr(e.svcAddr)
+	connect := "POST /networks/" + e.svcNet + "/connect"
+
+	cycle := func(name string, wantExec bool) time.Duration {
+		t.Helper()
+		cnt.mutations()
+		took, err := timed(func() error { return d.Attach(ctx, r, addr) })
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		m := cnt.mutations()
+		execs := 0
+		for _, c := range m {
+			if strings.Contains(c, "/exec") {
+				execs++
+			}
+		}
+		switch {
+		case len(m) == 0 || m[0] != connect:
+			t.Fatalf("%s: mutating calls %v; want the connect first", name, m)
+		case wantExec && (len(m) != 3 || execs != 2):
+			t.Fatalf("%s: mutating calls %v; want the connect, exec create and exec start", name, m)
+		case !wantExec && len(m) != 1:
+			t.Fatalf("%s: mutating calls %v; want the connect alone", name, m)
+		}
+		waitAnswer(t, e.svcAddr, "192.0.2.15", 5*time.Second)
+		e.waitHolds(t, r, e.svcAddr, 5*time.Second)
+		mustOp(t, cnt, name+": detach", 1, func() error { return d.Detach(ctx, r) })
+		if e.holds(t, r, e.svcAddr) {
+			t.Fatalf("%s: the service address outlived the detach: %q", name, e.helperAddrs(t, r))
+		}
+		return took
+	}
+
+	mustOp(t, cnt, "power-on (no address)", -1, func() error { return d.PowerOn(ctx, r) })
+	if arm := armingOf(e.inspect(t, HelperName(r))); arm.armed() {
+		t.Fatalf("a helper made without the service address is armed with %v", arm)
+	}
+	var unarmed, armed []time.Duration
+	for range 3 {
+		unarmed = append(unarmed, cycle("attach (unarmed helper)", true))
+	}
+
+	// start is not called: the replica runs; old helper DELETE, create, start.
+	mustOp(t, cnt, "power-on (arms the helper)", 3, func() error { return d.PowerOn(ctx, r, addr) })
+	if arm := armingOf(e.inspect(t, HelperName(r))); arm.addr != e.svcAddr || !arm.subnet.Contains(e.svcAddr) {
+		t.Fatalf("after a power-on with the service address the helper is armed with %v; want %s and its subnet", arm, e.svcAddr)
+	}
+	mustOp(t, cnt, "power-on (armed, repeat)", 0, func() error { return d.PowerOn(ctx, r, addr) })
+	for range 3 {
+		armed = append(armed, cycle("attach (armed helper)", false))
+	}
+	t.Logf("attach latency: unarmed helper (connect + exec) %v; armed helper (connect alone) %v", unarmed, armed)
 }
 
 // TestHelperFollowsItsReplica: every start of a replica's container gets
@@ -123,20 +198,25 @@ func TestHelperFollowsItsReplica(t *testing.T) {
 	if hc := h1.HostConfig; len(hc.CapAdd) != 2 || !hc.ReadonlyRootfs || len(hc.CapDrop) != 1 || hc.CapDrop[0] != "ALL" {
 		t.Fatalf("helper capabilities %v (dropped %v), read-only %v: want NET_ADMIN and NET_RAW only, read-only", hc.CapAdd, hc.CapDrop, hc.ReadonlyRootfs)
 	}
-	mustOp(t, cnt, "attach", 3, func() error { return d.Attach(ctx, r, addr) })
+	// Powered on without the address: the helper is not armed, and the
+	// attach runs `ars-nethelper add` in it (connect; exec create, start).
+	mustOp(t, cnt, "attach (unarmed helper)", 3, func() error { return d.Attach(ctx, r, addr) })
 	waitAnswer(t, e.svcAddr, "192.0.2.12", 5*time.Second)
 
-	// Power cycle: a new namespace, a new helper, the address put back.
+	// Power cycle: a new namespace, a new helper, the address put back:
+	// the new helper is armed with the address recorded on the endpoint
+	// and takes it itself.
 	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })
-	// start; old helper DELETE, create, start; exec create, start.
-	mustOp(t, cnt, "power-on (attached)", 6, func() error { return d.PowerOn(ctx, r) })
+	// start; old helper DELETE, create, start.
+	mustOp(t, cnt, "power-on (attached)", 4, func() error { return d.PowerOn(ctx, r) })
+	if arm := armingOf(e.inspect(t, HelperName(r))); arm.addr != e.svcAddr {
+		t.Fatalf("the helper made for an attached replica is armed with %v; want its recorded %s", arm, e.svcAddr)
+	}
 	h2 := e.inspect(t, HelperName(r))
 	if h2 == nil || h2.ID == h1.ID || !h2.State.Running {
 		t.Fatalf("after a power cycle the helper is %v (was %s); want a new one", h2, h1.ID[:12])
 	}
-	if !e.holds(t, r, e.svcAddr) {
-		t.Fatalf("an attached replica came back without the service address: %q", e.helperAddrs(t, r))
-	}
+	e.waitHolds(t, r, e.svcAddr, 5*time.Second)
 	waitAnswer(t, e.svcAddr, "192.0.2.12", 5*time.Second)
 	if o := observe(t, d, r); !o.NICConnected || o.Power != driver.PowerOn {
 		t.Fatalf("after the power cycle: %+v", o)
@@ -150,14 +230,12 @@ func TestHelperFollowsItsReplica(t *testing.T) {
 	if e.holds(t, r, e.svcAddr) {
 		t.Fatal("the service address survived a restart; the test's premise is wrong")
 	}
-	// old helper DELETE, create, start; exec create, start (still connected).
-	mustOp(t, cnt, "attach (after a restart by hand)", 5, func() error { return d.Attach(ctx, r, addr) })
+	// old helper DELETE, create, start (armed; still connected: no exec).
+	mustOp(t, cnt, "attach (after a restart by hand)", 3, func() error { return d.Attach(ctx, r, addr) })
 	if h3 := e.inspect(t, HelperName(r)); h3 == nil || h3.ID == h2.ID {
 		t.Fatal("the helper was not re-created after a restart by hand")
 	}
-	if !e.holds(t, r, e.svcAddr) {
-		t.Fatalf("no service address after the attach: %q", e.helperAddrs(t, r))
-	}
+	e.waitHolds(t, r, e.svcAddr, 5*time.Second)
 	waitAnswer(t, e.svcAddr, "192.0.2.12", 5*time.Second)
 
 	// Restore removes the helper with the container; power-on makes one.
@@ -215,4 +293,52 @@ func TestHelperRefusals(t *testing.T) {
 			t.Fatalf("the refusal %q does not name the service address", err)
 		}
 	})
+}
+
+// TestArmingCommandLine: the arming written on a helper's command line
+// reads back as itself; anything else is an unarmed helper.
+func TestArmingCommandLine(t *testing.T) {
+	a := arming{subnet: netip.MustParsePrefix("172.31.250.0/24"), addr: netip.MustParseAddr("172.31.250.3")}
+	for _, tt := range []struct {
+		cmd  []string
+		want arming
+	}{
+		{a.cmd(), a},
+		{arming{}.cmd(), arming{}},
+		{[]string{"serve", "-subnet", "bad", "-addr", "172.31.250.3"}, arming{}},
+		{[]string{"add", "-subnet", "172.31.250.0/24", "-addr", "172.31.250.3"}, arming{}},
+	} {
+		hc := &container.InspectResponse{Config: &container.Config{Cmd: tt.cmd}}
+		if got := armingOf(hc); got != tt.want {
+			t.Errorf("armingOf(%q) = %v, want %v", tt.cmd, got, tt.want)
+		}
+	}
+	if (arming{}).armed() || !a.armed() {
+		t.Fatal("armed() is wrong")
+	}
+}
+
+// TestHelperTaken: Attach is confirmed only by the armed helper's line
+// for the service address; another line, a closed stream or silence is
+// not a confirmation.
+func TestHelperTaken(t *testing.T) {
+	addr := netip.MustParseAddr("172.31.250.3")
+	feed := func(lines ...string) <-chan string {
+		ch := make(chan string, len(lines))
+		for _, l := range lines {
+			ch <- l
+		}
+		close(ch)
+		return ch
+	}
+	ctx := context.Background()
+	if !helperTaken(ctx, feed("172.31.250.30 on eth1 (index 9)", "172.31.250.3 on eth1 (index 9)"), addr) {
+		t.Fatal("the helper's line for the address was not taken as a confirmation")
+	}
+	if helperTaken(ctx, feed("172.31.250.30 on eth1 (index 9)"), addr) {
+		t.Fatal("a line for another address (same prefix) was taken as a confirmation")
+	}
+	if helperTaken(ctx, make(chan string), addr) {
+		t.Fatal("silence was taken as a confirmation")
+	}
 }

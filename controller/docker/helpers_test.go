@@ -266,6 +266,20 @@ func (e *env) helperAddrs(t *testing.T, r fsm.ReplicaSpec) string {
 	return out.String()
 }
 
+// waitHolds polls the replica's namespace (through its helper) until it
+// has addr, or fails the test after within; it returns how long that took.
+func (e *env) waitHolds(t *testing.T, r fsm.ReplicaSpec, addr netip.Addr, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !e.holds(t, r, addr) {
+		if time.Since(start) > within {
+			t.Fatalf("%s does not hold %s after %s: %q", r.Name, addr, within, e.helperAddrs(t, r))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
 // holds reports whether the replica's namespace has addr (read through
 // its helper).
 func (e *env) holds(t *testing.T, r fsm.ReplicaSpec, addr netip.Addr) bool {

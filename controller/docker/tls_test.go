@@ -99,7 +99,8 @@ func tlsFront(t *testing.T, p testPKI, socket string) string {
 }
 
 // TestRemoteHostMutualTLS: a tcp endpoint with mutual TLS carries every
-// operation (power-on, attach with a real answer, observe, detach); a
+// operation (power-on, attach with a real answer — through the helper's
+// exec, then armed, confirmed by its output —, observe, detach); a
 // client certificate of another CA, or a server the configured CA did not
 // sign, is refused at once as ErrDenied naming the host, not retried as
 // an engine that is down.
@@ -123,6 +124,13 @@ func TestRemoteHostMutualTLS(t *testing.T) {
 		t.Fatalf("observation over mTLS: %+v", o)
 	}
 	mustOp(t, cnt, "detach over mTLS", 1, func() error { return d.Detach(ctx, r) })
+	// Armed (helper re-created: DELETE, create, start), the attach is the
+	// connect alone, confirmed by the helper's output streamed over mTLS
+	// (without it the exec would add two calls).
+	mustOp(t, cnt, "power-on over mTLS (arms the helper)", 3, func() error { return d.PowerOn(ctx, r, driver.ServiceAddr(e.svcAddr)) })
+	mustOp(t, cnt, "attach over mTLS (armed)", 1, func() error { return d.Attach(ctx, r, driver.ServiceAddr(e.svcAddr)) })
+	waitAnswer(t, e.svcAddr, "192.0.2.20", 5*time.Second)
+	mustOp(t, cnt, "detach over mTLS (armed)", 1, func() error { return d.Detach(ctx, r) })
 
 	other := newTestPKI(t, "intruder")
 	ocert, okey := other.pair("intruder")

@@ -28,8 +28,10 @@ type Driver interface {
 	Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...Option) error
 	Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...Option) error
 	// PowerOn makes the replica run: boots a stopped one, resumes a
-	// suspended one.
-	PowerOn(ctx context.Context, r fsm.ReplicaSpec) error
+	// suspended one. Callers pass ServiceAddr where they know it: a
+	// driver may prepare the replica to take that address at its next
+	// Attach (the Docker driver arms its address helper with it).
+	PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...Option) error
 	// Suspend parks a running replica cheaply (ErrUnsupported where the
 	// replica cannot be suspended, ErrInvalidState if it is not running).
 	Suspend(ctx context.Context, r fsm.ReplicaSpec) error
@@ -189,7 +191,9 @@ type Options struct {
 	// ServiceAddr is the service address the replica takes on the service
 	// network when attached. Drivers whose NIC carries its address itself
 	// (vSphere: the guest configures it) ignore it; the Docker driver needs
-	// it for Attach (it assigns the address to the container's endpoint).
+	// it for Attach (it assigns the address to the container's endpoint)
+	// and uses it at PowerOn to prepare the next Attach off the critical
+	// path of a switch.
 	ServiceAddr netip.Addr
 }
 
@@ -204,7 +208,8 @@ func IfVersion(v string) Option { return func(o *Options) { o.IfVersion = v } }
 // ServiceAddr passes the service's IP address (fsm.ServiceSpec.Address
 // without the port) to Attach: the Docker driver assigns it to the
 // container on the service network and refuses an Attach without it.
-// Detach and other drivers ignore it, so callers may pass it everywhere.
+// Detach and other drivers ignore it, so callers may pass it everywhere
+// (the reconciler passes it to Attach and PowerOn).
 func ServiceAddr(a netip.Addr) Option { return func(o *Options) { o.ServiceAddr = a } }
 
 // ApplyOptions folds opts into Options.

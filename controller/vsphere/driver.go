@@ -534,8 +534,9 @@ func (d *Driver) setNIC(ctx context.Context, s *session, ref types.ManagedObject
 	return s.waitTask(ctx, res.Returnval, "reconfigVm")
 }
 
-// PowerOn boots a powered-off replica or resumes a suspended one.
-func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec) error {
+// PowerOn boots a powered-off replica or resumes a suspended one (options
+// are ignored: the guest configures its NIC's address itself).
+func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.Option) error {
 	return d.do(ctx, "power-on", r, func(ctx context.Context, s *session, ref types.ManagedObjectReference, vm *mo.VirtualMachine) error {
 		if vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
 			return nil

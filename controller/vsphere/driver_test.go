@@ -53,7 +53,7 @@ func TestOperationsAndIdempotentRepeats(t *testing.T) {
 			func(o driver.Observation) bool { return o.Power == driver.PowerOn && o.NICConnected }},
 		{"power-off", e.d.PowerOff, "PowerOffVM_Task",
 			func(o driver.Observation) bool { return o.Power == driver.PowerOff && !o.NICConnected }},
-		{"power-on", e.d.PowerOn, "PowerOnVM_Task",
+		{"power-on", func(ctx context.Context, r fsm.ReplicaSpec) error { return e.d.PowerOn(ctx, r) }, "PowerOnVM_Task",
 			func(o driver.Observation) bool { return o.Power == driver.PowerOn && o.NICConnected }},
 		{"restore", e.d.Restore, "RevertToSnapshot_Task",
 			func(o driver.Observation) bool { return o.Supports.Restore }},

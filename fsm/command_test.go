@@ -17,6 +17,10 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 func sampleCommands() []Command {
 	spec := paperSpec("dns")
 	spec.Normalize()
+	vcSpec := paperSpec("dns2")
+	vcSpec.Replicas[0].VCenter = "vc-east"
+	vcSpec.Replicas[1].VCenter = "vc-west"
+	vcSpec.Normalize()
 	return []Command{
 		ServiceApply{Spec: spec, ExpectGeneration: 3},
 		ServiceDelete{Name: "dns", ExpectGeneration: 4},
@@ -29,6 +33,8 @@ func sampleCommands() []Command {
 		Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: ReasonExploit, ExpectGeneration: 7, At: 1700000000500000000, AlertID: "aa-1"},
 		ReplicaRole{Service: "dns", Replica: "lin-bind", Action: ActionQuarantine, ExpectGeneration: 8, AlertID: "aa-2"},
 		AlertOutcome{ID: "aa-3", Outcome: "ignored: already handled"},
+		// Added within version 1: a VM replica naming its vCenter.
+		ServiceApply{Spec: vcSpec},
 	}
 }
 

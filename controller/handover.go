@@ -56,8 +56,20 @@ type Readier interface {
 	Ready() bool
 }
 
-// ready reports whether the loop may call d now.
-func ready(d driver.Driver) bool {
+// ReplicaReadier is Readier per replica, for a driver over several
+// endpoints that each become ready on their own (vsphere.Set: one session
+// per vCenter). The loop asks it about every replica, so a vCenter still
+// logging in, or down, holds back only its own replicas. It takes
+// precedence over Readier.
+type ReplicaReadier interface {
+	ReadyFor(r fsm.ReplicaSpec) bool
+}
+
+// ready reports whether the loop may call d for the replica r now.
+func ready(d driver.Driver, r fsm.ReplicaSpec) bool {
+	if rd, ok := d.(ReplicaReadier); ok {
+		return rd.ReadyFor(r)
+	}
 	rd, ok := d.(Readier)
 	return !ok || rd.Ready()
 }

@@ -13,40 +13,54 @@ import (
 	"github.com/ars-project/ars/fsm"
 )
 
-// reconcileAll brings every service's replicas to their committed roles.
+// reconcileAll brings every service's replicas to their committed roles:
+// first the critical path of every open switch, then the other replicas
+// of every service. The critical path reads nothing from a platform
+// (attach, detach, verify), while converging reads every replica, and a
+// read of a platform that is down or slow (a vCenter that does not
+// answer) holds the pass for the driver's timeout times its attempts. In
+// one pass per service, a switch of a service that came after such a
+// replica waited for its read; now it never waits for another service's
+// platform.
 func (r *run) reconcileAll(ctx context.Context) {
 	r.stale = false
-	for _, svc := range r.c.cl.Services() {
+	services := r.c.cl.Services()
+	open := map[string]bool{} // services whose switch stays open this pass
+	for i, svc := range services {
+		if svc.Intent == nil {
+			continue
+		}
 		if ctx.Err() != nil || r.stale {
 			return
 		}
-		r.reconcileService(ctx, svc)
-	}
-}
-
-// reconcileService is one level-triggered pass over one service: the open
-// intent's critical path first, then every other replica (detaches before
-// the active's attach, so docs/design.md §4.2 holds outside make-before-break).
-func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
-	name := svc.Spec.Name
-	if svc.Intent != nil {
+		name := svc.Spec.Name
 		if !r.completeIntent(ctx, svc, *svc.Intent) {
-			if r.stale {
-				return
-			}
-			// The active replica and the one it replaces are the intent's:
-			// leave them to the next pass's critical path (a
+			open[name] = true
+			continue
+		}
+		fresh, ok := r.c.cl.Service(name)
+		if !ok {
+			services[i] = fsm.Service{} // deleted meanwhile
+			continue
+		}
+		services[i] = fresh
+	}
+	for _, svc := range services {
+		if ctx.Err() != nil || r.stale {
+			return
+		}
+		switch {
+		case svc.Spec.Name == "":
+		case open[svc.Spec.Name]:
+			// The active replica and the one it replaces are the
+			// switch's: leave them to the next pass's critical path (a
 			// make-before-break source keeps serving until the target is
 			// attached); the others still converge.
 			r.converge(ctx, svc, true, svc.Intent.From)
-			return
-		}
-		var ok bool
-		if svc, ok = r.c.cl.Service(name); !ok || r.stale {
-			return
+		default:
+			r.converge(ctx, svc, svc.Intent != nil, "")
 		}
 	}
-	r.converge(ctx, svc, svc.Intent != nil, "")
 }
 
 // driverFor returns the replica's spec and driver; ok is false (and the
@@ -308,7 +322,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	detach := func() error {
 		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
-	if !ready(dTo) || !ready(dFrom) {
+	if !ready(dTo, toSpec) || !ready(dFrom, fromSpec) {
 		// A new leader's vCenter login is still running: the switch is
 		// committed and starts the moment the driver is ready (its
 		// EventResync wakes the loop), instead of holding the loop.
@@ -460,7 +474,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	key := replicaKey(name, act.Name)
-	if r.busy[key] || !ready(d) {
+	if r.busy[key] || !ready(d, spec) {
 		return // being started again in the background (below), or the driver is not ready
 	}
 	o, err := r.observe(ctx, svc, d, spec)
@@ -526,7 +540,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		// see it half-way. A replica being restored is not known detached.
 		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
 	}
-	if !ready(d) {
+	if !ready(d, spec) {
 		return false // not observed yet: not known detached
 	}
 	o, err := r.observe(ctx, svc, d, spec)

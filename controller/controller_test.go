@@ -809,3 +809,36 @@ func roleOf(svc fsm.Service, name string) fsm.Role {
 	r, _ := svc.Replica(name)
 	return r.Role
 }
+
+// A detach the platform does not answer (a hung vCenter) holds only its
+// replica: the loop decides and switches meanwhile, and the detach
+// completes when the platform answers.
+func TestHungDetachDoesNotHoldTheNextSwitch(t *testing.T) {
+	e := newEnv(t)
+	hold := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["detach knot-a"] = hold
+	e.d.mu.Unlock()
+	e.start(true)
+	// Someone sets the suspended knot-a to connect at power-on: the loop
+	// detaches it, and the platform holds the call.
+	e.d.byHand("knot-a", func(vm *fakeVM) { vm.nicStart = true })
+	eventually(t, "the detach of knot-a held", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		return e.d.held["detach knot-a"] > 0
+	})
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a while knot-a's detach hangs", e.activeIs("unbound-a"))
+	if slices.Contains(e.d.callLog(), "detach knot-a") {
+		t.Fatal("knot-a's detach returned before its release")
+	}
+	close(hold)
+	eventually(t, "knot-a detached after the release", func() bool { return !e.d.vm("knot-a").nicStart })
+	e.d.mu.Lock()
+	held := e.d.held["detach knot-a"]
+	e.d.mu.Unlock()
+	if held != 1 {
+		t.Errorf("%d detaches of knot-a started; want 1 (one operation in flight per replica)", held)
+	}
+}

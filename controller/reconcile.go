@@ -166,8 +166,8 @@ func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
 		case <-r.c.cl.Applied():
 			r.stale = true
 			return observed{}, errStale
-		case key := <-r.bgDone:
-			delete(r.busy, key)
+		case res := <-r.bgDone:
+			r.bgEnded(res)
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
@@ -322,6 +322,17 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	detach := func() error {
 		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
+	if j, busy := r.busy[replicaKey(name, in.To)]; busy && (j.detaches || j.attaches) {
+		// A detach of the target still under way could land after the
+		// attach, and an attach is not made twice at once.
+		r.c.log.Debug("open switch waits for a background operation on its target", "service", name, "to", in.To)
+		return false
+	}
+	if j, busy := r.busy[replicaKey(name, in.From)]; busy && j.attaches {
+		// The source's attach could land after the switch's detach.
+		r.c.log.Debug("open switch waits for the attach of its source", "service", name, "from", in.From)
+		return false
+	}
 	if !ready(dTo, toSpec) || !ready(dFrom, fromSpec) {
 		// A new leader's vCenter login is still running: the switch is
 		// committed and starts the moment the driver is ready (its
@@ -450,12 +461,15 @@ func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 // that is the critical path's job), never the one named skip.
 func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, skip string) {
 	name := svc.Spec.Name
-	othersAttached := false
+	othersAttached, othersDetaching := false, false
 	for _, rs := range svc.Replicas {
 		if rs.Role == fsm.RoleActive || rs.Role == fsm.RoleMaintenance || rs.Name == skip || ctx.Err() != nil {
 			continue
 		}
-		if !r.convergeReplica(ctx, svc, rs) {
+		switch r.convergeReplica(ctx, svc, rs) {
+		case detaching:
+			othersDetaching = true
+		case notDetached:
 			othersAttached = true
 		}
 		if r.stale {
@@ -474,8 +488,8 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	key := replicaKey(name, act.Name)
-	if r.busy[key] || !ready(d, spec) {
-		return // being started again in the background (below), or the driver is not ready
+	if _, busy := r.busy[key]; busy || !ready(d, spec) {
+		return // being started or attached in the background (below), or the driver is not ready
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
@@ -502,11 +516,12 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		// back on the service network would take the address from the new
 		// active (chaos: a 3.7 s outage after an engine restart). A pass
 		// after the start attaches it if it is still the active.
-		r.background(ctx, key, func(ctx context.Context) {
+		r.background(ctx, name, act.Name, job{}, func(ctx context.Context) bool {
 			if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
-				return
+				return false
 			}
 			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+			return false
 		})
 		return
 	}
@@ -514,112 +529,173 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	// it is re-attached, which takes milliseconds, faster than a switch.
 	r.sawActiveAttached(name, act.Name, o.NICConnected, false)
 	if !o.NICConnected {
-		if othersAttached {
+		switch {
+		case othersAttached:
 			// docs/design.md §4.2: attach only when every other replica is known detached.
 			r.c.m.failed(name, "attach-blocked")
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
+		case othersDetaching:
+			return // the pass after their detaches attaches it
 		}
-		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil {
-			r.sawActiveAttached(name, act.Name, true, true)
-		}
+		// In the background too: the active's platform may be the one
+		// that does not answer. No switch touches the replica until the
+		// attach has returned (completeIntent).
+		r.background(ctx, name, act.Name, job{attaches: true}, func(ctx context.Context) bool {
+			return r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil
+		})
 	}
 }
 
-// convergeReplica handles one non-active, non-maintenance replica. It
-// reports whether the replica is known detached afterwards.
-func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.ReplicaState) bool {
+// detachState is what convergeReplica knows of a replica's service NIC.
+type detachState int
+
+const (
+	detached    detachState = iota // known detached
+	detaching                      // a background detach (or restore) is under way
+	notDetached                    // may be attached: not observed, or the detach failed
+)
+
+// convergeReplica handles one non-active, non-maintenance replica and
+// says whether it is known detached.
+//
+// Its platform calls all run in the background, detaches included: a
+// detach is fast on a platform that answers, but one that does not (a
+// hung vCenter) would hold the loop, and with it the next verdict and
+// every other service's switch, for its timeout times its attempts. A
+// replica whose detach is under way is not known detached, so its
+// service's active is attached on the pass after the detach (§4.2), and a
+// switch to it waits for the detach (completeIntent).
+func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.ReplicaState) detachState {
 	name := svc.Spec.Name
 	spec, d, ok := r.driverFor(svc, rs.Name)
 	if !ok {
-		return true // not ours to drive; reported
+		return detached // not ours to drive; reported
 	}
 	key := replicaKey(name, rs.Name)
-	if r.busy[key] {
+	if j, busy := r.busy[key]; busy {
 		// A background operation is at work on it; observing it now would
-		// see it half-way. A replica being restored is not known detached.
-		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
+		// see it half-way. A replica being detached or restored is not
+		// known detached.
+		if j.detaches || rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
+			return detaching
+		}
+		return detached
 	}
 	if !ready(d, spec) {
-		return false // not observed yet: not known detached
+		return notDetached // not observed yet
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
 		if !errors.Is(err, errStale) && ctx.Err() == nil {
 			r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
 		}
-		return false
+		return notDetached
 	}
 	r.sawAttached(name, rs.Name, o.NICConnected, false)
-	detach := func() bool {
-		if !o.NICConnected && !o.NICStartConnected {
-			return true
-		}
-		return r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
+	needDetach := o.NICConnected || o.NICStartConnected
+	detach := func(ctx context.Context) bool {
+		return !needDetach || r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
 	}
-	// Detaches run here, on the leader loop: they are fast and docs/design.md §4.2
-	// depends on them. Everything slow (a boot, a suspend, a snapshot
-	// revert) runs in the background, so that a slow vCenter never delays
-	// the next verdict or the next switch.
+	state := detached
+	if needDetach {
+		state = detaching
+	}
 	switch rs.Role {
 	case fsm.RoleStandby:
-		if !detach() {
-			return false
-		}
-		if o.Power != driver.PowerOn {
-			r.background(ctx, key, func(ctx context.Context) {
-				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+		if needDetach || o.Power != driver.PowerOn {
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
+				if detach(ctx) && o.Power != driver.PowerOn {
+					_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+				}
+				return false
 			})
 		}
 	case fsm.RoleSuspended:
-		if !detach() {
-			return false
-		}
-		if o.Power == driver.PowerOn {
-			r.background(ctx, key, func(ctx context.Context) {
+		if needDetach || o.Power == driver.PowerOn {
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
+				if !detach(ctx) || o.Power != driver.PowerOn {
+					return false
+				}
 				if o.Supports.Suspend {
 					_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
 				} else {
 					_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
 				}
+				return false
 			})
 		}
 	case fsm.RoleQuarantined, fsm.RoleRecovering:
-		if !detach() {
-			return false
-		}
 		if !o.Supports.Restore {
 			if !r.reported[key+"/restore"] {
 				r.reported[key+"/restore"] = true
 				r.c.log.Warn("replica cannot be restored; it stays out of service", "service", name, "replica", rs.Name, "role", rs.Role)
 				r.c.m.failed(name, "restore-unsupported")
 			}
-			return true
+			if needDetach {
+				r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
+					detach(ctx)
+					return false
+				})
+			}
+			return state
 		}
-		r.background(ctx, key, func(ctx context.Context) { r.restore(ctx, name, rs.Name, spec, d) })
+		r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
+			if detach(ctx) {
+				r.restore(ctx, name, rs.Name, spec, d)
+			}
+			return false
+		})
 		// A revert may connect the NIC (a snapshot taken attached): until
 		// it is over and detached again, this replica is not known detached.
-		return false
+		return detaching
 	}
-	return true
+	return state
+}
+
+// job is what a background operation may do to its replica, for the
+// loop's rules while it runs.
+type job struct {
+	// detaches: the replica may stay attached until the job ends, so it is
+	// not known detached (§4.2) and no switch attaches it meanwhile.
+	detaches bool
+	// attaches: the job puts the replica on the service network; no
+	// switch detaches it meanwhile (the attach could land after it).
+	attaches bool
+}
+
+// bgResult is the end of a background operation.
+type bgResult struct {
+	service, replica string
+	attached         bool // the job attached the replica (the active)
+}
+
+// bgEnded records the end of a background operation.
+func (r *run) bgEnded(res bgResult) {
+	delete(r.busy, replicaKey(res.service, res.replica))
+	if res.attached {
+		r.sawActiveAttached(res.service, res.replica, true, true)
+	}
 }
 
 // background runs f for one replica off the leader loop, at most one at a
 // time per replica; the loop makes a full pass when it ends. f gets the
 // leadership's context: it is cancelled when leadership ends, and Run
-// waits for f before it returns (docs/design.md §4.1). f may use only the driver,
-// r.do, r.apply and the logger — the run's maps belong to the loop.
-func (r *run) background(ctx context.Context, key string, f func(ctx context.Context)) {
-	if r.busy[key] {
+// waits for f before it returns (docs/design.md §4.1). f may use only the
+// driver, r.do, r.apply and the logger — the run's maps belong to the
+// loop; it returns whether it attached the replica.
+func (r *run) background(ctx context.Context, service, replica string, j job, f func(ctx context.Context) bool) {
+	key := replicaKey(service, replica)
+	if _, busy := r.busy[key]; busy {
 		return
 	}
-	r.busy[key] = true
+	r.busy[key] = j
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		f(ctx)
+		res := bgResult{service: service, replica: replica, attached: f(ctx)}
 		select {
-		case r.bgDone <- key:
+		case r.bgDone <- res:
 		case <-ctx.Done():
 		}
 	}()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/object"
@@ -32,6 +33,9 @@ type Driver struct {
 	name string // the vCenter's name: metrics label "vcenter", log attribute, ReplicaSpec.VCenter
 	log  *slog.Logger
 	m    *Metrics
+
+	// unanswered: the latest round trip got no answer (see Unreachable).
+	unanswered atomic.Bool
 
 	mu      sync.Mutex
 	run     *runState
@@ -109,6 +113,7 @@ func (d *Driver) Run(ctx context.Context) error {
 		return errors.New("vsphere: driver is already running")
 	}
 	d.run = rs
+	d.unanswered.Store(false)
 	d.refs = map[string]types.ManagedObjectReference{}
 	d.watched = map[types.ManagedObjectReference]map[string]fsm.ReplicaSpec{}
 	d.watchV++
@@ -159,6 +164,20 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	d.log.Info("vcenter session closed")
 	return nil
+}
+
+// Unreachable reports whether this vCenter cannot be driven now: the node
+// leads, and the latest round trip to the vCenter got no answer (a network
+// error, or no answer within the call timeout: a vCenter that is down or
+// hung) and none has answered since. A fault is an answer. A vCenter still
+// logging in for the first time is not ready (Ready) but not unreachable:
+// a switch to one of its replicas waits for the login; an unreachable
+// one's replicas are not chosen to take over (controller.ReplicaReadier).
+func (d *Driver) Unreachable() bool {
+	d.mu.Lock()
+	rs := d.run
+	d.mu.Unlock()
+	return rs != nil && d.unanswered.Load()
 }
 
 // Name is the vCenter's name (Config.Name).

@@ -175,8 +175,18 @@ func (t *timedRT) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
 
 func (d *Driver) observeCall(method string, start time.Time, err error, ctx, cctx context.Context) {
 	d.m.Calls.WithLabelValues(d.name, method).Observe(time.Since(start).Seconds())
-	if err != nil {
-		d.m.CallErrors.WithLabelValues(d.name, method, errKind(err, ctx, cctx)).Inc()
+	if err == nil {
+		d.unanswered.Store(false)
+		return
+	}
+	kind := errKind(err, ctx, cctx)
+	d.m.CallErrors.WithLabelValues(d.name, method, kind).Inc()
+	switch kind {
+	case "canceled": // the caller gave up: says nothing about the vCenter
+	case "timeout", "network":
+		d.unanswered.Store(true)
+	default: // a fault: the vCenter answered
+		d.unanswered.Store(false)
 	}
 }
 

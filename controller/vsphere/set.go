@@ -75,6 +75,14 @@ func (s *Set) ReadyFor(r fsm.ReplicaSpec) bool {
 	return err != nil || d.Ready()
 }
 
+// UnreachableFor reports whether r's vCenter cannot be driven now
+// (controller.ReplicaReadier): its latest round trip got no answer
+// (Driver.Unreachable), or the replica names no configured vCenter.
+func (s *Set) UnreachableFor(r fsm.ReplicaSpec) bool {
+	d, err := s.For(r)
+	return err != nil || d.Unreachable()
+}
+
 // pickVCenter resolves a replica's vcenter field against the configured
 // names: empty is the only one; anything else must be configured.
 func pickVCenter(want string, names []string) (string, error) {

@@ -214,3 +214,36 @@ func TestCheckVCenters(t *testing.T) {
 		})
 	}
 }
+
+// A vCenter that does not answer is unreachable while the node leads (and
+// its replicas are not chosen to take over); one that answers, or a node
+// that does not lead, is not.
+func TestUnreachableWhileNoAnswer(t *testing.T) {
+	s, east, west := twoVCenters(t, nil)
+	west.sim.Close() // nothing listens at its address any more
+	r := replica("bind9-win", vm0)
+	if s.UnreachableFor(on("west", r)) {
+		t.Fatal("unreachable before the node leads")
+	}
+	east.start()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- west.d.Run(ctx) }()
+	eventually(t, 10*time.Second, "west unreachable after its login got no answer", func() bool { return s.UnreachableFor(on("west", r)) })
+	if s.ReadyFor(on("west", r)) {
+		t.Error("west ready without a session")
+	}
+	if s.UnreachableFor(on("east", r)) || !s.ReadyFor(on("east", r)) {
+		t.Error("east, which answers, is unreachable or not ready")
+	}
+	if !s.UnreachableFor(on("north", r)) {
+		t.Error("a vCenter that is not configured is reachable")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("west's Run: %v", err)
+	}
+	if s.UnreachableFor(on("west", r)) {
+		t.Error("unreachable after the leadership ended")
+	}
+}

@@ -212,7 +212,16 @@ type run struct {
 	// one in progress does.
 	busy   map[string]job
 	bgDone chan bgResult
-	bg     sync.WaitGroup
+	// Switches' critical paths in flight (see criticalCalls): service ->
+	// its calls.
+	switching map[string]*critical
+	// ended is signalled when a platform call that no pass waits for has
+	// returned (callEnded).
+	ended chan struct{}
+	// pass counts reconcile passes (a read belongs to the pass that
+	// started it, see observe).
+	pass uint64
+	bg   sync.WaitGroup
 	// Platform reads of the loop (see observe): replica key -> the read in
 	// flight; stale: a commit arrived while the pass waited for one.
 	reads map[string]read
@@ -241,6 +250,8 @@ func (c *Controller) Run(ctx context.Context) {
 		attachedSince: map[string]attachment{},
 		busy:          map[string]job{},
 		bgDone:        make(chan bgResult),
+		switching:     map[string]*critical{},
+		ended:         make(chan struct{}, 1),
 		reads:         map[string]read{},
 	}
 	c.leading.Store(true)
@@ -300,6 +311,7 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 		case <-r.c.cl.Applied():
 		case <-tick:
 		case <-r.kick:
+		case <-r.ended:
 		case res := <-r.bgDone:
 			r.bgEnded(res)
 		case v := <-r.verdicts:

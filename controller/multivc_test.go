@@ -28,11 +28,11 @@ import (
 // ends), "down" refuses connections from the start. A DoS on a replica of
 // the healthy vCenter is switched to the other replica there, while a
 // service that lives on the faulted vCenter — passed before it, by name —
-// has a read held (hung) or is never read (down). Each vCenter that
+// has a read and a switch's attach held (hung) or is never read (down). Each vCenter that
 // answers has exactly one session of the driver, and none once the
 // leadership ends.
 func TestSwitchOnHealthyVCenterWhileTheOtherIsFaulted(t *testing.T) {
-	for _, fault := range []string{"hung", "down"} {
+	for _, fault := range []string{"hung", "hung-at-login", "down"} {
 		t.Run(fault, func(t *testing.T) { testTwoVCenters(t, fault) })
 	}
 }
@@ -94,10 +94,18 @@ func testTwoVCenters(t *testing.T, fault string) {
 	// "cache" lives on the faulted vCenter; "dns" mostly on the healthy one.
 	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{Name: "cache", Address: "127.0.0.1:5354", Probe: probeSpec,
 		Replicas: []fsm.ReplicaSpec{rep("c-bind", "bind9", "linux", vmH0b, "b"), rep("c-unbound", "unbound", "windows", vmC0a, "b")}}})
+	// unbound-a can be restored (it has its clean snapshot), so decide
+	// prefers it as the standby it is; knot-b, never read when vCenter b
+	// hangs from the start, would be taken as restorable too.
+	if err := simA.Snapshot(context.Background(), vmH0b, "clean"); err != nil {
+		t.Fatal(err)
+	}
+	unboundA := rep("unbound-a", "unbound", "windows", vmH0b, "a")
+	unboundA.Snapshot = "clean"
 	cl.must(t, fsm.ServiceApply{Spec: fsm.ServiceSpec{Name: svcName, Address: "127.0.0.1:5353", Probe: probeSpec,
 		Replicas: []fsm.ReplicaSpec{
 			rep("bind-a", "bind9", "linux", vmH0a, "a"),
-			rep("unbound-a", "unbound", "windows", vmH0b, "a"),
+			unboundA,
 			rep("knot-b", "knot", "linux", vmH0a, "b"),
 		}}})
 	if got := roles(cl); got != "bind-a=active unbound-a=standby knot-b=suspended" {
@@ -109,42 +117,18 @@ func testTwoVCenters(t *testing.T, fault string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	ca, err := simA.CAFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := vcwatch.Login(ctx, simA.URL(), ca, "watch", "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
 	impl := map[string]string{vmH0a: "bind9", vmH0b: "unbound"}
-	for name := range impl {
-		v, err := simA.VM(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Add(name, v.Reference())
-	}
-	var (
-		stMu     sync.Mutex
-		states   map[string]vcwatch.State
-		attacked atomic.Bool // bind9 does not answer
-	)
+	wA := watchVMs(ctx, t, &wg, simA, vmH0a, vmH0b)
+	var attacked atomic.Bool // bind9 does not answer
 	attachedOnA := func() []string {
-		stMu.Lock()
-		defer stMu.Unlock()
 		var on []string
-		for name, st := range states {
+		for name, st := range wA() {
 			if st.Attached() {
 				on = append(on, name)
 			}
 		}
 		return on
 	}
-	wg.Go(func() {
-		w.Run(ctx, func(s map[string]vcwatch.State) { stMu.Lock(); states = s; stMu.Unlock() })
-	})
 	query := func(_ context.Context, addr string, _ fsm.ProbeSpec) probe.Result {
 		start := time.Now()
 		ok := addr != "127.0.0.1:5353" // only dns is probed for real
@@ -158,8 +142,9 @@ func testTwoVCenters(t *testing.T, fault string) {
 			Err: fmt.Errorf("%w: no replica answers", probe.ErrNetwork)}
 	}
 
+	cm := NewMetrics(prometheus.NewRegistry())
 	ctl, err := New(Config{Cluster: cl, NodeName: "n1", Drivers: map[string]driver.Driver{fsm.PlatformVM: set},
-		Logger: log, Metrics: NewMetrics(prometheus.NewRegistry()), ReconcileInterval: 20 * time.Millisecond,
+		Logger: log, Metrics: cm, ReconcileInterval: 20 * time.Millisecond,
 		Query: query, VerifyBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +152,11 @@ func testTwoVCenters(t *testing.T, fault string) {
 	// What cluster.OnLeader does: every vCenter's session and the loop
 	// start together and end with the leadership.
 	lead, endLead := context.WithCancel(ctx)
+	if fault == "hung-at-login" {
+		// The login is answered (it has no session yet), every call after
+		// it is not: not one of vCenter b's VMs is ever read.
+		simB.Hold(vcUser)
+	}
 	var leading sync.WaitGroup
 	for _, d := range set.Drivers() {
 		leading.Go(func() { _ = d.Run(lead) })
@@ -195,9 +185,14 @@ func testTwoVCenters(t *testing.T, fault string) {
 		eventually(t, "vCenter b known unreachable", func() bool { return set.UnreachableFor(spec) })
 	}
 	if fault == "hung" {
-		// Both vCenters answer at first: let the loop read cache's and
-		// knot-b's VMs once, then hang vCenter b.
-		eventually(t, "vCenter b's three replicas read", func() bool { return opsOK(t, vm, "b", "observe") >= 3 })
+		// Both vCenters answer at first: let the loop bring vCenter b's
+		// VMs to their roles (only c-bind on cache's network), then hang
+		// it.
+		wB := watchVMs(ctx, t, &wg, simB, vmH0a, vmH0b, vmC0a)
+		eventually(t, "vCenter b's replicas in their roles", func() bool {
+			st := wB()
+			return st[vmH0b].Attached() && !st[vmC0a].NICConnected && !st[vmH0a].NICConnected
+		})
 		simB.Hold(vcUser)
 		eventually(t, "a read of the leader loop held by vCenter b", func() bool {
 			for m := range simB.Held() {
@@ -209,14 +204,29 @@ func testTwoVCenters(t *testing.T, fault string) {
 		})
 	}
 
+	if fault == "hung" {
+		// A switch of cache, whose vCenter hangs: its critical path is
+		// held there while dns's switch runs.
+		svc, _ := cl.Service("cache")
+		cl.must(t, fsm.Switch{Service: "cache", From: "c-bind", To: "c-unbound", Reason: fsm.ReasonManual,
+			ExpectGeneration: svc.Generation, At: time.Now().UnixNano()})
+		eventually(t, "cache's attach of c-unbound started (and held)", func() bool {
+			return testutil.ToFloat64(cm.actions.WithLabelValues("cache", "attach")) > 0
+		})
+	}
 	attacked.Store(true)
 	eventually(t, "dns switched to unbound-a and verified", func() bool {
 		svc, _ := cl.Service(svcName)
 		a, _ := svc.Active()
 		return a.Name == "unbound-a" && svc.Intent == nil
 	})
-	if fault == "hung" && len(simB.Held()) == 0 {
+	if fault != "down" && len(simB.Held()) == 0 {
 		t.Fatal("vCenter b answered during the switch: the test did not test a hung vCenter")
+	}
+	if fault == "hung" {
+		if svc, _ := cl.Service("cache"); svc.Intent == nil {
+			t.Fatal("cache's switch completed on a vCenter that holds every call")
+		}
 	}
 	svc, _ := cl.Service(svcName)
 	if h := svc.History; len(h) != 1 || !h[0].Done || h[0].From != "bind-a" || h[0].To != "unbound-a" || h[0].Reason != fsm.ReasonDoS {
@@ -245,10 +255,44 @@ func testTwoVCenters(t *testing.T, fault string) {
 	if n := sessionsOf(t, simA, vcUser); n != 0 {
 		t.Errorf("%d driver sessions on vCenter a after the leadership, want 0", n)
 	}
-	if fault == "hung" {
+	if fault != "down" {
 		if n := sessionsOf(t, simB, vcUser); n != 0 {
 			t.Errorf("%d driver sessions on vCenter b after the leadership, want 0", n)
 		}
+	}
+}
+
+// watchVMs follows the power and NIC state of VMs of sim with a session of
+// its own (user "watch", which Hold leaves alone) and returns the latest.
+func watchVMs(ctx context.Context, t *testing.T, wg *sync.WaitGroup, sim *vcsim.Sim, vms ...string) func() map[string]vcwatch.State {
+	t.Helper()
+	ca, err := sim.CAFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := vcwatch.Login(ctx, sim.URL(), ca, "watch", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	for _, name := range vms {
+		v, err := sim.VM(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Add(name, v.Reference())
+	}
+	var (
+		mu     sync.Mutex
+		states map[string]vcwatch.State
+	)
+	wg.Go(func() {
+		w.Run(ctx, func(s map[string]vcwatch.State) { mu.Lock(); states = s; mu.Unlock() })
+	})
+	return func() map[string]vcwatch.State {
+		mu.Lock()
+		defer mu.Unlock()
+		return states
 	}
 }
 

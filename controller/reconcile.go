@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ars-project/ars/controller/driver"
@@ -24,6 +25,7 @@ import (
 // platform.
 func (r *run) reconcileAll(ctx context.Context) {
 	r.stale = false
+	r.pass++
 	services := r.c.cl.Services()
 	open := map[string]bool{} // services whose switch stays open this pass
 	for i, svc := range services {
@@ -96,44 +98,71 @@ type observed struct {
 	err error
 }
 
-// read is a platform read in flight, started at a service generation.
+// read is a platform read in flight, started at a service generation in
+// a reconcile pass.
 type read struct {
-	ch  chan observed
-	gen uint64
+	ch       chan observed
+	gen      uint64
+	pass     uint64
+	orphaned *atomic.Bool // no pass waits for it: its end wakes the loop
 }
+
+// errPending: a platform call (a replica's read, a switch's critical
+// path) has not returned within passWait, or was started by an earlier
+// pass and has not returned yet; the pass goes on without it.
+var errPending = errors.New("a platform call is still in flight")
 
 // observe reads a replica's platform state. The read runs beside the loop,
 // which keeps deciding while it waits: a platform that accepts calls but
-// does not answer (a Docker engine shutting down, a vCenter that is slow or
-// still logging in) holds a read for its driver's timeout times its
-// attempts, and decisions — a verdict, a follower's vote, a damped
+// does not answer (a Docker engine shutting down, a vCenter that is slow,
+// hung or still logging in) holds a read for its driver's timeout times
+// its attempts, and decisions — a verdict, a follower's vote, a damped
 // verdict's retry, an alert — must not wait behind it. A commit made
-// meanwhile ends the pass (errStale); the read stays in flight and the
-// next pass waits for it instead of starting another, so a replica has at
-// most one read in flight. A result read at an older generation of the
-// service is not used (roles changed since, and with them what this leader
-// did to the replica): the replica is read again. No read is given a
-// budget of its own: a vSphere read waits for the session's login, which a
-// budget would starve.
+// meanwhile ends the pass (errStale) with the read in flight. A later pass
+// does not wait for it (errPending: the replica is skipped, and the other
+// replicas and services are reconciled), and does not start another, so a
+// replica has at most one read in flight; its end wakes the loop. A
+// result read at an older generation of the service is not used (roles
+// changed since, and with them what this leader did to the replica): the
+// replica is read again. No read is given a budget of its own: a vSphere
+// read waits for the session's login, which a budget would starve.
 func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
 	service := svc.Spec.Name
 	key := replicaKey(service, spec.Name)
 	var res observed
 	for {
 		rd, ok := r.reads[key]
-		if !ok {
-			rd = read{ch: make(chan observed, 1), gen: svc.Generation}
-			r.reads[key] = rd
-			r.rg.Add(1)
-			go func() {
-				defer r.rg.Done()
-				o, err := d.Observe(ctx, spec)
-				rd.ch <- observed{o, err}
-			}()
-		}
-		var err error
-		if res, err = r.await(ctx, rd.ch); err != nil {
-			return driver.Observation{}, err
+		if ok && rd.pass != r.pass {
+			rd.orphaned.Store(true) // before the receive: an end after it wakes the loop
+			select {
+			case res = <-rd.ch:
+			default:
+				return driver.Observation{}, errPending
+			}
+		} else {
+			if !ok {
+				rd = read{ch: make(chan observed, 1), gen: svc.Generation, pass: r.pass, orphaned: new(atomic.Bool)}
+				r.reads[key] = rd
+				r.rg.Add(1)
+				go func() {
+					defer r.rg.Done()
+					o, err := d.Observe(ctx, spec)
+					rd.ch <- observed{o, err}
+					if rd.orphaned.Load() {
+						r.callEnded()
+					}
+				}()
+			}
+			var err error
+			if res, err = r.await(ctx, rd.ch); err != nil {
+				rd.orphaned.Store(true)
+				select {
+				case res = <-rd.ch: // ended just now: the next pass takes it
+					rd.ch <- res
+				default:
+				}
+				return driver.Observation{}, err
+			}
 		}
 		delete(r.reads, key)
 		if rd.gen == svc.Generation {
@@ -149,23 +178,59 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 	return res.o, nil
 }
 
+// callEnded wakes the loop when a platform call that no pass waits for
+// has returned (a read or a switch's critical path a pass left in flight).
+func (r *run) callEnded() {
+	select {
+	case r.ended <- struct{}{}:
+	default:
+	}
+}
+
 // await waits for a platform read, deciding meanwhile on what the loop's
 // wait would: probe verdicts, followers' reports, due retries of damped
 // verdicts and alerts, and ends of background work. It returns errStale
-// (and marks the pass stale) once a command has been committed, and the
+// (and marks the pass stale) once a command has been committed, or a
+// platform call a pass left in flight has ended (a read, or a switch's
+// critical path: the next pass takes its result first), and the
 // context's error when leadership ends.
+//
+// After passWait it returns errPending: the call stays in flight and the
+// pass goes on without it (the caller skips the replica or the switch),
+// so a platform that does not answer (a hung vCenter) holds no other
+// replica's reconciliation, nor the first reads of a new leader's actives.
 func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
+	return awaitOn(ctx, r, ch)
+}
+
+// passWait is how long a pass waits for one platform call before it goes
+// on without it. A platform that answers takes milliseconds for a read or
+// a NIC change (a vCenter under the "lan" profile 20–30 ms); a power-on on
+// a switch's critical path can take longer, and the switch then completes
+// in the pass its end wakes.
+const passWait = 250 * time.Millisecond
+
+// awaitOn is await for any result channel.
+func awaitOn[T any](ctx context.Context, r *run, ch <-chan T) (T, error) {
 	var due dueTimer
 	defer due.stop()
+	limit := time.NewTimer(passWait)
+	defer limit.Stop()
+	var zero T
 	for {
 		select {
 		case res := <-ch:
 			return res, nil
+		case <-limit.C:
+			return zero, errPending
 		case <-ctx.Done():
-			return observed{}, ctx.Err()
+			return zero, ctx.Err()
 		case <-r.c.cl.Applied():
 			r.stale = true
-			return observed{}, errStale
+			return zero, errStale
+		case <-r.ended:
+			r.stale = true
+			return zero, errStale
 		case res := <-r.bgDone:
 			r.bgEnded(res)
 		case v := <-r.verdicts:
@@ -296,31 +361,11 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	if !ok {
 		return false
 	}
-	// One driver call each (docs/design.md §5): the drivers read the state before
-	// they act, so no Observe round trip precedes them. Only a target that
-	// is not running (its standby was lost, or a suspended replica was
-	// chosen) costs a power-on on the critical path.
-	attach := func() error {
-		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		if errors.Is(err, driver.ErrInvalidState) {
-			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
-				return err
-			}
-			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		}
-		if err == nil {
-			r.sawActiveAttached(name, in.To, true, true)
-		}
-		return err
-	}
 	fromSpec, dFrom, ok := r.driverFor(svc, in.From)
 	if !ok {
 		// Nothing may be attached before the old replica can be fenced.
 		r.c.log.Error("open switch source has no driver: cannot detach it", "service", name, "from", in.From, "platform", fromSpec.Platform)
 		return false
-	}
-	detach := func() error {
-		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 	}
 	if j, busy := r.busy[replicaKey(name, in.To)]; busy && (j.detaches || j.attaches) {
 		// A detach of the target still under way could land after the
@@ -333,35 +378,21 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		r.c.log.Debug("open switch waits for the attach of its source", "service", name, "from", in.From)
 		return false
 	}
-	if !ready(dTo, toSpec) || !ready(dFrom, fromSpec) {
+	if _, inFlight := r.switching[name]; !inFlight && (!ready(dTo, toSpec) || !ready(dFrom, fromSpec)) {
 		// A new leader's vCenter login is still running: the switch is
 		// committed and starts the moment the driver is ready (its
 		// EventResync wakes the loop), instead of holding the loop.
 		r.c.log.Debug("open switch waits for its driver", "service", name, "generation", in.Generation)
 		return false
 	}
-	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
-		"mode", in.Mode, "from", in.From, "to", in.To)
-	var err error
-	switch in.Mode {
-	case fsm.ModeParallel:
-		// Both calls at once: the platform works on the two replicas side
-		// by side, so one operation, not two, stands between the verdict
-		// and the new replica on the network. They may overlap on it, as in
-		// make-before-break; the intent stays open until both are done.
-		detached := make(chan error, 1)
-		go func() { detached <- detach() }()
-		err = errors.Join(attach(), <-detached)
-	case fsm.ModeMakeBeforeBreak:
-		if err = attach(); err == nil {
-			err = detach()
-		}
-	default:
-		if err = detach(); err == nil {
-			err = attach()
-		}
+	res, ok := r.criticalCalls(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
+	if !ok {
+		return false // in flight
 	}
-	if err != nil {
+	if res.attached {
+		r.sawActiveAttached(name, in.To, true, true)
+	}
+	if err := res.err; err != nil {
 		r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
 			"generation", in.Generation, "err", err)
 		return false
@@ -405,6 +436,126 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// critical is the platform calls of one switch's critical path, made off
+// the loop (see criticalCalls).
+type critical struct {
+	gen      uint64 // the switch's generation
+	ch       chan criticalResult
+	orphaned atomic.Bool // no pass waits for it: its end wakes the loop
+}
+
+type criticalResult struct {
+	attached bool // the target was attached
+	err      error
+}
+
+// criticalCalls makes the platform calls of the open switch in (attach the
+// target, detach the source, in the switch's mode) in a goroutine of their
+// own and waits for them as observe waits for a read: the loop decides
+// meanwhile, and a commit ends the pass (errStale) with the calls still in
+// flight. A later pass does not wait for calls in flight: it skips the
+// switch (ok false) and goes on with the other services, and the calls'
+// end wakes the loop. So a switch whose platform does not answer (a hung
+// vCenter) holds its own service, never another service's switch. Calls
+// of an earlier, superseded switch of the service are let finish before
+// this one's start: two switches' attaches and detaches must not
+// interleave.
+func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
+	fromSpec fsm.ReplicaSpec, dFrom driver.Driver) (criticalResult, bool) {
+	name := svc.Spec.Name
+	for {
+		cp, inFlight := r.switching[name]
+		var res criticalResult
+		if inFlight {
+			cp.orphaned.Store(true) // before the receive: an end after it wakes the loop
+			select {
+			case res = <-cp.ch:
+			default:
+				return res, false
+			}
+		} else {
+			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
+			var err error
+			if res, err = awaitOn(ctx, r, cp.ch); err != nil {
+				cp.orphaned.Store(true)
+				select {
+				case res = <-cp.ch: // ended just now
+				default:
+					return res, false
+				}
+			}
+		}
+		delete(r.switching, name)
+		if cp.gen == in.Generation {
+			return res, true
+		}
+		// The calls of a superseded switch are done: this one's start,
+		// once its drivers are ready (the driver's EventResync wakes the
+		// loop).
+		if !ready(dTo, toSpec) || !ready(dFrom, fromSpec) {
+			return res, false
+		}
+	}
+}
+
+// startCritical starts the calls of criticalCalls.
+func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
+	fromSpec fsm.ReplicaSpec, dFrom driver.Driver) *critical {
+	name := svc.Spec.Name
+	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
+		"mode", in.Mode, "from", in.From, "to", in.To)
+	cp := &critical{gen: in.Generation, ch: make(chan criticalResult, 1)}
+	r.switching[name] = cp
+	// One driver call each (docs/design.md §5): the drivers read the state
+	// before they act, so no Observe round trip precedes them. Only a
+	// target that is not running (its standby was lost, or a suspended
+	// replica was chosen) costs a power-on on the critical path.
+	var attached atomic.Bool
+	attach := func() error {
+		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		if errors.Is(err, driver.ErrInvalidState) {
+			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec) }); err != nil {
+				return err
+			}
+			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		}
+		attached.Store(err == nil)
+		return err
+	}
+	detach := func() error {
+		return r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+	}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		var err error
+		switch in.Mode {
+		case fsm.ModeParallel:
+			// Both calls at once: the platform works on the two replicas
+			// side by side, so one operation, not two, stands between the
+			// verdict and the new replica on the network. They may overlap
+			// on it, as in make-before-break; the intent stays open until
+			// both are done.
+			detached := make(chan error, 1)
+			go func() { detached <- detach() }()
+			err = errors.Join(attach(), <-detached)
+		case fsm.ModeMakeBeforeBreak:
+			if err = attach(); err == nil {
+				err = detach()
+			}
+		default:
+			if err = detach(); err == nil {
+				err = attach()
+			}
+		}
+		cp.ch <- criticalResult{attached: attached.Load(), err: err}
+		if cp.orphaned.Load() {
+			r.callEnded()
+		}
+	}()
+	return cp
+}
 
 // verify sends probes to the service address until one answers: a new
 // probe every VerifyBackoff, overlapping (a probe sent before the new
@@ -461,14 +612,14 @@ func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 // that is the critical path's job), never the one named skip.
 func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, skip string) {
 	name := svc.Spec.Name
-	othersAttached, othersDetaching := false, false
+	othersAttached, othersPending := false, false
 	for _, rs := range svc.Replicas {
 		if rs.Role == fsm.RoleActive || rs.Role == fsm.RoleMaintenance || rs.Name == skip || ctx.Err() != nil {
 			continue
 		}
 		switch r.convergeReplica(ctx, svc, rs) {
-		case detaching:
-			othersDetaching = true
+		case pending:
+			othersPending = true
 		case notDetached:
 			othersAttached = true
 		}
@@ -493,7 +644,7 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
-		if !errors.Is(err, errStale) && ctx.Err() == nil {
+		if !errors.Is(err, errStale) && !errors.Is(err, errPending) && ctx.Err() == nil {
 			r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
 		}
 		return
@@ -535,8 +686,8 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 			r.c.m.failed(name, "attach-blocked")
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
-		case othersDetaching:
-			return // the pass after their detaches attaches it
+		case othersPending:
+			return // a pass after their detaches (or reads) attaches it
 		}
 		// In the background too: the active's platform may be the one
 		// that does not answer. No switch touches the replica until the
@@ -552,7 +703,7 @@ type detachState int
 
 const (
 	detached    detachState = iota // known detached
-	detaching                      // a background detach (or restore) is under way
+	pending                        // a background detach (or restore), or its read, is under way
 	notDetached                    // may be attached: not observed, or the detach failed
 )
 
@@ -578,7 +729,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		// see it half-way. A replica being detached or restored is not
 		// known detached.
 		if j.detaches || rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
-			return detaching
+			return pending
 		}
 		return detached
 	}
@@ -586,7 +737,10 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		return notDetached // not observed yet
 	}
 	o, err := r.observe(ctx, svc, d, spec)
-	if err != nil {
+	switch {
+	case errors.Is(err, errPending):
+		return pending
+	case err != nil:
 		if !errors.Is(err, errStale) && ctx.Err() == nil {
 			r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
 		}
@@ -599,7 +753,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 	}
 	state := detached
 	if needDetach {
-		state = detaching
+		state = pending
 	}
 	switch rs.Role {
 	case fsm.RoleStandby:
@@ -648,7 +802,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		})
 		// A revert may connect the NIC (a snapshot taken attached): until
 		// it is over and detached again, this replica is not known detached.
-		return detaching
+		return pending
 	}
 	return state
 }

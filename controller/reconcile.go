@@ -639,8 +639,10 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	key := replicaKey(name, act.Name)
-	if _, busy := r.busy[key]; busy || !ready(d, spec) {
-		return // being started or attached in the background (below), or the driver is not ready
+	if _, busy := r.busy[key]; busy || !ready(d, spec) || unreachable(d, spec) {
+		// Being started or attached in the background (below), or its
+		// platform is not ready or does not answer.
+		return
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
@@ -733,8 +735,11 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		return detached
 	}
-	if !ready(d, spec) {
-		return notDetached // not observed yet
+	if !ready(d, spec) || unreachable(d, spec) {
+		// Not observed yet, or its platform does not answer (a vCenter
+		// that is down): reading it would only wait for its timeout. It is
+		// read again once the driver hears from the platform.
+		return notDetached
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	switch {

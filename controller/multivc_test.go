@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/controller/probe"
@@ -311,14 +310,4 @@ func sessionsOf(t *testing.T, sim *vcsim.Sim, user string) int {
 		}
 	}
 	return n
-}
-
-// opsOK is how many driver operations op completed on vcenter.
-func opsOK(t *testing.T, m *vsphere.Metrics, vcenter, op string) uint64 {
-	t.Helper()
-	var d dto.Metric
-	if err := m.Ops.WithLabelValues(vcenter, op, "ok").(prometheus.Metric).Write(&d); err != nil {
-		t.Fatal(err)
-	}
-	return d.GetHistogram().GetSampleCount()
 }

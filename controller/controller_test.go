@@ -815,19 +815,12 @@ func roleOf(svc fsm.Service, name string) fsm.Role {
 // completes when the platform answers.
 func TestHungDetachDoesNotHoldTheNextSwitch(t *testing.T) {
 	e := newEnv(t)
-	hold := make(chan struct{})
-	e.d.mu.Lock()
-	e.d.delay["detach knot-a"] = hold
-	e.d.mu.Unlock()
+	hold := e.d.holdCalls("detach knot-a")
 	e.start(true)
 	// Someone sets the suspended knot-a to connect at power-on: the loop
 	// detaches it, and the platform holds the call.
 	e.d.byHand("knot-a", func(vm *fakeVM) { vm.nicStart = true })
-	eventually(t, "the detach of knot-a held", func() bool {
-		e.d.mu.Lock()
-		defer e.d.mu.Unlock()
-		return e.d.held["detach knot-a"] > 0
-	})
+	eventually(t, "the detach of knot-a held", func() bool { return e.d.heldCalls("detach knot-a") > 0 })
 	e.d.attack("bind9", true)
 	eventually(t, "switch to unbound-a while knot-a's detach hangs", e.activeIs("unbound-a"))
 	if slices.Contains(e.d.callLog(), "detach knot-a") {
@@ -835,10 +828,7 @@ func TestHungDetachDoesNotHoldTheNextSwitch(t *testing.T) {
 	}
 	close(hold)
 	eventually(t, "knot-a detached after the release", func() bool { return !e.d.vm("knot-a").nicStart })
-	e.d.mu.Lock()
-	held := e.d.held["detach knot-a"]
-	e.d.mu.Unlock()
-	if held != 1 {
-		t.Errorf("%d detaches of knot-a started; want 1 (one operation in flight per replica)", held)
+	if n := e.d.heldCalls("detach knot-a"); n != 1 {
+		t.Errorf("%d detaches of knot-a started; want 1 (one operation in flight per replica)", n)
 	}
 }

@@ -37,22 +37,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	waitForOr(t, cond, func() string { return "waiting for " + what })
 }
 
-// A -dev leader logs in to its embedded simulator, exposes the session in
-// /metrics, and drives the sample service's VM replicas.
-func TestDevLeaderHoldsVCenterSession(t *testing.T) {
-	cfg := DevConfig()
-	var logs testutil.SyncBuffer
-	a := startOnFreePorts(t, cfg, &logs)
-	defer a.Shutdown()
-	if a.VSphere == nil {
-		t.Fatal("dev agent has no vSphere driver")
-	}
-	waitFor(t, "one session on the embedded vCenter", func() bool { return a.vc.sim.SessionCount(context.Background()) == 1 })
-
-	// The simulator counts the session when it answers the login; the
-	// driver records it when the answer arrives, a moment later.
-	wants := []string{`ars_vsphere_sessions_live{vcenter="` + strings.TrimPrefix(strings.TrimSuffix(a.vc.URL(), "/sdk"), "https://") + `"} 1`,
-		`ars_vsphere_logins_total{kind="initial"`, `ars_vsphere_call_duration_seconds_bucket{method="Login"`}
+// waitMetrics waits until the agent's /metrics has every line prefix of wants.
+func waitMetrics(t *testing.T, a *Agent, wants ...string) {
+	t.Helper()
 	var missing []string
 	waitForOr(t, func() bool {
 		res, err := http.Get(a.APIURL() + "/metrics")
@@ -69,6 +56,24 @@ func TestDevLeaderHoldsVCenterSession(t *testing.T) {
 		}
 		return len(missing) == 0
 	}, func() string { return fmt.Sprintf("/metrics lacks %q", missing) })
+}
+
+// A -dev leader logs in to its embedded simulator, exposes the session in
+// /metrics, and drives the sample service's VM replicas.
+func TestDevLeaderHoldsVCenterSession(t *testing.T) {
+	cfg := DevConfig()
+	var logs testutil.SyncBuffer
+	a := startOnFreePorts(t, cfg, &logs)
+	defer a.Shutdown()
+	if a.VSphere == nil {
+		t.Fatal("dev agent has no vSphere driver")
+	}
+	waitFor(t, "one session on the embedded vCenter", func() bool { return a.vc.sim.SessionCount(context.Background()) == 1 })
+
+	// The simulator counts the session when it answers the login; the
+	// driver records it when the answer arrives, a moment later.
+	waitMetrics(t, a, `ars_vsphere_sessions_live{vcenter="`+strings.TrimPrefix(strings.TrimSuffix(a.vc.URL(), "/sdk"), "https://")+`"} 1`,
+		`ars_vsphere_logins_total{kind="initial"`, `ars_vsphere_call_duration_seconds_bucket{method="Login"`)
 
 	svc, ok := a.Cluster.Service("dns")
 	if !ok {
@@ -182,23 +187,7 @@ func TestTwoVCentersOneSessionEach(t *testing.T) {
 	for name, sim := range sims {
 		waitFor(t, "one session on "+name, func() bool { return sim.SessionCount(context.Background()) == 1 })
 	}
-	wants := []string{`ars_vsphere_sessions_live{vcenter="east"} 1`, `ars_vsphere_sessions_live{vcenter="west"} 1`}
-	var missing []string
-	waitForOr(t, func() bool {
-		res, err := http.Get(a.APIURL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		missing = missing[:0]
-		for _, want := range wants {
-			if !bytes.Contains(body, []byte(want)) {
-				missing = append(missing, want)
-			}
-		}
-		return len(missing) == 0
-	}, func() string { return fmt.Sprintf("/metrics lacks %q", missing) })
+	waitMetrics(t, a, `ars_vsphere_sessions_live{vcenter="east"} 1`, `ars_vsphere_sessions_live{vcenter="west"} 1`)
 
 	cl, err := api.NewClient(a.APIURL(), "", nil)
 	if err != nil {

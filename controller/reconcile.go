@@ -124,8 +124,10 @@ var errPending = errors.New("a platform call is still in flight")
 // replica has at most one read in flight; its end wakes the loop. A
 // result read at an older generation of the service is not used (roles
 // changed since, and with them what this leader did to the replica): the
-// replica is read again. No read is given a budget of its own: a vSphere
-// read waits for the session's login, which a budget would starve.
+// replica is read again. A pass waits for a read it started at most
+// passWait (await), then goes on the same way; the read itself is given
+// no budget: a vSphere read waits for the session's login, which a
+// budget would starve.
 func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
 	service := svc.Spec.Name
 	key := replicaKey(service, spec.Name)
@@ -155,13 +157,9 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 			}
 			var err error
 			if res, err = r.await(ctx, rd.ch); err != nil {
-				rd.orphaned.Store(true)
-				select {
-				case res = <-rd.ch: // ended just now: the next pass takes it
-					rd.ch <- res
-				default:
+				if res, err = leaveInFlight(rd.ch, rd.orphaned, err); err != nil {
+					return driver.Observation{}, err
 				}
-				return driver.Observation{}, err
 			}
 		}
 		delete(r.reads, key)
@@ -176,6 +174,25 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 	}
 	r.obs[key] = res.o
 	return res.o, nil
+}
+
+// leaveInFlight is what a pass does when it stops waiting for a call (err
+// from awaitOn): the call is orphaned, so its end wakes the loop. A
+// result that came in the meantime is used if the pass goes on
+// (errPending), and left for the next pass otherwise (errStale: this
+// pass's view of the roles is out of date; or leadership ended).
+func leaveInFlight[T any](ch chan T, orphaned *atomic.Bool, err error) (T, error) {
+	orphaned.Store(true) // before the receive: an end after it wakes the loop
+	var res T
+	select {
+	case res = <-ch:
+		if errors.Is(err, errPending) {
+			return res, nil
+		}
+		ch <- res
+	default:
+	}
+	return res, err
 }
 
 // callEnded wakes the loop when a platform call that no pass waits for
@@ -478,10 +495,7 @@ func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent,
 			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
 			var err error
 			if res, err = awaitOn(ctx, r, cp.ch); err != nil {
-				cp.orphaned.Store(true)
-				select {
-				case res = <-cp.ch: // ended just now
-				default:
+				if res, err = leaveInFlight(cp.ch, &cp.orphaned, err); err != nil {
 					return res, false
 				}
 			}

@@ -82,6 +82,12 @@ type ServerConfig struct {
 	// /v1/services/{name}/switch commits one and waits for its outcome).
 	// False: such requests are refused with 409 (no controller).
 	DecidesSwitches bool
+	// CheckSpec, if set, checks a service spec against this node's own
+	// configuration (the vCenters its replicas may name) before it is
+	// committed; a spec it refuses is invalid and changes nothing. The
+	// replicated state machine cannot: node configurations are not in the
+	// log.
+	CheckSpec func(fsm.ServiceSpec) error
 	// Tokens authenticates API callers. Nil only in Dev mode.
 	Tokens *pki.Tokens
 	// Dev turns authentication off: every request is an operator. A loud

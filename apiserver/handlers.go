@@ -243,6 +243,11 @@ func (s *Server) handleApplyService(w http.ResponseWriter, r *http.Request) erro
 		}
 		return err
 	}
+	if check := s.cfg.CheckSpec; check != nil {
+		if err := check(spec); err != nil {
+			return invalidf("service %q: %v", spec.Name, err)
+		}
+	}
 	cmd, err := fsm.Encode(s.term(), fsm.ServiceApply{Spec: spec})
 	if err != nil {
 		return fmt.Errorf("encoding service.apply command: %w", err)

@@ -216,10 +216,20 @@ type run struct {
 	// attachedSince: replica key -> when the reconciler first saw it
 	// attached (continuously since), and whether it attached it itself.
 	attachedSince map[string]attachment
-	// Background operations (see background): replica key -> in progress.
-	busy   map[string]bool
-	bgDone chan string
-	bg     sync.WaitGroup
+	// Background operations (see background): replica key -> what the
+	// one in progress does.
+	busy   map[string]job
+	bgDone chan bgResult
+	// Switches' critical paths in flight (see criticalCalls): service ->
+	// its calls.
+	switching map[string]*critical
+	// ended is signalled when a platform call that no pass waits for has
+	// returned (callEnded).
+	ended chan struct{}
+	// pass counts reconcile passes (a read belongs to the pass that
+	// started it, see observe).
+	pass uint64
+	bg   sync.WaitGroup
 	// Platform reads of the loop (see observe): replica key -> the read in
 	// flight; stale: a commit arrived while the pass waited for one.
 	reads map[string]read
@@ -249,8 +259,10 @@ func (c *Controller) Run(ctx context.Context) {
 		fired:    map[string]uint64{},
 
 		attachedSince: map[string]attachment{},
-		busy:          map[string]bool{},
-		bgDone:        make(chan string),
+		busy:          map[string]job{},
+		bgDone:        make(chan bgResult),
+		switching:     map[string]*critical{},
+		ended:         make(chan struct{}, 1),
 		reads:         map[string]read{},
 		samples:       map[string]*sampleLog{},
 	}
@@ -311,8 +323,9 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 		case <-r.c.cl.Applied():
 		case <-tick:
 		case <-r.kick:
-		case key := <-r.bgDone:
-			delete(r.busy, key)
+		case <-r.ended:
+		case res := <-r.bgDone:
+			r.bgEnded(res)
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
@@ -780,16 +793,27 @@ func clipText(s string, n int) string {
 }
 
 // capabilities tells decide which replicas cannot be driven now (no driver
-// for their platform, unreachable, not found) or cannot be restored.
+// for their platform, unreachable, not found, or on a vCenter that does
+// not answer) or cannot be restored.
 func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 	caps := map[string]decide.Capabilities{}
 	for _, rs := range svc.Spec.Replicas {
-		if _, ok := r.c.cfg.Drivers[rs.Platform]; !ok {
+		d, ok := r.c.cfg.Drivers[rs.Platform]
+		if !ok {
 			caps[rs.Name] = decide.Capabilities{Unavailable: true, NoRestore: true}
 			continue
 		}
+		c, known := decide.Capabilities{}, false
 		if o, ok := r.obs[replicaKey(svc.Spec.Name, rs.Name)]; ok {
-			caps[rs.Name] = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}
+			c, known = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}, true
+		}
+		if unreachable(d, rs) {
+			// Its vCenter does not answer: a switch to it would wait for
+			// that vCenter, not for the replica (ReplicaReadier).
+			c.Unavailable, known = true, true
+		}
+		if known {
+			caps[rs.Name] = c
 		}
 	}
 	return caps

@@ -354,6 +354,23 @@ func (d *fakeDriver) callLog() []string {
 	return append([]string(nil), d.calls...)
 }
 
+// holdCalls makes every call "op replica" (e.g. "detach knot-a") wait
+// until the returned channel is closed, as a platform that does not
+// answer; heldCalls counts the calls that reached the wait.
+func (d *fakeDriver) holdCalls(key string) chan struct{} {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.delay[key] = ch
+	return ch
+}
+
+func (d *fakeDriver) heldCalls(key string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held[key]
+}
+
 func (d *fakeDriver) setFail(key string, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

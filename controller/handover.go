@@ -56,10 +56,35 @@ type Readier interface {
 	Ready() bool
 }
 
-// ready reports whether the loop may call d now.
-func ready(d driver.Driver) bool {
+// ReplicaReadier is Readier per replica, for a driver over several
+// endpoints that each come and go on their own (vsphere.Set: one session
+// per vCenter). The loop asks it about every replica, so a vCenter still
+// logging in, or down, holds back only its own replicas. It takes
+// precedence over Readier.
+type ReplicaReadier interface {
+	// ReadyFor: operations on r can run now without waiting.
+	ReadyFor(r fsm.ReplicaSpec) bool
+	// UnreachableFor: r's endpoint got no answer on its latest try (a
+	// vCenter that is down), or r names none the driver has. decide is
+	// told r is unavailable, so no switch waits for such a replica. An
+	// endpoint still logging in is not ready but not unreachable: a switch
+	// to its replica starts the moment it is ready.
+	UnreachableFor(r fsm.ReplicaSpec) bool
+}
+
+// ready reports whether the loop may call d for the replica r now.
+func ready(d driver.Driver, r fsm.ReplicaSpec) bool {
+	if rd, ok := d.(ReplicaReadier); ok {
+		return rd.ReadyFor(r)
+	}
 	rd, ok := d.(Readier)
 	return !ok || rd.Ready()
+}
+
+// unreachable reports whether d says r's endpoint cannot be driven now.
+func unreachable(d driver.Driver, r fsm.ReplicaSpec) bool {
+	rd, ok := d.(ReplicaReadier)
+	return ok && rd.UnreachableFor(r)
 }
 
 // takeOver is the start of a leadership: it counts the reports that

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ars-project/ars/controller/driver"
@@ -13,40 +14,55 @@ import (
 	"github.com/ars-project/ars/fsm"
 )
 
-// reconcileAll brings every service's replicas to their committed roles.
+// reconcileAll brings every service's replicas to their committed roles:
+// first the critical path of every open switch, then the other replicas
+// of every service. The critical path reads nothing from a platform
+// (attach, detach, verify), while converging reads every replica, and a
+// read of a platform that is down or slow (a vCenter that does not
+// answer) holds the pass for the driver's timeout times its attempts. In
+// one pass per service, a switch of a service that came after such a
+// replica waited for its read; now it never waits for another service's
+// platform.
 func (r *run) reconcileAll(ctx context.Context) {
 	r.stale = false
-	for _, svc := range r.c.cl.Services() {
+	r.pass++
+	services := r.c.cl.Services()
+	open := map[string]bool{} // services whose switch stays open this pass
+	for i, svc := range services {
+		if svc.Intent == nil {
+			continue
+		}
 		if ctx.Err() != nil || r.stale {
 			return
 		}
-		r.reconcileService(ctx, svc)
-	}
-}
-
-// reconcileService is one level-triggered pass over one service: the open
-// intent's critical path first, then every other replica (detaches before
-// the active's attach, so docs/design.md §4.2 holds outside make-before-break).
-func (r *run) reconcileService(ctx context.Context, svc fsm.Service) {
-	name := svc.Spec.Name
-	if svc.Intent != nil {
+		name := svc.Spec.Name
 		if !r.completeIntent(ctx, svc, *svc.Intent) {
-			if r.stale {
-				return
-			}
-			// The active replica and the one it replaces are the intent's:
-			// leave them to the next pass's critical path (a
+			open[name] = true
+			continue
+		}
+		fresh, ok := r.c.cl.Service(name)
+		if !ok {
+			services[i] = fsm.Service{} // deleted meanwhile
+			continue
+		}
+		services[i] = fresh
+	}
+	for _, svc := range services {
+		if ctx.Err() != nil || r.stale {
+			return
+		}
+		switch {
+		case svc.Spec.Name == "":
+		case open[svc.Spec.Name]:
+			// The active replica and the one it replaces are the
+			// switch's: leave them to the next pass's critical path (a
 			// make-before-break source keeps serving until the target is
 			// attached); the others still converge.
 			r.converge(ctx, svc, true, svc.Intent.From)
-			return
-		}
-		var ok bool
-		if svc, ok = r.c.cl.Service(name); !ok || r.stale {
-			return
+		default:
+			r.converge(ctx, svc, svc.Intent != nil, "")
 		}
 	}
-	r.converge(ctx, svc, svc.Intent != nil, "")
 }
 
 // driverFor returns the replica's spec and driver; ok is false (and the
@@ -82,24 +98,35 @@ type observed struct {
 	err error
 }
 
-// read is a platform read in flight, started at a service generation.
+// read is a platform read in flight, started at a service generation in
+// a reconcile pass.
 type read struct {
-	ch  chan observed
-	gen uint64
+	ch       chan observed
+	gen      uint64
+	pass     uint64
+	orphaned *atomic.Bool // no pass waits for it: its end wakes the loop
 }
+
+// errPending: a platform call (a replica's read, a switch's critical
+// path) has not returned within passWait, or was started by an earlier
+// pass and has not returned yet; the pass goes on without it.
+var errPending = errors.New("a platform call is still in flight")
 
 // observe reads a replica's platform state. The read runs beside the loop,
 // which keeps deciding while it waits: a platform that accepts calls but
-// does not answer (a Docker engine shutting down, a vCenter that is slow or
-// still logging in) holds a read for its driver's timeout times its
-// attempts, and decisions — a verdict, a follower's vote, a damped
+// does not answer (a Docker engine shutting down, a vCenter that is slow,
+// hung or still logging in) holds a read for its driver's timeout times
+// its attempts, and decisions — a verdict, a follower's vote, a damped
 // verdict's retry, an alert — must not wait behind it. A commit made
-// meanwhile ends the pass (errStale); the read stays in flight and the
-// next pass waits for it instead of starting another, so a replica has at
-// most one read in flight. A result read at an older generation of the
-// service is not used (roles changed since, and with them what this leader
-// did to the replica): the replica is read again. No read is given a
-// budget of its own: a vSphere read waits for the session's login, which a
+// meanwhile ends the pass (errStale) with the read in flight. A later pass
+// does not wait for it (errPending: the replica is skipped, and the other
+// replicas and services are reconciled), and does not start another, so a
+// replica has at most one read in flight; its end wakes the loop. A
+// result read at an older generation of the service is not used (roles
+// changed since, and with them what this leader did to the replica): the
+// replica is read again. A pass waits for a read it started at most
+// passWait (await), then goes on the same way; the read itself is given
+// no budget: a vSphere read waits for the session's login, which a
 // budget would starve.
 func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spec fsm.ReplicaSpec) (driver.Observation, error) {
 	service := svc.Spec.Name
@@ -107,19 +134,33 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 	var res observed
 	for {
 		rd, ok := r.reads[key]
-		if !ok {
-			rd = read{ch: make(chan observed, 1), gen: svc.Generation}
-			r.reads[key] = rd
-			r.rg.Add(1)
-			go func() {
-				defer r.rg.Done()
-				o, err := d.Observe(ctx, spec)
-				rd.ch <- observed{o, err}
-			}()
-		}
-		var err error
-		if res, err = r.await(ctx, rd.ch); err != nil {
-			return driver.Observation{}, err
+		if ok && rd.pass != r.pass {
+			rd.orphaned.Store(true) // before the receive: an end after it wakes the loop
+			select {
+			case res = <-rd.ch:
+			default:
+				return driver.Observation{}, errPending
+			}
+		} else {
+			if !ok {
+				rd = read{ch: make(chan observed, 1), gen: svc.Generation, pass: r.pass, orphaned: new(atomic.Bool)}
+				r.reads[key] = rd
+				r.rg.Add(1)
+				go func() {
+					defer r.rg.Done()
+					o, err := d.Observe(ctx, spec)
+					rd.ch <- observed{o, err}
+					if rd.orphaned.Load() {
+						r.callEnded()
+					}
+				}()
+			}
+			var err error
+			if res, err = r.await(ctx, rd.ch); err != nil {
+				if res, err = leaveInFlight(rd.ch, rd.orphaned, err); err != nil {
+					return driver.Observation{}, err
+				}
+			}
 		}
 		delete(r.reads, key)
 		if rd.gen == svc.Generation {
@@ -135,25 +176,80 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 	return res.o, nil
 }
 
+// leaveInFlight is what a pass does when it stops waiting for a call (err
+// from awaitOn): the call is orphaned, so its end wakes the loop. A
+// result that came in the meantime is used if the pass goes on
+// (errPending), and left for the next pass otherwise (errStale: this
+// pass's view of the roles is out of date; or leadership ended).
+func leaveInFlight[T any](ch chan T, orphaned *atomic.Bool, err error) (T, error) {
+	orphaned.Store(true) // before the receive: an end after it wakes the loop
+	var res T
+	select {
+	case res = <-ch:
+		if errors.Is(err, errPending) {
+			return res, nil
+		}
+		ch <- res
+	default:
+	}
+	return res, err
+}
+
+// callEnded wakes the loop when a platform call that no pass waits for
+// has returned (a read or a switch's critical path a pass left in flight).
+func (r *run) callEnded() {
+	select {
+	case r.ended <- struct{}{}:
+	default:
+	}
+}
+
 // await waits for a platform read, deciding meanwhile on what the loop's
 // wait would: probe verdicts, followers' reports, due retries of damped
 // verdicts and alerts, and ends of background work. It returns errStale
-// (and marks the pass stale) once a command has been committed, and the
+// (and marks the pass stale) once a command has been committed, or a
+// platform call a pass left in flight has ended (a read, or a switch's
+// critical path: the next pass takes its result first), and the
 // context's error when leadership ends.
+//
+// After passWait it returns errPending: the call stays in flight and the
+// pass goes on without it (the caller skips the replica or the switch),
+// so a platform that does not answer (a hung vCenter) holds no other
+// replica's reconciliation, nor the first reads of a new leader's actives.
 func (r *run) await(ctx context.Context, ch chan observed) (observed, error) {
+	return awaitOn(ctx, r, ch)
+}
+
+// passWait is how long a pass waits for one platform call before it goes
+// on without it. A platform that answers takes milliseconds for a read or
+// a NIC change (a vCenter under the "lan" profile 20–30 ms); a power-on on
+// a switch's critical path can take longer, and the switch then completes
+// in the pass its end wakes.
+const passWait = 250 * time.Millisecond
+
+// awaitOn is await for any result channel.
+func awaitOn[T any](ctx context.Context, r *run, ch <-chan T) (T, error) {
 	var due dueTimer
 	defer due.stop()
+	limit := time.NewTimer(passWait)
+	defer limit.Stop()
+	var zero T
 	for {
 		select {
 		case res := <-ch:
 			return res, nil
+		case <-limit.C:
+			return zero, errPending
 		case <-ctx.Done():
-			return observed{}, ctx.Err()
+			return zero, ctx.Err()
 		case <-r.c.cl.Applied():
 			r.stale = true
-			return observed{}, errStale
-		case key := <-r.bgDone:
-			delete(r.busy, key)
+			return zero, errStale
+		case <-r.ended:
+			r.stale = true
+			return zero, errStale
+		case res := <-r.bgDone:
+			r.bgEnded(res)
 		case v := <-r.verdicts:
 			r.handleVerdict(ctx, v)
 		case rep := <-r.c.reports:
@@ -284,73 +380,45 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	if !ok {
 		return false
 	}
-	// One driver call each (docs/design.md §5): the drivers read the state before
-	// they act, so no Observe round trip precedes them. Only a target that
-	// is not running (its standby was lost, or a suspended replica was
-	// chosen) costs a power-on on the critical path.
-	attach := func() error {
-		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		if errors.Is(err, driver.ErrInvalidState) {
-			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err != nil {
-				return err
-			}
-			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		}
-		if err == nil {
-			r.sawActiveAttached(name, in.To, true, true)
-		}
-		return err
-	}
 	fromSpec, dFrom, ok := r.driverFor(svc, in.From)
 	if !ok {
 		// Nothing may be attached before the old replica can be fenced.
 		r.c.log.Error("open switch source has no driver: cannot detach it", "service", name, "from", in.From, "platform", fromSpec.Platform)
 		return false
 	}
-	var detachedAt time.Time // when the detach below returned (written before the join, read after)
-	detach := func() error {
-		err := r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
-		if err == nil {
-			detachedAt = r.c.now()
-		}
-		return err
+	if j, busy := r.busy[replicaKey(name, in.To)]; busy && (j.detaches || j.attaches) {
+		// A detach of the target still under way could land after the
+		// attach, and an attach is not made twice at once.
+		r.c.log.Debug("open switch waits for a background operation on its target", "service", name, "to", in.To)
+		return false
 	}
-	if !ready(dTo) || !ready(dFrom) {
+	if j, busy := r.busy[replicaKey(name, in.From)]; busy && j.attaches {
+		// The source's attach could land after the switch's detach.
+		r.c.log.Debug("open switch waits for the attach of its source", "service", name, "from", in.From)
+		return false
+	}
+	if _, inFlight := r.switching[name]; !inFlight && (!ready(dTo, toSpec) || !ready(dFrom, fromSpec)) {
 		// A new leader's vCenter login is still running: the switch is
 		// committed and starts the moment the driver is ready (its
 		// EventResync wakes the loop), instead of holding the loop.
 		r.c.log.Debug("open switch waits for its driver", "service", name, "generation", in.Generation)
 		return false
 	}
-	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
-		"mode", in.Mode, "from", in.From, "to", in.To)
-	var err error
-	switch in.Mode {
-	case fsm.ModeParallel:
-		// Both calls at once: the platform works on the two replicas side
-		// by side, so one operation, not two, stands between the verdict
-		// and the new replica on the network. They may overlap on it, as in
-		// make-before-break; the intent stays open until both are done.
-		detached := make(chan error, 1)
-		go func() { detached <- detach() }()
-		err = errors.Join(attach(), <-detached)
-	case fsm.ModeMakeBeforeBreak:
-		if err = attach(); err == nil {
-			err = detach()
-		}
-	default:
-		if err = detach(); err == nil {
-			err = attach()
-		}
+	res, ok := r.criticalCalls(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
+	if !ok {
+		return false // in flight
+	}
+	if res.attached {
+		r.sawActiveAttached(name, in.To, true, true)
 	}
 	key := timingKey(name, in.Generation)
-	if t, ok := r.timingOf[key]; ok && t.detached.IsZero() && !detachedAt.IsZero() {
+	if t, ok := r.timingOf[key]; ok && t.detached.IsZero() && !res.detached.IsZero() {
 		// The first detach that returned took the old replica off the
 		// network; a later pass's detach finds it detached already.
-		t.detached = detachedAt
+		t.detached = res.detached
 		r.timingOf[key] = t
 	}
-	if err != nil {
+	if err := res.err; err != nil {
 		r.c.log.Warn("switch critical path failed; retrying on the next pass", "service", name,
 			"generation", in.Generation, "err", err)
 		return false
@@ -381,7 +449,7 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	done := fsm.SwitchDone{Service: name, Generation: in.Generation, DetectionMS: ms(t.detection), SwitchMS: ms(sw),
 		TotalMS: ms(total), At: now.UnixNano()}
 	switchFigures(&done, r.sampleLog(name).samples(), trigger, t.detached, now, maxProbeHole(svc.Spec.Probe))
-	_, err = r.apply(ctx, done)
+	_, err := r.apply(ctx, done)
 	if errors.Is(err, fsm.ErrNeedsUpgrade) {
 		// A node of an earlier version does not read the measurements
 		// (a rolling upgrade): complete the switch in the old form.
@@ -417,6 +485,133 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// critical is the platform calls of one switch's critical path, made off
+// the loop (see criticalCalls).
+type critical struct {
+	gen      uint64 // the switch's generation
+	ch       chan criticalResult
+	orphaned atomic.Bool // no pass waits for it: its end wakes the loop
+}
+
+type criticalResult struct {
+	attached bool      // the target was attached
+	detached time.Time // when the source's detach returned (zero: not detached here)
+	err      error
+}
+
+// criticalCalls makes the platform calls of the open switch in (attach the
+// target, detach the source, in the switch's mode) in a goroutine of their
+// own and waits for them as observe waits for a read: the loop decides
+// meanwhile, and a commit ends the pass (errStale) with the calls still in
+// flight. A later pass does not wait for calls in flight: it skips the
+// switch (ok false) and goes on with the other services, and the calls'
+// end wakes the loop. So a switch whose platform does not answer (a hung
+// vCenter) holds its own service, never another service's switch. Calls
+// of an earlier, superseded switch of the service are let finish before
+// this one's start: two switches' attaches and detaches must not
+// interleave.
+func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
+	fromSpec fsm.ReplicaSpec, dFrom driver.Driver) (criticalResult, bool) {
+	name := svc.Spec.Name
+	for {
+		cp, inFlight := r.switching[name]
+		var res criticalResult
+		if inFlight {
+			cp.orphaned.Store(true) // before the receive: an end after it wakes the loop
+			select {
+			case res = <-cp.ch:
+			default:
+				return res, false
+			}
+		} else {
+			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
+			var err error
+			if res, err = awaitOn(ctx, r, cp.ch); err != nil {
+				if res, err = leaveInFlight(cp.ch, &cp.orphaned, err); err != nil {
+					return res, false
+				}
+			}
+		}
+		delete(r.switching, name)
+		if cp.gen == in.Generation {
+			return res, true
+		}
+		// The calls of a superseded switch are done: this one's start,
+		// once its drivers are ready (the driver's EventResync wakes the
+		// loop).
+		if !ready(dTo, toSpec) || !ready(dFrom, fromSpec) {
+			return res, false
+		}
+	}
+}
+
+// startCritical starts the calls of criticalCalls.
+func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
+	fromSpec fsm.ReplicaSpec, dFrom driver.Driver) *critical {
+	name := svc.Spec.Name
+	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
+		"mode", in.Mode, "from", in.From, "to", in.To)
+	cp := &critical{gen: in.Generation, ch: make(chan criticalResult, 1)}
+	r.switching[name] = cp
+	// One driver call each (docs/design.md §5): the drivers read the state
+	// before they act, so no Observe round trip precedes them. Only a
+	// target that is not running (its standby was lost, or a suspended
+	// replica was chosen) costs a power-on on the critical path.
+	var attached atomic.Bool
+	attach := func() error {
+		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		if errors.Is(err, driver.ErrInvalidState) {
+			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err != nil {
+				return err
+			}
+			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		}
+		attached.Store(err == nil)
+		return err
+	}
+	var detachedAt atomic.Int64 // unix nanoseconds when the detach returned
+	detach := func() error {
+		err := r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+		if err == nil {
+			detachedAt.Store(r.c.now().UnixNano())
+		}
+		return err
+	}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		var err error
+		switch in.Mode {
+		case fsm.ModeParallel:
+			// Both calls at once: the platform works on the two replicas
+			// side by side, so one operation, not two, stands between the
+			// verdict and the new replica on the network. They may overlap
+			// on it, as in make-before-break; the intent stays open until
+			// both are done.
+			detached := make(chan error, 1)
+			go func() { detached <- detach() }()
+			err = errors.Join(attach(), <-detached)
+		case fsm.ModeMakeBeforeBreak:
+			if err = attach(); err == nil {
+				err = detach()
+			}
+		default:
+			if err = detach(); err == nil {
+				err = attach()
+			}
+		}
+		res := criticalResult{attached: attached.Load(), err: err}
+		if at := detachedAt.Load(); at != 0 {
+			res.detached = time.Unix(0, at)
+		}
+		cp.ch <- res
+		if cp.orphaned.Load() {
+			r.callEnded()
+		}
+	}()
+	return cp
+}
 
 // verify sends probes to the service address until one answers: a new
 // probe every VerifyBackoff, overlapping (a probe sent before the new
@@ -475,12 +670,15 @@ func (r *run) verify(ctx context.Context, svc fsm.Service) error {
 // that is the critical path's job), never the one named skip.
 func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, skip string) {
 	name := svc.Spec.Name
-	othersAttached := false
+	othersAttached, othersPending := false, false
 	for _, rs := range svc.Replicas {
 		if rs.Role == fsm.RoleActive || rs.Role == fsm.RoleMaintenance || rs.Name == skip || ctx.Err() != nil {
 			continue
 		}
-		if !r.convergeReplica(ctx, svc, rs) {
+		switch r.convergeReplica(ctx, svc, rs) {
+		case pending:
+			othersPending = true
+		case notDetached:
 			othersAttached = true
 		}
 		if r.stale {
@@ -499,12 +697,14 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		return
 	}
 	key := replicaKey(name, act.Name)
-	if r.busy[key] || !ready(d) {
-		return // being started again in the background (below), or the driver is not ready
+	if _, busy := r.busy[key]; busy || !ready(d, spec) || unreachable(d, spec) {
+		// Being started or attached in the background (below), or its
+		// platform is not ready or does not answer.
+		return
 	}
 	o, err := r.observe(ctx, svc, d, spec)
 	if err != nil {
-		if !errors.Is(err, errStale) && ctx.Err() == nil {
+		if !errors.Is(err, errStale) && !errors.Is(err, errPending) && ctx.Err() == nil {
 			r.c.log.Warn("observe failed", "service", name, "replica", act.Name, "err", err)
 		}
 		return
@@ -527,11 +727,12 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		// back on the service network would take the address from the new
 		// active (chaos: a 3.7 s outage after an engine restart). A pass
 		// after the start attaches it if it is still the active.
-		r.background(ctx, key, func(ctx context.Context) {
+		r.background(ctx, name, act.Name, job{}, func(ctx context.Context) bool {
 			if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
-				return
+				return false
 			}
 			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
+			return false
 		})
 		return
 	}
@@ -539,112 +740,179 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	// it is re-attached, which takes milliseconds, faster than a switch.
 	r.sawActiveAttached(name, act.Name, o.NICConnected, false)
 	if !o.NICConnected {
-		if othersAttached {
+		switch {
+		case othersAttached:
 			// docs/design.md §4.2: attach only when every other replica is known detached.
 			r.c.m.failed(name, "attach-blocked")
 			r.c.log.Warn("active not attached: another replica may still be attached", "service", name, "replica", act.Name)
 			return
+		case othersPending:
+			return // a pass after their detaches (or reads) attaches it
 		}
-		if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil {
-			r.sawActiveAttached(name, act.Name, true, true)
-		}
+		// In the background too: the active's platform may be the one
+		// that does not answer. No switch touches the replica until the
+		// attach has returned (completeIntent).
+		r.background(ctx, name, act.Name, job{attaches: true}, func(ctx context.Context) bool {
+			return r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil
+		})
 	}
 }
 
-// convergeReplica handles one non-active, non-maintenance replica. It
-// reports whether the replica is known detached afterwards.
-func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.ReplicaState) bool {
+// detachState is what convergeReplica knows of a replica's service NIC.
+type detachState int
+
+const (
+	detached    detachState = iota // known detached
+	pending                        // a background detach (or restore), or its read, is under way
+	notDetached                    // may be attached: not observed, or the detach failed
+)
+
+// convergeReplica handles one non-active, non-maintenance replica and
+// says whether it is known detached.
+//
+// Its platform calls all run in the background, detaches included: a
+// detach is fast on a platform that answers, but one that does not (a
+// hung vCenter) would hold the loop, and with it the next verdict and
+// every other service's switch, for its timeout times its attempts. A
+// replica whose detach is under way is not known detached, so its
+// service's active is attached on the pass after the detach (§4.2), and a
+// switch to it waits for the detach (completeIntent).
+func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.ReplicaState) detachState {
 	name := svc.Spec.Name
 	spec, d, ok := r.driverFor(svc, rs.Name)
 	if !ok {
-		return true // not ours to drive; reported
+		return detached // not ours to drive; reported
 	}
 	key := replicaKey(name, rs.Name)
-	if r.busy[key] {
+	if j, busy := r.busy[key]; busy {
 		// A background operation is at work on it; observing it now would
-		// see it half-way. A replica being restored is not known detached.
-		return rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering
+		// see it half-way. A replica being detached or restored is not
+		// known detached.
+		if j.detaches || rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
+			return pending
+		}
+		return detached
 	}
-	if !ready(d) {
-		return false // not observed yet: not known detached
+	if !ready(d, spec) || unreachable(d, spec) {
+		// Not observed yet, or its platform does not answer (a vCenter
+		// that is down): reading it would only wait for its timeout. It is
+		// read again once the driver hears from the platform.
+		return notDetached
 	}
 	o, err := r.observe(ctx, svc, d, spec)
-	if err != nil {
+	switch {
+	case errors.Is(err, errPending):
+		return pending
+	case err != nil:
 		if !errors.Is(err, errStale) && ctx.Err() == nil {
 			r.c.log.Warn("observe failed", "service", name, "replica", rs.Name, "err", err)
 		}
-		return false
+		return notDetached
 	}
 	r.sawAttached(name, rs.Name, o.NICConnected, false)
-	detach := func() bool {
-		if !o.NICConnected && !o.NICStartConnected {
-			return true
-		}
-		return r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
+	needDetach := o.NICConnected || o.NICStartConnected
+	detach := func(ctx context.Context) bool {
+		return !needDetach || r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
 	}
-	// Detaches run here, on the leader loop: they are fast and docs/design.md §4.2
-	// depends on them. Everything slow (a boot, a suspend, a snapshot
-	// revert) runs in the background, so that a slow vCenter never delays
-	// the next verdict or the next switch.
+	state := detached
+	if needDetach {
+		state = pending
+	}
 	switch rs.Role {
 	case fsm.RoleStandby:
-		if !detach() {
-			return false
-		}
-		if o.Power != driver.PowerOn {
-			r.background(ctx, key, func(ctx context.Context) {
-				_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
+		if needDetach || o.Power != driver.PowerOn {
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
+				if detach(ctx) && o.Power != driver.PowerOn {
+					_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+				}
+				return false
 			})
 		}
 	case fsm.RoleSuspended:
-		if !detach() {
-			return false
-		}
-		if o.Power == driver.PowerOn {
-			r.background(ctx, key, func(ctx context.Context) {
+		if needDetach || o.Power == driver.PowerOn {
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
+				if !detach(ctx) || o.Power != driver.PowerOn {
+					return false
+				}
 				if o.Supports.Suspend {
 					_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
 				} else {
 					_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
 				}
+				return false
 			})
 		}
 	case fsm.RoleQuarantined, fsm.RoleRecovering:
-		if !detach() {
-			return false
-		}
 		if !o.Supports.Restore {
 			if !r.reported[key+"/restore"] {
 				r.reported[key+"/restore"] = true
 				r.c.log.Warn("replica cannot be restored; it stays out of service", "service", name, "replica", rs.Name, "role", rs.Role)
 				r.c.m.failed(name, "restore-unsupported")
 			}
-			return true
+			if needDetach {
+				r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
+					detach(ctx)
+					return false
+				})
+			}
+			return state
 		}
-		r.background(ctx, key, func(ctx context.Context) { r.restore(ctx, name, rs.Name, spec, d) })
+		r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
+			if detach(ctx) {
+				r.restore(ctx, name, rs.Name, spec, d)
+			}
+			return false
+		})
 		// A revert may connect the NIC (a snapshot taken attached): until
 		// it is over and detached again, this replica is not known detached.
-		return false
+		return pending
 	}
-	return true
+	return state
+}
+
+// job is what a background operation may do to its replica, for the
+// loop's rules while it runs.
+type job struct {
+	// detaches: the replica may stay attached until the job ends, so it is
+	// not known detached (§4.2) and no switch attaches it meanwhile.
+	detaches bool
+	// attaches: the job puts the replica on the service network; no
+	// switch detaches it meanwhile (the attach could land after it).
+	attaches bool
+}
+
+// bgResult is the end of a background operation.
+type bgResult struct {
+	service, replica string
+	attached         bool // the job attached the replica (the active)
+}
+
+// bgEnded records the end of a background operation.
+func (r *run) bgEnded(res bgResult) {
+	delete(r.busy, replicaKey(res.service, res.replica))
+	if res.attached {
+		r.sawActiveAttached(res.service, res.replica, true, true)
+	}
 }
 
 // background runs f for one replica off the leader loop, at most one at a
 // time per replica; the loop makes a full pass when it ends. f gets the
 // leadership's context: it is cancelled when leadership ends, and Run
-// waits for f before it returns (docs/design.md §4.1). f may use only the driver,
-// r.do, r.apply and the logger — the run's maps belong to the loop.
-func (r *run) background(ctx context.Context, key string, f func(ctx context.Context)) {
-	if r.busy[key] {
+// waits for f before it returns (docs/design.md §4.1). f may use only the
+// driver, r.do, r.apply and the logger — the run's maps belong to the
+// loop; it returns whether it attached the replica.
+func (r *run) background(ctx context.Context, service, replica string, j job, f func(ctx context.Context) bool) {
+	key := replicaKey(service, replica)
+	if _, busy := r.busy[key]; busy {
 		return
 	}
-	r.busy[key] = true
+	r.busy[key] = j
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		f(ctx)
+		res := bgResult{service: service, replica: replica, attached: f(ctx)}
 		select {
-		case r.bgDone <- key:
+		case r.bgDone <- res:
 		case <-ctx.Done():
 		}
 	}()

@@ -17,6 +17,10 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 func sampleCommands() []Command {
 	spec := paperSpec("dns")
 	spec.Normalize()
+	vcSpec := paperSpec("dns2")
+	vcSpec.Replicas[0].VCenter = "vc-east"
+	vcSpec.Replicas[1].VCenter = "vc-west"
+	vcSpec.Normalize()
 	return []Command{
 		ServiceApply{Spec: spec, ExpectGeneration: 3},
 		ServiceDelete{Name: "dns", ExpectGeneration: 4},
@@ -31,6 +35,8 @@ func sampleCommands() []Command {
 		AlertOutcome{ID: "aa-3", Outcome: "ignored: already handled"},
 		SwitchDone{Service: "dns", Generation: 9, DetectionMS: 1.5, SwitchMS: 40.25, TotalMS: 41.75, At: 1700000000900000000,
 			OutageMS: ptr(0.0), ProbesSent: ptr(7), ProbesLost: ptr(0), ExposureMS: ptr(38.5)},
+		// Added within version 1: a VM replica naming its vCenter.
+		ServiceApply{Spec: vcSpec},
 	}
 }
 

@@ -1,6 +1,9 @@
 package fsm
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Format levels. Decoding is strict, so a node meets an entry written by a
 // newer version as an unknown command or an unknown field and halts
@@ -20,7 +23,7 @@ import "fmt"
 //	2  the switch.request command (and the ledger's "manual" records it
 //	   creates); the mode "parallel" in a service's policy or a switch;
 //	   a switch.done with the leader's measurements (outage, probes,
-//	   exposure)
+//	   exposure); a VM replica naming its vCenter
 //
 // Everything a release adds shares one level: a level says what a
 // version reads, and nodes of one version read the same.
@@ -35,7 +38,8 @@ func Level(c Command) int {
 	case SwitchRequest:
 		return 2
 	case ServiceApply:
-		if c.Spec.Policy.ExploitMode == ModeParallel || c.Spec.Policy.DoSMode == ModeParallel {
+		if c.Spec.Policy.ExploitMode == ModeParallel || c.Spec.Policy.DoSMode == ModeParallel ||
+			slices.ContainsFunc(c.Spec.Replicas, func(r ReplicaSpec) bool { return r.VCenter != "" }) {
 			return 2
 		}
 	case Switch:

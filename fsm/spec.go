@@ -108,8 +108,12 @@ type ReplicaSpec struct {
 	VM       string `json:"vm,omitempty"`       // vSphere VM name/path (platform vm; default: the replica name)
 	NIC      string `json:"nic,omitempty"`      // service NIC device label
 	Snapshot string `json:"snapshot,omitempty"` // clean snapshot name (platform vm)
-	Host     string `json:"host,omitempty"`     // docker host name (platform container)
-	Image    string `json:"image,omitempty"`    // container image (platform container)
+	// VCenter names the vCenter that manages the VM (platform vm), as the
+	// agent configuration names it; empty means the only one configured.
+	// Added within wire version 1 (fsm/DESIGN.md, "Envelope and versioning").
+	VCenter string `json:"vcenter,omitempty"`
+	Host    string `json:"host,omitempty"`  // docker host name (platform container)
+	Image   string `json:"image,omitempty"` // container image (platform container)
 	// Container holds the rest of a container replica's definition
 	// (platform container only; nil: the image's own command, no limits).
 	Container *ContainerSpec `json:"container,omitempty"`
@@ -247,6 +251,7 @@ func (s *ServiceSpec) Normalize() {
 		r.VM = strings.TrimSpace(r.VM)
 		r.NIC = strings.TrimSpace(r.NIC)
 		r.Snapshot = strings.TrimSpace(r.Snapshot)
+		r.VCenter = strings.TrimSpace(r.VCenter)
 		r.Host = strings.TrimSpace(r.Host)
 		r.Image = strings.TrimSpace(r.Image)
 		if c := r.Container; c != nil {
@@ -331,6 +336,9 @@ var (
 	serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	replicaNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	tokenRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._+-]{0,62}$`)
+	// VCenterNameRE is the form of a vCenter's name, in a replica's
+	// vcenter field and in the agent configuration that defines it.
+	VCenterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 )
 
 // probeTypesRejected are RR types that make no sense as a probe question.
@@ -422,6 +430,9 @@ func (r ReplicaSpec) validate() error {
 			return fmt.Errorf("%s: %v", f.name, err)
 		}
 	}
+	if r.VCenter != "" && !VCenterNameRE.MatchString(r.VCenter) {
+		return fmt.Errorf("vcenter: %q must match [a-z0-9][a-z0-9._-]{0,62} (a name from the agent configuration's vcenters list)", r.VCenter)
+	}
 	switch r.Platform {
 	case PlatformVM:
 		if r.Host != "" {
@@ -439,6 +450,9 @@ func (r ReplicaSpec) validate() error {
 		}
 		if r.Snapshot != "" {
 			return fmt.Errorf("snapshot: only for platform %q (containers are re-created)", PlatformVM)
+		}
+		if r.VCenter != "" {
+			return fmt.Errorf("vcenter: only for platform %q (a container names its docker host in host)", PlatformVM)
 		}
 		if r.Container != nil {
 			if err := r.Container.validate(); err != nil {

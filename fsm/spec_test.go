@@ -91,6 +91,10 @@ func TestValidate(t *testing.T) {
 		{"image on vm", func(s *ServiceSpec) { s.Replicas[0].Image = "bind:9" }, "replicas[0].image:"},
 		{"host on vm", func(s *ServiceSpec) { s.Replicas[0].Host = "docker1" }, "replicas[0].host:"},
 		{"vm on container", func(s *ServiceSpec) { s.Replicas[2].VM = "x" }, "replicas[2].vm:"},
+		{"valid vcenter", func(s *ServiceSpec) { s.Replicas[0].VCenter = "vc-east.example" }, ""},
+		{"vcenter on container", func(s *ServiceSpec) { s.Replicas[2].VCenter = "vc-east" }, "replicas[2].vcenter: only for platform"},
+		{"vcenter not a name", func(s *ServiceSpec) { s.Replicas[1].VCenter = "VC East" }, "replicas[1].vcenter:"},
+		{"vcenter with port", func(s *ServiceSpec) { s.Replicas[1].VCenter = "vc:443" }, "replicas[1].vcenter:"},
 		{"snapshot on container", func(s *ServiceSpec) { s.Replicas[2].Snapshot = "clean" }, "replicas[2].snapshot:"},
 		{"container on vm", func(s *ServiceSpec) { s.Replicas[0].Container = &ContainerSpec{} }, "replicas[0].container: only for"},
 		{"container env not k=v", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Env: []string{"NOEQ"}} }, "replicas[2].container.env[0]:"},
@@ -162,6 +166,10 @@ func TestDecodeServiceSpec(t *testing.T) {
 	if s.Probe.Timeout != Duration(200*time.Millisecond) || s.Probe.Interval != Duration(50*time.Millisecond) ||
 		s.Policy.MinDwell != Duration(5*time.Second) || s.Policy.MaxSwitches != DefaultMaxSwitches || s.Replicas[0].VM != "a" {
 		t.Fatalf("decoded %+v", s)
+	}
+	named, err := DecodeServiceSpec([]byte(strings.Replace(good, `"platform":"vm"`, `"platform":"vm","vcenter":" vc-b "`, 1)))
+	if err != nil || named.Replicas[0].VCenter != "vc-b" {
+		t.Fatalf("replica naming its vCenter: %+v, %v", named.Replicas, err)
 	}
 	for _, c := range []struct{ name, in, msg string }{
 		{"unknown field", strings.Replace(good, `"name":"dns"`, `"name":"dns","colour":"red"`, 1), "colour"},

@@ -6,8 +6,9 @@
 // 127.0.0.1 only, always with TLS (its certificate is offered as a
 // thumbprint and as a CA file, so clients verify it), and adds what those
 // users need around the simulator: named method-delay profiles, a session
-// idle timeout, session counting and termination, snapshots, and setting
-// VM properties the simulator does not model (vSphere FT state).
+// idle timeout, session counting and termination, snapshots, setting VM
+// properties the simulator does not model (vSphere FT state), and holding
+// one user's calls unanswered (a hung vCenter).
 package vcsim
 
 import (
@@ -20,6 +21,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi"
@@ -147,6 +149,72 @@ type Sim struct {
 	caFile string
 	user   string
 	pass   string
+	hold   hold
+}
+
+// hold is the state of Hold: whose calls wait, and how many wait now.
+type hold struct {
+	mu      sync.Mutex
+	user    string
+	release chan struct{} // nil: nothing is held
+	waiting map[string]int
+}
+
+// Hold makes every call made in a session of user wait until Release (or
+// Close), except Logout: a vCenter that accepts one client's calls and
+// does not answer them, as a hung or overloaded vCenter does. Calls that
+// already run, other users' calls and the in-process client's are not
+// held. The simulator does not learn that a client gave up on a call, so
+// a held call waits for Release even then.
+func (s *Sim) Hold(user string) {
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
+	if s.hold.release == nil {
+		s.hold.release = make(chan struct{})
+	}
+	s.hold.user = user
+}
+
+// Release lets every held call go on, and holds no more.
+func (s *Sim) Release() {
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
+	if s.hold.release != nil {
+		close(s.hold.release)
+		s.hold.release = nil
+	}
+}
+
+// Held is the number of calls waiting in Hold now, by SOAP method.
+func (s *Sim) Held() map[string]int {
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
+	out := map[string]int{}
+	for m, n := range s.hold.waiting {
+		if n > 0 {
+			out[m] = n
+		}
+	}
+	return out
+}
+
+func (s *Sim) wait(ctx *simulator.Context, m *simulator.Method) {
+	h := &s.hold
+	h.mu.Lock()
+	ch := h.release
+	if ch == nil || m.Name == "Logout" || ctx.Session == nil || ctx.Session.UserName != h.user {
+		h.mu.Unlock()
+		return
+	}
+	if h.waiting == nil {
+		h.waiting = map[string]int{}
+	}
+	h.waiting[m.Name]++
+	h.mu.Unlock()
+	<-ch
+	h.mu.Lock()
+	h.waiting[m.Name]--
+	h.mu.Unlock()
 }
 
 // Start creates a VPX inventory (one datacenter DC0, a cluster DC0_C0 of
@@ -206,11 +274,15 @@ func Start(opts Options) (*Sim, error) {
 	} else {
 		m.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
 	}
-	if opts.Handler != nil {
-		m.Map().Handler = opts.Handler
+	s := &Sim{Model: m, user: opts.Username, pass: opts.Password}
+	m.Map().Handler = func(ctx *simulator.Context, meth *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+		s.wait(ctx, meth)
+		if opts.Handler != nil {
+			return opts.Handler(ctx, meth)
+		}
+		return nil, nil
 	}
 	m.Service.TLS = new(tls.Config)
-	s := &Sim{Model: m, user: opts.Username, pass: opts.Password}
 	s.Server = m.Service.NewServer()
 	local, err := vim25.NewClient(context.Background(), m.Service)
 	if err != nil {
@@ -258,6 +330,7 @@ func (s *Sim) CAFile() (string, error) {
 
 // Close stops the server and removes what the model created.
 func (s *Sim) Close() {
+	s.Release() // the server's Close waits for the calls in flight
 	if s.Server != nil {
 		s.Server.Close()
 	}

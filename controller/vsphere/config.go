@@ -29,6 +29,11 @@ const (
 
 // Config configures a Driver for one vCenter.
 type Config struct {
+	// Name is the vCenter's name: replicas name it (fsm.ReplicaSpec.VCenter),
+	// and it labels the metrics ("vcenter") and the log. Default: the URL's
+	// host (host:port if the URL has a port), which is what the label was
+	// before vCenters had names.
+	Name string
 	// URL of the SDK endpoint, https://vcenter.example/sdk. http:// only
 	// with Insecure.
 	URL string
@@ -104,6 +109,9 @@ func (c *Config) validate() (*url.URL, error) {
 	}
 	if u.Path == "" {
 		u.Path = "/sdk"
+	}
+	if c.Name == "" {
+		c.Name = u.Host
 	}
 	if c.Username == "" {
 		return nil, errors.New("vsphere: username required")

@@ -5,7 +5,10 @@
 // collector so drift (a VM powered off by hand, an FT failover) is seen
 // within about a second.
 //
-// One Driver serves one vCenter. Driver.Run holds exactly one session for
+// One Driver serves one vCenter; a Set groups the Drivers of several
+// vCenters as one driver and routes each replica to the vCenter it names
+// (fsm.ReplicaSpec.VCenter), so each vCenter keeps a session, timeouts and
+// faults of its own. Driver.Run holds exactly one session for
 // as long as its context lives (the node's leadership): it logs in, keeps
 // the session alive, logs in again transparently when vCenter drops it,
 // and logs out when leadership ends, cancelling operations in flight. A

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/object"
@@ -29,9 +30,12 @@ type Driver struct {
 	cfg  Config
 	url  *url.URL
 	tls  *tls.Config
-	host string // metrics label and log attribute
+	name string // the vCenter's name: metrics label "vcenter", log attribute, ReplicaSpec.VCenter
 	log  *slog.Logger
 	m    *Metrics
+
+	// unanswered: the latest round trip got no answer (see Unreachable).
+	unanswered atomic.Bool
 
 	mu      sync.Mutex
 	run     *runState
@@ -79,7 +83,7 @@ func New(cfg Config) (*Driver, error) {
 		cfg:     cfg,
 		url:     u,
 		tls:     tc,
-		host:    u.Host,
+		name:    cfg.Name,
 		m:       m,
 		changed: make(chan struct{}),
 		refs:    map[string]types.ManagedObjectReference{},
@@ -88,8 +92,8 @@ func New(cfg Config) (*Driver, error) {
 		last:    map[string]watched{},
 		kick:    make(chan struct{}, 1),
 	}
-	d.log = cfg.Logger.With("vcenter", u.Host)
-	d.m.SessionsLive.WithLabelValues(d.host).Set(0)
+	d.log = cfg.Logger.With("vcenter", d.name)
+	d.m.SessionsLive.WithLabelValues(d.name).Set(0)
 	return d, nil
 }
 
@@ -109,6 +113,7 @@ func (d *Driver) Run(ctx context.Context) error {
 		return errors.New("vsphere: driver is already running")
 	}
 	d.run = rs
+	d.unanswered.Store(false)
 	d.refs = map[string]types.ManagedObjectReference{}
 	d.watched = map[types.ManagedObjectReference]map[string]fsm.ReplicaSpec{}
 	d.watchV++
@@ -160,6 +165,23 @@ func (d *Driver) Run(ctx context.Context) error {
 	d.log.Info("vcenter session closed")
 	return nil
 }
+
+// Unreachable reports whether this vCenter cannot be driven now: the node
+// leads, and the latest round trip to the vCenter got no answer (a network
+// error, or no answer within the call timeout: a vCenter that is down or
+// hung) and none has answered since. A fault is an answer. A vCenter still
+// logging in for the first time is not ready (Ready) but not unreachable:
+// a switch to one of its replicas waits for the login; an unreachable
+// one's replicas are not chosen to take over (controller.ReplicaReadier).
+func (d *Driver) Unreachable() bool {
+	d.mu.Lock()
+	rs := d.run
+	d.mu.Unlock()
+	return rs != nil && d.unanswered.Load()
+}
+
+// Name is the vCenter's name (Config.Name).
+func (d *Driver) Name() string { return d.name }
 
 // Ready reports whether operations can run now without waiting: this node
 // leads and the term's session is logged in (or the driver logs in per
@@ -224,21 +246,21 @@ func (d *Driver) keepAlive(ctx context.Context, s *session) {
 			return
 		case err != nil:
 			failures++
-			d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
+			d.m.KeepAlives.WithLabelValues(d.name, "error").Inc()
 			next = min(driver.Backoff(failures)*4, d.cfg.KeepAlive)
 			d.log.Warn("vcenter keep-alive failed", "err", err, "retry_in", next)
 			continue
 		case us == nil:
 			if err := s.renew(ctx, seen, "keep-alive found the session gone"); err != nil && !errors.Is(err, errSessionAlive) {
 				failures++
-				d.m.KeepAlives.WithLabelValues(d.host, "error").Inc()
+				d.m.KeepAlives.WithLabelValues(d.name, "error").Inc()
 				next = min(driver.Backoff(failures)*4, d.cfg.KeepAlive)
 				d.log.Warn("vcenter re-login failed", "err", err, "retry_in", next)
 				continue
 			}
-			d.m.KeepAlives.WithLabelValues(d.host, "relogin").Inc()
+			d.m.KeepAlives.WithLabelValues(d.name, "relogin").Inc()
 		default:
-			d.m.KeepAlives.WithLabelValues(d.host, "ok").Inc()
+			d.m.KeepAlives.WithLabelValues(d.name, "ok").Inc()
 		}
 		failures = 0
 		next = d.cfg.KeepAlive
@@ -276,7 +298,7 @@ func (d *Driver) begin(ctx context.Context) (context.Context, *runState, func(),
 			return nil, nil, nil, fmt.Errorf("%w: %w", errUnavailable, ctx.Err())
 		case <-wait.C:
 			if rs != nil {
-				return nil, nil, nil, fmt.Errorf("%w: not logged in to vcenter %s yet", errUnavailable, d.host)
+				return nil, nil, nil, fmt.Errorf("%w: not logged in to vcenter %s yet", errUnavailable, d.name)
 			}
 			return nil, nil, nil, fmt.Errorf("%w: no vcenter session (this node does not lead)", errUnavailable)
 		}
@@ -405,9 +427,14 @@ func (d *Driver) kickWatch() {
 	}
 }
 
-func checkSpec(r fsm.ReplicaSpec) error {
+func (d *Driver) checkSpec(r fsm.ReplicaSpec) error {
 	if r.Platform != fsm.PlatformVM {
 		return fmt.Errorf("%w: platform %q is not %q (the vSphere driver drives VMs)", errInvalid, r.Platform, fsm.PlatformVM)
+	}
+	if r.VCenter != "" && r.VCenter != d.name {
+		// A Set routes by the name; a replica that reached the wrong
+		// vCenter would act on a VM of the same name there.
+		return fmt.Errorf("%w: the replica names vcenter %q, this driver is %q", errInvalid, r.VCenter, d.name)
 	}
 	if r.VM == "" {
 		return fmt.Errorf("%w: no vm name", errInvalid)
@@ -427,13 +454,13 @@ type step func(ctx context.Context, s *session, ref types.ManagedObjectReference
 // where it stands.
 func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) error {
 	start := time.Now()
-	if err := checkSpec(r); err != nil {
-		d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
+	if err := d.checkSpec(r); err != nil {
+		d.m.Ops.WithLabelValues(d.name, op, "error").Observe(time.Since(start).Seconds())
 		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	ctx, rs, end, err := d.begin(ctx)
 	if err != nil {
-		d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
+		d.m.Ops.WithLabelValues(d.name, op, "error").Observe(time.Since(start).Seconds())
 		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	defer end()
@@ -450,7 +477,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 			return fn(ctx, s, ref, vm)
 		})
 		if last == nil {
-			d.m.Ops.WithLabelValues(d.host, op, "ok").Observe(time.Since(start).Seconds())
+			d.m.Ops.WithLabelValues(d.name, op, "ok").Observe(time.Since(start).Seconds())
 			return nil
 		}
 		if _, retry := classify(last); !retry || ctx.Err() != nil || attempts == d.cfg.MaxAttempts {
@@ -461,7 +488,7 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 			break
 		}
 	}
-	d.m.Ops.WithLabelValues(d.host, op, "error").Observe(time.Since(start).Seconds())
+	d.m.Ops.WithLabelValues(d.name, op, "error").Observe(time.Since(start).Seconds())
 	oe := &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Attempts: attempts, Err: classified(last)}
 	if ctx.Err() == nil {
 		if obs, err := d.observe(ctx, rs, r); err == nil || obs.Replica != "" {
@@ -631,14 +658,14 @@ func (d *Driver) Restore(ctx context.Context, r fsm.ReplicaSpec) error {
 func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observation, error) {
 	start := time.Now()
 	fail := func(err error, attempts int, obs *driver.Observation) (driver.Observation, error) {
-		d.m.Ops.WithLabelValues(d.host, "observe", "error").Observe(time.Since(start).Seconds())
+		d.m.Ops.WithLabelValues(d.name, "observe", "error").Observe(time.Since(start).Seconds())
 		oe := &driver.OpError{Op: "observe", Replica: r.Name, Target: target(r), Attempts: attempts, State: obs, Err: classified(err)}
 		if obs != nil {
 			return *obs, oe
 		}
 		return driver.Observation{Replica: r.Name, Target: r.VM, Power: driver.PowerUnknown, Tools: driver.ToolsUnknown}, oe
 	}
-	if err := checkSpec(r); err != nil {
+	if err := d.checkSpec(r); err != nil {
 		return fail(err, 0, nil)
 	}
 	ctx, rs, end, err := d.begin(ctx)
@@ -652,7 +679,7 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observa
 		attempts++
 		obs, err = d.observe(ctx, rs, r)
 		if err == nil {
-			d.m.Ops.WithLabelValues(d.host, "observe", "ok").Observe(time.Since(start).Seconds())
+			d.m.Ops.WithLabelValues(d.name, "observe", "ok").Observe(time.Since(start).Seconds())
 			return obs, nil
 		}
 		if obs.Replica != "" { // read fine; the NIC is the problem

@@ -135,7 +135,7 @@ func TestCallTimeoutIsRetried(t *testing.T) {
 		t.Fatalf("detach after a hung call: %v", err)
 	}
 	t.Logf("detach with one hung call took %s (call timeout 300ms)", time.Since(start))
-	if got := testutil.ToFloat64(e.d.m.CallErrors.WithLabelValues(e.d.host, "ReconfigVM_Task", "timeout")); got != 1 {
+	if got := testutil.ToFloat64(e.d.m.CallErrors.WithLabelValues(e.d.name, "ReconfigVM_Task", "timeout")); got != 1 {
 		t.Fatalf("ReconfigVM_Task timeouts = %v, want 1", got)
 	}
 	if hung.Load() != 2 {

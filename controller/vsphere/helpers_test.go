@@ -127,22 +127,22 @@ func (e *env) ctx() context.Context {
 func (e *env) sessions() int { return e.sim.SessionCount(context.Background()) }
 
 func (e *env) live() float64 {
-	return testutil.ToFloat64(e.d.m.SessionsLive.WithLabelValues(e.d.host))
+	return testutil.ToFloat64(e.d.m.SessionsLive.WithLabelValues(e.d.name))
 }
 
 func (e *env) relogins() float64 {
-	return testutil.ToFloat64(e.d.m.Relogins.WithLabelValues(e.d.host))
+	return testutil.ToFloat64(e.d.m.Relogins.WithLabelValues(e.d.name))
 }
 
 func (e *env) logins(kind string) float64 {
-	return testutil.ToFloat64(e.d.m.Logins.WithLabelValues(e.d.host, kind))
+	return testutil.ToFloat64(e.d.m.Logins.WithLabelValues(e.d.name, kind))
 }
 
 // calls is how many round trips of a SOAP method the driver made.
 func (e *env) calls(method string) uint64 {
 	e.t.Helper()
 	var m dto.Metric
-	if err := e.d.m.Calls.WithLabelValues(e.d.host, method).(prometheus.Metric).Write(&m); err != nil {
+	if err := e.d.m.Calls.WithLabelValues(e.d.name, method).(prometheus.Metric).Write(&m); err != nil {
 		e.t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()

@@ -62,12 +62,12 @@ func (s *session) login(ctx context.Context, kind string) error {
 	d := s.d
 	pw, err := d.cfg.Password()
 	if err != nil {
-		d.m.LoginErrors.WithLabelValues(d.host).Inc()
+		d.m.LoginErrors.WithLabelValues(d.name).Inc()
 		return fmt.Errorf("%w: vcenter password: %w", errDenied, err)
 	}
 	err = govsession.NewManager(s.raw).Login(ctx, url.UserPassword(d.cfg.Username, pw))
 	if err != nil {
-		d.m.LoginErrors.WithLabelValues(d.host).Inc()
+		d.m.LoginErrors.WithLabelValues(d.name).Inc()
 		if fault.Is(err, &types.InvalidLogin{}) {
 			return fmt.Errorf("%w: vcenter login as %s: %w", errDenied, d.cfg.Username, err)
 		}
@@ -75,9 +75,9 @@ func (s *session) login(ctx context.Context, kind string) error {
 	}
 	s.gen.Add(1)
 	if !s.live.Swap(true) {
-		d.m.SessionsLive.WithLabelValues(d.host).Inc()
+		d.m.SessionsLive.WithLabelValues(d.name).Inc()
 	}
-	d.m.Logins.WithLabelValues(d.host, kind).Inc()
+	d.m.Logins.WithLabelValues(d.name, kind).Inc()
 	return nil
 }
 
@@ -90,7 +90,7 @@ func (s *session) logout() error {
 	if !s.live.Swap(false) {
 		return nil
 	}
-	s.d.m.SessionsLive.WithLabelValues(s.d.host).Dec()
+	s.d.m.SessionsLive.WithLabelValues(s.d.name).Dec()
 	_, err := methods.Logout(ctx, s.raw, &types.Logout{This: *s.raw.ServiceContent.SessionManager})
 	if err != nil && fault.Is(err, &types.NotAuthenticated{}) {
 		return nil // already gone (expired or terminated): nothing to end
@@ -132,12 +132,12 @@ func (s *session) renew(ctx context.Context, seen uint64, why string) error {
 	// Gone (expired, terminated by an administrator, vCenter restarted):
 	// nothing to log out, so logging in again keeps exactly one session.
 	if s.live.Swap(false) {
-		s.d.m.SessionsLive.WithLabelValues(s.d.host).Dec()
+		s.d.m.SessionsLive.WithLabelValues(s.d.name).Dec()
 	}
 	if err := s.login(ctx, "relogin"); err != nil {
 		return err
 	}
-	s.d.m.Relogins.WithLabelValues(s.d.host).Inc()
+	s.d.m.Relogins.WithLabelValues(s.d.name).Inc()
 	s.d.log.Info("vcenter session was gone; logged in again", "why", why)
 	return nil
 }
@@ -174,9 +174,19 @@ func (t *timedRT) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
 }
 
 func (d *Driver) observeCall(method string, start time.Time, err error, ctx, cctx context.Context) {
-	d.m.Calls.WithLabelValues(d.host, method).Observe(time.Since(start).Seconds())
-	if err != nil {
-		d.m.CallErrors.WithLabelValues(d.host, method, errKind(err, ctx, cctx)).Inc()
+	d.m.Calls.WithLabelValues(d.name, method).Observe(time.Since(start).Seconds())
+	if err == nil {
+		d.unanswered.Store(false)
+		return
+	}
+	kind := errKind(err, ctx, cctx)
+	d.m.CallErrors.WithLabelValues(d.name, method, kind).Inc()
+	switch kind {
+	case "canceled": // the caller gave up: says nothing about the vCenter
+	case "timeout", "network":
+		d.unanswered.Store(true)
+	default: // a fault: the vCenter answered
+		d.unanswered.Store(false)
 	}
 }
 

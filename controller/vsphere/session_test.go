@@ -119,7 +119,7 @@ func TestKeepAliveKeepsSessionAlive(t *testing.T) {
 		t.Fatalf("sessions: %v %v", list, err)
 	}
 	key := list[0].Key
-	ok := func() float64 { return testutil.ToFloat64(e.d.m.KeepAlives.WithLabelValues(e.d.host, "ok")) }
+	ok := func() float64 { return testutil.ToFloat64(e.d.m.KeepAlives.WithLabelValues(e.d.name, "ok")) }
 	// 25 checks at 100 ms: beyond 2 × the 1 s timeout.
 	eventually(t, 20*time.Second, "25 keep-alive checks", func() bool { return ok() >= 25 })
 	list, err = e.sim.Sessions(e.ctx())
@@ -140,7 +140,7 @@ func TestKeepAliveRenewsLostSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "keep-alive re-login", func() bool { return e.relogins() == 1 && e.sessions() == 1 })
-	relogin := testutil.ToFloat64(e.d.m.KeepAlives.WithLabelValues(e.d.host, "relogin"))
+	relogin := testutil.ToFloat64(e.d.m.KeepAlives.WithLabelValues(e.d.name, "relogin"))
 	if relogin != 1 {
 		t.Fatalf("keep-alive relogin checks = %v", relogin)
 	}

@@ -166,7 +166,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 				continue
 			}
 			w.builtV, w.builtGen = v, gen
-			d.m.WatchRebuilds.WithLabelValues(d.host).Inc()
+			d.m.WatchRebuilds.WithLabelValues(d.name).Inc()
 		}
 		set, err := w.wait(ctx)
 		if err != nil {

@@ -39,7 +39,8 @@ import (
 // Config is the agent's configuration (the YAML schema).
 type Config = config.Agent
 
-// VCenterConfig is the vcenter section of Config.
+// VCenterConfig is the vcenter section of Config, and one entry of its
+// vcenters list.
 type VCenterConfig = config.VCenter
 
 // DockerHostConfig is one entry of the docker.hosts section of Config.
@@ -64,9 +65,9 @@ type Agent struct {
 	apiLn   net.Listener
 	apiURL  string
 	vc      *devVCenter
-	// VSphere is the node's vSphere driver (nil without a vCenter). It
-	// holds a session only while this node leads.
-	VSphere *vsphere.Driver
+	// VSphere is the node's vSphere driver over its vCenters (nil without
+	// one). Each vCenter's session is held only while this node leads.
+	VSphere *vsphere.Set
 	// Docker is the node's container driver (nil without docker hosts).
 	// Only the leader's controller calls it.
 	Docker *docker.Driver
@@ -184,14 +185,18 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		a.closeDevVCenter()
 		return nil, err
 	}
-	if d := a.VSphere; d != nil {
-		// The session lives exactly as long as leadership: opened after the
-		// barrier, logged out (operations in flight cancelled) when it ends.
-		c.OnLeader("vsphere", func(ctx context.Context) {
-			if err := d.Run(ctx); err != nil {
-				log.Warn("vsphere driver stopped", "err", err)
-			}
-		})
+	if a.VSphere != nil {
+		// Each session lives exactly as long as leadership: opened after
+		// the barrier, logged out (operations in flight cancelled) when it
+		// ends. One routine per vCenter, so one that is slow to log in or
+		// to let go holds only its own.
+		for _, d := range a.VSphere.Drivers() {
+			c.OnLeader("vsphere/"+d.Name(), func(ctx context.Context) {
+				if err := d.Run(ctx); err != nil {
+					log.Warn("vsphere driver stopped", "vcenter", d.Name(), "err", err)
+				}
+			})
+		}
 	}
 
 	if len(cfg.Docker.Hosts) > 0 {
@@ -247,6 +252,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	srv, err := apiserver.NewServer(apiserver.ServerConfig{
 		Backend:         c,
 		DecidesSwitches: len(drivers) > 0,
+		CheckSpec:       checkSpec(a.VSphere),
 		Tokens:          tokens,
 		Dev:             cfg.Dev,
 		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -314,14 +320,14 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 	return a, nil
 }
 
-// newVSphere builds the vSphere driver for the configured vCenter, or for
-// the embedded simulator of a -dev node (verified by its thumbprint), or
-// returns nil when there is no vCenter. It does not connect.
-func newVSphere(cfg *Config, dev *devVCenter, log *slog.Logger, reg prometheus.Registerer) (*vsphere.Driver, error) {
-	var vcfg vsphere.Config
-	switch vc := cfg.VCenter; {
-	case vc != nil:
-		vcfg = vsphere.Config{
+// newVSphere builds the vSphere drivers for the configured vCenters, or
+// for the embedded simulator of a -dev node (verified by its thumbprint),
+// or returns nil when there is no vCenter. It does not connect.
+func newVSphere(cfg *Config, dev *devVCenter, log *slog.Logger, reg prometheus.Registerer) (*vsphere.Set, error) {
+	var vcfgs []vsphere.Config
+	for _, vc := range cfg.VCenterList() {
+		vcfgs = append(vcfgs, vsphere.Config{
+			Name:              vc.Name,
 			URL:               vc.URL,
 			Username:          vc.Username,
 			Password:          vc.Password,
@@ -333,27 +339,49 @@ func newVSphere(cfg *Config, dev *devVCenter, log *slog.Logger, reg prometheus.R
 			TaskTimeout:       vc.TaskTimeout,
 			MaxAttempts:       vc.MaxAttempts,
 			KeepAlive:         vc.KeepAliveInterval,
-		}
+		})
 		if vc.Insecure {
-			log.Warn("vcenter: certificate verification is OFF (insecure: true); use ca_file or thumbprint outside a lab")
+			log.Warn("vcenter: certificate verification is OFF (insecure: true); use ca_file or thumbprint outside a lab", "vcenter", vc.Name)
 		}
-	case dev != nil:
-		vcfg = vsphere.Config{
+	}
+	if len(vcfgs) == 0 && dev != nil {
+		vcfgs = append(vcfgs, vsphere.Config{
 			URL:        dev.URL(),
 			Username:   devVCenterUser,
 			Password:   func() (string, error) { return devVCenterPassword, nil },
 			Thumbprint: dev.Thumbprint(),
-		}
-	default:
+		})
+	}
+	if len(vcfgs) == 0 {
 		return nil, nil
 	}
-	vcfg.Logger = log.With("component", "vsphere")
-	vcfg.Metrics = vsphere.NewMetrics(reg)
-	d, err := vsphere.New(vcfg)
-	if err != nil {
-		return nil, fmt.Errorf("vcenter: %w", err)
+	m := vsphere.NewMetrics(reg) // one set of series, labelled by vcenter
+	var drivers []*vsphere.Driver
+	for _, vcfg := range vcfgs {
+		vcfg.Logger = log.With("component", "vsphere")
+		vcfg.Metrics = m
+		d, err := vsphere.New(vcfg)
+		if err != nil {
+			return nil, fmt.Errorf("vcenter %s: %w", vcfg.Name, err)
+		}
+		drivers = append(drivers, d)
 	}
-	return d, nil
+	set, err := vsphere.NewSet(drivers...)
+	if err != nil {
+		return nil, fmt.Errorf("vcenters: %w", err)
+	}
+	return set, nil
+}
+
+// checkSpec refuses a service spec whose VM replicas name a vCenter this
+// node does not have (or none, when it has several), before the spec is
+// committed.
+func checkSpec(vs *vsphere.Set) func(fsm.ServiceSpec) error {
+	var names []string
+	if vs != nil {
+		names = vs.Names()
+	}
+	return func(spec fsm.ServiceSpec) error { return vsphere.CheckVCenters(spec, names) }
 }
 
 func (a *Agent) closeDevVCenter() {
@@ -459,7 +487,7 @@ func newDocker(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*docke
 }
 
 // controllerDrivers maps replica platforms to the drivers this node has.
-func controllerDrivers(vs *vsphere.Driver, dk *docker.Driver) map[string]driver.Driver {
+func controllerDrivers(vs *vsphere.Set, dk *docker.Driver) map[string]driver.Driver {
 	drivers := map[string]driver.Driver{}
 	if dk != nil {
 		drivers[fsm.PlatformContainer] = dk

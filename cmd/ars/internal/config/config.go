@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -47,8 +48,14 @@ type Agent struct {
 	Membership Membership `yaml:"membership"`
 	Log        Log        `yaml:"log"`
 
-	// VCenter is the vSphere endpoint for VM replicas (optional; nil = none).
+	// VCenter is the one-vCenter shorthand of VCenters (optional; nil =
+	// none): a node with one vCenter may keep today's single section, and
+	// its VM replicas need not name it. Use one of the two, not both.
 	VCenter *VCenter `yaml:"vcenter"`
+	// VCenters lists the vCenters of VM replicas, each with the name the
+	// replicas use (fsm.ReplicaSpec.VCenter). The leader holds one session
+	// per vCenter.
+	VCenters []VCenter `yaml:"vcenters"`
 	// Docker lists the Docker Engine endpoints for container replicas.
 	Docker Docker `yaml:"docker"`
 
@@ -110,14 +117,19 @@ type Log struct {
 	Format string `yaml:"format"` // text | json
 }
 
-// VCenter is the vSphere endpoint used by the leader's VM driver. Only the
-// leader holds a session (one, for as long as it leads).
+// VCenter is one vSphere endpoint used by the leader's VM driver. Only the
+// leader holds a session (one per vCenter, for as long as it leads).
 type VCenter struct {
+	// Name is what replicas call this vCenter (their vcenter field), the
+	// metrics label "vcenter" and the log attribute:
+	// [a-z0-9][a-z0-9._-]{0,62}. Required in vcenters; in the vcenter
+	// shorthand it defaults to the URL's host (Name).
+	Name     string `yaml:"name"`
 	URL      string `yaml:"url"`      // https://vcenter.example/sdk
 	Username string `yaml:"username"` // required with url
 	// PasswordFile holds the password (trailing newline ignored; re-read
 	// at every login). Without it the password comes from the environment
-	// variable ARS_VCENTER_PASSWORD. It is never logged.
+	// (PasswordEnvNames). It is never logged.
 	PasswordFile string `yaml:"password_file"`
 	// The vCenter certificate is verified: against the system roots, or
 	// CAFile, or pinned by Thumbprint (SHA-256 or SHA-1 hex, as the vSphere
@@ -137,31 +149,85 @@ type VCenter struct {
 	TaskTimeout       time.Duration `yaml:"task_timeout"`
 	MaxAttempts       int           `yaml:"max_attempts"`
 	KeepAliveInterval time.Duration `yaml:"keepalive_interval"`
+
+	// Set by Agent.VCenterList for entries of vcenters: where the entry is
+	// (for messages) and whether it is the only one.
+	field  string
+	listed bool
+	alone  bool
 }
 
 // PasswordEnv names the environment variable that holds the vCenter
-// password when vcenter.password_file is not set.
+// password when the vCenter has no password_file: the shorthand's, or the
+// only entry's of vcenters. An entry of vcenters also reads its own
+// variable, PasswordEnv + "_" + its name in upper case with "-" and "."
+// as "_" (ARS_VCENTER_PASSWORD_VC_EAST for vc-east).
 const PasswordEnv = "ARS_VCENTER_PASSWORD"
 
+// PasswordEnvNames are the environment variables this vCenter's password
+// may come from, in the order they are read.
+func (v *VCenter) PasswordEnvNames() []string {
+	if !v.listed {
+		return []string{PasswordEnv}
+	}
+	own := PasswordEnv + "_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(v.Name))
+	if v.alone {
+		return []string{own, PasswordEnv}
+	}
+	return []string{own}
+}
+
+// VCenterList is the configured vCenters, whichever form the file used:
+// the vcenter shorthand becomes a list of one, named after its URL's host
+// unless it has a name. Nil when there is none.
+func (a *Agent) VCenterList() []VCenter {
+	if a.VCenter != nil {
+		v := *a.VCenter
+		v.field = "vcenter"
+		if v.Name == "" {
+			v.Name = DefaultVCenterName(v.URL)
+		}
+		return []VCenter{v}
+	}
+	var out []VCenter
+	for i, v := range a.VCenters {
+		v.field = "vcenters[" + strconv.Itoa(i) + "]"
+		v.listed, v.alone = true, len(a.VCenters) == 1
+		out = append(out, v)
+	}
+	return out
+}
+
+// DefaultVCenterName is the name of a vcenter shorthand without one: the
+// URL's host (with its port, if it has one), which is what the vSphere
+// metrics were labelled with before vCenters had names.
+func DefaultVCenterName(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return rawURL
+}
+
 // setDefaults fills the timing defaults (the vSphere driver's) of the keys
-// that set does not report as written.
-func (v *VCenter) setDefaults(set func(field string) bool) {
-	if v.CallTimeout == 0 && !set("vcenter.call_timeout") {
+// that set does not report as written; prefix is the entry's field path.
+func (v *VCenter) setDefaults(prefix string, set func(field string) bool) {
+	if v.CallTimeout == 0 && !set(prefix+".call_timeout") {
 		v.CallTimeout = vsphere.DefaultCallTimeout
 	}
-	if v.TaskTimeout == 0 && !set("vcenter.task_timeout") {
+	if v.TaskTimeout == 0 && !set(prefix+".task_timeout") {
 		v.TaskTimeout = vsphere.DefaultTaskTimeout
 	}
-	if v.MaxAttempts == 0 && !set("vcenter.max_attempts") {
+	if v.MaxAttempts == 0 && !set(prefix+".max_attempts") {
 		v.MaxAttempts = vsphere.DefaultMaxAttempts
 	}
-	if v.KeepAliveInterval == 0 && !set("vcenter.keepalive_interval") {
+	if v.KeepAliveInterval == 0 && !set(prefix+".keepalive_interval") {
 		v.KeepAliveInterval = vsphere.DefaultKeepAlive
 	}
 }
 
 // Password returns the vCenter password: from PasswordFile if set, else
-// from ARS_VCENTER_PASSWORD. Errors never contain the password.
+// from the first of PasswordEnvNames that is set. Errors never contain
+// the password.
 func (v *VCenter) Password() (string, error) {
 	if v.PasswordFile != "" {
 		data, err := os.ReadFile(v.PasswordFile)
@@ -174,10 +240,17 @@ func (v *VCenter) Password() (string, error) {
 		}
 		return pw, nil
 	}
-	if pw := os.Getenv(PasswordEnv); pw != "" {
-		return pw, nil
+	envs := v.PasswordEnvNames()
+	for _, env := range envs {
+		if pw := os.Getenv(env); pw != "" {
+			return pw, nil
+		}
 	}
-	return "", fmt.Errorf("no vcenter password: set vcenter.password_file or %s", PasswordEnv)
+	field := v.field
+	if field == "" {
+		field = "vcenter"
+	}
+	return "", fmt.Errorf("no vcenter password: set %s.password_file or %s", field, strings.Join(envs, " or "))
 }
 
 // Docker lists Docker Engine API endpoints; replicas name them by Name.

@@ -97,6 +97,21 @@ func TestLoadErrors(t *testing.T) {
 		}},
 		{"vcenter_password_empty.yaml", []wantErr{{16, "vcenter.password_file: vcenter password file " + filepath.Join(dir, "empty.password") + " is empty"}}},
 		{"vcenter_ca_not_pem.yaml", []wantErr{{17, "vcenter.ca_file: " + filepath.Join(dir, "tokens.yaml") + " holds no PEM certificate"}}},
+		// Several vCenters.
+		{"vcenters_and_vcenter.yaml", []wantErr{{17, "vcenters: use either vcenter (one vCenter) or vcenters (a list), not both: move the vcenter section into vcenters"}}},
+		{"vcenters_names.yaml", []wantErr{
+			{14, "vcenters[0].name: required: replicas name their vCenter by it"},
+			{17, `vcenters[1].name: "VC East" must match [a-z0-9][a-z0-9._-]{0,62}`},
+			{25, `vcenters[3].name: "west" is already the name of vcenters[2]`},
+			{26, "vcenters[3].url: https://VC3.lab.internal:443/sdk is already configured as vcenters[2]: one entry per vCenter"},
+			{30, "vcenters[4].url: https://vc3.lab.internal/sdk/ is already configured as vcenters[2]"},
+		}},
+		{"vcenters_entry_errors.yaml", []wantErr{
+			{14, "vcenters[0].password_file: required (or the password in the environment variable ARS_VCENTER_PASSWORD_VC_EAST)"},
+			{18, `vcenters[1].url: "http://vc2.lab.internal/sdk" is plain http`},
+			{21, "vcenters[1].call_timeout: must be > 0 and at most 1m, got 2m0s"},
+		}},
+		{"vcenter_bad_name.yaml", []wantErr{{14, `vcenter.name: "Lab" must match`}}},
 		{"docker_bad_endpoint.yaml", []wantErr{
 			{17, `docker.hosts[1].name: "lx1" is listed twice`},
 			{18, `docker.hosts[1].endpoint: "ssh://lx2" must be unix://PATH or tcp://HOST:PORT`},
@@ -105,7 +120,8 @@ func TestLoadErrors(t *testing.T) {
 		// Several problems are all reported, in line order.
 		{"two_errors.yaml", []wantErr{{1, `node_name: "-n1" must match`}, {5, "bootstrap_expect: must be >= 0"}}},
 	}
-	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true, "vcenter_env_password.yaml": true}
+	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true, "vcenter_env_password.yaml": true,
+		"vcenters_valid.yaml": true}
 	for _, tt := range tests {
 		covered[tt.file] = true
 		t.Run(strings.TrimSuffix(tt.file, ".yaml"), func(t *testing.T) {
@@ -315,6 +331,60 @@ func TestVCenterPasswordSources(t *testing.T) {
 	a.VCenter.PasswordFile = filepath.Join(dir, "missing.password")
 	if _, err := a.VCenter.Password(); err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// The vcenter shorthand is a list of one, named after its host; vcenters
+// keeps its entries' names, order and defaults, and an entry's password
+// can come from its own environment variable.
+func TestVCenterList(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	t.Setenv(PasswordEnv, "")
+	t.Setenv(PasswordEnv+"_VC_WEST_LAB", "west-secret")
+	a, err := Load(copyTestdata(t, dir, "vcenters_valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := a.VCenterList()
+	if len(l) != 2 || l[0].Name != "vc-east" || l[1].Name != "vc-west.lab" {
+		t.Fatalf("VCenterList = %+v", l)
+	}
+	if l[0].CallTimeout != 500*time.Millisecond || l[1].CallTimeout != vsphere.DefaultCallTimeout ||
+		l[1].TaskTimeout != vsphere.DefaultTaskTimeout || l[1].CAFile != filepath.Join(dir, "ca.pem") {
+		t.Errorf("defaults and paths: %+v", l)
+	}
+	if pw, err := l[1].Password(); err != nil || pw != "west-secret" {
+		t.Errorf("vc-west.lab password = %q, %v", pw, err)
+	}
+	if pw, err := l[0].Password(); err != nil || pw != "hunter2" {
+		t.Errorf("vc-east password = %q, %v", pw, err)
+	}
+	// With two vCenters the shared variable is not read: it would give
+	// both the same password without anyone deciding so.
+	t.Setenv(PasswordEnv+"_VC_WEST_LAB", "")
+	t.Setenv(PasswordEnv, "shared")
+	if _, err := l[1].Password(); err == nil || !strings.Contains(err.Error(), "vcenters[1].password_file or ARS_VCENTER_PASSWORD_VC_WEST_LAB") {
+		t.Errorf("no password of its own: %v", err)
+	}
+	// A list of one reads the shared variable too.
+	one := &Agent{VCenters: a.VCenters[1:]}
+	if pw, err := one.VCenterList()[0].Password(); err != nil || pw != "shared" {
+		t.Errorf("only vCenter: password = %q, %v", pw, err)
+	}
+
+	b, err := Load(copyTestdata(t, dir, "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := b.VCenterList(); len(l) != 1 || l[0].Name != "vcenter.lab.internal" || l[0].URL != b.VCenter.URL {
+		t.Errorf("shorthand VCenterList = %+v", l)
+	}
+	if l := (&Agent{}).VCenterList(); l != nil {
+		t.Errorf("no vCenter: %+v", l)
+	}
+	if got := DefaultVCenterName("https://127.0.0.1:8989/sdk"); got != "127.0.0.1:8989" {
+		t.Errorf("DefaultVCenterName = %q", got)
 	}
 }
 

@@ -14,7 +14,7 @@
 // Decisions beyond the interface contract:
 //
 //   - Relative file paths (tls.*, gossip_key_file, tokens_file, data_dir,
-//     vcenter.*_file, docker.hosts[].tls.*) are resolved against the directory
+//     vcenter.*_file, vcenters[].*_file, docker.hosts[].tls.*) are resolved against the directory
 //     of the config file by Load, so the returned Agent holds usable paths.
 //   - After Load, AdvertiseAddr is always set: it defaults to BindAddr when
 //     BindAddr is a specific address.
@@ -27,6 +27,10 @@
 //     election); gossip.probe_timeout must be shorter than probe_interval.
 //   - The optional vcenter and docker sections carry the driver settings named
 //     in docs/design.md §6 (vCenter URL and credential files, Docker hosts).
+//     Several vCenters go in the vcenters list, each with a name that VM
+//     replicas use; the single vcenter section is the one-vCenter
+//     shorthand (named after its URL's host unless it has a name). The two
+//     forms are exclusive; names and URLs must differ (VCenterList).
 //   - A dev config (Dev) keeps Raft in memory (empty DataDir) and has no TLS,
 //     gossip key or tokens; those keys become optional.
 package config

@@ -114,13 +114,19 @@ func (a *Agent) resolvePaths(dir string) {
 	abs(&a.TLS.KeyFile)
 	abs(&a.GossipKeyFile)
 	abs(&a.TokensFile)
-	if a.VCenter != nil {
-		abs(&a.VCenter.PasswordFile)
-		abs(&a.VCenter.CAFile)
-		a.VCenter.setDefaults(func(f string) bool { _, ok := a.lines[f]; return ok })
-		if tp, err := vsphere.ParseThumbprint(a.VCenter.Thumbprint); err == nil && a.VCenter.Thumbprint != "" {
-			a.VCenter.Thumbprint = tp // canonical "AB:CD:…"; a bad one is left for Validate to report
+	vcenter := func(prefix string, vc *VCenter) {
+		abs(&vc.PasswordFile)
+		abs(&vc.CAFile)
+		vc.setDefaults(prefix, func(f string) bool { _, ok := a.lines[f]; return ok })
+		if tp, err := vsphere.ParseThumbprint(vc.Thumbprint); err == nil && vc.Thumbprint != "" {
+			vc.Thumbprint = tp // canonical "AB:CD:…"; a bad one is left for Validate to report
 		}
+	}
+	if a.VCenter != nil {
+		vcenter("vcenter", a.VCenter)
+	}
+	for i := range a.VCenters {
+		vcenter("vcenters["+strconv.Itoa(i)+"]", &a.VCenters[i])
 	}
 	for i := range a.Docker.Hosts {
 		t := &a.Docker.Hosts[i].TLS

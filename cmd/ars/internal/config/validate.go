@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/controller/vsphere"
+	"github.com/ars-project/ars/fsm"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -106,7 +107,7 @@ func (a *Agent) Validate() error {
 		v.add("log.format", "%q must be text or json", a.Log.Format)
 	}
 
-	v.vcenter()
+	v.vcenters()
 	v.docker()
 	return joinErrors(v.errs)
 }
@@ -308,69 +309,137 @@ func (v *validator) gossip() {
 	}
 }
 
-func (v *validator) vcenter() {
-	vc := v.a.VCenter
-	if vc == nil {
+// vcenters checks the vcenter shorthand or the vcenters list, each entry
+// as vcenter() does, and what only the list can get wrong: names missing,
+// malformed or used twice, and one vCenter listed twice (two sessions on
+// it, and two names for its VMs).
+func (v *validator) vcenters() {
+	a := v.a
+	if a.VCenter != nil && len(a.VCenters) > 0 {
+		v.add("vcenters", "use either vcenter (one vCenter) or vcenters (a list), not both: "+
+			"move the vcenter section into vcenters as one more entry, with a name")
 		return
 	}
+	names := map[string]string{} // name -> field
+	urls := map[string]string{}  // canonical URL -> field
+	for _, vc := range a.VCenterList() {
+		p := vc.field
+		switch {
+		case vc.listed && vc.Name == "":
+			v.add(p+".name", "required: replicas name their vCenter by it (vcenter: NAME in the service spec)")
+		case (vc.listed || a.VCenter.Name != "") && !fsm.VCenterNameRE.MatchString(vc.Name):
+			v.add(p+".name", "%q must match [a-z0-9][a-z0-9._-]{0,62}", vc.Name)
+		case names[vc.Name] != "":
+			v.add(p+".name", "%q is already the name of %s", vc.Name, names[vc.Name])
+		default:
+			names[vc.Name] = p
+		}
+		if key := canonicalURL(vc.URL); key != "" {
+			if other, dup := urls[key]; dup {
+				v.add(p+".url", "%s is already configured as %s: one entry per vCenter (the leader holds one session for each)", vc.URL, other)
+			} else {
+				urls[key] = p
+			}
+		}
+		v.vcenter(p, &vc)
+	}
+}
+
+// canonicalURL is how two spellings of one vCenter's URL compare ("" for
+// one that does not parse; vcenter() reports it).
+func canonicalURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	scheme, port := strings.ToLower(u.Scheme), u.Port()
+	if port == "" || (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	host := strings.ToLower(u.Hostname())
+	if port != "" {
+		host = net.JoinHostPort(host, port)
+	}
+	path := strings.TrimSuffix(u.Path, "/")
+	if path == "" {
+		path = "/sdk"
+	}
+	return scheme + "://" + host + path
+}
+
+// vcenter checks one vCenter entry whose fields are under prefix.
+func (v *validator) vcenter(p string, vc *VCenter) {
 	u, err := url.Parse(vc.URL)
 	switch {
 	case vc.URL == "":
-		v.add("vcenter.url", "required")
+		v.add(p+".url", "required")
 	case err != nil:
-		v.add("vcenter.url", "%q is not a URL", vc.URL)
+		v.add(p+".url", "%q is not a URL", vc.URL)
 	case u.Scheme != "https" && u.Scheme != "http" || u.Host == "":
-		v.add("vcenter.url", "%q must be an https:// URL such as https://vcenter.example/sdk", vc.URL)
+		v.add(p+".url", "%q must be an https:// URL such as https://vcenter.example/sdk", vc.URL)
 	case u.User != nil:
-		v.add("vcenter.url", "must not carry credentials; use username and password_file")
+		v.add(p+".url", "must not carry credentials; use username and password_file")
 	case u.Scheme == "http" && !vc.Insecure:
-		v.add("vcenter.url", "%q is plain http, which sends the password in clear: use https (or insecure: true, labs only)", vc.URL)
+		v.add(p+".url", "%q is plain http, which sends the password in clear: use https (or insecure: true, labs only)", vc.URL)
 	}
 	if vc.Username == "" {
-		v.add("vcenter.username", "required")
+		v.add(p+".username", "required")
 	}
-	switch {
+	switch envs := vc.PasswordEnvNames(); {
 	case vc.PasswordFile != "":
 		if err := checkReadable(vc.PasswordFile); err != nil {
-			v.add("vcenter.password_file", "%v", err)
+			v.add(p+".password_file", "%v", err)
 		} else if _, err := vc.Password(); err != nil {
-			v.add("vcenter.password_file", "%v", err)
+			v.add(p+".password_file", "%v", err)
 		}
-	case os.Getenv(PasswordEnv) == "":
-		v.add("vcenter.password_file", "required (or the password in the environment variable %s)", PasswordEnv)
+	case !anyEnvSet(envs):
+		what := "the environment variable " + envs[0]
+		if len(envs) > 1 {
+			what = "one of the environment variables " + strings.Join(envs, ", ")
+		}
+		v.add(p+".password_file", "required (or the password in %s)", what)
 	}
 	if vc.CAFile != "" {
 		if err := checkReadable(vc.CAFile); err != nil {
-			v.add("vcenter.ca_file", "%v", err)
+			v.add(p+".ca_file", "%v", err)
 		} else if pem, err := os.ReadFile(vc.CAFile); err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			v.add("vcenter.ca_file", "%s holds no PEM certificate", vc.CAFile)
+			v.add(p+".ca_file", "%s holds no PEM certificate", vc.CAFile)
 		}
 	}
 	if vc.Thumbprint != "" {
 		if _, err := vsphere.ParseThumbprint(vc.Thumbprint); err != nil {
-			v.add("vcenter.thumbprint", "%v", err)
+			v.add(p+".thumbprint", "%v", err)
 		} else if vc.CAFile != "" {
-			v.add("vcenter.thumbprint", "use either ca_file or thumbprint, not both")
+			v.add(p+".thumbprint", "use either ca_file or thumbprint, not both")
 		}
 	}
 	if vc.Insecure && (vc.CAFile != "" || vc.Thumbprint != "") {
-		v.add("vcenter.insecure", "contradicts ca_file/thumbprint: insecure skips the verification they configure")
+		v.add(p+".insecure", "contradicts ca_file/thumbprint: insecure skips the verification they configure")
 	}
 	// Zero means the default unless it was written in the file (Load fills
 	// the defaults of keys that are absent).
-	set := func(field string) bool { _, ok := v.a.lines[field]; return ok }
-	if d := vc.CallTimeout; (d == 0 && set("vcenter.call_timeout")) || d < 0 || d > time.Minute {
-		v.add("vcenter.call_timeout", "must be > 0 and at most 1m, got %s", d)
+	set := func(field string) bool { _, ok := v.a.lines[p+"."+field]; return ok }
+	if d := vc.CallTimeout; (d == 0 && set("call_timeout")) || d < 0 || d > time.Minute {
+		v.add(p+".call_timeout", "must be > 0 and at most 1m, got %s", d)
 	}
-	if d := vc.TaskTimeout; (d == 0 && set("vcenter.task_timeout")) || d < 0 || d > time.Hour {
-		v.add("vcenter.task_timeout", "must be > 0 and at most 1h, got %s", d)
+	if d := vc.TaskTimeout; (d == 0 && set("task_timeout")) || d < 0 || d > time.Hour {
+		v.add(p+".task_timeout", "must be > 0 and at most 1h, got %s", d)
 	}
-	if n := vc.MaxAttempts; (n == 0 && set("vcenter.max_attempts")) || n < 0 || n > 10 {
-		v.add("vcenter.max_attempts", "must be 1-10, got %d", n)
+	if n := vc.MaxAttempts; (n == 0 && set("max_attempts")) || n < 0 || n > 10 {
+		v.add(p+".max_attempts", "must be 1-10, got %d", n)
 	}
-	if d := vc.KeepAliveInterval; (d == 0 && set("vcenter.keepalive_interval")) || d < 0 || (d > 0 && d < time.Second) || d > 10*time.Minute {
-		v.add("vcenter.keepalive_interval", "must be between 1s and 10m (vCenter expires idle sessions after 30m by default), got %s", d)
+	if d := vc.KeepAliveInterval; (d == 0 && set("keepalive_interval")) || d < 0 || (d > 0 && d < time.Second) || d > 10*time.Minute {
+		v.add(p+".keepalive_interval", "must be between 1s and 10m (vCenter expires idle sessions after 30m by default), got %s", d)
 	}
+}
+
+func anyEnvSet(names []string) bool {
+	for _, n := range names {
+		if os.Getenv(n) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *validator) docker() {

@@ -290,6 +290,12 @@ func TestExploitAlertOnStandby(t *testing.T) {
 	svc, _ := e.cl.Service(svcName)
 	sb, _ := svc.Standby()
 	eventually(t, "new standby running detached", e.vmIs(sb.Name, driver.PowerOn, false))
+	// Every power-on carries the service address: the Docker driver arms
+	// the new standby's address helper with it, so its attach is the
+	// connect alone.
+	if n := e.d.unarmed.Load(); n != 0 {
+		t.Errorf("%d power-ons without the service address", n)
+	}
 	eventually(t, "unbound-a suspended", e.parked("unbound-a"))
 	for _, c := range e.d.callLog() {
 		if c == "attach bind-a" || c == "detach bind-a" || c == "power-on bind-a" {

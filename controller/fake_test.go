@@ -126,6 +126,9 @@ type fakeDriver struct {
 	attacked map[string]bool // impls under DoS: they do not answer
 	notReady atomic.Bool     // Ready reports false (a vCenter login in progress)
 	observes atomic.Int64    // Observe calls
+	// unarmed counts power-ons made without the service address (the
+	// Docker driver arms a replica's address helper with it).
+	unarmed atomic.Int64
 }
 
 // Ready implements Readier.
@@ -246,7 +249,10 @@ func (d *fakeDriver) Detach(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.
 	})
 }
 
-func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, _ ...driver.Option) error {
+func (d *fakeDriver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
+	if !driver.ApplyOptions(opts...).ServiceAddr.IsValid() {
+		d.unarmed.Add(1)
+	}
 	return d.op(ctx, "power-on", r, func(vm *fakeVM) error {
 		if vm.power == driver.PowerOff {
 			vm.nic = vm.nicStart

@@ -823,7 +823,7 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		if needDetach || o.Power != driver.PowerOn {
 			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
 				if detach(ctx) && o.Power != driver.PowerOn {
-					_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec) })
+					_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
 				}
 				return false
 			})

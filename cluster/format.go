@@ -46,47 +46,46 @@ func (c *Cluster) levelOf(name string) int {
 // Format reports the format levels of this node and of the servers of the
 // Raft configuration.
 func (c *Cluster) Format() FormatStatus {
-	st := FormatStatus{Node: c.formatLevel(), Cluster: c.formatLevel()}
-	f := c.raft.GetConfiguration()
-	if f.Error() != nil {
-		return st
-	}
-	for _, s := range f.Configuration().Servers {
-		l := c.levelOf(string(s.ID))
-		st.Cluster = min(st.Cluster, l)
-		if l < st.Node {
-			st.Behind = append(st.Behind, fmt.Sprintf("%s (level %d)", s.ID, l))
-		}
-	}
-	sort.Strings(st.Behind)
+	st := FormatStatus{Node: c.formatLevel()}
+	st.Cluster, st.Behind, _ = c.serversBelow(st.Node)
 	return st
 }
 
+// serversBelow reads the Raft configuration: the lowest level a server
+// reads (this node's own level if none reads less) and the servers that
+// read less than lvl, as "name (level N)", sorted.
+func (c *Cluster) serversBelow(lvl int) (lowest int, below []string, err error) {
+	lowest = c.formatLevel()
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return lowest, nil, err
+	}
+	for _, s := range f.Configuration().Servers {
+		l := c.levelOf(string(s.ID))
+		lowest = min(lowest, l)
+		if l < lvl {
+			below = append(below, fmt.Sprintf("%s (level %d)", s.ID, l))
+		}
+	}
+	sort.Strings(below)
+	return lowest, below, nil
+}
+
 // checkFormat refuses (fsm.ErrNeedsUpgrade) an entry whose format level
-// some server of the Raft configuration does not read. It runs on the
-// leader before the entry is appended.
+// some server of the Raft configuration — this one included — does not
+// read. It runs on the leader before the entry is appended.
 func (c *Cluster) checkFormat(cmd fsm.Command) error {
 	lvl := fsm.Level(cmd)
 	if lvl <= fsm.BaseLevel {
 		return nil
 	}
-	if lvl > c.formatLevel() {
-		return fsm.NeedsUpgrade(cmd.Type(), lvl, []string{fmt.Sprintf("%s (level %d)", c.cfg.NodeName, c.formatLevel())})
-	}
-	f := c.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	_, behind, err := c.serversBelow(lvl)
+	if err != nil {
 		return leaderErr(fmt.Errorf("reading the raft configuration: %w", err))
-	}
-	var behind []string
-	for _, s := range f.Configuration().Servers {
-		if l := c.levelOf(string(s.ID)); l < lvl {
-			behind = append(behind, fmt.Sprintf("%s (level %d)", s.ID, l))
-		}
 	}
 	if len(behind) == 0 {
 		return nil
 	}
-	sort.Strings(behind)
 	c.metrics.formatRefused.Inc()
 	return fsm.NeedsUpgrade(cmd.Type(), lvl, behind)
 }

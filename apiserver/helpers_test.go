@@ -170,7 +170,7 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	}
 	f.index++
 	res, err := f.m.Apply(f.index, f.term, cmd)
-	f.events.Add(cluster.EventOf(f.index, f.term, cmd, err))
+	f.events.Add(f.index, f.term, cmd, err)
 	if err == nil {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
 			if a, ok := c.(fsm.SwitchRequest); ok && !res.Duplicate {
@@ -201,7 +201,7 @@ func (f *fakeBackend) decideManual(a fsm.SwitchRequest) {
 		}
 		f.index++
 		_, err = f.m.Apply(f.index, f.term, data)
-		f.events.Add(cluster.EventOf(f.index, f.term, data, err))
+		f.events.Add(f.index, f.term, data, err)
 		if err == nil {
 			return
 		}

@@ -50,7 +50,7 @@ func (e *EventsGoneError) Unwrap() error { return ErrEventsGone }
 // one too.
 type EventLog struct {
 	mu     sync.Mutex
-	buf    []Event // oldest first
+	buf    []entry // oldest first; described when read (not on the apply path)
 	floor  uint64  // events with index <= floor are not held
 	notify chan struct{}
 }
@@ -58,15 +58,24 @@ type EventLog struct {
 // NewEventLog returns an empty event log.
 func NewEventLog() *EventLog { return &EventLog{notify: make(chan struct{})} }
 
-// Add appends an event (indexes increase).
-func (l *EventLog) Add(e Event) {
+// entry is an applied log entry as the event log keeps it.
+type entry struct {
+	index, term uint64
+	data        []byte
+	err         error
+}
+
+// Add records an applied log entry (indexes increase): its index, term,
+// data and the error the state machine answered (nil if it applied). It
+// only keeps them; Since describes them.
+func (l *EventLog) Add(index, term uint64, data []byte, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.buf) == EventLogSize {
-		l.floor = l.buf[0].Index
+		l.floor = l.buf[0].index
 		l.buf = append(l.buf[:0], l.buf[1:]...)
 	}
-	l.buf = append(l.buf, e)
+	l.buf = append(l.buf, entry{index: index, term: term, data: append([]byte(nil), data...), err: err})
 	close(l.notify)
 	l.notify = make(chan struct{})
 }
@@ -91,12 +100,14 @@ func (l *EventLog) Since(after uint64, max int) ([]Event, <-chan struct{}, error
 		return nil, l.notify, &EventsGoneError{After: after, Floor: l.floor}
 	}
 	i := 0
-	for i < len(l.buf) && l.buf[i].Index <= after {
+	for i < len(l.buf) && l.buf[i].index <= after {
 		i++
 	}
 	n := min(len(l.buf)-i, max)
 	out := make([]Event, n)
-	copy(out, l.buf[i:i+n])
+	for k, e := range l.buf[i : i+n] {
+		out[k] = eventOf(e.index, e.term, e.data, e.err)
+	}
 	return out, l.notify, nil
 }
 
@@ -108,12 +119,11 @@ func (l *EventLog) Range() (oldest, last uint64) {
 	if len(l.buf) == 0 {
 		return l.floor, l.floor
 	}
-	return l.floor, l.buf[len(l.buf)-1].Index
+	return l.floor, l.buf[len(l.buf)-1].index
 }
 
-// EventOf describes an applied log entry: its index, term, data and the
-// error the state machine answered (nil if it applied).
-func EventOf(index, term uint64, data []byte, err error) Event {
+// eventOf describes an applied log entry.
+func eventOf(index, term uint64, data []byte, err error) Event {
 	e := Event{Index: index, Term: term}
 	env, c, derr := fsm.Decode(data)
 	e.Type = env.Type

@@ -14,7 +14,7 @@ func TestEventLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := uint64(1); i <= EventLogSize+10; i++ {
-		l.Add(Event{Index: i})
+		l.Add(i, 0, nil, nil)
 	}
 	select {
 	case <-wait:
@@ -55,12 +55,12 @@ func TestEventOf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := EventOf(7, 3, data, nil)
+	e := eventOf(7, 3, data, nil)
 	if e.Index != 7 || e.Term != 3 || e.Type != fsm.CmdSwitch || e.Service != "dns" || e.Refused != "" ||
 		string(e.Body) == "" {
 		t.Fatalf("%+v", e)
 	}
-	e = EventOf(8, 3, data, fsm.ErrStaleGeneration)
+	e = eventOf(8, 3, data, fsm.ErrStaleGeneration)
 	if e.Refused != fsm.CodeStaleGeneration || e.Error == "" {
 		t.Fatalf("refused: %+v", e)
 	}

@@ -46,7 +46,7 @@ func (f *raftFSM) Apply(l *raft.Log) interface{} {
 		// upgrade this node or restore from a snapshot.
 		panic(fmt.Sprintf("ars: refusing to skip raft log entry %d (term %d): %v", l.Index, l.Term, err))
 	}
-	f.events.Add(EventOf(l.Index, l.Term, l.Data, err))
+	f.events.Add(l.Index, l.Term, l.Data, err)
 	select {
 	case f.applied <- struct{}{}:
 	default:

@@ -122,7 +122,7 @@ func (b *fakeBackend) Apply(ctx context.Context, cmd []byte) (fsm.Result, error)
 	defer b.mu.Unlock()
 	b.index++
 	res, err := b.m.Apply(b.index, b.term, cmd)
-	b.events.Add(cluster.EventOf(b.index, b.term, cmd, err))
+	b.events.Add(b.index, b.term, cmd, err)
 	if err == nil && !res.Duplicate {
 		if _, c, derr := fsm.Decode(cmd); derr == nil {
 			if a, ok := c.(fsm.SwitchRequest); ok {
@@ -155,7 +155,7 @@ func (b *fakeBackend) decideManual(id string) {
 	if _, err := b.m.Apply(b.index, b.term, data); err != nil {
 		panic(err)
 	}
-	b.events.Add(cluster.EventOf(b.index, b.term, data, nil))
+	b.events.Add(b.index, b.term, data, nil)
 }
 
 func (b *fakeBackend) Events(after uint64, max int) ([]cluster.Event, <-chan struct{}, error) {

@@ -9,8 +9,8 @@ import (
 )
 
 // damp applies flap damping to a DoS switch away from the active replica
-// that has not served since it took over (see served), or that a detector's
-// dos alert names. It returns the damped decision and true if the switch
+// that has not served since it took over (see served) and whose platform
+// answers, or that a detector's dos alert names. It returns the damped decision and true if the switch
 // must not happen now.
 //
 //   - min dwell: if the newest switch record made the current active replica
@@ -90,23 +90,27 @@ func (d *decider) served(answered time.Time) bool {
 	return !ok || answered.UnixNano() >= rec.StartedAt
 }
 
-// servedSwitch is a DoS switch away from an active that served since it
-// took over (served). Damping exists to stop ping-pong on verdicts that are
-// not the replica's fault; it must not hold the service on a replica the
-// probes confirm is down. So: no min_dwell, and a switch to a replica of
-// another impl is never damped — the rotation is bounded instead by the
-// restores (every DoS switch quarantines its source, which serves again
-// only after its restore) and by detection (each switch needs a verdict on
-// a new activation that answered first). A switch that stays within the
-// attacked impl (the only eligible replicas share it, or rotation
-// round-robin picked one) cannot escape an attack on the impl; the rate
-// bound, max_switches per window, still applies to it.
-func (d *decider) servedSwitch(trigger string, answered time.Time) (Decision, error) {
+// undampedSwitch is a DoS switch away from an active whose silence is
+// not the switch's own gap: it served since it took over (see served), or
+// the probes confirm it down and its platform does not answer (a Docker
+// engine restarting under it, its vCenter gone: waiting cannot land the
+// attach or bring it back). Damping exists to stop ping-pong on verdicts
+// that are not the replica's fault; it must not hold the service on a
+// replica the probes confirm is down. So: no min_dwell, and a switch to a
+// replica of another impl is never damped — the rotation is bounded
+// instead by the restores (every DoS switch quarantines its source, which
+// serves again only after its restore), by detection (each switch needs a
+// verdict on a new activation) and, for the platform case, by choose,
+// which never picks a replica whose platform does not answer. A switch
+// that stays within the attacked impl (the only eligible replicas share
+// it, or rotation round-robin picked one) cannot escape an attack on the
+// impl; the rate bound, max_switches per window, still applies to it.
+// trigger already says why min_dwell does not apply.
+func (d *decider) undampedSwitch(trigger string) (Decision, error) {
 	p, ok := d.choose(d.active.Name)
 	if !ok {
 		return Decision{Outcome: OutcomeNoEligible, Reason: fmt.Sprintf("%s: %s", trigger, d.noEligible(d.active.Name))}, nil
 	}
-	trigger = fmt.Sprintf("%s; %q answered at %s, after it took over: a new failure, min_dwell does not apply", trigger, d.active.Name, stamp(answered.UnixNano()))
 	if d.sameImpl(p.name, d.active.Name) {
 		if dec, damped := d.rateDamp(trigger); damped {
 			return dec, nil

@@ -14,7 +14,10 @@ import (
 type Capabilities struct {
 	// Unavailable: the driver cannot operate the replica now (its host or
 	// Docker engine is unreachable, the VM is missing, ...). It is never
-	// chosen to become active, and a manual switch to it is refused.
+	// chosen to become active, and a manual switch to it is refused. A
+	// probe verdict on an active that is unavailable is not flap-damped by
+	// min_dwell: its silence is not the switch's gap, and waiting cannot
+	// end it.
 	Unavailable bool
 	// NoRestore: the driver cannot bring the replica back to a clean state
 	// (no clean snapshot configured, or an FT-protected VM: vSphere cannot
@@ -220,7 +223,7 @@ func (d *decider) dosVerdict(e DoSVerdict) (Decision, error) {
 			"%s: probe.confirm is %q and the verdict has no quorum; a controller-side fault must not cause a switch",
 			trigger, fsm.ConfirmQuorum)}, nil
 	}
-	return d.dosSwitch(trigger, e.AnsweredAt)
+	return d.dosSwitch(trigger, e.AnsweredAt, true)
 }
 
 func (d *decider) alert(e Alert) (Decision, error) {
@@ -255,7 +258,7 @@ func (d *decider) alert(e Alert) (Decision, error) {
 		}
 		// A detector's dos alert is a claim, not the probes' evidence: it
 		// is always subject to the whole damping.
-		return d.dosSwitch(trigger, time.Time{})
+		return d.dosSwitch(trigger, time.Time{}, false)
 	}
 
 	switch rs.Role {
@@ -347,10 +350,17 @@ func (d *decider) alreadyHandled(rs fsm.ReplicaState, trigger string) Decision {
 
 // dosSwitch is a DoS switch away from the active replica, subject to flap
 // damping. answered is the latest answer the probes got from the active
-// since it was attached (zero for an alert, or if none).
-func (d *decider) dosSwitch(trigger string, answered time.Time) (Decision, error) {
+// since it was attached (zero for an alert, or if none); probed tells the
+// probes' verdict from a detector's dos alert, which is a claim and always
+// damped.
+func (d *decider) dosSwitch(trigger string, answered time.Time, probed bool) (Decision, error) {
 	if d.served(answered) {
-		return d.servedSwitch(trigger, answered)
+		return d.undampedSwitch(fmt.Sprintf("%s; %q answered at %s, after it took over: a new failure, min_dwell does not apply",
+			trigger, d.active.Name, stamp(answered.UnixNano())))
+	}
+	if probed && d.capsOf(d.active.Name).Unavailable {
+		return d.undampedSwitch(fmt.Sprintf("%s; the platform of %q does not answer: waiting cannot bring it up, min_dwell does not apply",
+			trigger, d.active.Name))
 	}
 	if dec, damped := d.damp(trigger); damped {
 		return dec, nil

@@ -302,6 +302,33 @@ func TestDecide(t *testing.T) {
 			want:  want{outcome: decide.OutcomeSwitch, to: "lin-bind", says: []string{"supersedes the open switch generation 2"}},
 		},
 		{
+			name:  "dos on the target of an open switch whose platform does not answer: switch at once",
+			setup: func(l *lab) { l.switchTo("lin-unbound", fsm.ReasonExploit, 0) },
+			caps:  map[string]decide.Capabilities{"lin-unbound": {Unavailable: true}},
+			ev:    verdict("lin-unbound"),
+			now:   300 * time.Millisecond,
+			want: want{outcome: decide.OutcomeSwitch, to: "lin-bind", reason: fsm.ReasonDoS,
+				says: []string{`the platform of "lin-unbound" does not answer`, "min_dwell does not apply", "supersedes the open switch generation 2"}},
+		},
+		{
+			name:  "a dos alert on an active whose platform does not answer is still damped by min dwell",
+			setup: func(l *lab) { l.switchTo("lin-unbound", fsm.ReasonExploit, 0) },
+			caps:  map[string]decide.Capabilities{"lin-unbound": {Unavailable: true}},
+			ev:    dosAlert("w1", "lin-unbound"),
+			now:   300 * time.Millisecond,
+			want:  want{outcome: decide.OutcomeDampedDwell, retry: 2 * time.Second},
+		},
+		{
+			name:  "max_switches still damps an unavailable active when the switch stays within its impl",
+			spec:  spec(implPairs(), roundRobin, maxSwitches(2, time.Minute), dwell(time.Hour)),
+			setup: restoreCycle(0, 10*time.Second),
+			caps:  map[string]decide.Capabilities{"unbound-a": {Unavailable: true}},
+			ev:    verdict(active),
+			now:   20 * time.Second,
+			want: want{outcome: decide.OutcomeDampedRate, retry: time.Minute,
+				says: []string{`the platform of "unbound-a" does not answer`, "max_switches is 2"}},
+		},
+		{
 			name: "dos on an active whose latest answer predates its switch: damped by min dwell",
 			setup: func(l *lab) {
 				l.switchTo("lin-unbound", fsm.ReasonExploit, time.Second)

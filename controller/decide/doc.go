@@ -27,7 +27,9 @@
 //     in the policy's DoS mode (make-before-break by default). A verdict on
 //     an active that answered after its switch started (AnsweredAt) is a
 //     new failure: no min_dwell, and max_switches only if the switch would
-//     stay within the active's impl. Otherwise, and for every dos alert,
+//     stay within the active's impl. So is a verdict on an active whose
+//     driver is unavailable (Capabilities): waiting cannot bring it up.
+//     Otherwise, and for every dos alert,
 //     flap damping may refuse: the active has been active for less than
 //     policy.min_dwell, or policy.max_switches switches started within
 //     policy.window. A verdict needs a quorum when probe.confirm is

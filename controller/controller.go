@@ -208,6 +208,7 @@ type run struct {
 	retries  map[string]time.Time          // service -> when to weigh its DoS evidence again (damped, not committed, or held back by lookAgain)
 	alertAt  map[string]time.Time          // alert id -> retry time (damped alerts)
 	obs      map[string]driver.Observation // replica key -> last observation
+	down     map[string]time.Time          // replica key -> since when its platform does not answer (see platformAnswered)
 	reported map[string]bool               // replicas reported as undrivable
 	tally    *tally                        // followers' probe votes
 	fired    map[string]uint64             // service -> epoch a DoS verdict was decided on
@@ -254,6 +255,7 @@ func (c *Controller) Run(ctx context.Context) {
 		retries:  map[string]time.Time{},
 		alertAt:  map[string]time.Time{},
 		obs:      map[string]driver.Observation{},
+		down:     map[string]time.Time{},
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},
@@ -793,8 +795,9 @@ func clipText(s string, n int) string {
 }
 
 // capabilities tells decide which replicas cannot be driven now (no driver
-// for their platform, unreachable, not found, or on a vCenter that does
-// not answer) or cannot be restored.
+// for their platform, unreachable, not found, on a vCenter that does not
+// answer, or their latest call found the platform unavailable) or cannot
+// be restored.
 func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 	caps := map[string]decide.Capabilities{}
 	for _, rs := range svc.Spec.Replicas {
@@ -807,7 +810,7 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 		if o, ok := r.obs[replicaKey(svc.Spec.Name, rs.Name)]; ok {
 			c, known = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}, true
 		}
-		if unreachable(d, rs) {
+		if _, down := r.down[replicaKey(svc.Spec.Name, rs.Name)]; down || unreachable(d, rs) {
 			// Its vCenter does not answer: a switch to it would wait for
 			// that vCenter, not for the replica (ReplicaReadier).
 			c.Unavailable, known = true, true

@@ -620,6 +620,99 @@ func TestDoSOnAReplicaThatNeverServedIsDamped(t *testing.T) {
 	}
 }
 
+// A switch's target whose platform stops answering before the target
+// ever answered (a Docker engine restarting under it) is moved on from
+// at once: waiting cannot land its attach. Its DoS verdict is not held
+// for min_dwell (an hour here), and the next replica is chosen from those
+// whose platform answers.
+func TestDoSOnATargetWhosePlatformDoesNotAnswerIsNotDamped(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) { p.MinDwell = fsm.Duration(time.Hour) })
+	e.d.mu.Lock()
+	e.d.fail["attach unbound-a"] = 1 << 20
+	e.d.failWith["attach unbound-a"] = driver.ErrUnavailable
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	h := e.switches()
+	if len(h) != 2 || h[0].To != "unbound-a" || h[0].Done || h[1].From != "unbound-a" || h[1].To != "knot-a" || h[1].Reason != fsm.ReasonDoS {
+		t.Fatalf("history %+v; want the open switch to unbound-a superseded by a DoS switch to knot-a", h)
+	}
+	if got := testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeDampedRate))); got != 0 {
+		t.Errorf("%v decisions damped by max_switches, want none", got)
+	}
+}
+
+// A switch's target that stops after the switch attached it, and cannot
+// be started again in place, is moved on from at once: its DoS verdict is
+// not held for min_dwell (an hour here).
+func TestDoSOnATargetThatStoppedAfterItsAttachIsNotDamped(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) { p.MinDwell = fsm.Duration(time.Hour) })
+	e.d.setFail("power-on unbound-a", 1<<20)
+	e.start(true)
+	e.d.attack("unbound", true) // the switch to it never verifies
+	e.d.attack("bind9", true)
+	eventually(t, "unbound-a attached by the switch", func() bool { return slices.Contains(e.d.callLog(), "attach unbound-a") })
+	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power, vm.nic = driver.PowerOff, false })
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	if h := e.switches(); len(h) != 2 || h[0].To != "unbound-a" || h[0].Done || h[1].To != "knot-a" {
+		t.Fatalf("history %+v; want the open switch to unbound-a superseded by one to knot-a", h)
+	}
+}
+
+// A switch superseded while its calls are in flight makes no further
+// call: here the target's attach hangs, and an exploit alert on the target
+// then supersedes the switch. The hanging attach is abandoned, the target
+// is not tried again (§4.4: an exploited replica serves again only after
+// a restore), and the next switch does not wait for the old call. The
+// source of the superseded switch was never detached (its attach never
+// landed): the next switch detaches it first.
+func TestSupersededSwitchMakesNoFurtherCall(t *testing.T) {
+	e := newEnv(t)
+	e.d.holdCalls("attach unbound-a")
+	e.start(false)
+	e.cl.must(t, fsm.Alert{ID: "ex-1", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit, Source: "apparmor"})
+	eventually(t, "the switch's attach of unbound-a under way", func() bool { return e.d.heldCalls("attach unbound-a") >= 1 })
+	if h := e.switches(); len(h) != 1 || h[0].To != "unbound-a" {
+		t.Fatalf("history %+v; want the switch to unbound-a open", h)
+	}
+	e.cl.must(t, fsm.Alert{ID: "ex-2", Service: svcName, Replica: "unbound-a", Kind: fsm.KindExploit, Source: "apparmor"})
+	eventually(t, "the switch to knot-a done", func() bool {
+		h := e.switches()
+		return len(h) == 2 && h[1].To == "knot-a" && h[1].Done
+	})
+	if n := e.d.heldCalls("attach unbound-a"); n != 1 {
+		t.Errorf("unbound-a attach called %d times, want once (before the exploit on it)", n)
+	}
+	calls := e.d.callLog()
+	if fence, attach := index(calls, "detach bind-a"), index(calls, "attach knot-a"); fence < 0 || attach < 0 || fence > attach {
+		t.Errorf("calls %v: want bind-a detached before knot-a is attached", calls)
+	}
+}
+
+// A make-before-break switch superseded before its attach landed never
+// detached its source. The next switch detaches that replica before its
+// own attach, so no third replica joins the two ends of the open switch
+// (§4.2; the fake driver fails the test on it).
+func TestSupersededSwitchSourceIsFencedFirst(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) { p.MinDwell = fsm.Duration(300 * time.Millisecond) })
+	e.d.setFail("attach unbound-a", 1<<20)
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	calls := e.d.callLog()
+	fence, attach := slices.Index(calls, "detach bind-a"), slices.Index(calls, "attach knot-a")
+	if fence < 0 || attach < 0 || fence > attach {
+		t.Fatalf("calls %v: want bind-a detached before knot-a is attached", calls)
+	}
+	if h := e.switches(); len(h) != 2 || h[0].Done || h[1].From != "unbound-a" {
+		t.Fatalf("history %+v; want the open switch to unbound-a superseded", h)
+	}
+}
+
 // A verdict that comes before the controller has seen its replica
 // attached, or less than a probe window after, is weighed again when it
 // can be, by the loop itself: here the reconcile timer never fires and no

@@ -120,6 +120,7 @@ type fakeDriver struct {
 	vms      map[string]*fakeVM
 	calls    []string
 	fail     map[string]int           // "attach r": failures left
+	failWith map[string]error         // "attach r": the error of those failures (default driver.ErrFailed)
 	delay    map[string]chan struct{} // "op r": blocks until closed
 	held     map[string]int           // "op r": calls that reached their delay
 	watchers []chan driver.Event
@@ -149,7 +150,7 @@ func (d *fakeDriver) becomeReady() {
 }
 
 func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
-	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{},
+	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{}, failWith: map[string]error{},
 		delay: map[string]chan struct{}{}, held: map[string]int{}, attacked: map[string]bool{}}
 }
 
@@ -188,7 +189,11 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	}
 	if d.fail[key] > 0 {
 		d.fail[key]--
-		return &driver.OpError{Op: op, Replica: r.Name, Attempts: 1, Err: fmt.Errorf("%w: injected", driver.ErrFailed)}
+		kind := driver.ErrFailed
+		if e := d.failWith[key]; e != nil {
+			kind = e
+		}
+		return &driver.OpError{Op: op, Replica: r.Name, Attempts: 1, Err: fmt.Errorf("%w: injected", kind)}
 	}
 	if err := f(vm); err != nil {
 		return &driver.OpError{Op: op, Replica: r.Name, Attempts: 1, Err: err}

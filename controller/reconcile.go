@@ -167,6 +167,7 @@ func (r *run) observe(ctx context.Context, svc fsm.Service, d driver.Driver, spe
 			break
 		}
 	}
+	r.platformAnswered(service, spec.Name, res.err)
 	if res.err != nil {
 		r.c.m.failed(service, "observe")
 		delete(r.obs, key)
@@ -341,6 +342,40 @@ func (r *run) sawAttached(service, replica string, attached, byUs bool) {
 	}
 }
 
+// errStoppedAfterAttach: a switch's target this leader had attached was
+// found not running by the switch's next attach (see platformAnswered).
+var errStoppedAfterAttach = errors.New("stopped after it was attached")
+
+// platformAnswered records how a call on a replica ended: err wrapping
+// driver.ErrUnavailable means its platform did not answer (a Docker engine
+// restarting, a vCenter gone), errStoppedAfterAttach that the platform
+// reports it stopped after this leader attached it (a restart in place is
+// under way), anything else that it answered. Until a later call
+// succeeds, decide is told the replica is unavailable: it is not chosen,
+// and a DoS verdict on it as the active is not held for min_dwell
+// (waiting cannot bring it up in time). The service's evidence is weighed again
+// at once when its replica is newly found so: a verdict already damped
+// would otherwise wait for its RetryAt (chaos: 1.9 s of outage when an
+// engine restart killed an exploit switch's target before it answered).
+func (r *run) platformAnswered(service, replica string, err error) {
+	key := replicaKey(service, replica)
+	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errStoppedAfterAttach) {
+		if since, ok := r.down[key]; ok {
+			delete(r.down, key)
+			r.c.log.Info("platform answers for a replica again", "service", service, "replica", replica,
+				"after", r.c.now().Sub(since))
+		}
+		return
+	}
+	if _, ok := r.down[key]; ok {
+		return
+	}
+	now := r.c.now()
+	r.down[key] = now
+	r.c.log.Info("platform does not answer for a replica", "service", service, "replica", replica, "err", err)
+	r.lookAgain(service, now)
+}
+
 // sawActiveAttached is sawAttached for the service's active replica. One
 // newly seen attached has the service's evidence weighed again at once: a
 // verdict that came before (the active is not judged until it is seen
@@ -407,6 +442,15 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	res, ok := r.criticalCalls(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
 	if !ok {
 		return false // in flight
+	}
+	for _, f := range res.fenced {
+		r.sawAttached(name, f, false, false)
+	}
+	if !res.detached.IsZero() {
+		r.sawAttached(name, in.From, false, false)
+	}
+	if res.attachTried {
+		r.platformAnswered(name, in.To, res.attachErr)
 	}
 	if res.attached {
 		r.sawActiveAttached(name, in.To, true, true)
@@ -492,12 +536,70 @@ type critical struct {
 	gen      uint64 // the switch's generation
 	ch       chan criticalResult
 	orphaned atomic.Bool // no pass waits for it: its end wakes the loop
+	// cancel ends the calls' context: a superseded switch makes no call it
+	// has not started, and its calls in flight are abandoned.
+	cancel context.CancelFunc
 }
 
 type criticalResult struct {
-	attached bool      // the target was attached
-	detached time.Time // when the source's detach returned (zero: not detached here)
-	err      error
+	attached bool // the target was attached
+	// attachTried: the target's attach was called; attachErr is how it
+	// ended (see platformAnswered).
+	attachTried bool
+	attachErr   error
+	detached    time.Time // when the source's detach returned (zero: not detached here)
+	fenced      []string  // replicas of a superseded switch detached first (see unfenced)
+	err         error
+}
+
+// fence is a replica the critical path detaches before its own calls.
+type fence struct {
+	spec fsm.ReplicaSpec
+	d    driver.Driver
+}
+
+// unfenced lists the service's replicas, other than the switch's two
+// ends, that may still be on the service network: those this leader saw
+// attached and has not seen detached since, and the sources of the
+// switches the open one superseded (the not-done records after the last
+// verified switch) that it has not seen detached. A make-before-break
+// switch superseded before its attach landed never detached its source;
+// a new leader may not have read it yet. The next switch detaches them
+// before anything else: §4.2 allows two attached replicas, the two ends
+// of the open switch, never a third. A detach that fails keeps the
+// switch from attaching (it is retried), as §4.2 wants while a platform
+// that may still hold the address does not answer. Normally the list is
+// empty (a switch's own detach of its source and the reconciler's reads
+// clear an entry), so no call is added to the critical path; a detach of
+// a replica that is already detached reads it and changes nothing.
+func (r *run) unfenced(svc fsm.Service, in fsm.Intent) []fence {
+	name := svc.Spec.Name
+	maybe := map[string]bool{}
+	for i := len(svc.History) - 1; i >= 0; i-- {
+		rec := svc.History[i]
+		if rec.Done {
+			break
+		}
+		if rec.Generation == in.Generation {
+			continue
+		}
+		if o, seen := r.obs[replicaKey(name, rec.From)]; !seen || o.NICConnected {
+			maybe[rec.From] = true
+		}
+	}
+	var out []fence
+	for _, rs := range svc.Spec.Replicas {
+		if rs.Name == in.From || rs.Name == in.To {
+			continue
+		}
+		if _, attached := r.attachedSince[replicaKey(name, rs.Name)]; !attached && !maybe[rs.Name] {
+			continue
+		}
+		if spec, d, ok := r.driverFor(svc, rs.Name); ok {
+			out = append(out, fence{spec, d})
+		}
+	}
+	return out
 }
 
 // criticalCalls makes the platform calls of the open switch in (attach the
@@ -507,8 +609,11 @@ type criticalResult struct {
 // flight. A later pass does not wait for calls in flight: it skips the
 // switch (ok false) and goes on with the other services, and the calls'
 // end wakes the loop. So a switch whose platform does not answer (a hung
-// vCenter) holds its own service, never another service's switch. Calls
-// of an earlier, superseded switch of the service are let finish before
+// vCenter) holds its own service, never another service's switch. The
+// calls of an earlier, superseded switch of the service are cancelled —
+// its next step (a power-on, then an attach of a target an exploit has
+// since quarantined) must not run: chaos seed 10 saw a superseded
+// switch's target linked after the exploit on it — and let end before
 // this one's start: two switches' attaches and detaches must not
 // interleave.
 func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
@@ -518,6 +623,9 @@ func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		cp, inFlight := r.switching[name]
 		var res criticalResult
 		if inFlight {
+			if cp.gen != in.Generation {
+				cp.cancel()
+			}
 			cp.orphaned.Store(true) // before the receive: an end after it wakes the loop
 			select {
 			case res = <-cp.ch:
@@ -525,7 +633,7 @@ func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent,
 				return res, false
 			}
 		} else {
-			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom)
+			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom, r.unfenced(svc, in))
 			var err error
 			if res, err = awaitOn(ctx, r, cp.ch); err != nil {
 				if res, err = leaveInFlight(cp.ch, &cp.orphaned, err); err != nil {
@@ -548,31 +656,50 @@ func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent,
 
 // startCritical starts the calls of criticalCalls.
 func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent, toSpec fsm.ReplicaSpec, dTo driver.Driver,
-	fromSpec fsm.ReplicaSpec, dFrom driver.Driver) *critical {
+	fromSpec fsm.ReplicaSpec, dFrom driver.Driver, fences []fence) *critical {
 	name := svc.Spec.Name
 	r.c.log.Info("switch critical path started", "service", name, "generation", in.Generation,
-		"mode", in.Mode, "from", in.From, "to", in.To)
-	cp := &critical{gen: in.Generation, ch: make(chan criticalResult, 1)}
+		"mode", in.Mode, "from", in.From, "to", in.To, "fence_first", len(fences))
+	ctx, cancel := context.WithCancel(ctx)
+	cp := &critical{gen: in.Generation, ch: make(chan criticalResult, 1), cancel: cancel}
 	r.switching[name] = cp
 	// One driver call each (docs/design.md §5): the drivers read the state
 	// before they act, so no Observe round trip precedes them. Only a
 	// target that is not running (its standby was lost, or a suspended
 	// replica was chosen) costs a power-on on the critical path.
-	var attached atomic.Bool
-	attach := func() error {
-		err := r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
-		if errors.Is(err, driver.ErrInvalidState) {
-			if err := r.do(name, "power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err != nil {
-				return err
-			}
-			err = r.do(name, "attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+	// step is r.do for the switch's calls: none starts once the switch
+	// is superseded (or leadership ended).
+	step := func(action string, spec fsm.ReplicaSpec, f func() error) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s %s: not started: the switch was superseded or leadership ended: %w", action, spec.Name, err)
 		}
-		attached.Store(err == nil)
+		return r.do(name, action, spec, f)
+	}
+	var attached atomic.Bool
+	_, wasAttached := r.attachedSince[replicaKey(name, in.To)]
+	var attachTried bool // written by the goroutine below before it sends the result
+	var attachErr error
+	attach := func() (err error) {
+		attachTried = true
+		defer func() { attached.Store(err == nil); attachErr = err }()
+		err = step("attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		if !errors.Is(err, driver.ErrInvalidState) {
+			return err
+		}
+		if err = step("power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err == nil {
+			err = step("attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
+		}
+		if err != nil && wasAttached && !errors.Is(err, driver.ErrUnavailable) {
+			// It stopped after this leader attached it (killed with its
+			// engine, crashed) and does not start again in place: a DoS
+			// verdict need not wait for it (see platformAnswered).
+			err = fmt.Errorf("%w: %w", errStoppedAfterAttach, err)
+		}
 		return err
 	}
 	var detachedAt atomic.Int64 // unix nanoseconds when the detach returned
 	detach := func() error {
-		err := r.do(name, "detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
+		err := step("detach", fromSpec, func() error { return dFrom.Detach(ctx, fromSpec) })
 		if err == nil {
 			detachedAt.Store(r.c.now().UnixNano())
 		}
@@ -581,9 +708,18 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
+		defer cancel()
 		var err error
-		switch in.Mode {
-		case fsm.ModeParallel:
+		var fenced []string
+		for _, f := range fences {
+			if err = step("detach", f.spec, func() error { return f.d.Detach(ctx, f.spec) }); err != nil {
+				break
+			}
+			fenced = append(fenced, f.spec.Name)
+		}
+		switch {
+		case err != nil:
+		case in.Mode == fsm.ModeParallel:
 			// Both calls at once: the platform works on the two replicas
 			// side by side, so one operation, not two, stands between the
 			// verdict and the new replica on the network. They may overlap
@@ -592,7 +728,7 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 			detached := make(chan error, 1)
 			go func() { detached <- detach() }()
 			err = errors.Join(attach(), <-detached)
-		case fsm.ModeMakeBeforeBreak:
+		case in.Mode == fsm.ModeMakeBeforeBreak:
 			if err = attach(); err == nil {
 				err = detach()
 			}
@@ -601,7 +737,7 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 				err = attach()
 			}
 		}
-		res := criticalResult{attached: attached.Load(), err: err}
+		res := criticalResult{attached: attached.Load(), attachTried: attachTried, attachErr: attachErr, fenced: fenced, err: err}
 		if at := detachedAt.Load(); at != 0 {
 			res.detached = time.Unix(0, at)
 		}

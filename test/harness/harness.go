@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,13 +115,40 @@ func readTokens(t testing.TB, path string) map[string]string {
 	return out
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+// handedOut holds every port freePorts has returned in this process: a
+// port closed after the probe can come back from the kernel at the next
+// probe, and two nodes (or two ports of one node) must not get it twice.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1, never one it
+// returned before in this process. Its listeners stay open until all n
+// are found, so the kernel cannot give one port twice.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	var out []int
+	var open []net.Listener
+	defer func() {
+		for _, l := range open {
+			l.Close()
+		}
+	}()
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		open = append(open, l)
+		if p := l.Addr().(*net.TCPAddr).Port; !handedOut.ports[p] {
+			handedOut.ports[p] = true
+			out = append(out, p)
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return out
 }
 
 // Config returns a valid configuration for node name with tight timings.
@@ -129,7 +157,8 @@ func (c *Cluster) Config(name string, expect int) *agent.Config {
 	cfg.NodeName = name
 	cfg.DataDir = filepath.Join(c.Dir, "data", name)
 	cfg.BindAddr, cfg.AdvertiseAddr = "127.0.0.1", "127.0.0.1"
-	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(c.t), freePort(c.t), freePort(c.t)
+	ports := freePorts(c.t, 3)
+	cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = ports[0], ports[1], ports[2]
 	cfg.BootstrapExpect = expect
 	cfg.TLS.CAFile = filepath.Join(c.Dir, "ca.pem")
 	cfg.TLS.CertFile = filepath.Join(c.Dir, name+".pem")
@@ -175,7 +204,8 @@ func (c *Cluster) Start(cfg *agent.Config) *Node {
 		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
 			c.t.Fatalf("start %s: %v", cfg.NodeName, err)
 		}
-		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(c.t), freePort(c.t), freePort(c.t)
+		ports := freePorts(c.t, 3)
+		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = ports[0], ports[1], ports[2]
 	}
 	n := &Node{Name: cfg.NodeName, Cfg: cfg, Agent: a}
 	c.Nodes = append(c.Nodes, n)

@@ -16,13 +16,19 @@ import (
 	"github.com/ars-project/ars/fsm"
 )
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freePorts returns three distinct free ports: its listeners stay open
+// until all are found, so the kernel cannot give one port twice.
+func freePorts(t *testing.T) (api, raft, gossip int) {
+	var ports []int
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0], ports[1], ports[2]
 }
 
 // startOnFreePorts starts an agent on ports picked just before. Another
@@ -31,7 +37,7 @@ func freePort(t *testing.T) int {
 func startOnFreePorts(t *testing.T, cfg *Config, w io.Writer) *Agent {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePort(t), freePort(t), freePort(t)
+		cfg.Ports.API, cfg.Ports.Raft, cfg.Ports.Gossip = freePorts(t)
 		a, err := Start(cfg, NewLogger(cfg, w))
 		if err == nil {
 			return a

@@ -811,8 +811,10 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 			c, known = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}, true
 		}
 		if _, down := r.down[replicaKey(svc.Spec.Name, rs.Name)]; down || unreachable(d, rs) {
-			// Its vCenter does not answer: a switch to it would wait for
-			// that vCenter, not for the replica (ReplicaReadier).
+			// Its vCenter does not answer (ReplicaReadier), or its
+			// latest call found its platform unavailable or it stopped
+			// (platformAnswered): a switch to it would wait for the
+			// platform, not for the replica.
 			c.Unavailable, known = true, true
 		}
 		if known {

@@ -353,10 +353,11 @@ var errStoppedAfterAttach = errors.New("stopped after it was attached")
 // under way), anything else that it answered. Until a later call
 // succeeds, decide is told the replica is unavailable: it is not chosen,
 // and a DoS verdict on it as the active is not held for min_dwell
-// (waiting cannot bring it up in time). The service's evidence is weighed again
-// at once when its replica is newly found so: a verdict already damped
-// would otherwise wait for its RetryAt (chaos: 1.9 s of outage when an
-// engine restart killed an exploit switch's target before it answered).
+// (waiting cannot bring it up in time). The service's evidence is weighed
+// again at once when its replica is newly found so: a verdict already
+// damped would otherwise wait for its RetryAt (chaos: 1.9 s of outage
+// when an engine restart killed an exploit switch's target before it
+// answered).
 func (r *run) platformAnswered(service, replica string, err error) {
 	key := replicaKey(service, replica)
 	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errStoppedAfterAttach) {
@@ -663,10 +664,6 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 	ctx, cancel := context.WithCancel(ctx)
 	cp := &critical{gen: in.Generation, ch: make(chan criticalResult, 1), cancel: cancel}
 	r.switching[name] = cp
-	// One driver call each (docs/design.md §5): the drivers read the state
-	// before they act, so no Observe round trip precedes them. Only a
-	// target that is not running (its standby was lost, or a suspended
-	// replica was chosen) costs a power-on on the critical path.
 	// step is r.do for the switch's calls: none starts once the switch
 	// is superseded (or leadership ended).
 	step := func(action string, spec fsm.ReplicaSpec, f func() error) error {
@@ -675,6 +672,10 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		}
 		return r.do(name, action, spec, f)
 	}
+	// One driver call each (docs/design.md §5): the drivers read the state
+	// before they act, so no Observe round trip precedes them. Only a
+	// target that is not running (its standby was lost, or a suspended
+	// replica was chosen) costs a power-on on the critical path.
 	var attached atomic.Bool
 	_, wasAttached := r.attachedSince[replicaKey(name, in.To)]
 	var attachTried bool // written by the goroutine below before it sends the result

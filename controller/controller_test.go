@@ -181,7 +181,11 @@ func (e *env) switches() []fsm.SwitchRecord {
 	return svc.History
 }
 
-func index(calls []string, c string) int { return slices.Index(calls, c) }
+// calledBefore reports whether both calls were made, first before then.
+func calledBefore(calls []string, first, then string) bool {
+	f, t := slices.Index(calls, first), slices.Index(calls, then)
+	return f >= 0 && t >= 0 && f < t
+}
 
 func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 	e := newEnv(t)
@@ -226,7 +230,7 @@ func TestDoSBreakBeforeMake(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 	calls := e.d.callLog()
-	if d, a := index(calls, "detach bind-a"), index(calls, "attach unbound-a"); d < 0 || a < 0 || d > a {
+	if !calledBefore(calls, "detach bind-a", "attach unbound-a") {
 		t.Errorf("break-before-make order: %v", calls)
 	}
 }
@@ -266,7 +270,7 @@ func TestExploitAlertMakeBeforeBreak(t *testing.T) {
 	e.cl.must(t, fsm.Alert{ID: "ex-1", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit, Source: "apparmor"})
 	eventually(t, "switch done, bind-a restored", e.settled("bind-a=suspended unbound-a=active bind-b=suspended knot-a=standby"))
 	calls := e.d.callLog()
-	if a, d := index(calls, "attach unbound-a"), index(calls, "detach bind-a"); a < 0 || d < 0 || a > d {
+	if !calledBefore(calls, "attach unbound-a", "detach bind-a") {
 		t.Errorf("make-before-break order: %v", calls)
 	}
 	if a := e.cl.alert("ex-1"); a.Outcome != "switch" {
@@ -687,7 +691,7 @@ func TestSupersededSwitchMakesNoFurtherCall(t *testing.T) {
 		t.Errorf("unbound-a attach called %d times, want once (before the exploit on it)", n)
 	}
 	calls := e.d.callLog()
-	if fence, attach := index(calls, "detach bind-a"), index(calls, "attach knot-a"); fence < 0 || attach < 0 || fence > attach {
+	if !calledBefore(calls, "detach bind-a", "attach knot-a") {
 		t.Errorf("calls %v: want bind-a detached before knot-a is attached", calls)
 	}
 }
@@ -704,8 +708,7 @@ func TestSupersededSwitchSourceIsFencedFirst(t *testing.T) {
 	e.d.attack("bind9", true)
 	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
 	calls := e.d.callLog()
-	fence, attach := slices.Index(calls, "detach bind-a"), slices.Index(calls, "attach knot-a")
-	if fence < 0 || attach < 0 || fence > attach {
+	if !calledBefore(calls, "detach bind-a", "attach knot-a") {
 		t.Fatalf("calls %v: want bind-a detached before knot-a is attached", calls)
 	}
 	if h := e.switches(); len(h) != 2 || h[0].Done || h[1].From != "unbound-a" {

@@ -363,7 +363,7 @@ func (r *run) platformAnswered(service, replica string, err error) {
 	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errStoppedAfterAttach) {
 		if since, ok := r.down[key]; ok {
 			delete(r.down, key)
-			r.c.log.Info("platform answers for a replica again", "service", service, "replica", replica,
+			r.c.log.Info("replica available again: a call on it worked", "service", service, "replica", replica,
 				"after", r.c.now().Sub(since))
 		}
 		return
@@ -373,7 +373,7 @@ func (r *run) platformAnswered(service, replica string, err error) {
 	}
 	now := r.c.now()
 	r.down[key] = now
-	r.c.log.Info("platform does not answer for a replica", "service", service, "replica", replica, "err", err)
+	r.c.log.Info("replica unavailable: its platform does not answer, or it stopped after its attach", "service", service, "replica", replica, "err", err)
 	r.lookAgain(service, now)
 }
 

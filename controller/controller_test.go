@@ -716,6 +716,26 @@ func TestSupersededSwitchSourceIsFencedFirst(t *testing.T) {
 	}
 }
 
+// A replica the controller found attached and then detached is known
+// detached from its detach's answer: the next switch does not fence it,
+// even when its platform stops answering before anyone reads it again (a
+// hung vCenter; CI saw the multi-vCenter test's switch wait on it).
+// knot-a (suspended by role) starts running with its NIC connected; once
+// its detach has returned, every read and detach of it hangs.
+func TestDetachedReplicaIsNotFencedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.d.add(svcName, "knot-a", "knot", driver.PowerOn, true)
+	hang := e.d.hangAfter("detach knot-a", "knot-a", "observe", "detach")
+	t.Cleanup(func() { close(hang) })
+	e.start(true)
+	eventually(t, "a read of knot-a held after its detach", func() bool { return e.d.heldCalls("observe knot-a") > 0 })
+	e.d.attack("bind9", true)
+	eventually(t, "switch to unbound-a", e.activeIs("unbound-a"))
+	if n := e.d.heldCalls("detach knot-a"); n != 0 {
+		t.Fatalf("the switch detached knot-a again (%d calls held): its first detach had returned", n)
+	}
+}
+
 // A verdict that comes before the controller has seen its replica
 // attached, or less than a probe window after, is weighed again when it
 // can be, by the loop itself: here the reconcile timer never fires and no

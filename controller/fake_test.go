@@ -123,6 +123,7 @@ type fakeDriver struct {
 	failWith map[string]error         // "attach r": the error of those failures (default driver.ErrFailed)
 	delay    map[string]chan struct{} // "op r": blocks until closed
 	held     map[string]int           // "op r": calls that reached their delay
+	then     map[string]func()        // "op r": run (under mu) once after the call succeeds
 	watchers []chan driver.Event
 	attacked map[string]bool // impls under DoS: they do not answer
 	notReady atomic.Bool     // Ready reports false (a vCenter login in progress)
@@ -151,7 +152,7 @@ func (d *fakeDriver) becomeReady() {
 
 func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
 	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{}, failWith: map[string]error{},
-		delay: map[string]chan struct{}{}, held: map[string]int{}, attacked: map[string]bool{}}
+		delay: map[string]chan struct{}{}, held: map[string]int{}, then: map[string]func(){}, attacked: map[string]bool{}}
 }
 
 func (d *fakeDriver) add(service, name, impl string, power driver.Power, nic bool) {
@@ -200,6 +201,10 @@ func (d *fakeDriver) op(ctx context.Context, op string, r fsm.ReplicaSpec, f fun
 	}
 	if op != "observe" {
 		d.checkLocked(vm.service, op, r.Name)
+	}
+	if f := d.then[key]; f != nil {
+		delete(d.then, key)
+		f()
 	}
 	return nil
 }
@@ -373,6 +378,21 @@ func (d *fakeDriver) holdCalls(key string) chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.delay[key] = ch
+	return ch
+}
+
+// hangAfter makes every call of ops on replica wait (as holdCalls) from
+// the moment the call key succeeds: a platform that stops answering right
+// after it carried out a call, before anyone read the result.
+func (d *fakeDriver) hangAfter(key, replica string, ops ...string) chan struct{} {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.then[key] = func() {
+		for _, op := range ops {
+			d.delay[op+" "+replica] = ch
+		}
+	}
 	return ch
 }
 

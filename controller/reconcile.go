@@ -864,12 +864,12 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		// back on the service network would take the address from the new
 		// active (chaos: a 3.7 s outage after an engine restart). A pass
 		// after the start attaches it if it is still the active.
-		r.background(ctx, name, act.Name, job{}, func(ctx context.Context) bool {
+		r.background(ctx, name, act.Name, job{}, func(ctx context.Context) nicAfter {
 			if r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
-				return false
+				return nicUnknown
 			}
 			_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
-			return false
+			return nicUnknown // the active: judged from its attach (see above), a pass attaches it
 		})
 		return
 	}
@@ -889,8 +889,11 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 		// In the background too: the active's platform may be the one
 		// that does not answer. No switch touches the replica until the
 		// attach has returned (completeIntent).
-		r.background(ctx, name, act.Name, job{attaches: true}, func(ctx context.Context) bool {
-			return r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) == nil
+		r.background(ctx, name, act.Name, job{attaches: true}, func(ctx context.Context) nicAfter {
+			if r.do(name, "attach", spec, func() error { return d.Attach(ctx, spec, serviceAddr(svc)) }) != nil {
+				return nicUnknown
+			}
+			return nicAttached
 		})
 	}
 }
@@ -951,6 +954,13 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 	detach := func(ctx context.Context) bool {
 		return !needDetach || r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil
 	}
+	// after is what a job that detached (or found detached) leaves known.
+	after := func(detached bool) nicAfter {
+		if detached {
+			return nicDetached
+		}
+		return nicUnknown
+	}
 	state := detached
 	if needDetach {
 		state = pending
@@ -958,25 +968,28 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 	switch rs.Role {
 	case fsm.RoleStandby:
 		if needDetach || o.Power != driver.PowerOn {
-			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
-				if detach(ctx) && o.Power != driver.PowerOn {
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) nicAfter {
+				ok := detach(ctx)
+				if ok && o.Power != driver.PowerOn {
 					_ = r.do(name, "power-on", spec, func() error { return d.PowerOn(ctx, spec, serviceAddr(svc)) })
 				}
-				return false
+				return after(ok) // a power-on starts it detached (the detach cleared start-connected)
 			})
 		}
 	case fsm.RoleSuspended:
 		if needDetach || o.Power == driver.PowerOn {
-			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) bool {
-				if !detach(ctx) || o.Power != driver.PowerOn {
-					return false
+			r.background(ctx, name, rs.Name, job{detaches: needDetach}, func(ctx context.Context) nicAfter {
+				if !detach(ctx) {
+					return nicUnknown
 				}
-				if o.Supports.Suspend {
-					_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
-				} else {
-					_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
+				if o.Power == driver.PowerOn {
+					if o.Supports.Suspend {
+						_ = r.do(name, "suspend", spec, func() error { return d.Suspend(ctx, spec) })
+					} else {
+						_ = r.do(name, "power-off", spec, func() error { return d.PowerOff(ctx, spec) })
+					}
 				}
-				return false
+				return nicDetached
 			})
 		}
 	case fsm.RoleQuarantined, fsm.RoleRecovering:
@@ -987,18 +1000,17 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 				r.c.m.failed(name, "restore-unsupported")
 			}
 			if needDetach {
-				r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
-					detach(ctx)
-					return false
+				r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) nicAfter {
+					return after(detach(ctx))
 				})
 			}
 			return state
 		}
-		r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) bool {
-			if detach(ctx) {
-				r.restore(ctx, name, rs.Name, spec, d)
+		r.background(ctx, name, rs.Name, job{detaches: true}, func(ctx context.Context) nicAfter {
+			if !detach(ctx) {
+				return nicUnknown
 			}
-			return false
+			return after(r.restore(ctx, name, rs.Name, spec, d))
 		})
 		// A revert may connect the NIC (a snapshot taken attached): until
 		// it is over and detached again, this replica is not known detached.
@@ -1018,17 +1030,36 @@ type job struct {
 	attaches bool
 }
 
+// nicAfter is what a background job leaves known of its replica's
+// service NIC.
+type nicAfter int
+
+const (
+	nicUnknown  nicAfter = iota // the job made no call that tells
+	nicAttached                 // the job attached the replica (the active)
+	nicDetached                 // the job's detach returned without error
+)
+
 // bgResult is the end of a background operation.
 type bgResult struct {
 	service, replica string
-	attached         bool // the job attached the replica (the active)
+	nic              nicAfter
 }
 
-// bgEnded records the end of a background operation.
+// bgEnded records the end of a background operation. A detach that
+// returned is as good as a read that saw the NIC disconnected: the
+// replica is no longer "seen attached", so the next switch does not fence
+// it (unfenced). Without this, a replica detached just before its
+// platform stopped answering (a hung vCenter) stayed "seen attached"
+// until a read that never came, and the next switch's critical path
+// waited on that platform for a detach that had already happened.
 func (r *run) bgEnded(res bgResult) {
 	delete(r.busy, replicaKey(res.service, res.replica))
-	if res.attached {
+	switch res.nic {
+	case nicAttached:
 		r.sawActiveAttached(res.service, res.replica, true, true)
+	case nicDetached:
+		r.sawAttached(res.service, res.replica, false, false)
 	}
 }
 
@@ -1037,8 +1068,8 @@ func (r *run) bgEnded(res bgResult) {
 // leadership's context: it is cancelled when leadership ends, and Run
 // waits for f before it returns (docs/design.md §4.1). f may use only the
 // driver, r.do, r.apply and the logger — the run's maps belong to the
-// loop; it returns whether it attached the replica.
-func (r *run) background(ctx context.Context, service, replica string, j job, f func(ctx context.Context) bool) {
+// loop; it returns what it leaves known of the replica's service NIC.
+func (r *run) background(ctx context.Context, service, replica string, j job, f func(ctx context.Context) nicAfter) {
 	key := replicaKey(service, replica)
 	if _, busy := r.busy[key]; busy {
 		return
@@ -1047,7 +1078,7 @@ func (r *run) background(ctx context.Context, service, replica string, j job, f 
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		res := bgResult{service: service, replica: replica, attached: f(ctx)}
+		res := bgResult{service: service, replica: replica, nic: f(ctx)}
 		select {
 		case r.bgDone <- res:
 		case <-ctx.Done():
@@ -1059,13 +1090,15 @@ func (r *run) background(ctx context.Context, service, replica string, j job, f 
 // detaches it again (a snapshot may hold the NIC connected) and commits
 // "restored" against the service's generation as it is then (the restore
 // is valid whatever else changed, as long as the replica still waits for
-// it). Runs in the background.
-func (r *run) restore(ctx context.Context, service, replica string, spec fsm.ReplicaSpec, d driver.Driver) {
+// it). Runs in the background. It says whether the replica ended
+// detached: false when the revert or the detach after it failed (a revert
+// may leave the NIC connected).
+func (r *run) restore(ctx context.Context, service, replica string, spec fsm.ReplicaSpec, d driver.Driver) bool {
 	if r.do(service, "restore", spec, func() error { return d.Restore(ctx, spec) }) != nil {
-		return
+		return false
 	}
 	if r.do(service, "detach", spec, func() error { return d.Detach(ctx, spec) }) != nil {
-		return
+		return false
 	}
 	// Other commits (another replica's restore, a switch) may move the
 	// generation between the read and the commit: read again and retry
@@ -1074,10 +1107,10 @@ func (r *run) restore(ctx context.Context, service, replica string, spec fsm.Rep
 	for attempt := 0; attempt < maxDecideAttempts; attempt++ {
 		svc, ok := r.c.cl.Service(service)
 		if !ok {
-			return
+			return true
 		}
 		if rs, ok := svc.Replica(replica); !ok || (rs.Role != fsm.RoleQuarantined && rs.Role != fsm.RoleRecovering) {
-			return
+			return true
 		}
 		cmd := fsm.ReplicaRole{Service: service, Replica: replica, Action: fsm.ActionRestored,
 			ExpectGeneration: svc.Generation, Reason: "restored to its clean state by the controller"}
@@ -1089,4 +1122,5 @@ func (r *run) restore(ctx context.Context, service, replica string, spec fsm.Rep
 		r.c.m.failed(service, "commit-restored")
 		r.c.log.Warn("restored not committed; retrying on the next pass", "service", service, "replica", replica, "err", err)
 	}
+	return true
 }

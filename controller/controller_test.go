@@ -666,6 +666,35 @@ func TestDoSOnATargetThatStoppedAfterItsAttachIsNotDamped(t *testing.T) {
 	}
 }
 
+// A switch's target found not running whose start fails is moved on from
+// at once too, though the switch never attached it: chaos seed 53, an
+// engine shutting down killed the chosen standby container and refused
+// its start. min_dwell is an hour: only the mark lets the DoS verdict on
+// unbound-a through.
+func TestDoSOnATargetThatDoesNotStartIsNotDamped(t *testing.T) {
+	e := newEnv(t)
+	e.policy(func(p *fsm.PolicySpec) { p.MinDwell = fsm.Duration(time.Hour) })
+	hold := e.d.holdCalls("attach unbound-a")
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "the switch's attach of unbound-a under way", func() bool { return e.d.heldCalls("attach unbound-a") >= 1 })
+	// It stops under the switch, and no start works any more.
+	e.d.setFail("power-on unbound-a", 1<<20)
+	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power, vm.nic = driver.PowerOff, false })
+	e.d.mu.Lock()
+	delete(e.d.delay, "attach unbound-a")
+	e.d.mu.Unlock()
+	close(hold)
+	eventually(t, "switch to a replica other than unbound-a", func() bool {
+		svc, _ := e.cl.Service(svcName)
+		a, _ := svc.Active()
+		return a.Name != "unbound-a" && a.Name != "bind-a" && svc.Intent == nil
+	})
+	if h := e.switches(); len(h) != 2 || h[0].To != "unbound-a" || h[0].Done {
+		t.Fatalf("history %+v; want the open switch to unbound-a superseded", h)
+	}
+}
+
 // A switch superseded while its calls are in flight makes no further
 // call: here the target's attach hangs, and an exploit alert on the target
 // then supersedes the switch. The hanging attach is abandoned, the target

@@ -342,15 +342,16 @@ func (r *run) sawAttached(service, replica string, attached, byUs bool) {
 	}
 }
 
-// errStoppedAfterAttach: a switch's target this leader had attached was
-// found not running by the switch's next attach (see platformAnswered).
-var errStoppedAfterAttach = errors.New("stopped after it was attached")
+// errTargetDoesNotStart: a switch's target was found not running by the
+// switch's attach (or stopped after this leader had attached it), and
+// starting it in place failed (see platformAnswered).
+var errTargetDoesNotStart = errors.New("found stopped and did not start")
 
 // platformAnswered records how a call on a replica ended: err wrapping
 // driver.ErrUnavailable means its platform did not answer (a Docker engine
-// restarting, a vCenter gone), errStoppedAfterAttach that the platform
-// reports it stopped after this leader attached it (a restart in place is
-// under way), anything else that it answered. Until a later call
+// restarting, a vCenter gone), errTargetDoesNotStart that a switch found
+// its target not running and could not start it, anything else that it
+// answered. Until a later call
 // succeeds, decide is told the replica is unavailable: it is not chosen,
 // and a DoS verdict on it as the active is not held for min_dwell
 // (waiting cannot bring it up in time). The service's evidence is weighed
@@ -360,7 +361,7 @@ var errStoppedAfterAttach = errors.New("stopped after it was attached")
 // answered).
 func (r *run) platformAnswered(service, replica string, err error) {
 	key := replicaKey(service, replica)
-	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errStoppedAfterAttach) {
+	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errTargetDoesNotStart) {
 		if since, ok := r.down[key]; ok {
 			delete(r.down, key)
 			r.c.log.Info("replica available again: a call on it worked", "service", service, "replica", replica,
@@ -373,7 +374,7 @@ func (r *run) platformAnswered(service, replica string, err error) {
 	}
 	now := r.c.now()
 	r.down[key] = now
-	r.c.log.Info("replica unavailable: its platform does not answer, or it stopped after its attach", "service", service, "replica", replica, "err", err)
+	r.c.log.Info("replica unavailable: its platform does not answer, or it is stopped and did not start", "service", service, "replica", replica, "err", err)
 	r.lookAgain(service, now)
 }
 
@@ -677,7 +678,6 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 	// target that is not running (its standby was lost, or a suspended
 	// replica was chosen) costs a power-on on the critical path.
 	var attached atomic.Bool
-	_, wasAttached := r.attachedSince[replicaKey(name, in.To)]
 	var attachTried bool // written by the goroutine below before it sends the result
 	var attachErr error
 	attach := func() (err error) {
@@ -690,11 +690,14 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		if err = step("power-on", toSpec, func() error { return dTo.PowerOn(ctx, toSpec, serviceAddr(svc)) }); err == nil {
 			err = step("attach", toSpec, func() error { return dTo.Attach(ctx, toSpec, serviceAddr(svc)) })
 		}
-		if err != nil && wasAttached && !errors.Is(err, driver.ErrUnavailable) {
-			// It stopped after this leader attached it (killed with its
-			// engine, crashed) and does not start again in place: a DoS
-			// verdict need not wait for it (see platformAnswered).
-			err = fmt.Errorf("%w: %w", errStoppedAfterAttach, err)
+		if err != nil && !errors.Is(err, driver.ErrUnavailable) {
+			// It is not running (killed with its engine, crashed, or a
+			// suspended replica was chosen) and does not start in place:
+			// a DoS verdict need not wait for it (see platformAnswered).
+			// Chaos seed 53: an engine shutting down killed the chosen
+			// container and refused its start ("failed to update store")
+			// for a second before its socket closed.
+			err = fmt.Errorf("%w: %w", errTargetDoesNotStart, err)
 		}
 		return err
 	}

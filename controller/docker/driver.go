@@ -47,6 +47,10 @@ type host struct {
 
 	negotiated atomic.Bool
 	parkMu     sync.Mutex // serialises ensurePark
+	// streamDown: the watch's event stream to this engine broke, or a read
+	// found the engine unreachable, and the watch has not yet subscribed
+	// and read every replica again (see UnreachableFor).
+	streamDown atomic.Bool
 
 	mu          sync.Mutex
 	apparmor    *bool                      // AppArmor enabled on the engine (nil: not asked yet)

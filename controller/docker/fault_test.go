@@ -206,7 +206,29 @@ type proxy struct {
 	// fail: request-line substring: answer every such request with a 500
 	// carrying failMsg, not forwarded, while it is set.
 	fail, failMsg string
-	drops         int
+	// hold: request-line substring: every such request waits, unanswered
+	// and not forwarded, until release (an engine shutting down that
+	// still accepts connections).
+	hold     string
+	released chan struct{}
+	drops    int
+}
+
+// holdAll makes every request matching substr wait until release.
+func (p *proxy) holdAll(substr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold, p.released = substr, make(chan struct{})
+}
+
+// release lets the held requests through and holds no more.
+func (p *proxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released != nil {
+		close(p.released)
+	}
+	p.hold, p.released = "", nil
 }
 
 func newProxy(t *testing.T, upstream string) *proxy {
@@ -335,7 +357,14 @@ func (p *proxy) serve(ln net.Listener, c net.Conn) {
 		refuse := p.refuse != "" && strings.Contains(line, p.refuse)
 		fail := p.fail != "" && strings.Contains(line, p.fail)
 		failMsg := p.failMsg
+		var held chan struct{}
+		if p.hold != "" && strings.Contains(line, p.hold) {
+			held = p.released
+		}
 		p.mu.Unlock()
+		if held != nil {
+			<-held
+		}
 		if drop || refuse {
 			return // the engine "died" before it saw the request
 		}
@@ -562,6 +591,53 @@ func TestWatchSurvivesEngineRestart(t *testing.T) {
 	waitEvent(t, ch, r, 5*time.Second, "suspend after the rebuild", func(o driver.Observation) bool { return o.Power == driver.PowerSuspended })
 	if n := testutilCounter(d, "local"); n == 0 {
 		t.Fatal("watch restarts not counted")
+	}
+}
+
+// TestEngineLostMarksReplicasUnreachable: an engine going away that still
+// accepts connections but answers nothing (dockerd shutting down) breaks
+// the event stream at once, while every read waits for its timeout. The
+// driver reports the engine's replicas unreachable from the break, not
+// from a read's timeout (here 30 s, beyond the wait), and reachable again
+// once the watch has subscribed and read them.
+func TestEngineLostMarksReplicasUnreachable(t *testing.T) {
+	e := testEnv(t)
+	p, d, cnt := proxiedDriver(t, e, func(c *Config) { c.CallTimeout = 30 * time.Second })
+	r := e.replica(t, "192.0.2.10")
+	ctx := ctxT(t)
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	if d.UnreachableFor(r) || !d.ReadyFor(r) {
+		t.Fatal("unreachable (or not ready) before anything broke")
+	}
+	ch := d.Watch(ctx)
+	waitEvent(t, ch, r, 5*time.Second, "current state", func(o driver.Observation) bool { return o.Power == driver.PowerOn })
+	if d.UnreachableFor(r) {
+		t.Fatal("unreachable while the stream is up")
+	}
+
+	p.holdAll("/")
+	t.Cleanup(p.release)
+	p.cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.UnreachableFor(r) {
+		if time.Now().After(deadline) {
+			t.Fatal("the engine's replica not reported unreachable after its event stream broke")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	bad := r
+	bad.Host = "nowhere"
+	if !d.UnreachableFor(bad) {
+		t.Fatal("a replica of an unconfigured host is not unreachable")
+	}
+
+	p.release()
+	deadline = time.Now().Add(15 * time.Second)
+	for d.UnreachableFor(r) {
+		if time.Now().After(deadline) {
+			t.Fatal("still unreachable after the engine answered again")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -115,6 +115,7 @@ func (h *host) stopWatching() (context.Context, bool) {
 	}
 	h.watching = false
 	h.watchCancel = nil
+	h.streamDown.Store(false) // nothing follows the engine any more
 	for _, r := range h.watched {
 		delete(d.last, h.name+"\x00"+r.Name)
 	}
@@ -180,6 +181,7 @@ func (h *host) watchLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			continue
 		}
+		h.setStreamDown(true, err)
 		failures++
 		dirty = true
 		h.d.m.watchRestarts.WithLabelValues(h.name).Inc()
@@ -224,6 +226,7 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 			return err
 		}
 	}
+	h.setStreamDown(false, nil)
 	if *dirty {
 		*dirty = false
 		h.d.publish(driver.Event{Kind: driver.EventResync, At: time.Now()})
@@ -259,6 +262,38 @@ func (h *host) follow(ctx context.Context, specs map[string]fsm.ReplicaSpec, dir
 			}
 		}
 	}
+}
+
+// setStreamDown records whether the watch has lost the engine (its event
+// stream broke, or a read found it unreachable) and logs a change.
+func (h *host) setStreamDown(down bool, err error) {
+	if h.streamDown.Swap(down) == down {
+		return
+	}
+	if down {
+		h.log.Warn("docker engine lost: its event stream broke or a read got no answer; its replicas are reported unavailable until the watch reads them again", "err", err)
+		return
+	}
+	h.log.Info("docker engine followed again: event stream up and every replica read")
+}
+
+// ReadyFor reports whether operations on r can run now
+// (controller.ReplicaReadier): always, the driver holds no session to
+// wait for.
+func (d *Driver) ReadyFor(fsm.ReplicaSpec) bool { return true }
+
+// UnreachableFor reports whether r's engine is known lost
+// (controller.ReplicaReadier): the watch's event stream to it broke, or a
+// read got no answer, and the watch has not subscribed and read every
+// replica again since. The controller then neither chooses r nor waits
+// for it: an engine shutting down may leave a call unanswered until its
+// timeout (chaos seed 53: a switch to a container chosen just as its
+// engine began to restart), while its event stream breaks at once. A
+// replica naming no configured host is unreachable too. Only known while
+// somebody watches (the controller always does while it leads).
+func (d *Driver) UnreachableFor(r fsm.ReplicaSpec) bool {
+	h, err := d.hostFor(r)
+	return err != nil || h.streamDown.Load()
 }
 
 // replicaOf finds the watched replica an event concerns.

@@ -319,12 +319,12 @@ func (r *run) nextRetry() (time.Time, bool) {
 }
 
 // serviceAddr is the Attach and PowerOn option carrying the service's IP
-// address (the Docker driver assigns it to the container at Attach and
-// arms the replica's address helper with it at PowerOn; vSphere ignores
-// it).
+// address and port (the Docker driver assigns the address to the
+// container at Attach and arms the replica's address helper with both at
+// PowerOn; vSphere ignores them).
 func serviceAddr(svc fsm.Service) driver.Option {
 	ap, _ := netip.ParseAddrPort(svc.Spec.Address) // validated by the fsm
-	return driver.ServiceAddr(ap.Addr())
+	return driver.ServiceAddrPort(ap)
 }
 
 // sawAttached records whether a replica of the service is attached,

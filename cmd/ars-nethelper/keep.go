@@ -31,6 +31,7 @@ import (
 type keeper struct {
 	p         netip.Prefix
 	a         netip.Addr
+	port      uint16 // the service's UDP port (0: not known)
 	sock      *nl.NetlinkSocket
 	out, errw io.Writer
 	// announced is the index of the link the address was last announced
@@ -42,12 +43,12 @@ type keeper struct {
 
 // newKeeper subscribes to the kernel's link, IPv4 address and IPv4 route
 // notifications of this network namespace.
-func newKeeper(p netip.Prefix, a netip.Addr, out, errw io.Writer) (*keeper, error) {
+func newKeeper(p netip.Prefix, a netip.Addr, port uint16, out, errw io.Writer) (*keeper, error) {
 	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to the kernel's link and address notifications: %w", err)
 	}
-	return &keeper{p: p, a: a, sock: s, out: out, errw: errw}, nil
+	return &keeper{p: p, a: a, port: port, sock: s, out: out, errw: errw}, nil
 }
 
 // run looks once (the link may be there already: a helper made after its
@@ -101,6 +102,7 @@ func (k *keeper) keep() {
 	if !added && k.announced == attrs.Index {
 		return
 	}
+	waitServed(k.a, k.port, DefaultServeWait)
 	if err := announce(link, k.a, 2, 10*time.Millisecond); err != nil {
 		k.report(err)
 		return

@@ -14,7 +14,7 @@
 //
 // Subcommands:
 //
-//	ars-nethelper serve [-subnet PREFIX -addr IP]
+//	ars-nethelper serve [-subnet PREFIX -addr IP [-port P]]
 //	    The helper container's main process (its PID 1: it reaps
 //	    children) until SIGTERM or SIGINT. Without arguments it only
 //	    waits. Armed with -subnet and -addr it keeps IP on the replica's
@@ -24,7 +24,7 @@
 //	    two gratuitous ARPs when it put the address there or the link is
 //	    new); a link that goes away is forgotten. Each address it puts in
 //	    place is a line "IP on LINK (index N)" on standard output.
-//	ars-nethelper add -subnet PREFIX -addr IP [-garp N] [-gap D]
+//	ars-nethelper add -subnet PREFIX -addr IP [-port P] [-garp N] [-gap D]
 //	    Adds IP/32 to the one link that has an IPv4 address in PREFIX (the
 //	    replica's service-network link), makes IP the preferred source of
 //	    that link's routes (so a server bound to the wildcard answers from
@@ -32,6 +32,11 @@
 //	    10 ms). Adding an address already there succeeds.
 //	ars-nethelper show
 //	    Prints every link's IPv4 addresses, one link a line.
+//
+// With -port (the service's UDP port), the gratuitous ARPs wait until a
+// UDP socket of the namespace is bound to IP (or a wildcard address) on
+// that port, at most 300 ms (see waitServed): a server that binds each
+// address on its own is then listening before clients are moved to it.
 //
 // Exit status: 0 on success, 1 when the change failed (the reason on
 // standard error), 2 on bad usage.
@@ -59,8 +64,8 @@ func main() {
 }
 
 const usage = `usage:
-  ars-nethelper serve [-subnet PREFIX -addr IP]
-  ars-nethelper add -subnet PREFIX -addr IP [-garp N] [-gap DURATION]
+  ars-nethelper serve [-subnet PREFIX -addr IP [-port PORT]]
+  ars-nethelper add -subnet PREFIX -addr IP [-port PORT] [-garp N] [-gap DURATION]
   ars-nethelper show`
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -74,6 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		subnet := fs.String("subnet", "", "the service network's subnet (finds the link); with -addr, arms the helper")
 		addr := fs.String("addr", "", "the service address to keep on the service link")
+		port := fs.Uint("port", 0, "the service's UDP port: announce once it is served on the address (0: at once)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -85,12 +91,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			serve(nil)
 			return 0
 		}
-		p, a, err := parseAdd(*subnet, *addr, 2, 10*time.Millisecond)
+		p, a, err := parseAdd(*subnet, *addr, *port, 2, 10*time.Millisecond)
 		if err != nil {
 			fmt.Fprintf(stderr, "ars-nethelper serve: %v\n", err)
 			return 2
 		}
-		k, err := newKeeper(p, a, stdout, stderr)
+		k, err := newKeeper(p, a, uint16(*port), stdout, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "ars-nethelper serve: %v\n", err)
 			return 1
@@ -102,17 +108,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		subnet := fs.String("subnet", "", "the service network's subnet (finds the link)")
 		addr := fs.String("addr", "", "the service address to add")
+		port := fs.Uint("port", 0, "the service's UDP port: announce once it is served on the address (0: at once)")
 		garps := fs.Int("garp", 2, "gratuitous ARPs to send")
 		gap := fs.Duration("gap", 10*time.Millisecond, "pause between gratuitous ARPs")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		p, a, err := parseAdd(*subnet, *addr, *garps, *gap)
+		p, a, err := parseAdd(*subnet, *addr, *port, *garps, *gap)
 		if err != nil {
 			fmt.Fprintf(stderr, "ars-nethelper add: %v\n", err)
 			return 2
 		}
-		dev, err := add(p, a, *garps, *gap)
+		dev, err := add(p, a, uint16(*port), *garps, *gap)
 		if err != nil {
 			fmt.Fprintf(stderr, "ars-nethelper add %s: %v\n", a, err)
 			return 1
@@ -131,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // parseAdd checks add's arguments before anything is changed.
-func parseAdd(subnet, addr string, garps int, gap time.Duration) (netip.Prefix, netip.Addr, error) {
+func parseAdd(subnet, addr string, port uint, garps int, gap time.Duration) (netip.Prefix, netip.Addr, error) {
 	p, err := netip.ParsePrefix(subnet)
 	if err != nil || !p.Addr().Is4() {
 		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("-subnet %q is not an IPv4 prefix", subnet)
@@ -143,6 +150,9 @@ func parseAdd(subnet, addr string, garps int, gap time.Duration) (netip.Prefix, 
 	p = p.Masked()
 	if !p.Contains(a) {
 		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("-addr %s is not in -subnet %s", a, p)
+	}
+	if port > 65535 {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("-port %d is not a port (0..65535)", port)
 	}
 	if garps < 0 || garps > 10 || gap < 0 || gap > time.Second {
 		return netip.Prefix{}, netip.Addr{}, errors.New("-garp must be 0..10 and -gap 0..1s")
@@ -208,8 +218,9 @@ func serviceLink(p netip.Prefix) (netlink.Link, error) {
 }
 
 // add puts a on the service link, makes it the source of the link's
-// routes and announces it. It returns the link's name.
-func add(p netip.Prefix, a netip.Addr, garps int, gap time.Duration) (string, error) {
+// routes and announces it once it is served on port (see waitServed). It
+// returns the link's name.
+func add(p netip.Prefix, a netip.Addr, port uint16, garps int, gap time.Duration) (string, error) {
 	link, err := serviceLink(p)
 	if err != nil {
 		return "", err
@@ -221,6 +232,7 @@ func add(p netip.Prefix, a netip.Addr, garps int, gap time.Duration) (string, er
 	if err := sourceRoutes(link, a); err != nil {
 		return name, err
 	}
+	waitServed(a, port, DefaultServeWait)
 	if err := announce(link, a, garps, gap); err != nil {
 		return name, err
 	}

@@ -22,6 +22,8 @@ func TestAddRefusesBadInput(t *testing.T) {
 		{[]string{"add", "-subnet", "10.0.0.0/24", "-addr", "10.0.1.5"}, "-addr 10.0.1.5 is not in -subnet 10.0.0.0/24"},
 		{[]string{"add", "-subnet", "10.0.0.7/24", "-addr", "10.0.0.5", "-garp", "11"}, "-garp must be 0..10"},
 		{[]string{"add", "-subnet", "10.0.0.0/24", "-addr", "10.0.0.5", "-gap", "2s"}, "-gap 0..1s"},
+		{[]string{"add", "-subnet", "10.0.0.0/24", "-addr", "10.0.0.5", "-port", "70000"}, "-port 70000 is not a port"},
+		{[]string{"serve", "-subnet", "10.0.0.0/24", "-addr", "10.0.0.5", "-port", "65536"}, "-port 65536 is not a port"},
 		{[]string{"frobnicate"}, `unknown subcommand "frobnicate"`},
 		{nil, "usage:"},
 	} {
@@ -36,7 +38,7 @@ func TestAddRefusesBadInput(t *testing.T) {
 			t.Errorf("%v: printed %q on standard output", tt.args, out.String())
 		}
 	}
-	p, a, err := parseAdd("10.0.0.7/24", "10.0.0.53", 2, 10*time.Millisecond)
+	p, a, err := parseAdd("10.0.0.7/24", "10.0.0.53", 53, 2, 10*time.Millisecond)
 	if err != nil || p != netip.MustParsePrefix("10.0.0.0/24") || a != netip.MustParseAddr("10.0.0.53") {
 		t.Fatalf("parseAdd = %v, %v, %v; want the masked subnet and the address", p, a, err)
 	}

@@ -357,7 +357,7 @@ func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 			return fmt.Errorf("%w: attach needs a running container (it is %s)", errInvalidState, st.Status)
 		}
 		if h.mode == AddressHelper {
-			return h.attachHelper(ctx, r, c, o.ServiceAddr)
+			return h.attachHelper(ctx, r, c, o.ServiceAddr, o.ServicePort)
 		}
 		return h.attach(ctx, r, c, o.ServiceAddr)
 	})
@@ -393,7 +393,8 @@ func (d *Driver) Detach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 // service address (driver.ServiceAddr, optional): the next Attach is then
 // only the connect.
 func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.Option) error {
-	svcAddr := driver.ApplyOptions(opts...).ServiceAddr
+	o := driver.ApplyOptions(opts...)
+	svcAddr, svcPort := o.ServiceAddr, o.ServicePort
 	return d.do(ctx, "power-on", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
 		if h.mode == AddressHelper && (c == nil || !c.State.Running) {
 			// Nothing is started on an engine that could not give it the
@@ -412,13 +413,13 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 				if err != nil {
 					return err
 				}
-				return h.afterRun(ctx, r, c, svcAddr)
+				return h.afterRun(ctx, r, c, svcAddr, svcPort)
 			case st.Running:
 				if c.Config.Labels[labelSpecHash] != specHash(r) {
 					h.log.Warn("container runs an older spec; it takes the new one on its next restore or stopped power-on",
 						"replica", r.Name, "container", ContainerName(r))
 				}
-				return h.afterRun(ctx, r, c, svcAddr)
+				return h.afterRun(ctx, r, c, svcAddr, svcPort)
 			case st.Status == container.StateRemoving:
 				return fmt.Errorf("%w: the container is being removed", errRetry)
 			case st.Restarting:
@@ -454,7 +455,7 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 		if now == nil || !now.State.Running {
 			return fmt.Errorf("%w: the container stopped right after its start", errRetry)
 		}
-		return h.afterRun(ctx, r, now, svcAddr)
+		return h.afterRun(ctx, r, now, svcAddr, svcPort)
 	})
 }
 
@@ -464,13 +465,13 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 // one recorded), and a container on the service network holds the
 // service address recorded there (an attached replica that was stopped
 // comes back attached, like a VM whose NIC connects at power-on).
-func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, svcAddr netip.Addr) error {
+func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, svcAddr netip.Addr, svcPort uint16) error {
 	if h.mode != AddressHelper {
 		return nil
 	}
 	// Re-armed only when the caller passed the address: a PowerOn without
 	// it changes nothing it did not change before arming existed.
-	if _, err := h.ensureHelper(ctx, r, c, h.armingFor(ctx, r, c, svcAddr), svcAddr.IsValid()); err != nil {
+	if _, err := h.ensureHelper(ctx, r, c, h.armingFor(ctx, r, c, svcAddr, svcPort), svcAddr.IsValid()); err != nil {
 		return err
 	}
 	return h.restoreAddress(ctx, r, c)

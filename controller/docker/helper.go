@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,16 +70,36 @@ type helperState struct {
 type arming struct {
 	subnet netip.Prefix
 	addr   netip.Addr
+	// port is the service's UDP port: the helper announces the address
+	// once a socket serves it there (0: at once; see ars-nethelper).
+	port uint16
 }
 
 func (a arming) armed() bool { return a.addr.IsValid() && a.subnet.IsValid() }
+
+// matches: a is armed as want asks; a want without a port takes any.
+func (a arming) matches(want arming) bool {
+	return a.subnet == want.subnet && a.addr == want.addr && (want.port == 0 || a.port == want.port)
+}
+
+// serves: a does want's work, if perhaps without waiting for the port (a
+// helper armed before ports were passed announces at once). Attach uses
+// such a helper as it is: replacing it would put a helper's start on a
+// switch's critical path; PowerOn re-arms it (matches).
+func (a arming) serves(want arming) bool {
+	return a.matches(want) || a.subnet == want.subnet && a.addr == want.addr && a.port == 0
+}
 
 // cmd is the helper's command line (after the image's entrypoint).
 func (a arming) cmd() []string {
 	if !a.armed() {
 		return []string{"serve"}
 	}
-	return []string{"serve", "-subnet", a.subnet.String(), "-addr", a.addr.String()}
+	cmd := []string{"serve", "-subnet", a.subnet.String(), "-addr", a.addr.String()}
+	if a.port != 0 {
+		cmd = append(cmd, "-port", strconv.Itoa(int(a.port)))
+	}
+	return cmd
 }
 
 // armingOf reads a helper container's arming from its command line, which
@@ -89,7 +110,7 @@ func armingOf(hc *container.InspectResponse) arming {
 		return arming{}
 	}
 	cmd := hc.Config.Cmd
-	if len(cmd) != 5 || cmd[0] != "serve" || cmd[1] != "-subnet" || cmd[3] != "-addr" {
+	if len(cmd) != 5 && len(cmd) != 7 || cmd[0] != "serve" || cmd[1] != "-subnet" || cmd[3] != "-addr" {
 		return arming{}
 	}
 	p, err1 := netip.ParsePrefix(cmd[2])
@@ -97,7 +118,15 @@ func armingOf(hc *container.InspectResponse) arming {
 	if err1 != nil || err2 != nil {
 		return arming{}
 	}
-	return arming{subnet: p, addr: a}
+	arm := arming{subnet: p, addr: a}
+	if len(cmd) == 7 {
+		port, err := strconv.ParseUint(cmd[6], 10, 16)
+		if cmd[5] != "-port" || err != nil {
+			return arming{}
+		}
+		arm.port = uint16(port)
+	}
+	return arm
 }
 
 // ensuredState records that Attach (or PowerOn) put addr into the
@@ -170,7 +199,7 @@ func (h *host) helperSubnet(n network.Inspect, addr netip.Addr) (netip.Prefix, e
 }
 
 // attachHelper is Attach in AddressHelper mode (see the top of this file).
-func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, addr netip.Addr) error {
+func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, addr netip.Addr, port uint16) error {
 	svc := serviceNetwork(r)
 	ep, on := c.NetworkSettings.Networks[svc]
 	live := on && ep != nil && ep.EndpointID != ""
@@ -209,7 +238,7 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 	// would put that address on the new link); an unarmed one is used as
 	// it is (re-creating it would put a start on the critical path: the
 	// exec below is faster).
-	want := arming{subnet: subnet, addr: addr}
+	want := arming{subnet: subnet, addr: addr, port: port}
 	hs, err := h.ensureHelper(ctx, r, c, want, false)
 	if err != nil {
 		return err
@@ -218,7 +247,7 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 	// address in place; following that from before the connect confirms
 	// the attach without an exec (see helperTaken).
 	var taken <-chan string
-	if !recorded && hs.arm == want {
+	if !recorded && hs.arm.serves(want) {
 		lines, stop, err := h.followHelper(ctx, hs.id)
 		if err != nil {
 			h.log.Debug("cannot follow the address helper's output; the exec confirms the address", "replica", r.Name, "err", err)
@@ -248,7 +277,7 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		}
 		connected = true
 	}
-	if hs.arm == want {
+	if hs.arm.serves(want) {
 		// The helper puts the address on the link the moment it is up; if
 		// the link was up already, it has done so.
 		if !connected || taken != nil && helperTaken(ctx, taken, addr) {
@@ -260,7 +289,7 @@ func (h *host) attachHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 		h.log.Warn("the armed address helper did not confirm the service address in time; adding it by exec",
 			"replica", r.Name, "addr", addr, "waited", helperConfirmWait)
 	}
-	if err := h.helperAdd(ctx, r, hs.id, subnet, addr); err != nil {
+	if err := h.helperAdd(ctx, r, hs.id, subnet, addr, port); err != nil {
 		if connected {
 			// Nothing may report the replica attached while it does not
 			// hold the address.
@@ -286,7 +315,7 @@ func (h *host) restoreAddress(ctx context.Context, r fsm.ReplicaSpec, c *contain
 	if !on || ep.EndpointID == "" || !addr.IsValid() || h.isEnsured(r, c, addr) {
 		return nil
 	}
-	return h.attachHelper(ctx, r, c, addr)
+	return h.attachHelper(ctx, r, c, addr, 0) // the helper's own port, if it has one
 }
 
 // ensureHelper returns the replica's helper container, running in the
@@ -297,7 +326,15 @@ func (h *host) restoreAddress(ctx context.Context, r fsm.ReplicaSpec, c *contain
 // with want, or if want is not armed with the arming of the one it
 // replaces.
 func (h *host) ensureHelper(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, want arming, rearm bool) (helperState, error) {
-	keep := func(a arming) bool { return !want.armed() || a == want || !rearm && !a.armed() }
+	keep := func(a arming) bool {
+		switch {
+		case !want.armed():
+			return true
+		case rearm:
+			return a.matches(want)
+		}
+		return a.serves(want) || !a.armed()
+	}
 	id, started := incarnation(c)
 	h.mu.Lock()
 	hs, ok := h.helpers[r.Name]
@@ -344,7 +381,7 @@ func (h *host) remember(r fsm.ReplicaSpec, c *container.InspectResponse, helperI
 // caller passed (driver.ServiceAddr), with the subnet of the service
 // network that holds it. Not armed if there is neither, or the address
 // does not fit the network (Attach refuses it then, saying why).
-func (h *host) armingFor(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, passed netip.Addr) arming {
+func (h *host) armingFor(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, passed netip.Addr, port uint16) arming {
 	addr := recordedAddr(c.NetworkSettings.Networks[serviceNetwork(r)])
 	if !addr.IsValid() {
 		addr = passed
@@ -355,14 +392,15 @@ func (h *host) armingFor(ctx context.Context, r fsm.ReplicaSpec, c *container.In
 	h.mu.Lock()
 	hs, ok := h.helpers[r.Name]
 	h.mu.Unlock()
-	if id, started := incarnation(c); ok && hs.replicaID == id && hs.started == started && hs.arm.addr == addr {
+	if id, started := incarnation(c); ok && hs.replicaID == id && hs.started == started && hs.arm.addr == addr &&
+		(port == 0 || hs.arm.port == port) {
 		return hs.arm // known fresh and armed so: no call
 	}
 	n, err := h.inspectNetwork(ctx, r, serviceNetwork(r))
 	if err == nil {
 		var subnet netip.Prefix
 		if subnet, err = h.helperSubnet(n, addr); err == nil {
-			return arming{subnet: subnet, addr: addr}
+			return arming{subnet: subnet, addr: addr, port: port}
 		}
 	}
 	h.log.Debug("address helper left unarmed", "replica", r.Name, "addr", addr, "err", err)
@@ -502,8 +540,12 @@ func (h *host) createHelper(ctx context.Context, r fsm.ReplicaSpec, c *container
 
 // helperAdd runs `ars-nethelper add` in the helper: the service address
 // onto the replica's link in subnet, then gratuitous ARPs.
-func (h *host) helperAdd(ctx context.Context, r fsm.ReplicaSpec, helperID string, subnet netip.Prefix, addr netip.Addr) error {
-	out, err := h.helperExec(ctx, r, helperID, "add", "-subnet", subnet.String(), "-addr", addr.String())
+func (h *host) helperAdd(ctx context.Context, r fsm.ReplicaSpec, helperID string, subnet netip.Prefix, addr netip.Addr, port uint16) error {
+	args := []string{"add", "-subnet", subnet.String(), "-addr", addr.String()}
+	if port != 0 {
+		args = append(args, "-port", strconv.Itoa(int(port)))
+	}
+	out, err := h.helperExec(ctx, r, helperID, args...)
 	if err != nil {
 		return fmt.Errorf("add service address %s in %s: %w", addr, ContainerName(r), err)
 	}

@@ -299,14 +299,19 @@ func TestHelperRefusals(t *testing.T) {
 // reads back as itself; anything else is an unarmed helper.
 func TestArmingCommandLine(t *testing.T) {
 	a := arming{subnet: netip.MustParsePrefix("172.31.250.0/24"), addr: netip.MustParseAddr("172.31.250.3")}
+	withPort := a
+	withPort.port = 53
 	for _, tt := range []struct {
 		cmd  []string
 		want arming
 	}{
 		{a.cmd(), a},
+		{withPort.cmd(), withPort},
 		{arming{}.cmd(), arming{}},
 		{[]string{"serve", "-subnet", "bad", "-addr", "172.31.250.3"}, arming{}},
 		{[]string{"add", "-subnet", "172.31.250.0/24", "-addr", "172.31.250.3"}, arming{}},
+		{[]string{"serve", "-subnet", "172.31.250.0/24", "-addr", "172.31.250.3", "-port", "99999"}, arming{}},
+		{[]string{"serve", "-subnet", "172.31.250.0/24", "-addr", "172.31.250.3", "-garp", "53"}, arming{}},
 	} {
 		hc := &container.InspectResponse{Config: &container.Config{Cmd: tt.cmd}}
 		if got := armingOf(hc); got != tt.want {
@@ -315,6 +320,28 @@ func TestArmingCommandLine(t *testing.T) {
 	}
 	if (arming{}).armed() || !a.armed() {
 		t.Fatal("armed() is wrong")
+	}
+	// A helper armed without a port serves an Attach that passes one (it
+	// is not replaced on a switch's critical path), but a PowerOn re-arms
+	// it (matches); one armed with another port serves neither.
+	other := withPort
+	other.port = 5353
+	for _, tt := range []struct {
+		have, want     arming
+		matches, serve bool
+	}{
+		{withPort, withPort, true, true},
+		{withPort, a, true, true},
+		{a, withPort, false, true},
+		{other, withPort, false, false},
+		{withPort, arming{subnet: a.subnet, addr: netip.MustParseAddr("172.31.250.4"), port: 53}, false, false},
+	} {
+		if got := tt.have.matches(tt.want); got != tt.matches {
+			t.Errorf("%v.matches(%v) = %v", tt.have, tt.want, got)
+		}
+		if got := tt.have.serves(tt.want); got != tt.serve {
+			t.Errorf("%v.serves(%v) = %v", tt.have, tt.want, got)
+		}
 	}
 }
 

@@ -195,6 +195,10 @@ type Options struct {
 	// and uses it at PowerOn to prepare the next Attach off the critical
 	// path of a switch.
 	ServiceAddr netip.Addr
+	// ServicePort is the service's port (0: not known). The Docker
+	// driver's address helper announces the address only once a UDP
+	// socket serves it on this port.
+	ServicePort uint16
 }
 
 // Option sets one of Options.
@@ -211,6 +215,12 @@ func IfVersion(v string) Option { return func(o *Options) { o.IfVersion = v } }
 // Detach and other drivers ignore it, so callers may pass it everywhere
 // (the reconciler passes it to Attach and PowerOn).
 func ServiceAddr(a netip.Addr) Option { return func(o *Options) { o.ServiceAddr = a } }
+
+// ServiceAddrPort is ServiceAddr with the service's port
+// (fsm.ServiceSpec.Address whole).
+func ServiceAddrPort(ap netip.AddrPort) Option {
+	return func(o *Options) { o.ServiceAddr, o.ServicePort = ap.Addr(), ap.Port() }
+}
 
 // ApplyOptions folds opts into Options.
 func ApplyOptions(opts ...Option) Options {

@@ -157,14 +157,16 @@ func newDiskMonitor(dir string, cfg DiskCheck) *diskMonitor {
 // and every check reports the stall.
 func (d *diskMonitor) check() DiskStatus {
 	d.mu.Lock()
+	timeout := d.cfg.ProbeTimeout
 	ch := d.inflight
 	if ch == nil {
 		ch = make(chan diskReading, 1)
 		d.inflight = ch
-		go func() { ch <- d.probe(d.dir) }()
+		probe := d.probe
+		go func() { ch <- probe(d.dir) }()
 	}
 	d.mu.Unlock()
-	timer := time.NewTimer(d.cfg.ProbeTimeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var r diskReading
 	select {
@@ -216,6 +218,13 @@ func (d *diskMonitor) writeFailed(err error) {
 	case d.changed <- struct{}{}:
 	default:
 	}
+}
+
+// setProbe replaces the probe (tests stand in for a failing disk).
+func (d *diskMonitor) setProbe(p diskProbe) {
+	d.mu.Lock()
+	d.probe = p
+	d.mu.Unlock()
 }
 
 func (d *diskMonitor) status() DiskStatus {

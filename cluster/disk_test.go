@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 func TestDiskVerdict(t *testing.T) {
@@ -255,7 +258,7 @@ func sameStateOf(t *testing.T, timeout time.Duration, nodes ...*testNode) string
 // diskFaultTest runs one disk fault on the leader's data directory:
 // breakDisk makes it unhealthy, mendDisk heals it; want is what the cause
 // must name.
-func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string), want string) {
+func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string, n1 *testNode), want string) {
 	dir := mountTmpfs(t, 12<<20)
 	h := newHarness(t, "n1", "n2", "n3")
 	n1, n2, n3 := startDiskCluster(t, h, filepath.Join(dir, "data"))
@@ -264,7 +267,7 @@ func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string), want stri
 	}
 	sameStateOf(t, 10*time.Second, n1, n2, n3)
 
-	breakDisk(dir)
+	breakDisk(dir, n1)
 
 	// The leader gives up leadership; the other two elect one of them.
 	// Commands keep coming in meanwhile (through n2, which forwards them to
@@ -321,7 +324,7 @@ func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string), want stri
 		t.Error("the refused command was applied")
 	}
 
-	mendDisk(dir)
+	mendDisk(dir, n1)
 
 	// n1 comes back by itself, catches up and matches the others.
 	waitFor(t, 20*time.Second, "n1 disk healthy again", func() error {
@@ -360,11 +363,103 @@ func TestLeaderWithFullDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
 	var filler string
 	diskFaultTest(t,
-		func(dir string) { filler = fill(t, dir) },
-		func(dir string) {
+		func(dir string, _ *testNode) { filler = fill(t, dir) },
+		func(dir string, _ *testNode) {
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
 			}
 		},
 		"free space")
+}
+
+// TestLeaderWithReadOnlyDiskStepsDownAndRejoins: the leader's probe fails
+// as it does on a file system remounted read-only (the kernel refuses
+// that remount while raft.db is open for writing, EBUSY, so the probe
+// stands in for it; TestDiskProbeSeesReadOnlyFileSystem shows the real
+// probe seeing a real read-only mount).
+func TestLeaderWithReadOnlyDiskStepsDownAndRejoins(t *testing.T) {
+	requireLab(t)
+	diskFaultTest(t,
+		func(dir string, n1 *testNode) {
+			n1.c.disk.setProbe(func(dir string) diskReading {
+				r := probeDir(dir)
+				r.probeErr = fmt.Errorf("create probe file: open %s: %w", filepath.Join(dir, ".disk-probe"), syscall.EROFS)
+				return r
+			})
+		},
+		func(dir string, n1 *testNode) { n1.c.disk.setProbe(probeDir) },
+		"read-only file system")
+}
+
+// TestLeaderWithStalledDiskStepsDownAndRejoins: the leader's probe hangs
+// (an fsync that never returns) until the disk "recovers".
+func TestLeaderWithStalledDiskStepsDownAndRejoins(t *testing.T) {
+	requireLab(t)
+	release := make(chan struct{})
+	diskFaultTest(t,
+		func(dir string, n1 *testNode) {
+			n1.c.disk.mu.Lock()
+			n1.c.disk.cfg.ProbeTimeout = 200 * time.Millisecond
+			n1.c.disk.mu.Unlock()
+			n1.c.disk.setProbe(func(dir string) diskReading {
+				<-release
+				return probeDir(dir)
+			})
+		},
+		func(dir string, n1 *testNode) {
+			n1.c.disk.setProbe(probeDir)
+			close(release)
+		},
+		"probe stalled")
+}
+
+// The one write raft panics over — a new current term — waits for the
+// disk instead of failing; every other failed write returns its error at
+// once, and each failure reaches the disk monitor. A closed store stands
+// in for a disk that refuses every write.
+func TestGuardedStoreHoldsTheTermWriteUntilItSucceedsOrShutdown(t *testing.T) {
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(t.TempDir(), "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g := &guardedStore{BoltStore: bolt, ctx: ctx, retry: time.Millisecond,
+		failed: func(error) { failures.Add(1) }, onRetry: func(error) {}}
+
+	if err := g.SetUint64([]byte("LastVoteTerm"), 7); err == nil {
+		t.Fatal("a failed write of another key returned no error")
+	}
+	if err := g.StoreLogs([]*raft.Log{{Index: 1, Term: 1}}); err == nil {
+		t.Fatal("a failed log write returned no error")
+	}
+	if n := failures.Load(); n != 2 {
+		t.Fatalf("%d failures reported; want 2", n)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.SetUint64([]byte(keyCurrentTerm), 8) }()
+	waitFor(t, 5*time.Second, "the term write to be retried", func() error {
+		if n := failures.Load(); n < 5 {
+			return fmt.Errorf("%d failures so far", n)
+		}
+		return nil
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the term write returned (%v) while the disk still refuses it", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("term write at shutdown = %v; want nil (raft would panic on an error)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the term write did not return after shutdown")
+	}
 }

@@ -279,7 +279,9 @@ func (c *Cluster) diskDown() {
 // diskStillDown repeats what may not have worked the first time: a
 // leadership transfer (one attempt gives up after an election timeout).
 func (c *Cluster) diskStillDown() {
-	if c.raft.State() != raft.Leader {
+	if c.raft.State() != raft.Leader || c.voterCount() <= 1 {
+		// A node alone has nobody to hand over to; it keeps leading and
+		// refuses writes.
 		return
 	}
 	if err := c.raft.LeadershipTransfer().Error(); err != nil {

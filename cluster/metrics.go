@@ -44,12 +44,12 @@ func newMetrics(c *Cluster) *metrics {
 		}),
 		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ars_apply_duration_seconds",
-			Help:    "Time to commit a command, by path (local on the leader, forwarded from a follower).",
+			Help:    "Time to commit a command, by path (local on the leader, forwarded from a follower, refused by a node whose data directory is unhealthy).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}, []string{"path"}),
 		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ars_apply_errors_total",
-			Help: "Commands that failed to commit or were rejected by the state machine, by path.",
+			Help: "Commands that failed to commit or were rejected by the state machine, by path (local, forwarded, refused).",
 		}, []string{"path"}),
 		raftState:   prometheus.NewDesc("ars_raft_state", "Raft state of this node (1 for the current state).", []string{"state"}, nil),
 		term:        prometheus.NewDesc("ars_raft_term", "Current Raft term.", nil, nil),

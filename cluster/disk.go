@@ -285,6 +285,9 @@ func (c *Cluster) diskStillDown() {
 		return
 	}
 	if err := c.raft.LeadershipTransfer().Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return // raft stepped down by itself meanwhile
+		}
 		c.log.Warn("disk unhealthy: leadership transfer failed; trying again", "err", err)
 		return
 	}

@@ -192,9 +192,13 @@ func diskConfig(h *harness, name string, expect int, join []string, dir string) 
 
 // startDiskCluster starts n1 (data directory dir) to n3 and makes n1 the
 // leader.
-func startDiskCluster(t *testing.T, h *harness, dir string) (n1, n2, n3 *testNode) {
+func startDiskCluster(t *testing.T, h *harness, dir string, tune func(*Config)) (n1, n2, n3 *testNode) {
 	t.Helper()
-	n1 = h.start(diskConfig(h, "n1", 3, nil, dir))
+	cfg1 := diskConfig(h, "n1", 3, nil, dir)
+	if tune != nil {
+		tune(&cfg1)
+	}
+	n1 = h.start(cfg1)
 	join := []string{n1.cfg.GossipBind}
 	n2 = h.start(diskConfig(h, "n2", 3, join, ""))
 	n3 = h.start(diskConfig(h, "n3", 3, join, ""))
@@ -258,10 +262,10 @@ func sameStateOf(t *testing.T, timeout time.Duration, nodes ...*testNode) string
 // diskFaultTest runs one disk fault on the leader's data directory:
 // breakDisk makes it unhealthy, mendDisk heals it; want is what the cause
 // must name.
-func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string, n1 *testNode), want string) {
+func diskFaultTest(t *testing.T, tune func(*Config), breakDisk, mendDisk func(dir string, n1 *testNode), want string) {
 	dir := mountTmpfs(t, 12<<20)
 	h := newHarness(t, "n1", "n2", "n3")
-	n1, n2, n3 := startDiskCluster(t, h, filepath.Join(dir, "data"))
+	n1, n2, n3 := startDiskCluster(t, h, filepath.Join(dir, "data"), tune)
 	for i := 0; i < 10; i++ {
 		applyOK(t, n1, serviceCmd(t, fmt.Sprintf("before-%d", i), "a", "b"))
 	}
@@ -362,12 +366,34 @@ func diskFaultTest(t *testing.T, breakDisk, mendDisk func(dir string, n1 *testNo
 func TestLeaderWithFullDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
 	var filler string
-	diskFaultTest(t,
+	diskFaultTest(t, nil,
 		func(dir string, _ *testNode) { filler = fill(t, dir) },
 		func(dir string, _ *testNode) {
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
 			}
+		},
+		"free space")
+}
+
+// TestLeaderFindsItsFullDiskByAFailedWrite: as above, but the leader's
+// periodic check is an hour apart, so what takes it out is raft's own
+// failed log write (raft steps down by itself; the store reports the
+// error, which runs a check at once). Whether the new leader's first RPC
+// reaches n1 before its gate closes is a race: if it does, n1's write of
+// the new term fails and is held until the disk has room again. The test
+// nudges the check after removing the filler, as the next tick would.
+func TestLeaderFindsItsFullDiskByAFailedWrite(t *testing.T) {
+	requireLab(t)
+	var filler string
+	diskFaultTest(t,
+		func(cfg *Config) { cfg.Disk.Interval = time.Hour },
+		func(dir string, _ *testNode) { filler = fill(t, dir) },
+		func(dir string, n1 *testNode) {
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			n1.c.disk.changed <- struct{}{}
 		},
 		"free space")
 }
@@ -379,7 +405,7 @@ func TestLeaderWithFullDiskStepsDownAndRejoins(t *testing.T) {
 // probe seeing a real read-only mount).
 func TestLeaderWithReadOnlyDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
-	diskFaultTest(t,
+	diskFaultTest(t, nil,
 		func(dir string, n1 *testNode) {
 			n1.c.disk.setProbe(func(dir string) diskReading {
 				r := probeDir(dir)
@@ -396,7 +422,7 @@ func TestLeaderWithReadOnlyDiskStepsDownAndRejoins(t *testing.T) {
 func TestLeaderWithStalledDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
 	release := make(chan struct{})
-	diskFaultTest(t,
+	diskFaultTest(t, nil,
 		func(dir string, n1 *testNode) {
 			n1.c.disk.mu.Lock()
 			n1.c.disk.cfg.ProbeTimeout = 200 * time.Millisecond

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,12 @@ func (g *rpcGate) open()  { g.closed.Store(false) }
 func (g *rpcGate) refuse(rpc raft.RPC) bool {
 	if !g.closed.Load() {
 		return false
+	}
+	if rpc.Reader != nil {
+		// An InstallSnapshot's data follows its request on the
+		// connection: read it, or the transport takes it for the next
+		// request and drops the connection.
+		_, _ = io.Copy(io.Discard, rpc.Reader)
 	}
 	rpc.Respond(nil, fmt.Errorf("%w: this node takes no part in raft until its disk recovers", ErrDiskUnhealthy))
 	return true

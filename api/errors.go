@@ -49,6 +49,11 @@ const (
 	CodeInternal     = "internal"
 	CodeConflict     = "conflict"
 	CodeRateLimited  = "rate_limited"
+	// CodeDiskUnhealthy (503): the node's data directory is full,
+	// read-only or not answering; it wrote nothing. The message names the
+	// cause. Another node, or this one once its disk recovers, takes the
+	// request.
+	CodeDiskUnhealthy = "disk_unhealthy"
 	// CodeEventsGone (410): the events after the asked index are no longer
 	// held by the node; read again from the index the message gives.
 	CodeEventsGone = "events_gone"

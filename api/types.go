@@ -39,6 +39,26 @@ type Status struct {
 	// (docs/design.md §4.6); the chaos checker compares them.
 	StateIndex  uint64 `json:"state_index,omitempty"`
 	StateDigest string `json:"state_digest,omitempty"`
+	// Disk is the node's last check of its data directory; absent on a
+	// node without one (dev mode in memory) and before the first check.
+	Disk *DiskStatus `json:"disk,omitempty"`
+}
+
+// DiskStatus is a node's last check of its data directory: free space by
+// statfs and a probe file written, fsynced and removed
+// (docs/operations.md, "A full or failing disk").
+type DiskStatus struct {
+	Healthy bool `json:"healthy"`
+	// Cause says why the disk is unhealthy; empty while healthy.
+	Cause string `json:"cause,omitempty"`
+	// FreeBytes is absent when statfs failed.
+	FreeBytes *uint64 `json:"free_bytes,omitempty"`
+	// ProbeSeconds is how long the last probe that finished took.
+	ProbeSeconds float64 `json:"probe_seconds,omitempty"`
+	// CheckedAt is the last check, Since when the current health began
+	// (RFC 3339, UTC).
+	CheckedAt string `json:"checked_at"`
+	Since     string `json:"since"`
 }
 
 // Member is one node as gossip sees it (GET /v1/members).

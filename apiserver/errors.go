@@ -74,6 +74,8 @@ func ToAPIError(err error) *api.APIError {
 		return &api.APIError{Status: status, Code: code, Message: msg}
 	}
 	switch {
+	case errors.Is(err, cluster.ErrDiskUnhealthy):
+		return mk(http.StatusServiceUnavailable, api.CodeDiskUnhealthy)
 	case errors.Is(err, cluster.ErrNotLeader):
 		return mk(http.StatusServiceUnavailable, api.CodeNotLeader)
 	case errors.Is(err, cluster.ErrNoLeader):

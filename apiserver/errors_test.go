@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/fsm"
 )
 
@@ -24,6 +25,7 @@ func TestToAPIError(t *testing.T) {
 		{raft.ErrLeadershipLost, 503, api.CodeNotLeader},
 		{raft.ErrLeadershipTransferInProgress, 503, api.CodeNotLeader},
 		{api.ErrNoLeader, 503, api.CodeNoLeader},
+		{fmt.Errorf("%w: free space 0 bytes", cluster.ErrDiskUnhealthy), 503, api.CodeDiskUnhealthy},
 		{api.ErrUnauthorized, 401, api.CodeUnauthorized},
 		{api.ErrForbidden, 403, api.CodeForbidden},
 		{api.ErrNotFound, 404, api.CodeNotFound},

@@ -386,7 +386,22 @@ func wireStatus(st cluster.Status) api.Status {
 	return api.Status{Node: st.Node, Leader: st.Leader, LeaderAPI: st.LeaderAPI, State: st.State, Term: st.Term,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
 		LastContact: st.LastContact, Members: st.Members, Voters: st.Voters, Version: st.Version, Dev: st.Dev,
-		FormatLevel: st.Format.Node, ClusterFormatLevel: st.Format.Cluster, FormatBehind: st.Format.Behind}
+		FormatLevel: st.Format.Node, ClusterFormatLevel: st.Format.Cluster, FormatBehind: st.Format.Behind,
+		Disk: wireDisk(st.Disk)}
+}
+
+// wireDisk is the API's form of the data directory's last check.
+func wireDisk(d *cluster.DiskStatus) *api.DiskStatus {
+	if d == nil {
+		return nil
+	}
+	out := &api.DiskStatus{Healthy: d.Healthy, Cause: d.Cause, ProbeSeconds: d.ProbeLatency.Seconds(),
+		CheckedAt: d.CheckedAt.UTC().Format(time.RFC3339Nano), Since: d.Since.UTC().Format(time.RFC3339Nano)}
+	if d.FreeKnown {
+		free := d.FreeBytes
+		out.FreeBytes = &free
+	}
+	return out
 }
 
 // wireMembers is the API's form of the gossip members (never null).

@@ -63,6 +63,7 @@ th{background:#f3f3f3}
 <tr><th>Last contact</th><td>{{.Status.LastContact}}</td></tr>
 <tr><th>Members / voters</th><td>{{.Status.Members}} / {{.Status.Voters}}</td></tr>
 <tr><th>Version</th><td>{{.Status.Version}}</td></tr>
+{{with .Status.Disk}}<tr><th>Data directory</th><td{{if not .Healthy}} class="warn"{{end}}>{{if .Healthy}}healthy{{else}}unhealthy: {{.Cause}}{{end}}{{if .FreeBytes}}; {{.FreeBytes}} bytes free{{end}} (checked {{.CheckedAt}})</td></tr>{{end}}
 </table>
 <h2>Members</h2>
 <table>

@@ -63,6 +63,9 @@ func (c *Cluster) Status() Status {
 		Dev:          c.cfg.InMemory,
 		Format:       c.Format(),
 	}
+	if d, ok := c.Disk(); ok && !d.CheckedAt.IsZero() {
+		st.Disk = &d
+	}
 	if c.raft.State() == raft.Leader {
 		st.LastContact = "0s"
 	} else if lc := c.raft.LastContact(); !lc.IsZero() {
@@ -256,13 +259,19 @@ func timeoutFrom(ctx context.Context, def time.Duration) time.Duration {
 // Apply commits an encoded fsm command and returns the FSM's result. On the
 // leader it goes straight to Raft; on a follower it is forwarded to the
 // leader. The command is decoded first, so a corrupt command never reaches
-// the log (where every node would have to halt on it).
+// the log (where every node would have to halt on it). A node whose data
+// directory is unhealthy refuses it (ErrDiskUnhealthy) before anything
+// else.
 func (c *Cluster) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	_, dec, err := fsm.Decode(cmd)
 	if err != nil {
 		return fsm.Result{}, err
 	}
 	start := time.Now()
+	if err := c.diskRefusal(); err != nil {
+		c.metrics.observeApply("refused", start, err)
+		return fsm.Result{}, err
+	}
 	if c.raft.State() == raft.Leader {
 		if err := c.checkFormat(dec); err != nil {
 			c.metrics.observeApply("local", start, err)

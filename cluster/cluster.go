@@ -47,6 +47,8 @@ type Cluster struct {
 	meta      *metaDelegate
 	members   *memberTable
 	metrics   *metrics
+	disk      *diskMonitor // nil in memory
+	gate      *rpcGate     // nil in memory
 	notifyCh  chan bool
 	leaderFns []namedLeaderFunc
 
@@ -112,6 +114,9 @@ func (c *Cluster) Start() error {
 		return err
 	}
 	c.goRun("leadership", c.monitorLeadership)
+	if c.disk != nil {
+		c.goRun("disk-check", c.diskLoop)
+	}
 	c.goRun("bootstrap", c.bootstrapLoop)
 	c.goRun("reconnect", c.reconnectLoop)
 	if c.stream != nil {
@@ -176,7 +181,12 @@ func (c *Cluster) startRaft() error {
 			return fmt.Errorf("open raft log store %s: %w", filepath.Join(c.cfg.DataDir, "raft.db"), err)
 		}
 		c.closers = append(c.closers, bolt.Close)
-		logs, stable = bolt, bolt
+		c.disk = newDiskMonitor(c.cfg.DataDir, c.cfg.Disk)
+		gs := &guardedStore{BoltStore: bolt, ctx: c.ctx, failed: c.disk.writeFailed, retry: 100 * time.Millisecond,
+			onRetry: func(err error) {
+				c.log.Error("cannot persist a new raft term; retrying until the disk takes it", "err", err)
+			}}
+		logs, stable = gs, gs
 		fss, err := raft.NewFileSnapshotStoreWithLogger(c.cfg.DataDir, 2, hcLogger(c.log, "snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
@@ -191,7 +201,8 @@ func (c *Cluster) startRaft() error {
 			return fmt.Errorf("raft listener on %s: %w", c.cfg.RaftBind, err)
 		}
 		nt := newRaftTransport(stream, hcLogger(c.log, "raft-net"))
-		c.trans = nt
+		c.gate = newRPCGate(c.ctx, nt)
+		c.trans = c.gate
 		c.stream = stream
 		c.closers = append(c.closers, nt.Close)
 	}

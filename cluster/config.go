@@ -52,6 +52,9 @@ type Config struct {
 	Raft       RaftTimings
 	Gossip     GossipTimings
 	Membership MembershipPolicy
+	// Disk tunes the check of DataDir (not used in memory); zero fields
+	// take DefaultDiskCheck's values.
+	Disk DiskCheck
 
 	// Forwarder sends an encoded command to the leader's API when Apply is
 	// called on a follower. Nil disables forwarding (Apply then returns
@@ -154,6 +157,16 @@ func (c *Config) setDefaults() {
 	if c.Membership.ReconcileInterval == 0 {
 		c.Membership.ReconcileInterval = DefaultMembershipPolicy().ReconcileInterval
 	}
+	def := DefaultDiskCheck()
+	if c.Disk.MinFreeBytes == 0 {
+		c.Disk.MinFreeBytes = def.MinFreeBytes
+	}
+	if c.Disk.Interval == 0 {
+		c.Disk.Interval = def.Interval
+	}
+	if c.Disk.ProbeTimeout == 0 {
+		c.Disk.ProbeTimeout = def.ProbeTimeout
+	}
 	if c.RaftAdvertise == "" {
 		c.RaftAdvertise = c.RaftBind
 	}
@@ -221,6 +234,9 @@ func (c *Config) validate() error {
 	}
 	if g.ProbeTimeout > g.ProbeInterval {
 		return bad("gossip probe timeout %v exceeds probe interval %v", g.ProbeTimeout, g.ProbeInterval)
+	}
+	if c.Disk.Interval < 0 || c.Disk.ProbeTimeout < 0 {
+		return bad("disk check interval and probe timeout must be positive")
 	}
 	if c.Membership.MinVoters < 1 || c.Membership.ReapFailedAfter <= 0 {
 		return bad("membership min voters and reap timeout must be positive")

@@ -24,6 +24,9 @@ type metrics struct {
 	voters      *prometheus.Desc
 	lastContact *prometheus.Desc
 	format      *prometheus.Desc
+	diskFree    *prometheus.Desc
+	diskHealthy *prometheus.Desc
+	diskProbe   *prometheus.Desc
 	// formatRefused counts entries the leader refused because a server
 	// does not read their format level yet.
 	formatRefused prometheus.Counter
@@ -41,12 +44,12 @@ func newMetrics(c *Cluster) *metrics {
 		}),
 		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ars_apply_duration_seconds",
-			Help:    "Time to commit a command, by path (local on the leader, forwarded from a follower).",
+			Help:    "Time to commit a command, by path (local on the leader, forwarded from a follower, refused by a node whose data directory is unhealthy).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}, []string{"path"}),
 		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ars_apply_errors_total",
-			Help: "Commands that failed to commit or were rejected by the state machine, by path.",
+			Help: "Commands that failed to commit or were rejected by the state machine, by path (local, forwarded, refused).",
 		}, []string{"path"}),
 		raftState:   prometheus.NewDesc("ars_raft_state", "Raft state of this node (1 for the current state).", []string{"state"}, nil),
 		term:        prometheus.NewDesc("ars_raft_term", "Current Raft term.", nil, nil),
@@ -57,6 +60,9 @@ func newMetrics(c *Cluster) *metrics {
 		lastContact: prometheus.NewDesc("ars_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", nil, nil),
 		format: prometheus.NewDesc("ars_log_format_level", "Log format level read by this node (scope=node) and by every server of the Raft configuration (scope=cluster, the lowest).",
 			[]string{"scope"}, nil),
+		diskFree:    prometheus.NewDesc("ars_disk_free_bytes", "Bytes free to the node in its data directory at the last check.", nil, nil),
+		diskHealthy: prometheus.NewDesc("ars_disk_healthy", "1 while the data directory passes its check (free space above the minimum, probe write and fsync succeed in time), else 0.", nil, nil),
+		diskProbe:   prometheus.NewDesc("ars_disk_probe_seconds", "Duration of the last finished probe of the data directory (write, fsync and remove of a small file).", nil, nil),
 		fastElections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ars_raft_fast_elections_total",
 			Help: "Elections this node started at once because the leader's Raft address refused connections (its process gone).",
@@ -81,7 +87,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.applyErrors.Describe(ch)
 	m.formatRefused.Describe(ch)
 	m.fastElections.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format} {
+	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format, m.diskFree, m.diskHealthy, m.diskProbe} {
 		ch <- d
 	}
 }
@@ -92,6 +98,19 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.applyErrors.Collect(ch)
 	m.formatRefused.Collect(ch)
 	m.fastElections.Collect(ch)
+	if d, ok := m.c.Disk(); ok && !d.CheckedAt.IsZero() {
+		if d.FreeKnown {
+			ch <- prometheus.MustNewConstMetric(m.diskFree, prometheus.GaugeValue, float64(d.FreeBytes))
+		}
+		h := 0.0
+		if d.Healthy {
+			h = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.diskHealthy, prometheus.GaugeValue, h)
+		if d.ProbeLatency > 0 {
+			ch <- prometheus.MustNewConstMetric(m.diskProbe, prometheus.GaugeValue, d.ProbeLatency.Seconds())
+		}
+	}
 	f := m.c.Format()
 	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Node), "node")
 	ch <- prometheus.MustNewConstMetric(m.format, prometheus.GaugeValue, float64(f.Cluster), "cluster")

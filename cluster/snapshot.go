@@ -37,6 +37,9 @@ const MaxSnapshotSize = 64 << 20
 // SnapshotSave asks Raft for a fresh snapshot on the leader and writes it,
 // with a checksummed header, to w.
 func (c *Cluster) SnapshotSave(ctx context.Context, w io.Writer) error {
+	if err := c.diskRefusal(); err != nil {
+		return err
+	}
 	if err := c.requireLeader(); err != nil {
 		return err
 	}
@@ -73,6 +76,9 @@ func (c *Cluster) SnapshotSave(ctx context.Context, w io.Writer) error {
 // file is verified (header, size, checksum, and a trial restore into a
 // scratch FSM) before Raft sees it, so a bad file changes nothing.
 func (c *Cluster) SnapshotRestore(ctx context.Context, r io.Reader) error {
+	if err := c.diskRefusal(); err != nil {
+		return err
+	}
 	if err := c.requireLeader(); err != nil {
 		return err
 	}

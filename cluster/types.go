@@ -33,6 +33,8 @@ type Status struct {
 	Version      string
 	Dev          bool
 	Format       FormatStatus
+	// Disk is the last reading of the data directory (nil in memory).
+	Disk *DiskStatus
 }
 
 // Member is one node as gossip sees it.

@@ -49,6 +49,9 @@ func init() {
 					if st.FormatLevel > 0 {
 						rows = append(rows, [2]string{"Log format", formatText(st)})
 					}
+					if st.Disk != nil {
+						rows = append(rows, [2]string{"Data directory", diskText(st.Disk)})
+					}
 					if st.Dev {
 						rows = append(rows, [2]string{"Mode", "dev (in-memory, no authentication)"})
 					}
@@ -69,6 +72,23 @@ func formatText(st api.Status) string {
 	}
 	return fmt.Sprintf("level %d; the cluster writes level %d until %s %s upgraded", st.FormatLevel,
 		st.ClusterFormatLevel, strings.Join(st.FormatBehind, ", "), map[bool]string{true: "is", false: "are"}[len(st.FormatBehind) == 1])
+}
+
+// diskText says what the node's last check of its data directory found.
+func diskText(d *api.DiskStatus) string {
+	var parts []string
+	if d.Healthy {
+		parts = append(parts, "healthy")
+	} else {
+		parts = append(parts, "UNHEALTHY ("+d.Cause+"); this node refuses writes and takes no part in Raft")
+	}
+	if d.FreeBytes != nil {
+		parts = append(parts, fmt.Sprintf("%d bytes free", *d.FreeBytes))
+	}
+	if d.ProbeSeconds > 0 {
+		parts = append(parts, fmt.Sprintf("probe %.1f ms", d.ProbeSeconds*1000))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // dash shows "-" for an empty table cell.

@@ -164,6 +164,11 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 			ReapFailedAfter: cfg.Membership.ReapFailedAfter,
 			MinVoters:       cfg.Membership.MinVoters,
 		},
+		Disk: cluster.DiskCheck{
+			MinFreeBytes: cfg.Disk.MinFreeBytes,
+			Interval:     cfg.Disk.CheckInterval,
+			ProbeTimeout: cfg.Disk.ProbeTimeout,
+		},
 		Forwarder:  (&forwarder{tls: raftClient}).forward,
 		Logger:     log,
 		Registerer: reg,

@@ -46,6 +46,7 @@ type Agent struct {
 	Raft       Raft       `yaml:"raft"`
 	Gossip     Gossip     `yaml:"gossip"`
 	Membership Membership `yaml:"membership"`
+	Disk       Disk       `yaml:"disk"`
 	Log        Log        `yaml:"log"`
 
 	// VCenter is the one-vCenter shorthand of VCenters (optional; nil =
@@ -109,6 +110,16 @@ type Membership struct {
 	ReapFailedAfter time.Duration `yaml:"reap_failed_after"`
 	// MinVoters: never reap a failed voter if fewer voters would remain.
 	MinVoters int `yaml:"min_voters"`
+}
+
+// Disk tunes the check of data_dir beside Raft: below MinFreeBytes free,
+// or when the probe write and fsync fail or take longer than
+// ProbeTimeout, the node steps out of Raft and refuses writes until the
+// disk recovers.
+type Disk struct {
+	MinFreeBytes  uint64        `yaml:"min_free_bytes"`
+	CheckInterval time.Duration `yaml:"check_interval"`
+	ProbeTimeout  time.Duration `yaml:"probe_timeout"`
 }
 
 // Log selects the slog handler.
@@ -280,6 +291,7 @@ func Default() *Agent {
 	// The timing defaults are the cluster package's, so there is one place
 	// that says what they are and why.
 	rt, gt, mp := cluster.DefaultRaftTimings(), cluster.DefaultGossipTimings(), cluster.DefaultMembershipPolicy()
+	dc := cluster.DefaultDiskCheck()
 	return &Agent{
 		BindAddr: "0.0.0.0",
 		Ports:    Ports{API: 7500, Raft: 7501, Gossip: 7502},
@@ -299,6 +311,7 @@ func Default() *Agent {
 			GossipInterval: gt.GossipInterval,
 		},
 		Membership: Membership{ReapFailedAfter: mp.ReapFailedAfter, MinVoters: mp.MinVoters},
+		Disk:       Disk{MinFreeBytes: dc.MinFreeBytes, CheckInterval: dc.Interval, ProbeTimeout: dc.ProbeTimeout},
 		Log:        Log{Level: "info", Format: "text"},
 	}
 }

@@ -59,6 +59,10 @@ func TestLoadErrors(t *testing.T) {
 		// Durations.
 		{"zero_duration.yaml", []wantErr{{14, "raft.commit_timeout: must be > 0, got 0s"}}},
 		{"negative_duration.yaml", []wantErr{{14, "membership.reap_failed_after: must be > 0, got -5m0s"}}},
+		{"disk_zero.yaml", []wantErr{
+			{14, "disk.min_free_bytes: must be >= 1, got 0"},
+			{15, "disk.check_interval: must be > 0, got 0s"},
+		}},
 		{"too_small_duration.yaml", []wantErr{
 			{14, "raft.heartbeat_timeout: must be at least 5ms, got 1ms"},
 			{15, "raft.leader_lease_timeout: must be at least 5ms, got 1ms"},
@@ -193,6 +197,7 @@ func TestLoadValid(t *testing.T) {
 		Raft:          Default().Raft,
 		Gossip:        Default().Gossip,
 		Membership:    Default().Membership,
+		Disk:          Default().Disk,
 		Log:           Log{Level: "info", Format: "text"},
 		VCenter: &VCenter{
 			URL:               "https://vcenter.lab.internal/sdk",
@@ -229,8 +234,8 @@ func TestLoadMinimalGetsDefaults(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		d := Default()
-		if a.Raft != d.Raft || a.Gossip != d.Gossip || a.Membership != d.Membership || a.Log != d.Log {
-			t.Errorf("%s: defaults not applied: raft %+v gossip %+v membership %+v log %+v", name, a.Raft, a.Gossip, a.Membership, a.Log)
+		if a.Raft != d.Raft || a.Gossip != d.Gossip || a.Membership != d.Membership || a.Disk != d.Disk || a.Log != d.Log {
+			t.Errorf("%s: defaults not applied: raft %+v gossip %+v membership %+v disk %+v log %+v", name, a.Raft, a.Gossip, a.Membership, a.Disk, a.Log)
 		}
 		if a.VCenter != nil || len(a.Docker.Hosts) != 0 {
 			t.Errorf("%s: optional sections set: %+v %+v", name, a.VCenter, a.Docker)

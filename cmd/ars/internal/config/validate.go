@@ -95,6 +95,15 @@ func (a *Agent) Validate() error {
 	if a.Membership.MinVoters < 1 {
 		v.add("membership.min_voters", "must be >= 1, got %d", a.Membership.MinVoters)
 	}
+	if a.Disk.MinFreeBytes < 1 {
+		v.add("disk.min_free_bytes", "must be >= 1, got %d", a.Disk.MinFreeBytes)
+	}
+	if a.Disk.CheckInterval <= 0 {
+		v.add("disk.check_interval", "must be > 0, got %s", a.Disk.CheckInterval)
+	}
+	if a.Disk.ProbeTimeout <= 0 {
+		v.add("disk.probe_timeout", "must be > 0, got %s", a.Disk.ProbeTimeout)
+	}
 
 	switch a.Log.Level {
 	case "debug", "info", "warn", "error":

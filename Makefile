@@ -90,14 +90,21 @@ chaos: lab-deps images build ## The chaos suite on its own lab (root; three VMs 
 chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): the same checks, no summary file
 	$(ARS_LAB) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
 
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf
+# prometheus ships promtool, which checks the alert rules in deploy/.
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus
 
 .PHONY: lab-deps
-lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2) from Debian; needs root, skips what is installed
+lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2, promtool) from Debian; needs root, skips what is installed
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		case "$$missing" in *prometheus*) \
+			if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then \
+				echo "prometheus was installed for promtool only: its server is stopped and disabled"; \
+				systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+			fi;; \
+		esac; \
 	else echo "lab packages: all installed"; fi
 
 .PHONY: images

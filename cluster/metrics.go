@@ -5,6 +5,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ars-project/ars/fsm"
 )
 
 // metrics exposes Raft and membership state. Gauges are read at scrape
@@ -27,6 +29,10 @@ type metrics struct {
 	diskFree    *prometheus.Desc
 	diskHealthy *prometheus.Desc
 	diskProbe   *prometheus.Desc
+	// replicas and switchOpen describe the replicated state: the same on
+	// every node that has applied the same log.
+	replicas   *prometheus.Desc
+	switchOpen *prometheus.Desc
 	// formatRefused counts entries the leader refused because a server
 	// does not read their format level yet.
 	formatRefused prometheus.Counter
@@ -63,6 +69,10 @@ func newMetrics(c *Cluster) *metrics {
 		diskFree:    prometheus.NewDesc("ars_disk_free_bytes", "Bytes free to the node in its data directory at the last check.", nil, nil),
 		diskHealthy: prometheus.NewDesc("ars_disk_healthy", "1 while the data directory passes its check (free space above the minimum, probe write and fsync succeed in time), else 0.", nil, nil),
 		diskProbe:   prometheus.NewDesc("ars_disk_probe_seconds", "Duration of the last finished probe of the data directory (write, fsync and remove of a small file).", nil, nil),
+		replicas: prometheus.NewDesc("ars_service_replicas", "Replicas of each service by role, as this node's copy of the replicated state has them.",
+			[]string{"service", "role"}, nil),
+		switchOpen: prometheus.NewDesc("ars_service_switch_open_seconds", "Seconds since the service's open switch was committed (0: no switch open); a switch stays open until its target is verified answering.",
+			[]string{"service"}, nil),
 		fastElections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ars_raft_fast_elections_total",
 			Help: "Elections this node started at once because the leader's Raft address refused connections (its process gone).",
@@ -87,7 +97,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.applyErrors.Describe(ch)
 	m.formatRefused.Describe(ch)
 	m.fastElections.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format, m.diskFree, m.diskHealthy, m.diskProbe} {
+	for _, d := range []*prometheus.Desc{m.raftState, m.term, m.commitIndex, m.appliedIdx, m.members, m.voters, m.lastContact, m.format, m.diskFree, m.diskHealthy, m.diskProbe, m.replicas, m.switchOpen} {
 		ch <- d
 	}
 }
@@ -141,4 +151,29 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(m.lastContact, prometheus.GaugeValue, lc)
+	m.collectServices(ch, time.Now())
+}
+
+// serviceRoles are the roles ars_service_replicas reports, each service
+// every one of them (0 included), so an alert can ask for a count.
+var serviceRoles = []fsm.Role{fsm.RoleActive, fsm.RoleStandby, fsm.RoleSuspended, fsm.RoleQuarantined, fsm.RoleRecovering, fsm.RoleMaintenance}
+
+// collectServices reports the replicated service state: replicas by role
+// and how long an open switch has been open.
+func (m *metrics) collectServices(ch chan<- prometheus.Metric, now time.Time) {
+	for _, svc := range m.c.Services() {
+		name := svc.Spec.Name
+		count := map[fsm.Role]int{}
+		for _, rs := range svc.Replicas {
+			count[rs.Role]++
+		}
+		for _, role := range serviceRoles {
+			ch <- prometheus.MustNewConstMetric(m.replicas, prometheus.GaugeValue, float64(count[role]), name, string(role))
+		}
+		open := 0.0
+		if in := svc.Intent; in != nil && in.OpenedAt > 0 {
+			open = max(0, now.Sub(time.Unix(0, in.OpenedAt)).Seconds())
+		}
+		ch <- prometheus.MustNewConstMetric(m.switchOpen, prometheus.GaugeValue, open, name)
+	}
 }

@@ -65,6 +65,7 @@ type Agent struct {
 	apiLn   net.Listener
 	apiURL  string
 	vc      *devVCenter
+	reg     *registry
 	// VSphere is the node's vSphere driver over its vCenters (nil without
 	// one). Each vCenter's session is held only while this node leads.
 	VSphere *vsphere.Set
@@ -123,7 +124,8 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
+	a.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	scheme := "https"
@@ -260,7 +262,7 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		CheckSpec:       checkSpec(a.VSphere),
 		Tokens:          tokens,
 		Dev:             cfg.Dev,
-		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Metrics:         promhttp.HandlerFor(reg.Registry, promhttp.HandlerOpts{Registry: reg}),
 		Registerer:      reg,
 		NodeClientTLS:   raftClient,
 		Logger:          log,

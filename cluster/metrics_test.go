@@ -19,7 +19,7 @@ type serviceGauges struct {
 }
 
 func (g serviceGauges) Describe(ch chan<- *prometheus.Desc) { ch <- g.m.replicas; ch <- g.m.switchOpen }
-func (g serviceGauges) Collect(ch chan<- prometheus.Metric)  { g.m.collectServices(ch, g.now) }
+func (g serviceGauges) Collect(ch chan<- prometheus.Metric) { g.m.collectServices(ch, g.now) }
 
 // The service gauges (what the shipped alert rules ask: a service
 // without a standby, a switch that does not verify) follow the state: the

@@ -90,8 +90,9 @@ chaos: lab-deps images build ## The chaos suite on its own lab (root; three VMs 
 chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): the same checks, no summary file
 	$(ARS_LAB) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
 
-# prometheus ships promtool, which checks the alert rules in deploy/.
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus
+# prometheus ships promtool, which checks the alert rules in deploy/; zsh loads
+# the completion script in a test.
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus zsh
 
 .PHONY: lab-deps
 lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2, promtool) from Debian; needs root, skips what is installed

@@ -36,6 +36,8 @@ type fakeSource struct {
 	// level is the lowest format level the cluster's servers read (0:
 	// fsm.FormatLevel): a command above it is refused as on a leader.
 	level int
+	// refused counts the commands refused for their level.
+	refused int
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{m: fsm.New(), log: cluster.NewEventLog()} }
@@ -58,6 +60,9 @@ func (f *fakeSource) Apply(_ context.Context, data []byte) (fsm.Result, error) {
 		return fsm.Result{}, err
 	}
 	if lvl := fsm.Level(c); f.level > 0 && lvl > f.level {
+		f.mu.Lock()
+		f.refused++
+		f.mu.Unlock()
 		return fsm.Result{}, fsm.NeedsUpgrade(c.Type(), lvl, []string{fmt.Sprintf("n2 (level %d)", f.level)})
 	}
 	f.mu.Lock()
@@ -167,6 +172,12 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.ids = append(r.ids, e.Index)
 	r.events[e.Index] = e
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (r *receiver) typeOf(id uint64) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[id].Type
 }
 
 func (r *receiver) got() []uint64 {

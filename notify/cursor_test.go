@@ -77,9 +77,8 @@ func TestCursorNotResentAfterLeaderChange(t *testing.T) {
 // the committed events after the start arrive, once each.
 func TestAttackExactlyOnceAfterDedup(t *testing.T) {
 	src := newFakeSource()
-	src.service(t)
+	want := []uint64{src.service(t)}
 	rcv := newReceiver(t, "k")
-	var want []uint64
 	n := 0
 	for leader := range 6 {
 		// Every other leader records its cursor; the others lose leadership

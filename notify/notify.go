@@ -172,15 +172,17 @@ func (n *Notifier) Run(ctx context.Context) {
 
 // startIndex is where a sink starts on this leader: after its committed
 // cursor, or, when none was ever recorded (a new sink, or a cluster below
-// format level 3), after the newest event held now.
+// format level 3), with the oldest event this node holds — at least once
+// means resending rather than missing what an earlier leader may not have
+// delivered.
 func (n *Notifier) startIndex(name string) uint64 {
 	if c := n.src.NotifyCursor(name); c > 0 {
 		n.log.Info("notify: sink resumes after its recorded cursor", "sink", name, "index", c)
 		return c
 	}
-	_, last := n.src.EventRange()
-	n.log.Info("notify: sink has no recorded cursor; delivering the events after the newest one held", "sink", name, "index", last)
-	return last
+	oldest, last := n.src.EventRange()
+	n.log.Info("notify: sink has no recorded cursor; delivering every event this node holds", "sink", name, "after", oldest, "last", last)
+	return oldest
 }
 
 // recordCursors commits, every interval, the cursor of each sink that

@@ -37,11 +37,11 @@ cat > "$out.json"
 env > "$out.env"
 `)
 	src := newFakeSource()
-	src.service(t)
+	svc := src.service(t) // committed before the sink starts: held, so delivered too
 	m := NewMetrics(nil)
 	start(t, Config{Source: src, Metrics: m, Sinks: []SinkConfig{{Name: "script",
 		Exec: &ExecConfig{Path: path, Args: []string{"--from-ars"}, Timeout: 5 * time.Second}}}})
-	idx := src.attack(t, 1)
+	idx := append([]uint64{svc}, src.attack(t, 1)...)
 	read := func(i uint64, ext string) string {
 		b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("event.%d.%s", i, ext)))
 		return string(b)
@@ -52,7 +52,7 @@ env > "$out.env"
 		}
 		return nil
 	})
-	types := []fsm.CommandType{fsm.CmdAlert, fsm.CmdSwitch, fsm.CmdSwitchDone, fsm.CmdReplicaRole}
+	types := []fsm.CommandType{fsm.CmdServiceApply, fsm.CmdAlert, fsm.CmdSwitch, fsm.CmdSwitchDone, fsm.CmdReplicaRole}
 	for k, i := range idx {
 		if got, want := read(i, "args"), fmt.Sprintf("--from-ars\n%s\ndns\n%d\n", types[k], i); got != want {
 			t.Errorf("event %d: args %q, want %q", i, got, want)
@@ -68,7 +68,8 @@ env > "$out.env"
 }
 
 func TestExecSinkFailureAndTimeout(t *testing.T) {
-	path, _ := script(t, `if [ "$1" = alert ]; then echo "boom: no pager" >&2; exit 3; fi
+	path, _ := script(t, `if [ "$1" = service.apply ]; then exit 0; fi
+if [ "$1" = alert ]; then echo "boom: no pager" >&2; exit 3; fi
 sleep 30
 `)
 	src := newFakeSource()
@@ -89,8 +90,8 @@ sleep 30
 	if a := value(m.FailedAttempts, "script"); a != 2 {
 		t.Errorf("failed attempts %v, want 2", a)
 	}
-	if d := value(m.Delivered, "script"); d != 0 {
-		t.Errorf("delivered %v", d)
+	if d := value(m.Delivered, "script"); d != 1 {
+		t.Errorf("delivered %v, want 1 (the service)", d)
 	}
 	out := logs.String()
 	for _, want := range []string{"exit status 3", `boom: no pager`, "killed after the timeout of 200ms"} {
@@ -104,12 +105,12 @@ func TestWebhookSignsAndNamesEvents(t *testing.T) {
 	const secret = "s3cret-hook-key"
 	rcv := newReceiver(t, secret)
 	src := newFakeSource()
-	src.service(t)
+	svc := src.service(t)
 	m := NewMetrics(nil)
 	var logs syncBuffer
 	start(t, Config{Source: src, Metrics: m, Logger: testLogger(&logs), Sinks: []SinkConfig{{Name: "hook",
 		Webhook: &WebhookConfig{URL: rcv.srv.URL + "/ars", SecretFile: writeSecret(t, secret)}}}})
-	idx := src.attack(t, 1)
+	idx := append([]uint64{svc}, src.attack(t, 1)...)
 	eventually(t, func() error {
 		if got := rcv.got(); fmt.Sprint(got) != fmt.Sprint(idx) {
 			return fmt.Errorf("received %v, want %v", got, idx)
@@ -117,7 +118,7 @@ func TestWebhookSignsAndNamesEvents(t *testing.T) {
 		return nil
 	})
 	rcv.mu.Lock()
-	e := rcv.events[idx[1]]
+	e := rcv.events[idx[2]]
 	rcv.mu.Unlock()
 	if e.Type != string(fsm.CmdSwitch) || e.Service != "dns" || !strings.Contains(string(e.Body), `"reason":"exploit"`) {
 		t.Errorf("switch event %+v", e)
@@ -131,19 +132,19 @@ func TestWebhookRetriesUntilDelivered(t *testing.T) {
 	rcv := newReceiver(t, "k")
 	rcv.fail = 3
 	src := newFakeSource()
-	src.service(t)
+	svc := src.service(t)
 	m := NewMetrics(nil)
 	start(t, Config{Source: src, Metrics: m, Sinks: []SinkConfig{{Name: "hook",
 		Webhook: &WebhookConfig{URL: rcv.srv.URL, SecretFile: writeSecret(t, "k"), MaxAttempts: 5, Backoff: time.Millisecond}}}})
 	i := src.commit(t, fsm.Alert{ID: "x-1", Service: "dns", Replica: "a", Kind: fsm.KindDoS})
 	eventually(t, func() error {
-		if got := rcv.got(); fmt.Sprint(got) != fmt.Sprint([]uint64{i}) {
-			return fmt.Errorf("received %v, want [%d]", got, i)
+		if got := rcv.got(); fmt.Sprint(got) != fmt.Sprint([]uint64{svc, i}) {
+			return fmt.Errorf("received %v, want [%d %d]", got, svc, i)
 		}
 		return nil
 	})
-	if d, a, f := value(m.Delivered, "hook"), value(m.FailedAttempts, "hook"), value(m.Failed, "hook"); d != 1 || a != 3 || f != 0 {
-		t.Errorf("delivered %v, failed attempts %v, given up %v; want 1, 3, 0", d, a, f)
+	if d, a, f := value(m.Delivered, "hook"), value(m.FailedAttempts, "hook"), value(m.Failed, "hook"); d != 2 || a != 3 || f != 0 {
+		t.Errorf("delivered %v, failed attempts %v, given up %v; want 2, 3, 0", d, a, f)
 	}
 }
 
@@ -157,13 +158,13 @@ func TestWebhookGivesUpAfterMaxAttempts(t *testing.T) {
 		Webhook: &WebhookConfig{URL: rcv.srv.URL, SecretFile: writeSecret(t, "k"), MaxAttempts: 3, Backoff: time.Millisecond}}}})
 	src.commit(t, fsm.Alert{ID: "x-1", Service: "dns", Replica: "a", Kind: fsm.KindDoS})
 	eventually(t, func() error {
-		if f := value(m.Failed, "hook"); f != 1 {
-			return fmt.Errorf("given up %v, want 1", f)
+		if f := value(m.Failed, "hook"); f != 2 {
+			return fmt.Errorf("given up %v, want 2 (the service and the alert)", f)
 		}
 		return nil
 	})
-	if a := value(m.FailedAttempts, "hook"); a != 3 {
-		t.Errorf("failed attempts %v, want 3", a)
+	if a := value(m.FailedAttempts, "hook"); a != 6 {
+		t.Errorf("failed attempts %v, want 6", a)
 	}
 }
 
@@ -188,8 +189,7 @@ func TestWebhookDownDropsWithoutBlocking(t *testing.T) {
 	m := NewMetrics(nil)
 	start(t, Config{Source: src, Metrics: m, Sinks: []SinkConfig{{Name: "hook",
 		Webhook: &WebhookConfig{URL: srv.URL, SecretFile: writeSecret(t, "k"), Queue: 2, Timeout: time.Hour}}}})
-	src.commit(t, fsm.Alert{ID: "x-0", Service: "dns", Replica: "a", Kind: fsm.KindDoS})
-	<-arrived // the worker holds the first event
+	<-arrived // the worker holds the first event (the service's)
 	for i := 1; i <= 10; i++ {
 		src.commit(t, fsm.Alert{ID: fmt.Sprintf("x-%d", i), Service: "dns", Replica: "a", Kind: fsm.KindDoS})
 	}

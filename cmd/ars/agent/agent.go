@@ -47,6 +47,14 @@ type VCenterConfig = config.VCenter
 // DockerHostConfig is one entry of the docker.hosts section of Config.
 type DockerHostConfig = config.DockerHost
 
+// NotifySinkConfig is one entry of the notify section of Config, with its
+// exec or webhook settings.
+type (
+	NotifySinkConfig    = config.NotifySink
+	NotifyExecConfig    = config.NotifyExec
+	NotifyWebhookConfig = config.NotifyWebhook
+)
+
 // LoadConfig reads and validates an agent configuration file.
 func LoadConfig(path string) (*Config, error) { return config.Load(path) }
 

@@ -262,7 +262,7 @@ func (r *run) read(ctx context.Context) {
 			}
 			select {
 			case r.q <- e:
-				r.n.m.QueueLength.WithLabelValues(r.s.name).Set(float64(len(r.q)))
+				r.n.m.QueueLength.WithLabelValues(r.s.name).Inc()
 			default:
 				r.n.m.Dropped.WithLabelValues(r.s.name).Inc()
 				r.n.log.Warn("notify: sink queue full; event dropped", "sink", r.s.name, "index", e.Index, "type", e.Type, "queue", cap(r.q))
@@ -289,7 +289,7 @@ func (r *run) work(ctx context.Context) {
 			return
 		case e = <-r.q:
 		}
-		r.n.m.QueueLength.WithLabelValues(r.s.name).Set(float64(len(r.q)))
+		r.n.m.QueueLength.WithLabelValues(r.s.name).Dec()
 		body, err := json.Marshal(api.Event{Index: e.Index, Term: e.Term, Type: string(e.Type), Service: e.Service,
 			Refused: e.Refused, Error: e.Error, Body: e.Body})
 		if err != nil {

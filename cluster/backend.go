@@ -378,3 +378,11 @@ func (c *Cluster) Alerts() []fsm.AlertRecord {
 	c.fsm.read(func(m *fsm.Machine) { out = m.Alerts() })
 	return out
 }
+
+// NotifyCursor is the committed cursor of a notification sink in this
+// node's FSM: the index up to which it handled the events (0: none).
+func (c *Cluster) NotifyCursor(sink string) uint64 {
+	var n uint64
+	c.fsm.read(func(m *fsm.Machine) { n = m.NotifyCursor(sink) })
+	return n
+}

@@ -27,6 +27,8 @@ const (
 	// halts on it (an unknown command is a hard error) instead of
 	// diverging, so upgrade every node before a leader writes one.
 	CmdSwitchRequest CommandType = "switch.request"
+	// CmdNotifyCursor records how far a notification sink got (level 3).
+	CmdNotifyCursor CommandType = "notify.cursor"
 )
 
 // Command is the body of a log entry. Every body type below implements it
@@ -136,6 +138,15 @@ type Alert struct {
 	At       int64  `json:"at"` // unix nanoseconds, from the detector
 }
 
+// NotifyCursor records that the leader's notifier has handled (delivered,
+// given up on or dropped) the events up to Index for the sink named Sink,
+// so that a later leader starts that sink after Index. A cursor only moves
+// forward: one at or below the recorded index changes nothing.
+type NotifyCursor struct {
+	Sink  string `json:"sink"`
+	Index uint64 `json:"index"`
+}
+
 // Type implements Command.
 func (ServiceApply) Type() CommandType { return CmdServiceApply }
 
@@ -159,6 +170,9 @@ func (AlertOutcome) Type() CommandType { return CmdAlertOutcome }
 
 // Type implements Command.
 func (SwitchRequest) Type() CommandType { return CmdSwitchRequest }
+
+// Type implements Command.
+func (NotifyCursor) Type() CommandType { return CmdNotifyCursor }
 
 // Envelope is the header of an encoded command:
 // {"v":1,"type":"switch","term":7,"body":{...}}.
@@ -195,6 +209,7 @@ var handlers = map[CommandType]handler{
 	CmdAlert:         {decodeBody[Alert], applyAlert},
 	CmdAlertOutcome:  {decodeBody[AlertOutcome], applyAlertOutcome},
 	CmdSwitchRequest: {decodeBody[SwitchRequest], applySwitchRequest},
+	CmdNotifyCursor:  {decodeBody[NotifyCursor], applyNotifyCursor},
 }
 
 func decodeBody[T Command](body []byte) (Command, error) {
@@ -280,7 +295,7 @@ func Decode(data []byte) (Envelope, Command, error) {
 }
 
 // ServiceOf is the service a command names ("" for alert.outcome, which
-// names an alert).
+// names an alert, and notify.cursor, which names a sink).
 func ServiceOf(c Command) string {
 	switch c := c.(type) {
 	case ServiceApply:

@@ -37,6 +37,8 @@ func sampleCommands() []Command {
 			OutageMS: ptr(0.0), ProbesSent: ptr(7), ProbesLost: ptr(0), ExposureMS: ptr(38.5)},
 		// Added within version 1: a VM replica naming its vCenter.
 		ServiceApply{Spec: vcSpec},
+		// Level 3: a notification sink's cursor.
+		NotifyCursor{Sink: "pager", Index: 41},
 	}
 }
 

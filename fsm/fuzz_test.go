@@ -164,10 +164,14 @@ func FuzzApply(f *testing.F) {
 				cmd = ReplicaRole{Service: "dns", Replica: pick(x), Action: ActionQuarantine}
 				cmdTerm = term + 1 // stale: issued for another term
 			case 7:
-				term++ // a new leader
-				continue
+				if x%4 != 3 {
+					term++ // a new leader
+					continue
+				}
+				cmd = NotifyCursor{Sink: []string{"pager", "hook", "Bad"}[y%3], Index: uint64(z)}
 			}
 			prev, _ := m.Service("dns")
+			prevCursor := map[string]uint64{"pager": m.NotifyCursor("pager"), "hook": m.NotifyCursor("hook")}
 			before := domainState(t, m)
 			res, err := apply(term, mustEncode(t, cmdTerm, cmd))
 			if Fatal(err) {
@@ -183,6 +187,12 @@ func FuzzApply(f *testing.F) {
 				continue
 			}
 			checkAll(t, m)
+			if nc, ok := cmd.(NotifyCursor); ok {
+				if got, want := m.NotifyCursor(nc.Sink), max(prevCursor[nc.Sink], nc.Index); got != want {
+					t.Fatalf("cursor of %s is %d after %+v from %d, want %d", nc.Sink, got, nc, prevCursor[nc.Sink], want)
+				}
+				continue
+			}
 			s, ok := m.Service("dns")
 			if !ok {
 				for _, d := range dirty {

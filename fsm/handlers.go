@@ -679,3 +679,25 @@ func applyAlertOutcome(m *Machine, e entry, c Command) (Result, error) {
 	}
 	return res, nil
 }
+
+// SinkNameRE is what a notification sink's name must match.
+var SinkNameRE = serviceNameRE
+
+// applyNotifyCursor moves a sink's cursor forward. It never moves back: a
+// cursor at or below the recorded one (a slower, older leader's) changes
+// nothing and is not an error. A cursor cannot name the entry itself or a
+// later one: nothing after it has been committed yet.
+func applyNotifyCursor(m *Machine, e entry, c Command) (Result, error) {
+	nc := c.(NotifyCursor)
+	res := Result{Index: e.index}
+	switch {
+	case !SinkNameRE.MatchString(nc.Sink):
+		return res, fmt.Errorf("%w: notify.cursor: sink %q must match %s", ErrInvalid, nc.Sink, SinkNameRE)
+	case nc.Index >= e.index:
+		return res, fmt.Errorf("%w: notify.cursor: index %d is not before the entry's own index %d", ErrInvalid, nc.Index, e.index)
+	}
+	if nc.Index > m.cursors[nc.Sink] {
+		m.cursors[nc.Sink] = nc.Index
+	}
+	return res, nil
+}

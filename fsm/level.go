@@ -24,17 +24,21 @@ import (
 //	   creates); the mode "parallel" in a service's policy or a switch;
 //	   a switch.done with the leader's measurements (outage, probes,
 //	   exposure); a VM replica naming its vCenter
+//	3  the notify.cursor command (how far each notification sink got),
+//	   and the "notify" cursors it adds to a snapshot
 //
 // Everything a release adds shares one level: a level says what a
 // version reads, and nodes of one version read the same.
 const (
 	BaseLevel   = 1
-	FormatLevel = 2
+	FormatLevel = 3
 )
 
 // Level is the lowest format level a node must read to apply c.
 func Level(c Command) int {
 	switch c := c.(type) {
+	case NotifyCursor:
+		return 3
 	case SwitchRequest:
 		return 2
 	case ServiceApply:

@@ -27,6 +27,7 @@ func TestLevel(t *testing.T) {
 		{"switch.done", SwitchDone{}, 1},
 		{"switch.done with measurements", SwitchDone{ExposureMS: new(float64)}, 2},
 		{"service.delete", ServiceDelete{}, 1},
+		{"notify.cursor", NotifyCursor{Sink: "pager", Index: 4}, 3},
 	} {
 		if got := Level(tc.c); got != tc.want {
 			t.Errorf("%s: level %d, want %d", tc.name, got, tc.want)

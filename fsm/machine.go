@@ -32,6 +32,10 @@ type Machine struct {
 
 	alerts   []AlertRecord       // oldest first (ascending index)
 	alertIDs map[string]struct{} // IDs of the alerts in the ledger
+
+	// cursors are the notification sinks' cursors (notify.cursor): the
+	// index up to which each sink has handled the events.
+	cursors map[string]uint64
 }
 
 // entry is the log position of the command being applied.
@@ -44,8 +48,13 @@ func New() *Machine {
 		deleted:  map[string]uint64{},
 		alerts:   []AlertRecord{},
 		alertIDs: map[string]struct{}{},
+		cursors:  map[string]uint64{},
 	}
 }
+
+// NotifyCursor is the committed cursor of the named notification sink: the
+// index up to which it handled the events (0: none recorded).
+func (m *Machine) NotifyCursor(sink string) uint64 { return m.cursors[sink] }
 
 // Apply applies one committed log entry.
 //

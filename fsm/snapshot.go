@@ -29,6 +29,10 @@ type snapshotState struct {
 	Services []Service         `json:"services"`
 	Deleted  map[string]uint64 `json:"deleted"` // last generation of deleted services
 	Alerts   []AlertRecord     `json:"alerts"`
+	// Notify holds the notification sinks' cursors (format level 3). It is
+	// left out when there are none, so a state without them snapshots to
+	// the bytes earlier builds wrote (and read).
+	Notify map[string]uint64 `json:"notify,omitempty"`
 }
 
 // Snapshot returns the canonical encoding of the whole state:
@@ -44,6 +48,12 @@ func (m *Machine) Snapshot() ([]byte, error) {
 	}
 	for k, v := range m.deleted {
 		st.Deleted[k] = v
+	}
+	if len(m.cursors) > 0 {
+		st.Notify = make(map[string]uint64, len(m.cursors))
+		for k, v := range m.cursors {
+			st.Notify[k] = v
+		}
 	}
 	b, err := json.Marshal(snapshotFile{Format: SnapshotFormat, State: st})
 	if err != nil {
@@ -137,6 +147,12 @@ func fromSnapshot(st snapshotState) (*Machine, error) {
 		}
 		last = a.Index
 		n.alertIDs[a.ID] = struct{}{}
+	}
+	for sink, idx := range st.Notify {
+		if !SinkNameRE.MatchString(sink) || idx == 0 || idx > st.Index {
+			return nil, fmt.Errorf("bad notification cursor %q: %d (snapshot index %d)", sink, idx, st.Index)
+		}
+		n.cursors[sink] = idx
 	}
 	n.alerts = slices.Clone(st.Alerts)
 	if n.alerts == nil {

@@ -131,6 +131,8 @@ func eventDetail(ev api.Event) string {
 		return fmt.Sprintf("alert %s: %s on %s from %s", str("id"), str("kind"), str("replica"), or(str("source"), "-"))
 	case "alert.outcome":
 		return fmt.Sprintf("alert %s: %s", str("id"), str("outcome"))
+	case "notify.cursor":
+		return fmt.Sprintf("notification sink %s handled the events up to %v", str("sink"), b["index"])
 	case "switch.request":
 		return fmt.Sprintf("switch request %s to %s%s", str("id"), or(str("to"), "any replica"),
 			strings.TrimSuffix(" ("+str("reason")+")", " ()"))

@@ -40,3 +40,10 @@ func TestEventsCommand(t *testing.T) {
 	ars(t, env, "", "events", "-tail", "9999").Fails(t, cli.ExitUsage, "-tail")
 	ars(t, env, "", "events", "extra").Fails(t, cli.ExitUsage, "usage: ars events")
 }
+
+func TestEventDetailNotifyCursor(t *testing.T) {
+	got := eventDetail(api.Event{Type: "notify.cursor", Body: []byte(`{"sink":"pager","index":41}`)})
+	if want := "notification sink pager handled the events up to 41"; got != want {
+		t.Errorf("detail %q, want %q", got, want)
+	}
+}

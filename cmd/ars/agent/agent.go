@@ -32,6 +32,7 @@ import (
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/controller/vsphere"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/notify"
 	"github.com/ars-project/ars/pki"
 	"github.com/ars-project/ars/transport"
 )
@@ -45,6 +46,14 @@ type VCenterConfig = config.VCenter
 
 // DockerHostConfig is one entry of the docker.hosts section of Config.
 type DockerHostConfig = config.DockerHost
+
+// NotifySinkConfig is one entry of the notify section of Config, with its
+// exec or webhook settings.
+type (
+	NotifySinkConfig    = config.NotifySink
+	NotifyExecConfig    = config.NotifyExec
+	NotifyWebhookConfig = config.NotifyWebhook
+)
 
 // LoadConfig reads and validates an agent configuration file.
 func LoadConfig(path string) (*Config, error) { return config.Load(path) }
@@ -254,6 +263,22 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		}
 		c.OnLeader("controller", ctl.Run)
 		c.SetMessageHandler(ctl.HandleReport)
+	}
+
+	// Notifications: the leader tells the configured sinks of every
+	// committed event, in routines of their own.
+	if len(cfg.Notify) > 0 {
+		n, err := notify.New(notify.Config{
+			Source:  c,
+			Sinks:   notifySinks(cfg.Notify),
+			Logger:  log.With("component", "notify"),
+			Metrics: notify.NewMetrics(reg),
+		})
+		if err != nil {
+			a.closeDevVCenter()
+			return nil, fmt.Errorf("notify: %w", err)
+		}
+		c.OnLeader("notify", n.Run)
 	}
 
 	srv, err := apiserver.NewServer(apiserver.ServerConfig{
@@ -503,4 +528,24 @@ func controllerDrivers(vs *vsphere.Set, dk *docker.Driver) map[string]driver.Dri
 		drivers[fsm.PlatformVM] = vs
 	}
 	return drivers
+}
+
+// The cluster is the notifier's event source.
+var _ notify.Source = (*cluster.Cluster)(nil)
+
+// notifySinks maps the notify section onto the notifier's sinks.
+func notifySinks(cfg []config.NotifySink) []notify.SinkConfig {
+	var out []notify.SinkConfig
+	for _, n := range cfg {
+		sc := notify.SinkConfig{Name: n.Name}
+		if x := n.Exec; x != nil {
+			sc.Exec = &notify.ExecConfig{Path: x.Path, Args: x.Args, Timeout: x.Timeout}
+		}
+		if w := n.Webhook; w != nil {
+			sc.Webhook = &notify.WebhookConfig{URL: w.URL, SecretFile: w.SecretFile, Timeout: w.Timeout,
+				MaxAttempts: w.MaxAttempts, Queue: w.Queue}
+		}
+		out = append(out, sc)
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ars-project/ars/cluster"
 	"github.com/ars-project/ars/controller/vsphere"
+	"github.com/ars-project/ars/notify"
 )
 
 // ErrInvalid is wrapped by every error this package returns for a bad
@@ -59,6 +60,9 @@ type Agent struct {
 	VCenters []VCenter `yaml:"vcenters"`
 	// Docker lists the Docker Engine endpoints for container replicas.
 	Docker Docker `yaml:"docker"`
+	// Notify lists the sinks the leader tells of every committed event
+	// (package notify): none by default.
+	Notify []NotifySink `yaml:"notify"`
 
 	// Dev marks the `ars agent -dev` configuration (not settable from YAML).
 	Dev bool `yaml:"-"`
@@ -282,6 +286,56 @@ type DockerHost struct {
 	// of them loses nothing) or "endpoint" (the engine's own address; such
 	// a switch detaches the old container first).
 	AddressMode string `yaml:"address_mode"`
+}
+
+// NotifySink is one notification sink: a name (its cursor in the log and
+// its metrics label, [a-z0-9][a-z0-9-]{0,62}) and exactly one of Exec and
+// Webhook.
+type NotifySink struct {
+	Name    string         `yaml:"name"`
+	Exec    *NotifyExec    `yaml:"exec"`
+	Webhook *NotifyWebhook `yaml:"webhook"`
+}
+
+// NotifyExec runs an executable per event: Path (relative to the config
+// file) with Args, then the event's type, service and index; the event's
+// JSON on stdin. It is killed after Timeout (default 10s, at most 10m).
+type NotifyExec struct {
+	Path    string        `yaml:"path"`
+	Args    []string      `yaml:"args"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// NotifyWebhook POSTs each event's JSON to URL, signed (HMAC-SHA256) with
+// the secret in SecretFile. Timeout bounds each attempt (default 5s, at
+// most 1m); MaxAttempts is how often an event is tried (default 5, at most
+// 20); Queue is how many events may wait (default 1024, at most 100000):
+// beyond it new events are dropped and counted.
+type NotifyWebhook struct {
+	URL         string        `yaml:"url"`
+	SecretFile  string        `yaml:"secret_file"`
+	Timeout     time.Duration `yaml:"timeout"`
+	MaxAttempts int           `yaml:"max_attempts"`
+	Queue       int           `yaml:"queue"`
+}
+
+// setDefaults fills the defaults of the keys that set does not report as
+// written; prefix is the sink's field path.
+func (n *NotifySink) setDefaults(prefix string, set func(field string) bool) {
+	if x := n.Exec; x != nil && x.Timeout == 0 && !set(prefix+".exec.timeout") {
+		x.Timeout = notify.DefaultExecTimeout
+	}
+	if w := n.Webhook; w != nil {
+		if w.Timeout == 0 && !set(prefix+".webhook.timeout") {
+			w.Timeout = notify.DefaultWebhookTimeout
+		}
+		if w.MaxAttempts == 0 && !set(prefix+".webhook.max_attempts") {
+			w.MaxAttempts = notify.DefaultMaxAttempts
+		}
+		if w.Queue == 0 && !set(prefix+".webhook.queue") {
+			w.Queue = notify.DefaultQueue
+		}
+	}
 }
 
 // Default returns an Agent with every default of the schema filled in. The

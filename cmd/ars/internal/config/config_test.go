@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -121,11 +122,26 @@ func TestLoadErrors(t *testing.T) {
 			{18, `docker.hosts[1].endpoint: "ssh://lx2" must be unix://PATH or tcp://HOST:PORT`},
 			{19, `docker.hosts[1].address_mode: "nat" must be helper or endpoint`},
 		}},
+		{"notify_errors.yaml", []wantErr{
+			{16, "notify[0].exec.path: stat " + filepath.Join(dir, "missing.sh") + ": no such file or directory"},
+			{17, "notify[0].exec.timeout: must be > 0 and at most 10m, got 0s"},
+			{18, `notify[1].name: "pager" is listed twice`},
+			{20, "notify[1].webhook.url: must be http(s)://HOST/PATH"},
+			{21, "notify[1].webhook.secret_file: webhook secret file " + filepath.Join(dir, "empty.password") + " is empty"},
+			{22, "notify[1].webhook.timeout: must be > 0 and at most 1m, got 2m0s"},
+			{23, "notify[1].webhook.max_attempts: must be 1-20, got 0"},
+			{24, "notify[1].webhook.queue: must be 1-100000, got -1"},
+			{25, `notify[2].name: "Both" must match`},
+			{26, "notify[2].exec.path: " + filepath.Join(dir, "tokens.yaml") + " is not an executable file"},
+			{27, "notify[2].webhook: give exec or webhook, not both"},
+			{27, "notify[2].webhook.url: must not carry credentials"},
+			{28, "notify[3]: give exec or webhook"},
+		}},
 		// Several problems are all reported, in line order.
 		{"two_errors.yaml", []wantErr{{1, `node_name: "-n1" must match`}, {5, "bootstrap_expect: must be >= 0"}}},
 	}
 	covered := map[string]bool{"valid.yaml": true, "valid_minimal.yaml": true, "null_sections.yaml": true, "vcenter_env_password.yaml": true,
-		"vcenters_valid.yaml": true}
+		"vcenters_valid.yaml": true, "notify_valid.yaml": true}
 	for _, tt := range tests {
 		covered[tt.file] = true
 		t.Run(strings.TrimSuffix(tt.file, ".yaml"), func(t *testing.T) {
@@ -404,5 +420,31 @@ func TestOddKeyIsQuoted(t *testing.T) {
 	want := path + `:1: "  0 0 0 0 0": unknown key`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %s", err, want)
+	}
+}
+
+func TestLoadNotify(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	a, err := Load(copyTestdata(t, dir, "notify_valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []NotifySink{
+		{Name: "pager", Exec: &NotifyExec{Path: filepath.Join(dir, "notify.sh"), Args: []string{"--cluster", "lab"}, Timeout: 10 * time.Second}},
+		{Name: "hook", Webhook: &NotifyWebhook{URL: "https://hooks.lab.internal/ars", SecretFile: filepath.Join(dir, "hook.secret"),
+			Timeout: 5 * time.Second, MaxAttempts: 8, Queue: 1024}},
+	}
+	if !reflect.DeepEqual(a.Notify, want) {
+		t.Errorf("notify %+v %+v %+v, want %+v %+v %+v", a.Notify[0], a.Notify[0].Exec, a.Notify[1].Webhook, want[0], want[0].Exec, want[1].Webhook)
+	}
+	// The secret is read to check it, never shown.
+	if strings.Contains(fmt.Sprintf("%+v", a.Notify[1].Webhook), "hook-s3cret") {
+		t.Error("the webhook secret is in the configuration")
+	}
+	// Without a notify section, no sink.
+	b, err := Load(copyTestdata(t, dir, "valid_minimal.yaml"))
+	if err != nil || len(b.Notify) != 0 {
+		t.Errorf("minimal config: notify %v, err %v", b.Notify, err)
 	}
 }

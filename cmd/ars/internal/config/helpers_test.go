@@ -83,6 +83,12 @@ func writeFixtures(tb testing.TB, dir string) {
 			tb.Fatal(err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(dir, "hook.secret"), []byte("hook-s3cret\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notify.sh"), []byte("#!/bin/sh\ncat >/dev/null\n"), 0o700); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // copyTestdata copies testdata/name into dir and returns the new path.

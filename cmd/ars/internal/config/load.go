@@ -134,6 +134,16 @@ func (a *Agent) resolvePaths(dir string) {
 		abs(&t.CertFile)
 		abs(&t.KeyFile)
 	}
+	for i := range a.Notify {
+		n := &a.Notify[i]
+		if n.Exec != nil {
+			abs(&n.Exec.Path)
+		}
+		if n.Webhook != nil {
+			abs(&n.Webhook.SecretFile)
+		}
+		n.setDefaults("notify["+strconv.Itoa(i)+"]", func(f string) bool { _, ok := a.lines[f]; return ok })
+	}
 	if bind, err := netip.ParseAddr(a.BindAddr); err == nil && !bind.IsUnspecified() && a.AdvertiseAddr == "" {
 		a.AdvertiseAddr = a.BindAddr
 	}

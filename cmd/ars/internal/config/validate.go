@@ -16,6 +16,7 @@ import (
 
 	"github.com/ars-project/ars/controller/vsphere"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/notify"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -118,6 +119,7 @@ func (a *Agent) Validate() error {
 
 	v.vcenters()
 	v.docker()
+	v.notify()
 	return joinErrors(v.errs)
 }
 
@@ -492,5 +494,68 @@ func (v *validator) docker() {
 	}
 	if img := v.a.Docker.HelperImage; img != "" && strings.ContainsAny(img, " \t\n") {
 		v.add("docker.helper_image", "%q is not an image reference", img)
+	}
+}
+
+// notify checks the notification sinks. Zero means the default unless it
+// was written in the file (Load fills the defaults of absent keys).
+func (v *validator) notify() {
+	seen := map[string]bool{}
+	for i, n := range v.a.Notify {
+		p := "notify[" + strconv.Itoa(i) + "]"
+		set := func(field string) bool { _, ok := v.a.lines[p+"."+field]; return ok }
+		switch {
+		case n.Name == "":
+			v.add(p+".name", "required")
+		case !fsm.SinkNameRE.MatchString(n.Name):
+			v.add(p+".name", "%q must match [a-z0-9][a-z0-9-]{0,62}", n.Name)
+		case seen[n.Name]:
+			v.add(p+".name", "%q is listed twice", n.Name)
+		}
+		seen[n.Name] = true
+		switch {
+		case n.Exec == nil && n.Webhook == nil:
+			v.add(p, "give exec or webhook")
+		case n.Exec != nil && n.Webhook != nil:
+			v.add(p+".webhook", "give exec or webhook, not both (one sink each)")
+		}
+		if x := n.Exec; x != nil {
+			switch fi, err := os.Stat(x.Path); {
+			case x.Path == "":
+				v.add(p+".exec.path", "required")
+			case err != nil:
+				v.add(p+".exec.path", "%v", err)
+			case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+				v.add(p+".exec.path", "%s is not an executable file", x.Path)
+			}
+			if d := x.Timeout; (d == 0 && set("exec.timeout")) || d < 0 || d > 10*time.Minute {
+				v.add(p+".exec.timeout", "must be > 0 and at most 10m, got %s", d)
+			}
+		}
+		if w := n.Webhook; w != nil {
+			u, err := url.Parse(w.URL)
+			switch {
+			case w.URL == "":
+				v.add(p+".webhook.url", "required")
+			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+				v.add(p+".webhook.url", "must be http(s)://HOST/PATH")
+			case u.User != nil:
+				v.add(p+".webhook.url", "must not carry credentials; the requests are signed with secret_file")
+			}
+			if w.SecretFile == "" {
+				v.add(p+".webhook.secret_file", "required")
+			} else if _, err := notify.ReadSecret(w.SecretFile); err != nil {
+				v.add(p+".webhook.secret_file", "%v", err)
+			}
+			if d := w.Timeout; (d == 0 && set("webhook.timeout")) || d < 0 || d > time.Minute {
+				v.add(p+".webhook.timeout", "must be > 0 and at most 1m, got %s", d)
+			}
+			if k := w.MaxAttempts; (k == 0 && set("webhook.max_attempts")) || k < 0 || k > 20 {
+				v.add(p+".webhook.max_attempts", "must be 1-20, got %d", k)
+			}
+			if q := w.Queue; (q == 0 && set("webhook.queue")) || q < 0 || q > 100000 {
+				v.add(p+".webhook.queue", "must be 1-100000, got %d", q)
+			}
+		}
 	}
 }

@@ -94,6 +94,11 @@ chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): 
 # the completion script in a test.
 LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus zsh
 
+.PHONY: deb
+deb: ## Build the Debian package (static ars, systemd unit, system user, completions) into bin/ with dpkg-deb
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/deb/ars ./cmd/ars
+	deploy/deb/build.sh $(BIN)/deb/ars $(VERSION) $(BIN)
+
 .PHONY: lab-deps
 lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2, promtool) from Debian; needs root, skips what is installed
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -109,8 +114,8 @@ lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2, promtool
 	else echo "lab packages: all installed"; fi
 
 .PHONY: images
-images: ## Build the container images into the local Docker engine (the Docker driver's address helper ars/nethelper; the lab's test DNS responder and bind9, unbound, knot-resolver, pdns-recursor from Debian); skips images already built
-	GO=$(GO) ./images/build.sh $(IMAGES)
+images: ## Build the container images into the local Docker engine (the controller node ars/ars; the Docker driver's address helper ars/nethelper; the lab's test DNS responder, a minimal Debian for the package test, and bind9, unbound, knot-resolver, pdns-recursor from Debian); skips images already built
+	GO=$(GO) VERSION=$(VERSION) ./images/build.sh $(IMAGES)
 
 .PHONY: clean
 clean: ## Remove build output

@@ -6,12 +6,18 @@
 #   images/build.sh                 # every image
 #   images/build.sh dnsd unbound    # some of them
 #   FORCE=1 images/build.sh bind9   # rebuild even if the tag exists (e.g. for Debian security updates)
+#   VERSION=v0.2.0 images/build.sh ars  # the version the static binaries report (make images passes git describe)
 #
 # Images (tagged <repository>:<content hash> and <repository>:latest):
 #   nethelper      ars/nethelper: cmd/ars-nethelper, the Docker driver's address
 #                  helper (controller/docker), static, alone in the image (~2 MB);
 #                  every engine with container replicas needs it
 #   dnsd           ars-lab/dnsd: test/dnsd, a static Go DNS responder, alone in the image (~4 MB)
+#   ars            ars/ars: the controller node, cmd/ars built static, alone in the
+#                  image (no shell); ENTRYPOINT ["/ars"], CMD ["agent", "-config",
+#                  "/etc/ars/agent.yaml"] (mount the configuration and a data volume)
+#   debian         ars-lab/debian: minimal Debian with adduser, a clean system for the
+#                  package test (deploy/deb); nothing of ars in it
 # and ars-lab/<name> for the DNS servers:
 #   bind9          BIND 9 from Debian, authoritative for lab.internal
 #   unbound        Unbound from Debian, lab.internal as a local zone
@@ -33,7 +39,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SUITE="${SUITE:-bookworm}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 GO="${GO:-go}"
-ALL=(nethelper dnsd bind9 unbound knot-resolver pdns-recursor)
+ALL=(nethelper dnsd ars debian bind9 unbound knot-resolver pdns-recursor)
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -54,7 +60,7 @@ build_static() {
 	local tmp; tmp="$(mktemp -d)"
 	# shellcheck disable=SC2064
 	trap "rm -rf '$tmp'" RETURN
-	(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux "$GO" build -trimpath -buildvcs=false -ldflags='-s -w' -o "$tmp/$bin" "$pkg")
+	(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux "$GO" build -trimpath -buildvcs=false -ldflags="-s -w -X main.version=${VERSION:-dev}" -o "$tmp/$bin" "$pkg")
 	local hash; hash="$(sha256sum "$tmp/$bin" | cut -c1-12)"
 	local tag="$repo:$hash"
 	if [[ -z "${FORCE:-}" ]] && tag_exists "$tag"; then
@@ -119,6 +125,9 @@ build() {
 	dnsd) build_static dnsd ./test/dnsd dnsd ars-lab/dnsd "ars test DNS responder" 'ENTRYPOINT ["/dnsd"]' ;;
 	nethelper) build_static nethelper ./cmd/ars-nethelper ars-nethelper ars/nethelper "ars address helper" \
 		'ENTRYPOINT ["/ars-nethelper"]' 'CMD ["serve"]' ;;
+	ars) build_static ars ./cmd/ars ars ars/ars "ars controller node" \
+		'ENTRYPOINT ["/ars"]' 'CMD ["agent", "-config", "/etc/ars/agent.yaml"]' ;;
+	debian) build_debian debian adduser '["/bin/sh"]' ;;
 	bind9) build_debian bind9 bind9 '["/usr/sbin/named", "-g", "-c", "/etc/ars/named.conf"]' ;;
 	unbound) build_debian unbound unbound '["/usr/sbin/unbound", "-d", "-c", "/etc/ars/unbound.conf"]' ;;
 	knot-resolver) build_debian knot-resolver knot-resolver '["/usr/sbin/kresd", "-n", "-c", "/etc/ars/kresd.conf", "/var/lib/knot-resolver"]' ;;

@@ -287,8 +287,9 @@ func printChaosRun(e *cli.Env, i, n int, s chaos.Schedule, r chaos.Report, hdir 
 	for _, st := range s.Steps {
 		faults = append(faults, string(st.Kind))
 	}
-	fmt.Fprintf(e.Stdout, "[%d/%d] seed %d: %s | %d attacks, %d switches, longest outage %.0f ms, %.1f s: %s\n",
-		i, n, s.Seed, strings.Join(faults, " "), r.Attacks, r.Switches, float64(r.LongestOutage.Microseconds())/1000, r.Duration.Seconds(), verdict)
+	fmt.Fprintf(e.Stdout, "[%d/%d] seed %d: %s | %d attacks, %d switches, %d elections (%d explained), longest outage %.0f ms, %.1f s: %s\n",
+		i, n, s.Seed, strings.Join(faults, " "), r.Attacks, r.Switches, r.Elections, r.ElectionsExplained,
+		float64(r.LongestOutage.Microseconds())/1000, r.Duration.Seconds(), verdict)
 	for _, v := range r.Violations {
 		fmt.Fprintf(e.Stdout, "    %s\n", v)
 	}

@@ -154,8 +154,12 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	if hdir == "" {
 		hdir = filepath.Join(f.dir(), "histories")
 	}
-	if err := os.MkdirAll(hdir, 0o755); err != nil {
-		return err
+	// The state directory holds the simulator's log before the lab is up,
+	// also when the histories go elsewhere.
+	for _, d := range []string{f.dir(), hdir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
 
 	// The simulator and its HTTP server log through the standard logger:

@@ -69,7 +69,7 @@ func linkFaultScript(table, port string, f LinkFault) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
 	}
-	if !linkNameRE(table) || !linkNameRE(port) {
+	if !nftSafeName(table) || !nftSafeName(port) {
 		return "", fmt.Errorf("netlab: bad nft table %q or port %q", table, port)
 	}
 	match := "drop"
@@ -95,9 +95,9 @@ func linkClearScript(table string) string {
 	return "table bridge " + table + "\ndelete table bridge " + table + "\n"
 }
 
-// linkNameRE accepts what may go into the scripts unquoted or quoted:
+// nftSafeName accepts what may go into the scripts unquoted or quoted:
 // the lab's own names only.
-func linkNameRE(s string) bool {
+func nftSafeName(s string) bool {
 	return s != "" && len(s) <= 32 && strings.IndexFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-')
 	}) < 0

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/lab/chaos"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // The chaos runner: one schedule of lab/chaos on a running lab with
@@ -52,6 +53,9 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 		}
 		if up, err := l.Net.NodeLinked(n.Name); err != nil || !up {
 			return "node " + n.Name + " is cut off"
+		}
+		if bad, err := l.Net.NodeLinkFaulty(n.Name); err != nil || bad {
+			return "node " + n.Name + "'s link is degraded"
 		}
 		c, err := l.Client(n.Name, "reader")
 		if err != nil {
@@ -156,7 +160,7 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	var acts []action
 	for i, st := range s.Steps {
 		acts = append(acts, action{at: st.At, step: i})
-		if st.Duration > 0 && (st.Kind.IsNodeFault()) {
+		if st.Duration > 0 && (st.Kind.IsNodeFault() || st.Kind.IsLinkFault()) {
 			acts = append(acts, action{at: st.End(), step: i, undo: true})
 		}
 	}
@@ -186,7 +190,7 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	}
 	h.Healed = time.Now()
 	for i := range h.Injections {
-		if in := &h.Injections[i]; in.Step.Kind.IsNodeFault() && in.Done() && in.Until.IsZero() {
+		if in := &h.Injections[i]; (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault()) && in.Done() && in.Until.IsZero() {
 			in.Until = h.Healed
 		}
 	}
@@ -290,6 +294,20 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 		case chaos.NodePartition:
 			fail(l.PartitionNode(node))
 		}
+	case st.Kind.IsLinkFault():
+		f, err := linkFault(st)
+		if err != nil {
+			fail(err)
+			return
+		}
+		node, err := l.chaosNode(ctx, st.Target, seed)
+		if err != nil {
+			fail(err)
+			return
+		}
+		in.Node = node
+		in.At = time.Now()
+		fail(l.DegradeNodeLink(node, f))
 	case st.Kind == chaos.VCDelay || st.Kind == chaos.VCFail:
 		f := VCFault{Method: st.Method, Delay: st.Delay, Fail: st.Kind == chaos.VCFail, Until: in.At.Add(st.Duration)}
 		l.AddVCFault(f)
@@ -311,7 +329,24 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 	}
 }
 
-// undo ends a node fault.
+// linkFault is the netlab fault of a link step: loss both ways, or every
+// frame in one direction.
+func linkFault(st chaos.Step) (netlab.LinkFault, error) {
+	f := netlab.LinkFault{Loss: st.Loss}
+	switch st.Direction {
+	case "":
+		f.ToNode, f.FromNode = true, true
+	case chaos.DirToNode:
+		f.ToNode = true
+	case chaos.DirFromNode:
+		f.FromNode = true
+	default:
+		return f, fmt.Errorf("lab: link fault direction %q: want %q, %q or none", st.Direction, chaos.DirToNode, chaos.DirFromNode)
+	}
+	return f, f.Validate()
+}
+
+// undo ends a node or link fault.
 func (l *Lab) undo(in *chaos.Injection) {
 	if !in.Done() {
 		return
@@ -324,6 +359,8 @@ func (l *Lab) undo(in *chaos.Injection) {
 		err = l.ContNode(in.Node)
 	case chaos.NodePartition:
 		err = l.HealNode(in.Node)
+	case chaos.LinkLoss, chaos.LinkOneway:
+		err = l.ClearNodeLink(in.Node)
 	}
 	in.Until = time.Now()
 	if err != nil {

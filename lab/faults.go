@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ars-project/ars/lab/netlab"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -26,6 +27,10 @@ const (
 	EvNodeCont      = "node-cont"
 	EvNodePartition = "node-partition"
 	EvNodeHeal      = "node-heal"
+	// EvNodeLinkFault: the node's link degraded (Detail says how);
+	// EvNodeLinkClear: the fault ended.
+	EvNodeLinkFault = "node-link-fault"
+	EvNodeLinkClear = "node-link-clear"
 )
 
 // MaxVCDelay bounds a vCenter method delay and MaxVCFault a fault rule's
@@ -321,13 +326,51 @@ func (l *Lab) HealNode(node string) error {
 	return l.recordNode(node, EvNodeHeal, l.Net.SetNodeLink(node, true))
 }
 
-// Heal undoes every fault: vCenter rules cleared, every node linked,
-// resumed and (if it was killed) started again. It returns what it could
-// not undo.
+// DegradeNodeLink degrades a node's link (netlab.LinkFault: loss, one
+// way or both); ClearNodeLink ends it.
+func (l *Lab) DegradeNodeLink(node string, f netlab.LinkFault) error {
+	if !slices.Contains(l.Net.Topology().Nodes, node) {
+		return badRequest("no node %q", node)
+	}
+	if err := f.Validate(); err != nil {
+		return badRequest("%v", err)
+	}
+	ev := LabEvent{At: time.Now(), Node: node, What: EvNodeLinkFault, Detail: f.String()}
+	if err := l.Net.SetNodeLinkFault(node, f); err != nil {
+		ev.Err = err.Error()
+		l.events.add(ev)
+		return err
+	}
+	l.events.add(ev)
+	return nil
+}
+
+// ClearNodeLink ends a node's link fault (none: nothing changes, nothing
+// is recorded).
+func (l *Lab) ClearNodeLink(node string) error {
+	if !slices.Contains(l.Net.Topology().Nodes, node) {
+		return badRequest("no node %q", node)
+	}
+	faulty, err := l.Net.NodeLinkFaulty(node)
+	if err != nil {
+		return err
+	}
+	if !faulty {
+		return nil
+	}
+	return l.recordNode(node, EvNodeLinkClear, l.Net.ClearNodeLinkFault(node))
+}
+
+// Heal undoes every fault: vCenter rules cleared, every node's link
+// fault ended, every node linked, resumed and (if it was killed) started
+// again. It returns what it could not undo.
 func (l *Lab) Heal() error {
 	var errs []string
 	l.ClearVCFaults()
 	for _, n := range l.Net.Topology().Nodes {
+		if err := l.ClearNodeLink(n); err != nil {
+			errs = append(errs, err.Error())
+		}
 		if up, err := l.Net.NodeLinked(n); err != nil {
 			errs = append(errs, err.Error())
 		} else if !up {

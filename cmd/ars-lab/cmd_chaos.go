@@ -60,8 +60,9 @@ seeds -seed, -seed+1, …. Each schedule (-length) interleaves attacks on the
 active replica (DoS, exploit) with faults: kill -9 and restart of a node,
 SIGSTOP/SIGCONT of a node, a partition that cuts one node off the lab network
 (the leader half of the time), vCenter method delays and failures, and
-termination of the nodes' vCenter sessions, and (when -replicas has
-containers) a restart of the Docker engine under them. Before a schedule the lab must be
+termination of the nodes' vCenter sessions, (when -replicas has
+containers) a restart of the Docker engine under them, and degraded links
+(1-30 % loss, or a one-way partition, on one node's link). Before a schedule the lab must be
 healthy (leader, every node a voter, service steady, alerts answered, at most
 the leader's vCenter session); after it every fault is healed and the lab must
 become healthy again within -ready.
@@ -74,7 +75,8 @@ make-before-break bound, a committed alert unanswered or an exploit never
 reported (or reported beyond the outage bound), an exploited replica linked before its revert, an attack not
 switched away from, different states at one log index, a vCenter session
 outliving its leadership, the service not answering again within the outage
-bound, the lab not healthy after the heal.
+bound, the lab not healthy after the heal, more elections than the faults on
+the leader explain.
 
 A failing seed is printed; ars-lab chaos -seed N -schedules 1 runs it again. The
 summary (faults by kind, attacks, switches, violations, longest outage) is
@@ -152,8 +154,12 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	if hdir == "" {
 		hdir = filepath.Join(f.dir(), "histories")
 	}
-	if err := os.MkdirAll(hdir, 0o755); err != nil {
-		return err
+	// The state directory holds the simulator's log before the lab is up,
+	// also when the histories go elsewhere.
+	for _, d := range []string{f.dir(), hdir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
 
 	// The simulator and its HTTP server log through the standard logger:
@@ -287,8 +293,9 @@ func printChaosRun(e *cli.Env, i, n int, s chaos.Schedule, r chaos.Report, hdir 
 	for _, st := range s.Steps {
 		faults = append(faults, string(st.Kind))
 	}
-	fmt.Fprintf(e.Stdout, "[%d/%d] seed %d: %s | %d attacks, %d switches, longest outage %.0f ms, %.1f s: %s\n",
-		i, n, s.Seed, strings.Join(faults, " "), r.Attacks, r.Switches, float64(r.LongestOutage.Microseconds())/1000, r.Duration.Seconds(), verdict)
+	fmt.Fprintf(e.Stdout, "[%d/%d] seed %d: %s | %d attacks, %d switches, %d elections (%d explained), longest outage %.0f ms, %.1f s: %s\n",
+		i, n, s.Seed, strings.Join(faults, " "), r.Attacks, r.Switches, r.Elections, r.ElectionsExplained,
+		float64(r.LongestOutage.Microseconds())/1000, r.Duration.Seconds(), verdict)
 	for _, v := range r.Violations {
 		fmt.Fprintf(e.Stdout, "    %s\n", v)
 	}

@@ -42,11 +42,14 @@ const (
 	// InvNotReady: the cluster not healthy again after the faults were
 	// healed (leader, every voter, service steady, alerts answered).
 	InvNotReady = "not-ready"
+	// InvElections: more elections (new leader terms in the samples) than
+	// the schedule's faults on the leader explain.
+	InvElections = "excess-elections"
 )
 
 // Invariants lists them in report order.
 var Invariants = []string{InvDeposedCall, InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
-	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady}
+	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady, InvElections}
 
 // Bounds are the checker's limits.
 type Bounds struct {
@@ -131,6 +134,15 @@ type Report struct {
 	// both).
 	Unprovoked       int `json:"unprovoked_switches"`
 	UnattributedGaps int `json:"unattributed_gaps"`
+	// Elections counts the leader terms the samples saw begin during the
+	// run (a term with a node that said it led, above the highest term of
+	// the first sample); ElectionsExplained is how many the faults on the
+	// leader allow (one per kill, stop, partition, lossy or one-way link
+	// of the node that led when it struck); TermsAdvanced is how far the
+	// highest term moved (elections that elected no one included).
+	Elections          int    `json:"elections"`
+	ElectionsExplained int    `json:"elections_explained"`
+	TermsAdvanced      uint64 `json:"terms_advanced"`
 	// Duration is the run's length, from Start to End.
 	Duration time.Duration `json:"duration"`
 }
@@ -170,6 +182,7 @@ func Check(h History, b Bounds) Report {
 	checkAttacks(h, evs, b, &r, add)
 	checkDigests(h, add)
 	checkSessions(h, b, add)
+	checkElections(h, &r, add)
 	if !h.Ready {
 		add(InvNotReady, h.End, "not healthy after the heal: %s", h.NotReady)
 	}
@@ -206,7 +219,7 @@ func checkDriverCalls(h History, evs []Event, r *Report, add addFunc) {
 			continue
 		}
 		cut := slices.ContainsFunc(h.Injections, func(in Injection) bool {
-			return in.Node == e.Node && in.Step.Kind == NodePartition && in.Done() &&
+			return in.Node == e.Node && (in.Step.Kind == NodePartition || in.Step.Kind.IsLinkFault()) && in.Done() &&
 				!in.At.After(e.At) && !in.At.Before(e.At.Add(-lateWindow-in.Step.Duration))
 		})
 		if cut {
@@ -514,7 +527,7 @@ func checkSessions(h History, b Bounds, add addFunc) {
 	}
 	excused := func(node string, from, to time.Time) bool {
 		return slices.ContainsFunc(h.Injections, func(in Injection) bool {
-			if in.Node != node || !in.Step.Kind.IsNodeFault() || !in.Done() {
+			if in.Node != node || !in.Step.Kind.IsNodeFault() && !in.Step.Kind.IsLinkFault() || !in.Done() {
 				return false
 			}
 			until := in.Until
@@ -561,6 +574,55 @@ func checkSessions(h History, b Bounds, add addFunc) {
 					ss.Key, orNone(l.node), d.Round(time.Millisecond), allowed)
 			}
 		}
+	}
+}
+
+// checkElections counts the elections the samples saw and checks them
+// against the faults that explain one: a node or link fault on the node
+// that led when it struck may cost an election (the others elect a new
+// leader while it is gone, deaf or mute, or its lossy link misses their
+// heartbeats); faults on a follower explain none, since raft's pre-vote
+// and leader stickiness keep a follower that lost the leader from
+// disturbing the others. vCenter faults, attacks and engine restarts do
+// not touch raft. Leader terms that began and ended between two samples
+// go unseen, so the count is a lower bound and the check can only miss.
+func checkElections(h History, r *Report, add addFunc) {
+	if len(h.Samples) == 0 {
+		return
+	}
+	var base uint64
+	for _, n := range h.Samples[0].Nodes {
+		if n.Err == "" {
+			base = max(base, n.Term)
+		}
+	}
+	top := base
+	seen := map[uint64]bool{}
+	var excess time.Time
+	for _, in := range h.Injections {
+		if in.Done() && in.Step.Target == TargetLeader && (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault()) {
+			r.ElectionsExplained++
+		}
+	}
+	for _, s := range h.Samples {
+		for _, n := range s.Nodes {
+			if n.Err != "" {
+				continue
+			}
+			top = max(top, n.Term)
+			if n.State == "leader" && n.Term > base && !seen[n.Term] {
+				seen[n.Term] = true
+				r.Elections++
+				if r.Elections == r.ElectionsExplained+1 {
+					excess = s.At
+				}
+			}
+		}
+	}
+	r.TermsAdvanced = top - base
+	if r.Elections > r.ElectionsExplained {
+		add(InvElections, excess, "%d elections (leader terms after term %d), %d explained by faults on the leader",
+			r.Elections, base, r.ElectionsExplained)
 	}
 }
 

@@ -209,6 +209,11 @@ func TestCheckFindsEachViolation(t *testing.T) {
 			}
 			h.Events = append(h.Events, Event{At: at(4200), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
 		}},
+		{"an election no fault on the leader explains", InvElections, func(h *History) {
+			h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkLoss, Target: TargetFollower, Loss: 20, Duration: 2 * time.Second},
+				At: at(9000), Until: at(11000), Node: "n2"})
+			newLeader(h, 10000, "n3", 3)
+		}},
 		{"no healthy cluster after the heal", InvNotReady, func(h *History) {
 			h.Ready, h.NotReady = false, "no leader"
 		}},
@@ -292,14 +297,113 @@ func TestSummaryAddsReports(t *testing.T) {
 	bad.Seed = 2
 	bad.Violations = []Violation{{Invariant: InvOutage}}
 	s.Add(bad)
-	if s.Schedules != 2 || s.Attacks != 4 || s.ViolationCount() != 1 || !slices.Equal(s.FailingSeeds, []int64{2}) {
+	s.Add(Report{Seed: 3, Faults: map[Kind]int{LinkLoss: 2, LinkOneway: 1}, Elections: 2, ElectionsExplained: 3, TermsAdvanced: 4})
+	if s.Schedules != 3 || s.Attacks != 4 || s.ViolationCount() != 1 || !slices.Equal(s.FailingSeeds, []int64{2}) {
 		t.Fatalf("summary %+v", s)
 	}
 	var b strings.Builder
 	s.WriteTable(&b)
-	for _, want := range []string{"schedules run\t2", "invariant violations\t1", "outage\t1", "failing seeds\t[2]", "node-stop\t2"} {
+	for _, want := range []string{"schedules run\t3", "invariant violations\t1", "outage\t1", "failing seeds\t[2]", "node-stop\t2",
+		"faults injected: link-loss\t2", "faults injected: link-oneway\t1", "elections (new leader terms seen)\t2 (3 explained by faults on the leader; terms advanced 4)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// newLeader makes every sample from ms on show leader in term.
+func newLeader(h *History, ms int, leader string, term uint64) {
+	for i := range h.Samples {
+		if !h.Samples[i].At.Before(at(ms)) {
+			for j := range h.Samples[i].Nodes {
+				n := &h.Samples[i].Nodes[j]
+				n.Leader, n.Term, n.State = leader, term, "follower"
+				if n.Node == leader {
+					n.State = "leader"
+				}
+			}
+			h.Samples[i].Sessions = nil
+		}
+	}
+}
+
+func TestCheckCountsElections(t *testing.T) {
+	oneway := func(target string) Injection {
+		return Injection{Step: Step{Kind: LinkOneway, Target: target, Loss: 100, Direction: DirFromNode, Duration: 2 * time.Second},
+			At: at(9500), Until: at(11500), Node: "n1"}
+	}
+	cases := []struct {
+		name                      string
+		mod                       func(h *History)
+		elections, explained, adv int
+		ok                        bool
+	}{
+		{"none", func(*History) {}, 0, 0, 0, true},
+		{"one after a one-way partition of the leader", func(h *History) {
+			h.Injections = append(h.Injections, oneway(TargetLeader))
+			newLeader(h, 10000, "n3", 3)
+		}, 1, 1, 1, true},
+		{"a failed candidacy first: terms advance by two, one election", func(h *History) {
+			h.Injections = append(h.Injections, oneway(TargetLeader))
+			newLeader(h, 10000, "", 3)
+			newLeader(h, 11000, "n3", 4)
+		}, 1, 1, 2, true},
+		{"two after one fault on the leader", func(h *History) {
+			h.Injections = append(h.Injections, oneway(TargetLeader))
+			newLeader(h, 10000, "n3", 3)
+			newLeader(h, 13000, "n2", 4)
+		}, 2, 1, 2, false},
+		{"one after a fault on a follower", func(h *History) {
+			h.Injections = append(h.Injections, oneway(TargetFollower))
+			newLeader(h, 10000, "n3", 3)
+		}, 1, 0, 1, false},
+		{"a fault on the leader that was not carried out explains none", func(h *History) {
+			in := oneway(TargetLeader)
+			in.Err = "nft: failed"
+			h.Injections = append(h.Injections, in)
+			newLeader(h, 10000, "n3", 3)
+		}, 1, 0, 1, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := good()
+			c.mod(&h)
+			r := Check(h, Bounds{SessionExpiry: time.Minute})
+			if r.Elections != c.elections || r.ElectionsExplained != c.explained || r.TermsAdvanced != uint64(c.adv) {
+				t.Fatalf("elections %d (explained %d, terms advanced %d), want %d (%d, %d)",
+					r.Elections, r.ElectionsExplained, r.TermsAdvanced, c.elections, c.explained, c.adv)
+			}
+			bad := slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Invariant == InvElections })
+			if bad == c.ok {
+				t.Fatalf("excess-elections violation %v, want %v: %v", bad, !c.ok, r.Violations)
+			}
+		})
+	}
+}
+
+// A degraded link is no excuse for a switch: one during a lossy link with
+// no attack before it counts as unprovoked.
+func TestCheckLinkFaultsExcuseNoSwitch(t *testing.T) {
+	h := good()
+	h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkLoss, Target: TargetLeader, Loss: 30, Duration: 3 * time.Second},
+		At: at(18000), Until: at(19900), Node: "n1"})
+	h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 5, From: "b", To: "a", Reason: fsm.ReasonDoS, StartedAt: ns(19000), Done: true})
+	h.Gaps = append(h.Gaps, Gap{Start: at(18900), End: at(19100), Lost: 40})
+	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
+	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || r.Faults[LinkLoss] != 1 {
+		t.Fatalf("unprovoked %d, unattributed gaps %d, link-loss faults %d", r.Unprovoked, r.UnattributedGaps, r.Faults[LinkLoss])
+	}
+}
+
+// A call a leader sent over a lossy or one-way link may land late, like
+// one sent before a partition: counted, not a violation.
+func TestCheckCountsLateCallsOfADegradedLink(t *testing.T) {
+	h := good()
+	h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkOneway, Target: TargetLeader, Loss: 100, Direction: DirToNode, Duration: 2 * time.Second},
+		At: at(10000), Until: at(12000), Node: "n2"})
+	h.Events = append(h.Events, Event{At: at(11100), Node: "n2", What: "vc-call", Detail: "ReconfigVM_Task vm-a"})
+	r := Check(h, Bounds{})
+	if !r.OK() || r.LateCalls != 1 {
+		t.Fatalf("late calls %d, violations %v", r.LateCalls, r.Violations)
 	}
 }

@@ -34,16 +34,30 @@ const (
 	// has container replicas (Options.Containers), and Generate emits it
 	// only then.
 	DockerRestart Kind = "docker-restart"
+	// LinkLoss drops Loss percent of the frames on one node's link, both
+	// ways, for Duration; LinkOneway drops every frame in Direction only
+	// (to or from the node): a one-way partition. The link stays up.
+	LinkLoss   Kind = "link-loss"
+	LinkOneway Kind = "link-oneway"
+)
+
+// Directions of a one-way link fault.
+const (
+	DirToNode   = "to"   // frames to the node are dropped
+	DirFromNode = "from" // frames from the node are dropped
 )
 
 // Kinds lists every kind, attacks first.
-var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart}
+var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway}
 
 // IsAttack reports whether k is an attack (not a fault).
 func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
 
 // IsNodeFault reports whether k takes a node out for a while.
 func (k Kind) IsNodeFault() bool { return k == NodeKill || k == NodeStop || k == NodePartition }
+
+// IsLinkFault reports whether k degrades a node's link for a while.
+func (k Kind) IsLinkFault() bool { return k == LinkLoss || k == LinkOneway }
 
 // Targets of node faults.
 const (
@@ -60,6 +74,10 @@ type Step struct {
 	Method   string        `json:"method,omitempty"`
 	Delay    time.Duration `json:"delay,omitempty"`
 	Duration time.Duration `json:"duration,omitempty"`
+	// Loss (percent) and Direction (DirToNode, DirFromNode; "" both ways)
+	// shape a link fault.
+	Loss      int    `json:"loss,omitempty"`
+	Direction string `json:"direction,omitempty"`
 }
 
 func (s Step) String() string {
@@ -72,6 +90,12 @@ func (s Step) String() string {
 	}
 	if s.Delay > 0 {
 		out += " +" + s.Delay.String()
+	}
+	if s.Loss > 0 && s.Direction == "" {
+		out += fmt.Sprintf(" loss %d%%", s.Loss)
+	}
+	if s.Direction != "" {
+		out += " " + s.Direction + " node"
 	}
 	if s.Duration > 0 {
 		out += " for " + s.Duration.String()
@@ -109,15 +133,20 @@ var vcMethods = []string{"ReconfigVM_Task", "PowerOnVM_Task", "SuspendVM_Task", 
 const (
 	minAttackGap = 4 * time.Second
 	tailQuiet    = 3 * time.Second
+	// maxLinkLoss bounds a link-loss step's loss (percent).
+	maxLinkLoss = 30
 )
 
 // Generate makes the schedule of seed: 2–3 attacks on the active replica
 // (DoS or exploit), spaced at least 4 s apart; 1–3 node faults (kill,
 // stop, partition; the leader half of the time), never two at once, so a
 // quorum always remains (docs/design.md §4.5 is about a single node's loss);
-// and 0–2 vCenter faults (delays, failing methods, session termination),
-// which may overlap anything. Every fault lasts 1–4 s and ends 3 s before
-// the schedule does. The same seed and options give the same schedule.
+// 0–2 vCenter faults (delays, failing methods, session termination),
+// which may overlap anything; and 0–2 degraded links (loss of 1–30 % both
+// ways, or a one-way partition, on one node's link; the leader half of the
+// time), never during a node fault or another link fault. Every fault
+// lasts 1–4 s and ends 3 s before the schedule does. The same seed and
+// options give the same schedule.
 func Generate(seed int64, o Options) Schedule {
 	if o.Length == 0 {
 		o.Length = 20 * time.Second
@@ -149,6 +178,7 @@ func Generate(seed int64, o Options) Schedule {
 	nodeKinds := []Kind{NodeKill, NodeStop, NodePartition}
 	nNode := 1 + r.IntN(3)
 	free := time.Duration(0)
+	var busy [][2]time.Duration // node and link faults, with their margin
 	for i := 0; i < nNode; i++ {
 		d := ms(time.Second, 4*time.Second)
 		start := ms(max(free, 300*time.Millisecond), last-d)
@@ -161,6 +191,7 @@ func Generate(seed int64, o Options) Schedule {
 		}
 		s.Steps = append(s.Steps, Step{At: start, Kind: nodeKinds[r.IntN(len(nodeKinds))], Target: tgt, Duration: d})
 		free = start + d + 500*time.Millisecond
+		busy = append(busy, [2]time.Duration{start - 500*time.Millisecond, free})
 	}
 
 	// vCenter faults (and, with containers, an engine restart).
@@ -183,6 +214,40 @@ func Generate(seed int64, o Options) Schedule {
 		}
 		st.At = ms(300*time.Millisecond, last-st.Duration)
 		s.Steps = append(s.Steps, st)
+	}
+	// Degraded links, drawn last so that a seed keeps the attacks, node
+	// and vCenter faults it drew before they existed. Never during a node
+	// fault or another link fault (a lossy link beside a dead node is
+	// close to a lost quorum): a draw that would overlap one is tried
+	// again, up to four times, then dropped.
+	nLink := r.IntN(3)
+	for i := 0; i < nLink; i++ {
+		st := Step{Kind: LinkLoss, Target: TargetLeader}
+		if r.IntN(2) == 0 {
+			st.Kind = LinkOneway
+		}
+		if r.IntN(2) == 0 {
+			st.Target = TargetFollower
+		}
+		if st.Kind == LinkLoss {
+			st.Loss = 1 + r.IntN(maxLinkLoss)
+		} else {
+			st.Loss = 100
+			st.Direction = DirToNode
+			if r.IntN(2) == 0 {
+				st.Direction = DirFromNode
+			}
+		}
+		st.Duration = ms(time.Second, 4*time.Second)
+		for try := 0; try < 4; try++ {
+			at := ms(300*time.Millisecond, last-st.Duration)
+			if !slices.ContainsFunc(busy, func(b [2]time.Duration) bool { return at < b[1] && at+st.Duration > b[0] }) {
+				st.At = at
+				s.Steps = append(s.Steps, st)
+				busy = append(busy, [2]time.Duration{at - 500*time.Millisecond, at + st.Duration + 500*time.Millisecond})
+				break
+			}
+		}
 	}
 	slices.SortStableFunc(s.Steps, func(a, b Step) int { return cmp.Compare(a.At, b.At) })
 	return s

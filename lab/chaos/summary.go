@@ -30,8 +30,14 @@ type Summary struct {
 	LateCalls   int `json:"late_calls"`
 	// UnattributedGaps counts the client's gaps with no attack or engine
 	// restart before them.
-	UnattributedGaps int            `json:"unattributed_gaps"`
-	Violations       map[string]int `json:"violations"`
+	UnattributedGaps int `json:"unattributed_gaps"`
+	// Elections counts the leader terms the samples saw begin,
+	// ElectionsExplained how many the faults on the leader allowed,
+	// TermsAdvanced how far the terms moved (Report).
+	Elections          int            `json:"elections"`
+	ElectionsExplained int            `json:"elections_explained"`
+	TermsAdvanced      uint64         `json:"terms_advanced"`
+	Violations         map[string]int `json:"violations"`
 	// FailingSeeds are the seeds whose schedule broke an invariant:
 	// `ars-lab chaos -seed N -schedules 1` runs one again.
 	FailingSeeds    []int64 `json:"failing_seeds"`
@@ -68,6 +74,9 @@ func (s *Summary) Add(r Report) {
 	s.UnattributedGaps += r.UnattributedGaps
 	s.DriverCalls += r.DriverCalls
 	s.LateCalls += r.LateCalls
+	s.Elections += r.Elections
+	s.ElectionsExplained += r.ElectionsExplained
+	s.TermsAdvanced += r.TermsAdvanced
 	for _, v := range r.Violations {
 		s.Violations[v.Invariant]++
 	}
@@ -114,6 +123,8 @@ func (s *Summary) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "switches\t%d (%d with no attack or engine restart before them)\n", s.Switches, s.Unprovoked)
 	fmt.Fprintf(w, "client gaps with no attack or engine restart before them\t%d\n", s.UnattributedGaps)
 	fmt.Fprintf(w, "vCenter calls that changed a VM\t%d (%d from a node after its partition healed)\n", s.DriverCalls, s.LateCalls)
+	fmt.Fprintf(w, "elections (new leader terms seen)\t%d (%d explained by faults on the leader; terms advanced %d)\n",
+		s.Elections, s.ElectionsExplained, s.TermsAdvanced)
 	fmt.Fprintf(w, "invariant violations\t%d\n", s.ViolationCount())
 	for _, inv := range Invariants {
 		if n := s.Violations[inv]; n > 0 {

@@ -1,0 +1,158 @@
+package netlab
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLinkFaultScript(t *testing.T) {
+	clear := "table bridge ars_link_1\ndelete table bridge ars_link_1\n"
+	from := "\tchain from_node {\n\t\ttype filter hook prerouting priority -300; policy accept;\n\t\tiifname \"ars-n1\" "
+	to := "\tchain to_node {\n\t\ttype filter hook postrouting priority 300; policy accept;\n\t\toifname \"ars-n1\" "
+	for _, tc := range []struct {
+		name string
+		f    LinkFault
+		want string // "" : an error
+	}{
+		{"loss both ways", LinkFault{Loss: 17, ToNode: true, FromNode: true},
+			clear + "table bridge ars_link_1 {\n" + from + "numgen random mod 100 < 17 drop\n\t}\n" + to + "numgen random mod 100 < 17 drop\n\t}\n}\n"},
+		{"one way to the node", LinkFault{Loss: 100, ToNode: true},
+			clear + "table bridge ars_link_1 {\n" + to + "drop\n\t}\n}\n"},
+		{"one way from the node", LinkFault{Loss: 100, FromNode: true},
+			clear + "table bridge ars_link_1 {\n" + from + "drop\n\t}\n}\n"},
+		{"1 percent", LinkFault{Loss: 1, FromNode: true},
+			clear + "table bridge ars_link_1 {\n" + from + "numgen random mod 100 < 1 drop\n\t}\n}\n"},
+		{"no loss", LinkFault{Loss: 0, ToNode: true}, ""},
+		{"over 100", LinkFault{Loss: 101, ToNode: true}, ""},
+		{"no direction", LinkFault{Loss: 10}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := linkFaultScript("ars_link_1", "ars-n1", tc.f)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("no error; script:\n%s", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("script:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLinkFaultScriptRefusesStrangeNames(t *testing.T) {
+	f := LinkFault{Loss: 5, ToNode: true}
+	for _, port := range []string{"", "a\"; flush ruleset", "a b", strings.Repeat("a", 33)} {
+		if s, err := linkFaultScript("ars_link_0", port, f); err == nil {
+			t.Errorf("port %q: no error; script:\n%s", port, s)
+		}
+	}
+	if s, err := linkFaultScript("t;x", "ars-n0", f); err == nil {
+		t.Errorf("table t;x: no error; script:\n%s", s)
+	}
+}
+
+func TestLinkClearScript(t *testing.T) {
+	if got, want := linkClearScript("ars_link_2"), "table bridge ars_link_2\ndelete table bridge ars_link_2\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestNodeLinkFault: a one-way fault silences a node's answers but not the
+// questions to it, a fault both ways cuts it off while its link stays up,
+// bad input changes nothing, and clearing restores the link.
+func TestNodeLinkFault(t *testing.T) {
+	needLab(t)
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("needs dig (make lab-deps)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft (nftables)")
+	}
+	l, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := within(t, time.Minute)
+	if err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		assertClean(t, l)
+	})
+	p, err := l.RunNode("n2", dnsd(t), "-listen", netip.AddrPortFrom(l.NodeAddr("n2"), 53).String(), "-a", answer2.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Kill() }()
+	ask := func() bool { // one query from n1 to n2
+		out, _ := l.ExecNode(ctx, "n1", "dig", "+short", "+time=1", "+tries=1", "@"+l.NodeAddr("n2").String(), "www.lab.internal", "A")
+		return strings.TrimSpace(string(out)) == answer2.String()
+	}
+	answered := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ask() {
+			if time.Now().After(deadline) {
+				t.Fatal("n2 does not answer n1")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	silent := func(what string) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			if ask() {
+				t.Fatalf("%s: n2 answered n1", what)
+			}
+		}
+	}
+	faulty := func(want bool) {
+		t.Helper()
+		if got, err := l.NodeLinkFaulty("n2"); err != nil || got != want {
+			t.Fatalf("NodeLinkFaulty(n2) = %v, %v; want %v", got, err, want)
+		}
+	}
+	answered()
+	faulty(false)
+	if err := l.SetNodeLinkFault("n2", LinkFault{Loss: 0, ToNode: true}); err == nil {
+		t.Fatal("a fault of 0 % was accepted")
+	}
+	if err := l.SetNodeLinkFault("n9", LinkFault{Loss: 5, ToNode: true}); err == nil {
+		t.Fatal("a fault on an unknown node was accepted")
+	}
+	faulty(false)
+
+	if err := l.SetNodeLinkFault("n2", LinkFault{Loss: 100, FromNode: true}); err != nil {
+		t.Fatal(err)
+	}
+	faulty(true)
+	silent("n2 mute")
+	// Replaced, not added to: both ways now.
+	if err := l.SetNodeLinkFault("n2", LinkFault{Loss: 100, ToNode: true, FromNode: true}); err != nil {
+		t.Fatal(err)
+	}
+	silent("n2 cut off both ways")
+	if up, err := l.NodeLinked("n2"); err != nil || !up {
+		t.Fatalf("NodeLinked(n2) = %v, %v under a link fault; want up", up, err)
+	}
+	if err := l.ClearNodeLinkFault("n2"); err != nil {
+		t.Fatal(err)
+	}
+	faulty(false)
+	answered()
+	if err := l.ClearNodeLinkFault("n2"); err != nil {
+		t.Fatalf("clearing twice: %v", err)
+	}
+}

@@ -45,11 +45,15 @@ const (
 	// InvElections: more elections (new leader terms in the samples) than
 	// the schedule's faults on the leader explain.
 	InvElections = "excess-elections"
+	// InvFalseSwitch: a switch (not a manual one) with no attack or Docker
+	// engine restart in the outage bound before it: a node fault, a lossy
+	// or one-way link moved the service on its own.
+	InvFalseSwitch = "false-switch"
 )
 
 // Invariants lists them in report order.
 var Invariants = []string{InvDeposedCall, InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
-	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady, InvElections}
+	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady, InvElections, InvFalseSwitch}
 
 // Bounds are the checker's limits.
 type Bounds struct {
@@ -129,9 +133,9 @@ type Report struct {
 	DriverCalls int `json:"driver_calls"`
 	LateCalls   int `json:"late_calls"`
 	// Unprovoked counts switches with no attack or engine restart in the
-	// outage bound before them, UnattributedGaps the client's gaps with
-	// none (reported, not §4 violations: a false switch would show in
-	// both).
+	// outage bound before them (each one is also an InvFalseSwitch
+	// violation), UnattributedGaps the client's gaps with none (reported:
+	// a gap alone may be the lab's, a false switch shows in both).
 	Unprovoked       int `json:"unprovoked_switches"`
 	UnattributedGaps int `json:"unattributed_gaps"`
 	// Elections counts the leader terms the samples saw begin during the
@@ -464,6 +468,8 @@ func checkAttacks(h History, evs []Event, b Bounds, r *Report, add addFunc) {
 			return !st.Before(in.At.Add(-time.Second)) && !st.After(in.At.Add(b.MaxOutage))
 		}) {
 			r.Unprovoked++
+			add(InvFalseSwitch, st, "switch generation %d %s -> %s (%s) with no attack or engine restart in the %s before it",
+				s.Generation, s.From, s.To, s.Reason, b.MaxOutage)
 		}
 	}
 }

@@ -270,15 +270,24 @@ func TestCheckCountsLateCallsOfAPartitionedNode(t *testing.T) {
 	}
 }
 
-// A switch with no attack before it is counted, not a violation.
+// A switch with no attack before it is a false switch: counted and a
+// violation. A manual one is neither.
 func TestCheckCountsUnprovokedSwitches(t *testing.T) {
 	h := good()
 	h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 5, From: "b", To: "a", Reason: fsm.ReasonDoS, StartedAt: ns(19500), Done: true})
 	h.Gaps = append(h.Gaps, Gap{Start: at(19400), End: at(19700), Lost: 60})
 	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
-	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || !r.OK() {
+	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || !hasViolation(r, InvFalseSwitch) {
 		t.Fatalf("unprovoked %d, unattributed gaps %d, violations %v", r.Unprovoked, r.UnattributedGaps, r.Violations)
 	}
+	h.Switches[len(h.Switches)-1].Reason = fsm.ReasonManual
+	if r := Check(h, Bounds{MaxOutage: 5 * time.Second}); r.Unprovoked != 0 || !r.OK() {
+		t.Fatalf("a manual switch: unprovoked %d, violations %v", r.Unprovoked, r.Violations)
+	}
+}
+
+func hasViolation(r Report, inv string) bool {
+	return slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Invariant == inv })
 }
 
 func TestBoundsJSONIsReadable(t *testing.T) {
@@ -382,7 +391,7 @@ func TestCheckCountsElections(t *testing.T) {
 }
 
 // A degraded link is no excuse for a switch: one during a lossy link with
-// no attack before it counts as unprovoked.
+// no attack before it is a false switch.
 func TestCheckLinkFaultsExcuseNoSwitch(t *testing.T) {
 	h := good()
 	h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkLoss, Target: TargetLeader, Loss: 30, Duration: 3 * time.Second},
@@ -390,8 +399,8 @@ func TestCheckLinkFaultsExcuseNoSwitch(t *testing.T) {
 	h.Switches = append(h.Switches, fsm.SwitchRecord{Generation: 5, From: "b", To: "a", Reason: fsm.ReasonDoS, StartedAt: ns(19000), Done: true})
 	h.Gaps = append(h.Gaps, Gap{Start: at(18900), End: at(19100), Lost: 40})
 	r := Check(h, Bounds{MaxOutage: 5 * time.Second})
-	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || r.Faults[LinkLoss] != 1 {
-		t.Fatalf("unprovoked %d, unattributed gaps %d, link-loss faults %d", r.Unprovoked, r.UnattributedGaps, r.Faults[LinkLoss])
+	if r.Unprovoked != 1 || r.UnattributedGaps != 1 || r.Faults[LinkLoss] != 1 || !hasViolation(r, InvFalseSwitch) {
+		t.Fatalf("unprovoked %d, unattributed gaps %d, link-loss faults %d, violations %v", r.Unprovoked, r.UnattributedGaps, r.Faults[LinkLoss], r.Violations)
 	}
 }
 

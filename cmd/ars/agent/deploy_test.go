@@ -13,13 +13,14 @@ import (
 	"github.com/ars-project/ars/cmd/ars/internal/config"
 )
 
-// metricsOf starts a -dev node with a Docker host configured (the driver
-// does not connect until it is used) and returns the metric families it
-// registered.
+// metricsOf starts a -dev node with a Docker host (the driver does not
+// connect until it is used) and a notification sink configured, and
+// returns the metric families it registered.
 func metricsOf(t *testing.T) []string {
 	t.Helper()
 	cfg := DevConfig()
 	cfg.Docker.Hosts = []config.DockerHost{{Name: "local", Endpoint: "unix:///nonexistent/ars-test/docker.sock"}}
+	cfg.Notify = []config.NotifySink{{Name: "log", Exec: &config.NotifyExec{Path: "/bin/true"}}}
 	a := startOnFreePorts(t, cfg, io.Discard)
 	defer a.Shutdown()
 	return a.MetricNames()

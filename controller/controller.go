@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,6 +213,10 @@ type run struct {
 	reported map[string]bool               // replicas reported as undrivable
 	tally    *tally                        // followers' probe votes
 	fired    map[string]uint64             // service -> epoch a DoS verdict was decided on
+	// stuck: service -> what decide saw when a DoS verdict found no
+	// replica to take over (see evaluate); gone once the verdict is
+	// decided again or its evidence is lost.
+	stuck map[string]stuckVerdict
 	// reportSeen: a follower's report was counted in this leadership.
 	reportSeen bool
 	// attachedSince: replica key -> when the reconciler first saw it
@@ -259,6 +264,7 @@ func (c *Controller) Run(ctx context.Context) {
 		reported: map[string]bool{},
 		tally:    newTally(),
 		fired:    map[string]uint64{},
+		stuck:    map[string]stuckVerdict{},
 
 		attachedSince: map[string]attachment{},
 		busy:          map[string]job{},
@@ -533,12 +539,20 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	}
 	if n < need {
 		delete(r.fired, name)
+		delete(r.stuck, name)
 		return
 	}
 	if e, ok := r.fired[name]; ok && e == a.epoch {
-		return
+		s, ok := r.stuck[name]
+		if !ok || (s.generation == svc.Generation && maps.Equal(s.caps, r.capabilities(svc))) {
+			return
+		}
+		// It found no replica to take over, and what decide chooses
+		// from has changed since (a platform answers again, a restore
+		// made a standby): the verdict still holds, decide it again.
 	}
 	r.fired[name] = a.epoch
+	delete(r.stuck, name)
 	detection := max(now.Sub(earliest), 0)
 	ev := decide.DoSVerdict{Service: name, Replica: a.replica, DetectedAt: now,
 		Detection: detection, Confirmations: n, Quorum: quorum,
@@ -669,12 +683,14 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 		now := r.c.now()
 		svc, ok := r.c.cl.Service(name)
 		var dec decide.Decision
+		var caps map[string]decide.Capabilities
 		var err error
 		if !ok {
 			dec = decide.Decision{Outcome: decide.OutcomeRejected, Reason: "unknown service " + name}
 			err = fmt.Errorf("%w: %q", fsm.ErrUnknownService, name)
 		} else {
-			dec, err = decide.Decide(decide.State{Service: svc, Capabilities: r.capabilities(svc)}, ev, now)
+			caps = r.capabilities(svc)
+			dec, err = decide.Decide(decide.State{Service: svc, Capabilities: caps}, ev, now)
 		}
 		r.c.m.decision(name, string(dec.Outcome))
 		log := r.c.log.With("service", name, "event", ev.String(), "outcome", dec.Outcome, "reason", dec.Reason)
@@ -684,6 +700,9 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 			log.Info("decision")
 		}
 		cmds := dec.Commands
+		if _, ok := ev.(decide.DoSVerdict); ok && dec.Outcome == decide.OutcomeNoEligible {
+			r.stuck[name] = stuckVerdict{generation: svc.Generation, caps: caps}
+		}
 		if len(cmds) == 0 {
 			if !dec.RetryAt.IsZero() {
 				// Damped: decide again when it would not be.
@@ -822,6 +841,18 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 		}
 	}
 	return caps
+}
+
+// stuckVerdict is what decide was given when a DoS verdict found no
+// replica to take over: the service's generation and the replicas'
+// capabilities. A verdict is an edge, decided once per activation; this
+// one is decided again as soon as either differs, since nothing else may
+// come to weigh it (chaos seed 90: every VM's platform failed its reads
+// for 2 s as a DoS hit the active, and the service stayed down 74 s after
+// they answered again).
+type stuckVerdict struct {
+	generation uint64
+	caps       map[string]decide.Capabilities
 }
 
 func replicaKey(service, replica string) string { return service + "/" + replica }

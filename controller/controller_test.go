@@ -648,6 +648,37 @@ func TestDoSOnATargetWhosePlatformDoesNotAnswerIsNotDamped(t *testing.T) {
 	}
 }
 
+// A DoS verdict that finds no replica to take over is decided again once
+// one can: chaos seed 90, a vCenter failing its property reads marked
+// every VM unavailable just as a DoS hit the active container, and the
+// service stayed down 74 s after the reads worked again, because the
+// verdict (an edge) had been decided once and nothing weighed it again.
+func TestDoSWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
+	e := newEnv(t)
+	others := []string{"unbound-a", "bind-b", "knot-a"}
+	e.d.mu.Lock()
+	for _, n := range others {
+		e.d.fail["observe "+n] = 1 << 20
+		e.d.failWith["observe "+n] = driver.ErrUnavailable
+	}
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.attack("bind9", true)
+	eventually(t, "the verdict finds no eligible replica", func() bool {
+		return testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeNoEligible))) >= 1
+	})
+	if h := e.switches(); len(h) != 0 {
+		t.Fatalf("history %+v; want no switch while no replica's platform answers", h)
+	}
+	for _, n := range others {
+		e.d.setFail("observe "+n, 0)
+	}
+	eventually(t, "switch to unbound-a", e.activeIs("unbound-a"))
+	if h := e.switches(); len(h) != 1 || h[0].Reason != fsm.ReasonDoS {
+		t.Fatalf("history %+v; want one DoS switch", h)
+	}
+}
+
 // A switch's target that stops after the switch attached it, and cannot
 // be started again in place, is moved on from at once: its DoS verdict is
 // not held for min_dwell (an hour here).

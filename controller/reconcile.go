@@ -366,6 +366,12 @@ func (r *run) platformAnswered(service, replica string, err error) {
 			delete(r.down, key)
 			r.c.log.Info("replica available again: a call on it worked", "service", service, "replica", replica,
 				"after", r.c.now().Sub(since))
+			// A verdict that found no replica to take over may find
+			// this one (see stuckVerdict): pass again at once.
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
 		}
 		return
 	}

@@ -31,10 +31,16 @@ const ChaosSampleEvery = 250 * time.Millisecond
 func (l *Lab) ChaosReady(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	why := ""
 	for {
-		why := l.chaosUnready(ctx)
-		if why == "" {
+		w := l.chaosUnready(ctx)
+		if w == "" {
 			return nil
+		}
+		if ctx.Err() == nil || why == "" {
+			// A check cut short by ctx's end says only that (chaos seed
+			// 90 reported a status call's deadline): keep the one before.
+			why = w
 		}
 		select {
 		case <-ctx.Done():

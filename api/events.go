@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Event is one line of GET /v1/events: a committed command as the node
@@ -24,6 +25,9 @@ type Event struct {
 	Refused string          `json:"refused,omitempty"`
 	Error   string          `json:"error,omitempty"`
 	Body    json.RawMessage `json:"body,omitempty"`
+	// Detail is Describe as the node that sent the event wrote it (the
+	// status page shows it).
+	Detail string `json:"detail,omitempty"`
 }
 
 // Stream lines that are not commands.
@@ -91,4 +95,79 @@ func (c *Client) Events(ctx context.Context, q EventsQuery, fn func(Event) error
 		return &NetworkError{Op: "GET " + path, Addr: c.Addr(), Err: err}
 	}
 	return nil
+}
+
+// Describe says in a few words what an event's command did, from its
+// body, for people ("" for a type it does not know). The CLI's events
+// and the status page print it.
+func (ev Event) Describe() string {
+	var b map[string]any
+	if err := json.Unmarshal(ev.Body, &b); err != nil {
+		return ""
+	}
+	str := func(k string) string {
+		if v, ok := b[k].(string); ok {
+			return v
+		}
+		return ""
+	}
+	or := func(s, alt string) string {
+		if s == "" {
+			return alt
+		}
+		return s
+	}
+	switch ev.Type {
+	case "service.apply":
+		return "spec applied"
+	case "service.delete":
+		return "deleted"
+	case "switch":
+		s := fmt.Sprintf("%s -> %s (%s", or(str("from"), "the active"), or(str("to"), "the standby"), str("reason"))
+		if m := str("mode"); m != "" {
+			s += ", " + m
+		}
+		if id := str("alert_id"); id != "" {
+			s += ", alert " + id
+		}
+		return s + ")"
+	case "switch.done":
+		return fmt.Sprintf("switch of generation %v done", b["generation"])
+	case "replica.role":
+		s := str("replica") + ": " + str("action")
+		if r := str("reason"); r != "" {
+			s += " (" + r + ")"
+		}
+		return s
+	case "alert":
+		return fmt.Sprintf("alert %s: %s on %s from %s", str("id"), str("kind"), str("replica"), or(str("source"), "-"))
+	case "alert.outcome":
+		return fmt.Sprintf("alert %s: %s", str("id"), str("outcome"))
+	case "notify.cursor":
+		return fmt.Sprintf("notification sink %s handled the events up to %v", str("sink"), b["index"])
+	case "leader":
+		return fmt.Sprintf("%s leads (term %d)", str("node"), ev.Term)
+	case "member":
+		s := str("node") + ": " + str("status")
+		if v, _ := b["voter"].(bool); v {
+			s += ", voter"
+		} else {
+			s += ", not a voter"
+		}
+		return s
+	case "verdict":
+		s := fmt.Sprintf("dos verdict on %s", str("replica"))
+		if d, ok := b["detection_ms"].(float64); ok {
+			s += fmt.Sprintf(" (detection %.0f ms", d)
+			if n, ok := b["confirmations"].(float64); ok && n > 0 {
+				s += fmt.Sprintf(", confirmed by %.0f", n)
+			}
+			s += ")"
+		}
+		return s + ": " + str("outcome")
+	case "switch.request":
+		return fmt.Sprintf("switch request %s to %s%s", str("id"), or(str("to"), "any replica"),
+			strings.TrimSuffix(" ("+str("reason")+")", " ()"))
+	}
+	return ""
 }

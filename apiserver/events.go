@@ -219,6 +219,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) error {
 
 // wireEvent is the API's form of an event.
 func wireEvent(e cluster.Event) api.Event {
-	return api.Event{Index: e.Index, Term: e.Term, Type: string(e.Type), Service: e.Service,
+	ev := api.Event{Index: e.Index, Term: e.Term, Type: string(e.Type), Service: e.Service,
 		Refused: e.Refused, Error: e.Error, Body: e.Body}
+	ev.Detail = ev.Describe()
+	return ev
 }

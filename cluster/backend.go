@@ -231,7 +231,9 @@ func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
 	}
 	for _, p := range peers {
 		if p.ID == id {
-			return leaderErr(c.raft.RemoveServer(raft.ServerID(id), 0, 5*time.Second).Error())
+			err := leaderErr(c.raft.RemoveServer(raft.ServerID(id), 0, 5*time.Second).Error())
+			c.members.touch()
+			return err
 		}
 	}
 	return fmt.Errorf("%w: no raft peer named %q", ErrNotFound, id)

@@ -83,6 +83,11 @@ func (c *Cluster) leaderLoop(ctx context.Context) {
 	c.log.Info("leader work started", "term", c.raft.CurrentTerm())
 
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.recordLeadership(ctx)
+	}()
 	for _, lf := range c.leaderFns {
 		wg.Add(1)
 		go func(lf namedLeaderFunc) {
@@ -154,6 +159,7 @@ func (c *Cluster) reconcileMembers(unknownSince map[raft.ServerID]time.Time) boo
 			c.log.Warn("add voter failed", "member", m.Name, "err", err)
 			return false
 		}
+		c.members.touch()
 		return true
 	}
 
@@ -202,5 +208,6 @@ func (c *Cluster) removeServer(id raft.ServerID, why string) bool {
 		c.log.Warn("remove server failed", "member", id, "err", err)
 		return false
 	}
+	c.members.touch()
 	return true
 }

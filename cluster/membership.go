@@ -82,6 +82,13 @@ func (t *memberTable) update(n *memberlist.Node, gone bool) {
 		info.Changed = old.Changed
 	}
 	t.members[n.Name] = info
+	t.mu.Unlock()
+	t.touch()
+}
+
+// touch signals the subscribers: a member changed, or whether it votes.
+func (t *memberTable) touch() {
+	t.mu.Lock()
 	subs := t.subs
 	t.mu.Unlock()
 	for _, ch := range subs {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,6 +218,9 @@ type run struct {
 	// replica to take over (see evaluate); gone once the verdict is
 	// decided again or its evidence is lost.
 	stuck map[string]stuckVerdict
+	// noted: service -> the replica and outcome of the last verdict
+	// record (see noteVerdict); gone when the evidence is lost.
+	noted map[string]string
 	// reportSeen: a follower's report was counted in this leadership.
 	reportSeen bool
 	// attachedSince: replica key -> when the reconciler first saw it
@@ -265,6 +269,7 @@ func (c *Controller) Run(ctx context.Context) {
 		tally:    newTally(),
 		fired:    map[string]uint64{},
 		stuck:    map[string]stuckVerdict{},
+		noted:    map[string]string{},
 
 		attachedSince: map[string]attachment{},
 		busy:          map[string]job{},
@@ -540,6 +545,7 @@ func (r *run) evaluate(ctx context.Context, name string) {
 	if n < need {
 		delete(r.fired, name)
 		delete(r.stuck, name)
+		delete(r.noted, name)
 		return
 	}
 	if e, ok := r.fired[name]; ok && e == a.epoch {
@@ -703,6 +709,9 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 		if _, ok := ev.(decide.DoSVerdict); ok && dec.Outcome == decide.OutcomeNoEligible {
 			r.stuck[name] = stuckVerdict{generation: svc.Generation, caps: caps}
 		}
+		if v, ok := ev.(decide.DoSVerdict); ok && len(cmds) == 0 && err == nil {
+			r.noteVerdict(ctx, v, dec)
+		}
 		if len(cmds) == 0 {
 			if !dec.RetryAt.IsZero() {
 				// Damped: decide again when it would not be.
@@ -810,7 +819,7 @@ func clipText(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "") // a rune cut in two is dropped
 }
 
 // capabilities tells decide which replicas cannot be driven now (no driver
@@ -841,6 +850,27 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 		}
 	}
 	return caps
+}
+
+// noteVerdict commits a verdict record for a DoS verdict whose decision
+// commits nothing else (damped, no eligible replica, ignored), so that the
+// event stream tells of it; a switch tells of its own. A decision taken
+// again with the same outcome for the same replica (a damped verdict's
+// retries) is not recorded again until the evidence is lost. The record
+// is best effort: one the cluster cannot read yet (a voter below format
+// level 4) is skipped, one that fails is logged.
+func (r *run) noteVerdict(ctx context.Context, v decide.DoSVerdict, dec decide.Decision) {
+	key := v.Replica + "\x00" + string(dec.Outcome)
+	if r.noted[v.Service] == key {
+		return
+	}
+	r.noted[v.Service] = key
+	_, err := r.apply(ctx, fsm.Verdict{Service: v.Service, Replica: v.Replica,
+		DetectionMS: float64(v.Detection) / float64(time.Millisecond), Confirmations: v.Confirmations, Quorum: v.Quorum,
+		Outcome: clipText(string(dec.Outcome), 256), Reason: clipText(dec.Reason, fsm.MaxVerdictReason), At: r.c.now().UnixNano()})
+	if err != nil && !errors.Is(err, fsm.ErrNeedsUpgrade) && ctx.Err() == nil {
+		r.c.log.Warn("verdict record not committed", "service", v.Service, "err", err)
+	}
 }
 
 // stuckVerdict is what decide was given when a DoS verdict found no

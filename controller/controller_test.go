@@ -677,6 +677,17 @@ func TestDoSWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
 	if h := e.switches(); len(h) != 1 || h[0].Reason != fsm.ReasonDoS {
 		t.Fatalf("history %+v; want one DoS switch", h)
 	}
+	// The verdict that switched nothing is on record, once.
+	var notes []fsm.Verdict
+	for _, c := range e.cl.commands() {
+		if v, ok := c.(fsm.Verdict); ok {
+			notes = append(notes, v)
+		}
+	}
+	if len(notes) != 1 || notes[0].Replica != "bind-a" || notes[0].Outcome != string(decide.OutcomeNoEligible) ||
+		notes[0].Confirmations != 1 || notes[0].DetectionMS <= 0 || !strings.Contains(notes[0].Reason, "unavailable") {
+		t.Fatalf("verdict records %+v; want one: no eligible replica on bind-a", notes)
+	}
 }
 
 // A switch's target that stops after the switch attached it, and cannot

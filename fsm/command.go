@@ -29,6 +29,10 @@ const (
 	CmdSwitchRequest CommandType = "switch.request"
 	// CmdNotifyCursor records how far a notification sink got (level 3).
 	CmdNotifyCursor CommandType = "notify.cursor"
+	// Records for the event stream (level 4): they change no state.
+	CmdLeader  CommandType = "leader"
+	CmdMember  CommandType = "member"
+	CmdVerdict CommandType = "verdict"
 )
 
 // Command is the body of a log entry. Every body type below implements it
@@ -147,6 +151,49 @@ type NotifyCursor struct {
 	Index uint64 `json:"index"`
 }
 
+// Leader records that a node won an election and took up the leader's
+// work (its term is the entry's). It changes no state: it is there so
+// that the event stream and notifications tell of leader changes.
+type Leader struct {
+	Node string `json:"node"`
+	At   int64  `json:"at"` // unix nanoseconds
+}
+
+// Member records a change of a cluster member as the leader saw it: its
+// gossip status, or whether it votes in Raft. It changes no state.
+type Member struct {
+	Node   string `json:"node"`
+	Status string `json:"status"` // MemberStatuses
+	Voter  bool   `json:"voter"`
+	At     int64  `json:"at"` // unix nanoseconds
+}
+
+// MemberStatuses are the gossip statuses a Member record may carry.
+var MemberStatuses = []string{"alive", "suspect", "dead", "left"}
+
+// Verdict records a DoS verdict the leader decided on that committed
+// nothing else: damped, no eligible replica, ignored. (A verdict that
+// switches is the switch's entry.) It changes no state.
+type Verdict struct {
+	Service       string  `json:"service"`
+	Replica       string  `json:"replica"`
+	DetectionMS   float64 `json:"detection_ms"`
+	Confirmations int     `json:"confirmations"`
+	Quorum        bool    `json:"quorum,omitempty"`
+	Outcome       string  `json:"outcome"`
+	Reason        string  `json:"reason,omitempty"`
+	At            int64   `json:"at"` // unix nanoseconds
+}
+
+// Type implements Command.
+func (Leader) Type() CommandType { return CmdLeader }
+
+// Type implements Command.
+func (Member) Type() CommandType { return CmdMember }
+
+// Type implements Command.
+func (Verdict) Type() CommandType { return CmdVerdict }
+
 // Type implements Command.
 func (ServiceApply) Type() CommandType { return CmdServiceApply }
 
@@ -210,6 +257,9 @@ var handlers = map[CommandType]handler{
 	CmdAlertOutcome:  {decodeBody[AlertOutcome], applyAlertOutcome},
 	CmdSwitchRequest: {decodeBody[SwitchRequest], applySwitchRequest},
 	CmdNotifyCursor:  {decodeBody[NotifyCursor], applyNotifyCursor},
+	CmdLeader:        {decodeBody[Leader], applyLeader},
+	CmdMember:        {decodeBody[Member], applyMember},
+	CmdVerdict:       {decodeBody[Verdict], applyVerdict},
 }
 
 func decodeBody[T Command](body []byte) (Command, error) {
@@ -295,7 +345,8 @@ func Decode(data []byte) (Envelope, Command, error) {
 }
 
 // ServiceOf is the service a command names ("" for alert.outcome, which
-// names an alert, and notify.cursor, which names a sink).
+// names an alert, notify.cursor, which names a sink, and the leader and
+// member records, which name a node).
 func ServiceOf(c Command) string {
 	switch c := c.(type) {
 	case ServiceApply:
@@ -311,6 +362,8 @@ func ServiceOf(c Command) string {
 	case SwitchRequest:
 		return c.Service
 	case Alert:
+		return c.Service
+	case Verdict:
 		return c.Service
 	}
 	return ""

@@ -701,3 +701,61 @@ func applyNotifyCursor(m *Machine, e entry, c Command) (Result, error) {
 	}
 	return res, nil
 }
+
+// ---- records: leader, member, verdict --------------------------------------
+
+// The records change no state; they are checked like any entry, so that
+// the event stream carries only well-formed ones.
+
+func applyLeader(m *Machine, e entry, c Command) (Result, error) {
+	l := c.(Leader)
+	res := Result{Index: e.index}
+	if !serviceNameRE.MatchString(l.Node) {
+		return res, fmt.Errorf("%w: leader: node %q must match %s", ErrInvalid, l.Node, serviceNameRE)
+	}
+	return res, nil
+}
+
+func applyMember(m *Machine, e entry, c Command) (Result, error) {
+	mb := c.(Member)
+	res := Result{Index: e.index}
+	switch {
+	case !serviceNameRE.MatchString(mb.Node):
+		return res, fmt.Errorf("%w: member: node %q must match %s", ErrInvalid, mb.Node, serviceNameRE)
+	case !slices.Contains(MemberStatuses, mb.Status):
+		return res, fmt.Errorf("%w: member %s: status %q is none of %v", ErrInvalid, mb.Node, mb.Status, MemberStatuses)
+	}
+	return res, nil
+}
+
+// MaxVerdictReason is the longest reason a verdict record carries (in
+// bytes): decide's reasons name every replica, so the leader cuts them.
+const MaxVerdictReason = 1024
+
+func applyVerdict(m *Machine, e entry, c Command) (Result, error) {
+	v := c.(Verdict)
+	res := Result{Index: e.index}
+	switch {
+	case v.Replica == "":
+		return res, fmt.Errorf("%w: verdict: replica: required", ErrInvalid)
+	case v.Outcome == "":
+		return res, fmt.Errorf("%w: verdict: outcome: required", ErrInvalid)
+	case v.DetectionMS < 0 || v.Confirmations < 0:
+		return res, fmt.Errorf("%w: verdict: detection %v ms and confirmations %d cannot be negative", ErrInvalid, v.DetectionMS, v.Confirmations)
+	}
+	if err := checkText(v.Outcome, maxReasonLen); err != nil {
+		return res, fmt.Errorf("%w: verdict: outcome: %v", ErrInvalid, err)
+	}
+	if err := checkText(v.Reason, MaxVerdictReason); err != nil {
+		return res, fmt.Errorf("%w: verdict: reason: %v", ErrInvalid, err)
+	}
+	svc, ok := m.services[v.Service]
+	if !ok {
+		return res, fmt.Errorf("%w: verdict: %q", ErrUnknownService, v.Service)
+	}
+	if _, ok := svc.Spec.Replica(v.Replica); !ok {
+		return res, fmt.Errorf("%w: verdict: service %q has no replica %q", ErrInvalid, v.Service, v.Replica)
+	}
+	res.Service, res.Generation = v.Service, svc.Generation
+	return res, nil
+}

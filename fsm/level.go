@@ -26,17 +26,22 @@ import (
 //	   exposure); a VM replica naming its vCenter
 //	3  the notify.cursor command (how far each notification sink got),
 //	   and the "notify" cursors it adds to a snapshot
+//	4  the leader, member and verdict records (the event stream's
+//	   leader changes, membership changes and DoS verdicts that switched
+//	   nothing)
 //
 // Everything a release adds shares one level: a level says what a
 // version reads, and nodes of one version read the same.
 const (
 	BaseLevel   = 1
-	FormatLevel = 3
+	FormatLevel = 4
 )
 
 // Level is the lowest format level a node must read to apply c.
 func Level(c Command) int {
 	switch c := c.(type) {
+	case Leader, Member, Verdict:
+		return 4
 	case NotifyCursor:
 		return 3
 	case SwitchRequest:

@@ -290,8 +290,10 @@ func (r *run) work(ctx context.Context) {
 		case e = <-r.q:
 		}
 		r.n.m.QueueLength.WithLabelValues(r.s.name).Dec()
-		body, err := json.Marshal(api.Event{Index: e.Index, Term: e.Term, Type: string(e.Type), Service: e.Service,
-			Refused: e.Refused, Error: e.Error, Body: e.Body})
+		ev := api.Event{Index: e.Index, Term: e.Term, Type: string(e.Type), Service: e.Service,
+			Refused: e.Refused, Error: e.Error, Body: e.Body}
+		ev.Detail = ev.Describe()
+		body, err := json.Marshal(ev)
 		if err != nil {
 			r.n.log.Error("notify: encoding an event", "sink", r.s.name, "index", e.Index, "err", err)
 			r.handled.Store(e.Index)

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/cmd/internal/cli"
@@ -18,7 +17,7 @@ func init() {
 		Name:    "events",
 		Group:   groupServices,
 		MinArgs: 0, MaxArgs: 0,
-		Summary: "Show what the cluster committed (switches, alerts, roles, services), and follow it with -f",
+		Summary: "Show what the cluster committed (switches, alerts, roles, services, leader and member changes, DoS verdicts), and follow it with -f",
 		Help: `Prints the commands the node applied, oldest first, one per line: the
 log index, the command, the service and what it did (GET /v1/events).
 Every node applies the same commands under the same indexes, so a reader
@@ -79,63 +78,10 @@ Needs a reader token.`,
 
 // printEvent prints one event for people.
 func printEvent(w io.Writer, ev api.Event) error {
-	detail := eventDetail(ev)
+	detail := ev.Describe()
 	if ev.Refused != "" {
 		detail += " [refused: " + ev.Refused + "]"
 	}
 	_, err := fmt.Fprintf(w, "%-8d %-15s %-12s %s\n", ev.Index, ev.Type, dash(ev.Service), detail)
 	return err
-}
-
-// eventDetail says what a command did, from its body.
-func eventDetail(ev api.Event) string {
-	var b map[string]any
-	if err := json.Unmarshal(ev.Body, &b); err != nil {
-		return ""
-	}
-	str := func(k string) string {
-		if v, ok := b[k].(string); ok {
-			return v
-		}
-		return ""
-	}
-	or := func(s, alt string) string {
-		if s == "" {
-			return alt
-		}
-		return s
-	}
-	switch ev.Type {
-	case "service.apply":
-		return "spec applied"
-	case "service.delete":
-		return "deleted"
-	case "switch":
-		s := fmt.Sprintf("%s -> %s (%s", or(str("from"), "the active"), or(str("to"), "the standby"), str("reason"))
-		if m := str("mode"); m != "" {
-			s += ", " + m
-		}
-		if id := str("alert_id"); id != "" {
-			s += ", alert " + id
-		}
-		return s + ")"
-	case "switch.done":
-		return fmt.Sprintf("switch of generation %v done", b["generation"])
-	case "replica.role":
-		s := str("replica") + ": " + str("action")
-		if r := str("reason"); r != "" {
-			s += " (" + r + ")"
-		}
-		return s
-	case "alert":
-		return fmt.Sprintf("alert %s: %s on %s from %s", str("id"), str("kind"), str("replica"), or(str("source"), "-"))
-	case "alert.outcome":
-		return fmt.Sprintf("alert %s: %s", str("id"), str("outcome"))
-	case "notify.cursor":
-		return fmt.Sprintf("notification sink %s handled the events up to %v", str("sink"), b["index"])
-	case "switch.request":
-		return fmt.Sprintf("switch request %s to %s%s", str("id"), or(str("to"), "any replica"),
-			strings.TrimSuffix(" ("+str("reason")+")", " ()"))
-	}
-	return ""
 }

@@ -42,7 +42,7 @@ func TestEventsCommand(t *testing.T) {
 }
 
 func TestEventDetailNotifyCursor(t *testing.T) {
-	got := eventDetail(api.Event{Type: "notify.cursor", Body: []byte(`{"sink":"pager","index":41}`)})
+	got := (api.Event{Type: "notify.cursor", Body: []byte(`{"sink":"pager","index":41}`)}).Describe()
 	if want := "notification sink pager handled the events up to 41"; got != want {
 		t.Errorf("detail %q, want %q", got, want)
 	}

@@ -5,7 +5,9 @@ package testutil
 
 import (
 	"bytes"
+	"encoding/json"
 	"sync"
+	"testing"
 )
 
 // SyncBuffer is an io.Writer safe for concurrent writers (a log sink that a
@@ -26,4 +28,27 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// StateWithoutIndex is a node's state (the JSON of its State or snapshot)
+// without the applied index and term, which move on with entries that
+// change nothing else (the leader's records). It fails t on state that is
+// not such JSON.
+func StateWithoutIndex(t testing.TB, state []byte) string {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal(state, &v); err != nil {
+		t.Fatalf("state %s: %v", state, err)
+	}
+	st, ok := v["state"].(map[string]any)
+	if !ok {
+		t.Fatalf("state %s: no state object", state)
+	}
+	delete(st, "index")
+	delete(st, "term")
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

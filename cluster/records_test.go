@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ars-project/ars/fsm"
+)
+
+// records returns the leader and member records a node applied.
+func records(c *Cluster) ([]fsm.Leader, []Event, []fsm.Member, error) {
+	evs, _, err := c.Events(0, EventLogSize)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var leaders []fsm.Leader
+	var leaderEvs []Event
+	var members []fsm.Member
+	for _, e := range evs {
+		switch e.Type {
+		case fsm.CmdLeader:
+			var l fsm.Leader
+			if err := json.Unmarshal(e.Body, &l); err != nil {
+				return nil, nil, nil, err
+			}
+			leaders, leaderEvs = append(leaders, l), append(leaderEvs, e)
+		case fsm.CmdMember:
+			var m fsm.Member
+			if err := json.Unmarshal(e.Body, &m); err != nil {
+				return nil, nil, nil, err
+			}
+			members = append(members, m)
+		}
+	}
+	return leaders, leaderEvs, members, nil
+}
+
+// A leader records its leadership, in its own term, and then the changes
+// of members it sees: a follower that stops is recorded as no longer
+// alive, and as alive again when it comes back. Every node applies the
+// same records.
+func TestLeaderAndMemberRecords(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.startCluster("n1", "n2", "n3")
+	l := h.waitLeader(20 * time.Second)
+	waitFor(t, 10*time.Second, "the leader's record", func() error {
+		leaders, evs, _, err := records(l.c)
+		if err != nil {
+			return err
+		}
+		for i, r := range leaders {
+			if r.Node == l.name && evs[i].Term == l.c.Term() {
+				return nil
+			}
+		}
+		return fmt.Errorf("records %+v", leaders)
+	})
+
+	f := h.follower()
+	h.stop(f)
+	waitFor(t, 30*time.Second, "a record of "+f.name+" gone", func() error {
+		_, _, ms, err := records(l.c)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Node == f.name && m.Status != "alive" {
+				return nil
+			}
+		}
+		return fmt.Errorf("member records %+v", ms)
+	})
+	f = h.restart(f)
+	waitFor(t, 30*time.Second, "a record of "+f.name+" alive again", func() error {
+		_, _, ms, err := records(l.c)
+		if err != nil {
+			return err
+		}
+		if n := len(ms); n > 0 && ms[n-1].Node == f.name && ms[n-1].Status == "alive" {
+			return nil
+		}
+		return fmt.Errorf("member records %+v", ms)
+	})
+	h.sameState(20 * time.Second)
+}

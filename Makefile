@@ -92,7 +92,7 @@ chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): 
 
 # prometheus ships promtool, which checks the alert rules in deploy/; zsh loads
 # the completion script in a test.
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus zsh
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus zsh chromium
 
 .PHONY: deb
 deb: ## Build the Debian package (static ars, systemd unit, system user, completions) into bin/ with dpkg-deb
@@ -100,7 +100,7 @@ deb: ## Build the Debian package (static ars, systemd unit, system user, complet
 	deploy/deb/build.sh $(BIN)/deb/ars $(VERSION) $(BIN)
 
 .PHONY: lab-deps
-lab-deps: ## Install the lab's packages (DNS servers, arping, iproute2, promtool) from Debian; needs root, skips what is installed
+lab-deps: ## Install the lab's and tests' packages (DNS servers, arping, iproute2, promtool, zsh, headless Chromium) from Debian; needs root, skips what is installed
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \

@@ -255,6 +255,7 @@ func (s *Server) routeTable() []*route {
 		{method: "POST", path: "/v1/internal/apply", allow: nodes, leader: true, h: s.handleInternalApply},
 		{method: "GET", path: "/metrics", allow: readers, h: s.handleMetrics},
 		{method: "GET", path: "/{$}", allow: readers, basicAuth: true, h: s.handleStatusPage},
+		{method: "GET", path: "/ui/status.js", allow: readers, basicAuth: true, h: s.handleStatusScript},
 	}
 }
 

@@ -59,6 +59,7 @@ func allRouteCases(t *testing.T) []routeCase {
 		{"POST", "/v1/internal/apply", encodedApply(t, "dns"), pki.RoleNode},
 		{"GET", "/metrics", nil, pki.RoleReader},
 		{"GET", "/{$}", nil, pki.RoleReader},
+		{"GET", "/ui/status.js", nil, pki.RoleReader},
 	}
 }
 

@@ -210,6 +210,10 @@ func TestSwitchRecordsOutage(t *testing.T) {
 	if *r.ExposureMS <= 0 || *r.ExposureMS > r.TotalMS {
 		t.Errorf("exposure %.1f ms, total %.1f ms", *r.ExposureMS, r.TotalMS)
 	}
+	// The leader observes the phases just after the switch.done it
+	// commits, which the history shows first (CI under load read the
+	// metric in between).
+	eventually(t, "the outage phase observed", func() bool { return phaseCount(t, e.m, "outage") >= 1 })
 	if got := phaseCount(t, e.m, "outage"); got != 1 {
 		t.Errorf("outage phase observed %d times, want 1", got)
 	}

@@ -101,7 +101,7 @@ th{background:#f3f3f3}
 <section id="events">
 <h2>Events</h2>
 <div class="scroll"><table>
-<caption>What the cluster committed, newest first: the last {{.EventsShown}} when the page loaded, then each one as this node applies it.</caption>
+<caption>What the cluster committed, newest first: the last {{len .Events}} when the page loaded, then each one as this node applies it.</caption>
 <thead><tr><th>Index</th><th>Command</th><th>Service</th><th>What it did</th></tr></thead>
 <tbody id="event-rows">
 {{range .Events}}<tr><td>{{.Index}}</td><td>{{.Type}}</td><td>{{if .Service}}{{.Service}}{{else}}-{{end}}</td><td>{{.Detail}}{{if .Refused}} [refused: {{.Refused}}]{{end}}</td></tr>
@@ -119,9 +119,8 @@ type statusPageData struct {
 	Services []pageService
 	// Events: the last pageEvents events, newest first; After the newest
 	// one's index, from which the page's script follows the stream.
-	Events      []api.Event
-	EventsShown int
-	After       uint64
+	Events []api.Event
+	After  uint64
 }
 
 // pageEvents is how many recent events the page shows when it loads.
@@ -170,7 +169,6 @@ func pageServices(list []fsm.Service) []pageService {
 func (s *Server) handleStatusPage(w http.ResponseWriter, r *http.Request) error {
 	data := statusPageData{Status: wireStatus(s.b.Status()), Members: wireMembers(s.b.Members()), Services: pageServices(s.b.Services())}
 	data.Events, data.After = s.recentEvents(pageEvents)
-	data.EventsShown = len(data.Events)
 	var buf bytes.Buffer
 	if err := statusPage.Execute(&buf, data); err != nil {
 		return fmt.Errorf("rendering status page: %w", err)

@@ -103,7 +103,8 @@ func (c *Cluster) leaderLoop(ctx context.Context) {
 // reconcileLoop brings the Raft configuration in line with gossip on every
 // membership event and on a timer.
 func (c *Cluster) reconcileLoop(ctx context.Context) {
-	changed := c.members.subscribe()
+	changed, unsubscribe := c.members.subscribe()
+	defer unsubscribe()
 	tick := time.NewTicker(c.cfg.Membership.ReconcileInterval)
 	defer tick.Stop()
 	// Servers in the Raft configuration that gossip does not know are

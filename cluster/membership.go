@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -53,13 +54,18 @@ func newMemberTable() *memberTable {
 }
 
 // subscribe returns a channel that receives a (coalesced) signal after
-// every membership change.
-func (t *memberTable) subscribe() <-chan struct{} {
+// every membership change, and the function that ends the subscription
+// (leader work subscribes once per leadership).
+func (t *memberTable) subscribe() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	t.mu.Lock()
 	t.subs = append(t.subs, ch)
 	t.mu.Unlock()
-	return ch
+	return ch, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.subs = slices.DeleteFunc(t.subs, func(c chan struct{}) bool { return c == ch })
+	}
 }
 
 // update records a member after a gossip event. gone is true for
@@ -198,7 +204,8 @@ func (c *Cluster) bootstrapLoop() {
 	if hasState {
 		c.markEstablished()
 	}
-	changed := c.members.subscribe()
+	changed, unsubscribe := c.members.subscribe()
+	defer unsubscribe()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	bootstrapped := hasState

@@ -18,7 +18,8 @@ import (
 // records yet (a voter below format level 4) gets none.
 func (c *Cluster) recordLeadership(ctx context.Context) {
 	c.record(ctx, fsm.Leader{Node: c.cfg.NodeName, At: time.Now().UnixNano()})
-	changed := c.members.subscribe()
+	changed, unsubscribe := c.members.subscribe()
+	defer unsubscribe()
 	tick := time.NewTicker(c.cfg.Membership.ReconcileInterval)
 	defer tick.Stop()
 	seen := memberStates(c.Members())

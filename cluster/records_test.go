@@ -85,3 +85,25 @@ func TestLeaderAndMemberRecords(t *testing.T) {
 	})
 	h.sameState(20 * time.Second)
 }
+
+// Leader work subscribes to membership changes once per leadership; an
+// ended subscription is dropped, so elections do not pile them up.
+func TestMemberSubscriptionsEnd(t *testing.T) {
+	tbl := newMemberTable()
+	a, endA := tbl.subscribe()
+	_, endB := tbl.subscribe()
+	endB()
+	tbl.touch()
+	select {
+	case <-a:
+	default:
+		t.Fatal("a live subscription was not signalled")
+	}
+	endA()
+	tbl.mu.Lock()
+	n := len(tbl.subs)
+	tbl.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d subscriptions left after both ended", n)
+	}
+}

@@ -706,10 +706,10 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 			log.Info("decision")
 		}
 		cmds := dec.Commands
-		if _, ok := ev.(decide.DoSVerdict); ok && dec.Outcome == decide.OutcomeNoEligible {
-			r.stuck[name] = stuckVerdict{generation: svc.Generation, caps: caps}
-		}
 		if v, ok := ev.(decide.DoSVerdict); ok && len(cmds) == 0 && err == nil {
+			if dec.Outcome == decide.OutcomeNoEligible {
+				r.stuck[name] = stuckVerdict{generation: svc.Generation, caps: caps}
+			}
 			r.noteVerdict(ctx, v, dec)
 		}
 		if len(cmds) == 0 {

@@ -440,8 +440,8 @@ func TestSwitchingEndToEnd(t *testing.T) {
 			t.Errorf("%s: err %v, want a 4xx", bad.name, err)
 		}
 	}
-	if _, after := l.c.SameState(10 * time.Second); after != before {
-		t.Fatalf("bad alerts moved the log from index %d to %d", before, after)
+	if _, after := l.c.SameState(10 * time.Second); len(committedBesidesRecords(t, l.c.Client(leader, "reader"), before, after)) > 0 {
+		t.Fatalf("bad alerts committed entries between index %d and %d", before, after)
 	}
 
 	// DoS on the active: its impl stops answering everywhere. A quorum of

@@ -93,11 +93,12 @@ func (t *memberTable) update(n *memberlist.Node, gone bool) {
 }
 
 // touch signals the subscribers: a member changed, or whether it votes.
+// It holds the lock while it signals (the sends never block): an ending
+// subscription rewrites the list in place.
 func (t *memberTable) touch() {
 	t.mu.Lock()
-	subs := t.subs
-	t.mu.Unlock()
-	for _, ch := range subs {
+	defer t.mu.Unlock()
+	for _, ch := range t.subs {
 		select {
 		case ch <- struct{}{}:
 		default:

@@ -107,3 +107,29 @@ func TestMemberSubscriptionsEnd(t *testing.T) {
 		t.Fatalf("%d subscriptions left after both ended", n)
 	}
 }
+
+// Subscriptions end while gossip signals them (a leadership ending as a
+// member changes): under the race detector, touch must not read the list
+// that an ending subscription rewrites.
+func TestMemberSubscriptionsEndWhileSignalled(t *testing.T) {
+	tbl := newMemberTable()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2000 {
+			tbl.touch()
+		}
+	}()
+	for range 500 {
+		_, endA := tbl.subscribe()
+		_, endB := tbl.subscribe()
+		endA()
+		endB()
+	}
+	<-done
+	tbl.mu.Lock()
+	defer tbl.mu.Unlock()
+	if len(tbl.subs) != 0 {
+		t.Fatalf("%d subscriptions left after all ended", len(tbl.subs))
+	}
+}

@@ -48,6 +48,15 @@ type Status struct {
 		Sent int `json:"sent"`
 		Lost int `json:"lost"`
 	} `json:"last_10s"`
+	// DeadWebhook is set on a lab whose nodes notify a webhook that never
+	// answers (up -dead-webhook): the connections the nodes opened to it.
+	DeadWebhook *DeadWebhookStatus `json:"dead_webhook,omitempty"`
+}
+
+// DeadWebhookStatus is what the lab's dead webhook received.
+type DeadWebhookStatus struct {
+	URL      string `json:"url"`
+	Attempts int64  `json:"attempts"` // connections accepted and never answered
 }
 
 // NodeStatus is one node with its role.
@@ -121,6 +130,9 @@ func (l *Lab) Status(ctx context.Context) Status {
 	}
 	if o, err := l.Outage(time.Now().Add(-10*time.Second), time.Now()); err == nil {
 		st.Last10s.Sent, st.Last10s.Lost = o.Sent, o.Lost
+	}
+	if u := l.DeadWebhookURL(); u != "" {
+		st.DeadWebhook = &DeadWebhookStatus{URL: u, Attempts: l.DeadWebhookConnections()}
 	}
 	return st
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +75,11 @@ type Config struct {
 	// schedule.
 	VCenterSessionTimeout time.Duration
 	VCenterKeepAlive      time.Duration
+	// DeadWebhook gives every node a notify webhook at a receiver on the
+	// hub that accepts each connection and never answers (see
+	// DeadWebhookConnections): the benchmark's check that a dead
+	// notification sink delays no switch.
+	DeadWebhook bool
 }
 
 // Lab is a running lab: the simulator the controller drives, the network,
@@ -97,6 +103,8 @@ type Lab struct {
 	vcPass    string
 	vcln      net.Listener  // the simulator's endpoint on the hub address
 	proxyDone chan struct{} // closed by Down: ends proxied connections
+	hookln    net.Listener  // the dead webhook (Config.DeadWebhook)
+	hookConns atomic.Int64
 	nodes     *nodeSet
 	watchers  []*netlab.Proc
 	attacks   attacks
@@ -275,6 +283,11 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := l.proxyVCenter(); err != nil {
 		return nil, err
 	}
+	if l.cfg.DeadWebhook {
+		if err := l.startDeadWebhook(); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.startNodes(); err != nil {
 		return nil, err
 	}
@@ -390,6 +403,10 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.vcln.Close()
 		close(l.proxyDone)
 		l.vcln = nil
+	}
+	if l.hookln != nil {
+		l.hookln.Close()
+		l.hookln = nil
 	}
 	if l.cancel != nil {
 		l.cancel()

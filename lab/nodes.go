@@ -154,6 +154,15 @@ func (l *Lab) startNodes() error {
 	if err := os.WriteFile(filepath.Join(ns.pki, "vcenter.password"), []byte(l.vcPass+"\n"), 0o600); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
+	if l.cfg.DeadWebhook {
+		secret, err := pki.NewTokenSecret()
+		if err != nil {
+			return fmt.Errorf("lab: webhook secret: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(ns.pki, "webhook.secret"), []byte(secret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
 	if err := os.RemoveAll(ns.dir); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
@@ -227,6 +236,13 @@ docker:
     - name: {{.DockerHost}}
       endpoint: {{.Docker}}
 {{- end}}
+{{- if .Webhook}}
+notify:
+  - name: dead-hook
+    webhook:
+      url: {{.Webhook}}
+      secret_file: {{.PKI}}/webhook.secret
+{{- end}}
 `))
 
 func (ns *nodeSet) configPath(node string) string { return filepath.Join(ns.dir, node+".yaml") }
@@ -249,7 +265,7 @@ func (ns *nodeSet) writeConfig(node string) error {
 		"API": APIPort, "Raft": RaftPort, "Gossip": GossipPort, "Expect": len(t.Nodes),
 		"Join": strings.Join(join, ", "), "PKI": ns.pki, "VCenter": l.VCenterURL(), "User": vcUser,
 		"Thumbprint": l.Sim.Thumbprint(), "PerOpLogin": l.cfg.PerOperationLogin, "KeepAlive": durationOrEmpty(l.cfg.VCenterKeepAlive),
-		"Docker": dockerEndpoint(l), "DockerHost": DockerHost,
+		"Docker": dockerEndpoint(l), "DockerHost": DockerHost, "Webhook": l.DeadWebhookURL(),
 	})
 	if err != nil {
 		return fmt.Errorf("lab: agent config: %w", err)

@@ -46,6 +46,7 @@ type benchFlags struct {
 	loadFraction               float64
 	merge                      bool
 	dosMode                    string
+	deadHook                   bool
 	ars                        arsBinary
 }
 
@@ -102,6 +103,8 @@ false switch.`,
 			fs.BoolVar(&f.merge, "merge", false, "keep the results of -out's latest.json that this run does not measure again (same scenario, mode and profile)")
 			fs.DurationVar(&f.capacityFor, "capacity-for", 10*time.Second, "how `long` dnsperf measures each replica's capacity")
 			fs.StringVar(&f.dosMode, "dos-mode", "", "the ars mode's dos_mode: make-before-break, break-before-make or parallel (default: the service's default; the paper's modes always break before make)")
+			fs.BoolVar(&f.deadHook, "dead-webhook", false, "the ars mode's nodes notify a webhook that accepts connections and never answers "+
+				"(compare with a run without it: a dead notification sink must not delay a switch)")
 			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				fs.Visit(func(fl *flag.Flag) { f.trialsSet = f.trialsSet || fl.Name == "trials" })
@@ -296,6 +299,7 @@ func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error
 		cfg.Policy.DoSMode = fsm.ModeBreakBeforeMake
 	} else {
 		cfg.Policy.DoSMode = r.f.dosMode
+		cfg.DeadWebhook = r.f.deadHook
 	}
 	cfg.Logger = r.log
 	return cfg, nil
@@ -516,6 +520,13 @@ func (r *benchRun) pair(ctx context.Context, profile, mode string, bl benchLab) 
 			return nil, err
 		}
 		out = append(out, res)
+	}
+	if cfg.DeadWebhook {
+		note := fmt.Sprintf("every node notified a webhook that accepts connections and never answers: "+
+			"%d delivery attempts held unanswered during this lab", l.DeadWebhookConnections())
+		for i := range out {
+			out[i].Note = strings.TrimPrefix(out[i].Note+"; "+note, "; ")
+		}
 	}
 	return out, nil
 }

@@ -61,6 +61,7 @@ type labUpFlags struct {
 	rotation  string
 	dosMode   string
 	perOpLog  bool
+	deadHook  bool
 	waitLimit time.Duration
 	ars       arsBinary
 }
@@ -77,6 +78,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
 	fs.StringVar(&f.dosMode, "dos-mode", "", "the service's dos_mode: make-before-break, break-before-make or parallel (default: the service's default)")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
+	fs.BoolVar(&f.deadHook, "dead-webhook", false, "every node notifies a webhook on the hub that accepts connections and never answers")
 	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
 	f.ars.register(fs)
 }
@@ -114,7 +116,8 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 func (f *labUpFlags) args(ars string) []string {
 	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
 		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
-		"-rotation", f.rotation, fmt.Sprintf("-per-operation-login=%t", f.perOpLog), "-ars", ars}
+		"-rotation", f.rotation, "-dos-mode", f.dosMode, fmt.Sprintf("-per-operation-login=%t", f.perOpLog),
+		fmt.Sprintf("-dead-webhook=%t", f.deadHook), "-ars", ars}
 }
 
 // config checks the flags and finds the ars binary (getenv reads
@@ -138,7 +141,7 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 		return lab.Config{}, err
 	}
 	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
-		Service: f.service, PerOperationLogin: f.perOpLog,
+		Service: f.service, PerOperationLogin: f.perOpLog, DeadWebhook: f.deadHook,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
 		Policy: fsm.PolicySpec{Rotation: f.rotation, DoSMode: f.dosMode}}
 	for i := range f.nodes {
@@ -449,7 +452,11 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 	return e.Print(st, func(w io.Writer) {
 		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
 		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
-		fmt.Fprintf(w, "client: last 10s %d queries, %d lost\n\n", st.Last10s.Sent, st.Last10s.Lost)
+		fmt.Fprintf(w, "client: last 10s %d queries, %d lost\n", st.Last10s.Sent, st.Last10s.Lost)
+		if h := st.DeadWebhook; h != nil {
+			fmt.Fprintf(w, "dead webhook: %s, %d delivery attempts held unanswered\n", h.URL, h.Attempts)
+		}
+		fmt.Fprintln(w)
 		fmt.Fprintln(w, "NODE\tAPI\tPID\tLEADER")
 		for _, n := range st.Nodes {
 			pid := "stopped"

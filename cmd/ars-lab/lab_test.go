@@ -1,11 +1,15 @@
 package main
 
 import (
+	"flag"
+	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/ars-project/ars/cmd/internal/cli"
+	"github.com/ars-project/ars/lab"
 	"github.com/ars-project/ars/lab/bench"
 )
 
@@ -80,5 +84,37 @@ func TestBenchMergeKeepsWhatWasNotRerun(t *testing.T) {
 	}
 	if err := mergeOld(&f, filepath.Join(t.TempDir(), "none.json")); err != nil {
 		t.Fatalf("no old file: %v", err)
+	}
+}
+
+// The daemon that up starts is given every setting up was given: its
+// flags, parsed again, make the same lab configuration.
+func TestUpArgsCarryEverySetting(t *testing.T) {
+	ars := filepath.Join(t.TempDir(), "ars")
+	if err := os.WriteFile(ars, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) (labUpFlags, lab.Config) {
+		t.Helper()
+		var f labUpFlags
+		fs := flag.NewFlagSet("up", flag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatalf("parse %q: %v", args, err)
+		}
+		cfg, err := f.config(func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("config of %q: %v", args, err)
+		}
+		return f, cfg
+	}
+	f, want := parse("-prefix", "argslab", "-state-dir", t.TempDir(), "-profile", "paper",
+		"-replicas", "a:bind9:linux,b:unbound:windows:container", "-nodes", "5", "-service", "web",
+		"-probe", "paper", "-confirm", "none", "-rotation", "round-robin", "-dos-mode", "parallel",
+		"-per-operation-login", "-dead-webhook", "-ars", ars)
+	_, got := parse(f.args(ars)...)
+	want.Logger, got.Logger = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the daemon's flags make another lab:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -93,6 +93,8 @@ func labLogTail(path string) string {
 // simulator, BIND 9 / Unbound / Knot Resolver / PowerDNS Recursor in
 // namespaces, three agent processes), a DoS and an exploit through
 // `ars-lab attack … -wait`, `ars-lab down`; then nothing of it is left.
+// Every node notifies a webhook that never answers (-dead-webhook): the
+// switches happen all the same, and the nodes did try to deliver them.
 func TestProcessLab(t *testing.T) {
 	needLabHost(t)
 	bin := labBinary(t)
@@ -107,7 +109,7 @@ func TestProcessLab(t *testing.T) {
 	})
 
 	var st lab.Status
-	labCLI(t, bin, dir, &st, "up")
+	labCLI(t, bin, dir, &st, "up", "-dead-webhook")
 	if len(st.Nodes) != 3 || len(st.Replicas) != 4 {
 		t.Fatalf("lab up: %d nodes, %d replicas; want 3 and 4", len(st.Nodes), len(st.Replicas))
 	}
@@ -144,6 +146,16 @@ func TestProcessLab(t *testing.T) {
 		t.Errorf("exploit switch downtime %.1f ms: make-before-break should lose next to nothing", ex.Event.Longest)
 	}
 	t.Logf("exploit %s -> %s: %d lost, downtime %.1f ms", ex.Event.Switch.From, ex.Event.Switch.To, ex.Event.Lost, ex.Event.Longest)
+
+	// The leader offered the switches to the dead webhook: each attempt
+	// waits for its timeout, beside the switches, not in front of them.
+	deadline := time.Now().Add(10 * time.Second)
+	for labCLI(t, bin, dir, &st, "status"); st.DeadWebhook == nil || st.DeadWebhook.Attempts == 0; labCLI(t, bin, dir, &st, "status") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead webhook saw no delivery attempt: %+v", st.DeadWebhook)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 
 	// Bad input changes nothing and says so (exit 2).
 	out, err := exec.Command(bin, "attack", "dos", "no-such-replica", "-prefix", labTestPrefix, "-state-dir", dir).CombinedOutput()

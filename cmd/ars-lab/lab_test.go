@@ -46,6 +46,9 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"chaos", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
 		{[]string{"chaos", "-state-dir", dir, "-session-timeout", "4s", "-keepalive", "3s"}, cli.ExitUsage, "keep-alive of at most half"},
 		{[]string{"chaos", "-state-dir", dir, "-max-outage", "0s"}, cli.ExitUsage, "must be positive"},
+		{[]string{"footprint", "-state-dir", dir, "-for", "0s"}, cli.ExitUsage, "-for 0s"},
+		{[]string{"footprint", "-state-dir", dir, "-every", "2m"}, cli.ExitUsage, "-every 2m"},
+		{[]string{"footprint", "-state-dir", dir}, cli.ExitUnreachable, "no lab is running"},
 	}
 	for _, c := range cases {
 		arsLab(t, nil, c.args...).Fails(t, c.code, c.want)

@@ -824,8 +824,9 @@ func clipText(s string, n int) string {
 
 // capabilities tells decide which replicas cannot be driven now (no driver
 // for their platform, unreachable, not found, on a vCenter that does not
-// answer, or their latest call found the platform unavailable) or cannot
-// be restored.
+// answer, or their latest call found the platform unavailable), which
+// cannot be restored, and which their platform last reported powered off
+// (a switch to them would have to start them).
 func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 	caps := map[string]decide.Capabilities{}
 	for _, rs := range svc.Spec.Replicas {
@@ -836,7 +837,7 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 		}
 		c, known := decide.Capabilities{}, false
 		if o, ok := r.obs[replicaKey(svc.Spec.Name, rs.Name)]; ok {
-			c, known = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore}, true
+			c, known = decide.Capabilities{Unavailable: !o.Reachable, NoRestore: !o.Supports.Restore, Stopped: o.Power == driver.PowerOff}, true
 		}
 		if _, down := r.down[replicaKey(svc.Spec.Name, rs.Name)]; down || unreachable(d, rs) {
 			// Its vCenter does not answer (ReplicaReadier), or its

@@ -212,6 +212,36 @@ func TestDoSVerdictSwitchesToAnotherImpl(t *testing.T) {
 	}
 }
 
+// A standby that stopped (a Docker engine restart killed it) and is not
+// running again yet is passed over by a DoS switch for a suspended
+// replica of another impl: resuming is faster than starting (chaos seeds
+// 6 and 29: the switch started a killed standby container, 1.3-1.8 s).
+// The standby's start is held so that it stays stopped.
+func TestDoSPassesOverAStoppedStandby(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.d.mu.Lock()
+	e.d.delay["power-on unbound-a"] = release
+	e.d.mu.Unlock()
+	e.start(true)
+	e.d.byHand("unbound-a", func(vm *fakeVM) { vm.power = driver.PowerOff })
+	eventually(t, "the stopped standby's start begun and held", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		return e.d.held["power-on unbound-a"] > 0
+	})
+	e.d.attack("bind9", true)
+	eventually(t, "switch to knot-a", e.activeIs("knot-a"))
+	h := e.switches()
+	if len(h) != 1 || h[0].From != "bind-a" || h[0].To != "knot-a" || h[0].Reason != fsm.ReasonDoS {
+		t.Fatalf("history %+v", h)
+	}
+	if !strings.Contains(e.logs.String(), `standby \"unbound-a\" is stopped`) {
+		t.Errorf("the decision's logged reason does not say why the standby was passed over")
+	}
+	close(release)
+}
+
 // dosMode applies the service again with policy.dos_mode set to mode.
 func (e *env) dosMode(mode string) {
 	e.t.Helper()

@@ -20,9 +20,10 @@ type pick struct {
 //	[0] 1 if its impl is the attacked replica's (rotation "diverse" only:
 //	    an impl-wide attack is avoided whenever another impl is eligible)
 //	[1] 1 if its driver cannot restore it (Capabilities.NoRestore)
-type class [2]int
+//	[2] 1 if its platform reports it stopped (Capabilities.Stopped)
+type class [3]int
 
-func (c class) less(o class) bool { return c[0] < o[0] || (c[0] == o[0] && c[1] < o[1]) }
+func (c class) less(o class) bool { return slices.Compare(c[:], o[:]) < 0 }
 
 // choose returns the replica to switch to, away from the attacked (active)
 // replica, or false if none is eligible.
@@ -31,7 +32,9 @@ func (c class) less(o class) bool { return c[0] < o[0] || (c[0] == o[0] && c[1] 
 // without replicas whose driver is unavailable. Among the candidates of the
 // best class, the current standby wins if it is one of them (it is running:
 // the switch is one NIC operation); otherwise the first of them in
-// RankStandby's order.
+// RankStandby's order. A standby its platform reports stopped (a Docker
+// engine restart killed it) is of a worse class than a suspended replica
+// of the same diversity: resuming is faster than starting.
 func (d *decider) choose(attacked string) (pick, bool) {
 	var unavailable []string
 	for _, rs := range d.svc.Replicas {
@@ -52,6 +55,9 @@ func (d *decider) choose(attacked string) (pick, bool) {
 		if d.capsOf(name).NoRestore {
 			c[1] = 1
 		}
+		if d.capsOf(name).Stopped {
+			c[2] = 1
+		}
 		return c
 	}
 	best := classOf(ranked[0])
@@ -68,10 +74,14 @@ func (d *decider) choose(attacked string) (pick, bool) {
 	case hasStandby && slices.Contains(ranked, sb.Name) && classOf(sb.Name) == best:
 		chosen = sb.Name
 		why = append(why, "standby "+d.label(chosen))
+		running := "running"
+		if d.capsOf(chosen).Stopped {
+			running = "stopped"
+		}
 		if diverse {
-			why = append(why, "running and of another impl than "+d.impl(attacked))
+			why = append(why, running+" and of another impl than "+d.impl(attacked))
 		} else {
-			why = append(why, "running (round-robin)")
+			why = append(why, running+" (round-robin)")
 		}
 	default:
 		for _, n := range ranked {
@@ -80,7 +90,11 @@ func (d *decider) choose(attacked string) (pick, bool) {
 				break
 			}
 		}
-		c := "suspended " + d.label(chosen)
+		state := "suspended"
+		if d.capsOf(chosen).Stopped {
+			state = "stopped"
+		}
+		c := state + " " + d.label(chosen)
 		if diverse {
 			c += fmt.Sprintf(", first by diversity from %q", attacked)
 		} else {
@@ -96,6 +110,8 @@ func (d *decider) choose(attacked string) (pick, bool) {
 			why = append(why, fmt.Sprintf("standby %q has the attacked impl %s", sb.Name, d.impl(sb.Name)))
 		case classOf(sb.Name)[1] > best[1]:
 			why = append(why, fmt.Sprintf("standby %q cannot be restored by its driver", sb.Name))
+		case classOf(sb.Name)[2] > best[2]:
+			why = append(why, fmt.Sprintf("standby %q is stopped: a switch to it would have to start it", sb.Name))
 		}
 	}
 	if d.sameImpl(chosen, attacked) {
@@ -107,6 +123,9 @@ func (d *decider) choose(attacked string) (pick, bool) {
 	}
 	if best[1] == 1 {
 		why = append(why, "note: its driver cannot restore it, nor any equally diverse candidate's")
+	}
+	if best[2] == 1 {
+		why = append(why, "note: it is stopped, as is every equally good candidate: the switch starts it")
 	}
 	return pick{name: chosen, why: strings.Join(why, "; ")}, true
 }

@@ -25,6 +25,14 @@ type Capabilities struct {
 	// among candidates that are otherwise equally diverse one that can be
 	// restored is preferred. It never outranks impl diversity.
 	NoRestore bool
+	// Stopped: its platform reports it powered off, neither running nor
+	// suspended, so a switch to it must boot or start it, the slowest way
+	// to bring a replica in (a container that a Docker engine restart
+	// killed took 1.3-1.8 s to start in the chaos lab; a VM boots). Among
+	// candidates that are otherwise equal a running or suspended one is
+	// preferred, the standby included; it never outranks impl diversity
+	// or restorability.
+	Stopped bool
 }
 
 // State is what Decide decides on.

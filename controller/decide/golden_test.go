@@ -193,6 +193,21 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			name: "stopped-standby",
+			about: "a standby its platform reports stopped (an engine restart killed it) loses to a suspended replica of " +
+				"the same diversity, never to one of the attacked impl; with every candidate stopped the standby is started",
+			spec: spec(fiveReplicas()),
+			caps: map[string]decide.Capabilities{"lin-unbound": {Stopped: true}},
+			steps: []step{
+				ev(0, verdict("win-bind")),
+				op(300*ms, "done"),
+				{at: 10 * sec, caps: map[string]decide.Capabilities{"lin-bind": {Stopped: true}, "lin-unbound": {Stopped: true}, "win-unbound": {Stopped: true},
+					"win-bind": {Stopped: true}}},
+				ev(11*sec, verdict(active)),
+				op(11300*ms, "done"),
+			},
+		},
+		{
 			name:  "exhaustion",
 			about: "exploits until no clean replica is left, then restores bring one back",
 			spec: spec([]fsm.ReplicaSpec{
@@ -334,6 +349,9 @@ func writeCaps(b *bytes.Buffer, caps map[string]decide.Capabilities) {
 		}
 		if c.NoRestore {
 			f = append(f, "no-restore")
+		}
+		if c.Stopped {
+			f = append(f, "stopped")
 		}
 		out = append(out, n+"="+strings.Join(f, ","))
 	}

@@ -363,6 +363,11 @@ func (c *Cluster) State() ([]byte, uint64, error) {
 // (coalesced): leader work uses it to react to commits.
 func (c *Cluster) Applied() <-chan struct{} { return c.fsm.applied }
 
+// Changed returns a channel closed when this node next applies a committed
+// entry. Unlike Applied, every caller gets its own signal: take the
+// channel before reading the state, and wait on it after.
+func (c *Cluster) Changed() <-chan struct{} { return c.fsm.events.Next() }
+
 // Name is this node's name.
 func (c *Cluster) Name() string { return c.cfg.NodeName }
 

@@ -90,6 +90,14 @@ func (l *EventLog) Reset(index uint64) {
 	l.notify = make(chan struct{})
 }
 
+// Next returns a channel closed when the next event is added (or the log
+// is reset); any number of readers may wait on it.
+func (l *EventLog) Next() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.notify
+}
+
 // Since returns at most max events with an index above after, and a
 // channel closed when another is added; after below the oldest held is an
 // *EventsGoneError.

@@ -19,6 +19,7 @@ type fakeCluster struct {
 	m       *fsm.Machine
 	index   uint64
 	applied chan struct{}
+	next    chan struct{} // closed and replaced on every commit (Changed)
 	cmds    []fsm.Command // committed commands, in order
 	voters  int           // VoterCount (0: 1)
 	// level, when set, is the cluster's format level: entries above it
@@ -27,7 +28,7 @@ type fakeCluster struct {
 }
 
 func newFakeCluster() *fakeCluster {
-	return &fakeCluster{m: fsm.New(), applied: make(chan struct{}, 1)}
+	return &fakeCluster{m: fsm.New(), applied: make(chan struct{}, 1), next: make(chan struct{})}
 }
 
 func (c *fakeCluster) Apply(_ context.Context, data []byte) (fsm.Result, error) {
@@ -45,6 +46,8 @@ func (c *fakeCluster) Apply(_ context.Context, data []byte) (fsm.Result, error) 
 	if err == nil {
 		c.cmds = append(c.cmds, cmd)
 	}
+	close(c.next)
+	c.next = make(chan struct{})
 	c.mu.Unlock()
 	select {
 	case c.applied <- struct{}{}:
@@ -74,6 +77,12 @@ func (c *fakeCluster) Alerts() []fsm.AlertRecord {
 }
 
 func (c *fakeCluster) Applied() <-chan struct{} { return c.applied }
+
+func (c *fakeCluster) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next
+}
 
 func (c *fakeCluster) VoterCount() int {
 	c.mu.Lock()

@@ -101,8 +101,14 @@ func TestTally(t *testing.T) {
 type fakeWitnessCluster struct {
 	*fakeCluster
 	leader atomic.Bool
+	waits  atomic.Int64 // Changed calls
 	mu     sync.Mutex
 	sent   []Report
+}
+
+func (c *fakeWitnessCluster) Changed() <-chan struct{} {
+	c.waits.Add(1)
+	return c.fakeCluster.Changed()
 }
 
 func (c *fakeWitnessCluster) IsLeader() bool { return c.leader.Load() }
@@ -122,6 +128,28 @@ func (c *fakeWitnessCluster) reports() []Report {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Report(nil), c.sent...)
+}
+
+// A follower's witness starts probing a service as soon as it is
+// applied, not at its next idle tick (ten ticks: 500 ms by default; here
+// an hour, so only the commit can wake it).
+func TestWitnessProbesANewServiceAtOnce(t *testing.T) {
+	e := newEnv(t) // confirm none: the witness has nothing to probe
+	follower := &fakeWitnessCluster{fakeCluster: e.cl}
+	wit, err := NewWitness(WitnessConfig{NodeName: "n2", Cluster: follower, Query: e.d.query(svcName), Tick: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); wit.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "the witness waiting for a commit", func() bool { return follower.waits.Load() > 0 })
+	svc, _ := e.cl.Service(svcName)
+	spec := svc.Spec
+	spec.Probe.Confirm = fsm.ConfirmQuorum
+	e.cl.must(t, fsm.ServiceApply{Spec: spec})
+	eventually(t, "a report on the service now confirmed by quorum", func() bool { return len(follower.reports()) > 0 })
 }
 
 // A follower's witness probes only services that want quorum confirmation

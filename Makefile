@@ -92,7 +92,7 @@ chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): 
 
 # prometheus ships promtool, which checks the alert rules in deploy/; zsh loads
 # the completion script in a test.
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 dnsdist dnsperf prometheus zsh chromium
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 nftables iptables dnsdist dnsperf prometheus zsh chromium
 
 .PHONY: deb
 deb: ## Build the Debian package (static ars, systemd unit, system user, completions) into bin/ with dpkg-deb

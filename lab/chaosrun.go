@@ -339,6 +339,9 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 // frame in one direction.
 func linkFault(st chaos.Step) (netlab.LinkFault, error) {
 	f := netlab.LinkFault{Loss: st.Loss}
+	if st.Kind == chaos.LinkDelay {
+		f.DelayMS, f.JitterMS = int(st.Delay.Milliseconds()), int(st.Jitter.Milliseconds())
+	}
 	switch st.Direction {
 	case "":
 		f.ToNode, f.FromNode = true, true
@@ -365,7 +368,7 @@ func (l *Lab) undo(in *chaos.Injection) {
 		err = l.ContNode(in.Node)
 	case chaos.NodePartition:
 		err = l.HealNode(in.Node)
-	case chaos.LinkLoss, chaos.LinkOneway:
+	case chaos.LinkLoss, chaos.LinkOneway, chaos.LinkDelay:
 		err = l.ClearNodeLink(in.Node)
 	}
 	in.Until = time.Now()

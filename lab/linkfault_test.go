@@ -2,6 +2,7 @@ package lab
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ars-project/ars/lab/chaos"
 	"github.com/ars-project/ars/lab/netlab"
@@ -18,6 +19,9 @@ func TestLinkFaultOfAStep(t *testing.T) {
 		{chaos.Step{Kind: chaos.LinkOneway, Loss: 100, Direction: chaos.DirFromNode}, netlab.LinkFault{Loss: 100, FromNode: true}, false},
 		{chaos.Step{Kind: chaos.LinkOneway, Loss: 100, Direction: "sideways"}, netlab.LinkFault{}, true},
 		{chaos.Step{Kind: chaos.LinkLoss, Loss: 0}, netlab.LinkFault{}, true},
+		{chaos.Step{Kind: chaos.LinkDelay, Delay: 120 * time.Millisecond, Jitter: 30 * time.Millisecond},
+			netlab.LinkFault{DelayMS: 120, JitterMS: 30, ToNode: true, FromNode: true}, false},
+		{chaos.Step{Kind: chaos.LinkDelay, Delay: 120 * time.Millisecond, Jitter: 130 * time.Millisecond}, netlab.LinkFault{}, true},
 	} {
 		got, err := linkFault(tc.st)
 		if tc.err {

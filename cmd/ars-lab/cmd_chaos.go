@@ -61,8 +61,9 @@ active replica (DoS, exploit) with faults: kill -9 and restart of a node,
 SIGSTOP/SIGCONT of a node, a partition that cuts one node off the lab network
 (the leader half of the time), vCenter method delays and failures, and
 termination of the nodes' vCenter sessions, (when -replicas has
-containers) a restart of the Docker engine under them, and degraded links
-(1-30 % loss, or a one-way partition, on one node's link). Before a schedule the lab must be
+containers) a restart of the Docker engine under them, degraded links
+(1-30 % loss, or a one-way partition, on one node's link) and delayed links
+(10-300 ms, jitter up to half of it, both ways on one node's link). Before a schedule the lab must be
 healthy (leader, every node a voter, service steady, alerts answered, at most
 the leader's vCenter session); after it every fault is healed and the lab must
 become healthy again within -ready.

@@ -39,6 +39,10 @@ const (
 	// (to or from the node): a one-way partition. The link stays up.
 	LinkLoss   Kind = "link-loss"
 	LinkOneway Kind = "link-oneway"
+	// LinkDelay holds every frame on one node's link, both ways, for
+	// Delay give or take a uniform Jitter, for Duration (a slow, jittery
+	// path: a WAN link, a congested switch). The link stays up.
+	LinkDelay Kind = "link-delay"
 )
 
 // Directions of a one-way link fault.
@@ -48,7 +52,7 @@ const (
 )
 
 // Kinds lists every kind, attacks first.
-var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway}
+var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway, LinkDelay}
 
 // IsAttack reports whether k is an attack (not a fault).
 func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
@@ -57,7 +61,7 @@ func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
 func (k Kind) IsNodeFault() bool { return k == NodeKill || k == NodeStop || k == NodePartition }
 
 // IsLinkFault reports whether k degrades a node's link for a while.
-func (k Kind) IsLinkFault() bool { return k == LinkLoss || k == LinkOneway }
+func (k Kind) IsLinkFault() bool { return k == LinkLoss || k == LinkOneway || k == LinkDelay }
 
 // Targets of node faults.
 const (
@@ -78,6 +82,9 @@ type Step struct {
 	// shape a link fault.
 	Loss      int    `json:"loss,omitempty"`
 	Direction string `json:"direction,omitempty"`
+	// Jitter widens a link-delay step's Delay: each frame waits Delay ±
+	// up to Jitter.
+	Jitter time.Duration `json:"jitter,omitempty"`
 }
 
 func (s Step) String() string {
@@ -90,6 +97,9 @@ func (s Step) String() string {
 	}
 	if s.Delay > 0 {
 		out += " +" + s.Delay.String()
+	}
+	if s.Jitter > 0 {
+		out += " ±" + s.Jitter.String()
 	}
 	if s.Loss > 0 && s.Direction == "" {
 		out += fmt.Sprintf(" loss %d%%", s.Loss)
@@ -135,6 +145,10 @@ const (
 	tailQuiet    = 3 * time.Second
 	// maxLinkLoss bounds a link-loss step's loss (percent).
 	maxLinkLoss = 30
+	// A link-delay step's delay is drawn from [minLinkDelay,
+	// maxLinkDelay], its jitter from [0, delay/2].
+	minLinkDelay = 10 * time.Millisecond
+	maxLinkDelay = 300 * time.Millisecond
 )
 
 // Generate makes the schedule of seed: 2–3 attacks on the active replica
@@ -144,9 +158,11 @@ const (
 // 0–2 vCenter faults (delays, failing methods, session termination),
 // which may overlap anything; and 0–2 degraded links (loss of 1–30 % both
 // ways, or a one-way partition, on one node's link; the leader half of the
-// time), never during a node fault or another link fault. Every fault
-// lasts 1–4 s and ends 3 s before the schedule does. The same seed and
-// options give the same schedule.
+// time), never during a node fault or another link fault; and 0–1
+// delayed links (10–300 ms, with a jitter of up to half of it, both ways
+// on one node's link), placed by the same rule. Every fault lasts 1–4 s
+// and ends 3 s before the schedule does. The same seed and options give
+// the same schedule.
 func Generate(seed int64, o Options) Schedule {
 	if o.Length == 0 {
 		o.Length = 20 * time.Second
@@ -220,6 +236,17 @@ func Generate(seed int64, o Options) Schedule {
 	// fault or another link fault (a lossy link beside a dead node is
 	// close to a lost quorum): a draw that would overlap one is tried
 	// again, up to four times, then dropped.
+	place := func(st Step) {
+		for try := 0; try < 4; try++ {
+			at := ms(300*time.Millisecond, last-st.Duration)
+			if !slices.ContainsFunc(busy, func(b [2]time.Duration) bool { return at < b[1] && at+st.Duration > b[0] }) {
+				st.At = at
+				s.Steps = append(s.Steps, st)
+				busy = append(busy, [2]time.Duration{at - 500*time.Millisecond, at + st.Duration + 500*time.Millisecond})
+				return
+			}
+		}
+	}
 	nLink := r.IntN(3)
 	for i := 0; i < nLink; i++ {
 		st := Step{Kind: LinkLoss, Target: TargetLeader}
@@ -239,15 +266,20 @@ func Generate(seed int64, o Options) Schedule {
 			}
 		}
 		st.Duration = ms(time.Second, 4*time.Second)
-		for try := 0; try < 4; try++ {
-			at := ms(300*time.Millisecond, last-st.Duration)
-			if !slices.ContainsFunc(busy, func(b [2]time.Duration) bool { return at < b[1] && at+st.Duration > b[0] }) {
-				st.At = at
-				s.Steps = append(s.Steps, st)
-				busy = append(busy, [2]time.Duration{at - 500*time.Millisecond, at + st.Duration + 500*time.Millisecond})
-				break
-			}
+		place(st)
+	}
+	// Delayed links, drawn after everything else for the same reason,
+	// and placed by the same rule.
+	nDelay := r.IntN(2)
+	for i := 0; i < nDelay; i++ {
+		st := Step{Kind: LinkDelay, Target: TargetLeader}
+		if r.IntN(2) == 0 {
+			st.Target = TargetFollower
 		}
+		st.Delay = ms(minLinkDelay, maxLinkDelay)
+		st.Jitter = ms(0, st.Delay/2)
+		st.Duration = ms(time.Second, 4*time.Second)
+		place(st)
 	}
 	slices.SortStableFunc(s.Steps, func(a, b Step) int { return cmp.Compare(a.At, b.At) })
 	return s

@@ -52,6 +52,11 @@ func TestGenerateIsDeterministicAndBounded(t *testing.T) {
 					if st.Loss != 100 || st.Direction != DirToNode && st.Direction != DirFromNode {
 						t.Fatalf("seed %d: %s", seed, st)
 					}
+				case LinkDelay:
+					if st.Delay < minLinkDelay || st.Delay > maxLinkDelay || st.Jitter < 0 || st.Jitter > st.Delay/2 ||
+						st.Loss != 0 || st.Direction != "" {
+						t.Fatalf("seed %d: %s", seed, st)
+					}
 				}
 				seen[Kind(string(st.Kind)+"/"+st.Target+"/"+st.Direction)]++
 			}
@@ -65,7 +70,7 @@ func TestGenerateIsDeterministicAndBounded(t *testing.T) {
 	}
 	for _, k := range []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, LinkLoss, LinkOneway,
 		"link-loss/leader/", "link-loss/follower/", "link-oneway/leader/to", "link-oneway/leader/from",
-		"link-oneway/follower/to", "link-oneway/follower/from"} {
+		"link-oneway/follower/to", "link-oneway/follower/from", LinkDelay, "link-delay/leader/", "link-delay/follower/"} {
 		if seen[k] == 0 {
 			t.Errorf("300 seeds never gave a %s step", k)
 		}
@@ -113,9 +118,9 @@ func TestGenerateKeepsLinkFaultsApart(t *testing.T) {
 	}
 }
 
-// The link faults came last to the generator: a seed's other steps are
-// the ones it drew before (seed 1's as pinned here), so earlier runs of a
-// seed stay comparable.
+// The link faults came last to the generator, and the delayed links after
+// them: a seed's other steps are the ones it drew before (seed 1's as
+// pinned here), so earlier runs of a seed stay comparable.
 func TestGenerateSeedOnePinned(t *testing.T) {
 	var got []string
 	for _, st := range Generate(1, Options{Length: 20 * time.Second}).Steps {

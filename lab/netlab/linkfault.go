@@ -22,13 +22,18 @@ import (
 // bad wire. One table per node port, replaced whole (atomically, by one
 // nft transaction) when the fault changes and deleted when it ends.
 
-// LinkFault is how a node's link degrades.
+// LinkFault is how a node's link degrades: loss, delay or both.
 type LinkFault struct {
-	// Loss is the share of frames dropped, in percent (1–100): each
+	// Loss is the share of frames dropped, in percent (0–100): each
 	// frame is dropped on its own with that chance (nft numgen random).
 	Loss int `json:"loss"`
-	// ToNode drops frames sent to the node, FromNode those it sends; at
-	// least one. Loss 100 in one direction is a one-way partition.
+	// DelayMS holds each frame that is not dropped for that long (0 to
+	// MaxLinkDelay), give or take a uniform JitterMS (0 to DelayMS): see
+	// linkdelay.go. A fault has loss or delay or both.
+	DelayMS  int `json:"delay_ms,omitempty"`
+	JitterMS int `json:"jitter_ms,omitempty"`
+	// ToNode degrades frames sent to the node, FromNode those it sends;
+	// at least one. Loss 100 in one direction is a one-way partition.
 	ToNode   bool `json:"to_node,omitempty"`
 	FromNode bool `json:"from_node,omitempty"`
 }
@@ -45,13 +50,33 @@ func (f LinkFault) String() string {
 	default:
 		dir = "no direction"
 	}
-	return fmt.Sprintf("loss %d%% %s", f.Loss, dir)
+	var what []string
+	if f.Loss > 0 {
+		what = append(what, fmt.Sprintf("loss %d%%", f.Loss))
+	}
+	if f.DelayMS > 0 {
+		d := fmt.Sprintf("delay %dms", f.DelayMS)
+		if f.JitterMS > 0 {
+			d += fmt.Sprintf(" ±%dms", f.JitterMS)
+		}
+		what = append(what, d)
+	}
+	return strings.Join(what, ", ") + " " + dir
 }
 
 // Validate says what is wrong with f, if anything.
 func (f LinkFault) Validate() error {
-	if f.Loss < 1 || f.Loss > 100 {
-		return fmt.Errorf("netlab: link loss %d%%: want 1-100", f.Loss)
+	if f.Loss < 0 || f.Loss > 100 {
+		return fmt.Errorf("netlab: link loss %d%%: want 0-100", f.Loss)
+	}
+	if f.DelayMS < 0 || time.Duration(f.DelayMS)*time.Millisecond > MaxLinkDelay {
+		return fmt.Errorf("netlab: link delay %dms: want 0-%d", f.DelayMS, MaxLinkDelay.Milliseconds())
+	}
+	if f.JitterMS < 0 || f.JitterMS > f.DelayMS {
+		return fmt.Errorf("netlab: link jitter %dms: want 0 to the delay (%dms)", f.JitterMS, f.DelayMS)
+	}
+	if f.Loss == 0 && f.DelayMS == 0 {
+		return errors.New("netlab: link fault without loss or delay")
 	}
 	if !f.ToNode && !f.FromNode {
 		return errors.New("netlab: link fault without a direction (to or from the node)")
@@ -63,14 +88,18 @@ func (f LinkFault) Validate() error {
 // fault in the hub namespace.
 func linkTable(i int) string { return "ars_link_" + strconv.Itoa(i) }
 
-// linkFaultScript is the nft script that puts fault f on port (replacing
-// whatever table held before, in one transaction).
+// linkFaultScript is the nft script that puts fault f's loss on port
+// (replacing whatever table held before, in one transaction); for a fault
+// without loss, the script that clears the table.
 func linkFaultScript(table, port string, f LinkFault) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
 	}
 	if !nftSafeName(table) || !nftSafeName(port) {
 		return "", fmt.Errorf("netlab: bad nft table %q or port %q", table, port)
+	}
+	if f.Loss == 0 {
+		return linkClearScript(table), nil
 	}
 	match := "drop"
 	if f.Loss < 100 {
@@ -131,7 +160,22 @@ func (l *Lab) SetNodeLinkFault(node string, f LinkFault) error {
 	if err != nil {
 		return err
 	}
-	return l.nft(script)
+	// The old delay ends first: its rules go, then its delayer lets
+	// what it holds go. A new delayer listens before its rules send it
+	// anything.
+	if err := l.clearDelay(node, i); err != nil {
+		return err
+	}
+	if f.DelayMS > 0 && f.Loss < 100 {
+		if err := l.startDelay(node, i, f); err != nil {
+			return err
+		}
+	}
+	if err := l.nft(script); err != nil {
+		_ = l.clearDelay(node, i)
+		return err
+	}
+	return nil
 }
 
 // ClearNodeLinkFault ends a node's link fault; without one it does
@@ -141,7 +185,7 @@ func (l *Lab) ClearNodeLinkFault(node string) error {
 	if i < 0 {
 		return fmt.Errorf("netlab: no node %q", node)
 	}
-	return l.nft(linkClearScript(linkTable(i)))
+	return errors.Join(l.nft(linkClearScript(linkTable(i))), l.clearDelay(node, i))
 }
 
 // NodeLinkFaulty reports whether a node's link has a fault in force.
@@ -156,5 +200,8 @@ func (l *Lab) NodeLinkFaulty(node string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("netlab: nft list tables in %s: %w: %s", l.hubNS(), err, strings.TrimSpace(string(out)))
 	}
-	return slices.Contains(strings.Fields(string(out)), linkTable(i)), nil
+	l.mu.Lock()
+	delayed := l.delayers[i] != nil
+	l.mu.Unlock()
+	return delayed || slices.Contains(strings.Fields(string(out)), linkTable(i)), nil
 }

@@ -215,9 +215,10 @@ func (t Topology) withDefaults() (Topology, error) {
 type Lab struct {
 	t Topology
 
-	mu    sync.Mutex
-	procs []*Proc
-	wg    sync.WaitGroup // background GARPs
+	mu       sync.Mutex
+	procs    []*Proc
+	delayers map[int]*delayer // node index -> its link's delayer (linkdelay.go)
+	wg       sync.WaitGroup   // background GARPs
 }
 
 // New validates t; nothing is created before Up.
@@ -542,6 +543,11 @@ func (l *Lab) checkHostRoutes(ctx context.Context) error {
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
 	l.wg.Wait()
+	for i, n := range l.t.Nodes {
+		if err := l.clearDelay(n, i); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	inodes := l.labInodes()
 	if err := killAndWait(ctx, inodes, 10*time.Second); err != nil {
 		errs = append(errs, err)

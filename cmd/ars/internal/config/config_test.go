@@ -68,7 +68,7 @@ func TestLoadErrors(t *testing.T) {
 			{14, "raft.heartbeat_timeout: must be at least 5ms, got 1ms"},
 			{15, "raft.leader_lease_timeout: must be at least 5ms, got 1ms"},
 		}},
-		{"lease_gt_heartbeat.yaml", []wantErr{{13, "raft.leader_lease_timeout: 250ms must not exceed raft.heartbeat_timeout (200ms)"}}},
+		{"lease_gt_heartbeat.yaml", []wantErr{{13, "raft.leader_lease_timeout: 500ms must not exceed raft.heartbeat_timeout (200ms)"}}},
 		{"election_lt_heartbeat.yaml", []wantErr{{15, "raft.election_timeout: 500ms must not be shorter than raft.heartbeat_timeout (1s)"}}},
 		{"probe_timeout.yaml", []wantErr{{15, "gossip.probe_timeout: 100ms must be shorter than gossip.probe_interval (100ms)"}}},
 		// Files.

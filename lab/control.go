@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 // The lab daemon (`ars-lab serve`, started by `ars-lab up`) holds the
@@ -303,6 +305,29 @@ func (l *Lab) Handler(down func()) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"node": node, "done": r.PathValue("action")})
 	})
+	mux.HandleFunc("POST /v1/nodes/{node}/link", func(w http.ResponseWriter, r *http.Request) {
+		var f netlab.LinkFault
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxControlBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&f); err != nil {
+			writeErr(w, badRequest("link fault: %v", err))
+			return
+		}
+		node := r.PathValue("node")
+		if err := l.DegradeNodeLink(node, f); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"node": node, "link": f.String()})
+	})
+	mux.HandleFunc("DELETE /v1/nodes/{node}/link", func(w http.ResponseWriter, r *http.Request) {
+		node := r.PathValue("node")
+		if err := l.ClearNodeLink(node); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"node": node, "link": "clear"})
+	})
 	mux.HandleFunc("POST /v1/engine/restart", func(w http.ResponseWriter, r *http.Request) {
 		// A restart takes longer than ControlServer's read limit (up to
 		// twice maxEngineRestart); the request itself has no body.
@@ -496,6 +521,17 @@ func (c *Control) Attack(ctx context.Context, req AttackRequest) (AttackResponse
 // Node kills or starts a node.
 func (c *Control) Node(ctx context.Context, node, action string) error {
 	return c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/"+url.PathEscape(action), nil, nil)
+}
+
+// DegradeLink puts a link fault (loss, delay or both) on a node's link,
+// replacing the one it had; ClearLink ends it.
+func (c *Control) DegradeLink(ctx context.Context, node string, f netlab.LinkFault) error {
+	return c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/link", f, nil)
+}
+
+// ClearLink ends a node's link fault (none: nothing changes).
+func (c *Control) ClearLink(ctx context.Context, node string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(node)+"/link", nil, nil)
 }
 
 // EngineRestart is what a Docker engine restart reports.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ars-project/ars/cmd/internal/cli"
 	"github.com/ars-project/ars/lab"
+	"github.com/ars-project/ars/lab/netlab"
 )
 
 func registerLabAttacks() {
@@ -187,6 +188,106 @@ func registerLabNodes() {
 			},
 		})
 	}
+}
+
+// registerLabLinks registers node degrade and node clear: link faults by
+// hand, the ones the chaos suite injects.
+func registerLabLinks() {
+	// target resolves [NODE] or -leader.
+	target := func(ctx context.Context, c *lab.Control, args []string, leader bool) (string, error) {
+		switch {
+		case len(args) == 1 && !leader:
+			return args[0], nil
+		case len(args) == 0 && leader:
+			st, err := c.Status(ctx)
+			if err != nil {
+				return "", err
+			}
+			if st.Leader == "" {
+				return "", fmt.Errorf("no node leads now")
+			}
+			return st.Leader, nil
+		}
+		return "", cli.UsageErrorf("name a NODE or give -leader")
+	}
+	app.Register(cli.Command{
+		Name:    "node degrade",
+		Group:   groupNodes,
+		Args:    "[NODE]",
+		MaxArgs: 1,
+		Local:   true,
+		Summary: "Degrade a node's link: lose a share of its frames, delay them, or both (replaces its link fault; the link stays up)",
+		Help: `Loss drops each frame with -loss percent chance (nftables on the lab
+bridge); -delay holds each frame for the delay, give or take a uniform
+-jitter (iptables NFQUEUE in the node's namespace and a delayer in the lab
+daemon). -direction picks the frames: both (default), to (those the node
+receives) or from (those it sends). node clear ends it.`,
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			var f labFlags
+			f.register(fs)
+			leader := fs.Bool("leader", false, "the node that leads now")
+			loss := fs.Int("loss", 0, "`percent` of the frames dropped (0-100)")
+			delay := fs.Duration("delay", 0, "how `long` each frame is held (0-1s, whole milliseconds)")
+			jitter := fs.Duration("jitter", 0, "uniform `spread` of the delay, up to the delay")
+			dir := fs.String("direction", "both", "`frames`: both, to (the node) or from (the node)")
+			return func(ctx context.Context, e *cli.Env, args []string) error {
+				lf := netlab.LinkFault{Loss: *loss, DelayMS: int(delay.Milliseconds()), JitterMS: int(jitter.Milliseconds())}
+				if *delay%time.Millisecond != 0 || *jitter%time.Millisecond != 0 {
+					return cli.UsageErrorf("-delay %s, -jitter %s: want whole milliseconds", *delay, *jitter)
+				}
+				switch *dir {
+				case "both":
+					lf.ToNode, lf.FromNode = true, true
+				case "to":
+					lf.ToNode = true
+				case "from":
+					lf.FromNode = true
+				default:
+					return cli.UsageErrorf("-direction %q: want both, to or from", *dir)
+				}
+				if err := lf.Validate(); err != nil {
+					return cli.UsageErrorf("%v", err)
+				}
+				c := f.control()
+				node, err := target(ctx, c, args, *leader)
+				if err != nil {
+					return err
+				}
+				if err := c.DegradeLink(ctx, node, lf); err != nil {
+					return err
+				}
+				return e.Print(map[string]any{"node": node, "link": lf}, func(w io.Writer) {
+					fmt.Fprintf(w, "node %s: link %s\n", node, lf)
+				})
+			}
+		},
+	})
+	app.Register(cli.Command{
+		Name:    "node clear",
+		Group:   groupNodes,
+		Args:    "[NODE]",
+		MaxArgs: 1,
+		Local:   true,
+		Summary: "End a node's link fault (node degrade); a link without one is left as it is",
+		Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			var f labFlags
+			f.register(fs)
+			leader := fs.Bool("leader", false, "the node that leads now")
+			return func(ctx context.Context, e *cli.Env, args []string) error {
+				c := f.control()
+				node, err := target(ctx, c, args, *leader)
+				if err != nil {
+					return err
+				}
+				if err := c.ClearLink(ctx, node); err != nil {
+					return err
+				}
+				return e.Print(map[string]any{"node": node, "link": "clear"}, func(w io.Writer) {
+					fmt.Fprintf(w, "node %s: link clear\n", node)
+				})
+			}
+		},
+	})
 }
 
 // waitNewLeader polls the lab until a node other than old leads.

@@ -266,6 +266,7 @@ with -prefix left behind.`,
 	})
 	registerLabAttacks()
 	registerLabNodes()
+	registerLabLinks()
 	app.Register(cli.Command{
 		Name:    "exec",
 		Group:   groupLab,

@@ -91,6 +91,33 @@ func TestProcessLabFaults(t *testing.T) {
 	}
 	t.Logf("exploit with reconfigure failing for 2 s: switched %s -> %s, %d lost", ex.Event.Switch.From, ex.Event.Switch.To, ex.Event.Lost)
 
+	// A delayed link on a follower (node degrade): a call to its API
+	// waits at least a round trip of the delay, and a DoS still switches
+	// (the leader and the other follower confirm it); node clear ends it.
+	st = waitLabSteady(t, bin, dir)
+	slow := ""
+	for _, n := range st.Nodes {
+		if !n.Leader {
+			slow = n.Name
+			break
+		}
+	}
+	labCLI(t, bin, dir, nil, "node", "degrade", slow, "-delay", "150ms", "-jitter", "20ms")
+	start := time.Now()
+	if b, err := exec.Command(bin, "exec", "-prefix", labTestPrefix, "-state-dir", dir, "-node", slow, "--", "ars", "status", "-o", "json").CombinedOutput(); err != nil {
+		t.Fatalf("ars status on %s under a delayed link: %v: %s", slow, err, b)
+	}
+	if took := time.Since(start); took < 260*time.Millisecond {
+		t.Fatalf("ars status on %s took %s under 150±20 ms both ways; want at least one delayed round trip (260 ms)", slow, took)
+	}
+	var dos lab.AttackResponse
+	labCLI(t, bin, dir, &dos, "attack", "dos", "-active", "-wait", "-wait-timeout", "30s")
+	if dos.Error != "" || dos.Event == nil || dos.Event.Switch == nil {
+		t.Fatalf("DoS beside a delayed follower link: %+v", dos)
+	}
+	labCLI(t, bin, dir, nil, "node", "clear", slow)
+	t.Logf("DoS with %s's link delayed 150±20 ms: switched %s -> %s, downtime %.1f ms", slow, dos.Event.Switch.From, dos.Event.Switch.To, dos.Event.Longest)
+
 	// A partition of the leader: another leads; healed, all three vote.
 	st = waitLabSteady(t, bin, dir)
 	labCLI(t, bin, dir, &out, "node", "partition", "-leader", "-wait")

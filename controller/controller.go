@@ -218,6 +218,10 @@ type run struct {
 	// replica to take over (see evaluate); gone once the verdict is
 	// decided again or its evidence is lost.
 	stuck map[string]stuckVerdict
+	// pending: detector alert id -> what decide saw when the alert
+	// found no replica to take over; it stays unanswered in the ledger
+	// and is decided again once either changes (see handleAlerts).
+	pending map[string]stuckVerdict
 	// noted: service -> the replica and outcome of the last verdict
 	// record (see noteVerdict); gone when the evidence is lost.
 	noted map[string]string
@@ -269,6 +273,7 @@ func (c *Controller) Run(ctx context.Context) {
 		tally:    newTally(),
 		fired:    map[string]uint64{},
 		stuck:    map[string]stuckVerdict{},
+		pending:  map[string]stuckVerdict{},
 		noted:    map[string]string{},
 
 		attachedSince: map[string]attachment{},
@@ -644,14 +649,31 @@ func (r *run) handleRetries(ctx context.Context) {
 // the leader loop is the one writer of Switch commands. The outcome is
 // committed with the decision (Switch/ReplicaRole AlertID, or an
 // alert.outcome command), so a new leader neither loses nor replays one.
+//
+// A detector's alert that found no replica to take over is not answered:
+// it stays pending, and is decided again once the service's generation or
+// its replicas' capabilities change (a platform answers again, a restore
+// makes a standby). Answered, the exploited replica would go on serving
+// after a replica became available (chaos seed 26: a vCenter method
+// failing for 2 s made every VM unavailable as an exploit was reported,
+// and the exploited container served for the rest of the schedule).
 func (r *run) handleAlerts(ctx context.Context) {
 	now := r.c.now()
+	undecided := map[string]bool{}
 	for _, a := range r.c.cl.Alerts() {
 		if a.Outcome != "" || ctx.Err() != nil {
 			continue
 		}
+		undecided[a.ID] = true
 		if at, ok := r.alertAt[a.ID]; ok && now.Before(at) {
 			continue
+		}
+		if p, ok := r.pending[a.ID]; ok {
+			svc, found := r.c.cl.Service(a.Service)
+			if found && p.generation == svc.Generation && maps.Equal(p.caps, r.capabilities(svc)) {
+				continue
+			}
+			delete(r.pending, a.ID)
 		}
 		var det time.Duration
 		if a.At > 0 {
@@ -660,6 +682,11 @@ func (r *run) handleAlerts(ctx context.Context) {
 			}
 		}
 		r.decideCommit(ctx, decide.EventFromRecord(a), a.ID, det)
+	}
+	for id := range r.pending {
+		if !undecided[id] {
+			delete(r.pending, id)
+		}
 	}
 }
 
@@ -723,6 +750,13 @@ func (r *run) decideCommit(ctx context.Context, ev decide.Event, alertID string,
 				return
 			}
 			if alertID == "" {
+				return
+			}
+			if _, detector := ev.(decide.Alert); detector && dec.Outcome == decide.OutcomeNoEligible {
+				if _, known := r.pending[alertID]; !known {
+					log.Warn("alert pending: no replica can take over yet; it is decided again when one can")
+				}
+				r.pending[alertID] = stuckVerdict{generation: svc.Generation, caps: caps}
 				return
 			}
 			cmds = []fsm.Command{fsm.AlertOutcome{ID: alertID, Outcome: outcomeText(ev, dec.Outcome, dec.Reason)}}

@@ -720,6 +720,49 @@ func TestDoSWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
 	}
 }
 
+// An exploit reported while no replica's platform answers is not answered
+// with "no eligible replica" and forgotten: it stays pending, and once a
+// platform answers again it switches the service away from the exploited
+// replica (chaos seed 26: the exploited container served on for the rest
+// of the schedule).
+func TestExploitWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
+	e := newEnv(t)
+	others := []string{"unbound-a", "bind-b", "knot-a"}
+	e.d.mu.Lock()
+	for _, n := range others {
+		e.d.fail["observe "+n] = 1 << 20
+		e.d.failWith["observe "+n] = driver.ErrUnavailable
+	}
+	e.d.mu.Unlock()
+	e.start(false)
+	eventually(t, "every other replica's platform failed two reads", func() bool {
+		e.d.mu.Lock()
+		defer e.d.mu.Unlock()
+		for _, n := range others {
+			if e.d.fail["observe "+n] > 1<<20-2 {
+				return false
+			}
+		}
+		return true
+	})
+	e.cl.must(t, fsm.Alert{ID: "ex-stuck", Service: svcName, Replica: "bind-a", Kind: fsm.KindExploit, Source: "apparmor"})
+	eventually(t, "the alert finds no eligible replica", func() bool {
+		return testutil.ToFloat64(e.m.decisions.WithLabelValues(svcName, string(decide.OutcomeNoEligible))) >= 1
+	})
+	if a := e.cl.alert("ex-stuck"); a.Outcome != "" {
+		t.Fatalf("alert answered %q while no replica could take over; want it pending", a.Outcome)
+	}
+	e.d.setFail("observe knot-a", 0)
+	eventually(t, "switch away from the exploited bind-a", e.activeIs("knot-a"))
+	h := e.switches()
+	if len(h) != 1 || h[0].Reason != fsm.ReasonExploit || h[0].AlertID != "ex-stuck" {
+		t.Fatalf("history %+v; want one exploit switch for ex-stuck", h)
+	}
+	if a := e.cl.alert("ex-stuck"); a.Outcome != "switch" {
+		t.Fatalf("alert outcome %q; want switch", a.Outcome)
+	}
+}
+
 // A switch's target that stops after the switch attached it, and cannot
 // be started again in place, is moved on from at once: its DoS verdict is
 // not held for min_dwell (an hour here).

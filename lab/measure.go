@@ -110,8 +110,25 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 	return s.Generation, err
 }
 
+// service is the lab's service as the cluster holds it. It reads the
+// leader's copy when a node names a leader that answers: a
+// node just restarted serves the state of its last snapshot until the
+// leader's first heartbeat, and a chaos attack on "the active replica"
+// read from it wedged the standby instead (seed 80 of 2026-12-07). Without
+// a leader any node's copy is the best there is.
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 	var s fsm.Service
+	if ld, err := l.Leader(ctx); err == nil && ld != "" {
+		if c, err := l.Client(ld, "reader"); err == nil {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			s, err = c.Service(cctx, l.cfg.Service)
+			cancel()
+			c.Close()
+			if err == nil {
+				return s, nil
+			}
+		}
+	}
 	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
 		s, err = c.Service(ctx, l.cfg.Service)

@@ -678,6 +678,21 @@ func TestDoSOnATargetWhosePlatformDoesNotAnswerIsNotDamped(t *testing.T) {
 	}
 }
 
+// platformsDown makes every read of the named replicas fail as their
+// platform not answering (setFail "observe NAME" to 0 brings one back).
+func (e *env) platformsDown(names ...string) {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	for _, n := range names {
+		e.d.fail["observe "+n] = platformDownReads
+		e.d.failWith["observe "+n] = driver.ErrUnavailable
+	}
+}
+
+// platformDownReads is how many reads platformsDown fails: more than any
+// test makes.
+const platformDownReads = 1 << 20
+
 // A DoS verdict that finds no replica to take over is decided again once
 // one can: chaos seed 90, a vCenter failing its property reads marked
 // every VM unavailable just as a DoS hit the active container, and the
@@ -686,12 +701,7 @@ func TestDoSOnATargetWhosePlatformDoesNotAnswerIsNotDamped(t *testing.T) {
 func TestDoSWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
 	e := newEnv(t)
 	others := []string{"unbound-a", "bind-b", "knot-a"}
-	e.d.mu.Lock()
-	for _, n := range others {
-		e.d.fail["observe "+n] = 1 << 20
-		e.d.failWith["observe "+n] = driver.ErrUnavailable
-	}
-	e.d.mu.Unlock()
+	e.platformsDown(others...)
 	e.start(true)
 	e.d.attack("bind9", true)
 	eventually(t, "the verdict finds no eligible replica", func() bool {
@@ -728,18 +738,13 @@ func TestDoSWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
 func TestExploitWithNoEligibleReplicaSwitchesOnceOneIs(t *testing.T) {
 	e := newEnv(t)
 	others := []string{"unbound-a", "bind-b", "knot-a"}
-	e.d.mu.Lock()
-	for _, n := range others {
-		e.d.fail["observe "+n] = 1 << 20
-		e.d.failWith["observe "+n] = driver.ErrUnavailable
-	}
-	e.d.mu.Unlock()
+	e.platformsDown(others...)
 	e.start(false)
 	eventually(t, "every other replica's platform failed two reads", func() bool {
 		e.d.mu.Lock()
 		defer e.d.mu.Unlock()
 		for _, n := range others {
-			if e.d.fail["observe "+n] > 1<<20-2 {
+			if e.d.fail["observe "+n] > platformDownReads-2 {
 				return false
 			}
 		}

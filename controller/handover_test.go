@@ -244,14 +244,7 @@ func TestSelfReportVotesUntilTheLeadersProberHasAVerdict(t *testing.T) {
 func TestWitnessHandsOver(t *testing.T) {
 	e := newEnvConfirm(t, "quorum")
 	c := &fakeWitnessCluster{fakeCluster: e.cl}
-	wit, err := NewWitness(WitnessConfig{NodeName: "n1", Cluster: c, Query: e.d.query(svcName), Tick: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); wit.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	wit := runWitness(t, WitnessConfig{NodeName: "n1", Cluster: c, Query: e.d.query(svcName), Tick: 5 * time.Millisecond})
 	eventually(t, "an UP report, the replica seen answering", func() bool {
 		v := wit.Votes()
 		return len(c.reports()) > 0 && len(v) == 1 && v[0].SeenUp

@@ -98,6 +98,20 @@ func TestTally(t *testing.T) {
 	}
 }
 
+// runWitness starts a Witness until the test ends.
+func runWitness(t *testing.T, cfg WitnessConfig) *Witness {
+	t.Helper()
+	wit, err := NewWitness(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); wit.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return wit
+}
+
 type fakeWitnessCluster struct {
 	*fakeCluster
 	leader atomic.Bool
@@ -136,14 +150,7 @@ func (c *fakeWitnessCluster) reports() []Report {
 func TestWitnessProbesANewServiceAtOnce(t *testing.T) {
 	e := newEnv(t) // confirm none: the witness has nothing to probe
 	follower := &fakeWitnessCluster{fakeCluster: e.cl}
-	wit, err := NewWitness(WitnessConfig{NodeName: "n2", Cluster: follower, Query: e.d.query(svcName), Tick: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); wit.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runWitness(t, WitnessConfig{NodeName: "n2", Cluster: follower, Query: e.d.query(svcName), Tick: time.Hour})
 	eventually(t, "the witness waiting for a commit", func() bool { return follower.waits.Load() > 0 })
 	svc, _ := e.cl.Service(svcName)
 	spec := svc.Spec

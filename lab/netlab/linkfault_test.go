@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"context"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -96,27 +95,10 @@ func TestLinkClearScript(t *testing.T) {
 // questions to it, a fault both ways cuts it off while its link stays up,
 // bad input changes nothing, and clearing restores the link.
 func TestNodeLinkFault(t *testing.T) {
-	needLab(t)
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("needs dig (make lab-deps)")
-	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs nft (nftables)")
 	}
-	l, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := within(t, time.Minute)
-	if err := l.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("down: %v", err)
-		}
-		assertClean(t, l)
-	})
+	l, ctx := upTwoNodes(t)
 	p, err := l.RunNode("n2", dnsd(t), "-listen", netip.AddrPortFrom(l.NodeAddr("n2"), 53).String(), "-a", answer2.String())
 	if err != nil {
 		t.Fatal(err)
@@ -187,27 +169,10 @@ func TestNodeLinkFault(t *testing.T) {
 // (a query to it and its answer each wait the delay), the frames are
 // counted, and clearing the fault makes it fast again.
 func TestNodeLinkDelay(t *testing.T) {
-	needLab(t)
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("needs dig (make lab-deps)")
-	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs nft (nftables)")
 	}
-	l, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := within(t, time.Minute)
-	if err := l.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("down: %v", err)
-		}
-		assertClean(t, l)
-	})
+	l, ctx := upTwoNodes(t)
 	p, err := l.RunNode("n2", dnsd(t), "-listen", netip.AddrPortFrom(l.NodeAddr("n2"), 53).String(), "-a", answer2.String())
 	if err != nil {
 		t.Fatal(err)

@@ -512,10 +512,11 @@ func TestUpAfterCrash(t *testing.T) {
 	}
 }
 
-// Controller nodes on the service network reach the attached replica
-// through the service address, and each other through their own
-// addresses; Down removes their namespaces too.
-func TestNodesReachServiceAndEachOther(t *testing.T) {
+// upTwoNodes brings up a lab of one replica (r1) and two nodes (n1, n2)
+// that queries between them with dig can test, and takes it down (and
+// checks that nothing is left) when the test ends.
+func upTwoNodes(t *testing.T) (*Lab, context.Context) {
+	t.Helper()
 	needLab(t)
 	if _, err := exec.LookPath("dig"); err != nil {
 		if os.Getenv("ARS_REQUIRE_LAB") != "" {
@@ -537,6 +538,14 @@ func TestNodesReachServiceAndEachOther(t *testing.T) {
 		}
 		assertClean(t, l)
 	})
+	return l, ctx
+}
+
+// Controller nodes on the service network reach the attached replica
+// through the service address, and each other through their own
+// addresses; Down removes their namespaces too.
+func TestNodesReachServiceAndEachOther(t *testing.T) {
+	l, ctx := upTwoNodes(t)
 	if got := l.NodeAddr("n2"); got != netip.MustParseAddr("10.253.53.12") {
 		t.Fatalf("NodeAddr(n2) = %s", got)
 	}

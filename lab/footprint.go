@@ -24,8 +24,8 @@ type ProcSample struct {
 	RSS int64 // bytes
 }
 
-// ReadProc reads a process's CPU time and resident set from /proc.
-func ReadProc(pid int) (ProcSample, error) {
+// readProc reads a process's CPU time and resident set from /proc.
+func readProc(pid int) (ProcSample, error) {
 	at := time.Now()
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -85,9 +85,9 @@ type Footprint struct {
 	RSSMaxMB      float64 `json:"rss_max_mb"`
 }
 
-// Summarize turns a process's samples (in time order) into its
+// summarize turns a process's samples (in time order) into its
 // footprint; it needs two at least.
-func Summarize(samples []ProcSample) (Footprint, error) {
+func summarize(samples []ProcSample) (Footprint, error) {
 	if len(samples) < 2 {
 		return Footprint{}, fmt.Errorf("lab: %d samples; a footprint needs two at least", len(samples))
 	}
@@ -129,7 +129,7 @@ func MeasureFootprints(ctx context.Context, pids map[string]int, every, d time.D
 	samples := map[string][]ProcSample{}
 	read := func() error {
 		for _, n := range names {
-			s, err := ReadProc(pids[n])
+			s, err := readProc(pids[n])
 			if err != nil {
 				return fmt.Errorf("%s (pid %d): %w", n, pids[n], err)
 			}
@@ -157,7 +157,7 @@ func MeasureFootprints(ctx context.Context, pids map[string]int, every, d time.D
 	}
 	out := map[string]Footprint{}
 	for _, n := range names {
-		fp, err := Summarize(samples[n])
+		fp, err := summarize(samples[n])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}

@@ -39,7 +39,7 @@ func TestSummarize(t *testing.T) {
 		{At: t0.Add(time.Second), CPU: 10*time.Second + 10*time.Millisecond, RSS: 30 << 20},
 		{At: t0.Add(2 * time.Second), CPU: 10*time.Second + 50*time.Millisecond, RSS: 25 << 20},
 	}
-	fp, err := Summarize(s)
+	fp, err := summarize(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,30 +47,30 @@ func TestSummarize(t *testing.T) {
 	if fp.Samples != 3 || !near(fp.CPUPercent, 2.5) || !near(fp.CPUMaxPercent, 4) || !near(fp.RSSMeanMB, 25) || !near(fp.RSSMaxMB, 30) {
 		t.Fatalf("got %+v; want 3 samples, 2.5 %% CPU (max 4 %%), RSS mean 25 MB, max 30 MB", fp)
 	}
-	if _, err := Summarize(s[:1]); err == nil {
+	if _, err := summarize(s[:1]); err == nil {
 		t.Error("one sample summarized")
 	}
-	if _, err := Summarize([]ProcSample{s[0], s[0]}); err == nil {
+	if _, err := summarize([]ProcSample{s[0], s[0]}); err == nil {
 		t.Error("samples at one instant summarized")
 	}
 }
 
 func TestReadProcOfThisProcess(t *testing.T) {
-	a, err := ReadProc(os.Getpid())
+	a, err := readProc(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	b := a
 	for b.CPU <= a.CPU && time.Now().Before(deadline) { // spin: use CPU
-		if b, err = ReadProc(os.Getpid()); err != nil {
+		if b, err = readProc(os.Getpid()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if a.RSS <= 0 || b.CPU <= a.CPU {
 		t.Fatalf("first %+v, then %+v: want a resident set and CPU time that grows", a, b)
 	}
-	if _, err := ReadProc(math.MaxInt32); err == nil {
+	if _, err := readProc(math.MaxInt32); err == nil {
 		t.Error("a process that does not exist was read")
 	}
 	if _, err := MeasureFootprints(t.Context(), map[string]int{"me": os.Getpid()}, time.Second, time.Millisecond); err == nil {

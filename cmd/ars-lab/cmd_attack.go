@@ -149,21 +149,9 @@ func registerLabNodes() {
 				wait := fs.Bool("wait", false, "kill, stop, partition: wait until another node leads and print how long it took")
 				return func(ctx context.Context, e *cli.Env, args []string) error {
 					c := f.control()
-					node := ""
-					switch {
-					case len(args) == 1 && !*leader:
-						node = args[0]
-					case len(args) == 0 && *leader:
-						st, err := c.Status(ctx)
-						if err != nil {
-							return err
-						}
-						if st.Leader == "" {
-							return fmt.Errorf("no node leads now")
-						}
-						node = st.Leader
-					default:
-						return cli.UsageErrorf("name a NODE or give -leader")
+					node, err := nodeTarget(ctx, c, args, *leader)
+					if err != nil {
+						return err
 					}
 					at := time.Now()
 					if err := c.Node(ctx, node, action); err != nil {
@@ -193,23 +181,6 @@ func registerLabNodes() {
 // registerLabLinks registers node degrade and node clear: link faults by
 // hand, the ones the chaos suite injects.
 func registerLabLinks() {
-	// target resolves [NODE] or -leader.
-	target := func(ctx context.Context, c *lab.Control, args []string, leader bool) (string, error) {
-		switch {
-		case len(args) == 1 && !leader:
-			return args[0], nil
-		case len(args) == 0 && leader:
-			st, err := c.Status(ctx)
-			if err != nil {
-				return "", err
-			}
-			if st.Leader == "" {
-				return "", fmt.Errorf("no node leads now")
-			}
-			return st.Leader, nil
-		}
-		return "", cli.UsageErrorf("name a NODE or give -leader")
-	}
 	app.Register(cli.Command{
 		Name:    "node degrade",
 		Group:   groupNodes,
@@ -249,7 +220,7 @@ receives) or from (those it sends). node clear ends it.`,
 					return cli.UsageErrorf("%v", err)
 				}
 				c := f.control()
-				node, err := target(ctx, c, args, *leader)
+				node, err := nodeTarget(ctx, c, args, *leader)
 				if err != nil {
 					return err
 				}
@@ -275,7 +246,7 @@ receives) or from (those it sends). node clear ends it.`,
 			leader := fs.Bool("leader", false, "the node that leads now")
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				c := f.control()
-				node, err := target(ctx, c, args, *leader)
+				node, err := nodeTarget(ctx, c, args, *leader)
 				if err != nil {
 					return err
 				}
@@ -288,6 +259,25 @@ receives) or from (those it sends). node clear ends it.`,
 			}
 		},
 	})
+}
+
+// nodeTarget is the node a node command names: its NODE argument, or with
+// -leader the node that leads now.
+func nodeTarget(ctx context.Context, c *lab.Control, args []string, leader bool) (string, error) {
+	switch {
+	case len(args) == 1 && !leader:
+		return args[0], nil
+	case len(args) == 0 && leader:
+		st, err := c.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		if st.Leader == "" {
+			return "", fmt.Errorf("no node leads now")
+		}
+		return st.Leader, nil
+	}
+	return "", cli.UsageErrorf("name a NODE or give -leader")
 }
 
 // waitNewLeader polls the lab until a node other than old leads.

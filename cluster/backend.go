@@ -295,9 +295,22 @@ func (c *Cluster) Apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	return res, err
 }
 
+// applyLocal appends cmd to the log and waits for its result, or for ctx:
+// a leader whose log write hangs on a stalled disk holds every future
+// until the write returns, and a caller must not hang with it. Given up
+// on, the entry may still commit (the error says so); the wait for it
+// ends with the write.
 func (c *Cluster) applyLocal(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	f := c.raft.Apply(cmd, timeoutFrom(ctx, 5*time.Second))
-	if err := f.Error(); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return fsm.Result{}, fmt.Errorf("raft apply: %w; the entry may still commit", ctx.Err())
+	}
+	if err != nil {
 		return fsm.Result{}, leaderErr(fmt.Errorf("raft apply: %w", err))
 	}
 	resp, ok := f.Response().(applyResponse)

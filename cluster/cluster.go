@@ -38,19 +38,24 @@ type Cluster struct {
 	cfg Config
 	log *slog.Logger
 
-	fsm       *raftFSM
-	raft      *raft.Raft
-	trans     raft.Transport
-	stream    dialer // the Raft stream layer (nil in memory), for watchLeader
-	closers   []func() error
-	ml        *memberlist.Memberlist
-	meta      *metaDelegate
-	members   *memberTable
-	metrics   *metrics
-	disk      *diskMonitor // nil in memory
-	gate      *rpcGate     // nil in memory
-	notifyCh  chan bool
-	leaderFns []namedLeaderFunc
+	fsm      *raftFSM
+	raft     *raft.Raft
+	trans    raft.Transport
+	stream   dialer // the Raft stream layer (nil in memory), for watchLeader
+	closers  []func() error
+	ml       *memberlist.Memberlist
+	meta     *metaDelegate
+	members  *memberTable
+	metrics  *metrics
+	disk     *diskMonitor // nil in memory
+	gate     *rpcGate     // nil in memory
+	notifyCh chan bool
+	// diskHold holds leader work back while the data directory is
+	// unhealthy (set by the disk loop, read by monitorLeadership on a
+	// signal of diskHoldCh).
+	diskHold   atomic.Bool
+	diskHoldCh chan struct{}
+	leaderFns  []namedLeaderFunc
 
 	msgHandler atomic.Pointer[MessageHandler]
 
@@ -82,10 +87,10 @@ func New(cfg Config) (*Cluster, error) {
 		log:      cfg.Logger.With("node", cfg.NodeName),
 		fsm:      newRaftFSM(),
 		members:  newMemberTable(),
-		notifyCh: make(chan bool, 16),
-		ctx:      ctx,
-		cancel:   cancel,
-		left:     make(chan struct{}),
+		notifyCh: make(chan bool, 16), diskHoldCh: make(chan struct{}, 1),
+		ctx:    ctx,
+		cancel: cancel,
+		left:   make(chan struct{}),
 	}
 	return c, nil
 }
@@ -182,7 +187,7 @@ func (c *Cluster) startRaft() error {
 		}
 		c.closers = append(c.closers, bolt.Close)
 		c.disk = newDiskMonitor(c.cfg.DataDir, c.cfg.Disk)
-		gs := &guardedStore{BoltStore: bolt, ctx: c.ctx, failed: c.disk.writeFailed, retry: 100 * time.Millisecond,
+		gs := &guardedStore{BoltStore: bolt, ctx: c.ctx, started: c.disk.writeStarted, failed: c.disk.writeFailed, retry: 100 * time.Millisecond,
 			onRetry: func(err error) {
 				c.log.Error("cannot persist a new raft term; retrying until the disk takes it", "err", err)
 			}}

@@ -22,18 +22,21 @@ type DiskCheck struct {
 	// Interval is how often the free space is read and a probe file is
 	// written, synced and removed.
 	Interval time.Duration
-	// ProbeTimeout bounds one probe: a write or fsync that has not
-	// returned by then counts as a stalled disk.
+	// ProbeTimeout bounds one probe, and one write of Raft's log or
+	// stable store: a write or fsync that has not returned by then counts
+	// as a stalled disk.
 	ProbeTimeout time.Duration
 }
 
 // DefaultDiskCheck: 64 MiB free is far more than a few log entries and a
 // snapshot of this cluster's state need, and leaves room for the
-// operator's own tools; a probe every 2 s that may take up to 5 s (an
-// fsync behind a busy disk's queue can take seconds without the disk
-// failing).
+// operator's own tools; a probe every 2 s that may take up to 2 s. A
+// leader whose log write hangs commits nothing while its heartbeats still
+// hold its followers, so every switch waits on that write: 2 s is what an
+// fsync behind a busy queue may cost before the cluster is better served
+// by another leader.
 func DefaultDiskCheck() DiskCheck {
-	return DiskCheck{MinFreeBytes: 64 << 20, Interval: 2 * time.Second, ProbeTimeout: 5 * time.Second}
+	return DiskCheck{MinFreeBytes: 64 << 20, Interval: 2 * time.Second, ProbeTimeout: 2 * time.Second}
 }
 
 // ErrDiskUnhealthy: this node's data directory is full, read-only or not
@@ -60,12 +63,15 @@ type DiskStatus struct {
 
 // diskReading is what one check measured.
 type diskReading struct {
-	free      uint64
-	freeErr   error
-	probeErr  error         // write, fsync or remove of the probe file failed
-	stalled   bool          // the probe did not return within the timeout
-	latency   time.Duration // of the probe, when it finished
-	probeDone bool
+	free     uint64
+	freeErr  error
+	probeErr error // write, fsync or remove of the probe file failed
+	stalled  bool  // the probe did not return within the timeout
+	// writeStalled is how long a write of Raft's store has been running,
+	// when that is longer than the timeout (0 otherwise).
+	writeStalled time.Duration
+	latency      time.Duration // of the probe, when it finished
+	probeDone    bool
 }
 
 // diskVerdict is the pure decision on one reading: healthy, or every
@@ -75,6 +81,9 @@ func diskVerdict(r diskReading, minFree uint64) (bool, string) {
 	var causes []string
 	if r.stalled {
 		causes = append(causes, "probe stalled: the write and fsync of a probe file did not return in time")
+	}
+	if r.writeStalled > 0 {
+		causes = append(causes, fmt.Sprintf("raft store write stalled: it has not returned for %s", r.writeStalled.Round(time.Millisecond)))
 	}
 	if r.freeErr != nil {
 		causes = append(causes, "free space unknown: "+r.freeErr.Error())
@@ -142,19 +151,68 @@ type diskMonitor struct {
 	mu       sync.Mutex
 	st       DiskStatus
 	inflight chan diskReading // a probe still running (stalled), or nil
-	changed  chan struct{}    // signalled on a reported write error
+	changed  chan struct{}    // signalled on a reported write error or stall
+	// writes are the Raft store writes running now, by id, with their
+	// start; lastWrite numbers them.
+	writes    map[uint64]time.Time
+	lastWrite uint64
 }
 
 func newDiskMonitor(dir string, cfg DiskCheck) *diskMonitor {
 	now := time.Now()
 	return &diskMonitor{dir: dir, cfg: cfg, probe: probeDir,
 		st:      DiskStatus{Healthy: true, Since: now},
-		changed: make(chan struct{}, 1)}
+		changed: make(chan struct{}, 1), writes: map[uint64]time.Time{}}
+}
+
+// writeStarted records a Raft store write; the returned func records its
+// end. A write still running after ProbeTimeout wakes the check, which
+// then reports the disk stalled without waiting for its own probe; its
+// return wakes the check again.
+func (d *diskMonitor) writeStarted() (done func()) {
+	d.mu.Lock()
+	d.lastWrite++
+	id := d.lastWrite
+	d.writes[id] = time.Now()
+	timeout := d.cfg.ProbeTimeout
+	d.mu.Unlock()
+	t := time.AfterFunc(timeout, d.signal)
+	return func() {
+		d.mu.Lock()
+		delete(d.writes, id)
+		d.mu.Unlock()
+		if !t.Stop() {
+			// It stalled and has now returned: check again at once, so
+			// the node takes part again without waiting for a tick.
+			d.signal()
+		}
+	}
+}
+
+// oldestWrite is how long the longest-running Raft store write has been
+// running (0 if none is).
+func (d *diskMonitor) oldestWrite(now time.Time) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var oldest time.Duration
+	for _, at := range d.writes {
+		oldest = max(oldest, now.Sub(at))
+	}
+	return oldest
+}
+
+func (d *diskMonitor) signal() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
 }
 
 // check takes one reading, bounded by ProbeTimeout, and records it. A
 // probe that stalls keeps running; until it returns no other probe starts
-// and every check reports the stall.
+// and every check reports the stall. A Raft store write running longer
+// than ProbeTimeout is a stall too, reported at once: the probe may be
+// behind the same stalled disk and would only repeat it a timeout later.
 func (d *diskMonitor) check() DiskStatus {
 	d.mu.Lock()
 	timeout := d.cfg.ProbeTimeout
@@ -166,7 +224,11 @@ func (d *diskMonitor) check() DiskStatus {
 		go func() { ch <- probe(d.dir) }()
 	}
 	d.mu.Unlock()
-	timer := time.NewTimer(timeout)
+	wait := timeout
+	if w := d.oldestWrite(time.Now()); w >= timeout {
+		wait = 0
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	var r diskReading
 	select {
@@ -175,13 +237,16 @@ func (d *diskMonitor) check() DiskStatus {
 		d.inflight = nil
 		d.mu.Unlock()
 	case <-timer.C:
-		r = diskReading{stalled: true}
+		r = diskReading{stalled: wait > 0}
 		var st unix.Statfs_t
 		if err := unix.Statfs(d.dir, &st); err == nil {
 			r.free = st.Bavail * uint64(st.Bsize)
 		} else {
 			r.freeErr = err
 		}
+	}
+	if w := d.oldestWrite(time.Now()); w >= timeout {
+		r.writeStalled = w
 	}
 	healthy, cause := diskVerdict(r, d.cfg.MinFreeBytes)
 	return d.record(r, healthy, cause)
@@ -214,10 +279,7 @@ func (d *diskMonitor) writeFailed(err error) {
 	d.st.Healthy = false
 	d.st.Cause = "raft store write failed: " + err.Error()
 	d.mu.Unlock()
-	select {
-	case d.changed <- struct{}{}:
-	default:
-	}
+	d.signal()
 }
 
 // setProbe replaces the probe (tests stand in for a failing disk).
@@ -269,10 +331,14 @@ func (c *Cluster) diskLoop() {
 // diskDown takes the node out of Raft while its disk is unhealthy: the
 // gate answers every incoming Raft RPC with an error (so the node learns
 // no new term and stores nothing), the timers are stretched so it does
-// not campaign, and a leader hands leadership over.
+// not campaign (on a leader that also ends its heartbeats after the next
+// one, so its followers elect another even when its own loop hangs on a
+// stalled write), its leader work stops, and a leader hands leadership
+// over.
 func (c *Cluster) diskDown() {
 	c.gate.close()
 	c.stretchTimers(true)
+	c.holdLeaderWork(true)
 	c.diskStillDown()
 }
 
@@ -284,7 +350,21 @@ func (c *Cluster) diskStillDown() {
 		// refuses writes.
 		return
 	}
-	if err := c.raft.LeadershipTransfer().Error(); err != nil {
+	// Raft's loop answers the transfer; while it hangs on a stalled
+	// write it answers nothing, so the wait is bounded and the next check
+	// tries again (an attempt still queued is refused at once then).
+	f := c.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * c.cfg.Raft.ElectionTimeout):
+		err = errors.New("no answer from raft: its loop may be held by a stalled write")
+	case <-c.ctx.Done():
+		return
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return // raft stepped down by itself meanwhile
 		}
@@ -300,6 +380,7 @@ func (c *Cluster) diskStillDown() {
 func (c *Cluster) diskUp() {
 	opened := time.Now()
 	c.gate.open()
+	c.holdLeaderWork(false)
 	bound := 4 * c.cfg.Raft.ElectionTimeout
 	for time.Since(opened) < bound {
 		if lc := c.raft.LastContact(); lc.After(opened) {

@@ -131,6 +131,38 @@ func mountTmpfs(t *testing.T, size int) string {
 	return dir
 }
 
+// mountExt4 mounts a fresh ext4 file system of size bytes, on a loop
+// device over a sparse file, and returns its directory: unlike a tmpfs it
+// can be frozen.
+func mountExt4(t *testing.T, size int64) string {
+	t.Helper()
+	base := t.TempDir()
+	img, dir := filepath.Join(base, "disk.img"), filepath.Join(base, "ext4")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(t, "mkfs.ext4", "-q", "-F", img); err != nil {
+		t.Fatalf("make the file system: %v", err)
+	}
+	if err := run(t, "mount", "-o", "loop", img, dir); err != nil {
+		t.Fatalf("mount ext4: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = run(t, "fsfreeze", "-u", dir) // a failed test may leave it frozen
+		if err := run(t, "umount", dir); err != nil {
+			t.Errorf("unmount ext4: %v", err)
+			_ = run(t, "umount", "-l", dir)
+		}
+	})
+	return dir
+}
+
 // fill writes a file into dir until the file system is full.
 func fill(t *testing.T, dir string) string {
 	t.Helper()
@@ -262,8 +294,7 @@ func sameStateOf(t *testing.T, timeout time.Duration, nodes ...*testNode) string
 // diskFaultTest runs one disk fault on the leader's data directory:
 // breakDisk makes it unhealthy, mendDisk heals it; want is what the cause
 // must name.
-func diskFaultTest(t *testing.T, tune func(*Config), breakDisk, mendDisk func(dir string, n1 *testNode), want string) {
-	dir := mountTmpfs(t, 12<<20)
+func diskFaultTest(t *testing.T, dir string, tune func(*Config), breakDisk, mendDisk func(dir string, n1 *testNode), want string) {
 	h := newHarness(t, "n1", "n2", "n3")
 	n1, n2, n3 := startDiskCluster(t, h, filepath.Join(dir, "data"), tune)
 	for i := 0; i < 10; i++ {
@@ -366,7 +397,7 @@ func diskFaultTest(t *testing.T, tune func(*Config), breakDisk, mendDisk func(di
 func TestLeaderWithFullDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
 	var filler string
-	diskFaultTest(t, nil,
+	diskFaultTest(t, mountTmpfs(t, 12<<20), nil,
 		func(dir string, _ *testNode) { filler = fill(t, dir) },
 		func(dir string, _ *testNode) {
 			if err := os.Remove(filler); err != nil {
@@ -386,7 +417,7 @@ func TestLeaderWithFullDiskStepsDownAndRejoins(t *testing.T) {
 func TestLeaderFindsItsFullDiskByAFailedWrite(t *testing.T) {
 	requireLab(t)
 	var filler string
-	diskFaultTest(t,
+	diskFaultTest(t, mountTmpfs(t, 12<<20),
 		func(cfg *Config) { cfg.Disk.Interval = time.Hour },
 		func(dir string, _ *testNode) { filler = fill(t, dir) },
 		func(dir string, n1 *testNode) {
@@ -405,7 +436,7 @@ func TestLeaderFindsItsFullDiskByAFailedWrite(t *testing.T) {
 // probe seeing a real read-only mount).
 func TestLeaderWithReadOnlyDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
-	diskFaultTest(t, nil,
+	diskFaultTest(t, mountTmpfs(t, 12<<20), nil,
 		func(dir string, n1 *testNode) {
 			n1.c.disk.setProbe(func(dir string) diskReading {
 				r := probeDir(dir)
@@ -422,7 +453,7 @@ func TestLeaderWithReadOnlyDiskStepsDownAndRejoins(t *testing.T) {
 func TestLeaderWithStalledDiskStepsDownAndRejoins(t *testing.T) {
 	requireLab(t)
 	release := make(chan struct{})
-	diskFaultTest(t, nil,
+	diskFaultTest(t, mountTmpfs(t, 12<<20), nil,
 		func(dir string, n1 *testNode) {
 			n1.c.disk.mu.Lock()
 			n1.c.disk.cfg.ProbeTimeout = 200 * time.Millisecond
@@ -437,6 +468,36 @@ func TestLeaderWithStalledDiskStepsDownAndRejoins(t *testing.T) {
 			close(release)
 		},
 		"probe stalled")
+}
+
+// TestLeaderWithFrozenDiskStepsDownAndRejoins: the leader's data
+// directory is a real ext4 file system, frozen (fsfreeze): every write and
+// fsync blocks until it is thawed, Raft's own log writes included, which
+// stops the leader's commits while its heartbeats still hold the
+// followers. The write stall is what gives it away, one probe timeout
+// after the first blocked write.
+func TestLeaderWithFrozenDiskStepsDownAndRejoins(t *testing.T) {
+	requireLab(t)
+	diskFaultTest(t, mountExt4(t, 64<<20),
+		func(cfg *Config) {
+			cfg.Disk.Interval = time.Hour // only a stalled write may wake the check
+			cfg.Disk.ProbeTimeout = 500 * time.Millisecond
+		},
+		func(dir string, _ *testNode) {
+			if err := run(t, "fsfreeze", "-f", dir); err != nil {
+				t.Fatal(err)
+			}
+			// Before the nodes stop: a node cannot stop while a write of
+			// its hangs on the frozen disk.
+			t.Cleanup(func() { _ = run(t, "fsfreeze", "-u", dir) })
+		},
+		func(dir string, n1 *testNode) {
+			if err := run(t, "fsfreeze", "-u", dir); err != nil {
+				t.Fatal(err)
+			}
+			n1.c.disk.signal() // the next tick is an hour away
+		},
+		"raft store write stalled")
 }
 
 // The one write raft panics over — a new current term — waits for the

@@ -15,7 +15,11 @@ import (
 // answers every incoming RPC (heartbeats included) with an error, as a
 // node that cannot be reached would: a node whose disk cannot take a
 // write then never learns a newer term, which raft would have to persist
-// and — when it cannot — panics over.
+// and — when it cannot — panics over. It also refuses to send
+// AppendEntries (heartbeats included): a leader whose loop hangs on a
+// stalled log write keeps its replication routines running, and their
+// AppendEntries would hold the followers from electing another leader for
+// as long as the disk stalls.
 type rpcGate struct {
 	*raft.NetworkTransport
 	closed atomic.Bool
@@ -66,6 +70,43 @@ func (g *rpcGate) run(ctx context.Context) {
 	}
 }
 
+// errGateClosed is what an AppendEntries sent through a closed gate fails
+// with.
+var errGateClosed = fmt.Errorf("%w: this node sends no AppendEntries until its disk recovers", ErrDiskUnhealthy)
+
+// AppendEntries sends an AppendEntries RPC unless the gate is closed.
+func (g *rpcGate) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if g.closed.Load() {
+		return errGateClosed
+	}
+	return g.NetworkTransport.AppendEntries(id, target, args, resp)
+}
+
+// AppendEntriesPipeline opens a pipeline whose sends the gate can refuse.
+func (g *rpcGate) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	if g.closed.Load() {
+		return nil, errGateClosed
+	}
+	p, err := g.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return gatedPipeline{AppendPipeline: p, g: g}, nil
+}
+
+// gatedPipeline is a pipeline the gate can refuse sends on.
+type gatedPipeline struct {
+	raft.AppendPipeline
+	g *rpcGate
+}
+
+func (p gatedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	if p.g.closed.Load() {
+		return nil, errGateClosed
+	}
+	return p.AppendPipeline.AppendEntries(args, resp)
+}
+
 // Consumer is where Raft reads the RPCs the gate lets through.
 func (g *rpcGate) Consumer() <-chan raft.RPC { return g.out }
 
@@ -92,6 +133,7 @@ func (g *rpcGate) SetHeartbeatHandler(cb func(raft.RPC)) {
 type guardedStore struct {
 	*raftboltdb.BoltStore
 	ctx     context.Context
+	started func() (done func()) // a write begins; done when it returns
 	failed  func(error)
 	retry   time.Duration
 	onRetry func(error) // logs, once per blocked write
@@ -100,18 +142,25 @@ type guardedStore struct {
 // keyCurrentTerm is the stable-store key raft keeps its current term under.
 const keyCurrentTerm = "CurrentTerm"
 
-func (g *guardedStore) StoreLog(l *raft.Log) error { return g.report(g.BoltStore.StoreLog(l)) }
-
-func (g *guardedStore) StoreLogs(ls []*raft.Log) error { return g.report(g.BoltStore.StoreLogs(ls)) }
-
-func (g *guardedStore) DeleteRange(min, max uint64) error {
-	return g.report(g.BoltStore.DeleteRange(min, max))
+func (g *guardedStore) StoreLog(l *raft.Log) error {
+	return g.write(func() error { return g.BoltStore.StoreLog(l) })
 }
 
-func (g *guardedStore) Set(k, v []byte) error { return g.report(g.BoltStore.Set(k, v)) }
+func (g *guardedStore) StoreLogs(ls []*raft.Log) error {
+	return g.write(func() error { return g.BoltStore.StoreLogs(ls) })
+}
+
+func (g *guardedStore) DeleteRange(min, max uint64) error {
+	return g.write(func() error { return g.BoltStore.DeleteRange(min, max) })
+}
+
+func (g *guardedStore) Set(k, v []byte) error {
+	return g.write(func() error { return g.BoltStore.Set(k, v) })
+}
 
 func (g *guardedStore) SetUint64(k []byte, v uint64) error {
-	err := g.report(g.BoltStore.SetUint64(k, v))
+	set := func() error { return g.BoltStore.SetUint64(k, v) }
+	err := g.write(set)
 	if err == nil || string(k) != keyCurrentTerm {
 		return err
 	}
@@ -125,10 +174,19 @@ func (g *guardedStore) SetUint64(k []byte, v uint64) error {
 			return nil
 		case <-time.After(g.retry):
 		}
-		if err = g.report(g.BoltStore.SetUint64(k, v)); err == nil {
+		if err = g.write(set); err == nil {
 			return nil
 		}
 	}
+}
+
+// write runs one write, timed for the disk monitor, and reports its
+// error.
+func (g *guardedStore) write(f func() error) error {
+	if g.started != nil {
+		defer g.started()()
+	}
+	return g.report(f())
 }
 
 func (g *guardedStore) report(err error) error {

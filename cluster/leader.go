@@ -13,10 +13,18 @@ import (
 // Raft reports leadership and stops it, as a mirror image, when Raft
 // reports its loss. Leader work never outlives leadership: stopping cancels
 // its context and waits for every routine to return.
+//
+// It also stops leader work while the data directory is unhealthy, even
+// though Raft may still call this node leader: a leader whose log write
+// hangs on a stalled disk cannot tell Raft's loop anything until the
+// write returns, while the others elect a new leader; its controller must
+// not act beside theirs meanwhile. Leader work starts again once the disk
+// recovers, if Raft then still says leader.
 func (c *Cluster) monitorLeadership() {
 	var (
-		stop func()
-		done chan struct{}
+		stop       func()
+		done       chan struct{}
+		raftLeader bool
 	)
 	stopLeader := func() {
 		if stop == nil {
@@ -28,27 +36,45 @@ func (c *Cluster) monitorLeadership() {
 		c.setLeader(false)
 		c.log.Info("leader work stopped")
 	}
+	startLeader := func() {
+		if stop != nil {
+			return
+		}
+		c.metrics.leaderChanges.Inc()
+		ctx, cancel := context.WithCancel(c.ctx)
+		stop, done = cancel, make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			c.leaderLoop(ctx)
+		}(done)
+	}
 	defer stopLeader()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
-		case isLeader := <-c.notifyCh:
-			if isLeader {
-				if stop != nil {
-					continue
-				}
-				c.metrics.leaderChanges.Inc()
-				ctx, cancel := context.WithCancel(c.ctx)
-				stop, done = cancel, make(chan struct{})
-				go func(done chan struct{}) {
-					defer close(done)
-					c.leaderLoop(ctx)
-				}(done)
-			} else {
-				stopLeader()
-			}
+		case raftLeader = <-c.notifyCh:
+		case <-c.diskHoldCh:
 		}
+		held := c.diskHold.Load()
+		switch {
+		case raftLeader && !held:
+			startLeader()
+		case raftLeader && stop != nil:
+			c.log.Warn("data directory unhealthy: stopping leader work although raft still calls this node leader")
+			stopLeader()
+		default:
+			stopLeader()
+		}
+	}
+}
+
+// holdLeaderWork stops (hold) or allows leader work by the disk's health.
+func (c *Cluster) holdLeaderWork(hold bool) {
+	c.diskHold.Store(hold)
+	select {
+	case c.diskHoldCh <- struct{}{}:
+	default:
 	}
 }
 

@@ -89,6 +89,9 @@ type Controller struct {
 
 	leading atomic.Bool   // a Run is in progress: reports are wanted
 	reports chan received // followers' probe reports, see HandleReport
+
+	healthMu   sync.Mutex
+	healthView []StandbyHealth // see StandbyHealth
 }
 
 // received is a follower's report and when this node received it.
@@ -252,6 +255,11 @@ type run struct {
 	// samples: service -> the probes this leader sent to its address
 	// (outage.go). Only the loop touches the map; each log has its lock.
 	samples map[string]*sampleLog
+	// health: replica key -> the health prober of a standby with a
+	// health_addr (health.go); healthKick is signalled when one changes
+	// its verdict.
+	health     map[string]*healthRun
+	healthKick chan struct{}
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -283,6 +291,8 @@ func (c *Controller) Run(ctx context.Context) {
 		ended:         make(chan struct{}, 1),
 		reads:         map[string]read{},
 		samples:       map[string]*sampleLog{},
+		health:        map[string]*healthRun{},
+		healthKick:    make(chan struct{}, 1),
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -302,6 +312,7 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	defer func() {
 		r.stopProbers()
+		r.stopHealth()
 		r.bg.Wait()
 		r.rg.Wait()
 		wg.Wait()
@@ -312,6 +323,7 @@ func (c *Controller) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		r.syncProbers(ctx)
+		r.syncHealth(ctx)
 		r.handleAlerts(ctx)
 		r.handleRetries(ctx)
 		r.evaluateAll(ctx)
@@ -341,6 +353,9 @@ func (r *run) wait(ctx context.Context, tick <-chan time.Time) bool {
 		case <-r.c.cl.Applied():
 		case <-tick:
 		case <-r.kick:
+		case <-r.healthKick:
+			// A standby's health verdict changed: a pass shows it and
+			// decides again what found no replica to take over.
 		case <-r.ended:
 		case res := <-r.bgDone:
 			r.bgEnded(res)
@@ -860,7 +875,8 @@ func clipText(s string, n int) string {
 // for their platform, unreachable, not found, on a vCenter that does not
 // answer, or their latest call found the platform unavailable), which
 // cannot be restored, and which their platform last reported powered off
-// (a switch to them would have to start them).
+// (a switch to them would have to start them), and which standbys do not
+// answer the leader's health probe (health.go).
 func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 	caps := map[string]decide.Capabilities{}
 	for _, rs := range svc.Spec.Replicas {
@@ -879,6 +895,9 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 			// (platformAnswered): a switch to it would wait for the
 			// platform, not for the replica.
 			c.Unavailable, known = true, true
+		}
+		if st, ok := svc.Replica(rs.Name); ok && r.notAnswering(svc, st) {
+			c.NotAnswering, known = true, true
 		}
 		if known {
 			caps[rs.Name] = c
@@ -933,6 +952,7 @@ type Metrics struct {
 	actions   *prometheus.CounterVec
 	errors    *prometheus.CounterVec
 	reports   *prometheus.CounterVec
+	standby   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the controller's collectors and registers them with
@@ -961,9 +981,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ars_controller_probe_reports_total", Help: "Followers' probe reports received by the leader, by result (accepted, invalid, overflow).",
 		}, []string{"result"}),
+		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ars_controller_standby_health", Help: "The leader's health probe of a standby with a health_addr, by service and replica: 1 answers, 0 does not answer (probe.standby_failures failures in a row). Absent until the first verdict and while the replica is not standby.",
+		}, []string{"service", "replica"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports)
+		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports, m.standby)
 	}
 	return m
 }
@@ -1004,6 +1027,23 @@ func (m *Metrics) action(service, action string) {
 func (m *Metrics) failed(service, action string) {
 	if m != nil {
 		m.errors.WithLabelValues(service, action).Inc()
+	}
+}
+
+func (m *Metrics) standbyHealth(service, replica string, answering bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if answering {
+		v = 1
+	}
+	m.standby.WithLabelValues(service, replica).Set(v)
+}
+
+func (m *Metrics) standbyForget(service, replica string) {
+	if m != nil {
+		m.standby.DeleteLabelValues(service, replica)
 	}
 }
 

@@ -135,8 +135,15 @@ type fakeDriver struct {
 	then     map[string]func()        // "op r": run (under mu) once after the call succeeds
 	watchers []chan driver.Event
 	attacked map[string]bool // impls under DoS: they do not answer
-	notReady atomic.Bool     // Ready reports false (a vCenter login in progress)
-	observes atomic.Int64    // Observe calls
+	// hung: replicas whose DNS server is wedged: they answer nothing, on
+	// the service address or on their health address (healthAddr).
+	hung       map[string]bool
+	healthAddr map[string]string // health_addr -> replica
+	healthQ    map[string]int    // replica -> queries at its health address
+	// noLeader, when set, makes a query fail the test: no leadership runs.
+	noLeader atomic.Bool
+	notReady atomic.Bool  // Ready reports false (a vCenter login in progress)
+	observes atomic.Int64 // Observe calls
 	// unarmed counts power-ons made without the service address (the
 	// Docker driver arms a replica's address helper with it).
 	unarmed atomic.Int64
@@ -161,7 +168,8 @@ func (d *fakeDriver) becomeReady() {
 
 func newFakeDriver(t *testing.T, cl *fakeCluster) *fakeDriver {
 	return &fakeDriver{t: t, cl: cl, vms: map[string]*fakeVM{}, fail: map[string]int{}, failWith: map[string]error{},
-		delay: map[string]chan struct{}{}, held: map[string]int{}, then: map[string]func(){}, attacked: map[string]bool{}}
+		delay: map[string]chan struct{}{}, held: map[string]int{}, then: map[string]func(){}, attacked: map[string]bool{},
+		hung: map[string]bool{}, healthAddr: map[string]string{}, healthQ: map[string]int{}}
 }
 
 func (d *fakeDriver) add(service, name, impl string, power driver.Power, nic bool) {
@@ -424,15 +432,26 @@ func (d *fakeDriver) attack(impl string, on bool) {
 }
 
 // query answers for a service when exactly its attached replicas answer:
-// one attached, running replica whose impl is not under attack.
+// one attached, running replica whose impl is not under attack and that
+// is not hung. At a replica's health address it answers when that replica
+// runs and is not hung.
 func (d *fakeDriver) query(service string) probe.QueryFunc {
 	return func(ctx context.Context, addr string, spec fsm.ProbeSpec) probe.Result {
 		start := time.Now()
+		if d.noLeader.Load() {
+			d.t.Errorf("query to %s while no leadership runs", addr)
+		}
 		d.mu.Lock()
 		ok := false
-		for _, vm := range d.vms {
-			if vm.service == service && vm.power == driver.PowerOn && vm.nic && !d.attacked[vm.impl] {
-				ok = true
+		if name, health := d.healthAddr[addr]; health {
+			d.healthQ[name]++
+			vm := d.vms[name]
+			ok = vm != nil && vm.power == driver.PowerOn && !d.hung[name]
+		} else {
+			for name, vm := range d.vms {
+				if vm.service == service && vm.power == driver.PowerOn && vm.nic && !d.attacked[vm.impl] && !d.hung[name] {
+					ok = true
+				}
 			}
 		}
 		d.mu.Unlock()
@@ -442,6 +461,20 @@ func (d *fakeDriver) query(service string) probe.QueryFunc {
 		return probe.Result{Start: start, RTT: time.Millisecond, Reason: probe.ReasonNetwork, Rcode: -1,
 			Err: fmt.Errorf("%w: fake: no replica answers", probe.ErrNetwork)}
 	}
+}
+
+// hang wedges (or unwedges) a replica's DNS server.
+func (d *fakeDriver) hang(name string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.hung[name] = on
+}
+
+// healthQueries is how many queries reached the replica's health address.
+func (d *fakeDriver) healthQueries(name string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.healthQ[name]
 }
 
 func (c *fakeCluster) alert(id string) fsm.AlertRecord {

@@ -29,12 +29,14 @@ import (
 //	4  the leader, member and verdict records (the event stream's
 //	   leader changes, membership changes and DoS verdicts that switched
 //	   nothing)
+//	5  a replica's health_addr and the probe's standby_interval and
+//	   standby_failures (the leader's standby health probes)
 //
 // Everything a release adds shares one level: a level says what a
 // version reads, and nodes of one version read the same.
 const (
 	BaseLevel   = 1
-	FormatLevel = 4
+	FormatLevel = 5
 )
 
 // Level is the lowest format level a node must read to apply c.
@@ -47,6 +49,9 @@ func Level(c Command) int {
 	case SwitchRequest:
 		return 2
 	case ServiceApply:
+		if c.Spec.HasHealthAddr() || c.Spec.Probe.StandbyInterval != 0 || c.Spec.Probe.StandbyFailures != 0 {
+			return 5
+		}
 		if c.Spec.Policy.ExploitMode == ModeParallel || c.Spec.Policy.DoSMode == ModeParallel ||
 			slices.ContainsFunc(c.Spec.Replicas, func(r ReplicaSpec) bool { return r.VCenter != "" }) {
 			return 2

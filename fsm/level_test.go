@@ -16,6 +16,8 @@ func TestLevel(t *testing.T) {
 		{"service.apply", ServiceApply{Spec: ServiceSpec{Name: "dns", Policy: PolicySpec{DoSMode: ModeMakeBeforeBreak}}}, 1},
 		{"service.apply, dos parallel", ServiceApply{Spec: parallel}, 2},
 		{"service.apply, a replica naming its vCenter", ServiceApply{Spec: ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", VCenter: "vc-east"}}}}, 2},
+		{"service.apply, a replica with a health_addr", ServiceApply{Spec: ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", HealthAddr: "198.51.100.7:53"}}}}, 5},
+		{"service.apply, standby pacing alone", ServiceApply{Spec: ServiceSpec{Probe: ProbeSpec{StandbyFailures: 2}}}, 5},
 		{"service.apply, exploit parallel", ServiceApply{Spec: ServiceSpec{Policy: PolicySpec{ExploitMode: ModeParallel}}}, 2},
 		{"switch", Switch{Service: "dns", Mode: ModeBreakBeforeMake}, 1},
 		{"switch with alert_id (0.1.0 reads it)", Switch{Service: "dns", AlertID: "a-1"}, 1},

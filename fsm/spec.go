@@ -86,6 +86,9 @@ const (
 	DefaultRotation     = RotationDiverse
 	DefaultProfile      = ProfileARS
 	DefaultConfirm      = ConfirmNone
+	// Standby health probes (only in a spec with a health_addr).
+	DefaultStandbyInterval = Duration(time.Second)
+	DefaultStandbyFailures = 3
 )
 
 // Limits checked by Validate.
@@ -117,6 +120,14 @@ type ReplicaSpec struct {
 	// Container holds the rest of a container replica's definition
 	// (platform container only; nil: the image's own command, no limits).
 	Container *ContainerSpec `json:"container,omitempty"`
+	// HealthAddr is an address ("IP:port") at which the replica's DNS
+	// server answers whatever its role: a management address the leader
+	// can reach. A standby is detached from the service network, so
+	// without it nothing can tell a wedged standby from a healthy one.
+	// When set, the leader sends the service's probe question there while
+	// the replica is standby (controller/DESIGN.md, "Standby health").
+	// Optional; added within wire version 1 at format level 5.
+	HealthAddr string `json:"health_addr,omitempty"`
 }
 
 // ContainerSpec is how a container replica is created: the Docker driver
@@ -148,6 +159,19 @@ type ProbeSpec struct {
 	Failures int      `json:"failures"` // paper: consecutive timeouts; ars: consecutive failures also required within Window. Default 3
 	Window   Duration `json:"window"`   // ars: no valid answer for this long => DoS (default 275ms, see controller/probe); paper: unused (0)
 	Confirm  string   `json:"confirm"`  // "none" (default) | "quorum"
+	// StandbyInterval and StandbyFailures pace the leader's health probes
+	// of standbys that have a health_addr: one probe (with Timeout) at a
+	// time, no more than one per StandbyInterval, and a standby is judged
+	// not answering after StandbyFailures failures in a row. Normalize
+	// fills the defaults (1s, 3) only in a spec with a health_addr, so
+	// that a spec without one encodes as before (format level 1).
+	StandbyInterval Duration `json:"standby_interval,omitempty"`
+	StandbyFailures int      `json:"standby_failures,omitempty"`
+}
+
+// HasHealthAddr reports whether any replica of s has a health_addr.
+func (s ServiceSpec) HasHealthAddr() bool {
+	return slices.ContainsFunc(s.Replicas, func(r ReplicaSpec) bool { return r.HealthAddr != "" })
 }
 
 // PolicySpec describes the switching policy.
@@ -254,6 +278,10 @@ func (s *ServiceSpec) Normalize() {
 		r.VCenter = strings.TrimSpace(r.VCenter)
 		r.Host = strings.TrimSpace(r.Host)
 		r.Image = strings.TrimSpace(r.Image)
+		r.HealthAddr = strings.TrimSpace(r.HealthAddr)
+		if ap, err := netip.ParseAddrPort(r.HealthAddr); err == nil {
+			r.HealthAddr = ap.String()
+		}
 		if c := r.Container; c != nil {
 			c.Network = strings.TrimSpace(c.Network)
 			c.AppArmor = strings.TrimSpace(c.AppArmor)
@@ -304,6 +332,14 @@ func (s *ServiceSpec) Normalize() {
 	}
 	if p.Failures == 0 {
 		p.Failures = DefaultFailures
+	}
+	if s.HasHealthAddr() {
+		if p.StandbyInterval == 0 {
+			p.StandbyInterval = DefaultStandbyInterval
+		}
+		if p.StandbyFailures == 0 {
+			p.StandbyFailures = DefaultStandbyFailures
+		}
 	}
 
 	q := &s.Policy
@@ -385,6 +421,7 @@ func (s ServiceSpec) validate() error {
 		return fmt.Errorf("replicas: %d replicas, at most %d allowed", len(s.Replicas), MaxReplicas)
 	}
 	seen := make(map[string]int, len(s.Replicas))
+	healthSeen := map[string]int{}
 	for i, r := range s.Replicas {
 		if err := r.validate(); err != nil {
 			return fmt.Errorf("replicas[%d].%s", i, err)
@@ -393,6 +430,16 @@ func (s ServiceSpec) validate() error {
 			return fmt.Errorf("replicas[%d].name: %q already used by replicas[%d]", i, r.Name, j)
 		}
 		seen[r.Name] = i
+		if r.HealthAddr == "" {
+			continue
+		}
+		if r.HealthAddr == s.Address {
+			return fmt.Errorf("replicas[%d].health_addr: %q is the service address, which only the active replica holds; give the replica's own management address", i, r.HealthAddr)
+		}
+		if j, dup := healthSeen[r.HealthAddr]; dup {
+			return fmt.Errorf("replicas[%d].health_addr: %q already used by replicas[%d]", i, r.HealthAddr, j)
+		}
+		healthSeen[r.HealthAddr] = i
 	}
 	if err := s.Probe.validate(); err != nil {
 		return fmt.Errorf("probe.%s", err)
@@ -428,6 +475,17 @@ func (r ReplicaSpec) validate() error {
 	} {
 		if err := checkText(f.v, maxTextLen); err != nil {
 			return fmt.Errorf("%s: %v", f.name, err)
+		}
+	}
+	if r.HealthAddr != "" {
+		ap, err := netip.ParseAddrPort(r.HealthAddr)
+		switch {
+		case err != nil:
+			return fmt.Errorf("health_addr: %q must be \"IP:port\" (the replica's management address, e.g. \"198.51.100.7:53\")", r.HealthAddr)
+		case ap.Port() == 0:
+			return fmt.Errorf("health_addr: %q: port must be 1-65535", r.HealthAddr)
+		case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
+			return fmt.Errorf("health_addr: %q is not a unicast address", r.HealthAddr)
 		}
 	}
 	if r.VCenter != "" && !VCenterNameRE.MatchString(r.VCenter) {
@@ -588,6 +646,15 @@ func (p ProbeSpec) validate() error {
 	}
 	if p.Confirm != ConfirmNone && p.Confirm != ConfirmQuorum {
 		return fmt.Errorf("confirm: must be %q or %q", ConfirmNone, ConfirmQuorum)
+	}
+	if p.StandbyInterval < 0 || p.StandbyInterval > maxProbeDuration {
+		return fmt.Errorf("standby_interval: %s must be >= 0 and <= %s", p.StandbyInterval, maxProbeDuration)
+	}
+	if p.StandbyInterval > 0 && p.StandbyInterval < p.Timeout {
+		return fmt.Errorf("standby_interval: %s must be at least the timeout (%s): one standby probe at a time", p.StandbyInterval, p.Timeout)
+	}
+	if p.StandbyFailures < 0 || p.StandbyFailures > maxProbeFailures {
+		return fmt.Errorf("standby_failures: %d must be 1-%d", p.StandbyFailures, maxProbeFailures)
 	}
 	return nil
 }

@@ -51,6 +51,28 @@ func TestNormalizeDefaults(t *testing.T) {
 	}
 }
 
+// The standby pacing defaults are filled only in a spec with a
+// health_addr: a spec without one normalizes (and encodes, at format
+// level 1) exactly as before.
+func TestNormalizeStandbyDefaults(t *testing.T) {
+	without := ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}}}
+	without.Normalize()
+	if without.Probe.StandbyInterval != 0 || without.Probe.StandbyFailures != 0 {
+		t.Fatalf("defaults without a health_addr: %+v", without.Probe)
+	}
+	with := ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", HealthAddr: " 198.51.100.7:053 "}}}
+	with.Normalize()
+	if with.Probe.StandbyInterval != DefaultStandbyInterval || with.Probe.StandbyFailures != DefaultStandbyFailures {
+		t.Fatalf("defaults with a health_addr: %+v", with.Probe)
+	}
+	if got := with.Replicas[1].HealthAddr; got != "198.51.100.7:53" {
+		t.Fatalf("health_addr normalized to %q", got)
+	}
+	if Level(ServiceApply{Spec: without}) != BaseLevel || Level(ServiceApply{Spec: with}) != 5 {
+		t.Fatalf("levels %d, %d", Level(ServiceApply{Spec: without}), Level(ServiceApply{Spec: with}))
+	}
+}
+
 func TestValidate(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -95,6 +117,26 @@ func TestValidate(t *testing.T) {
 		{"vcenter on container", func(s *ServiceSpec) { s.Replicas[2].VCenter = "vc-east" }, "replicas[2].vcenter: only for platform"},
 		{"vcenter not a name", func(s *ServiceSpec) { s.Replicas[1].VCenter = "VC East" }, "replicas[1].vcenter:"},
 		{"vcenter with port", func(s *ServiceSpec) { s.Replicas[1].VCenter = "vc:443" }, "replicas[1].vcenter:"},
+		{"valid health_addr", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = " 198.51.100.7:53 " }, ""},
+		{"valid standby pacing", func(s *ServiceSpec) {
+			s.Replicas[1].HealthAddr = "198.51.100.7:53"
+			s.Probe.StandbyInterval = Duration(2 * time.Second)
+			s.Probe.StandbyFailures = 5
+		}, ""},
+		{"health_addr without port", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = "198.51.100.7" }, `replicas[1].health_addr: "198.51.100.7" must be "IP:port"`},
+		{"health_addr hostname", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = "bind.mgmt:53" }, "replicas[1].health_addr:"},
+		{"health_addr port 0", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = "198.51.100.7:0" }, "replicas[1].health_addr: \"198.51.100.7:0\": port"},
+		{"health_addr unspecified", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = "0.0.0.0:53" }, "not a unicast address"},
+		{"health_addr is the service address", func(s *ServiceSpec) { s.Replicas[2].HealthAddr = s.Address }, "replicas[2].health_addr: " + `"` + "192.0.2.53:53" + `" is the service address`},
+		{"health_addr shared", func(s *ServiceSpec) {
+			s.Replicas[0].HealthAddr = "198.51.100.7:53"
+			s.Replicas[3].HealthAddr = "198.51.100.7:53"
+		}, "replicas[3].health_addr: \"198.51.100.7:53\" already used by replicas[0]"},
+		{"standby_interval below the timeout", func(s *ServiceSpec) {
+			s.Replicas[1].HealthAddr = "198.51.100.7:53"
+			s.Probe.StandbyInterval = Duration(50 * time.Millisecond)
+		}, "probe.standby_interval: 50ms must be at least the timeout (100ms)"},
+		{"standby_failures negative", func(s *ServiceSpec) { s.Probe.StandbyFailures = -1 }, "probe.standby_failures:"},
 		{"snapshot on container", func(s *ServiceSpec) { s.Replicas[2].Snapshot = "clean" }, "replicas[2].snapshot:"},
 		{"container on vm", func(s *ServiceSpec) { s.Replicas[0].Container = &ContainerSpec{} }, "replicas[0].container: only for"},
 		{"container env not k=v", func(s *ServiceSpec) { s.Replicas[2].Container = &ContainerSpec{Env: []string{"NOEQ"}} }, "replicas[2].container.env[0]:"},

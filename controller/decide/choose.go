@@ -19,9 +19,11 @@ type pick struct {
 //
 //	[0] 1 if its impl is the attacked replica's (rotation "diverse" only:
 //	    an impl-wide attack is avoided whenever another impl is eligible)
-//	[1] 1 if its driver cannot restore it (Capabilities.NoRestore)
-//	[2] 1 if its platform reports it stopped (Capabilities.Stopped)
-type class [3]int
+//	[1] 1 if the leader's health probe judged it not answering
+//	    (Capabilities.NotAnswering): a switch to it is an outage
+//	[2] 1 if its driver cannot restore it (Capabilities.NoRestore)
+//	[3] 1 if its platform reports it stopped (Capabilities.Stopped)
+type class [4]int
 
 func (c class) less(o class) bool { return slices.Compare(c[:], o[:]) < 0 }
 
@@ -32,9 +34,12 @@ func (c class) less(o class) bool { return slices.Compare(c[:], o[:]) < 0 }
 // without replicas whose driver is unavailable. Among the candidates of the
 // best class, the current standby wins if it is one of them (it is running:
 // the switch is one NIC operation); otherwise the first of them in
-// RankStandby's order. A standby its platform reports stopped (a Docker
-// engine restart killed it) is of a worse class than a suspended replica
-// of the same diversity: resuming is faster than starting.
+// RankStandby's order. A standby the leader's health probe judged not
+// answering (its server is wedged) is of a worse class than any replica
+// of the same diversity that is not so judged: a switch to it is an
+// outage. A standby its platform reports stopped (a Docker engine restart
+// killed it) is of a worse class than a suspended replica of the same
+// diversity: resuming is faster than starting.
 func (d *decider) choose(attacked string) (pick, bool) {
 	var unavailable []string
 	for _, rs := range d.svc.Replicas {
@@ -52,11 +57,14 @@ func (d *decider) choose(attacked string) (pick, bool) {
 		if diverse && d.sameImpl(name, attacked) {
 			c[0] = 1
 		}
-		if d.capsOf(name).NoRestore {
+		if d.capsOf(name).NotAnswering {
 			c[1] = 1
 		}
-		if d.capsOf(name).Stopped {
+		if d.capsOf(name).NoRestore {
 			c[2] = 1
+		}
+		if d.capsOf(name).Stopped {
+			c[3] = 1
 		}
 		return c
 	}
@@ -109,8 +117,10 @@ func (d *decider) choose(attacked string) (pick, bool) {
 		case classOf(sb.Name)[0] > best[0]:
 			why = append(why, fmt.Sprintf("standby %q has the attacked impl %s", sb.Name, d.impl(sb.Name)))
 		case classOf(sb.Name)[1] > best[1]:
-			why = append(why, fmt.Sprintf("standby %q cannot be restored by its driver", sb.Name))
+			why = append(why, fmt.Sprintf("standby %q does not answer its health probe: a switch to it would be an outage", sb.Name))
 		case classOf(sb.Name)[2] > best[2]:
+			why = append(why, fmt.Sprintf("standby %q cannot be restored by its driver", sb.Name))
+		case classOf(sb.Name)[3] > best[3]:
 			why = append(why, fmt.Sprintf("standby %q is stopped: a switch to it would have to start it", sb.Name))
 		}
 	}
@@ -122,9 +132,12 @@ func (d *decider) choose(attacked string) (pick, bool) {
 		}
 	}
 	if best[1] == 1 {
-		why = append(why, "note: its driver cannot restore it, nor any equally diverse candidate's")
+		why = append(why, "note: it does not answer its health probe, nor does any equally diverse candidate: the least bad is chosen")
 	}
 	if best[2] == 1 {
+		why = append(why, "note: its driver cannot restore it, nor any equally diverse candidate's")
+	}
+	if best[3] == 1 {
 		why = append(why, "note: it is stopped, as is every equally good candidate: the switch starts it")
 	}
 	return pick{name: chosen, why: strings.Join(why, "; ")}, true

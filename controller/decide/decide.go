@@ -33,6 +33,16 @@ type Capabilities struct {
 	// preferred, the standby included; it never outranks impl diversity
 	// or restorability.
 	Stopped bool
+	// NotAnswering: the leader's health probe of the replica (a standby
+	// with a health_addr) got no valid answer for probe.standby_failures
+	// probes in a row: its server is wedged, or its VM or container is
+	// running but does not answer. A switch to it would be an outage of a
+	// probe window and a switch, damped by min_dwell since it never
+	// answered. Among candidates of the same impl diversity one that is not
+	// so judged is preferred, whatever its restorability or power state;
+	// it never outranks impl diversity. With every candidate so judged the
+	// least bad is still chosen, and the Reason says so.
+	NotAnswering bool
 }
 
 // State is what Decide decides on.
@@ -325,6 +335,9 @@ func (d *decider) manual(e ManualSwitch) (Decision, error) {
 	why := fmt.Sprintf("%s: switch to %s %s, as requested", trigger, rs.Role, d.label(rs.Name))
 	if d.sameImpl(rs.Name, d.active.Name) {
 		why += fmt.Sprintf("; note: same impl %s as %q", d.impl(rs.Name), d.active.Name)
+	}
+	if d.capsOf(rs.Name).NotAnswering {
+		why += "; note: it does not answer its health probe"
 	}
 	if d.capsOf(rs.Name).NoRestore {
 		why += "; note: its driver cannot restore it"

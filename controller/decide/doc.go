@@ -40,8 +40,9 @@
 //   - The replica to switch to comes from fsm.RankStandby (the diversity
 //     rule, or round-robin), without replicas whose driver is unavailable.
 //     Of the best class — another impl than the attacked replica (rotation
-//     "diverse"), then restorable by its driver — the current standby wins if
-//     it is in it (it is running), otherwise the first ranked. A quarantined,
+//     "diverse"), then answering the leader's health probe, then restorable
+//     by its driver, then not stopped — the current standby wins if it is
+//     in it (it is running), otherwise the first ranked. A quarantined,
 //     recovering or maintenance replica is never chosen (docs/design.md §4.4).
 //
 // Every command expects the generation of the state it was decided on, so a

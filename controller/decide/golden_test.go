@@ -208,6 +208,25 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			name: "hung-standby",
+			about: "a standby the leader's health probe judged not answering (its server wedged) is passed over for a " +
+				"suspended replica of the same diversity; when it answers again it is the " +
+				"standby of choice again; with every candidate not answering the least bad is chosen",
+			spec: spec(fiveReplicas()),
+			caps: map[string]decide.Capabilities{"lin-unbound": {NotAnswering: true}},
+			steps: []step{
+				ev(0, verdict("win-bind")),
+				op(300*ms, "done"),
+				{at: 5 * sec, caps: map[string]decide.Capabilities{}},
+				ev(6*sec, verdict(active)),
+				op(6300*ms, "done"),
+				{at: 10 * sec, caps: map[string]decide.Capabilities{"lin-bind": {NotAnswering: true}, "lin-knot": {NotAnswering: true},
+					"win-unbound": {NotAnswering: true}}},
+				ev(11*sec, verdict(active)),
+				op(11300*ms, "done"),
+			},
+		},
+		{
 			name:  "exhaustion",
 			about: "exploits until no clean replica is left, then restores bring one back",
 			spec: spec([]fsm.ReplicaSpec{
@@ -352,6 +371,9 @@ func writeCaps(b *bytes.Buffer, caps map[string]decide.Capabilities) {
 		}
 		if c.Stopped {
 			f = append(f, "stopped")
+		}
+		if c.NotAnswering {
+			f = append(f, "not-answering")
 		}
 		out = append(out, n+"="+strings.Join(f, ","))
 	}

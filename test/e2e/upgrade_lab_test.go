@@ -48,7 +48,13 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 	newBin := arsBinary(t)
 	ctx := context.Background()
 	nodes := []string{"n1", "n2", "n3"}
-	tmp := t.TempDir()
+	// Not t.TempDir: this test's name makes that too long for the
+	// replicas' Unix sockets (pdns_recursor's control socket).
+	tmp, err := os.MkdirTemp("", upgradeLabPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	logf, err := os.Create(filepath.Join(tmp, "lab.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +89,12 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 				t.Logf("--- %s (pid %d, %s) log tail:\n%s", n.Name, n.Pid, n.Agent, labLogTail(n.Log))
 			}
 			t.Logf("--- lab log tail:\n%s", labLogTail(logf.Name()))
+			logs, _ := filepath.Glob(filepath.Join(l.Net.LogDir(), "*.log"))
+			for _, p := range logs {
+				if !strings.HasPrefix(filepath.Base(p), "node-") {
+					t.Logf("--- %s tail:\n%s", filepath.Base(p), labLogTail(p))
+				}
+			}
 		}
 		if err := l.Down(context.Background()); err != nil {
 			t.Errorf("lab down: %v", err)
@@ -220,7 +232,8 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 		_, err := l.Steady(sctx, time.Duration(fsm.DefaultMinDwell))
 		cancel()
 		if err != nil {
-			t.Fatalf("before the %s: %v", kind, err)
+			st := l.Status(ctx)
+			t.Fatalf("before the %s: %v\nreplicas: %+v", kind, err, st.Replicas)
 		}
 		upgradeDone := make(chan error, 1)
 		if node != "" {

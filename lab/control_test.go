@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -188,5 +189,36 @@ func TestControlServerRefusesOversizedAndSlowRequests(t *testing.T) {
 				t.Fatal("the control server kept a slow client's connection open")
 			}
 		})
+	}
+}
+
+// Nodes on another agent binary: Up refuses an entry for no node, one
+// without a binary, and the dead webhook beside them (ars 0.1.0 refuses
+// its notify key) before it makes anything; UpgradeNode refuses an
+// unknown node and a missing binary.
+func TestNodeAgentsRefusedBadInput(t *testing.T) {
+	reps := []Replica{{Name: "a", Impl: "bind9", OS: "linux"}}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Replicas: reps, Nodes: []string{"n1"}, Agent: "/ars", NodeAgents: map[string]string{"n9": "/old"}}, `for node "n9"`},
+		{Config{Replicas: reps, Nodes: []string{"n1"}, Agent: "/ars", NodeAgents: map[string]string{"n1": ""}}, `for node "n1"`},
+		{Config{Replicas: reps, Nodes: []string{"n1"}, Agent: "/ars", NodeAgents: map[string]string{"n1": "/old"}, DeadWebhook: true}, "notify key"},
+	} {
+		l, err := Up(context.Background(), c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			if l != nil {
+				_ = l.Down(context.Background())
+			}
+			t.Errorf("Up(%+v): %v; want an error with %q", c.cfg.NodeAgents, err, c.want)
+		}
+	}
+	l := describedLab(t)
+	if err := l.UpgradeNode("zz", "/ars"); !IsBadRequest(err) {
+		t.Errorf("upgrade of an unknown node: %v; want a bad request", err)
+	}
+	if err := l.UpgradeNode("n1", ""); !IsBadRequest(err) {
+		t.Errorf("upgrade without a binary: %v; want a bad request", err)
 	}
 }

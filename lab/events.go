@@ -13,7 +13,8 @@ type LabEvent struct {
 	At      time.Time `json:"at"`
 	Replica string    `json:"replica,omitempty"`
 	// Node is set for what the lab did to a controller node (node-kill,
-	// node-start, node-stop, node-cont, node-partition, node-heal).
+	// node-start, node-stop, node-cont, node-partition, node-heal,
+	// node-upgrade).
 	Node string `json:"node,omitempty"`
 	// What: start, kill, suspend, resume, link, unlink, revert, dos,
 	// exploit (a replica); node-* (a node); vc-delay, vc-fail, vc-clear,

@@ -31,6 +31,9 @@ const (
 	// EvNodeLinkClear: the fault ended.
 	EvNodeLinkFault = "node-link-fault"
 	EvNodeLinkClear = "node-link-clear"
+	// EvNodeUpgrade: the node restarted on another agent binary
+	// (UpgradeNode).
+	EvNodeUpgrade = "node-upgrade"
 )
 
 // MaxVCDelay bounds a vCenter method delay and MaxVCFault a fault rule's

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -59,11 +60,19 @@ type Config struct {
 	// Up then applies the lab's service (named Service, default "dns",
 	// with Probe and Policy) and starts one AppArmor watcher per replica.
 	// Without Nodes the caller drives the simulator itself.
-	Nodes   []string
-	Agent   string
-	Service string
-	Probe   fsm.ProbeSpec
-	Policy  fsm.PolicySpec
+	Nodes []string
+	Agent string
+	// NodeAgents runs some nodes from another ars binary than Agent
+	// (node name -> path), and UpgradeNode moves a node to another one:
+	// the rolling-upgrade test starts every node on the previous release
+	// this way. Agent still runs the watchers. The agent configuration
+	// the lab writes is one ars 0.1.0 reads (it decodes strictly and
+	// halts on a key it does not know) as long as DeadWebhook is off: the
+	// notify key came after it, so Up refuses the two together.
+	NodeAgents map[string]string
+	Service    string
+	Probe      fsm.ProbeSpec
+	Policy     fsm.PolicySpec
 	// PerOperationLogin makes the nodes log in to vCenter for every
 	// operation (the paper's script; the benchmark's paper-cli mode).
 	PerOperationLogin bool
@@ -151,6 +160,14 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	if len(cfg.Nodes) > 0 && cfg.Agent == "" {
 		return nil, errors.New("lab: nodes need the ars binary (Config.Agent)")
+	}
+	for n, bin := range cfg.NodeAgents {
+		if !slices.Contains(cfg.Nodes, n) || bin == "" {
+			return nil, fmt.Errorf("lab: agent %q for node %q: want a binary for one of the nodes %v", bin, n, cfg.Nodes)
+		}
+	}
+	if len(cfg.NodeAgents) > 0 && cfg.DeadWebhook {
+		return nil, errors.New("lab: the dead webhook's notify key is unknown to ars 0.1.0, whose config decoding is strict: no dead webhook with nodes on another agent")
 	}
 	if cfg.Service == "" {
 		cfg.Service = "dns"

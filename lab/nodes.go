@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -46,6 +47,8 @@ type Node struct {
 	Pid  int    `json:"pid"`  // 0 while stopped
 	// Log is the node's log file.
 	Log string `json:"log"`
+	// Agent is the ars binary the node runs (or last ran).
+	Agent string `json:"agent,omitempty"`
 }
 
 // nodeSet runs the lab's agents.
@@ -55,6 +58,9 @@ type nodeSet struct {
 	pki   string // StateDir/pki
 	mu    sync.Mutex
 	procs map[string]*netlab.Proc
+	// agents is the ars binary each node runs when started: Config.Agent
+	// or its Config.NodeAgents entry, until UpgradeNode changes it.
+	agents map[string]string
 }
 
 // PKIDir is where the lab's CA, node certificates, gossip key and tokens
@@ -130,7 +136,14 @@ func pipe(c net.Conn, target string, src *net.TCPAddr, done <-chan struct{}) {
 // agents.
 func (l *Lab) startNodes() error {
 	t := l.Net.Topology()
-	ns := &nodeSet{l: l, dir: filepath.Join(t.StateDir, "nodes"), pki: l.PKIDir(), procs: map[string]*netlab.Proc{}}
+	ns := &nodeSet{l: l, dir: filepath.Join(t.StateDir, "nodes"), pki: l.PKIDir(), procs: map[string]*netlab.Proc{},
+		agents: map[string]string{}}
+	for _, n := range t.Nodes {
+		ns.agents[n] = l.cfg.Agent
+		if a := l.cfg.NodeAgents[n]; a != "" {
+			ns.agents[n] = a
+		}
+	}
 	l.nodes = ns
 	var pn []pki.PKINode
 	for _, n := range t.Nodes {
@@ -286,7 +299,7 @@ func (ns *nodeSet) start(node string) error {
 	if p := ns.procs[node]; p != nil && !exited(p) {
 		return fmt.Errorf("lab: node %s is already running (pid %d)", node, p.Pid())
 	}
-	p, err := ns.l.Net.RunNode(node, ns.l.cfg.Agent, "agent", "-config", ns.configPath(node))
+	p, err := ns.l.Net.RunNode(node, ns.agents[node], "agent", "-config", ns.configPath(node))
 	if err != nil {
 		return fmt.Errorf("lab: start node %s: %w", node, err)
 	}
@@ -339,6 +352,50 @@ func (ns *nodeSet) kill(node string) error {
 	}
 }
 
+// NodeStopLimit bounds how long UpgradeNode waits for an agent to exit
+// after SIGTERM.
+const NodeStopLimit = 30 * time.Second
+
+// UpgradeNode restarts a node on another ars binary, as an operator
+// upgrades one: SIGTERM to its agent, a wait for it to exit (at most
+// NodeStopLimit; an agent that ignores SIGTERM is not killed but
+// reported), and the agent started from agent with the same
+// configuration and data directory. The node keeps agent from then on
+// (StartNode after a KillNode too).
+func (l *Lab) UpgradeNode(node, agent string) error {
+	if !slices.Contains(l.Net.Topology().Nodes, node) {
+		return badRequest("no node %q", node)
+	}
+	if agent == "" {
+		return badRequest("upgrade of node %s: no agent binary", node)
+	}
+	return l.recordNode(node, EvNodeUpgrade, l.nodes.upgrade(node, agent))
+}
+
+func (ns *nodeSet) upgrade(node, agent string) error {
+	p, err := ns.running(node)
+	if err != nil {
+		return err
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("lab: upgrade of node %s: %w", node, err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(NodeStopLimit):
+		return fmt.Errorf("lab: upgrade of node %s: its agent (pid %d) did not exit within %s of SIGTERM", node, p.Pid(), NodeStopLimit)
+	}
+	ns.mu.Lock()
+	ns.agents[node] = agent
+	ns.mu.Unlock()
+	return ns.start(node)
+}
+
+// Nodes lists the controller nodes, each with its agent's pid (0 while
+// it is not running: killed, stopped by an upgrade, or exited by itself)
+// and log.
+func (l *Lab) Nodes() []Node { return l.nodes.list() }
+
 // killAll kills every running node (a lab without nodes has none).
 func (ns *nodeSet) killAll() error {
 	if ns == nil {
@@ -367,7 +424,7 @@ func (ns *nodeSet) list() []Node {
 	defer ns.mu.Unlock()
 	var out []Node
 	for _, n := range ns.l.Net.Topology().Nodes {
-		nd := Node{Name: n, Addr: ns.l.NodeAPI(n)}
+		nd := Node{Name: n, Addr: ns.l.NodeAPI(n), Agent: ns.agents[n]}
 		if p := ns.procs[n]; p != nil {
 			nd.Log = p.LogPath()
 			if !exited(p) {

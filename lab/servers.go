@@ -72,6 +72,14 @@ func Prepare(spec ServerSpec) ([]string, error) {
 			return nil, fmt.Errorf("lab: %s needs %s (apt-get install %s): %w", spec.Impl, prog, debPackage(spec.Impl), err)
 		}
 	}
+	if spec.Impl == "pdns-recursor" {
+		// It binds a control socket in its socket-dir and exits if the
+		// path does not fit a Unix socket address: the replica would run
+		// with no server and never answer.
+		if sock := filepath.Join(spec.Dir, "pdns_recursor.controlsocket"); len(sock) > maxUnixPath {
+			return nil, fmt.Errorf("lab: pdns-recursor's control socket %s is %d bytes, more than a Unix socket path holds (%d): give the lab a shorter state directory", sock, len(sock), maxUnixPath)
+		}
+	}
 	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -121,6 +129,10 @@ func Prepare(spec ServerSpec) ([]string, error) {
 		return []string{bin, "-listen", data["Addr"] + ":53", "-name", RecordName, "-a", RecordA}, nil
 	}
 }
+
+// maxUnixPath is the longest path a Unix socket address holds on Linux
+// (sun_path is 108 bytes with the terminating NUL).
+const maxUnixPath = 107
 
 func debPackage(impl string) string {
 	switch impl {

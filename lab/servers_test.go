@@ -28,6 +28,9 @@ func TestPrepareRejectsBadInput(t *testing.T) {
 		{ServerSpec{Impl: "nsd", Dir: dir, Addr: netip.MustParseAddr("127.53.0.1"), Subnet: sn}, "unknown implementation"},
 		{ServerSpec{Impl: "unbound", Dir: dir, Addr: netip.MustParseAddr("::1"), Subnet: sn}, "IPv4"},
 		{ServerSpec{Impl: "unbound", Dir: dir, Subnet: sn}, "IPv4"},
+		// pdns_recursor exits on a control socket path this long (108
+		// bytes): it was a replica with no server in a test's temp dir.
+		{ServerSpec{Impl: "pdns-recursor", Dir: "/" + strings.Repeat("d", 79), Addr: netip.MustParseAddr("127.53.0.1"), Subnet: sn, Binary: "/x"}, "shorter state directory"},
 		{ServerSpec{Impl: "bind9", Dir: dir, Addr: netip.MustParseAddr("127.53.0.1"), Subnet: sn, Binary: ""}, ""},
 	} {
 		_, err := Prepare(c.spec)

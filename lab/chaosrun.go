@@ -63,6 +63,11 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 		if bad, err := l.Net.NodeLinkFaulty(n.Name); err != nil || bad {
 			return "node " + n.Name + "'s link is degraded"
 		}
+		if l.cfg.NodeDisks {
+			if fs, err := mountsUnder(l.nodes.dir); err != nil || !slices.Contains(fs, l.nodes.dataDir(n.Name)) {
+				return "node " + n.Name + " has no disk of its own mounted"
+			}
+		}
 		c, err := l.Client(n.Name, "reader")
 		if err != nil {
 			return err.Error()
@@ -80,6 +85,8 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 			return fmt.Sprintf("nodes disagree on the leader (%s, %s)", leader, st.Leader)
 		case st.Voters != len(nodes):
 			return fmt.Sprintf("node %s counts %d voters, want %d", n.Name, st.Voters, len(nodes))
+		case st.Disk != nil && !st.Disk.Healthy:
+			return fmt.Sprintf("node %s: data directory unhealthy: %s", n.Name, st.Disk.Cause)
 		}
 		leader = st.Leader
 		cctx, cancel = context.WithTimeout(ctx, time.Second)
@@ -166,7 +173,7 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	var acts []action
 	for i, st := range s.Steps {
 		acts = append(acts, action{at: st.At, step: i})
-		if st.Duration > 0 && (st.Kind.IsNodeFault() || st.Kind.IsLinkFault()) {
+		if st.Duration > 0 && (st.Kind.IsNodeFault() || st.Kind.IsLinkFault() || st.Kind.IsDiskFault()) {
 			acts = append(acts, action{at: st.End(), step: i, undo: true})
 		}
 	}
@@ -196,9 +203,12 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	}
 	h.Healed = time.Now()
 	for i := range h.Injections {
-		if in := &h.Injections[i]; (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault()) && in.Done() && in.Until.IsZero() {
+		if in := &h.Injections[i]; (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault() || in.Step.Kind.IsDiskFault()) && in.Done() && in.Until.IsZero() {
 			in.Until = h.Healed
 		}
+	}
+	if runErr == nil {
+		h.Injections = append(h.Injections, l.restartAfterDiskFaults(ctx, h.Injections, s.Seed)...)
 	}
 	if runErr == nil {
 		rctx, cancel := context.WithTimeout(ctx, readyLimit)
@@ -314,6 +324,19 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 		in.Node = node
 		in.At = time.Now()
 		fail(l.DegradeNodeLink(node, f))
+	case st.Kind.IsDiskFault():
+		node, err := l.chaosNode(ctx, st.Target, seed)
+		if err != nil {
+			fail(err)
+			return
+		}
+		in.Node = node
+		in.At = time.Now()
+		if st.Kind == chaos.DiskFull {
+			fail(l.FillNodeDisk(node))
+		} else {
+			fail(l.FreezeNodeDisk(node))
+		}
 	case st.Kind == chaos.VCDelay || st.Kind == chaos.VCFail:
 		f := VCFault{Method: st.Method, Delay: st.Delay, Fail: st.Kind == chaos.VCFail, Until: in.At.Add(st.Duration)}
 		l.AddVCFault(f)
@@ -370,11 +393,48 @@ func (l *Lab) undo(in *chaos.Injection) {
 		err = l.HealNode(in.Node)
 	case chaos.LinkLoss, chaos.LinkOneway, chaos.LinkDelay:
 		err = l.ClearNodeLink(in.Node)
+	case chaos.DiskFull:
+		err = l.FreeNodeDisk(in.Node)
+	case chaos.DiskStall:
+		err = l.ThawNodeDisk(in.Node)
 	}
 	in.Until = time.Now()
 	if err != nil {
 		in.Err = "undo: " + err.Error()
 	}
+}
+
+// restartAfterDiskFaults kills and starts again, one at a time, each node
+// whose disk a schedule failed, once the disks are healed: the node must
+// come back from what that disk holds (its log, stable store and
+// snapshots), and the samples that follow compare its state digest with
+// the others'. Each restart is returned as an injection of kind
+// NodeRestart (Target: whether the node led then), which the checker
+// counts like a node fault.
+func (l *Lab) restartAfterDiskFaults(ctx context.Context, ins []chaos.Injection, seed int64) []chaos.Injection {
+	var out []chaos.Injection
+	done := map[string]bool{}
+	for _, fault := range ins {
+		if !fault.Step.Kind.IsDiskFault() || !fault.Done() || done[fault.Node] {
+			continue
+		}
+		done[fault.Node] = true
+		in := chaos.Injection{Step: chaos.Step{Kind: chaos.NodeRestart, Target: chaos.TargetFollower}, Node: fault.Node}
+		if leader, _ := l.Leader(ctx); leader == fault.Node {
+			in.Step.Target = chaos.TargetLeader
+		}
+		in.At = time.Now()
+		err := l.KillNode(fault.Node)
+		if err == nil {
+			err = l.StartNode(fault.Node)
+		}
+		in.Until = time.Now()
+		if err != nil {
+			in.Err = err.Error()
+		}
+		out = append(out, in)
+	}
+	return out
 }
 
 // chaosNode resolves a node fault's target: the leader now, or a follower

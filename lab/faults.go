@@ -34,6 +34,12 @@ const (
 	// EvNodeUpgrade: the node restarted on another agent binary
 	// (UpgradeNode).
 	EvNodeUpgrade = "node-upgrade"
+	// Node disk faults (Config.NodeDisks): filled to the last byte and
+	// freed again, frozen and thawed.
+	EvDiskFull   = "disk-full"
+	EvDiskFreed  = "disk-freed"
+	EvDiskFrozen = "disk-frozen"
+	EvDiskThawed = "disk-thawed"
 )
 
 // MaxVCDelay bounds a vCenter method delay and MaxVCFault a fault rule's
@@ -370,6 +376,7 @@ func (l *Lab) ClearNodeLink(node string) error {
 func (l *Lab) Heal() error {
 	var errs []string
 	l.ClearVCFaults()
+	errs = append(errs, l.healDisks()...)
 	for _, n := range l.Net.Topology().Nodes {
 		if err := l.ClearNodeLink(n); err != nil {
 			errs = append(errs, err.Error())

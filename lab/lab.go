@@ -89,6 +89,10 @@ type Config struct {
 	// DeadWebhookConnections): the benchmark's check that a dead
 	// notification sink delays no switch.
 	DeadWebhook bool
+	// NodeDisks puts each node's data directory on an ext4 file system of
+	// its own (NodeDiskSize, on a loop device), which FillNodeDisk and
+	// FreezeNodeDisk can fail: the chaos suite's disk faults.
+	NodeDisks bool
 }
 
 // Lab is a running lab: the simulator the controller drives, the network,
@@ -445,6 +449,9 @@ func (l *Lab) Down(ctx context.Context) error {
 	l.ctrs = nil
 	if l.Net != nil {
 		errs = append(errs, l.Net.Down(ctx))
+	}
+	if l.nodes != nil {
+		errs = append(errs, l.nodes.unmountDisks())
 	}
 	if l.Sim != nil {
 		l.Sim.Close()

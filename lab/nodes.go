@@ -176,12 +176,21 @@ func (l *Lab) startNodes() error {
 			return fmt.Errorf("lab: %w", err)
 		}
 	}
+	// A crashed lab's node disks would take RemoveAll into their files.
+	if err := ns.unmountDisks(); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(ns.dir); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
 	for _, n := range t.Nodes {
 		if err := ns.writeConfig(n); err != nil {
 			return err
+		}
+		if l.cfg.NodeDisks {
+			if err := ns.makeDisk(l.ctx, n); err != nil {
+				return err
+			}
 		}
 	}
 	for _, n := range t.Nodes {
@@ -274,7 +283,7 @@ func (ns *nodeSet) writeConfig(node string) error {
 	}
 	var b strings.Builder
 	err := agentConfig.Execute(&b, map[string]any{
-		"Name": node, "DataDir": filepath.Join(ns.dir, node), "Addr": l.Net.NodeAddr(node).String(),
+		"Name": node, "DataDir": ns.dataDir(node), "Addr": l.Net.NodeAddr(node).String(),
 		"API": APIPort, "Raft": RaftPort, "Gossip": GossipPort, "Expect": len(t.Nodes),
 		"Join": strings.Join(join, ", "), "PKI": ns.pki, "VCenter": l.VCenterURL(), "User": vcUser,
 		"Thumbprint": l.Sim.Thumbprint(), "PerOpLogin": l.cfg.PerOperationLogin, "KeepAlive": durationOrEmpty(l.cfg.VCenterKeepAlive),

@@ -39,6 +39,7 @@ type chaosFlags struct {
 	recheck    bool
 	sessionTTL time.Duration
 	keepAlive  time.Duration
+	disks      bool
 	bounds     chaos.Bounds
 	ars        arsBinary
 }
@@ -99,6 +100,7 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.DurationVar(&f.bounds.MaxOutage, "max-outage", 10*time.Second, "bound: attack -> switched away and answered again")
 			fs.DurationVar(&f.bounds.MaxOverlap, "max-overlap", 10*time.Second, "bound: two replicas linked at once (make-before-break window)")
 			fs.DurationVar(&f.bounds.LogoutGrace, "logout-grace", 5*time.Second, "bound: a node's session after its leadership ends")
+			fs.BoolVar(&f.disks, "disks", true, "give every node a disk of its own and add disk faults (full, frozen) to the schedules")
 			f.ars.register(fs)
 			return func(ctx context.Context, e *cli.Env, args []string) error {
 				return runChaos(ctx, e, &f)
@@ -150,6 +152,7 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	// switches a minute); min_dwell stays as it is.
 	cfg.Policy.MaxSwitches = 1000
 	cfg.VCenterSessionTimeout, cfg.VCenterKeepAlive = f.sessionTTL, f.keepAlive
+	cfg.NodeDisks = f.disks
 	cfg.Logger = slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	hdir := f.histories
 	if hdir == "" {
@@ -191,7 +194,7 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	var runErr error
 	for i := range f.schedules {
 		seed := f.seed + int64(i)
-		s := chaos.Generate(seed, chaos.Options{Length: f.length, Containers: l.HasContainers()})
+		s := chaos.Generate(seed, chaos.Options{Length: f.length, Containers: l.HasContainers(), Disks: f.disks})
 		if err := readyOrHeal(ctx, l, f.ready); err != nil {
 			runErr = fmt.Errorf("chaos: before seed %d: %w", seed, err)
 			break

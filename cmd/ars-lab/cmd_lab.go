@@ -62,6 +62,7 @@ type labUpFlags struct {
 	dosMode   string
 	perOpLog  bool
 	deadHook  bool
+	nodeDisks bool
 	waitLimit time.Duration
 	ars       arsBinary
 }
@@ -79,6 +80,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dosMode, "dos-mode", "", "the service's dos_mode: make-before-break, break-before-make or parallel (default: the service's default)")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.BoolVar(&f.deadHook, "dead-webhook", false, "every node notifies a webhook on the hub that accepts connections and never answers")
+	fs.BoolVar(&f.nodeDisks, "node-disks", false, fmt.Sprintf("every node's data directory on an ext4 file system of its own (%d MiB, a loop device), which node disk-fill and disk-freeze can fail", lab.NodeDiskSize>>20))
 	fs.DurationVar(&f.waitLimit, "wait", 3*time.Minute, "how long up waits for the lab to be ready")
 	f.ars.register(fs)
 }
@@ -117,7 +119,7 @@ func (f *labUpFlags) args(ars string) []string {
 	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
 		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
 		"-rotation", f.rotation, "-dos-mode", f.dosMode, fmt.Sprintf("-per-operation-login=%t", f.perOpLog),
-		fmt.Sprintf("-dead-webhook=%t", f.deadHook), "-ars", ars}
+		fmt.Sprintf("-dead-webhook=%t", f.deadHook), fmt.Sprintf("-node-disks=%t", f.nodeDisks), "-ars", ars}
 }
 
 // config checks the flags and finds the ars binary (getenv reads
@@ -141,7 +143,7 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 		return lab.Config{}, err
 	}
 	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
-		Service: f.service, PerOperationLogin: f.perOpLog, DeadWebhook: f.deadHook,
+		Service: f.service, PerOperationLogin: f.perOpLog, DeadWebhook: f.deadHook, NodeDisks: f.nodeDisks,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
 		Policy: fsm.PolicySpec{Rotation: f.rotation, DoSMode: f.dosMode}}
 	for i := range f.nodes {

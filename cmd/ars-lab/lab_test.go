@@ -122,7 +122,7 @@ func TestUpArgsCarryEverySetting(t *testing.T) {
 	f, want := parse("-prefix", "argslab", "-state-dir", t.TempDir(), "-profile", "paper",
 		"-replicas", "a:bind9:linux,b:unbound:windows:container", "-nodes", "5", "-service", "web",
 		"-probe", "paper", "-confirm", "none", "-rotation", "round-robin", "-dos-mode", "parallel",
-		"-per-operation-login", "-dead-webhook", "-ars", ars)
+		"-per-operation-login", "-dead-webhook", "-node-disks", "-ars", ars)
 	_, got := parse(f.args(ars)...)
 	want.Logger, got.Logger = nil, nil
 	if !reflect.DeepEqual(got, want) {

@@ -584,7 +584,7 @@ func checkSessions(h History, b Bounds, add addFunc) {
 }
 
 // checkElections counts the elections the samples saw and checks them
-// against the faults that explain one: a node or link fault on the node
+// against the faults that explain one: a node, link or disk fault on the node
 // that led when it struck may cost an election (the others elect a new
 // leader while it is gone, deaf or mute, or its lossy link misses their
 // heartbeats); faults on a follower explain none, since raft's pre-vote
@@ -606,7 +606,7 @@ func checkElections(h History, r *Report, add addFunc) {
 	seen := map[uint64]bool{}
 	var excess time.Time
 	for _, in := range h.Injections {
-		if in.Done() && in.Step.Target == TargetLeader && (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault()) {
+		if in.Done() && in.Step.Target == TargetLeader && (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault() || in.Step.Kind.IsDiskFault()) {
 			r.ElectionsExplained++
 		}
 	}

@@ -43,6 +43,17 @@ const (
 	// Delay give or take a uniform Jitter, for Duration (a slow, jittery
 	// path: a WAN link, a congested switch). The link stays up.
 	LinkDelay Kind = "link-delay"
+	// DiskFull fills one node's data directory's file system to the last
+	// byte for Duration; DiskStall freezes it (every write and fsync, the
+	// node's Raft log writes included, blocks) for Duration. The lab's
+	// nodes need disks of their own (lab Config.NodeDisks).
+	DiskFull  Kind = "disk-full"
+	DiskStall Kind = "disk-stall"
+	// NodeRestart is no step of a schedule: the runner records it when,
+	// after the heal, it kills and restarts each node that had a disk
+	// fault, so that the node reads its log and snapshots back from the
+	// disk that failed (Target says whether it led then).
+	NodeRestart Kind = "node-restart"
 )
 
 // Directions of a one-way link fault.
@@ -52,13 +63,18 @@ const (
 )
 
 // Kinds lists every kind, attacks first.
-var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway, LinkDelay}
+var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway, LinkDelay, DiskFull, DiskStall, NodeRestart}
 
 // IsAttack reports whether k is an attack (not a fault).
 func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
 
 // IsNodeFault reports whether k takes a node out for a while.
-func (k Kind) IsNodeFault() bool { return k == NodeKill || k == NodeStop || k == NodePartition }
+func (k Kind) IsNodeFault() bool {
+	return k == NodeKill || k == NodeStop || k == NodePartition || k == NodeRestart
+}
+
+// IsDiskFault reports whether k fails a node's disk for a while.
+func (k Kind) IsDiskFault() bool { return k == DiskFull || k == DiskStall }
 
 // IsLinkFault reports whether k degrades a node's link for a while.
 func (k Kind) IsLinkFault() bool { return k == LinkLoss || k == LinkOneway || k == LinkDelay }
@@ -131,6 +147,9 @@ type Options struct {
 	// Containers says the lab has container replicas: only then may a
 	// schedule restart the Docker engine.
 	Containers bool
+	// Disks says the lab's nodes have disks of their own: only then may a
+	// schedule fill or freeze one.
+	Disks bool
 }
 
 // vcMethods are the methods a vCenter fault picks from: the critical path's
@@ -149,6 +168,9 @@ const (
 	// maxLinkDelay], its jitter from [0, delay/2].
 	minLinkDelay = 10 * time.Millisecond
 	maxLinkDelay = 300 * time.Millisecond
+	// A disk-stall step lasts up to maxDiskStall: some end before the
+	// product's disk.probe_timeout (2 s) finds them, some after.
+	maxDiskStall = 5 * time.Second
 )
 
 // Generate makes the schedule of seed: 2–3 attacks on the active replica
@@ -160,9 +182,11 @@ const (
 // ways, or a one-way partition, on one node's link; the leader half of the
 // time), never during a node fault or another link fault; and 0–1
 // delayed links (10–300 ms, with a jitter of up to half of it, both ways
-// on one node's link), placed by the same rule. Every fault lasts 1–4 s
-// and ends 3 s before the schedule does. The same seed and options give
-// the same schedule.
+// on one node's link), placed by the same rule; and, with Options.Disks,
+// 0–1 disk faults (a node's file system full, or frozen for up to 5 s;
+// the leader half of the time), placed by the same rule. Every other
+// fault lasts 1–4 s; every fault ends 3 s before the schedule does. The
+// same seed and options give the same schedule.
 func Generate(seed int64, o Options) Schedule {
 	if o.Length == 0 {
 		o.Length = 20 * time.Second
@@ -280,6 +304,21 @@ func Generate(seed int64, o Options) Schedule {
 		st.Jitter = ms(0, st.Delay/2)
 		st.Duration = ms(time.Second, 4*time.Second)
 		place(st)
+	}
+	// Disk faults, drawn last of all (older seeds keep their steps), and
+	// only for a lab with node disks, so a seed drawn without them is
+	// the schedule it always was.
+	if o.Disks {
+		for i, n := 0, r.IntN(2); i < n; i++ {
+			st := Step{Kind: DiskFull, Target: TargetLeader, Duration: ms(time.Second, 4*time.Second)}
+			if r.IntN(2) == 0 {
+				st.Kind, st.Duration = DiskStall, ms(time.Second, maxDiskStall)
+			}
+			if r.IntN(2) == 0 {
+				st.Target = TargetFollower
+			}
+			place(st)
+		}
 	}
 	slices.SortStableFunc(s.Steps, func(a, b Step) int { return cmp.Compare(a.At, b.At) })
 	return s

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -136,5 +137,59 @@ func TestGenerateSeedOnePinned(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("seed 1:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Disk faults come only with Options.Disks, drawn after everything else:
+// a seed's other steps stay the same; they keep apart from node and link
+// faults like link faults do, and a stall may outlast the product's disk
+// probe timeout (2 s) or not.
+func TestGenerateDiskFaults(t *testing.T) {
+	seen := map[string]int{}
+	for seed := int64(1); seed <= 300; seed++ {
+		without := Generate(seed, Options{Length: 20 * time.Second})
+		with := Generate(seed, Options{Length: 20 * time.Second, Disks: true})
+		var rest []Step
+		var outs []Step
+		for _, st := range with.Steps {
+			if st.Kind == NodeRestart {
+				t.Fatalf("seed %d: a schedule with a %s step", seed, st.Kind)
+			}
+			if st.Kind.IsNodeFault() || st.Kind.IsLinkFault() || st.Kind.IsDiskFault() {
+				outs = append(outs, st)
+			}
+			if !st.Kind.IsDiskFault() {
+				rest = append(rest, st)
+				continue
+			}
+			if st.Target != TargetLeader && st.Target != TargetFollower {
+				t.Fatalf("seed %d: %s on %q", seed, st.Kind, st.Target)
+			}
+			hi := 4 * time.Second
+			if st.Kind == DiskStall {
+				hi = maxDiskStall
+			}
+			if st.Duration < time.Second || st.Duration > hi {
+				t.Fatalf("seed %d: %s", seed, st)
+			}
+			long := st.Kind == DiskStall && st.Duration > 2*time.Second
+			seen[fmt.Sprintf("%s/%s/long=%t", st.Kind, st.Target, long)]++
+		}
+		if !reflect.DeepEqual(rest, without.Steps) {
+			t.Fatalf("seed %d: the disk faults moved the other steps:\n%v\nwant\n%v", seed, rest, without.Steps)
+		}
+		for i, a := range outs {
+			for _, b := range outs[i+1:] {
+				if (a.Kind.IsDiskFault() || b.Kind.IsDiskFault()) && b.At < a.End()+500*time.Millisecond {
+					t.Fatalf("seed %d: %s and %s overlap", seed, a, b)
+				}
+			}
+		}
+	}
+	for _, k := range []string{"disk-full/leader/long=false", "disk-full/follower/long=false",
+		"disk-stall/leader/long=false", "disk-stall/leader/long=true", "disk-stall/follower/long=true"} {
+		if seen[k] == 0 {
+			t.Errorf("300 seeds never gave a %s step (saw %v)", k, seen)
+		}
 	}
 }

@@ -91,8 +91,9 @@ chaos-short: lab-deps build ## A few chaos schedules (CI, a few minutes; root): 
 	$(ARS_LAB) chaos -seed $(CHAOS_SEED) -schedules 4 -out '' $(CHAOS_ARGS)
 
 # prometheus ships promtool, which checks the alert rules in deploy/; zsh loads
-# the completion script in a test.
-LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 nftables iptables dnsdist dnsperf prometheus zsh chromium
+# the completion script in a test. e2fsprogs (mkfs.ext4), util-linux
+# (fsfreeze) and mount make and fail the chaos lab's node disks.
+LAB_PACKAGES := bind9 unbound knot-resolver pdns-recursor dnsutils iputils-arping iproute2 nftables iptables dnsdist dnsperf prometheus zsh chromium e2fsprogs util-linux mount
 
 .PHONY: deb
 deb: ## Build the Debian package (static ars, systemd unit, system user, completions) into bin/ with dpkg-deb

@@ -33,6 +33,13 @@ func (c *Cluster) LeaderAPI() (name, apiAddr string, ok bool) {
 		return "", "", false
 	}
 	if string(id) == c.cfg.NodeName {
+		if c.diskHold.Load() {
+			// Raft still calls this node leader only because its loop
+			// hangs in a write (or has not stepped down yet): it does
+			// no leader work, and the others may have elected another.
+			// It knows no leader it could send anyone to.
+			return "", "", false
+		}
 		return c.cfg.NodeName, c.cfg.APIAdvertise, true
 	}
 	m, known := c.members.get(string(id))

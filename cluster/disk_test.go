@@ -329,6 +329,11 @@ func diskFaultTest(t *testing.T, dir string, tune func(*Config), breakDisk, mend
 	if !strings.Contains(st.Disk.Cause, want) {
 		t.Errorf("n1 disk cause %q; want it to name %q", st.Disk.Cause, want)
 	}
+	// Raft may still call n1 leader (its loop hung in a write), but it
+	// must not send anyone to itself.
+	if st.Leader == "n1" {
+		t.Errorf("n1 with an unhealthy disk names itself leader (raft state %s)", st.State)
+	}
 	lastBefore := n1.c.raft.LastIndex()
 	_, err := n1.c.Apply(context.Background(), serviceCmd(t, "refused", "a", "b"))
 	if !errors.Is(err, ErrDiskUnhealthy) || !strings.Contains(err.Error(), want) {

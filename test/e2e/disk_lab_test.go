@@ -70,7 +70,7 @@ func TestProcessLabLeaderDiskFailsUnderAttack(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range l.Nodes() {
-				t.Logf("--- %s (pid %d) log tail:\n%s", n.Name, n.Pid, labLogTail(n.Log))
+				t.Logf("--- %s (pid %d) log tail, without raft's repeated refusals:\n%s", n.Name, n.Pid, quietLogTail(n.Log))
 			}
 			t.Logf("--- lab log tail:\n%s", labLogTail(logf.Name()))
 		}
@@ -180,4 +180,25 @@ func TestProcessLabLeaderDiskFailsUnderAttack(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// quietLogTail is a node log's tail without the lines raft repeats every
+// few hundred milliseconds towards a node that refuses its RPCs, which
+// would push everything else out of a tail.
+func quietLogTail(path string) string {
+	b, _ := os.ReadFile(path)
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "failed to heartbeat to") && !strings.Contains(line, "failed to appendEntries to") {
+			keep = append(keep, line)
+		}
+	}
+	return tailOf(strings.Join(keep, "\n"), 12000)
+}
+
+func tailOf(s string, n int) string {
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
 }

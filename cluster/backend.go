@@ -33,11 +33,13 @@ func (c *Cluster) LeaderAPI() (name, apiAddr string, ok bool) {
 		return "", "", false
 	}
 	if string(id) == c.cfg.NodeName {
-		if c.diskHold.Load() {
+		if c.diskRefusal() != nil {
 			// Raft still calls this node leader only because its loop
 			// hangs in a write (or has not stepped down yet): it does
-			// no leader work, and the others may have elected another.
-			// It knows no leader it could send anyone to.
+			// no leader work (or is about to stop it), and the others
+			// may have elected another. It knows no leader it could
+			// send anyone to. The disk's health, not the hold of leader
+			// work, decides: it is recorded first.
 			return "", "", false
 		}
 		return c.cfg.NodeName, c.cfg.APIAdvertise, true
@@ -54,6 +56,9 @@ func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
 
 // Status summarises this node's view of the cluster.
 func (c *Cluster) Status() Status {
+	// The disk first: LeaderAPI reads it again, so a status that shows
+	// the disk unhealthy never names this node leader.
+	d, diskOK := c.Disk()
 	leaderName, leaderAPI, _ := c.LeaderAPI()
 	st := Status{
 		Node:         c.cfg.NodeName,
@@ -70,7 +75,7 @@ func (c *Cluster) Status() Status {
 		Dev:          c.cfg.InMemory,
 		Format:       c.Format(),
 	}
-	if d, ok := c.Disk(); ok && !d.CheckedAt.IsZero() {
+	if diskOK && !d.CheckedAt.IsZero() {
 		st.Disk = &d
 	}
 	if c.raft.State() == raft.Leader {

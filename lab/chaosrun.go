@@ -64,7 +64,7 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 			return "node " + n.Name + "'s link is degraded"
 		}
 		if l.cfg.NodeDisks {
-			if fs, err := mountsUnder(l.nodes.dir); err != nil || !slices.Contains(fs, l.nodes.dataDir(n.Name)) {
+			if fs, err := mountsBelow("/proc/self/mountinfo", l.nodes.dir); err != nil || !slices.Contains(fs, l.nodes.dataDir(n.Name)) {
 				return "node " + n.Name + " has no disk of its own mounted"
 			}
 		}
@@ -295,13 +295,10 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 			fail(err)
 		}
 	case st.Kind.IsNodeFault():
-		node, err := l.chaosNode(ctx, st.Target, seed)
-		if err != nil {
-			fail(err)
+		node, ok := l.chaosTarget(ctx, in, seed)
+		if !ok {
 			return
 		}
-		in.Node = node
-		in.At = time.Now()
 		switch st.Kind {
 		case chaos.NodeKill:
 			fail(l.KillNode(node))
@@ -316,22 +313,16 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 			fail(err)
 			return
 		}
-		node, err := l.chaosNode(ctx, st.Target, seed)
-		if err != nil {
-			fail(err)
+		node, ok := l.chaosTarget(ctx, in, seed)
+		if !ok {
 			return
 		}
-		in.Node = node
-		in.At = time.Now()
 		fail(l.DegradeNodeLink(node, f))
 	case st.Kind.IsDiskFault():
-		node, err := l.chaosNode(ctx, st.Target, seed)
-		if err != nil {
-			fail(err)
+		node, ok := l.chaosTarget(ctx, in, seed)
+		if !ok {
 			return
 		}
-		in.Node = node
-		in.At = time.Now()
 		if st.Kind == chaos.DiskFull {
 			fail(l.FillNodeDisk(node))
 		} else {
@@ -402,6 +393,20 @@ func (l *Lab) undo(in *chaos.Injection) {
 	if err != nil {
 		in.Err = "undo: " + err.Error()
 	}
+}
+
+// chaosTarget resolves the node a node, link or disk step strikes and
+// records it (and the time) in the injection; false, with the error
+// recorded, if there is none.
+func (l *Lab) chaosTarget(ctx context.Context, in *chaos.Injection, seed int64) (string, bool) {
+	node, err := l.chaosNode(ctx, in.Step.Target, seed)
+	if err != nil {
+		in.Err = err.Error()
+		return "", false
+	}
+	in.Node = node
+	in.At = time.Now()
+	return node, true
 }
 
 // restartAfterDiskFaults kills and starts again, one at a time, each node

@@ -1,16 +1,13 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -69,7 +66,7 @@ func (ns *nodeSet) makeDisk(ctx context.Context, node string) error {
 // unmountDisks thaws and detaches every file system mounted under the
 // nodes' directory: this lab's, or a crashed lab's before it is cleared.
 func (ns *nodeSet) unmountDisks() error {
-	mps, err := mountsUnder(ns.dir)
+	mps, err := mountsBelow("/proc/self/mountinfo", ns.dir)
 	if err != nil {
 		return err
 	}
@@ -83,56 +80,6 @@ func (ns *nodeSet) unmountDisks() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// mountsUnder lists the mount points below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
-	defer f.Close()
-	return parseMountsUnder(f, dir)
-}
-
-// parseMountsUnder reads a mountinfo table (proc(5): the mount point is
-// the fifth field, with space, tab, newline and backslash escaped in
-// octal) and lists the mount points below dir, last mounted first.
-func parseMountsUnder(r io.Reader, dir string) ([]string, error) {
-	var out []string
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if strings.HasPrefix(mp, dir+"/") {
-			out = append([]string{mp}, out...)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("lab: read mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // hasDisk reports whether node's data directory is a file system of its

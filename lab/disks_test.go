@@ -6,27 +6,24 @@ import (
 	"testing"
 )
 
-// The mounts under the nodes' directory are found in a mountinfo table,
-// with its octal escapes read back, and listed last mounted first (the
-// order they must be taken down in); others are left alone.
-func TestParseMountsUnder(t *testing.T) {
+// The mounts below the nodes' directory are found in a mountinfo table,
+// with its octal escapes read back, deepest first (the order they must be
+// taken down in); others are left alone.
+func TestParseMountsBelow(t *testing.T) {
 	table := strings.Join([]string{
 		`22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw`,
 		`40 22 0:35 / /run rw,nosuid shared:5 - tmpfs tmpfs rw`,
 		`61 40 7:0 / /run/arschaos/nodes/n1 rw,relatime shared:30 - ext4 /dev/loop0 rw`,
-		`62 40 7:1 / /run/arschaos/nodes/n2 rw,relatime shared:31 - ext4 /dev/loop1 rw`,
+		`62 40 7:1 / /run/arschaos/nodes/n1/deeper rw,relatime shared:31 - ext4 /dev/loop1 rw`,
 		`63 40 7:2 / /run/arschaos/nodes-other/n3 rw,relatime shared:32 - ext4 /dev/loop2 rw`,
 		`64 40 7:3 / /run/arschaos/nodes/with\040space rw,relatime shared:33 - ext4 /dev/loop3 rw`,
 		`65 40 7:4 / /run/arschaos/nodes rw,relatime shared:34 - ext4 /dev/loop4 rw`,
 		`short line`,
 	}, "\n")
-	got, err := parseMountsUnder(strings.NewReader(table), "/run/arschaos/nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"/run/arschaos/nodes/with space", "/run/arschaos/nodes/n2", "/run/arschaos/nodes/n1"}
+	got := parseMountsBelow(table, "/run/arschaos/nodes/")
+	want := []string{"/run/arschaos/nodes/n1/deeper", "/run/arschaos/nodes/n1", "/run/arschaos/nodes/with space"}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("mounts under the nodes' directory: %q; want %q", got, want)
+		t.Fatalf("mounts below the nodes' directory: %q; want %q", got, want)
 	}
 }
 

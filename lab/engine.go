@@ -166,24 +166,10 @@ func CloseInheritedOnExec() {
 // machine restarts. The lab restarts the engine as a service manager
 // would and cleans up after it as an administrator would.
 func unmountLeaked(mountinfo, root string) ([]string, error) {
-	b, err := os.ReadFile(mountinfo)
+	mps, err := mountsBelow(mountinfo, root)
 	if err != nil {
-		return nil, fmt.Errorf("lab: reading mounts: %w", err)
+		return nil, err
 	}
-	root = filepath.Clean(root)
-	var mps []string
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if strings.HasPrefix(mp, root+"/") {
-			mps = append(mps, mp)
-		}
-	}
-	// Deepest first: a mount below another goes before it.
-	slices.SortFunc(mps, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	var done []string
 	var errs []error
 	for _, mp := range mps {
@@ -194,6 +180,34 @@ func unmountLeaked(mountinfo, root string) ([]string, error) {
 		done = append(done, mp)
 	}
 	return done, errors.Join(errs...)
+}
+
+// mountsBelow lists the mount points below root in a mountinfo file
+// (proc(5): the mount point is the fifth field), deepest first, so that a
+// mount below another is taken down before it.
+func mountsBelow(mountinfo, root string) ([]string, error) {
+	b, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("lab: reading mounts: %w", err)
+	}
+	return parseMountsBelow(string(b), root), nil
+}
+
+func parseMountsBelow(table, root string) []string {
+	root = filepath.Clean(root)
+	var mps []string
+	for line := range strings.Lines(table) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if strings.HasPrefix(mp, root+"/") {
+			mps = append(mps, mp)
+		}
+	}
+	slices.SortStableFunc(mps, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return mps
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space, …).

@@ -35,26 +35,10 @@ func TestProcessLabLeaderDiskFailsUnderAttack(t *testing.T) {
 	needLabHost(t)
 	ctx := context.Background()
 	nodes := []string{"n1", "n2", "n3"}
-	// Not t.TempDir: the test's name would make the replicas' Unix
-	// socket paths too long.
-	tmp, err := os.MkdirTemp("", diskLabPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	logf, err := os.Create(filepath.Join(tmp, "lab.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
+	tmp, logf := labTemp(t, diskLabPrefix)
 	cfg := lab.Config{Prefix: diskLabPrefix, StateDir: filepath.Join(tmp, "lab"),
-		Replicas: []lab.Replica{
-			{Name: "bind9-win", Impl: "bind9", OS: fsm.OSWindows},
-			{Name: "unbound-win", Impl: "unbound", OS: fsm.OSWindows},
-			{Name: "knot-lin", Impl: "knot-resolver", OS: fsm.OSLinux},
-			{Name: "pdns-lin", Impl: "pdns-recursor", OS: fsm.OSLinux},
-		},
-		Nodes: nodes, Agent: arsBinary(t), Service: "dns", NodeDisks: true,
+		Replicas: fourVMReplicas(),
+		Nodes:    nodes, Agent: arsBinary(t), Service: "dns", NodeDisks: true,
 		Probe:  fsm.ProbeSpec{Confirm: fsm.ConfirmQuorum},
 		Policy: fsm.PolicySpec{MaxSwitches: 1000},
 		// A killed leader cannot log out: its session must expire, as
@@ -164,21 +148,7 @@ func TestProcessLabLeaderDiskFailsUnderAttack(t *testing.T) {
 		ready("after the restart of " + n)
 	}
 	harness.WaitFor(t, 30*time.Second, "every node at one index with one digest", func() error {
-		var first api.Status
-		for i, n := range nodes {
-			st, err := status(n)
-			if err != nil {
-				return err
-			}
-			if i == 0 {
-				first = st
-				continue
-			}
-			if st.StateIndex != first.StateIndex || st.StateDigest != first.StateDigest {
-				return fmt.Errorf("%s at %d digest %.12s; %s at %d digest %.12s", nodes[0], first.StateIndex, first.StateDigest, n, st.StateIndex, st.StateDigest)
-			}
-		}
-		return nil
+		return oneState(ctx, nodes, func(_ context.Context, n string) (api.Status, error) { return status(n) })
 	})
 }
 
@@ -201,4 +171,15 @@ func tailOf(s string, n int) string {
 		s = s[len(s)-n:]
 	}
 	return s
+}
+
+// fourVMReplicas are the in-process lab tests' replicas: the four
+// implementations on VMs, two on Windows and two on Linux.
+func fourVMReplicas() []lab.Replica {
+	return []lab.Replica{
+		{Name: "bind9-win", Impl: "bind9", OS: fsm.OSWindows},
+		{Name: "unbound-win", Impl: "unbound", OS: fsm.OSWindows},
+		{Name: "knot-lin", Impl: "knot-resolver", OS: fsm.OSLinux},
+		{Name: "pdns-lin", Impl: "pdns-recursor", OS: fsm.OSLinux},
+	}
 }

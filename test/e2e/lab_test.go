@@ -81,6 +81,25 @@ func labSettle(t *testing.T, bin, dir string, st *lab.Status, what string, limit
 	}
 }
 
+// labTemp makes a temporary directory for an in-process lab and its log
+// file, both gone when the test ends. Not t.TempDir: a lab test's long
+// name makes that too long for the replicas' Unix sockets
+// (pdns_recursor's control socket).
+func labTemp(t *testing.T, prefix string) (string, *os.File) {
+	t.Helper()
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	logf, err := os.Create(filepath.Join(tmp, "lab.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	return tmp, logf
+}
+
 func labLogTail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 4000 {

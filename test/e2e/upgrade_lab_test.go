@@ -48,26 +48,10 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 	newBin := arsBinary(t)
 	ctx := context.Background()
 	nodes := []string{"n1", "n2", "n3"}
-	// Not t.TempDir: this test's name makes that too long for the
-	// replicas' Unix sockets (pdns_recursor's control socket).
-	tmp, err := os.MkdirTemp("", upgradeLabPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	logf, err := os.Create(filepath.Join(tmp, "lab.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
+	tmp, logf := labTemp(t, upgradeLabPrefix)
 	cfg := lab.Config{Prefix: upgradeLabPrefix, StateDir: filepath.Join(tmp, "lab"),
-		Replicas: []lab.Replica{
-			{Name: "bind9-win", Impl: "bind9", OS: fsm.OSWindows},
-			{Name: "unbound-win", Impl: "unbound", OS: fsm.OSWindows},
-			{Name: "knot-lin", Impl: "knot-resolver", OS: fsm.OSLinux},
-			{Name: "pdns-lin", Impl: "pdns-recursor", OS: fsm.OSLinux},
-		},
-		Nodes: nodes, Agent: newBin, NodeAgents: map[string]string{}, Service: "dns",
+		Replicas: fourVMReplicas(),
+		Nodes:    nodes, Agent: newBin, NodeAgents: map[string]string{}, Service: "dns",
 		Probe: fsm.ProbeSpec{Confirm: fsm.ConfirmQuorum},
 		// The damping's rate would hold back the test's attacks, not
 		// what it is about; the mode is spelled out because 0.1.0's
@@ -319,16 +303,7 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 
 	leader = settled("every node upgraded")
 	harness.WaitFor(t, 20*time.Second, "every node reads and writes this build's level", func() error {
-		for _, n := range nodes {
-			st, err := clients[n].Status(ctx)
-			if err != nil {
-				return err
-			}
-			if st.FormatLevel != fsm.FormatLevel || st.ClusterFormatLevel != fsm.FormatLevel || len(st.FormatBehind) != 0 {
-				return fmt.Errorf("%s: level %d, cluster %d, behind %v", n, st.FormatLevel, st.ClusterFormatLevel, st.FormatBehind)
-			}
-		}
-		return nil
+		return atCurrentLevel(ctx, nodes, clients)
 	})
 	if _, err := clients[leader].ApplyService(ctx, parallelSpec); err != nil {
 		t.Fatalf("dos_mode parallel after every node was upgraded: %v", err)
@@ -338,22 +313,11 @@ func TestProcessLabRollingUpgradeUnderAttack(t *testing.T) {
 	}
 	harness.WaitFor(t, 20*time.Second, "the new mode on every node, one state everywhere", func() error {
 		running()
-		digest := ""
-		var index uint64
 		for _, n := range nodes {
 			if m := dosMode(n); m != fsm.ModeParallel {
 				return fmt.Errorf("%s has dos_mode %q", n, m)
 			}
-			st, err := clients[n].StatusDigest(ctx)
-			if err != nil {
-				return err
-			}
-			if digest == "" {
-				digest, index = st.StateDigest, st.StateIndex
-			} else if st.StateIndex != index || st.StateDigest != digest {
-				return fmt.Errorf("%s at %d has digest %.12s; another node at %d has %.12s", n, st.StateIndex, st.StateDigest, index, digest)
-			}
 		}
-		return nil
+		return oneState(ctx, nodes, func(ctx context.Context, n string) (api.Status, error) { return clients[n].StatusDigest(ctx) })
 	})
 }

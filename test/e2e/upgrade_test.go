@@ -286,16 +286,7 @@ func TestProcessRollingUpgradeFromThePreviousRelease(t *testing.T) {
 	}
 	leader = settled("every node upgraded")
 	harness.WaitFor(t, 20*time.Second, "every node reads and writes the current level", func() error {
-		for _, n := range nodes {
-			st, err := clients[n].Status(ctx)
-			if err != nil {
-				return err
-			}
-			if st.FormatLevel != fsm.FormatLevel || st.ClusterFormatLevel != fsm.FormatLevel || len(st.FormatBehind) != 0 {
-				return fmt.Errorf("%s: level %d, cluster %d, behind %v", n, st.FormatLevel, st.ClusterFormatLevel, st.FormatBehind)
-			}
-		}
-		return nil
+		return atCurrentLevel(ctx, nodes, clients)
 	})
 	// Now the entry is written.
 	if out, err := p.cli("-addr", p.api[leader], "service", "apply", parallelSpec); err != nil {
@@ -303,22 +294,45 @@ func TestProcessRollingUpgradeFromThePreviousRelease(t *testing.T) {
 	}
 	harness.WaitFor(t, 20*time.Second, "the new mode on every node, one state everywhere", func() error {
 		p.running()
-		digest := ""
-		var index uint64
 		for _, n := range nodes {
 			if m := dosMode(n); m != fsm.ModeParallel {
 				return fmt.Errorf("%s has dos_mode %q", n, m)
 			}
-			st, err := clients[n].StatusDigest(ctx)
-			if err != nil {
-				return err
-			}
-			if digest == "" {
-				digest, index = st.StateDigest, st.StateIndex
-			} else if st.StateIndex != index || st.StateDigest != digest {
-				return fmt.Errorf("%s at %d has digest %.12s; another node at %d has %.12s", n, st.StateIndex, st.StateDigest, index, digest)
-			}
 		}
-		return nil
+		return oneState(ctx, nodes, func(ctx context.Context, n string) (api.Status, error) { return clients[n].StatusDigest(ctx) })
 	})
+}
+
+// oneState says why the nodes do not all report the same applied index
+// with the same state digest (docs/design.md §4.6), or nil.
+func oneState(ctx context.Context, nodes []string, statusOf func(context.Context, string) (api.Status, error)) error {
+	digest := ""
+	var index uint64
+	for _, n := range nodes {
+		st, err := statusOf(ctx, n)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		if digest == "" {
+			digest, index = st.StateDigest, st.StateIndex
+		} else if st.StateIndex != index || st.StateDigest != digest {
+			return fmt.Errorf("%s at %d has digest %.12s; another node at %d has %.12s", n, st.StateIndex, st.StateDigest, index, digest)
+		}
+	}
+	return nil
+}
+
+// atCurrentLevel says why a node does not read and write this build's
+// log format level, with nobody behind it, or nil.
+func atCurrentLevel(ctx context.Context, nodes []string, clients map[string]*api.Client) error {
+	for _, n := range nodes {
+		st, err := clients[n].Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.FormatLevel != fsm.FormatLevel || st.ClusterFormatLevel != fsm.FormatLevel || len(st.FormatBehind) != 0 {
+			return fmt.Errorf("%s: level %d, cluster %d, behind %v", n, st.FormatLevel, st.ClusterFormatLevel, st.FormatBehind)
+		}
+	}
+	return nil
 }

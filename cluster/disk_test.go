@@ -555,3 +555,22 @@ func TestGuardedStoreHoldsTheTermWriteUntilItSucceedsOrShutdown(t *testing.T) {
 		t.Fatal("the term write did not return after shutdown")
 	}
 }
+
+// An unhealthy disk is checked again sooner than a healthy one, so a node
+// takes part in Raft again soon after its disk recovers.
+func TestNextDiskCheck(t *testing.T) {
+	for _, c := range []struct {
+		interval  time.Duration
+		unhealthy bool
+		want      time.Duration
+	}{
+		{2 * time.Second, false, 2 * time.Second},
+		{2 * time.Second, true, unhealthyRecheck},
+		{100 * time.Millisecond, true, 100 * time.Millisecond},
+		{time.Hour, false, time.Hour},
+	} {
+		if got := nextDiskCheck(c.interval, c.unhealthy); got != c.want {
+			t.Errorf("nextDiskCheck(%s, unhealthy %t) = %s; want %s", c.interval, c.unhealthy, got, c.want)
+		}
+	}
+}

@@ -531,17 +531,36 @@ func checkSessions(h History, b Bounds, add addFunc) {
 			l.last = s.At
 		}
 	}
-	excused := func(node string, from, to time.Time) bool {
-		return slices.ContainsFunc(h.Injections, func(in Injection) bool {
+	// excused reports whether a fault kept node from logging out of a
+	// session alive from..to, and from when the session could no longer
+	// be touched: a killed node's at the kill; a stopped, cut-off or
+	// degraded one's when the fault ended, since a request it sent
+	// meanwhile (a keep-alive, a call) can reach vCenter then and
+	// renew the session's idle time (chaos seed 37: a deposed leader on a
+	// one-way link).
+	excused := func(node string, from, to time.Time) (time.Time, bool) {
+		var last time.Time
+		ok := false
+		for _, in := range h.Injections {
 			if in.Node != node || !in.Step.Kind.IsNodeFault() && !in.Step.Kind.IsLinkFault() || !in.Done() {
-				return false
+				continue
 			}
 			until := in.Until
 			if until.IsZero() {
 				until = h.End
 			}
-			return !in.At.After(to) && !until.Before(from)
-		})
+			if in.At.After(to) || until.Before(from) {
+				continue
+			}
+			ok = true
+			if in.Step.Kind == NodeKill || in.Step.Kind == NodeRestart {
+				until = in.At
+			}
+			if until.After(last) {
+				last = until
+			}
+		}
+		return last, ok
 	}
 	reported := map[string]bool{}
 	for i, s := range samples {
@@ -571,8 +590,11 @@ func checkSessions(h History, b Bounds, add addFunc) {
 				continue
 			}
 			allowed := b.LogoutGrace
-			if excused(l.node, l.first.Add(-time.Second), s.At) {
+			if untouched, ok := excused(l.node, l.first.Add(-time.Second), s.At); ok {
 				allowed = b.SessionExpiry
+				if untouched.After(stale) {
+					stale = untouched
+				}
 			}
 			if d := s.At.Sub(stale); d > allowed {
 				reported[ss.Key] = true

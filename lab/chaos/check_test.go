@@ -257,6 +257,37 @@ func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
 	}
 }
 
+// A leader that cannot send (a one-way link) is deposed and cannot log
+// out; what it sent meanwhile may reach vCenter when the link heals and
+// renew the session, so the expiry runs from then, not from the end of its
+// leadership.
+func TestCheckTimesAnOrphanedSessionFromTheEndOfItsLinkFault(t *testing.T) {
+	mk := func(lastMS int) History {
+		h := good()
+		h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkOneway, Target: TargetLeader, Direction: DirFromNode, Loss: 100, Duration: 4 * time.Second},
+			At: at(6000), Until: at(10000), Node: "n1"})
+		for i := range h.Samples {
+			ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond)
+			if ms > 6000 {
+				sess := []string{"s3@n3"}
+				if ms <= lastMS {
+					sess = append(sess, "s1@n1")
+				}
+				h.Samples[i] = sample(ms, "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, sess...)
+			}
+		}
+		return h
+	}
+	// Deposed at 6 s, link healed at 10 s, session gone at 18 s: 12 s
+	// after the deposition, 8 s after the heal.
+	if r := Check(mk(18000), Bounds{SessionExpiry: 10 * time.Second}); !r.OK() {
+		t.Fatalf("a session gone 8 s after its node's link healed, expiry 10 s: %v", r.Violations)
+	}
+	if r := Check(mk(18000), Bounds{SessionExpiry: 7 * time.Second}); r.OK() {
+		t.Fatal("a session alive 8 s after its node's link healed, expiry 7 s: no violation")
+	}
+}
+
 // A call that a cut-off leader sent before it was deposed may reach vCenter
 // when the partition heals: counted, not a violation.
 func TestCheckCountsLateCallsOfAPartitionedNode(t *testing.T) {

@@ -171,6 +171,12 @@ const (
 	// A disk-stall step lasts up to maxDiskStall: some end before the
 	// product's disk.probe_timeout (2 s) finds them, some after.
 	maxDiskStall = 5 * time.Second
+	// diskRecovery keeps other node and link faults this long after a
+	// disk fault ends: the node takes part in Raft again only once its
+	// disk check passes (within 0.5 s while unhealthy) and it has caught
+	// up (chaos seed 21: a node killed 1.5 s after another's disk was
+	// freed took the leader's quorum).
+	diskRecovery = 2 * time.Second
 )
 
 // Generate makes the schedule of seed: 2–3 attacks on the active replica
@@ -261,12 +267,18 @@ func Generate(seed int64, o Options) Schedule {
 	// close to a lost quorum): a draw that would overlap one is tried
 	// again, up to four times, then dropped.
 	place := func(st Step) {
+		// A disk fault outlasts its step: the node is out of Raft until
+		// its next disk check passes, and then catches up.
+		tail := 500 * time.Millisecond
+		if st.Kind.IsDiskFault() {
+			tail = diskRecovery
+		}
 		for try := 0; try < 4; try++ {
 			at := ms(300*time.Millisecond, last-st.Duration)
-			if !slices.ContainsFunc(busy, func(b [2]time.Duration) bool { return at < b[1] && at+st.Duration > b[0] }) {
+			if !slices.ContainsFunc(busy, func(b [2]time.Duration) bool { return at < b[1] && at+st.Duration+tail > b[0]+500*time.Millisecond }) {
 				st.At = at
 				s.Steps = append(s.Steps, st)
-				busy = append(busy, [2]time.Duration{at - 500*time.Millisecond, at + st.Duration + 500*time.Millisecond})
+				busy = append(busy, [2]time.Duration{at - 500*time.Millisecond, at + st.Duration + tail})
 				return
 			}
 		}

@@ -142,8 +142,8 @@ func TestGenerateSeedOnePinned(t *testing.T) {
 
 // Disk faults come only with Options.Disks, drawn after everything else:
 // a seed's other steps stay the same; they keep apart from node and link
-// faults like link faults do, and a stall may outlast the product's disk
-// probe timeout (2 s) or not.
+// faults like link faults do, with the node's recovery after them, and a
+// stall may outlast the product's disk probe timeout (2 s) or not.
 func TestGenerateDiskFaults(t *testing.T) {
 	seen := map[string]int{}
 	for seed := int64(1); seed <= 300; seed++ {
@@ -180,8 +180,12 @@ func TestGenerateDiskFaults(t *testing.T) {
 		}
 		for i, a := range outs {
 			for _, b := range outs[i+1:] {
-				if (a.Kind.IsDiskFault() || b.Kind.IsDiskFault()) && b.At < a.End()+500*time.Millisecond {
-					t.Fatalf("seed %d: %s and %s overlap", seed, a, b)
+				gap := 500 * time.Millisecond
+				if a.Kind.IsDiskFault() {
+					gap = diskRecovery // the node recovers after the step
+				}
+				if (a.Kind.IsDiskFault() || b.Kind.IsDiskFault()) && b.At < a.End()+gap {
+					t.Fatalf("seed %d: %s and %s are less than %s apart", seed, a, b, gap)
 				}
 			}
 		}

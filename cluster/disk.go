@@ -347,11 +347,10 @@ func nextDiskCheck(interval time.Duration, unhealthy bool) time.Duration {
 
 // diskDown takes the node out of Raft while its disk is unhealthy: the
 // gate answers every incoming Raft RPC with an error (so the node learns
-// no new term and stores nothing), the timers are stretched so it does
-// not campaign (on a leader that also ends its heartbeats after the next
-// one, so its followers elect another even when its own loop hangs on a
-// stalled write), its leader work stops, and a leader hands leadership
-// over.
+// no new term and stores nothing) and sends no AppendEntries (so the
+// followers of a leader whose loop hangs on a stalled write elect
+// another), the timers are stretched so it does not campaign, its leader
+// work stops, and a leader hands leadership over.
 func (c *Cluster) diskDown() {
 	c.gate.close()
 	c.stretchTimers(true)

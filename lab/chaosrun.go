@@ -24,7 +24,8 @@ const ChaosSampleEvery = 250 * time.Millisecond
 
 // ChaosReady waits (until ctx ends) for a healthy lab: every node running,
 // linked and answering, all naming one leader with every node a voter and
-// every member alive in its gossip; the
+// every member alive in its gossip, each having applied what the leader
+// had committed when it was asked; the
 // service steady (Steady, no dwell); every committed alert answered; and at
 // most one node's vCenter session, the leader's. It returns why not when
 // ctx ends first. This is the check before and after each schedule.
@@ -53,6 +54,8 @@ func (l *Lab) ChaosReady(ctx context.Context) error {
 func (l *Lab) chaosUnready(ctx context.Context) string {
 	nodes := l.Net.Topology().Nodes
 	leader := ""
+	applied := map[string]uint64{}
+	var leaderCommit uint64
 	for _, n := range l.nodes.list() {
 		if n.Pid == 0 {
 			return "node " + n.Name + " is not running"
@@ -89,6 +92,10 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 			return fmt.Sprintf("node %s: data directory unhealthy: %s", n.Name, st.Disk.Cause)
 		}
 		leader = st.Leader
+		applied[n.Name] = st.AppliedIndex
+		if n.Name == st.Leader {
+			leaderCommit = st.CommitIndex
+		}
 		cctx, cancel = context.WithTimeout(ctx, time.Second)
 		ms, err := c.Members(cctx)
 		cancel()
@@ -105,12 +112,19 @@ func (l *Lab) chaosUnready(ctx context.Context) string {
 			return fmt.Sprintf("node %s sees %d of %d members alive in gossip", n.Name, alive, len(nodes))
 		}
 	}
+	// Every node caught up: a node just restarted holds its last
+	// snapshot's state until it has applied what the leader committed.
+	for _, n := range nodes {
+		if applied[n] < leaderCommit {
+			return fmt.Sprintf("node %s has applied %d of the leader's %d", n, applied[n], leaderCommit)
+		}
+	}
 	s, err := l.service(ctx)
 	if why := l.unsteady(s, err, 0); why != "" {
 		return why
 	}
 	var alerts []fsmAlert
-	err = l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
+	err = l.leaderFirst(ctx, time.Second, func(ctx context.Context, c *api.Client) error {
 		as, err := c.Alerts(ctx, l.cfg.Service, api.MaxAlertListLimit)
 		for _, a := range as {
 			alerts = append(alerts, fsmAlert{a.ID, a.Outcome})
@@ -232,7 +246,7 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	} else {
 		runErr = errors.Join(runErr, err)
 	}
-	err := l.anyNode(ctx, "reader", 2*time.Second, func(ctx context.Context, c *api.Client) error {
+	err := l.leaderFirst(ctx, 2*time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
 		h.Alerts, err = c.Alerts(ctx, l.cfg.Service, api.MaxAlertListLimit)
 		return err

@@ -110,26 +110,11 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 	return s.Generation, err
 }
 
-// service is the lab's service as the cluster holds it. It reads the
-// leader's copy when a node names a leader that answers: a
-// node just restarted serves the state of its last snapshot until the
-// leader's first heartbeat, and a chaos attack on "the active replica"
-// read from it wedged the standby instead (seed 80 of 2026-12-07). Without
-// a leader any node's copy is the best there is.
+// service is the lab's service as the cluster holds it, read from the
+// leader when it answers (leaderFirst).
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 	var s fsm.Service
-	if ld, err := l.Leader(ctx); err == nil && ld != "" {
-		if c, err := l.Client(ld, "reader"); err == nil {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			s, err = c.Service(cctx, l.cfg.Service)
-			cancel()
-			c.Close()
-			if err == nil {
-				return s, nil
-			}
-		}
-	}
-	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
+	err := l.leaderFirst(ctx, time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
 		s, err = c.Service(ctx, l.cfg.Service)
 		return err
@@ -138,6 +123,28 @@ func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, err)
 	}
 	return s, nil
+}
+
+// leaderFirst runs fn with a reader client of the leader, when a node
+// names one that answers, else of any node: a node just restarted serves
+// the state of its last snapshot until it has caught up, so what it says
+// can be far behind. A chaos attack on "the active replica" read from one
+// wedged the standby instead (seed 80 of 2026-12-07), and the alert
+// ledger read from one lacked the schedule's alerts (seed 87). Without a
+// leader any node's copy is the best there is.
+func (l *Lab) leaderFirst(ctx context.Context, timeout time.Duration, fn func(context.Context, *api.Client) error) error {
+	if ld, err := l.Leader(ctx); err == nil && ld != "" {
+		if c, err := l.Client(ld, "reader"); err == nil {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			err = fn(cctx, c)
+			cancel()
+			c.Close()
+			if err == nil {
+				return nil
+			}
+		}
+	}
+	return l.anyNode(ctx, "reader", timeout, fn)
 }
 
 // Await waits (until ctx ends) for a completed switch of a generation after

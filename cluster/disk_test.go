@@ -378,17 +378,22 @@ func diskFaultTest(t *testing.T, dir string, tune func(*Config), breakDisk, mend
 		return err
 	})
 	applyOK(t, n1, serviceCmd(t, "after", "a", "b"))
-	digest := sameStateOf(t, 20*time.Second, n1, n2, n3)
+	sameStateOf(t, 20*time.Second, n1, n2, n3)
 	if err := hasService(n1, "during-19"); err != nil {
 		t.Fatal(err)
 	}
 
 	// Its log and snapshots reopen cleanly: restart it on the same
-	// directory; it comes back with the same state.
+	// directory; it comes back with what it held and the others' state.
+	// (Not the same digest as before: an election meanwhile, which a
+	// loaded machine can cause, commits a leader record.)
 	h.stop(n1)
 	n1 = h.restart(n1)
-	if got := sameStateOf(t, 20*time.Second, n1, n2, n3); got != digest {
-		t.Fatalf("after the restart the cluster's digest is %.12s; before it was %.12s", got, digest)
+	sameStateOf(t, 20*time.Second, n1, n2, n3)
+	for _, svc := range []string{"before-9", "during-19", "after"} {
+		if err := hasService(n1, svc); err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
 	}
 	applyOK(t, n1, serviceCmd(t, "after-restart", "a", "b"))
 	sameStateOf(t, 20*time.Second, n1, n2, n3)

@@ -28,9 +28,8 @@ func TestRollingUpgradeGatesNewEntries(t *testing.T) {
 	}
 	leader := h.waitLeader(20 * time.Second)
 	ctx := context.Background()
-	if _, err := leader.c.Apply(ctx, serviceCmd(t, "dns", "a", "b")); err != nil {
-		t.Fatal(err)
-	}
+	applyOK(t, leader, serviceCmd(t, "dns", "a", "b")) // retried if leadership moves meanwhile
+	leader = h.waitLeader(20 * time.Second)
 	request, err := fsm.Encode(0, fsm.SwitchRequest{ID: "r-1", Service: "dns", Source: "ops", At: 1})
 	if err != nil {
 		t.Fatal(err)

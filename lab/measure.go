@@ -117,11 +117,16 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 // read from it wedged the standby instead (seed 80 of 2026-12-07). Without
 // a leader any node's copy is the best there is.
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
+	return l.serviceNamed(ctx, l.cfg.Service)
+}
+
+// serviceNamed is service for any of the lab's services.
+func (l *Lab) serviceNamed(ctx context.Context, name string) (fsm.Service, error) {
 	var s fsm.Service
 	if ld, err := l.Leader(ctx); err == nil && ld != "" {
 		if c, err := l.Client(ld, "reader"); err == nil {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			s, err = c.Service(cctx, l.cfg.Service)
+			s, err = c.Service(cctx, name)
 			cancel()
 			c.Close()
 			if err == nil {
@@ -131,11 +136,11 @@ func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
 	}
 	err := l.anyNode(ctx, "reader", time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
-		s, err = c.Service(ctx, l.cfg.Service)
+		s, err = c.Service(ctx, name)
 		return err
 	})
 	if err != nil {
-		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, err)
+		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", name, err)
 	}
 	return s, nil
 }

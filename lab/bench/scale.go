@@ -217,8 +217,9 @@ type ScaleRun struct {
 	// namespaces, and processes inside them (servers, agents).
 	Namespaces int `json:"namespaces,omitempty"`
 	Processes  int `json:"processes,omitempty"`
-	// UpSeconds is from the start of lab.Up to every service settled.
-	UpSeconds  float64                `json:"up_seconds"`
+	// UpSeconds is from the start of lab.Up to every service settled
+	// (absent if they never did).
+	UpSeconds  *float64               `json:"up_seconds,omitempty"`
 	Idle       *Footprints            `json:"idle,omitempty"`
 	Raft       *ScaleRaft             `json:"raft_idle,omitempty"`
 	Detection  *Quantiles             `json:"detection_ms,omitempty"`
@@ -257,7 +258,7 @@ func (f ScaleFile) Validate() error {
 			return fmt.Errorf("bench: runs[%d]: %d services: %w", i, r.Services, ErrDuplicate)
 		}
 		seen[r.Services] = true
-		if r.UpSeconds < 0 || r.Namespaces < 0 || r.Processes < 0 {
+		if r.UpSeconds != nil && *r.UpSeconds < 0 || r.Namespaces < 0 || r.Processes < 0 {
 			return fmt.Errorf("bench: runs[%d]: %w", i, ErrNegative)
 		}
 		if c := r.Concurrent; c != nil && (c.Switched > c.Attacked || c.Attacked < 1) {
@@ -321,7 +322,7 @@ func optNum(v *float64) string {
 }
 
 func scaleRow(r ScaleRun) []string {
-	row := []string{strconv.Itoa(r.Services), strconv.Itoa(r.Replicas), notMeasured, num1(r.UpSeconds)}
+	row := []string{strconv.Itoa(r.Services), strconv.Itoa(r.Replicas), notMeasured, optNum(r.UpSeconds)}
 	if r.Processes > 0 {
 		row[2] = strconv.Itoa(r.Processes)
 	}

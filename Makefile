@@ -64,7 +64,7 @@ bench: lab-deps images build ## The downtime benchmark on the lab (root; VMs and
 	$(ARS_LAB) bench $(BENCH_ARGS)
 
 .PHONY: scale
-scale: lab-deps build ## The scale benchmark on the lab (root): N services x 4 replicas (the test responder), three nodes; idle, DoS, concurrent DoS, kill -9 of the leader -> bench/results/scale.json (SCALE_ARGS=...)
+scale: lab-deps build ## The scale benchmark on the lab (root): N services x 4 replicas (the test responder), three nodes; idle, DoS, concurrent DoS, kill -9 of the leader -> bench/results/scale.{json,png} (SCALE_ARGS=...)
 	$(GO) build -o $(BIN)/dnsd ./test/dnsd
 	$(ARS_LAB) scale $(SCALE_ARGS)
 

@@ -49,7 +49,7 @@ func init() {
 		Name:    "scale",
 		Group:   groupBench,
 		Local:   true,
-		Summary: "Measure how the cluster's cost grows with services: N services x 4 replicas on the lab; writes bench/results/scale.json",
+		Summary: "Measure how the cluster's cost grows with services: N services x 4 replicas on the lab; writes bench/results/scale.{json,png}",
 		Help: `For each N of -n, brings up a lab (root, Linux) with N services of four
 diverse replicas each (BIND 9, Unbound, Knot Resolver, PowerDNS Recursor:
 one simulator VM, namespace and link per replica), three ars agents and
@@ -81,7 +81,7 @@ does not come up ends the run (larger N would not either).`,
 			fs.StringVar(&f.ns, "n", "1,10,50,200", fmt.Sprintf("service `counts`, comma-separated (1-%d each)", bench.MaxScaleServices))
 			fs.StringVar(&f.responder, "responder", "dnsd", "what each replica runs: `dnsd` (the test responder) or real (its implementation's server)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
-			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory` for scale.json ('' writes none)")
+			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory` for scale.json and scale.png ('' writes none)")
 			fs.DurationVar(&f.idle, "idle", 30*time.Second, "how `long` the idle footprint and Raft log are measured (5s-30m)")
 			fs.DurationVar(&f.every, "every", time.Second, "footprint sample `interval` (100ms-1m, at most -idle and -during)")
 			fs.DurationVar(&f.during, "during", 10*time.Second, "how `long` the footprint is measured from the concurrent attack on (1s-10m)")
@@ -214,7 +214,7 @@ func runScale(ctx context.Context, e *cli.Env, f *scaleFlags, ns []int) error {
 		if err := bench.WriteScale(f.out, file); err != nil {
 			return errors.Join(runErr, err)
 		}
-		fmt.Fprintf(e.Stdout, "\nwrote %s\n", filepath.Join(f.out, bench.ScaleJSONFile))
+		fmt.Fprintf(e.Stdout, "\nwrote %s and %s\n", filepath.Join(f.out, bench.ScaleJSONFile), filepath.Join(f.out, bench.ScaleChartFile))
 	}
 	fmt.Fprintln(e.Stdout)
 	if err := e.Print(file, func(w io.Writer) { bench.ScaleTable(w, file) }); err != nil {

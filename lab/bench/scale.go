@@ -268,23 +268,28 @@ func (f ScaleFile) Validate() error {
 	return nil
 }
 
-// WriteScale validates f and writes dir/scale.json (runs by N),
-// replacing it atomically.
+// WriteScale validates f and writes dir/scale.json (runs by N) and
+// dir/scale.png (ScaleChart), replacing each atomically.
 func WriteScale(dir string, f ScaleFile) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	f.Runs = slices.Clone(f.Runs)
-	slices.SortFunc(f.Runs, func(a, b ScaleRun) int { return a.Services - b.Services })
+	f.Runs = sortedRuns(f.Runs)
 	js, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("bench: encode: %w", err)
 	}
+	png, err := ScaleChart(f)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, ScaleJSONFile), append(js, '\n')); err != nil {
-		return fmt.Errorf("bench: %w", err)
+	for name, data := range map[string][]byte{ScaleJSONFile: append(js, '\n'), ScaleChartFile: png} {
+		if err := writeFile(filepath.Join(dir, name), data); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"image/png"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -220,5 +221,41 @@ func TestScaleFileValidate(t *testing.T) {
 	}
 	if err := (ScaleFile{Runs: []ScaleRun{{Services: 200, Replicas: 800}}}).Validate(); err != nil {
 		t.Errorf("a valid file: %v", err)
+	}
+}
+
+// The chart renders with every figure, with some left out, and with
+// none (panels that say "not measured"), and WriteScale puts it beside
+// the JSON.
+func TestScaleChart(t *testing.T) {
+	full := ScaleRun{Services: 10, Replicas: 40,
+		Idle:       &Footprints{Leader: NodeUse{CPUPercent: 10, RSSMeanMB: 40}, Follower: &NodeUse{CPUPercent: 8, RSSMeanMB: 35}},
+		Attacks:    &Footprints{Leader: NodeUse{CPUPercent: 30}},
+		Detection:  QuantilesOf([]float64{250, 270}),
+		Concurrent: &ScaleConcurrentResult{Attacked: 1, Switched: 1, Outage: QuantilesOf([]float64{300})},
+		Takeover:   &ScaleTakeover{ReadyMS: ptr(1500.0)}}
+	for name, runs := range map[string][]ScaleRun{
+		"full":    {full, {Services: 1, Replicas: 4, Idle: full.Idle}},
+		"partial": {{Services: 1, Replicas: 4, Takeover: &ScaleTakeover{ElectedMS: ptr(900.0)}}},
+		"empty":   nil,
+	} {
+		b, err := ScaleChart(ScaleFile{Runs: runs})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := img.Bounds().Dx(); got != chartWidth {
+			t.Errorf("%s: width %d", name, got)
+		}
+	}
+	dir := t.TempDir()
+	if err := WriteScale(dir, ScaleFile{Runs: []ScaleRun{full}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ScaleChartFile)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -85,7 +85,7 @@ does not come up ends the run (larger N would not either).`,
 			fs.DurationVar(&f.idle, "idle", 30*time.Second, "how `long` the idle footprint and Raft log are measured (5s-30m)")
 			fs.DurationVar(&f.every, "every", time.Second, "footprint sample `interval` (100ms-1m, at most -idle and -during)")
 			fs.DurationVar(&f.during, "during", 10*time.Second, "how `long` the footprint is measured from the concurrent attack on (1s-10m)")
-			fs.IntVar(&f.sample, "sample", 10, "services attacked one at a time for the detection time (0-100; 0: none)")
+			fs.IntVar(&f.sample, "sample", 10, "how many `services` are attacked one at a time for the detection time (0-100; 0: none)")
 			fs.Float64Var(&f.concurrent, "concurrent", 10, "`percent` of the services attacked at once (0-100; 0: none; at least one service otherwise)")
 			fs.DurationVar(&f.switchLimit, "switch-timeout", 30*time.Second, "how `long` an attack waits for its switches (1s-5m)")
 			fs.DurationVar(&f.settleLimit, "settle-timeout", 5*time.Minute, "how `long` the services may take to settle after up and between phases (10s-30m)")

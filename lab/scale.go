@@ -142,6 +142,28 @@ func (l *Lab) AwaitSwitches(ctx context.Context, attacks []ServiceAttack) (map[s
 	}
 }
 
+// SwitchesBetween counts the switches of every service that started
+// within [from, to] (in the services' bounded histories).
+func (l *Lab) SwitchesBetween(ctx context.Context, from, to time.Time) (int, error) {
+	all, err := l.services(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return switchesBetween(all, from, to), nil
+}
+
+func switchesBetween(all []fsm.Service, from, to time.Time) int {
+	n := 0
+	for _, s := range all {
+		for _, h := range s.History {
+			if at := time.Unix(0, h.StartedAt); !at.Before(from) && !at.After(to) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // LeaderStatus is the leader's own status (its Raft indexes).
 func (l *Lab) LeaderStatus(ctx context.Context) (api.Status, error) {
 	ld, err := l.Leader(ctx)

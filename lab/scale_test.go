@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/netlab"
@@ -121,6 +122,19 @@ func TestUpRefusesBadFurtherServices(t *testing.T) {
 		_, err := Up(context.Background(), c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, c.want)
+		}
+	}
+}
+
+func TestSwitchesBetween(t *testing.T) {
+	at := func(sec int64) fsm.SwitchRecord { return fsm.SwitchRecord{StartedAt: time.Unix(sec, 0).UnixNano()} }
+	all := []fsm.Service{{History: []fsm.SwitchRecord{at(5), at(10), at(20)}}, {History: []fsm.SwitchRecord{at(15)}}, {}}
+	for _, c := range []struct {
+		from, to int64
+		want     int
+	}{{0, 4, 0}, {5, 20, 4}, {6, 19, 2}, {21, 30, 0}} {
+		if got := switchesBetween(all, time.Unix(c.from, 0), time.Unix(c.to, 0)); got != c.want {
+			t.Errorf("[%d, %d]: %d switches, want %d", c.from, c.to, got, c.want)
 		}
 	}
 }

@@ -269,11 +269,18 @@ func scaleRun(ctx context.Context, w io.Writer, f *scaleFlags, cfg lab.Config, n
 	}
 	stop := func() error { return ctx.Err() } // an interrupt ends the run
 
+	idleFrom := time.Now()
 	if run.Idle, run.Raft, err = scaleIdle(ctx, l, f); err != nil {
 		fail("idle", err)
 	} else {
 		say("idle: leader %s CPU %.1f %%, RSS %.1f MB; Raft %d entries in %.0f s; snapshot %s",
 			run.Idle.Leader.Node, run.Idle.Leader.CPUPercent, run.Idle.Leader.RSSMeanMB, run.Raft.Entries, run.Raft.Seconds, kb(run.Raft.SnapshotKB))
+	}
+	if n, err := l.SwitchesBetween(ctx, idleFrom, time.Now()); err != nil {
+		fail("idle switches", err)
+	} else {
+		run.IdleSwitches = &n
+		say("idle: %d switches nobody asked for", n)
 	}
 	if err := stop(); err != nil {
 		return run, err

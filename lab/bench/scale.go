@@ -219,15 +219,18 @@ type ScaleRun struct {
 	Processes  int `json:"processes,omitempty"`
 	// UpSeconds is from the start of lab.Up to every service settled
 	// (absent if they never did).
-	UpSeconds  *float64               `json:"up_seconds,omitempty"`
-	Idle       *Footprints            `json:"idle,omitempty"`
-	Raft       *ScaleRaft             `json:"raft_idle,omitempty"`
-	Detection  *Quantiles             `json:"detection_ms,omitempty"`
-	DoneMS     *Quantiles             `json:"attack_to_done_ms,omitempty"`
-	Concurrent *ScaleConcurrentResult `json:"concurrent,omitempty"`
-	Attacks    *Footprints            `json:"during_attacks,omitempty"`
-	Takeover   *ScaleTakeover         `json:"takeover,omitempty"`
-	Errors     []string               `json:"errors,omitempty"`
+	UpSeconds *float64    `json:"up_seconds,omitempty"`
+	Idle      *Footprints `json:"idle,omitempty"`
+	// IdleSwitches counts the switches that started during the idle
+	// window: none was asked for.
+	IdleSwitches *int                   `json:"idle_switches,omitempty"`
+	Raft         *ScaleRaft             `json:"raft_idle,omitempty"`
+	Detection    *Quantiles             `json:"detection_ms,omitempty"`
+	DoneMS       *Quantiles             `json:"attack_to_done_ms,omitempty"`
+	Concurrent   *ScaleConcurrentResult `json:"concurrent,omitempty"`
+	Attacks      *Footprints            `json:"during_attacks,omitempty"`
+	Takeover     *ScaleTakeover         `json:"takeover,omitempty"`
+	Errors       []string               `json:"errors,omitempty"`
 }
 
 // ScaleFile is scale.json.
@@ -298,7 +301,7 @@ func WriteScale(dir string, f ScaleFile) error {
 var ScaleColumns = []string{
 	"N", "REPLICAS", "PROCS", "UP S",
 	"IDLE LEADER CPU %", "IDLE LEADER RSS MB", "IDLE FOLLOWER CPU %", "IDLE FOLLOWER RSS MB",
-	"RAFT ENTRIES/MIN", "SNAPSHOT KB",
+	"IDLE SWITCHES", "RAFT ENTRIES/MIN", "SNAPSHOT KB",
 	"DETECT P50 MS", "DETECT P99 MS",
 	"CONC SWITCHED", "CONC OUTAGE P50 MS", "CONC OUTAGE P99 MS", "CONC OUTAGE MAX MS",
 	"ATTACK LEADER CPU %", "ATTACK LEADER RSS MB",
@@ -342,6 +345,11 @@ func scaleRow(r ScaleRun) []string {
 	}
 	row = append(row, use(r.Idle, false)...)
 	row = append(row, use(r.Idle, true)...)
+	if r.IdleSwitches != nil {
+		row = append(row, strconv.Itoa(*r.IdleSwitches))
+	} else {
+		row = append(row, notMeasured)
+	}
 	if r.Raft != nil {
 		row = append(row, num1(r.Raft.EntriesPerMinute), optNum(r.Raft.SnapshotKB))
 	} else {

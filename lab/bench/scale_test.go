@@ -140,11 +140,12 @@ func ptr[T any](v T) *T { return &v }
 func TestScaleFileShapeAndTable(t *testing.T) {
 	f := ScaleFile{Responder: "dnsd", Probe: "ars", Confirm: "quorum", Runs: []ScaleRun{
 		{Services: 10, Replicas: 40, Namespaces: 45, Processes: 43, UpSeconds: ptr(12.5),
-			Idle:       &Footprints{Seconds: 30, Leader: NodeUse{Node: "n1", CPUPercent: 12.5, RSSMeanMB: 40}},
-			Raft:       &ScaleRaft{Seconds: 30, Entries: 0, EntriesPerMinute: 0, SnapshotBytes: ptr[int64](2048), SnapshotKB: ptr(2.0)},
-			Concurrent: &ScaleConcurrentResult{Attacked: 1, Switched: 1, Detection: QuantilesOf([]float64{250})},
-			Takeover:   &ScaleTakeover{Killed: "n1", ElectedMS: ptr(900.0), PollMS: 50},
-			Errors:     []string{"detection: no switch"}},
+			Idle:         &Footprints{Seconds: 30, Leader: NodeUse{Node: "n1", CPUPercent: 12.5, RSSMeanMB: 40}},
+			IdleSwitches: ptr(0),
+			Raft:         &ScaleRaft{Seconds: 30, Entries: 0, EntriesPerMinute: 0, SnapshotBytes: ptr[int64](2048), SnapshotKB: ptr(2.0)},
+			Concurrent:   &ScaleConcurrentResult{Attacked: 1, Switched: 1, Detection: QuantilesOf([]float64{250})},
+			Takeover:     &ScaleTakeover{Killed: "n1", ElectedMS: ptr(900.0), PollMS: 50},
+			Errors:       []string{"detection: no switch"}},
 		{Services: 1, Replicas: 4},
 	}}
 	dir := t.TempDir()
@@ -165,7 +166,7 @@ func TestScaleFileShapeAndTable(t *testing.T) {
 	if raw.Responder != "dnsd" || len(raw.Runs) != 2 || raw.Runs[0]["services"] != 1.0 {
 		t.Fatalf("file: %s", b)
 	}
-	for _, key := range []string{"idle", "raft_idle", "detection_ms", "concurrent", "takeover", "during_attacks", "processes", "namespaces", "up_seconds"} {
+	for _, key := range []string{"idle", "raft_idle", "detection_ms", "concurrent", "takeover", "during_attacks", "processes", "namespaces", "up_seconds", "idle_switches"} {
 		if _, ok := raw.Runs[0][key]; ok {
 			t.Errorf("the unmeasured run has %q", key)
 		}
@@ -198,7 +199,7 @@ func TestScaleFileShapeAndTable(t *testing.T) {
 	}
 	n10 := strings.Split(lines[2], "\t")
 	for name, want := range map[string]string{"IDLE LEADER CPU %": "12.5", "IDLE FOLLOWER CPU %": "-", "RAFT ENTRIES/MIN": "0.0",
-		"SNAPSHOT KB": "2.0", "CONC SWITCHED": "1/1", "CONC OUTAGE P50 MS": "-", "TAKEOVER ELECTED MS": "900.0", "TAKEOVER READY MS": "-", "PROCS": "43"} {
+		"SNAPSHOT KB": "2.0", "IDLE SWITCHES": "0", "CONC SWITCHED": "1/1", "CONC OUTAGE P50 MS": "-", "TAKEOVER ELECTED MS": "900.0", "TAKEOVER READY MS": "-", "PROCS": "43"} {
 		if got := n10[slices.Index(ScaleColumns, name)]; got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}

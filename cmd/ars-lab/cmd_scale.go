@@ -276,11 +276,11 @@ func scaleRun(ctx context.Context, w io.Writer, f *scaleFlags, cfg lab.Config, n
 		say("idle: leader %s CPU %.1f %%, RSS %.1f MB; Raft %d entries in %.0f s; snapshot %s",
 			run.Idle.Leader.Node, run.Idle.Leader.CPUPercent, run.Idle.Leader.RSSMeanMB, run.Raft.Entries, run.Raft.Seconds, kb(run.Raft.SnapshotKB))
 	}
-	if n, err := l.SwitchesBetween(ctx, idleFrom, time.Now()); err != nil {
+	if k, err := l.SwitchesBetween(ctx, idleFrom, time.Now()); err != nil {
 		fail("idle switches", err)
 	} else {
-		run.IdleSwitches = &n
-		say("idle: %d switches nobody asked for", n)
+		run.IdleSwitches = &k
+		say("idle: %d switches nobody asked for", k)
 	}
 	if err := stop(); err != nil {
 		return run, err
@@ -332,12 +332,14 @@ func scaleRun(ctx context.Context, w io.Writer, f *scaleFlags, cfg lab.Config, n
 			fail("takeover", err)
 		} else {
 			t, err := l.TakeoverAfterKill(ctx, scaleTakeoverPoll, f.takeoverLimit)
-			run.Takeover = takeoverResult(t)
 			if err != nil {
 				fail("takeover", err)
 			}
-			say("takeover after kill -9 of %s: %s leads after %s, ready after %s", t.Killed, t.NewLeader,
-				msOr(run.Takeover.ElectedMS), msOr(run.Takeover.ReadyMS))
+			if t.Killed != "" { // else nothing was killed, nothing measured
+				run.Takeover = takeoverResult(t)
+				say("takeover after kill -9 of %s: %s leads after %s, judged after %s, reconciled after %s", t.Killed, t.NewLeader,
+					msOr(run.Takeover.ElectedMS), msOr(run.Takeover.JudgedMS), msOr(run.Takeover.ReconciledMS))
+			}
 		}
 	}
 	return run, ctx.Err()

@@ -63,6 +63,11 @@ fuzz-short: ## Run every fuzz target briefly (CI)
 bench: lab-deps images build ## The downtime benchmark on the lab (root; VMs and containers): scenarios x modes x 10 trials, both profiles -> bench/results/latest.{json,png,md} (BENCH_ARGS=...)
 	$(ARS_LAB) bench $(BENCH_ARGS)
 
+.PHONY: scale
+scale: lab-deps build ## The scale benchmark on the lab (root): N services x 4 replicas (the test responder), three nodes; idle, DoS, concurrent DoS, kill -9 of the leader -> bench/results/scale.{json,png} (SCALE_ARGS=...)
+	$(GO) build -o $(BIN)/dnsd ./test/dnsd
+	$(ARS_LAB) scale $(SCALE_ARGS)
+
 .PHONY: bench-micro
 bench-micro: ## Raft apply latency p50/p99 (follower, leader); vSphere Attach with a persistent session vs per-operation login
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./test/e2e/

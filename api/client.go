@@ -213,6 +213,29 @@ func (c *Client) doRaw(ctx context.Context, method, path string, body io.Reader,
 	return nil
 }
 
+// Metrics returns the node's Prometheus metrics (GET /metrics) in the
+// text exposition format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/metrics", nil, "")
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "text/plain")
+	resp, err := c.send(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return "", &NetworkError{Op: "GET /metrics", Addr: c.Addr(), Err: fmt.Errorf("reading response: %w", err)}
+	}
+	if len(data) > maxResponseBytes {
+		return "", fmt.Errorf("client: GET /metrics: response larger than %d bytes", maxResponseBytes)
+	}
+	return string(data), nil
+}
+
 // Status returns the node's view of the cluster.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status

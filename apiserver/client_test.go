@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ars-project/ars/api"
 )
 
@@ -171,5 +173,22 @@ func TestClientOperations(t *testing.T) {
 	res, err := nc.InternalApply(ctx, encodedApply(t, "dns"))
 	if err != nil || res.Service != "dns" {
 		t.Fatalf("internal apply: %+v %v", res, err)
+	}
+}
+
+// Metrics returns the node's text exposition, readable with a reader
+// token, as the scale benchmark reads a new leader's counters.
+func TestClientMetrics(t *testing.T) {
+	ts := startServer(t, "n1", newFakeBackend("n1", true), func(c *ServerConfig) { c.Registerer = prometheus.NewRegistry() })
+	c := newTestClient(t, ts.URL, secretReader, caOnly(t))
+	if _, err := c.Status(context.Background()); err != nil { // one request counted
+		t.Fatal(err)
+	}
+	text, err := c.Metrics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "# TYPE ars_http_requests_total counter") {
+		t.Fatalf("no metrics in %.200q", text)
 	}
 }

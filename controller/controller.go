@@ -331,6 +331,9 @@ func (c *Controller) Run(ctx context.Context) {
 		if r.stale {
 			continue // a commit cut the pass short: pass again at once
 		}
+		if ctx.Err() == nil {
+			r.c.m.pass()
+		}
 		if !r.wait(ctx, tick.C) {
 			c.log.Info("controller stopped")
 			return
@@ -953,6 +956,7 @@ type Metrics struct {
 	errors    *prometheus.CounterVec
 	reports   *prometheus.CounterVec
 	standby   *prometheus.GaugeVec
+	passes    prometheus.Counter
 }
 
 // NewMetrics creates the controller's collectors and registers them with
@@ -984,11 +988,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ars_controller_standby_health", Help: "The leader's health probe of a standby with a health_addr, by service and replica: 1 answers, 0 does not answer (probe.standby_failures failures in a row). Absent until the first verdict and while the replica is not standby.",
 		}, []string{"service", "replica"}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ars_controller_reconcile_passes_total", Help: "Reconcile passes this node completed as leader, each over every service (a pass a commit cut short is not counted).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports, m.standby)
+		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports, m.standby, m.passes)
 	}
 	return m
+}
+
+func (m *Metrics) pass() {
+	if m != nil {
+		m.passes.Inc()
+	}
 }
 
 func (m *Metrics) verdict(service, state string) {

@@ -1094,3 +1094,15 @@ func TestHungDetachDoesNotHoldTheNextSwitch(t *testing.T) {
 		t.Errorf("%d detaches of knot-a started; want 1 (one operation in flight per replica)", n)
 	}
 }
+
+// A leadership counts its full reconcile passes: the scale benchmark
+// reads the counter to tell when a new leader has reconciled every
+// service.
+func TestReconcilePassesCounted(t *testing.T) {
+	e := newEnv(t)
+	if got := testutil.ToFloat64(e.m.passes); got != 0 {
+		t.Fatalf("passes before the leadership: %v", got)
+	}
+	e.start(false)
+	eventually(t, "two reconcile passes counted", func() bool { return testutil.ToFloat64(e.m.passes) >= 2 })
+}

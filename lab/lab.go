@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -35,6 +36,10 @@ type Replica struct {
 	Impl     string `json:"impl"`               // a key of Implementations
 	OS       string `json:"os"`                 // the label the service spec gives it ("windows" or "linux")
 	Platform string `json:"platform,omitempty"` // fsm.PlatformVM (default) or fsm.PlatformContainer
+	// Service is the service the replica belongs to: "" (or
+	// Config.Service) for the lab's service, else one of
+	// Config.ServiceAddrs (the scale benchmark's further services).
+	Service string `json:"service,omitempty"`
 }
 
 // isContainer reports whether r is a container replica.
@@ -93,6 +98,45 @@ type Config struct {
 	// its own (NodeDiskSize, on a loop device), which FillNodeDisk and
 	// FreezeNodeDisk can fail: the chaos suite's disk faults.
 	NodeDisks bool
+
+	// Further services beside Service, for the scale benchmark: each
+	// name in ServiceAddrs is applied as a service of its own, at that
+	// address, with the VM replicas whose Replica.Service names it. The
+	// addresses must lie in Subnet (default netlab.DefaultSubnet, which
+	// has room for few: give a wider one).
+	ServiceAddrs map[string]netip.Addr
+	Subnet       netip.Prefix
+	// Responder, if set, is the implementation whose server every VM
+	// replica runs (the scale benchmark's "dnsd": one small process per
+	// replica), while the service spec keeps each replica's own Impl, so
+	// that rotation still sees diverse implementations.
+	Responder string
+	// NoWatchers starts no `ars watch apparmor` per replica: no exploit
+	// can be detected (Exploit writes a line nobody reads). The scale
+	// benchmark attacks by DoS only, and 800 watchers polling every 10 ms
+	// would measure the watchers.
+	NoWatchers bool
+}
+
+// serviceOf is the service a replica belongs to.
+func (c Config) serviceOf(r Replica) string {
+	if r.Service == "" {
+		return c.Service
+	}
+	return r.Service
+}
+
+// serviceNames lists the lab's services: Service first, then
+// ServiceAddrs' names, sorted.
+func (c Config) serviceNames() []string {
+	out := []string{c.Service}
+	for n := range c.ServiceAddrs {
+		if n != c.Service {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out[1:])
+	return out
 }
 
 // Lab is a running lab: the simulator the controller drives, the network,
@@ -176,6 +220,27 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if cfg.Service == "" {
 		cfg.Service = "dns"
 	}
+	if _, ok := cfg.ServiceAddrs[cfg.Service]; ok {
+		return nil, fmt.Errorf("lab: service %s has the lab's service address; ServiceAddrs names further services", cfg.Service)
+	}
+	if cfg.Responder != "" {
+		if _, ok := Implementations[cfg.Responder]; !ok {
+			return nil, fmt.Errorf("lab: responder: unknown implementation %q (known: %v)", cfg.Responder, ImplNames())
+		}
+	}
+	addrs := map[string]netip.Addr{} // VM replicas of further services -> their address
+	for _, r := range cfg.Replicas {
+		if svc := cfg.serviceOf(r); svc != cfg.Service {
+			a, ok := cfg.ServiceAddrs[svc]
+			if !ok {
+				return nil, fmt.Errorf("lab: replica %s: service %q has no address in ServiceAddrs", r.Name, svc)
+			}
+			if r.isContainer() {
+				return nil, fmt.Errorf("lab: replica %s: container replicas serve the lab's service only", r.Name)
+			}
+			addrs[r.Name] = a
+		}
+	}
 	pass, err := pki.NewTokenSecret()
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
@@ -243,7 +308,8 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		mu.Unlock()
 	}
 
-	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes, Docker: ctrs})
+	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes, Docker: ctrs,
+		Subnet: cfg.Subnet, Addrs: addrs})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -315,11 +381,15 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if _, err := l.WaitLeader(ctx, ""); err != nil {
 		return nil, err
 	}
-	if err := l.applyService(ctx); err != nil {
-		return nil, err
+	for _, svc := range cfg.serviceNames() {
+		if err := l.applyServiceNamed(ctx, svc); err != nil {
+			return nil, err
+		}
 	}
-	if err := l.startWatchers(); err != nil {
-		return nil, err
+	if !cfg.NoWatchers {
+		if err := l.startWatchers(); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.runClient(l.ctx); err != nil {
 		return nil, err
@@ -465,9 +535,12 @@ type procs struct{ l *Lab }
 
 func (p procs) Start(name string) error {
 	l := p.l
-	r := l.replica(name)
-	argv, err := Prepare(ServerSpec{Impl: r.Impl, Dir: filepath.Join(l.Net.Topology().StateDir, "replicas", name),
-		Addr: l.Net.Topology().Service, Subnet: l.Net.Topology().Subnet, Binary: l.binary(r.Impl)})
+	impl := l.replica(name).Impl
+	if l.cfg.Responder != "" {
+		impl = l.cfg.Responder
+	}
+	argv, err := Prepare(ServerSpec{Impl: impl, Dir: filepath.Join(l.Net.Topology().StateDir, "replicas", name),
+		Addr: l.Net.ReplicaAddr(name), Subnet: l.Net.Topology().Subnet, Binary: l.binary(impl)})
 	if err != nil {
 		return err
 	}

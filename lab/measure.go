@@ -113,14 +113,19 @@ func (l *Lab) Generation(ctx context.Context) (uint64, error) {
 // service is the lab's service as the cluster holds it, read from the
 // leader when it answers (leaderFirst).
 func (l *Lab) service(ctx context.Context) (fsm.Service, error) {
+	return l.serviceNamed(ctx, l.cfg.Service)
+}
+
+// serviceNamed is service for any of the lab's services.
+func (l *Lab) serviceNamed(ctx context.Context, name string) (fsm.Service, error) {
 	var s fsm.Service
 	err := l.leaderFirst(ctx, time.Second, func(ctx context.Context, c *api.Client) error {
 		var err error
-		s, err = c.Service(ctx, l.cfg.Service)
+		s, err = c.Service(ctx, name)
 		return err
 	})
 	if err != nil {
-		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", l.cfg.Service, err)
+		return fsm.Service{}, fmt.Errorf("lab: no node answered for service %s: %w", name, err)
 	}
 	return s, nil
 }

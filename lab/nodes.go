@@ -532,8 +532,12 @@ func (l *Lab) WaitLeader(ctx context.Context, not string) (string, error) {
 
 // applyService applies the lab's service through a node, retrying while
 // the cluster settles.
-func (l *Lab) applyService(ctx context.Context) error {
-	spec, err := json.Marshal(l.ServiceSpec(l.cfg.Service))
+func (l *Lab) applyService(ctx context.Context) error { return l.applyServiceNamed(ctx, l.cfg.Service) }
+
+// applyServiceNamed applies one of the lab's services (Config.Service or
+// a name of Config.ServiceAddrs).
+func (l *Lab) applyServiceNamed(ctx context.Context, name string) error {
+	spec, err := json.Marshal(l.ServiceSpec(name))
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
@@ -547,7 +551,7 @@ func (l *Lab) applyService(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab: applying service %s: %w (last: %v)", l.cfg.Service, ctx.Err(), err)
+			return fmt.Errorf("lab: applying service %s: %w (last: %v)", name, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -593,13 +597,22 @@ func (l *Lab) startWatchers() error {
 
 // ServiceSpec is the service to apply to the cluster for this lab: every
 // replica as a VM of the simulator with its clean snapshot, the lab's
-// service address, and a probe for the test record.
+// service address, and a probe for the test record. For a name of
+// Config.ServiceAddrs it is that service: its address and its replicas.
 func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
 	t := l.Net.Topology()
-	s := fsm.ServiceSpec{Name: name, Address: t.Service.String() + ":53",
+	addr, further := l.cfg.ServiceAddrs[name]
+	of := name // the replicas' service
+	if !further {
+		addr, of = t.Service, l.cfg.Service
+	}
+	s := fsm.ServiceSpec{Name: name, Address: addr.String() + ":53",
 		Probe: l.cfg.Probe, Policy: l.cfg.Policy}
 	s.Probe.Query, s.Probe.Expect = RecordName, RecordA
 	for _, r := range l.cfg.Replicas {
+		if l.cfg.serviceOf(r) != of {
+			continue
+		}
 		if r.isContainer() {
 			s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
 				Platform: fsm.PlatformContainer, Host: DockerHost, Image: ImageFor(r.Impl),

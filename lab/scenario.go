@@ -60,6 +60,22 @@ func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
 	if err != nil {
 		return err.Error()
 	}
+	if why := l.unsettled(s, dwell); why != "" {
+		return why
+	}
+	o, err := l.Outage(time.Now().Add(-500*time.Millisecond-ClientTimeout), time.Now().Add(-ClientTimeout))
+	if err != nil {
+		return err.Error()
+	}
+	if o.Sent == 0 || o.Lost > 0 {
+		return "the client is not answered"
+	}
+	return ""
+}
+
+// unsettled is unsteady without the client, which measures the lab's
+// service only: what the cluster and the lab show of any service.
+func (l *Lab) unsettled(s fsm.Service, dwell time.Duration) string {
 	if s.Intent != nil {
 		return "a switch is open"
 	}
@@ -88,13 +104,6 @@ func (l *Lab) unsteady(s fsm.Service, err error, dwell time.Duration) string {
 		if time.Since(time.Unix(0, h.DoneAt)) < dwell {
 			return "within the dwell time of the last switch"
 		}
-	}
-	o, err := l.Outage(time.Now().Add(-500*time.Millisecond-ClientTimeout), time.Now().Add(-ClientTimeout))
-	if err != nil {
-		return err.Error()
-	}
-	if o.Sent == 0 || o.Lost > 0 {
-		return "the client is not answered"
 	}
 	return ""
 }

@@ -149,12 +149,20 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	for i := range f.nodes {
 		cfg.Nodes = append(cfg.Nodes, fmt.Sprintf("n%d", i+1))
 	}
-	if dnsd, err := exec.LookPath("dnsd"); err == nil {
-		cfg.DNSD = dnsd
-	} else if p := filepath.Join(filepath.Dir(ars), "dnsd"); fileExists(p) {
-		cfg.DNSD = p
-	}
+	cfg.DNSD = findDNSD(ars)
 	return cfg, nil
+}
+
+// findDNSD is the test responder (test/dnsd): on PATH, else next to the
+// ars binary; "" if neither.
+func findDNSD(ars string) string {
+	if dnsd, err := exec.LookPath("dnsd"); err == nil {
+		return dnsd
+	}
+	if p := filepath.Join(filepath.Dir(ars), "dnsd"); fileExists(p) {
+		return p
+	}
+	return ""
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

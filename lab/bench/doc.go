@@ -58,4 +58,14 @@
 //
 // with no measurement fields, left out of the chart and shown as
 // "not run: REASON" in the table.
+//
+// # The scale benchmark
+//
+// scale.go holds the pure parts of `ars-lab scale`: the plan of the lab
+// of each N (ScaleServices: N services of four diverse replicas, their
+// addresses in ScaleSubnet), the sample and the concurrent share of the
+// services it attacks, Quantiles, scale.json (ScaleFile, one ScaleRun
+// per N) and scale.png (ScaleChart: CPU, memory and times against N). A
+// figure not measured is absent from the file and the chart and "-" in
+// ScaleTable, never 0.
 package bench

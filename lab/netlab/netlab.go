@@ -23,6 +23,12 @@ const (
 	DefaultPrefix = "arslab"
 )
 
+// MaxReplicas bounds a Topology's replicas. Every replica is a port of the
+// lab's one bridge, and a Linux bridge takes at most 1024 ports; the
+// client, nine nodes and the Docker link need eleven of them, and the
+// scale benchmark's 200 services x 4 replicas 800.
+const MaxReplicas = 1000
+
 var (
 	// DefaultSubnet is the lab's service network. It exists only inside
 	// the lab's namespaces; Up refuses to start when the host routes any
@@ -84,7 +90,7 @@ type Topology struct {
 	// 10.253.53.1); ListenHub listens there.
 	Hub netip.Addr
 	// Replicas names the replicas: [a-z0-9][a-z0-9_.-]*, at most 32
-	// characters, at most 100 of them.
+	// characters, at most MaxReplicas of them.
 	Replicas []string
 	// Addrs gives replicas an address of their own instead of Service (a
 	// load balancer's backends, each reached at its own address, with
@@ -158,8 +164,8 @@ func (t Topology) withDefaults() (Topology, error) {
 	if t.Service == t.Client || t.Hub == t.Service || t.Hub == t.Client {
 		return t, fmt.Errorf("netlab: service %s, client %s and hub %s must differ", t.Service, t.Client, t.Hub)
 	}
-	if len(t.Replicas) == 0 && !t.Docker || len(t.Replicas) > 100 {
-		return t, fmt.Errorf("netlab: %d replicas: want 1-100 (0 only with a Docker link)", len(t.Replicas))
+	if len(t.Replicas) == 0 && !t.Docker || len(t.Replicas) > MaxReplicas {
+		return t, fmt.Errorf("netlab: %d replicas: want 1-%d (0 only with a Docker link)", len(t.Replicas), MaxReplicas)
 	}
 	seen := map[string]bool{}
 	for _, r := range t.Replicas {

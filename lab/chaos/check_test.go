@@ -234,20 +234,8 @@ func TestCheckFindsEachViolation(t *testing.T) {
 // its session may live until vCenter expires it, not longer.
 func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
 	mk := func(lastMS int) History {
-		h := good()
-		h.Injections = append(h.Injections, Injection{Step: Step{Kind: NodeKill, Target: TargetLeader, Duration: 2 * time.Second},
-			At: at(10000), Until: at(12000), Node: "n1"})
-		for i := range h.Samples {
-			ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond)
-			if ms > 10000 {
-				sess := []string{"s3@n3"}
-				if ms <= lastMS {
-					sess = append(sess, "s1@n1")
-				}
-				h.Samples[i] = sample(ms, "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, sess...)
-			}
-		}
-		return h
+		return orphanedSession(Injection{Step: Step{Kind: NodeKill, Target: TargetLeader, Duration: 2 * time.Second},
+			At: at(10000), Until: at(12000), Node: "n1"}, lastMS)
 	}
 	if r := Check(mk(18000), Bounds{SessionExpiry: 10 * time.Second}); !r.OK() {
 		t.Fatalf("a killed leader's session gone 8 s later: %v", r.Violations)
@@ -263,20 +251,8 @@ func TestCheckExcusesAnOrphanedSessionUntilItExpires(t *testing.T) {
 // leadership.
 func TestCheckTimesAnOrphanedSessionFromTheEndOfItsLinkFault(t *testing.T) {
 	mk := func(lastMS int) History {
-		h := good()
-		h.Injections = append(h.Injections, Injection{Step: Step{Kind: LinkOneway, Target: TargetLeader, Direction: DirFromNode, Loss: 100, Duration: 4 * time.Second},
-			At: at(6000), Until: at(10000), Node: "n1"})
-		for i := range h.Samples {
-			ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond)
-			if ms > 6000 {
-				sess := []string{"s3@n3"}
-				if ms <= lastMS {
-					sess = append(sess, "s1@n1")
-				}
-				h.Samples[i] = sample(ms, "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, sess...)
-			}
-		}
-		return h
+		return orphanedSession(Injection{Step: Step{Kind: LinkOneway, Target: TargetLeader, Direction: DirFromNode, Loss: 100, Duration: 4 * time.Second},
+			At: at(6000), Until: at(10000), Node: "n1"}, lastMS)
 	}
 	// Deposed at 6 s, link healed at 10 s, session gone at 18 s: 12 s
 	// after the deposition, 8 s after the heal.
@@ -286,6 +262,26 @@ func TestCheckTimesAnOrphanedSessionFromTheEndOfItsLinkFault(t *testing.T) {
 	if r := Check(mk(18000), Bounds{SessionExpiry: 7 * time.Second}); r.OK() {
 		t.Fatal("a session alive 8 s after its node's link healed, expiry 7 s: no violation")
 	}
+}
+
+// orphanedSession is the good history with fault on n1, which leads
+// until the fault strikes; n3 leads from then on, and n1's session s1
+// lives until lastMS.
+func orphanedSession(fault Injection, lastMS int) History {
+	h := good()
+	h.Injections = append(h.Injections, fault)
+	from := int(fault.At.Sub(t0) / time.Millisecond)
+	for i := range h.Samples {
+		ms := int(h.Samples[i].At.Sub(t0) / time.Millisecond)
+		if ms > from {
+			sess := []string{"s3@n3"}
+			if ms <= lastMS {
+				sess = append(sess, "s1@n1")
+			}
+			h.Samples[i] = sample(ms, "n3", h.Samples[i].Nodes[0].Index, h.Samples[i].Nodes[0].Digest, sess...)
+		}
+	}
+	return h
 }
 
 // A call that a cut-off leader sent before it was deposed may reach vCenter

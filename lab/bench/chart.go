@@ -67,10 +67,13 @@ func Chart(f File) ([]byte, error) {
 		panels = [][]*plot.Plot{{notePanel("Downtime per scenario", "no results")}}
 	}
 
-	img := vgimg.NewWith(
-		vgimg.UseWH(vg.Length(chartWidth), vg.Length(chartPanelHeight*len(panels))),
-		vgimg.UseDPI(72),
-	)
+	return stackPNG(panels, chartPanelHeight*len(panels), "chart")
+}
+
+// stackPNG draws one-column panels stacked in a PNG of height points;
+// what names the chart in an error.
+func stackPNG(panels [][]*plot.Plot, height int, what string) ([]byte, error) {
+	img := vgimg.NewWith(vgimg.UseWH(vg.Length(chartWidth), vg.Length(height)), vgimg.UseDPI(72))
 	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadTop: 10, PadBottom: 10, PadLeft: 10, PadRight: 20, PadY: 30}
 	canvases := plot.Align(panels, tiles, draw.New(img))
 	for i := range panels {
@@ -78,7 +81,7 @@ func Chart(f File) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("bench: encode chart: %w", err)
+		return nil, fmt.Errorf("bench: encode %s: %w", what, err)
 	}
 	return buf.Bytes(), nil
 }

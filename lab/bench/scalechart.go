@@ -1,16 +1,13 @@
 package bench
 
 import (
-	"bytes"
 	"fmt"
 	"image/color"
 	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // ScaleChartFile is the chart WriteScale writes beside scale.json.
@@ -127,17 +124,7 @@ func ScaleChart(f ScaleFile) ([]byte, error) {
 		}
 		panels = append(panels, []*plot.Plot{p})
 	}
-	img := vgimg.NewWith(vgimg.UseWH(vg.Length(chartWidth), vg.Length(chartPanelHeight*len(panels)*2/3)), vgimg.UseDPI(72))
-	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadTop: 10, PadBottom: 10, PadLeft: 10, PadRight: 20, PadY: 30}
-	canvases := plot.Align(panels, tiles, draw.New(img))
-	for i := range panels {
-		panels[i][0].Draw(canvases[i][0])
-	}
-	var buf bytes.Buffer
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("bench: encode scale chart: %w", err)
-	}
-	return buf.Bytes(), nil
+	return stackPNG(panels, chartPanelHeight*len(panels)*2/3, "scale chart")
 }
 
 // sortedRuns is a copy of rs by N.

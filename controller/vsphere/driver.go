@@ -36,6 +36,11 @@ type Driver struct {
 
 	// unanswered: the latest round trip got no answer (see Unreachable).
 	unanswered atomic.Bool
+	// answeredAt: when a RetrieveProperties last succeeded (UnixNano; see
+	// alive); ping: one alive check at a time.
+	answeredAt atomic.Int64
+	ping       chan struct{}
+	cache      obsCache
 
 	mu      sync.Mutex
 	run     *runState
@@ -91,7 +96,9 @@ func New(cfg Config) (*Driver, error) {
 		subs:    map[*driver.Subscriber]struct{}{},
 		last:    map[string]watched{},
 		kick:    make(chan struct{}, 1),
+		ping:    make(chan struct{}, 1),
 	}
+	d.cache.init()
 	d.log = cfg.Logger.With("vcenter", d.name)
 	d.m.SessionsLive.WithLabelValues(d.name).Set(0)
 	return d, nil
@@ -114,6 +121,8 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	d.run = rs
 	d.unanswered.Store(false)
+	d.answeredAt.Store(0)
+	d.cache.reset()
 	d.refs = map[string]types.ManagedObjectReference{}
 	d.watched = map[types.ManagedObjectReference]map[string]fsm.ReplicaSpec{}
 	d.watchV++
@@ -154,6 +163,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	d.run = nil
 	d.signalLocked()
 	d.mu.Unlock()
+	d.cache.reset()
 
 	if rs.sess == nil {
 		return nil
@@ -464,6 +474,8 @@ func (d *Driver) do(ctx context.Context, op string, r fsm.ReplicaSpec, fn step) 
 		return &driver.OpError{Op: op, Replica: r.Name, Target: target(r), Err: err}
 	}
 	defer end()
+	d.cache.opStart(r.VM)
+	defer d.cache.opEnd(r.VM)
 
 	var last error
 	attempts := 0
@@ -673,12 +685,22 @@ func (d *Driver) Observe(ctx context.Context, r fsm.ReplicaSpec) (driver.Observa
 		return fail(err, 0, nil)
 	}
 	defer end()
+	if obs, ok, err := d.cachedObserve(ctx, rs.sess, r); err != nil {
+		return fail(err, 1, nil)
+	} else if ok {
+		d.m.Ops.WithLabelValues(d.name, "observe", "cached").Observe(time.Since(start).Seconds())
+		return obs, nil
+	}
 	var obs driver.Observation
 	attempts := 0
 	for {
 		attempts++
+		st := d.cache.stamp(r.VM)
 		obs, err = d.observe(ctx, rs, r)
 		if err == nil {
+			if rs.sess != nil {
+				d.cache.put(r, obs, st)
+			}
 			d.m.Ops.WithLabelValues(d.name, "observe", "ok").Observe(time.Since(start).Seconds())
 			return obs, nil
 		}

@@ -177,6 +177,9 @@ func (d *Driver) observeCall(method string, start time.Time, err error, ctx, cct
 	d.m.Calls.WithLabelValues(d.name, method).Observe(time.Since(start).Seconds())
 	if err == nil {
 		d.unanswered.Store(false)
+		if method == "RetrieveProperties" {
+			d.answeredAt.Store(time.Now().UnixNano())
+		}
 		return
 	}
 	kind := errKind(err, ctx, cctx)

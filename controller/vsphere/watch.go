@@ -89,8 +89,10 @@ func (d *Driver) forgetReported() {
 }
 
 // watchProps are the VM properties whose change wakes the watch: power,
-// FT, host, reachability, tools, and the configuration version (which every
-// reconfigure, a NIC change by hand included, moves on). Device lists and
+// FT, host, reachability, tools, the configuration version (which every
+// reconfigure, a NIC change by hand included, moves on) and the recent-task
+// list (a task started on the VM by anyone: obsCache does not reuse a read
+// across it). Device lists and
 // snapshot trees are not streamed: they are large on a real vCenter, and
 // vcsim shares the device array of its update sets with the VM (a data race
 // with the next reconfigure under the race detector). A changed VM is read
@@ -102,6 +104,7 @@ var watchProps = []string{
 	"runtime.host",
 	"guest.toolsRunningStatus",
 	"config.changeVersion",
+	"recentTask",
 }
 
 // watcher follows the watched VMs with a property collector of its own
@@ -117,7 +120,8 @@ type watcher struct {
 	version  string
 	builtV   uint64
 	builtGen uint64
-	dirty    bool // updates may have been missed: tell subscribers to resync
+	dirty    bool     // updates may have been missed: tell subscribers to resync
+	covered  []string // the VMs (ReplicaSpec.VM) the built collector filters
 }
 
 func (d *Driver) watchLoop(ctx context.Context, s *session) {
@@ -170,6 +174,7 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 		}
 		set, err := w.wait(ctx)
 		if err != nil {
+			d.cache.invalidate()
 			if ctx.Err() != nil {
 				return
 			}
@@ -190,6 +195,9 @@ func (d *Driver) watchLoop(ctx context.Context, s *session) {
 		if set != nil {
 			w.apply(ctx, set, specs)
 		}
+		// The first wait after a build delivered every filtered VM's
+		// state; from here the collector follows them (obsCache).
+		d.cache.cover(w.covered)
 	}
 }
 
@@ -201,6 +209,7 @@ func (w *watcher) build(ctx context.Context, specs map[types.ManagedObjectRefere
 	}
 	w.pc = res.Returnval
 	w.version = ""
+	w.covered = w.covered[:0]
 	// One filter per VM, so that a VM that vanished fails alone.
 	for ref, rs := range specs {
 		_, err := methods.CreateFilter(ctx, s.vc, &types.CreateFilter{
@@ -218,11 +227,15 @@ func (w *watcher) build(ctx context.Context, specs map[types.ManagedObjectRefere
 			w.destroy()
 			return err
 		}
+		for _, r := range rs {
+			w.covered = append(w.covered, r.VM)
+		}
 	}
 	return nil
 }
 
 func (w *watcher) destroy() {
+	w.d.cache.invalidate()
 	if w.pc.Value == "" {
 		return
 	}
@@ -261,6 +274,11 @@ func (w *watcher) apply(ctx context.Context, set *types.UpdateSet, specs map[typ
 		}
 	}
 	now := time.Now()
+	for ref := range changed {
+		for _, r := range specs[ref] {
+			w.d.cache.changed(r.VM)
+		}
+	}
 	for ref, left := range changed {
 		var vm *mo.VirtualMachine
 		if !left {

@@ -74,6 +74,10 @@ type Config struct {
 	// complete without the verify probe (-dev, and tests that drive verdicts
 	// by hand).
 	DisableProbes bool
+
+	// passWait is how long a pass waits for one platform call (default
+	// passWait); tests lengthen it to see what waits behind a call.
+	passWait time.Duration
 }
 
 // Controller is the leader loop: it probes, decides, commits and
@@ -122,6 +126,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.passWait <= 0 {
+		cfg.passWait = passWait
 	}
 	drivers := make(map[string]driver.Driver, len(cfg.Drivers))
 	for p, d := range cfg.Drivers {
@@ -252,6 +259,9 @@ type run struct {
 	reads map[string]read
 	rg    sync.WaitGroup
 	stale bool
+	// startOnly: the pass has several switches to complete; it starts
+	// each one's critical path without waiting for it (criticalCalls).
+	startOnly bool
 	// samples: service -> the probes this leader sent to its address
 	// (outage.go). Only the loop touches the map; each log has its lock.
 	samples map[string]*sampleLog

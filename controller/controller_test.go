@@ -125,8 +125,11 @@ func (e *env) stop() {
 	}
 }
 
-func roles(cl *fakeCluster) string {
-	svc, _ := cl.Service(svcName)
+func roles(cl *fakeCluster) string { return rolesOf(cl, svcName) }
+
+// rolesOf is roles for the named service.
+func rolesOf(cl *fakeCluster, service string) string {
+	svc, _ := cl.Service(service)
 	s := ""
 	for i, rs := range svc.Replicas {
 		if i > 0 {
@@ -1106,3 +1109,58 @@ func TestReconcilePassesCounted(t *testing.T) {
 	e.start(false)
 	eventually(t, "two reconcile passes counted", func() bool { return testutil.ToFloat64(e.m.passes) >= 2 })
 }
+
+// Attacks on two services at once: the second switch does not wait for
+// the first one's critical path. A pass used to wait up to passWait for
+// each open switch's calls in turn, so a switch committed behind another
+// started only when that one's calls returned (~100 ms later for the
+// fifth of five concurrent switches in the scale lab). Here the first
+// switch's attach is held and the pass would wait an hour for it.
+func TestConcurrentSwitchesDoNotWaitForEachOther(t *testing.T) {
+	e := newEnv(t)
+	const other = "dns2"
+	spec, _ := e.cl.Service(svcName)
+	spec2 := spec.Spec
+	spec2.Name, spec2.Address = other, "127.0.0.2:5353"
+	spec2.Replicas = nil
+	for _, r := range spec.Spec.Replicas {
+		r.Name, r.VM = r.Name+"-2", r.VM+"-2"
+		spec2.Replicas = append(spec2.Replicas, r)
+	}
+	e.cl.must(t, fsm.ServiceApply{Spec: spec2})
+	svc2, _ := e.cl.Service(other)
+	for _, rs := range svc2.Replicas {
+		r, _ := svc2.Spec.Replica(rs.Name)
+		switch rs.Role {
+		case fsm.RoleActive:
+			e.d.add(other, rs.Name, r.Impl, driver.PowerOn, true)
+		case fsm.RoleStandby:
+			e.d.add(other, rs.Name, r.Impl, driver.PowerOn, false)
+		default:
+			e.d.add(other, rs.Name, r.Impl, driver.PowerSuspended, false)
+		}
+	}
+	// Both switches are open when the pass reads the state (as a new
+	// leader finds them, or two commits that land before the next pass).
+	now := time.Now().UnixNano()
+	e.cl.must(t, fsm.Switch{Service: svcName, From: "bind-a", To: "unbound-a", Reason: fsm.ReasonExploit, At: now})
+	e.cl.must(t, fsm.Switch{Service: other, From: "bind-a-2", To: "unbound-a-2", Reason: fsm.ReasonExploit, At: now})
+	release := e.d.holdCalls("attach unbound-a")
+	defer close(release)
+	select {
+	case <-e.cl.applied: // the commits above are read by the first pass
+	default:
+	}
+	e.create(false)
+	e.ctl.cfg.passWait = time.Hour
+	e.run()
+	eventually(t, "the first switch's attach held", func() bool { return e.d.heldCalls("attach unbound-a") > 0 })
+	eventually(t, "the second switch done while the first one's attach is held", func() bool {
+		s, _ := e.cl.Service(other)
+		return s.Intent == nil && len(s.History) == 1 && s.History[0].Done
+	})
+	if s, _ := e.cl.Service(svcName); s.Intent == nil {
+		t.Fatalf("the first switch completed although its attach is held: %+v", s.History)
+	}
+}
+

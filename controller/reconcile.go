@@ -28,6 +28,14 @@ func (r *run) reconcileAll(ctx context.Context) {
 	r.pass++
 	services := r.c.cl.Services()
 	open := map[string]bool{} // services whose switch stays open this pass
+	// With several switches open (attacks on several services at once)
+	// no switch waits for another's critical path: each is started
+	// without waiting (a pass waited up to passWait for each in turn, so
+	// the fifth of five concurrent switches started ~100 ms after its
+	// commit in the scale lab), and each one's end wakes the loop, whose
+	// next pass completes it.
+	r.startOnly = countIntents(services) > 1
+	defer func() { r.startOnly = false }()
 	for i, svc := range services {
 		if svc.Intent == nil {
 			continue
@@ -63,6 +71,17 @@ func (r *run) reconcileAll(ctx context.Context) {
 			r.converge(ctx, svc, svc.Intent != nil, "")
 		}
 	}
+}
+
+// countIntents is how many of services have a switch open.
+func countIntents(services []fsm.Service) int {
+	n := 0
+	for _, s := range services {
+		if s.Intent != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // driverFor returns the replica's spec and driver; ok is false (and the
@@ -232,7 +251,7 @@ const passWait = 250 * time.Millisecond
 func awaitOn[T any](ctx context.Context, r *run, ch <-chan T) (T, error) {
 	var due dueTimer
 	defer due.stop()
-	limit := time.NewTimer(passWait)
+	limit := time.NewTimer(r.c.cfg.passWait)
 	defer limit.Stop()
 	var zero T
 	for {
@@ -643,7 +662,12 @@ func (r *run) criticalCalls(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		} else {
 			cp = r.startCritical(ctx, svc, in, toSpec, dTo, fromSpec, dFrom, r.unfenced(svc, in))
 			var err error
-			if res, err = awaitOn(ctx, r, cp.ch); err != nil {
+			if r.startOnly {
+				err = errPending // see reconcileAll
+			} else {
+				res, err = awaitOn(ctx, r, cp.ch)
+			}
+			if err != nil {
 				if res, err = leaveInFlight(cp.ch, &cp.orphaned, err); err != nil {
 					return res, false
 				}

@@ -1163,4 +1163,3 @@ func TestConcurrentSwitchesDoNotWaitForEachOther(t *testing.T) {
 		t.Fatalf("the first switch completed although its attach is held: %+v", s.History)
 	}
 }
-

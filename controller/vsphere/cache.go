@@ -214,8 +214,7 @@ func (d *Driver) cachedObserve(ctx context.Context, s *session, r fsm.ReplicaSpe
 	if s == nil { // per-operation mode: nothing is watched
 		return driver.Observation{}, false, nil
 	}
-	obs, ok := d.cache.get(r)
-	if !ok {
+	if _, ok := d.cache.get(r); !ok {
 		return driver.Observation{}, false, nil
 	}
 	if err := d.alive(ctx, s); err != nil {
@@ -225,6 +224,6 @@ func (d *Driver) cachedObserve(ctx context.Context, s *session, r fsm.ReplicaSpe
 		return driver.Observation{}, false, fmt.Errorf("vcenter check: %w", err)
 	}
 	// The entry may have been invalidated while vCenter was asked.
-	obs, ok = d.cache.get(r)
+	obs, ok := d.cache.get(r)
 	return obs, ok, nil
 }

@@ -29,13 +29,18 @@ import (
 //     filter on the current session and has delivered its first update set
 //     (the VM's state at the time), and no wait has failed since;
 //   - no update about the VM has arrived since the read (the watch streams
-//     the power, connection, FT, host and tools state, the configuration
-//     version, which every reconfigure moves, and the recent-task list, so
-//     any task started on the VM counts as a change);
+//     the power, connection, FT, host and tools state and the
+//     configuration version, which every reconfigure moves);
 //   - this driver has no operation on the VM in flight and started none
 //     since the read;
 //   - the read showed no task running (a task's end changes no watched
-//     property when it fails).
+//     property when it fails);
+//   - the read is younger than maxCacheAge: what the watch does not
+//     stream (a task someone else started, a snapshot taken or deleted by
+//     hand) is seen within that time, as the once-a-second reads saw it
+//     within a second. (Watching the recent-task list too made the
+//     simulator race with itself under -race: it shares that list between
+//     the VM and its update sets.)
 //
 // A change made by someone else reaches the cache as fast as the watch
 // delivers it (the update that invalidates the entry is also what wakes
@@ -54,11 +59,19 @@ type obsCache struct {
 type cachedObs struct {
 	obs            driver.Observation
 	epoch, changes uint64
+	at             time.Time // when the read started
 }
+
+// maxCacheAge bounds how long a read is reused: every replica's VM is read
+// in full at least this often.
+const maxCacheAge = 10 * time.Second
 
 // stamp is what a read is valid for: taken before the read, so that an
 // update arriving during the read invalidates it.
-type stamp struct{ epoch, changes uint64 }
+type stamp struct {
+	epoch, changes uint64
+	at             time.Time
+}
 
 func (c *obsCache) init() {
 	c.changes = map[string]uint64{}
@@ -126,7 +139,7 @@ func (c *obsCache) opEnd(vm string) {
 func (c *obsCache) stamp(vm string) stamp {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return stamp{c.epoch, c.changes[vm]}
+	return stamp{c.epoch, c.changes[vm], time.Now()}
 }
 
 // put keeps a read taken at st, if it may be reused at all.
@@ -139,7 +152,7 @@ func (c *obsCache) put(r fsm.ReplicaSpec, obs driver.Observation, st stamp) {
 	if st.epoch != c.epoch || st.changes != c.changes[r.VM] {
 		return // changed during the read
 	}
-	c.entries[cacheKey(r)] = cachedObs{obs: obs, epoch: st.epoch, changes: st.changes}
+	c.entries[cacheKey(r)] = cachedObs{obs: obs, epoch: st.epoch, changes: st.changes, at: st.at}
 }
 
 // get returns the reusable read of r, if there is one.
@@ -147,7 +160,8 @@ func (c *obsCache) get(r fsm.ReplicaSpec) (driver.Observation, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[cacheKey(r)]
-	if !ok || !c.covered[r.VM] || c.busy[r.VM] > 0 || e.epoch != c.epoch || e.changes != c.changes[r.VM] {
+	if !ok || !c.covered[r.VM] || c.busy[r.VM] > 0 || e.epoch != c.epoch || e.changes != c.changes[r.VM] ||
+		time.Since(e.at) >= maxCacheAge {
 		return driver.Observation{}, false
 	}
 	return e.obs, true

@@ -146,3 +146,22 @@ func TestObserveOfAHungVCenterFails(t *testing.T) {
 		t.Fatal("a hung vCenter is not reported unreachable")
 	}
 }
+
+// A read older than maxCacheAge is not reused, even with nothing changed:
+// what the watch does not stream is seen within that time.
+func TestCachedReadExpires(t *testing.T) {
+	var c obsCache
+	c.init()
+	r := replica("bind9-win", vm0)
+	c.cover([]string{r.VM})
+	c.put(r, driver.Observation{Replica: r.Name}, c.stamp(r.VM))
+	if _, ok := c.get(r); !ok {
+		t.Fatal("a fresh read of a covered, unchanged VM is not reused")
+	}
+	e := c.entries[cacheKey(r)]
+	e.at = e.at.Add(-maxCacheAge)
+	c.entries[cacheKey(r)] = e
+	if _, ok := c.get(r); ok {
+		t.Fatalf("a read %s old is reused", maxCacheAge)
+	}
+}

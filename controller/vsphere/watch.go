@@ -89,10 +89,8 @@ func (d *Driver) forgetReported() {
 }
 
 // watchProps are the VM properties whose change wakes the watch: power,
-// FT, host, reachability, tools, the configuration version (which every
-// reconfigure, a NIC change by hand included, moves on) and the recent-task
-// list (a task started on the VM by anyone: obsCache does not reuse a read
-// across it). Device lists and
+// FT, host, reachability, tools, and the configuration version (which every
+// reconfigure, a NIC change by hand included, moves on). Device lists and
 // snapshot trees are not streamed: they are large on a real vCenter, and
 // vcsim shares the device array of its update sets with the VM (a data race
 // with the next reconfigure under the race detector). A changed VM is read
@@ -104,7 +102,6 @@ var watchProps = []string{
 	"runtime.host",
 	"guest.toolsRunningStatus",
 	"config.changeVersion",
-	"recentTask",
 }
 
 // watcher follows the watched VMs with a property collector of its own

@@ -104,6 +104,17 @@ func testLifecycle(t *testing.T, mode AddressMode) {
 
 	// Suspend, then PowerOn unpauses.
 	mustOp(t, cnt, "suspend (for power-on)", 1, func() error { return d.Suspend(ctx, r) })
+	// The engine answered the pause; under load its inspect showed the
+	// container running, not paused, for a moment after (a CI run: the
+	// power-on then found nothing to unpause). Power on what the engine
+	// reports paused.
+	deadline := time.Now().Add(5 * time.Second)
+	for observe(t, d, r).Power != driver.PowerSuspended {
+		if time.Now().After(deadline) {
+			t.Fatal("the engine does not report the paused container paused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	mustOp(t, cnt, "power-on (unpause)", 1, func() error { return d.PowerOn(ctx, r) })
 
 	mustOp(t, cnt, "power-off", 1, func() error { return d.PowerOff(ctx, r) })

@@ -244,10 +244,11 @@ func (idx *nodeIndex) at(line int, key, value string) string {
 
 var (
 	reSyntax   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-	reTypeLine = regexp.MustCompile(`^line (\d+): (.*)$`)
-	reUnknown  = regexp.MustCompile(`^field (.+) not found in type \S+$`)
-	reDup      = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
-	reCannot   = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
+	reTypeLine = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+	// (?s): a key may hold a line break (a flow scalar folds one in).
+	reUnknown = regexp.MustCompile(`(?s)^field (.+) not found in type \S+$`)
+	reDup     = regexp.MustCompile(`(?s)^mapping key "(.*)" already defined at line (\d+)$`)
+	reCannot  = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
 )
 
 // parserProblems are the messages of yaml.v3's parser (parserc.go), as
@@ -274,7 +275,7 @@ func yamlError(file string, err error, idx *nodeIndex) error {
 		for _, msg := range te.Errors {
 			m := reTypeLine.FindStringSubmatch(msg)
 			if m == nil {
-				errs = append(errs, &Error{File: file, Line: 1, Reason: msg})
+				errs = append(errs, &Error{File: file, Line: 1, Reason: oneLine(msg)})
 				continue
 			}
 			line, _ := strconv.Atoi(m[1])
@@ -290,13 +291,21 @@ func yamlError(file string, err error, idx *nodeIndex) error {
 			// (the start of the enclosing construct); make it 1-based.
 			line++
 		}
-		return &Error{File: file, Line: max(line, 1), Reason: "invalid YAML: " + m[2]}
+		return &Error{File: file, Line: max(line, 1), Reason: "invalid YAML: " + oneLine(m[2])}
 	}
-	return &Error{File: file, Line: 1, Reason: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return &Error{File: file, Line: 1, Reason: "invalid YAML: " + oneLine(strings.TrimPrefix(msg, "yaml: "))}
+}
+
+// oneLine escapes the line breaks of s.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
 }
 
 func typeError(file string, line int, msg string, idx *nodeIndex) *Error {
-	e := &Error{File: file, Line: max(line, 1), Reason: msg}
+	// Every error is one "FILE:LINE: reason" line: a line break the YAML
+	// carried into the message (a key or value folded across lines) is
+	// shown escaped.
+	e := &Error{File: file, Line: max(line, 1), Reason: oneLine(msg)}
 	if m := reUnknown.FindStringSubmatch(msg); m != nil {
 		e.Field = idx.at(line, m[1], "")
 		e.Reason = "unknown key"

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/ars-project/ars/replicaagent/ipaddr"
 )
 
 // keeper is an armed helper's work: it keeps the service address a on
@@ -77,8 +77,8 @@ func (k *keeper) run() {
 // keep puts the address in place if the service link is there and up,
 // and announces it on a link it was not yet announced on.
 func (k *keeper) keep() {
-	link, err := serviceLink(k.p)
-	if errors.Is(err, errNoLink) {
+	link, err := ipaddr.BySubnet(k.p)
+	if errors.Is(err, ipaddr.ErrNoLink) {
 		k.announced, k.lastErr = 0, ""
 		return
 	}
@@ -86,29 +86,28 @@ func (k *keeper) keep() {
 		k.report(err)
 		return
 	}
-	attrs := link.Attrs()
-	if attrs.Flags&net.FlagUp == 0 || attrs.OperState == netlink.OperDown {
+	if !link.Up() {
 		return // its up notification brings the keeper back
 	}
-	added, err := putAddr(link, k.a)
+	added, err := link.Put(netip.PrefixFrom(k.a, 32))
 	if err != nil {
 		k.report(err)
 		return
 	}
-	if err := sourceRoutes(link, k.a); err != nil {
+	if err := link.SourceRoutes(k.a); err != nil {
 		k.report(err)
 		return
 	}
-	if !added && k.announced == attrs.Index {
+	if !added && k.announced == link.Index() {
 		return
 	}
 	waitServed(k.a, k.port, DefaultServeWait)
-	if err := announce(link, k.a, 2, 10*time.Millisecond); err != nil {
+	if err := link.Announce(k.a, 2, 10*time.Millisecond); err != nil {
 		k.report(err)
 		return
 	}
-	k.announced, k.lastErr = attrs.Index, ""
-	fmt.Fprintf(k.out, "%s on %s (index %d)\n", k.a, attrs.Name, attrs.Index)
+	k.announced, k.lastErr = link.Index(), ""
+	fmt.Fprintf(k.out, "%s on %s (index %d)\n", k.a, link.Name, link.Index())
 }
 
 func (k *keeper) report(err error) {

@@ -47,7 +47,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -57,6 +56,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ars-project/ars/replicaagent/ipaddr"
 )
 
 func main() {
@@ -181,158 +182,25 @@ func serve(k *keeper) {
 	}
 }
 
-// errNoLink: no link has an address in the subnet (the container is not
-// on the service network).
-var errNoLink = errors.New("no link has an address in the subnet")
-
-// serviceLink is the one link with an IPv4 address in p.
-func serviceLink(p netip.Prefix) (netlink.Link, error) {
-	links, err := netlink.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	var found []netlink.Link
-	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
-		}
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && p.Contains(ip) {
-				found = append(found, l)
-				break
-			}
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, fmt.Errorf("%w %s (the container is not on the service network)", errNoLink, p)
-	case 1:
-		return found[0], nil
-	}
-	var names []string
-	for _, l := range found {
-		names = append(names, l.Attrs().Name)
-	}
-	return nil, fmt.Errorf("%d links have an address in %s (%s); cannot tell which is the service link", len(found), p, strings.Join(names, ", "))
-}
-
 // add puts a on the service link, makes it the source of the link's
 // routes and announces it once it is served on port (see waitServed). It
 // returns the link's name.
 func add(p netip.Prefix, a netip.Addr, port uint16, garps int, gap time.Duration) (string, error) {
-	link, err := serviceLink(p)
+	link, err := ipaddr.BySubnet(p)
 	if err != nil {
 		return "", err
 	}
-	name := link.Attrs().Name
-	if _, err := putAddr(link, a); err != nil {
-		return name, err
+	if _, err := link.Put(netip.PrefixFrom(a, 32)); err != nil {
+		return link.Name, err
 	}
-	if err := sourceRoutes(link, a); err != nil {
-		return name, err
+	if err := link.SourceRoutes(a); err != nil {
+		return link.Name, err
 	}
 	waitServed(a, port, DefaultServeWait)
-	if err := announce(link, a, garps, gap); err != nil {
-		return name, err
+	if err := link.Announce(a, garps, gap); err != nil {
+		return link.Name, err
 	}
-	return name, nil
-}
-
-// putAddr adds a/32 to link unless a is on it already (with any prefix
-// length); added says whether it did.
-func putAddr(link netlink.Link, a netip.Addr) (added bool, err error) {
-	name := link.Attrs().Name
-	ip := net.IP(a.AsSlice())
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return false, fmt.Errorf("list addresses of %s: %w", name, err)
-	}
-	for _, x := range addrs {
-		if x.IP.Equal(ip) {
-			return false, nil
-		}
-	}
-	err = netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}})
-	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return false, fmt.Errorf("add %s/32 to %s: %w", a, name, err)
-	}
-	return err == nil, nil
-}
-
-// sourceRoutes makes a the preferred source of link's routes in the main
-// table. A server bound to the wildcard address answers from the route's
-// preferred source; without this it would be the replica's own address,
-// and clients drop answers from an address they did not ask.
-func sourceRoutes(link netlink.Link, a netip.Addr) error {
-	name := link.Attrs().Name
-	ip := net.IP(a.AsSlice())
-	routes, err := netlink.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list routes of %s: %w", name, err)
-	}
-	for _, r := range routes {
-		if r.Table != unix.RT_TABLE_MAIN || r.Src.Equal(ip) {
-			continue
-		}
-		r.Src = ip
-		if err := netlink.RouteReplace(&r); err != nil {
-			return fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, name, err)
-		}
-	}
-	return nil
-}
-
-// announce sends n gratuitous ARPs for a from link, gap apart: ARP
-// requests whose sender and target address are both a, which Linux
-// neighbours accept as an override of an existing entry whatever its
-// age.
-func announce(link netlink.Link, a netip.Addr, n int, gap time.Duration) error {
-	if n == 0 {
-		return nil
-	}
-	mac := link.Attrs().HardwareAddr
-	if len(mac) != 6 {
-		return fmt.Errorf("%s has no Ethernet address", link.Attrs().Name)
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
-	if err != nil {
-		return fmt.Errorf("packet socket (needs NET_RAW): %w", err)
-	}
-	defer unix.Close(fd)
-	// Straight to the driver, past a queueing discipline that may not be
-	// active yet on a link that just came up.
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-		return fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
-	}
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: link.Attrs().Index, Halen: 6,
-		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	frame := garp(mac, a)
-	for i := range n {
-		if i > 0 {
-			time.Sleep(gap)
-		}
-		if err := unix.Sendto(fd, frame, 0, to); err != nil {
-			return fmt.Errorf("send gratuitous ARP on %s: %w", link.Attrs().Name, err)
-		}
-	}
-	return nil
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// garp is the ARP payload announcing a at mac.
-func garp(mac net.HardwareAddr, a netip.Addr) []byte {
-	b := make([]byte, 28)
-	b[0], b[1] = 0, 1       // hardware: Ethernet
-	b[2], b[3] = 0x08, 0x00 // protocol: IPv4
-	b[4], b[5] = 6, 4       // address lengths
-	b[6], b[7] = 0, 1       // request
-	copy(b[8:14], mac)
-	ip4 := a.As4()
-	copy(b[14:18], ip4[:]) // sender address
-	copy(b[24:28], ip4[:]) // target address (target MAC stays zero)
-	return b
+	return link.Name, nil
 }
 
 // show prints each link's IPv4 addresses: "eth1 172.31.250.130/24 172.31.250.3/32".

@@ -2,7 +2,6 @@ package netlab
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ars-project/ars/replicaagent/ipaddr"
 )
 
 // announce sends the replica's gratuitous ARPs for the service address.
@@ -121,7 +122,7 @@ func openGARP(nsPath, dev string, addr netip.Addr) (*garpSocket, error) {
 			Halen:    6,
 			Addr:     [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 		}
-		s.frame = garpRequest(ifi.HardwareAddr, addr)
+		s.frame = ipaddr.GARPFrame(ifi.HardwareAddr, addr)
 		return nil
 	})
 	if err != nil {
@@ -129,24 +130,6 @@ func openGARP(nsPath, dev string, addr netip.Addr) (*garpSocket, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// garpRequest is an ARP request for addr from addr (sender and target
-// protocol address equal), the form Linux neighbours always accept as an
-// override of an existing entry (kernel ≥ 4.19, arp_is_garp), whatever
-// their locktime.
-func garpRequest(mac net.HardwareAddr, addr netip.Addr) []byte {
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1)      // hardware: Ethernet
-	binary.BigEndian.PutUint16(b[2:], 0x0800) // protocol: IPv4
-	b[4], b[5] = 6, 4                         // address lengths
-	binary.BigEndian.PutUint16(b[6:], 1)      // request
-	copy(b[8:14], mac)                        // sender MAC
-	ip4 := addr.As4()
-	copy(b[14:18], ip4[:]) // sender IP
-	// target MAC stays zero
-	copy(b[24:28], ip4[:]) // target IP
-	return b
 }
 
 func (s *garpSocket) send() error {

@@ -203,15 +203,6 @@ func TestTopologyDefaults(t *testing.T) {
 	}
 }
 
-func TestGARPFrame(t *testing.T) {
-	mac := []byte{2, 0, 0, 0, 0, 1}
-	b := garpRequest(mac, DefaultService)
-	want := []byte{0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 253, 53, 53, 0, 0, 0, 0, 0, 0, 10, 253, 53, 53}
-	if string(b) != string(want) {
-		t.Errorf("frame\n got %v\nwant %v", b, want)
-	}
-}
-
 // TestAttachSwitch: the client gets the attached replica's answer, and a
 // switch in either order reaches the other replica; the loss of each
 // switch is measured at 5 ms resolution for every announcement mode.

@@ -1,0 +1,229 @@
+//go:build linux
+
+package ipaddr
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Link is one network link of the current namespace, as found by ByName
+// or BySubnet.
+type Link struct {
+	Name string
+	link netlink.Link
+}
+
+// ByName finds the link called name.
+func ByName(name string) (*Link, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("%w: %s", ErrNoLink, name)
+		}
+		return nil, fmt.Errorf("find link %s: %w", name, err)
+	}
+	return &Link{Name: name, link: l}, nil
+}
+
+// BySubnet finds the one link with an IPv4 address in p. None is
+// ErrNoLink; several are an error naming them.
+func BySubnet(p netip.Prefix) (*Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var found []netlink.Link
+	for _, l := range links {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && p.Contains(ip) {
+				found = append(found, l)
+				break
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: no link has an address in %s", ErrNoLink, p)
+	case 1:
+		return &Link{Name: found[0].Attrs().Name, link: found[0]}, nil
+	}
+	var names []string
+	for _, l := range found {
+		names = append(names, l.Attrs().Name)
+	}
+	return nil, fmt.Errorf("%d links have an address in %s (%s); cannot tell which is the service link", len(found), p, strings.Join(names, ", "))
+}
+
+// Index is the link's interface index; Up says whether it is
+// administratively up and not operationally down.
+func (l *Link) Index() int { return l.link.Attrs().Index }
+func (l *Link) Up() bool {
+	a := l.link.Attrs()
+	return a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown
+}
+
+func checkV4(a netip.Addr) error {
+	if !a.Is4() {
+		if a.Is6() {
+			return fmt.Errorf("%s: %w", a, ErrIPv6)
+		}
+		return fmt.Errorf("%q is not an IP address", a)
+	}
+	return nil
+}
+
+// Addrs lists the link's IPv4 addresses.
+func (l *Link) Addrs() ([]netip.Prefix, error) {
+	addrs, err := netlink.AddrList(l.link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", l.Name, err)
+	}
+	var out []netip.Prefix
+	for _, x := range addrs {
+		ip, ok := netip.AddrFromSlice(x.IP.To4())
+		if !ok {
+			continue
+		}
+		bits, _ := x.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, bits))
+	}
+	return out, nil
+}
+
+// Has reports whether a is on the link (with any prefix length).
+func (l *Link) Has(a netip.Addr) (bool, error) {
+	if err := checkV4(a); err != nil {
+		return false, err
+	}
+	addrs, err := l.Addrs()
+	if err != nil {
+		return false, err
+	}
+	for _, x := range addrs {
+		if x.Addr() == a {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Put adds p's address with p's length to the link unless the address
+// is on it already (with any length); added says whether it did.
+func (l *Link) Put(p netip.Prefix) (added bool, err error) {
+	a := p.Addr()
+	if err := checkV4(a); err != nil {
+		return false, err
+	}
+	has, err := l.Has(a)
+	if err != nil || has {
+		return false, err
+	}
+	ip := net.IP(a.AsSlice())
+	err = netlink.AddrAdd(l.link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(p.Bits(), 32)}})
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return false, fmt.Errorf("add %s to %s: %w", p, l.Name, err)
+	}
+	return err == nil, nil
+}
+
+// Remove takes every entry of a off the link; removed says whether one
+// was there.
+func (l *Link) Remove(a netip.Addr) (removed bool, err error) {
+	if err := checkV4(a); err != nil {
+		return false, err
+	}
+	addrs, err := netlink.AddrList(l.link, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", l.Name, err)
+	}
+	ip := net.IP(a.AsSlice())
+	for i := range addrs {
+		if !addrs[i].IP.Equal(ip) {
+			continue
+		}
+		if err := netlink.AddrDel(l.link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return removed, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, l.Name, err)
+		}
+		removed = true
+	}
+	return removed, nil
+}
+
+// SourceRoutes makes a the preferred source of the link's routes in the
+// main table. A server bound to the wildcard address answers from the
+// route's preferred source; without this it would be the link's own
+// address, and clients drop answers from an address they did not ask.
+// The kernel removes routes whose preferred source goes away, so only a
+// holder that never gives the address up (the containers' helper) may
+// use it.
+func (l *Link) SourceRoutes(a netip.Addr) error {
+	if err := checkV4(a); err != nil {
+		return err
+	}
+	ip := net.IP(a.AsSlice())
+	routes, err := netlink.RouteList(l.link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", l.Name, err)
+	}
+	for _, r := range routes {
+		if r.Table != unix.RT_TABLE_MAIN || r.Src.Equal(ip) {
+			continue
+		}
+		r.Src = ip
+		if err := netlink.RouteReplace(&r); err != nil {
+			return fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, l.Name, err)
+		}
+	}
+	return nil
+}
+
+// Announce sends n gratuitous ARPs for a from the link, gap apart (see
+// GARPFrame). The frames bypass the queueing discipline, which may not be
+// active yet on a link that just came up.
+func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
+	if err := checkV4(a); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return nil
+	}
+	mac := l.link.Attrs().HardwareAddr
+	if len(mac) != 6 {
+		return fmt.Errorf("%s has no Ethernet address", l.Name)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		return fmt.Errorf("packet socket (needs NET_RAW): %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+		return fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
+	}
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.Index(), Halen: 6,
+		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	frame := GARPFrame(mac, a)
+	for i := range n {
+		if i > 0 {
+			time.Sleep(gap)
+		}
+		if err := unix.Sendto(fd, frame, 0, to); err != nil {
+			return fmt.Errorf("send gratuitous ARP on %s: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

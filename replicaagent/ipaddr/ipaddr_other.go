@@ -1,0 +1,24 @@
+//go:build !linux
+
+package ipaddr
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Link is a network link (see the Linux implementation).
+type Link struct{ Name string }
+
+func ByName(name string) (*Link, error)           { return nil, ErrUnsupportedOS }
+func BySubnet(p netip.Prefix) (*Link, error)      { return nil, ErrUnsupportedOS }
+func (l *Link) Has(a netip.Addr) (bool, error)    { return false, ErrUnsupportedOS }
+func (l *Link) Put(p netip.Prefix) (bool, error)  { return false, ErrUnsupportedOS }
+func (l *Link) Remove(a netip.Addr) (bool, error) { return false, ErrUnsupportedOS }
+func (l *Link) SourceRoutes(a netip.Addr) error   { return ErrUnsupportedOS }
+func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
+	return ErrUnsupportedOS
+}
+func (l *Link) Addrs() ([]netip.Prefix, error) { return nil, ErrUnsupportedOS }
+func (l *Link) Index() int                     { return 0 }
+func (l *Link) Up() bool                       { return false }

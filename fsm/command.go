@@ -94,6 +94,9 @@ type SwitchDone struct {
 	ProbesSent *int     `json:"probes_sent,omitempty"`
 	ProbesLost *int     `json:"probes_lost,omitempty"`
 	ExposureMS *float64 `json:"exposure_ms,omitempty"`
+	// Handover and OldHeldMS: see SwitchRecord (format level 6).
+	Handover  string   `json:"handover,omitempty"`
+	OldHeldMS *float64 `json:"old_held_ms,omitempty"`
 }
 
 // ReplicaRole applies a role action to one replica.

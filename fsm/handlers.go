@@ -360,11 +360,13 @@ func validateSwitchDone(d SwitchDone) error {
 		return fmt.Errorf("at: %d must not be negative", d.At)
 	case (d.OutageMS == nil) != (d.ProbesSent == nil) || (d.OutageMS == nil) != (d.ProbesLost == nil):
 		return errors.New("outage_ms, probes_sent and probes_lost: give all three or none")
+	case d.Handover != "" && d.Handover != "nic" && d.Handover != HandoverAddress:
+		return fmt.Errorf("handover: %q must be \"nic\" or %q", d.Handover, HandoverAddress)
 	}
 	for _, f := range []struct {
 		name string
 		v    *float64
-	}{{"outage_ms", d.OutageMS}, {"exposure_ms", d.ExposureMS}} {
+	}{{"outage_ms", d.OutageMS}, {"exposure_ms", d.ExposureMS}, {"old_held_ms", d.OldHeldMS}} {
 		if f.v != nil && (!(*f.v >= 0) || math.IsInf(*f.v, 0)) {
 			return fmt.Errorf("%s: %v must be a finite number >= 0", f.name, *f.v)
 		}
@@ -408,6 +410,8 @@ func applySwitchDone(m *Machine, e entry, c Command) (Result, error) {
 			r.ProbesSent = cloneVal(d.ProbesSent)
 			r.ProbesLost = cloneVal(d.ProbesLost)
 			r.ExposureMS = cloneVal(d.ExposureMS)
+			r.Handover = d.Handover
+			r.OldHeldMS = cloneVal(d.OldHeldMS)
 			break
 		}
 	}

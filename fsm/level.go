@@ -31,12 +31,14 @@ import (
 //	   nothing)
 //	5  a replica's health_addr and the probe's standby_interval and
 //	   standby_failures (the leader's standby health probes)
+//	6  a replica's handover and agent (address handover), and a
+//	   switch.done's handover and old_held_ms
 //
 // Everything a release adds shares one level: a level says what a
 // version reads, and nodes of one version read the same.
 const (
 	BaseLevel   = 1
-	FormatLevel = 5
+	FormatLevel = 6
 )
 
 // Level is the lowest format level a node must read to apply c.
@@ -49,6 +51,9 @@ func Level(c Command) int {
 	case SwitchRequest:
 		return 2
 	case ServiceApply:
+		if c.Spec.HasAddressHandover() {
+			return 6
+		}
 		if c.Spec.HasHealthAddr() || c.Spec.Probe.StandbyInterval != 0 || c.Spec.Probe.StandbyFailures != 0 {
 			return 5
 		}
@@ -61,6 +66,9 @@ func Level(c Command) int {
 			return 2
 		}
 	case SwitchDone:
+		if c.Handover != "" || c.OldHeldMS != nil {
+			return 6
+		}
 		if c.OutageMS != nil || c.ProbesSent != nil || c.ProbesLost != nil || c.ExposureMS != nil {
 			return 2
 		}

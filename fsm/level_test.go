@@ -17,6 +17,7 @@ func TestLevel(t *testing.T) {
 		{"service.apply, dos parallel", ServiceApply{Spec: parallel}, 2},
 		{"service.apply, a replica naming its vCenter", ServiceApply{Spec: ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", VCenter: "vc-east"}}}}, 2},
 		{"service.apply, a replica with a health_addr", ServiceApply{Spec: ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", HealthAddr: "198.51.100.7:53"}}}}, 5},
+		{"service.apply, a replica with address handover", ServiceApply{Spec: ServiceSpec{Replicas: []ReplicaSpec{{Name: "a"}, {Name: "b", Handover: HandoverAddress, Agent: "198.51.100.7:7444"}}}}, 6},
 		{"service.apply, standby pacing alone", ServiceApply{Spec: ServiceSpec{Probe: ProbeSpec{StandbyFailures: 2}}}, 5},
 		{"service.apply, exploit parallel", ServiceApply{Spec: ServiceSpec{Policy: PolicySpec{ExploitMode: ModeParallel}}}, 2},
 		{"switch", Switch{Service: "dns", Mode: ModeBreakBeforeMake}, 1},
@@ -28,6 +29,8 @@ func TestLevel(t *testing.T) {
 		{"replica.role", ReplicaRole{}, 1},
 		{"switch.done", SwitchDone{}, 1},
 		{"switch.done with measurements", SwitchDone{ExposureMS: new(float64)}, 2},
+		{"switch.done naming its handover", SwitchDone{ExposureMS: new(float64), Handover: HandoverAddress}, 6},
+		{"switch.done with old_held_ms", SwitchDone{OldHeldMS: new(float64)}, 6},
 		{"service.delete", ServiceDelete{}, 1},
 		{"notify.cursor", NotifyCursor{Sink: "pager", Index: 4}, 3},
 	} {

@@ -128,7 +128,30 @@ type ReplicaSpec struct {
 	// the replica is standby (controller/DESIGN.md, "Standby health").
 	// Optional; added within wire version 1 at format level 5.
 	HealthAddr string `json:"health_addr,omitempty"`
+	// Handover is how the service address reaches the replica when it
+	// becomes active: empty (NIC handover: the platform connects its
+	// service NIC, which carries the address) or "address" (address
+	// handover: its service NIC stays connected while it is standby, and
+	// its replica agent at Agent puts the address on the link when the
+	// leader claims it; controller/DESIGN.md, "Address handover"). Linux
+	// VM replicas only. "nic" is accepted and stored as empty.
+	// Optional; added within wire version 1 at format level 6.
+	Handover string `json:"handover,omitempty"`
+	// Agent is the replica agent's "IP:port", on a management network the
+	// leaders reach whatever the state of the service NIC. Required with
+	// handover "address", refused without it.
+	Agent string `json:"agent,omitempty"`
 }
+
+// Handover modes of a replica (ReplicaSpec.Handover).
+const (
+	HandoverNIC     = ""
+	HandoverAddress = "address"
+)
+
+// AddressHandover reports whether the replica takes the service address
+// through its replica agent.
+func (r ReplicaSpec) AddressHandover() bool { return r.Handover == HandoverAddress }
 
 // ContainerSpec is how a container replica is created: the Docker driver
 // re-creates the container from it and the image on every restore, so it is
@@ -167,6 +190,12 @@ type ProbeSpec struct {
 	// that a spec without one encodes as before (format level 1).
 	StandbyInterval Duration `json:"standby_interval,omitempty"`
 	StandbyFailures int      `json:"standby_failures,omitempty"`
+}
+
+// HasAddressHandover reports whether any replica of s uses address
+// handover (or names an agent).
+func (s ServiceSpec) HasAddressHandover() bool {
+	return slices.ContainsFunc(s.Replicas, func(r ReplicaSpec) bool { return r.Handover != "" || r.Agent != "" })
 }
 
 // HasHealthAddr reports whether any replica of s has a health_addr.
@@ -281,6 +310,14 @@ func (s *ServiceSpec) Normalize() {
 		r.HealthAddr = strings.TrimSpace(r.HealthAddr)
 		if ap, err := netip.ParseAddrPort(r.HealthAddr); err == nil {
 			r.HealthAddr = ap.String()
+		}
+		r.Handover = lower(r.Handover)
+		if r.Handover == "nic" {
+			r.Handover = HandoverNIC
+		}
+		r.Agent = strings.TrimSpace(r.Agent)
+		if ap, err := netip.ParseAddrPort(r.Agent); err == nil {
+			r.Agent = ap.String()
 		}
 		if c := r.Container; c != nil {
 			c.Network = strings.TrimSpace(c.Network)
@@ -421,7 +458,7 @@ func (s ServiceSpec) validate() error {
 		return fmt.Errorf("replicas: %d replicas, at most %d allowed", len(s.Replicas), MaxReplicas)
 	}
 	seen := make(map[string]int, len(s.Replicas))
-	healthSeen := map[string]int{}
+	healthSeen, agentSeen := map[string]int{}, map[string]int{}
 	for i, r := range s.Replicas {
 		if err := r.validate(); err != nil {
 			return fmt.Errorf("replicas[%d].%s", i, err)
@@ -430,6 +467,15 @@ func (s ServiceSpec) validate() error {
 			return fmt.Errorf("replicas[%d].name: %q already used by replicas[%d]", i, r.Name, j)
 		}
 		seen[r.Name] = i
+		if r.Agent != "" {
+			if r.Agent == s.Address {
+				return fmt.Errorf("replicas[%d].agent: %q is the service address; give the replica's management address", i, r.Agent)
+			}
+			if j, dup := agentSeen[r.Agent]; dup {
+				return fmt.Errorf("replicas[%d].agent: %q already used by replicas[%d]", i, r.Agent, j)
+			}
+			agentSeen[r.Agent] = i
+		}
 		if r.HealthAddr == "" {
 			continue
 		}
@@ -446,6 +492,38 @@ func (s ServiceSpec) validate() error {
 	}
 	if err := s.Policy.validate(); err != nil {
 		return fmt.Errorf("policy.%s", err)
+	}
+	return nil
+}
+
+// validateHandover checks handover and agent.
+func (r ReplicaSpec) validateHandover() error {
+	switch r.Handover {
+	case HandoverNIC:
+		if r.Agent != "" {
+			return fmt.Errorf("agent: only with handover %q (this replica takes the address by its NIC)", HandoverAddress)
+		}
+		return nil
+	case HandoverAddress:
+	default:
+		return fmt.Errorf("handover: %q must be \"nic\" (the default) or %q", r.Handover, HandoverAddress)
+	}
+	switch {
+	case r.OS != OSLinux:
+		return fmt.Errorf("handover: %q needs os %q: the replica agent has no tested implementation for %s; use handover \"nic\"", HandoverAddress, OSLinux, r.OS)
+	case r.Platform != PlatformVM:
+		return fmt.Errorf("handover: %q is implemented for platform %q only; container replicas take the address by their network endpoint", HandoverAddress, PlatformVM)
+	case r.Agent == "":
+		return fmt.Errorf("agent: required with handover %q (the replica agent's \"IP:port\")", HandoverAddress)
+	}
+	ap, err := netip.ParseAddrPort(r.Agent)
+	switch {
+	case err != nil:
+		return fmt.Errorf("agent: %q must be \"IP:port\" (the replica agent's management address, e.g. \"198.51.100.7:7444\")", r.Agent)
+	case ap.Port() == 0:
+		return fmt.Errorf("agent: %q: port must be 1-65535", r.Agent)
+	case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
+		return fmt.Errorf("agent: %q is not a unicast address", r.Agent)
 	}
 	return nil
 }
@@ -487,6 +565,9 @@ func (r ReplicaSpec) validate() error {
 		case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
 			return fmt.Errorf("health_addr: %q is not a unicast address", r.HealthAddr)
 		}
+	}
+	if err := r.validateHandover(); err != nil {
+		return err
 	}
 	if r.VCenter != "" && !VCenterNameRE.MatchString(r.VCenter) {
 		return fmt.Errorf("vcenter: %q must match [a-z0-9][a-z0-9._-]{0,62} (a name from the agent configuration's vcenters list)", r.VCenter)

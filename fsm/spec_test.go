@@ -118,6 +118,26 @@ func TestValidate(t *testing.T) {
 		{"vcenter not a name", func(s *ServiceSpec) { s.Replicas[1].VCenter = "VC East" }, "replicas[1].vcenter:"},
 		{"vcenter with port", func(s *ServiceSpec) { s.Replicas[1].VCenter = "vc:443" }, "replicas[1].vcenter:"},
 		{"valid health_addr", func(s *ServiceSpec) { s.Replicas[1].HealthAddr = " 198.51.100.7:53 " }, ""},
+		{"valid address handover", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], " 198.51.100.7:7444 ") }, ""},
+		{"handover nic spelled out", func(s *ServiceSpec) { s.Replicas[1].Handover = "NIC" }, ""},
+		{"handover unknown", func(s *ServiceSpec) { s.Replicas[1].Handover = "arp" }, `replicas[1].handover: "arp" must be "nic" (the default) or "address"`},
+		{"address handover on windows", func(s *ServiceSpec) {
+			addressHandover(&s.Replicas[0], "198.51.100.7:7444")
+			s.Replicas[0].OS = OSWindows
+		}, `replicas[0].handover: "address" needs os "linux": the replica agent has no tested implementation for windows`},
+		{"address handover on a container", func(s *ServiceSpec) {
+			addressHandover(&s.Replicas[2], "198.51.100.7:7444")
+		}, `replicas[2].handover: "address" is implemented for platform "vm" only`},
+		{"address handover without agent", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "") }, `replicas[1].agent: required with handover "address"`},
+		{"agent without address handover", func(s *ServiceSpec) { s.Replicas[1].Agent = "198.51.100.7:7444" }, `replicas[1].agent: only with handover "address"`},
+		{"agent without port", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "198.51.100.7") }, `replicas[1].agent: "198.51.100.7" must be "IP:port"`},
+		{"agent port 0", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "198.51.100.7:0") }, "port must be 1-65535"},
+		{"agent multicast", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "224.0.0.1:7444") }, "not a unicast address"},
+		{"agent shared", func(s *ServiceSpec) {
+			addressHandover(&s.Replicas[0], "198.51.100.7:7444")
+			addressHandover(&s.Replicas[1], "198.51.100.7:7444")
+		}, `replicas[1].agent: "198.51.100.7:7444" already used by replicas[0]`},
+		{"agent is the service address", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], s.Address) }, `replicas[1].agent: "192.0.2.53:53" is the service address`},
 		{"valid standby pacing", func(s *ServiceSpec) {
 			s.Replicas[1].HealthAddr = "198.51.100.7:53"
 			s.Probe.StandbyInterval = Duration(2 * time.Second)
@@ -305,4 +325,10 @@ func TestContainerSpecCloneEqual(t *testing.T) {
 	if c.Equal(s) || s.Equal(c) {
 		t.Fatal("nil and non-nil container compare equal")
 	}
+}
+
+// addressHandover makes r a Linux replica with address handover and its
+// agent at agent.
+func addressHandover(r *ReplicaSpec, agent string) {
+	r.OS, r.Handover, r.Agent = OSLinux, HandoverAddress, agent
 }

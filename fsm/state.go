@@ -128,6 +128,14 @@ type SwitchRecord struct {
 	// service network after the trigger (until its detach returned): for an
 	// exploit, how long the exploited replica kept serving.
 	ExposureMS *float64 `json:"exposure_ms,omitempty"`
+	// Handover is how the address reached the new replica: "address"
+	// (its replica agent claimed it) or "nic" (the platform connected its
+	// NIC). OldHeldMS is how long the replica switched away from kept
+	// the address after the new one had it: until its agent released it
+	// or its NIC was disconnected, whichever came first (0 when it was
+	// off before the new one took it).
+	Handover  string   `json:"handover,omitempty"`
+	OldHeldMS *float64 `json:"old_held_ms,omitempty"`
 }
 
 // Service is the replicated state of one service.
@@ -200,6 +208,7 @@ func (r SwitchRecord) Clone() SwitchRecord {
 	r.ProbesSent = cloneVal(r.ProbesSent)
 	r.ProbesLost = cloneVal(r.ProbesLost)
 	r.ExposureMS = cloneVal(r.ExposureMS)
+	r.OldHeldMS = cloneVal(r.OldHeldMS)
 	return r
 }
 

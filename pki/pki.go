@@ -188,11 +188,26 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	if !transport.ValidNodeName(node.Name) {
 		return fmt.Errorf("pki: node name %q must match [a-z0-9][a-z0-9-]{0,62}", node.Name)
 	}
+	return issueWithCA(dir, validFor, []string{NodeCertFile(node.Name), NodeKeyFile(node.Name)},
+		func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now, notAfter time.Time) ([]pkiFile, error) {
+			certPEM, kPEM, err := issueNodeCert(ca, caKey, node, loopback, now, notAfter)
+			if err != nil {
+				return nil, err
+			}
+			return []pkiFile{{NodeCertFile(node.Name), certPEM, 0o644}, {NodeKeyFile(node.Name), kPEM, 0o600}}, nil
+		})
+}
+
+// issueWithCA loads the CA in dir and writes the files issue returns,
+// after refusing any of names that exists. The certificates are valid from
+// now until now+validFor (DefaultPKIValidity if not positive), and the CA's
+// expiry at the latest.
+func issueWithCA(dir string, validFor time.Duration, names []string,
+	issue func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now, notAfter time.Time) ([]pkiFile, error)) error {
 	if validFor <= 0 {
 		validFor = DefaultPKIValidity
 	}
-	files := []string{NodeCertFile(node.Name), NodeKeyFile(node.Name)}
-	if err := refuseExisting(dir, files); err != nil {
+	if err := refuseExisting(dir, names); err != nil {
 		return err
 	}
 	caCert, caKey, err := LoadCA(dir)
@@ -204,13 +219,11 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	if notAfter.After(caCert.NotAfter) {
 		notAfter = caCert.NotAfter
 	}
-	certPEM, kPEM, err := issueNodeCert(caCert, caKey, node, loopback, now, notAfter)
+	out, err := issue(caCert, caKey, now, notAfter)
 	if err != nil {
 		return err
 	}
-	return writeFilesExclusive(dir, []pkiFile{
-		{files[0], certPEM, 0o644}, {files[1], kPEM, 0o600},
-	})
+	return writeFilesExclusive(dir, out)
 }
 
 // LoadCA reads the cluster CA certificate and key that GeneratePKI wrote to dir.
@@ -258,17 +271,24 @@ func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	return cert, ek, nil
 }
 
+// nodeSANs are a node certificate's SANs: its IPs, its name and DNS names.
 func nodeSANs(n PKINode, loopback bool) ([]net.IP, []string, error) {
+	return leafSANs(n.IPs, append([]string{n.Name}, n.DNS...), loopback)
+}
+
+// leafSANs parses IP and DNS SANs, dropping duplicates; loopback adds
+// 127.0.0.1, ::1 and localhost.
+func leafSANs(ipList, dnsList []string, loopback bool) ([]net.IP, []string, error) {
 	var ips []net.IP
-	for _, s := range n.IPs {
+	for _, s := range ipList {
 		ip := net.ParseIP(strings.TrimSpace(s))
 		if ip == nil {
 			return nil, nil, fmt.Errorf("invalid IP address %q", s)
 		}
 		ips = append(ips, ip)
 	}
-	dns := []string{n.Name}
-	for _, d := range n.DNS {
+	var dns []string
+	for _, d := range dnsList {
 		d = strings.TrimSpace(d)
 		if d == "" || strings.ContainsAny(d, " /:") {
 			return nil, nil, fmt.Errorf("invalid DNS name %q", d)
@@ -294,29 +314,49 @@ func issueNodeCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, n PKINode, loo
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: node %s: %w", n.Name, err)
 	}
+	return issueLeaf(ca, caKey, leafSpec{
+		what: "node " + n.Name, name: n.Name, ou: transport.NodeOU, uri: transport.NodeURI(n.Name),
+		ips: ips, dns: dns,
+		usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, now, notAfter)
+}
+
+// leafSpec is what distinguishes one kind of leaf certificate from
+// another: the marker (OU and URI SAN), the SANs and the key usages.
+type leafSpec struct {
+	what     string // for errors: "node n1"
+	name, ou string // Subject CN and OU
+	uri      *url.URL
+	ips      []net.IP
+	dns      []string
+	usage    []x509.ExtKeyUsage
+}
+
+// issueLeaf issues a leaf certificate with a fresh P-256 key, signed by ca.
+func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, spec leafSpec, now, notAfter time.Time) (certPEM, kPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: generating key for %s: %w", n.Name, err)
+		return nil, nil, fmt.Errorf("pki: generating key for %s: %w", spec.what, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: mustSerial(),
 		Subject: pkix.Name{
-			CommonName:         n.Name,
+			CommonName:         spec.name,
 			Organization:       []string{"ars"},
-			OrganizationalUnit: []string{transport.NodeOU},
+			OrganizationalUnit: []string{spec.ou},
 		},
 		NotBefore:             now.Add(-5 * time.Minute),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           spec.usage,
 		BasicConstraintsValid: true,
-		IPAddresses:           ips,
-		DNSNames:              dns,
-		URIs:                  []*url.URL{transport.NodeURI(n.Name)},
+		IPAddresses:           spec.ips,
+		DNSNames:              spec.dns,
+		URIs:                  []*url.URL{spec.uri},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: creating certificate for %s: %w", n.Name, err)
+		return nil, nil, fmt.Errorf("pki: creating certificate for %s: %w", spec.what, err)
 	}
 	kPEM, err = keyPEM(key)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // Node certificates. A certificate issued by the cluster CA identifies a
@@ -37,9 +38,11 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // letters, digits and dashes, starting with a letter or digit.
 func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
 
-// nodeNameFromCert extracts the node name from a certificate's marker.
+// nodeNameFromCert extracts the node name from a certificate's marker. A
+// certificate with any trace of the replica marker is never a node, even
+// if it carries the node marker too.
 func nodeNameFromCert(c *x509.Certificate) (string, bool) {
-	if c == nil {
+	if c == nil || hasReplicaMarker(c) {
 		return "", false
 	}
 	for _, u := range c.URIs {
@@ -64,6 +67,78 @@ func NodeName(cs *tls.ConnectionState) (string, bool) {
 		return "", false
 	}
 	return nodeNameFromCert(cs.PeerCertificates[0])
+}
+
+// Replica certificates. A certificate issued by the cluster CA identifies
+// the replica agent of one DNS replica when it carries the replica marker:
+//
+//   - a URI SAN "ars://replica/<name>" (authoritative), or
+//   - Subject OU "ars-replica", with the replica name in the Subject CN.
+//
+// A certificate with the replica marker is never a node, whatever else it
+// carries (nodeNameFromCert).
+const (
+	ReplicaOU      = "ars-replica"
+	ReplicaURIHost = "replica"
+)
+
+// ReplicaURI is the URI SAN that marks a replica certificate for name.
+func ReplicaURI(name string) *url.URL {
+	return &url.URL{Scheme: NodeURIScheme, Host: ReplicaURIHost, Path: "/" + name}
+}
+
+// replicaNameRE is the rule of fsm replica names (transport does not
+// import fsm).
+var replicaNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidReplicaName reports whether name can name a replica: 1-63
+// lowercase letters, digits, dots, underscores and dashes, starting with a
+// letter or digit (the rule of replica names in a service spec).
+func ValidReplicaName(name string) bool { return replicaNameRE.MatchString(name) }
+
+// hasReplicaMarker reports any trace of the replica marker: a URI SAN
+// ars://replica/... whatever its path, or the replica OU (both compared
+// without regard to case). It decides refusals, so it errs on the side of
+// seeing the marker.
+func hasReplicaMarker(c *x509.Certificate) bool {
+	for _, u := range c.URIs {
+		if strings.EqualFold(u.Scheme, NodeURIScheme) && strings.EqualFold(u.Host, ReplicaURIHost) {
+			return true
+		}
+	}
+	return slices.ContainsFunc(c.Subject.OrganizationalUnit, func(ou string) bool {
+		return strings.EqualFold(ou, ReplicaOU)
+	})
+}
+
+// replicaNameFromCert extracts the replica name from a certificate's marker.
+func replicaNameFromCert(c *x509.Certificate) (string, bool) {
+	if c == nil {
+		return "", false
+	}
+	for _, u := range c.URIs {
+		if u.Scheme == NodeURIScheme && u.Host == ReplicaURIHost && len(u.Path) > 1 {
+			name := u.Path[1:]
+			if replicaNameRE.MatchString(name) {
+				return name, true
+			}
+		}
+	}
+	if slices.Contains(c.Subject.OrganizationalUnit, ReplicaOU) && replicaNameRE.MatchString(c.Subject.CommonName) {
+		return c.Subject.CommonName, true
+	}
+	return "", false
+}
+
+// ReplicaName returns the replica name of the peer of a TLS connection if
+// the peer presented a certificate that was verified against the
+// configured CA and carries the replica marker. Unverified certificates
+// never count.
+func ReplicaName(cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	return replicaNameFromCert(cs.PeerCertificates[0])
 }
 
 // TLSFiles names PEM files: the cluster CA certificate, and this party's

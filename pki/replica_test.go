@@ -97,6 +97,9 @@ func TestIssueReplicaCert(t *testing.T) {
 	if d := time.Until(c.NotAfter); d > 49*time.Hour || d < 47*time.Hour {
 		t.Errorf("valid for %s, want 48h", d)
 	}
+	if _, err := transport.AgentServerTLS(replicaFiles(dir, r.Name)); err != nil {
+		t.Errorf("the replica agent cannot use the files: %v", err)
+	}
 
 	// Never beyond the CA; the default validity is capped likewise.
 	if err := IssueReplicaCert(dir, PKIReplica{Name: "r2", DNS: []string{"r2.lab.internal"}}, 0); err != nil {

@@ -75,8 +75,10 @@ func NodeName(cs *tls.ConnectionState) (string, bool) {
 //   - a URI SAN "ars://replica/<name>" (authoritative), or
 //   - Subject OU "ars-replica", with the replica name in the Subject CN.
 //
-// A certificate with the replica marker is never a node, whatever else it
-// carries (nodeNameFromCert).
+// pki.IssueReplicaCert writes both, and only for server authentication.
+// A replica certificate serves the replica agent's listener
+// (AgentServerTLS) and is never a node, whatever else it carries
+// (nodeNameFromCert).
 const (
 	ReplicaOU      = "ars-replica"
 	ReplicaURIHost = "replica"
@@ -168,6 +170,17 @@ func loadKeyPair(f TLSFiles) (tls.Certificate, error) {
 	return cert, nil
 }
 
+// leafOf returns the parsed leaf certificate of a loaded key pair.
+func leafOf(c tls.Certificate) (*x509.Certificate, error) {
+	if c.Leaf != nil {
+		return c.Leaf, nil
+	}
+	if len(c.Certificate) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return x509.ParseCertificate(c.Certificate[0])
+}
+
 // ServerTLS is the TLS configuration for a listener (the API or the Raft
 // stream layer): TLS 1.2 or newer, this node's certificate, and client
 // certificates verified against the CA — always required when
@@ -237,9 +250,88 @@ func RequireNodePeer(cfg *tls.Config, side string) {
 			return fmt.Errorf("tls: %s presented no certificate", side)
 		}
 		if _, ok := NodeName(&cs); !ok {
+			if hasReplicaMarker(cs.PeerCertificates[0]) {
+				return fmt.Errorf("tls: %s certificate (subject %q) is an ars replica certificate, not a node certificate",
+					side, cs.PeerCertificates[0].Subject.String())
+			}
 			return fmt.Errorf("tls: %s certificate (subject %q) is not an ars node certificate",
 				side, cs.PeerCertificates[0].Subject.String())
 		}
 		return nil
 	}
+}
+
+// AgentServerTLS is the TLS configuration for a replica agent's listener:
+// TLS 1.2 or newer, the replica certificate f.Cert (which must carry the
+// replica marker), and a client certificate required, verified against
+// the CA and carrying the node marker: only a controller node may call
+// the agent. A replica certificate is refused as a client like any other
+// certificate without the node marker.
+func AgentServerTLS(f TLSFiles) (*tls.Config, error) {
+	cfg, err := ServerTLS(f, true)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := leafOf(cfg.Certificates[0])
+	if err != nil {
+		return nil, fmt.Errorf("tls: parsing %s: %w", f.Cert, err)
+	}
+	if _, ok := replicaNameFromCert(leaf); !ok {
+		return nil, fmt.Errorf("tls: %s (subject %q) is not an ars replica certificate; the replica agent needs one (ars keygen -replicas)",
+			f.Cert, leaf.Subject.String())
+	}
+	RequireNodePeer(cfg, "replica agent client")
+	return cfg, nil
+}
+
+// AgentClientTLS is the TLS configuration for a node's client of the
+// replica agent of replica: TLS 1.2 or newer, the server verified against
+// the CA f.CA (required) and the dialled host as usual (replica
+// certificates carry the agent's addresses), and this node's certificate
+// f.Cert/f.Key presented (required; it must carry the node marker). The
+// handshake fails unless the server's certificate carries the replica
+// marker for exactly replica.
+func AgentClientTLS(f TLSFiles, replica string) (*tls.Config, error) {
+	if !ValidReplicaName(replica) {
+		return nil, fmt.Errorf("tls: replica name %q must match %s", replica, replicaNameRE)
+	}
+	if f.CA == "" {
+		return nil, errors.New("tls: a CA file is required")
+	}
+	pool, err := loadCAPool(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := loadKeyPair(f)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := leafOf(cert)
+	if err != nil {
+		return nil, fmt.Errorf("tls: parsing %s: %w", f.Cert, err)
+	}
+	if _, ok := nodeNameFromCert(leaf); !ok {
+		return nil, fmt.Errorf("tls: %s (subject %q) is not an ars node certificate; replica agents accept only nodes",
+			f.Cert, leaf.Subject.String())
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      pool,
+		Certificates: []tls.Certificate{cert},
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: replica agent presented no certificate")
+		}
+		got, ok := ReplicaName(&cs)
+		if !ok {
+			return fmt.Errorf("tls: replica agent certificate (subject %q) is not an ars replica certificate",
+				cs.PeerCertificates[0].Subject.String())
+		}
+		if got != replica {
+			return fmt.Errorf("tls: replica agent certificate names replica %q, want %q", got, replica)
+		}
+		return nil
+	}
+	return cfg, nil
 }

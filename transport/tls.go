@@ -76,9 +76,9 @@ func NodeName(cs *tls.ConnectionState) (string, bool) {
 //   - Subject OU "ars-replica", with the replica name in the Subject CN.
 //
 // pki.IssueReplicaCert writes both, and only for server authentication.
-// A replica certificate serves the replica agent's listener
-// (AgentServerTLS) and is never a node, whatever else it carries
-// (nodeNameFromCert).
+// A replica certificate serves the replica agent's listener and nothing
+// else: it is never a node (nodeNameFromCert), and every configuration
+// built here except AgentServerTLS refuses a peer that presents one.
 const (
 	ReplicaOU      = "ars-replica"
 	ReplicaURIHost = "replica"
@@ -185,8 +185,19 @@ func leafOf(c tls.Certificate) (*x509.Certificate, error) {
 // stream layer): TLS 1.2 or newer, this node's certificate, and client
 // certificates verified against the CA — always required when
 // requireClientCert is set, otherwise verified if the client offers one
-// (nodes do; operators with tokens need not).
+// (nodes do; operators with tokens need not). A client certificate with
+// the replica marker fails the handshake.
 func ServerTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
+	cfg, err := serverTLS(f, requireClientCert)
+	if err != nil {
+		return nil, err
+	}
+	refuseReplicaPeer(cfg, "client")
+	return cfg, nil
+}
+
+// serverTLS is ServerTLS without the refusal of replica certificates.
+func serverTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
 	if f.CA == "" {
 		return nil, errors.New("tls: a CA file is required")
 	}
@@ -216,7 +227,8 @@ func ServerTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
 // and this party's certificate presented when f.Cert and f.Key are given.
 // serverName overrides the name checked in the server certificate; empty
 // means the host of the dialled address (node certificates from
-// GeneratePKI carry their IPs, DNS names and node name as SANs).
+// GeneratePKI carry their IPs, DNS names and node name as SANs). A server
+// certificate with the replica marker fails the handshake.
 func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	if f.CA != "" {
@@ -233,7 +245,27 @@ func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
+	refuseReplicaPeer(cfg, "server")
 	return cfg, nil
+}
+
+// refuseReplicaPeer wraps cfg's VerifyConnection so that the handshake
+// also fails when the peer's certificate carries the replica marker
+// (verified or not). side names the peer in the error.
+func refuseReplicaPeer(cfg *tls.Config, side string) {
+	prev := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) > 0 && hasReplicaMarker(cs.PeerCertificates[0]) {
+			return fmt.Errorf("tls: %s certificate (subject %q) is an ars replica certificate; replica certificates are only for the replica agent",
+				side, cs.PeerCertificates[0].Subject.String())
+		}
+		return nil
+	}
 }
 
 // RequireNodePeer wraps cfg's VerifyConnection so that the handshake also
@@ -268,7 +300,7 @@ func RequireNodePeer(cfg *tls.Config, side string) {
 // the agent. A replica certificate is refused as a client like any other
 // certificate without the node marker.
 func AgentServerTLS(f TLSFiles) (*tls.Config, error) {
-	cfg, err := ServerTLS(f, true)
+	cfg, err := serverTLS(f, true)
 	if err != nil {
 		return nil, err
 	}

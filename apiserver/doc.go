@@ -15,6 +15,10 @@
 // SAN "ars://node/<name>" (authoritative) or Subject OU "ars-node" with the
 // node name as CN; pki.GeneratePKI writes both. transport.NodeName extracts the name from
 // a verified peer certificate only.
+// A replica certificate (the replica marker, "ars://replica/<name>" or OU
+// "ars-replica", written by pki.IssueReplicaCert) is never a caller: the
+// listener's configuration (transport.ServerTLS) fails its handshake,
+// whatever token comes with it.
 //
 // API callers authenticate with a token ("Authorization: Bearer <secret>"
 // or "X-Ars-Token: <secret>"; browsers may use HTTP Basic with the secret

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/ars-project/ars/api"
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/pki"
+	"github.com/ars-project/ars/test/testpki"
 )
 
 type routeCase struct {
@@ -158,6 +160,66 @@ func TestRouteRoleMatrix(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestReplicaCertRefusedOnEveryRoute: a replica certificate is no API
+// caller at all. Every route refuses it in the TLS handshake, with or
+// without a valid token: the real one (server authentication only) and
+// one with the replica marker that is also valid for client
+// authentication, with or without the node marker beside it. Nothing
+// reaches the backend.
+func TestReplicaCertRefusedOnEveryRoute(t *testing.T) {
+	b := newFakeBackend("n1", true)
+	if _, err := b.Apply(context.Background(), encodedApply(t, "dns")); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, "n1", b, func(c *ServerConfig) { c.Registerer = prometheus.NewRegistry() })
+	apply0, join0, leave0, transfer0, remove0 := b.counts()
+
+	with := func(cert tls.Certificate) *tls.Config {
+		c := caOnly(t)
+		c.Certificates = []tls.Certificate{cert}
+		return c
+	}
+	certs := map[string]*tls.Config{
+		"replica certificate":             mustClientTLS(t, testpki.ReplicaFiles(pkiDir, "r1")),
+		"replica marker with client auth": with(testpki.ReplicaMarkedCert(t, pkiDir, "r1", false)),
+		"node and replica markers":        with(testpki.ReplicaMarkedCert(t, pkiDir, "n2", true)),
+	}
+	tokens := map[string]http.Header{"no token": nil, "operator token": bearer(secretOperator), "detector token": bearer(secretDetector)}
+	for _, rc := range allRouteCases(t) {
+		for cn, cfg := range certs {
+			for tn, hdr := range tokens {
+				t.Run(rc.method+" "+rc.path+"/"+cn+"/"+tn, func(t *testing.T) {
+					hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+					defer hc.CloseIdleConnections()
+					req, err := http.NewRequest(rc.method, ts.URL+concretePath(rc.path), bytes.NewReader(rc.body))
+					if err != nil {
+						t.Fatal(err)
+					}
+					for k, vs := range hdr {
+						req.Header[k] = vs
+					}
+					resp, err := hc.Do(req)
+					if err == nil {
+						resp.Body.Close()
+						t.Fatalf("status %d, want a refused handshake", resp.StatusCode)
+					}
+					if !strings.Contains(err.Error(), "remote error: tls:") {
+						t.Fatalf("error %v, want the server's TLS alert", err)
+					}
+				})
+			}
+		}
+	}
+	if apply, join, leave, transfer, remove := b.counts(); apply != apply0 || join != join0 || leave != leave0 || transfer != transfer0 || remove != remove0 {
+		t.Fatalf("requests reached the backend: apply %d join %d leave %d transfer %d remove %d",
+			apply-apply0, join-join0, leave-leave0, transfer-transfer0, remove-remove0)
+	}
+	// The listener still serves a node.
+	if status, _, body := rawRequest(t, ts, mustClientTLS(t, nodeFiles(pkiDir, "n2")), "GET", "/v1/status", bearer(secretReader), nil); status != http.StatusOK {
+		t.Fatalf("a node after the refusals: %d %s", status, body)
 	}
 }
 

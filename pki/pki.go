@@ -24,8 +24,8 @@ import (
 	"github.com/ars-project/ars/transport"
 )
 
-// DefaultPKIValidity is the validity of the CA and node certificates when
-// PKIRequest.ValidFor is zero.
+// DefaultPKIValidity is the validity of the CA and of node and replica
+// certificates when none is given.
 const DefaultPKIValidity = 10 * 365 * 24 * time.Hour
 
 // File names written by GeneratePKI.
@@ -47,12 +47,26 @@ type PKINode struct {
 	DNS  []string // extra DNS SANs
 }
 
+// PKIReplica is one DNS replica to issue a replica certificate for: the
+// server certificate of the replica agent on that replica's machine.
+type PKIReplica struct {
+	Name string   // replica name as in the service spec: [a-z0-9][a-z0-9._-]{0,62}
+	IPs  []string // IP SANs (addresses the leader dials the agent at)
+	DNS  []string // DNS SANs
+}
+
+// ReplicaCertFile and ReplicaKeyFile are a replica's certificate and key
+// file names.
+func ReplicaCertFile(name string) string { return "replica-" + name + ".pem" }
+func ReplicaKeyFile(name string) string  { return "replica-" + name + "-key.pem" }
+
 // PKIRequest describes the material `ars keygen` writes.
 type PKIRequest struct {
 	Dir       string
 	Nodes     []PKINode
+	Replicas  []PKIReplica  // replica certificates to issue as well
 	Operators []string      // extra operator token names (beside "operator")
-	ValidFor  time.Duration // CA and node certificates; default DefaultPKIValidity
+	ValidFor  time.Duration // CA, node and replica certificates; default DefaultPKIValidity
 	// Loopback adds 127.0.0.1, ::1 and "localhost" to every node
 	// certificate (single-machine labs and tests).
 	Loopback bool
@@ -62,10 +76,11 @@ type PKIRequest struct {
 // and key per node (<node>.pem, <node>-key.pem), a gossip encryption key
 // (gossip.key, base64 of 32 random bytes) and an API tokens file
 // (tokens.yaml: "operator", "detector" and "reader" tokens plus one
-// operator token per extra name). Keys are ECDSA P-256. Node certificates
-// are valid for server and client authentication and carry the node
-// marker (URI SAN ars://node/<name> and OU "ars-node"). Secret files are
-// written with mode 0600. Nothing is written if any target file exists.
+// operator token per extra name), and a certificate and key per replica
+// (see IssueReplicaCert). Keys are ECDSA P-256. Node certificates are
+// valid for server and client authentication and carry the node marker
+// (URI SAN ars://node/<name> and OU "ars-node"). Secret files are written
+// with mode 0600. Nothing is written if any target file exists.
 func GeneratePKI(req PKIRequest) error {
 	if req.Dir == "" {
 		return errors.New("pki: an output directory is required")
@@ -93,6 +108,9 @@ func GeneratePKI(req PKIRequest) error {
 			return fmt.Errorf("pki: node %s: %w", n.Name, err)
 		}
 	}
+	if err := checkReplicas(req.Replicas, seen); err != nil {
+		return err
+	}
 	tokenNames := []string{"operator", "detector", "reader"}
 	tokenRoles := []Role{RoleOperator, RoleDetector, RoleReader}
 	for _, op := range req.Operators {
@@ -112,6 +130,12 @@ func GeneratePKI(req PKIRequest) error {
 	files := []string{CACertFile, CAKeyFile, GossipKeyFile, TokensFile}
 	for _, n := range req.Nodes {
 		files = append(files, NodeCertFile(n.Name), NodeKeyFile(n.Name))
+	}
+	for _, r := range req.Replicas {
+		files = append(files, ReplicaCertFile(r.Name), ReplicaKeyFile(r.Name))
+	}
+	if err := distinctFiles(files); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(req.Dir, 0o700); err != nil {
 		return fmt.Errorf("pki: creating %s: %w", req.Dir, err)
@@ -158,6 +182,13 @@ func GeneratePKI(req PKIRequest) error {
 		}
 		out = append(out, pkiFile{NodeCertFile(n.Name), certPEM, 0o644}, pkiFile{NodeKeyFile(n.Name), kPEM, 0o600})
 	}
+	for _, r := range req.Replicas {
+		certPEM, kPEM, err := issueReplicaCert(caCert, caKey, r, now, caCert.NotAfter)
+		if err != nil {
+			return err
+		}
+		out = append(out, pkiFile{ReplicaCertFile(r.Name), certPEM, 0o644}, pkiFile{ReplicaKeyFile(r.Name), kPEM, 0o600})
+	}
 	gossip, err := randomBytes(32)
 	if err != nil {
 		return err
@@ -188,11 +219,105 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	if !transport.ValidNodeName(node.Name) {
 		return fmt.Errorf("pki: node name %q must match [a-z0-9][a-z0-9-]{0,62}", node.Name)
 	}
+	return issueWithCA(dir, validFor, []string{NodeCertFile(node.Name), NodeKeyFile(node.Name)},
+		func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now, notAfter time.Time) ([]pkiFile, error) {
+			certPEM, kPEM, err := issueNodeCert(ca, caKey, node, loopback, now, notAfter)
+			if err != nil {
+				return nil, err
+			}
+			return []pkiFile{{NodeCertFile(node.Name), certPEM, 0o644}, {NodeKeyFile(node.Name), kPEM, 0o600}}, nil
+		})
+}
+
+// IssueReplicaCert issues a replica certificate with the CA in dir (ca.pem,
+// ca-key.pem), writing replica-<name>.pem (0644) and replica-<name>-key.pem
+// (0600) there; it refuses to overwrite existing files. The certificate is
+// for server authentication only (the replica agent's listener), carries
+// the replica marker (URI SAN ars://replica/<name> and OU "ars-replica",
+// the name as CN) and r's addresses as SANs; at least one address is
+// required. It is valid for validFor (DefaultPKIValidity if not positive)
+// and expires with the CA at the latest.
+func IssueReplicaCert(dir string, r PKIReplica, validFor time.Duration) error {
+	return IssueReplicaCerts(dir, []PKIReplica{r}, validFor)
+}
+
+// IssueReplicaCerts is IssueReplicaCert for several replicas at once: if
+// any name or address is bad or any target file exists, nothing is
+// written.
+func IssueReplicaCerts(dir string, rs []PKIReplica, validFor time.Duration) error {
+	if len(rs) == 0 {
+		return errors.New("pki: no replica to issue a certificate for")
+	}
+	if err := checkReplicas(rs, nil); err != nil {
+		return err
+	}
+	var files []string
+	for _, r := range rs {
+		files = append(files, ReplicaCertFile(r.Name), ReplicaKeyFile(r.Name))
+	}
+	if err := distinctFiles(files); err != nil {
+		return err
+	}
+	return issueWithCA(dir, validFor, files,
+		func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now, notAfter time.Time) ([]pkiFile, error) {
+			var out []pkiFile
+			for _, r := range rs {
+				certPEM, kPEM, err := issueReplicaCert(ca, caKey, r, now, notAfter)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, pkiFile{ReplicaCertFile(r.Name), certPEM, 0o644}, pkiFile{ReplicaKeyFile(r.Name), kPEM, 0o600})
+			}
+			return out, nil
+		})
+}
+
+// checkReplicas validates replica names and addresses; nodes holds the
+// node names a replica may not share (nil for none).
+func checkReplicas(rs []PKIReplica, nodes map[string]bool) error {
+	seen := map[string]bool{}
+	for i, r := range rs {
+		if !transport.ValidReplicaName(r.Name) {
+			return fmt.Errorf("pki: replicas[%d]: name %q must match [a-z0-9][a-z0-9._-]{0,62}", i, r.Name)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("pki: replicas[%d]: duplicate replica name %q", i, r.Name)
+		}
+		if nodes[r.Name] {
+			return fmt.Errorf("pki: replicas[%d]: %q is also a node name; give replicas names of their own", i, r.Name)
+		}
+		seen[r.Name] = true
+		if _, _, err := replicaSANs(r); err != nil {
+			return fmt.Errorf("pki: replica %s: %w", r.Name, err)
+		}
+	}
+	return nil
+}
+
+// distinctFiles refuses a set of files in which two certificates or keys
+// would share a name (node "a" and node "a-key", node "ca", a node and a
+// replica "replica-x" and "x").
+func distinctFiles(files []string) error {
+	seen := map[string]bool{}
+	for _, f := range files {
+		if seen[f] {
+			return fmt.Errorf("pki: two of the files to write would be named %s; rename a node or replica", f)
+		}
+		seen[f] = true
+	}
+	return nil
+}
+
+// issueWithCA loads the CA in dir and writes the files issue returns,
+// after refusing any of names that exists. The certificates are valid from
+// now until now+validFor (DefaultPKIValidity if not positive), and the CA's
+// expiry at the latest.
+func issueWithCA(dir string, validFor time.Duration, names []string,
+	issue func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now, notAfter time.Time) ([]pkiFile, error)) error {
 	if validFor <= 0 {
 		validFor = DefaultPKIValidity
 	}
-	files := []string{NodeCertFile(node.Name), NodeKeyFile(node.Name)}
-	if err := refuseExisting(dir, files); err != nil {
+	if err := refuseExisting(dir, names); err != nil {
 		return err
 	}
 	caCert, caKey, err := LoadCA(dir)
@@ -204,13 +329,11 @@ func IssueNodeCert(dir string, node PKINode, validFor time.Duration, loopback bo
 	if notAfter.After(caCert.NotAfter) {
 		notAfter = caCert.NotAfter
 	}
-	certPEM, kPEM, err := issueNodeCert(caCert, caKey, node, loopback, now, notAfter)
+	out, err := issue(caCert, caKey, now, notAfter)
 	if err != nil {
 		return err
 	}
-	return writeFilesExclusive(dir, []pkiFile{
-		{files[0], certPEM, 0o644}, {files[1], kPEM, 0o600},
-	})
+	return writeFilesExclusive(dir, out)
 }
 
 // LoadCA reads the cluster CA certificate and key that GeneratePKI wrote to dir.
@@ -258,17 +381,34 @@ func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	return cert, ek, nil
 }
 
+// nodeSANs are a node certificate's SANs: its IPs, its name and DNS names.
 func nodeSANs(n PKINode, loopback bool) ([]net.IP, []string, error) {
+	return leafSANs(n.IPs, append([]string{n.Name}, n.DNS...), loopback)
+}
+
+// replicaSANs are a replica certificate's SANs: its IPs and DNS names, at
+// least one of them.
+func replicaSANs(r PKIReplica) ([]net.IP, []string, error) {
+	ips, dns, err := leafSANs(r.IPs, r.DNS, false)
+	if err == nil && len(ips) == 0 && len(dns) == 0 {
+		err = errors.New("no address: give the IP address or DNS name the leader dials the replica agent at")
+	}
+	return ips, dns, err
+}
+
+// leafSANs parses IP and DNS SANs, dropping duplicates; loopback adds
+// 127.0.0.1, ::1 and localhost.
+func leafSANs(ipList, dnsList []string, loopback bool) ([]net.IP, []string, error) {
 	var ips []net.IP
-	for _, s := range n.IPs {
+	for _, s := range ipList {
 		ip := net.ParseIP(strings.TrimSpace(s))
 		if ip == nil {
 			return nil, nil, fmt.Errorf("invalid IP address %q", s)
 		}
 		ips = append(ips, ip)
 	}
-	dns := []string{n.Name}
-	for _, d := range n.DNS {
+	var dns []string
+	for _, d := range dnsList {
 		d = strings.TrimSpace(d)
 		if d == "" || strings.ContainsAny(d, " /:") {
 			return nil, nil, fmt.Errorf("invalid DNS name %q", d)
@@ -294,29 +434,63 @@ func issueNodeCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, n PKINode, loo
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: node %s: %w", n.Name, err)
 	}
+	return issueLeaf(ca, caKey, leafSpec{
+		what: "node " + n.Name, name: n.Name, ou: transport.NodeOU, uri: transport.NodeURI(n.Name),
+		ips: ips, dns: dns,
+		usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, now, notAfter)
+}
+
+// issueReplicaCert issues a replica certificate: server authentication
+// only, since the replica agent never acts as a client.
+func issueReplicaCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, r PKIReplica, now, notAfter time.Time) (certPEM, kPEM []byte, err error) {
+	ips, dns, err := replicaSANs(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: replica %s: %w", r.Name, err)
+	}
+	return issueLeaf(ca, caKey, leafSpec{
+		what: "replica " + r.Name, name: r.Name, ou: transport.ReplicaOU, uri: transport.ReplicaURI(r.Name),
+		ips: ips, dns: dns,
+		usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, now, notAfter)
+}
+
+// leafSpec is what distinguishes one kind of leaf certificate from
+// another: the marker (OU and URI SAN), the SANs and the key usages.
+type leafSpec struct {
+	what     string // for errors: "node n1", "replica r1"
+	name, ou string // Subject CN and OU
+	uri      *url.URL
+	ips      []net.IP
+	dns      []string
+	usage    []x509.ExtKeyUsage
+}
+
+// issueLeaf issues a leaf certificate with a fresh P-256 key, signed by ca.
+func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, spec leafSpec, now, notAfter time.Time) (certPEM, kPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: generating key for %s: %w", n.Name, err)
+		return nil, nil, fmt.Errorf("pki: generating key for %s: %w", spec.what, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: mustSerial(),
 		Subject: pkix.Name{
-			CommonName:         n.Name,
+			CommonName:         spec.name,
 			Organization:       []string{"ars"},
-			OrganizationalUnit: []string{transport.NodeOU},
+			OrganizationalUnit: []string{spec.ou},
 		},
 		NotBefore:             now.Add(-5 * time.Minute),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           spec.usage,
 		BasicConstraintsValid: true,
-		IPAddresses:           ips,
-		DNSNames:              dns,
-		URIs:                  []*url.URL{transport.NodeURI(n.Name)},
+		IPAddresses:           spec.ips,
+		DNSNames:              spec.dns,
+		URIs:                  []*url.URL{spec.uri},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: creating certificate for %s: %w", n.Name, err)
+		return nil, nil, fmt.Errorf("pki: creating certificate for %s: %w", spec.what, err)
 	}
 	kPEM, err = keyPEM(key)
 	if err != nil {

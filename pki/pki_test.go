@@ -179,13 +179,18 @@ func TestGeneratePKIRefusesOverwrite(t *testing.T) {
 
 func TestGeneratePKIValidation(t *testing.T) {
 	cases := map[string]PKIRequest{
-		"no dir":         {Nodes: []PKINode{{Name: "n1"}}},
-		"no nodes":       {Dir: "x"},
-		"bad node name":  {Dir: "x", Nodes: []PKINode{{Name: "N_1"}}},
-		"duplicate node": {Dir: "x", Nodes: []PKINode{{Name: "n1"}, {Name: "n1"}}},
-		"bad IP":         {Dir: "x", Nodes: []PKINode{{Name: "n1", IPs: []string{"10.0.0.300"}}}},
-		"bad operator":   {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Operators: []string{"bad name"}},
-		"dup operator":   {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Operators: []string{"reader"}},
+		"no dir":                  {Nodes: []PKINode{{Name: "n1"}}},
+		"no nodes":                {Dir: "x"},
+		"bad node name":           {Dir: "x", Nodes: []PKINode{{Name: "N_1"}}},
+		"duplicate node":          {Dir: "x", Nodes: []PKINode{{Name: "n1"}, {Name: "n1"}}},
+		"bad IP":                  {Dir: "x", Nodes: []PKINode{{Name: "n1", IPs: []string{"10.0.0.300"}}}},
+		"bad operator":            {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Operators: []string{"bad name"}},
+		"dup operator":            {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Operators: []string{"reader"}},
+		"bad replica name":        {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "R1", IPs: []string{"10.0.0.1"}}}},
+		"duplicate replica":       {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "r1", IPs: []string{"10.0.0.1"}}, {Name: "r1", IPs: []string{"10.0.0.2"}}}},
+		"replica named as a node": {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "n1", IPs: []string{"10.0.0.1"}}}},
+		"replica without address": {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "r1"}}},
+		"replica with bad IP":     {Dir: "x", Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "r1", IPs: []string{"10.0.0.300"}}}},
 	}
 	for name, req := range cases {
 		if req.Dir != "" {
@@ -193,6 +198,32 @@ func TestGeneratePKIValidation(t *testing.T) {
 		}
 		if err := GeneratePKI(req); err == nil {
 			t.Errorf("%s: accepted", name)
+		} else if entries, _ := os.ReadDir(req.Dir); len(entries) != 0 {
+			t.Errorf("%s: refused (%v) but wrote %v", name, err, entries)
+		}
+	}
+}
+
+// TestGeneratePKIFileNameCollisions: two certificates or keys that would
+// share a file name are refused before anything is written, with a reason.
+func TestGeneratePKIFileNameCollisions(t *testing.T) {
+	addr := []string{"10.0.0.1"}
+	for name, c := range map[string]struct {
+		req  PKIRequest
+		file string
+	}{
+		"node a and node a-key":  {PKIRequest{Nodes: []PKINode{{Name: "a"}, {Name: "a-key"}}}, "a-key.pem"},
+		"node ca":                {PKIRequest{Nodes: []PKINode{{Name: "ca"}}}, "ca.pem"},
+		"replica r1 and r1-key":  {PKIRequest{Nodes: []PKINode{{Name: "n1"}}, Replicas: []PKIReplica{{Name: "r1", IPs: addr}, {Name: "r1-key", IPs: addr}}}, "replica-r1-key.pem"},
+		"node replica-r1 and r1": {PKIRequest{Nodes: []PKINode{{Name: "replica-r1"}}, Replicas: []PKIReplica{{Name: "r1", IPs: addr}}}, "replica-r1.pem"},
+	} {
+		c.req.Dir = filepath.Join(t.TempDir(), "x")
+		err := GeneratePKI(c.req)
+		if err == nil || !strings.Contains(err.Error(), "would be named "+c.file) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, serr := os.Stat(c.req.Dir); serr == nil {
+			t.Errorf("%s: refused but created %s", name, c.req.Dir)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ars-project/ars/test/testpki"
 	"github.com/ars-project/ars/transport"
 )
 
@@ -133,6 +134,9 @@ func TestStreamLayerRefusesNonNodes(t *testing.T) {
 			c.Certificates = []tls.Certificate{issueNonNodeCert(t, "operator-alice")}
 			return c
 		}(),
+		"replica certificate":             mustClientTLS(t, replicaFiles(pkiDir, "r1")),
+		"replica marker with client auth": clientWith(t, testpki.ReplicaMarkedCert(t, pkiDir, "r1", false)),
+		"node and replica markers":        clientWith(t, testpki.ReplicaMarkedCert(t, pkiDir, "n4", true)),
 	}
 	for name, cfg := range cases {
 		t.Run(name, func(t *testing.T) { expectRefused(t, target, cfg) })

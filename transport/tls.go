@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // Node certificates. A certificate issued by the cluster CA identifies a
@@ -37,9 +38,11 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // letters, digits and dashes, starting with a letter or digit.
 func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
 
-// nodeNameFromCert extracts the node name from a certificate's marker.
+// nodeNameFromCert extracts the node name from a certificate's marker. A
+// certificate with any trace of the replica marker is never a node, even
+// if it carries the node marker too.
 func nodeNameFromCert(c *x509.Certificate) (string, bool) {
-	if c == nil {
+	if c == nil || hasReplicaMarker(c) {
 		return "", false
 	}
 	for _, u := range c.URIs {
@@ -64,6 +67,80 @@ func NodeName(cs *tls.ConnectionState) (string, bool) {
 		return "", false
 	}
 	return nodeNameFromCert(cs.PeerCertificates[0])
+}
+
+// Replica certificates. A certificate issued by the cluster CA identifies
+// the replica agent of one DNS replica when it carries the replica marker:
+//
+//   - a URI SAN "ars://replica/<name>" (authoritative), or
+//   - Subject OU "ars-replica", with the replica name in the Subject CN.
+//
+// pki.IssueReplicaCert writes both, and only for server authentication.
+// A replica certificate serves the replica agent's listener and nothing
+// else: it is never a node (nodeNameFromCert), and every configuration
+// built here except AgentServerTLS refuses a peer that presents one.
+const (
+	ReplicaOU      = "ars-replica"
+	ReplicaURIHost = "replica"
+)
+
+// ReplicaURI is the URI SAN that marks a replica certificate for name.
+func ReplicaURI(name string) *url.URL {
+	return &url.URL{Scheme: NodeURIScheme, Host: ReplicaURIHost, Path: "/" + name}
+}
+
+// replicaNameRE is the rule of fsm replica names (transport does not
+// import fsm).
+var replicaNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidReplicaName reports whether name can name a replica: 1-63
+// lowercase letters, digits, dots, underscores and dashes, starting with a
+// letter or digit (the rule of replica names in a service spec).
+func ValidReplicaName(name string) bool { return replicaNameRE.MatchString(name) }
+
+// hasReplicaMarker reports any trace of the replica marker: a URI SAN
+// ars://replica/... whatever its path, or the replica OU (both compared
+// without regard to case). It decides refusals, so it errs on the side of
+// seeing the marker.
+func hasReplicaMarker(c *x509.Certificate) bool {
+	for _, u := range c.URIs {
+		if strings.EqualFold(u.Scheme, NodeURIScheme) && strings.EqualFold(u.Host, ReplicaURIHost) {
+			return true
+		}
+	}
+	return slices.ContainsFunc(c.Subject.OrganizationalUnit, func(ou string) bool {
+		return strings.EqualFold(ou, ReplicaOU)
+	})
+}
+
+// replicaNameFromCert extracts the replica name from a certificate's marker.
+func replicaNameFromCert(c *x509.Certificate) (string, bool) {
+	if c == nil {
+		return "", false
+	}
+	for _, u := range c.URIs {
+		if u.Scheme == NodeURIScheme && u.Host == ReplicaURIHost && len(u.Path) > 1 {
+			name := u.Path[1:]
+			if replicaNameRE.MatchString(name) {
+				return name, true
+			}
+		}
+	}
+	if slices.Contains(c.Subject.OrganizationalUnit, ReplicaOU) && replicaNameRE.MatchString(c.Subject.CommonName) {
+		return c.Subject.CommonName, true
+	}
+	return "", false
+}
+
+// ReplicaName returns the replica name of the peer of a TLS connection if
+// the peer presented a certificate that was verified against the
+// configured CA and carries the replica marker. Unverified certificates
+// never count.
+func ReplicaName(cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	return replicaNameFromCert(cs.PeerCertificates[0])
 }
 
 // TLSFiles names PEM files: the cluster CA certificate, and this party's
@@ -93,12 +170,34 @@ func loadKeyPair(f TLSFiles) (tls.Certificate, error) {
 	return cert, nil
 }
 
+// leafOf returns the parsed leaf certificate of a loaded key pair.
+func leafOf(c tls.Certificate) (*x509.Certificate, error) {
+	if c.Leaf != nil {
+		return c.Leaf, nil
+	}
+	if len(c.Certificate) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return x509.ParseCertificate(c.Certificate[0])
+}
+
 // ServerTLS is the TLS configuration for a listener (the API or the Raft
 // stream layer): TLS 1.2 or newer, this node's certificate, and client
 // certificates verified against the CA — always required when
 // requireClientCert is set, otherwise verified if the client offers one
-// (nodes do; operators with tokens need not).
+// (nodes do; operators with tokens need not). A client certificate with
+// the replica marker fails the handshake.
 func ServerTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
+	cfg, err := serverTLS(f, requireClientCert)
+	if err != nil {
+		return nil, err
+	}
+	refuseReplicaPeer(cfg, "client")
+	return cfg, nil
+}
+
+// serverTLS is ServerTLS without the refusal of replica certificates.
+func serverTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
 	if f.CA == "" {
 		return nil, errors.New("tls: a CA file is required")
 	}
@@ -128,7 +227,8 @@ func ServerTLS(f TLSFiles, requireClientCert bool) (*tls.Config, error) {
 // and this party's certificate presented when f.Cert and f.Key are given.
 // serverName overrides the name checked in the server certificate; empty
 // means the host of the dialled address (node certificates from
-// GeneratePKI carry their IPs, DNS names and node name as SANs).
+// GeneratePKI carry their IPs, DNS names and node name as SANs). A server
+// certificate with the replica marker fails the handshake.
 func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	if f.CA != "" {
@@ -145,7 +245,27 @@ func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
+	refuseReplicaPeer(cfg, "server")
 	return cfg, nil
+}
+
+// refuseReplicaPeer wraps cfg's VerifyConnection so that the handshake
+// also fails when the peer's certificate carries the replica marker
+// (verified or not). side names the peer in the error.
+func refuseReplicaPeer(cfg *tls.Config, side string) {
+	prev := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) > 0 && hasReplicaMarker(cs.PeerCertificates[0]) {
+			return fmt.Errorf("tls: %s certificate (subject %q) is an ars replica certificate; replica certificates are only for the replica agent",
+				side, cs.PeerCertificates[0].Subject.String())
+		}
+		return nil
+	}
 }
 
 // RequireNodePeer wraps cfg's VerifyConnection so that the handshake also
@@ -162,9 +282,88 @@ func RequireNodePeer(cfg *tls.Config, side string) {
 			return fmt.Errorf("tls: %s presented no certificate", side)
 		}
 		if _, ok := NodeName(&cs); !ok {
+			if hasReplicaMarker(cs.PeerCertificates[0]) {
+				return fmt.Errorf("tls: %s certificate (subject %q) is an ars replica certificate, not a node certificate",
+					side, cs.PeerCertificates[0].Subject.String())
+			}
 			return fmt.Errorf("tls: %s certificate (subject %q) is not an ars node certificate",
 				side, cs.PeerCertificates[0].Subject.String())
 		}
 		return nil
 	}
+}
+
+// AgentServerTLS is the TLS configuration for a replica agent's listener:
+// TLS 1.2 or newer, the replica certificate f.Cert (which must carry the
+// replica marker), and a client certificate required, verified against
+// the CA and carrying the node marker: only a controller node may call
+// the agent. A replica certificate is refused as a client like any other
+// certificate without the node marker.
+func AgentServerTLS(f TLSFiles) (*tls.Config, error) {
+	cfg, err := serverTLS(f, true)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := leafOf(cfg.Certificates[0])
+	if err != nil {
+		return nil, fmt.Errorf("tls: parsing %s: %w", f.Cert, err)
+	}
+	if _, ok := replicaNameFromCert(leaf); !ok {
+		return nil, fmt.Errorf("tls: %s (subject %q) is not an ars replica certificate; the replica agent needs one (ars keygen -replicas)",
+			f.Cert, leaf.Subject.String())
+	}
+	RequireNodePeer(cfg, "replica agent client")
+	return cfg, nil
+}
+
+// AgentClientTLS is the TLS configuration for a node's client of the
+// replica agent of replica: TLS 1.2 or newer, the server verified against
+// the CA f.CA (required) and the dialled host as usual (replica
+// certificates carry the agent's addresses), and this node's certificate
+// f.Cert/f.Key presented (required; it must carry the node marker). The
+// handshake fails unless the server's certificate carries the replica
+// marker for exactly replica.
+func AgentClientTLS(f TLSFiles, replica string) (*tls.Config, error) {
+	if !ValidReplicaName(replica) {
+		return nil, fmt.Errorf("tls: replica name %q must match %s", replica, replicaNameRE)
+	}
+	if f.CA == "" {
+		return nil, errors.New("tls: a CA file is required")
+	}
+	pool, err := loadCAPool(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := loadKeyPair(f)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := leafOf(cert)
+	if err != nil {
+		return nil, fmt.Errorf("tls: parsing %s: %w", f.Cert, err)
+	}
+	if _, ok := nodeNameFromCert(leaf); !ok {
+		return nil, fmt.Errorf("tls: %s (subject %q) is not an ars node certificate; replica agents accept only nodes",
+			f.Cert, leaf.Subject.String())
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      pool,
+		Certificates: []tls.Certificate{cert},
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: replica agent presented no certificate")
+		}
+		got, ok := ReplicaName(&cs)
+		if !ok {
+			return fmt.Errorf("tls: replica agent certificate (subject %q) is not an ars replica certificate",
+				cs.PeerCertificates[0].Subject.String())
+		}
+		if got != replica {
+			return fmt.Errorf("tls: replica agent certificate names replica %q, want %q", got, replica)
+		}
+		return nil
+	}
+	return cfg, nil
 }

@@ -113,6 +113,10 @@ func hasReplicaMarker(c *x509.Certificate) bool {
 	})
 }
 
+// ReplicaNameOf is the replica named by a certificate's replica marker
+// (the replica agent checks its own certificate with it).
+func ReplicaNameOf(c *x509.Certificate) (string, bool) { return replicaNameFromCert(c) }
+
 // replicaNameFromCert extracts the replica name from a certificate's marker.
 func replicaNameFromCert(c *x509.Certificate) (string, bool) {
 	if c == nil {

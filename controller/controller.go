@@ -74,6 +74,14 @@ type Config struct {
 	// complete without the verify probe (-dev, and tests that drive verdicts
 	// by hand).
 	DisableProbes bool
+	// Agents makes the clients of the replica agents of address-handover
+	// replicas (nil: none; such replicas are then never available).
+	// HandoverTimeout bounds one agent call (default
+	// DefaultHandoverTimeout); AgentPollInterval is how often each agent
+	// is asked what it holds (default DefaultAgentPollInterval).
+	Agents            AgentDialer
+	HandoverTimeout   time.Duration
+	AgentPollInterval time.Duration
 
 	// passWait is how long a pass waits for one platform call (default
 	// passWait); tests lengthen it to see what waits behind a call.
@@ -117,6 +125,12 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.Query == nil {
 		cfg.Query = probe.Query
+	}
+	if cfg.HandoverTimeout <= 0 {
+		cfg.HandoverTimeout = DefaultHandoverTimeout
+	}
+	if cfg.AgentPollInterval <= 0 {
+		cfg.AgentPollInterval = DefaultAgentPollInterval
 	}
 	if cfg.VerifyAttempts <= 0 {
 		cfg.VerifyAttempts = 25
@@ -192,9 +206,13 @@ type verdict struct {
 type switchTiming struct {
 	detection time.Duration
 	start     time.Time
-	// detached is when the critical path's detach of the old replica
-	// first returned (zero until then).
+	// detached is when the old replica was first known off the service
+	// address: the critical path's detach of it returned, or its agent
+	// released the address (zero until then).
 	detached time.Time
+	// took is when the new replica first had the address: its attach
+	// returned, or its agent claimed it (zero until then).
+	took time.Time
 }
 
 // trigger is when what the switch answered happened: the first failed
@@ -270,6 +288,9 @@ type run struct {
 	// its verdict.
 	health     map[string]*healthRun
 	healthKick chan struct{}
+	// agents: the clients of the replica agents of address-handover
+	// replicas, and what each last said (address.go).
+	agents *agentSet
 }
 
 // Run is one leadership: it returns when ctx ends (leadership lost), after
@@ -303,6 +324,7 @@ func (c *Controller) Run(ctx context.Context) {
 		samples:       map[string]*sampleLog{},
 		health:        map[string]*healthRun{},
 		healthKick:    make(chan struct{}, 1),
+		agents:        newAgentSet(),
 	}
 	c.leading.Store(true)
 	defer c.leading.Store(false)
@@ -325,6 +347,7 @@ func (c *Controller) Run(ctx context.Context) {
 		r.stopHealth()
 		r.bg.Wait()
 		r.rg.Wait()
+		r.stopAgents()
 		wg.Wait()
 	}()
 	c.log.Info("controller started")
@@ -909,6 +932,11 @@ func (r *run) capabilities(svc fsm.Service) map[string]decide.Capabilities {
 			// platform, not for the replica.
 			c.Unavailable, known = true, true
 		}
+		if r.agentDown(svc.Spec.Name, rs) {
+			// Its replica agent did not answer its latest call: it
+			// cannot take the address (see errAgent).
+			c.Unavailable, known = true, true
+		}
 		if st, ok := svc.Replica(rs.Name); ok && r.notAnswering(svc, st) {
 			c.NotAnswering, known = true, true
 		}
@@ -966,6 +994,7 @@ type Metrics struct {
 	errors    *prometheus.CounterVec
 	reports   *prometheus.CounterVec
 	standby   *prometheus.GaugeVec
+	agents    *prometheus.GaugeVec
 	passes    prometheus.Counter
 }
 
@@ -998,12 +1027,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ars_controller_standby_health", Help: "The leader's health probe of a standby with a health_addr, by service and replica: 1 answers, 0 does not answer (probe.standby_failures failures in a row). Absent until the first verdict and while the replica is not standby.",
 		}, []string{"service", "replica"}),
+		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ars_controller_replica_agent_up", Help: "Whether the replica agent of an address-handover replica answered the leader's latest call, by service and replica: 1 answered, 0 did not. Absent until the first call and on nodes that do not lead.",
+		}, []string{"service", "replica"}),
 		passes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ars_controller_reconcile_passes_total", Help: "Reconcile passes this node completed as leader, each over every service (a pass a commit cut short is not counted).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports, m.standby, m.passes)
+		reg.MustRegister(m.verdicts, m.decisions, m.switches, m.phases, m.actions, m.errors, m.reports, m.standby, m.agents, m.passes)
 	}
 	return m
 }
@@ -1067,6 +1099,23 @@ func (m *Metrics) standbyHealth(service, replica string, answering bool) {
 func (m *Metrics) standbyForget(service, replica string) {
 	if m != nil {
 		m.standby.DeleteLabelValues(service, replica)
+	}
+}
+
+func (m *Metrics) agentAnswering(service, replica string, answering bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if answering {
+		v = 1
+	}
+	m.agents.WithLabelValues(service, replica).Set(v)
+}
+
+func (m *Metrics) agentForget(service, replica string) {
+	if m != nil {
+		m.agents.DeleteLabelValues(service, replica)
 	}
 }
 

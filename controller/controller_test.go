@@ -34,8 +34,10 @@ type env struct {
 	query   probe.QueryFunc
 	// reconcile, when set, is the reconcile timer (default 20 ms).
 	reconcile time.Duration
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// config, when set, changes the controller's configuration.
+	config func(*Config)
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // newEnv applies a service with four VM replicas (bind-a active, unbound-a
@@ -90,12 +92,16 @@ func (e *env) create(probes bool) {
 	if reconcile == 0 {
 		reconcile = 20 * time.Millisecond
 	}
-	ctl, err := New(Config{
+	cfg := Config{
 		Cluster: e.cl, NodeName: "n1", Drivers: map[string]driver.Driver{fsm.PlatformVM: e.d}, Metrics: e.m,
 		Logger:            slog.New(slog.NewTextHandler(&e.logs, nil)),
 		ReconcileInterval: reconcile, Query: query, Witness: e.witness,
 		VerifyBackoff: 5 * time.Millisecond, DisableProbes: !probes,
-	})
+	}
+	if e.config != nil {
+		e.config(&cfg)
+	}
+	ctl, err := New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

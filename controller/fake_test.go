@@ -116,6 +116,14 @@ type fakeVM struct {
 	nic, nicStart bool
 	noSuspend     bool
 	restored      int
+	// addrMode: address handover; the replica serves only while held
+	// (its fake agent claimed the address) as well as attached.
+	addrMode, held bool
+}
+
+// onAddress: the replica answers on the service address.
+func (vm *fakeVM) onAddress() bool {
+	return vm.power == driver.PowerOn && vm.nic && (!vm.addrMode || vm.held)
 }
 
 // fakeDriver is an in-memory Driver. It fails the test when docs/design.md §4.2
@@ -234,10 +242,10 @@ func (d *fakeDriver) checkLocked(service, op, replica string) {
 	}
 	var attached []string
 	for name, vm := range d.vms {
-		if vm.service == service && vm.power == driver.PowerOn && vm.nic {
+		if vm.service == service && vm.onAddress() {
 			attached = append(attached, name)
 			if rs, _ := svc.Replica(name); rs.Role == fsm.RoleQuarantined || rs.Role == fsm.RoleRecovering {
-				if name == replica && (op == "attach" || op == "power-on") {
+				if name == replica && (op == "attach" || op == "power-on" || op == "claim") {
 					d.t.Errorf("invariant 4: %s %s: replica %s is %s and attached", op, replica, name, rs.Role)
 				}
 			}
@@ -449,7 +457,7 @@ func (d *fakeDriver) query(service string) probe.QueryFunc {
 			ok = vm != nil && vm.power == driver.PowerOn && !d.hung[name]
 		} else {
 			for name, vm := range d.vms {
-				if vm.service == service && vm.power == driver.PowerOn && vm.nic && !d.attacked[vm.impl] && !d.hung[name] {
+				if vm.service == service && vm.onAddress() && !d.attacked[vm.impl] && !d.hung[name] {
 					ok = true
 				}
 			}

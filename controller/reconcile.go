@@ -27,6 +27,7 @@ func (r *run) reconcileAll(ctx context.Context) {
 	r.stale = false
 	r.pass++
 	services := r.c.cl.Services()
+	r.syncAgents(ctx, services)
 	open := map[string]bool{} // services whose switch stays open this pass
 	// With several switches open (attacks on several services at once)
 	// no switch waits for another's critical path: each is started
@@ -380,6 +381,12 @@ var errTargetDoesNotStart = errors.New("found stopped and did not start")
 // answered).
 func (r *run) platformAnswered(service, replica string, err error) {
 	key := replicaKey(service, replica)
+	if errors.Is(err, errAgent) {
+		// Its replica agent failed, not its platform: agentDown tells
+		// decide, and the agent's next answer (its poller) clears it.
+		r.lookAgain(service, r.c.now())
+		return
+	}
 	if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, errTargetDoesNotStart) {
 		if since, ok := r.down[key]; ok {
 			delete(r.down, key)
@@ -459,7 +466,11 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		r.c.log.Debug("open switch waits for the attach of its source", "service", name, "from", in.From)
 		return false
 	}
-	if _, inFlight := r.switching[name]; !inFlight && (!ready(dTo, toSpec) || !ready(dFrom, fromSpec)) {
+	// A switch between two address-handover replicas whose target is
+	// linked makes no platform call on its critical path (the source's
+	// NIC detach follows it): it does not wait for the driver.
+	agentsOnly := toSpec.AddressHandover() && fromSpec.AddressHandover() && r.agentLinked(name, toSpec)
+	if _, inFlight := r.switching[name]; !inFlight && !agentsOnly && (!ready(dTo, toSpec) || !ready(dFrom, fromSpec)) {
 		// A new leader's vCenter login is still running: the switch is
 		// committed and starts the moment the driver is ready (its
 		// EventResync wakes the loop), instead of holding the loop.
@@ -473,8 +484,16 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	for _, f := range res.fenced {
 		r.sawAttached(name, f, false, false)
 	}
-	if !res.detached.IsZero() {
+	if !res.detached.IsZero() || !res.released.IsZero() {
 		r.sawAttached(name, in.From, false, false)
+	}
+	if !res.released.IsZero() && res.detached.IsZero() && ready(dFrom, fromSpec) {
+		// Its agent released the address; the platform's fence (the NIC
+		// detach) follows off the critical path. The source's own
+		// convergence detaches it too (quarantined), but only once the
+		// switch is closed, and it is what fences it when the driver was
+		// not ready yet (a new leader logging in).
+		r.fenceInBackground(ctx, svc, in.From, fromSpec, dFrom)
 	}
 	if res.attachTried {
 		r.platformAnswered(name, in.To, res.attachErr)
@@ -483,10 +502,19 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 		r.sawActiveAttached(name, in.To, true, true)
 	}
 	key := timingKey(name, in.Generation)
-	if t, ok := r.timingOf[key]; ok && t.detached.IsZero() && !res.detached.IsZero() {
-		// The first detach that returned took the old replica off the
-		// network; a later pass's detach finds it detached already.
-		t.detached = res.detached
+	if t, ok := r.timingOf[key]; ok {
+		// The first detach (or release) that returned took the old
+		// replica off the address; a later pass's finds it off already.
+		off := res.detached
+		if !res.released.IsZero() && (off.IsZero() || res.released.Before(off)) {
+			off = res.released
+		}
+		if t.detached.IsZero() && !off.IsZero() {
+			t.detached = off
+		}
+		if t.took.IsZero() && !res.took.IsZero() {
+			t.took = res.took
+		}
 		r.timingOf[key] = t
 	}
 	if err := res.err; err != nil {
@@ -520,7 +548,18 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	done := fsm.SwitchDone{Service: name, Generation: in.Generation, DetectionMS: ms(t.detection), SwitchMS: ms(sw),
 		TotalMS: ms(total), At: now.UnixNano()}
 	switchFigures(&done, r.sampleLog(name).samples(), trigger, t.detached, now, maxProbeHole(svc.Spec.Probe))
+	if res.handover != "" {
+		done.Handover = res.handover
+		if !t.took.IsZero() && !t.detached.IsZero() {
+			done.OldHeldMS = ptr(ms(max(t.detached.Sub(t.took), 0)))
+		}
+	}
 	_, err := r.apply(ctx, done)
+	if errors.Is(err, fsm.ErrNeedsUpgrade) && (done.Handover != "" || done.OldHeldMS != nil) {
+		// A node does not read the handover figures yet (format level 6).
+		done.Handover, done.OldHeldMS = "", nil
+		_, err = r.apply(ctx, done)
+	}
 	if errors.Is(err, fsm.ErrNeedsUpgrade) {
 		// A node of an earlier version does not read the measurements
 		// (a rolling upgrade): complete the switch in the old form.
@@ -569,7 +608,14 @@ type critical struct {
 }
 
 type criticalResult struct {
-	attached bool // the target was attached
+	attached bool // the target was attached (address handover: its agent claimed the address)
+	// handover is how the address reached the target: fsm.HandoverAddress
+	// or "nic" (empty: the target's part did not run).
+	handover string
+	// took is when the target had the address (its attach or its claim
+	// returned); released is when the source's agent released it (zero:
+	// not released by its agent).
+	took, released time.Time
 	// attachTried: the target's attach was called; attachErr is how it
 	// ended (see platformAnswered).
 	attachTried bool
@@ -610,7 +656,8 @@ func (r *run) unfenced(svc fsm.Service, in fsm.Intent) []fence {
 		if rec.Generation == in.Generation {
 			continue
 		}
-		if o, seen := r.obs[replicaKey(name, rec.From)]; !seen || o.NICConnected {
+		spec, _ := svc.Spec.Replica(rec.From)
+		if o, seen := r.obs[replicaKey(name, rec.From)]; !seen || r.onAddress(name, spec, o.NICConnected) {
 			maybe[rec.From] = true
 		}
 	}
@@ -739,6 +786,54 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		}
 		return err
 	}
+	// Address handover (address.go). The target's agent claims the
+	// address: one agent call, after a NIC attach only if its NIC is not
+	// known connected (a standby is kept connected). The source's agent
+	// releases it; where it does not, the platform fences the source on
+	// the critical path (its NIC detach), and where it does, the NIC
+	// detach follows off the critical path (completeIntent).
+	var tookAt, releasedAt atomic.Int64
+	handover := "nic"
+	nicAttach := attach
+	attach = func() error {
+		err := nicAttach()
+		if err == nil {
+			tookAt.Store(r.c.now().UnixNano())
+		}
+		return err
+	}
+	if toSpec.AddressHandover() {
+		handover = fsm.HandoverAddress
+		linked := r.obs[replicaKey(name, toSpec.Name)].NICConnected || r.agentLinked(name, toSpec)
+		attach = func() (err error) {
+			if !linked {
+				if err = nicAttach(); err != nil {
+					return err
+				}
+			}
+			attachTried = true
+			defer func() { attached.Store(err == nil); attachErr = err }()
+			if err = ctx.Err(); err != nil {
+				return fmt.Errorf("claim %s: not started: the switch was superseded or leadership ended: %w", toSpec.Name, err)
+			}
+			if _, err = r.agentCall(ctx, svc, toSpec, in.Generation, true); err == nil {
+				tookAt.Store(r.c.now().UnixNano())
+			}
+			return err
+		}
+	}
+	if fromSpec.AddressHandover() {
+		nicDetach := detach
+		detach = func() error {
+			if ctx.Err() == nil {
+				if _, err := r.agentCall(ctx, svc, fromSpec, in.Generation, false); err == nil {
+					releasedAt.Store(r.c.now().UnixNano())
+					return nil
+				}
+			}
+			return nicDetach()
+		}
+	}
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
@@ -774,6 +869,12 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		res := criticalResult{attached: attached.Load(), attachTried: attachTried, attachErr: attachErr, fenced: fenced, err: err}
 		if at := detachedAt.Load(); at != 0 {
 			res.detached = time.Unix(0, at)
+		}
+		if at := releasedAt.Load(); at != 0 {
+			res.released = time.Unix(0, at)
+		}
+		if at := tookAt.Load(); at != 0 {
+			res.took, res.handover = time.Unix(0, at), handover
 		}
 		cp.ch <- res
 		if cp.orphaned.Load() {
@@ -869,7 +970,12 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	key := replicaKey(name, act.Name)
 	if _, busy := r.busy[key]; busy || !ready(d, spec) || unreachable(d, spec) {
 		// Being started or attached in the background (below), or its
-		// platform is not ready or does not answer.
+		// platform is not ready or does not answer. An address-handover
+		// active whose agent holds the address on a connected link is
+		// seen serving without the platform (a new leader logging in).
+		if !busy && spec.AddressHandover() && r.holdsAddress(name, act.Name) && r.agentLinked(name, spec) {
+			r.sawActiveAttached(name, act.Name, true, false)
+		}
 		return
 	}
 	o, err := r.observe(ctx, svc, d, spec)
@@ -908,7 +1014,21 @@ func (r *run) converge(ctx context.Context, svc fsm.Service, skipActive bool, sk
 	}
 	// Running but detached (a NIC disconnected by hand): not judged while
 	// it is re-attached, which takes milliseconds, faster than a switch.
-	r.sawActiveAttached(name, act.Name, o.NICConnected, false)
+	// An address-handover active is on the address once its agent holds
+	// it.
+	onAddr := o.NICConnected && (!spec.AddressHandover() || r.holdsAddress(name, act.Name))
+	r.sawActiveAttached(name, act.Name, onAddr, false)
+	if o.NICConnected && !onAddr {
+		switch {
+		case othersAttached:
+			r.c.m.failed(name, "claim-blocked")
+			r.c.log.Warn("active's address not claimed: another replica may still hold it", "service", name, "replica", act.Name)
+		case othersPending:
+		default:
+			r.claimForActive(ctx, svc, act.Name, spec)
+		}
+		return
+	}
 	if !o.NICConnected {
 		switch {
 		case othersAttached:
@@ -982,7 +1102,10 @@ func (r *run) convergeReplica(ctx context.Context, svc fsm.Service, rs fsm.Repli
 		}
 		return notDetached
 	}
-	r.sawAttached(name, rs.Name, o.NICConnected, false)
+	r.sawAttached(name, rs.Name, r.onAddress(name, spec, o.NICConnected), false)
+	if rs.Role == fsm.RoleStandby && spec.AddressHandover() {
+		return r.convergeAddressStandby(ctx, svc, rs, spec, d, o)
+	}
 	needDetach := o.NICConnected || o.NICStartConnected
 	detach := func(ctx context.Context) bool {
 		return !needDetach || r.do(name, "detach", spec, func() error { return d.Detach(ctx, spec) }) == nil

@@ -47,6 +47,9 @@ type Addresser interface {
 	Announce(n int, gap time.Duration) error
 	// Release takes the address off; removed says it was there.
 	Release() (removed bool, err error)
+	// Carrier says whether the service link can carry traffic (its NIC
+	// is connected).
+	Carrier() (bool, error)
 }
 
 // Link is the Addresser of a Linux link: Address (with its prefix
@@ -81,6 +84,14 @@ func (l Link) Announce(n int, gap time.Duration) error {
 		return err
 	}
 	return k.Announce(l.Address.Addr(), n, gap)
+}
+
+func (l Link) Carrier() (bool, error) {
+	k, err := l.link()
+	if err != nil {
+		return false, err
+	}
+	return k.Carrier(), nil
 }
 
 func (l Link) Release() (bool, error) {
@@ -203,12 +214,16 @@ func (a *Agent) state(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	rec := a.rec
 	held, err := a.cfg.Net.Held()
+	var carrier bool
+	if err == nil {
+		carrier, err = a.cfg.Net.Carrier()
+	}
 	a.mu.Unlock()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, CodeFailed, err.Error())
 		return
 	}
-	st := State{Replica: a.cfg.Replica, Interface: a.cfg.Interface, Address: a.cfg.Address.Addr().String(), Held: held}
+	st := State{Replica: a.cfg.Replica, Interface: a.cfg.Interface, Address: a.cfg.Address.Addr().String(), Held: held, LinkUp: carrier}
 	if rec.seen() {
 		f := rec.fence()
 		st.Fence, st.LastAction = &f, rec.Action

@@ -44,6 +44,7 @@ func (f *fakeNet) Announce(n int, _ time.Duration) error {
 	f.frames += n
 	return nil
 }
+func (f *fakeNet) Carrier() (bool, error) { return true, nil }
 func (f *fakeNet) counts() (claims, releases, frames int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

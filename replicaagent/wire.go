@@ -84,6 +84,8 @@ type State struct {
 	Interface string `json:"interface"`
 	Address   string `json:"address"`
 	Held      bool   `json:"held"`
+	// LinkUp: the service link carries traffic (its NIC is connected).
+	LinkUp bool `json:"link_up"`
 	// Fence and LastAction are the highest fence seen and the action
 	// taken under it; absent before the first command.
 	Fence      *Fence `json:"fence,omitempty"`

@@ -67,12 +67,23 @@ func BySubnet(p netip.Prefix) (*Link, error) {
 	return nil, fmt.Errorf("%d links have an address in %s (%s); cannot tell which is the service link", len(found), p, strings.Join(names, ", "))
 }
 
-// Index is the link's interface index; Up says whether it is
-// administratively up and not operationally down.
+// Index is the link's interface index.
 func (l *Link) Index() int { return l.link.Attrs().Index }
+
+// Up says whether the link is administratively up and not operationally
+// down.
 func (l *Link) Up() bool {
 	a := l.link.Attrs()
 	return a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown
+}
+
+// Carrier says whether the link can carry traffic now: administratively
+// up and operationally up (or unknown, as links without a carrier notion
+// report). A VM's NIC disconnected by its hypervisor, or a veth whose
+// peer is down, has none.
+func (l *Link) Carrier() bool {
+	a := l.link.Attrs()
+	return a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown)
 }
 
 func checkV4(a netip.Addr) error {

@@ -22,3 +22,4 @@ func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
 func (l *Link) Addrs() ([]netip.Prefix, error) { return nil, ErrUnsupportedOS }
 func (l *Link) Index() int                     { return 0 }
 func (l *Link) Up() bool                       { return false }
+func (l *Link) Carrier() bool                  { return false }

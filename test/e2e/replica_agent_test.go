@@ -196,6 +196,23 @@ func TestProcessReplicaAgent(t *testing.T) {
 	waitAgent()
 	svc := netip.MustParseAddr(raService)
 	arp := arpListener(t)
+	// The agent tells whether its service link has a carrier (its NIC is
+	// connected): the leader knows a standby is linked without asking
+	// the platform.
+	for _, up := range []bool{false, true} {
+		state := "down"
+		if up {
+			state = "up"
+		}
+		raIP(t, "link", "set", raSvcHost, state)
+		deadline := time.Now().Add(10 * time.Second)
+		for st, err := c.State(ctx); err != nil || st.LinkUp != up; st, err = c.State(ctx) {
+			if time.Now().After(deadline) {
+				t.Fatalf("link_up %v (%v) with the peer %s", st.LinkUp, err, state)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
 	// Claim: the address is on the link and announced.
 	res, err := c.Claim(ctx, replicaagent.Fence{Term: 2, Generation: 5}, svc)

@@ -34,6 +34,7 @@ import (
 	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/notify"
 	"github.com/ars-project/ars/pki"
+	"github.com/ars-project/ars/replicaagent"
 	"github.com/ars-project/ars/transport"
 )
 
@@ -247,7 +248,21 @@ func Start(cfg *Config, log *slog.Logger) (*Agent, error) {
 		ownVotes = witness
 	}
 	if len(drivers) > 0 {
+		var agents controller.AgentDialer
+		if !cfg.Dev {
+			// The leader calls replica agents with this node's certificate
+			// and checks theirs names the replica it meant to call.
+			files := transport.TLSFiles{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
+			agents = func(replica, addr string) (controller.AddressAgent, error) {
+				tc, err := transport.AgentClientTLS(files, replica)
+				if err != nil {
+					return nil, err
+				}
+				return replicaagent.NewClient(replica, addr, tc)
+			}
+		}
 		ctl, err := controller.New(controller.Config{
+			Agents:        agents,
 			Cluster:       c,
 			NodeName:      cfg.NodeName,
 			Drivers:       drivers,

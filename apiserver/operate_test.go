@@ -298,7 +298,7 @@ func TestShownFieldsAreMeasured(t *testing.T) {
 	}
 	res := apply(fsm.Switch{Service: "dns", Reason: fsm.ReasonExploit, At: 1700000000000000000})
 	apply(fsm.SwitchDone{Service: "dns", Generation: res.Generation, DetectionMS: 2, SwitchMS: 40, TotalMS: 42, At: 1700000000042000000,
-		OutageMS: ptr(0.0), ProbesSent: ptr(9), ProbesLost: ptr(0), ExposureMS: ptr(37.25)})
+		OutageMS: ptr(0.0), ProbesSent: ptr(9), ProbesLost: ptr(0), ExposureMS: ptr(37.25), Handover: fsm.HandoverAddress, OldHeldMS: ptr(1.5)})
 	svc, _ := b.Service("dns")
 	apply(fsm.ReplicaRole{Service: "dns", Replica: svc.History[0].From, Action: fsm.ActionRestored})
 	apply(fsm.Switch{Service: "dns", Reason: fsm.ReasonDoS, At: 1700000001000000000})
@@ -313,7 +313,7 @@ func TestShownFieldsAreMeasured(t *testing.T) {
 				t.Errorf("%s shows %s: %s", path, bad, body)
 			}
 		}
-		for _, want := range []string{`"outage_ms":0`, `"probes_sent":9`, `"probes_lost":0`, `"exposure_ms":37.25`} {
+		for _, want := range []string{`"outage_ms":0`, `"probes_sent":9`, `"probes_lost":0`, `"exposure_ms":37.25`, `"handover":"address"`, `"old_held_ms":1.5`} {
 			if !bytes.Contains(body, []byte(want)) {
 				t.Errorf("%s lacks %s: %s", path, want, body)
 			}
@@ -328,7 +328,8 @@ func TestShownFieldsAreMeasured(t *testing.T) {
 		t.Fatalf("status page: %d", status)
 	}
 	for _, want := range []string{"<th>Outage</th>", "<th>Exposure</th>", "<th>Total</th>", "<td>0.0 ms</td>", "<td>0 of 9</td>", "<td>37.2 ms</td>", "<td>42.0 ms</td>",
-		"<td>dos</td><td>make-before-break</td><td>-</td><td>-</td><td>-</td><td>-</td><td>no</td>"} {
+		"<td>37.2 ms</td><td>address</td><td>1.5 ms</td><td>yes</td>",
+		"<td>dos</td><td>make-before-break</td><td>-</td><td>-</td><td>-</td><td>-</td><td>-</td><td>-</td><td>no</td>"} {
 		if !bytes.Contains(page, []byte(want)) {
 			t.Errorf("status page lacks %q:\n%s", want, page)
 		}

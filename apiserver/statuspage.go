@@ -88,13 +88,13 @@ th{background:#f3f3f3}
 <h3>{{.Name}} <small>({{.Address}}, generation {{.Generation}}{{if .Intent}}, switch in progress{{end}})</small></h3>
 <p>Serving: {{if .Active}}<strong>{{.Active}}</strong>{{else}}<em>no active replica</em>{{end}}</p>
 <div class="scroll"><table>
-<tr><th>Replica</th><th>Role</th><th>Impl</th><th>OS</th><th>Platform</th></tr>
-{{range .Replicas}}<tr><td>{{.Name}}</td><td class="{{roleClass .Role}}">{{.Role}}</td><td>{{.Impl}}</td><td>{{.OS}}</td><td>{{.Platform}}</td></tr>
+<tr><th>Replica</th><th>Role</th><th>Impl</th><th>OS</th><th>Platform</th><th>Handover</th></tr>
+{{range .Replicas}}<tr><td>{{.Name}}</td><td class="{{roleClass .Role}}">{{.Role}}</td><td>{{.Impl}}</td><td>{{.OS}}</td><td>{{.Platform}}</td><td>{{.Handover}}</td></tr>
 {{end}}</table></div>
 {{if .Switches}}<div class="scroll"><table>
-<caption>Recent switches, newest last. Total: trigger to verified. Outage: no answer to the leader's probes through the service address, with the probes lost. Exposure: the old replica still on the service network after the trigger. "-": not measured.</caption>
-<tr><th>Gen</th><th>Started (UTC)</th><th>From</th><th>To</th><th>Reason</th><th>Mode</th><th>Total</th><th>Outage</th><th>Probes lost</th><th>Exposure</th><th>Verified</th></tr>
-{{range .Switches}}<tr><td>{{.Generation}}</td><td>{{stamp .StartedAt}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Reason}}</td><td>{{.Mode}}</td><td>{{if .Done}}{{ms (ptr .TotalMS)}}{{else}}-{{end}}</td><td>{{ms .OutageMS}}</td><td>{{lost .}}</td><td>{{ms .ExposureMS}}</td><td>{{if .Done}}yes{{else}}no{{end}}</td></tr>
+<caption>Recent switches, newest last. Total: trigger to verified. Outage: no answer to the leader's probes through the service address, with the probes lost. Exposure: the old replica still on the service network after the trigger. Handover: how the address moved (the new replica's NIC, or its replica agent); old held: how long the old replica kept the address after the new one had it. "-": not measured.</caption>
+<tr><th>Gen</th><th>Started (UTC)</th><th>From</th><th>To</th><th>Reason</th><th>Mode</th><th>Total</th><th>Outage</th><th>Probes lost</th><th>Exposure</th><th>Handover</th><th>Old held</th><th>Verified</th></tr>
+{{range .Switches}}<tr><td>{{.Generation}}</td><td>{{stamp .StartedAt}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Reason}}</td><td>{{.Mode}}</td><td>{{if .Done}}{{ms (ptr .TotalMS)}}{{else}}-{{end}}</td><td>{{ms .OutageMS}}</td><td>{{lost .}}</td><td>{{ms .ExposureMS}}</td><td>{{if .Handover}}{{.Handover}}{{else}}-{{end}}</td><td>{{ms .OldHeldMS}}</td><td>{{if .Done}}yes{{else}}no{{end}}</td></tr>
 {{end}}</table></div>{{end}}
 {{else}}<p><em>No services defined.</em></p>{{end}}
 </section>
@@ -142,6 +142,7 @@ type pageReplica struct {
 	Name               string
 	Role               fsm.Role
 	Impl, OS, Platform string
+	Handover           string // "nic" or "address" (the spec's, not a measurement)
 }
 
 func pageServices(list []fsm.Service) []pageService {
@@ -159,7 +160,7 @@ func pageServices(list []fsm.Service) []pageService {
 		for _, st := range svc.Replicas {
 			rs := specs[st.Name]
 			ps.Replicas = append(ps.Replicas, pageReplica{Name: st.Name, Role: st.Role,
-				Impl: rs.Impl, OS: rs.OS, Platform: rs.Platform})
+				Impl: rs.Impl, OS: rs.OS, Platform: rs.Platform, Handover: handoverName(rs)})
 		}
 		out = append(out, ps)
 	}
@@ -221,4 +222,13 @@ func (s *Server) handleStatusScript(w http.ResponseWriter, r *http.Request) erro
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(statusScript)
 	return nil
+}
+
+// handoverName is a replica's handover as the spec says it ("nic" for the
+// default).
+func handoverName(r fsm.ReplicaSpec) string {
+	if r.AddressHandover() {
+		return fsm.HandoverAddress
+	}
+	return "nic"
 }

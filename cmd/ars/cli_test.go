@@ -169,7 +169,7 @@ func TestServiceApplyListShow(t *testing.T) {
 	r = ars(t, env, "", "service", "show", "dns").OK(t)
 	for _, want := range []string{
 		"Service:", "192.0.2.53:53", "A www.lab.internal. expect 192.0.2.10",
-		"REPLICA", "knot-ct", "knot-resolver", "container",
+		"REPLICA", "knot-ct", "knot-resolver", "container", "HANDOVER", "nic",
 		"unbound-win", "active",
 		"Recent switches (1 of 1", "2024-05-01 12:00:00.000", "bind9-win (bind9/vm)", "unbound-win (unbound/vm)",
 		"250.0ms", "41.5ms", "291.5ms",

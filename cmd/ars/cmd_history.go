@@ -75,15 +75,16 @@ func printHistory(out io.Writer, h api.HistoryResponse, n int) error {
 	}
 	fmt.Fprintf(out, "\nLast switches (%d of %d, newest last):\n", len(recs), len(h.Switches))
 	tw := cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tDONE")
+	fmt.Fprintln(tw, "SERVICE\tGEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tHANDOVER\tOLD-HELD\tDONE")
 	for _, r := range recs {
 		sw, tot := "-", "-"
 		if r.Done {
 			sw, tot = ms(r.SwitchMS), ms(r.TotalMS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Service, r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS), cli.YesNo(r.Done))
+			r.Reason, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS),
+			dash(r.Handover), msOrDash(r.OldHeldMS), cli.YesNo(r.Done))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

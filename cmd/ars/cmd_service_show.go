@@ -68,11 +68,15 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 
 	fmt.Fprintln(out)
 	tw = cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tROLE\tCLEAN\tSINCE\tREASON")
+	fmt.Fprintln(tw, "REPLICA\tIMPL\tOS\tPLATFORM\tHANDOVER\tROLE\tCLEAN\tSINCE\tREASON")
 	for _, r := range s.Replicas {
 		spec, _ := s.Spec.Replica(r.Name)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
-			r.Role, cli.YesNo(r.Clean), r.Since, dash(r.Reason))
+		handover := "nic"
+		if spec.AddressHandover() {
+			handover = "address (agent " + spec.Agent + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, dash(spec.Impl), dash(spec.OS), dash(spec.Platform),
+			handover, r.Role, cli.YesNo(r.Clean), r.Since, dash(r.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -92,15 +96,16 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 	}
 	fmt.Fprintf(out, "Recent switches (%d of %d, newest last):\n", len(h), len(s.History))
 	tw = cli.NewTabWriter(out)
-	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tDONE")
+	fmt.Fprintln(tw, "GEN\tSTARTED (UTC)\tFROM\tTO\tREASON\tMODE\tDETECTION\tSWITCH\tTOTAL\tOUTAGE\tPROBES-LOST\tEXPOSURE\tHANDOVER\tOLD-HELD\tDONE")
 	for _, r := range h {
 		det, sw, tot := "-", "-", "-"
 		if r.Done {
 			det, sw, tot = ms(r.DetectionMS), ms(r.SwitchMS), ms(r.TotalMS)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Generation, stamp(r.StartedAt),
 			switchEnd(r.From, r.FromImpl, r.FromPlatform), switchEnd(r.To, r.ToImpl, r.ToPlatform),
-			r.Reason, dash(r.Mode), det, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS), cli.YesNo(r.Done))
+			r.Reason, dash(r.Mode), det, sw, tot, msOrDash(r.OutageMS), probesLost(r), msOrDash(r.ExposureMS),
+			dash(r.Handover), msOrDash(r.OldHeldMS), cli.YesNo(r.Done))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -113,7 +118,9 @@ func printService(out io.Writer, s fsm.Service, nHistory int) error {
 const switchLegend = `TOTAL: trigger to verified (not downtime). OUTAGE: time the leader's probes of the
 service address got no answer, from the last answer before the trigger to the first
 after the switch; PROBES-LOST: those probes lost of sent. EXPOSURE: how long the old
-replica stayed on the service network after the trigger. "-": not measured.
+replica stayed on the service network after the trigger. HANDOVER: how the address
+moved (nic: the new replica's NIC; address: its replica agent); OLD-HELD: how long the
+old replica kept the address after the new one had it. "-": not measured.
 `
 
 // msOrDash formats a measured figure, "-" when it was not measured.

@@ -102,7 +102,8 @@ func TestHistoryCommand(t *testing.T) {
 		t.Fatalf("empty history: %q", r.Stdout)
 	}
 	res := n.b.apply(t, fsm.Switch{Service: "dns", From: "win-bind", To: "lin-unbound", Reason: fsm.ReasonManual, At: 1})
-	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2, ExposureMS: ptr(75.25)})
+	n.b.apply(t, fsm.SwitchDone{Service: "dns", Generation: res.Generation, SwitchMS: 12.5, TotalMS: 80, At: 2, ExposureMS: ptr(75.25),
+		Handover: fsm.HandoverAddress, OldHeldMS: ptr(1.5)})
 	n.b.apply(t, fsm.Switch{Service: "dns", From: "lin-unbound", To: "win-bind", Reason: fsm.ReasonDoS, At: 3})
 
 	r = ars(t, env, "", "history", "dns").OK(t)
@@ -117,7 +118,7 @@ func TestHistoryCommand(t *testing.T) {
 	if !strings.Contains(r.Stdout, "Last switches (2 of 2, newest last)") {
 		t.Fatalf("no switch list:\n%s", r.Stdout)
 	}
-	for _, want := range []string{"SWITCH TOTAL OUTAGE PROBES-LOST EXPOSURE DONE", "12.5ms 80.0ms - - 75.2ms yes", "dos - - - - - no",
+	for _, want := range []string{"SWITCH TOTAL OUTAGE PROBES-LOST EXPOSURE HANDOVER OLD-HELD DONE", "12.5ms 80.0ms - - 75.2ms address 1.5ms yes", "dos - - - - - - - no",
 		"TOTAL: trigger to verified (not downtime)", "over the switches that measured them"} {
 		if !strings.Contains(strings.Join(strings.Fields(r.Stdout), " "), want) {
 			t.Errorf("history lacks %q:\n%s", want, r.Stdout)

@@ -15,7 +15,8 @@
 // impl-attack/POLICY for POLICY in diverse, round-robin and first-available
 // (dnsdist's), and repeated-dos (see Scenarios; SummarizeRepeated and
 // RelateDoS for the last).
-// Modes are ars, paper-sdk, paper-cli and dnsdist (see Modes), always
+// Modes are ars, ars-address (ars with address handover on its Linux VM
+// replicas), paper-sdk, paper-cli and dnsdist (see Modes), always
 // reported in that order. Profiles name the injected latency: "none", or a
 // calibrated profile such as "paper".
 //
@@ -27,6 +28,7 @@
 //	   "detection_ms": {"mean": 0, "max": 0}, "switch_ms": {"mean": 0, "max": 0},
 //	   "lost_queries": {"mean": 0, "max": 0}, "false_switches": 0,
 //	   "outages": {"mean": 0, "max": 0}, "switched": 0, "errors": ["trial 3: ..."],
+//	   "exposure_ms": {"mean": 0, "max": 0}, "exposure_trials": 10,
 //	   "note": "..."}]}
 //
 // A repeated-dos result adds
@@ -39,8 +41,14 @@
 //
 // ("vs_dos_max" only when dos/vm-vm ran in the same run).
 //
-// The four metadata fields, "outages", "switched", "errors", "note" and
-// "repeated" are optional and omitted when empty. A note says what a
+// "exposure_ms" is over the "exposure_trials" successful trials whose
+// switch record measured how long the replica switched away from stayed
+// on the service address after the trigger (until its agent released the
+// address or its NIC detach returned); both are absent when no trial
+// measured it.
+//
+// The four metadata fields, "outages", "switched", "errors", "note",
+// "exposure_ms" and "repeated" are optional and omitted when empty. A note says what a
 // result measured where that is not what its scenario name says of the
 // other modes (a system that cannot switch, a rotation of its own, the
 // policy repeated-dos ran with); the table marks its row "(note N)" and

@@ -14,7 +14,11 @@ two middle trials when their number is even) and max over the trials of each row
 Lost queries are counted per trial. **vs ars** compares mean downtimes within a
 scenario and profile: ` + "`ars = N % of this`" + ` means ars's mean downtime is N % of this
 mode's (ars mean ÷ this mean × 100; under 100 means ars was down for less time).
-It is blank on ars rows and "–" when ars has no result there or this mean is 0.`
+It is blank on ars rows and "–" when ars has no result there or this mean is 0.
+**exposure** (where measured) is how long the replica switched away from stayed
+on the service address after the trigger, from the switch record: until its
+replica agent released the address or its NIC detach returned; "(k of n)" when
+only k of the row's n trials measured it.`
 
 // Markdown renders f as Markdown: the run's metadata, a note on the columns
 // and one table per profile, rows sorted as in latest.json. Not-run rows read
@@ -60,9 +64,10 @@ func Markdown(f File) string {
 
 // writeTable writes the table of one profile's results.
 func writeTable(b *strings.Builder, rs []Result) {
-	outages := false
+	outages, exposure := false, false
 	for _, r := range rs {
 		outages = outages || r.Outages != nil
+		exposure = exposure || r.Exposure != nil
 	}
 	head := []string{"scenario", "mode", "trials",
 		"downtime mean", "downtime p50", "downtime max",
@@ -70,6 +75,9 @@ func writeTable(b *strings.Builder, rs []Result) {
 		"lost mean", "lost max"}
 	if outages {
 		head = append(head, "outages mean", "outages max")
+	}
+	if exposure {
+		head = append(head, "exposure mean", "exposure max")
 	}
 	head = append(head, "false switches", "vs ars")
 
@@ -119,6 +127,16 @@ func writeTable(b *strings.Builder, rs []Result) {
 				row = append(row, num(r.Outages.Mean), num(r.Outages.Max))
 			} else {
 				row = append(row, "", "")
+			}
+		}
+		if exposure {
+			switch {
+			case r.Exposure == nil:
+				row = append(row, "", "")
+			case r.ExposureTrials < r.Trials:
+				row = append(row, fmt.Sprintf("%s (%d of %d)", num(r.Exposure.Mean), r.ExposureTrials, r.Trials), num(r.Exposure.Max))
+			default:
+				row = append(row, num(r.Exposure.Mean), num(r.Exposure.Max))
 			}
 		}
 		row = append(row, strconv.Itoa(r.FalseSwitches), vsARS(r, ars))

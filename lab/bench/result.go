@@ -12,10 +12,13 @@ import (
 
 // Modes, in report order.
 const (
-	ModeARS      = "ars"
-	ModePaperSDK = "paper-sdk"
-	ModePaperCLI = "paper-cli"
-	ModeDNSDist  = "dnsdist"
+	ModeARS = "ars"
+	// ModeARSAddress is ars with address handover on its Linux VM
+	// replicas (their replica agents move the address; controller/DESIGN.md).
+	ModeARSAddress = "ars-address"
+	ModePaperSDK   = "paper-sdk"
+	ModePaperCLI   = "paper-cli"
+	ModeDNSDist    = "dnsdist"
 )
 
 // Profiles: no injected latency, and latency calibrated on the paper's testbed.
@@ -40,7 +43,7 @@ var (
 
 // Modes returns the known modes in report order.
 func Modes() []string {
-	return []string{ModeARS, ModePaperSDK, ModePaperCLI, ModeDNSDist}
+	return []string{ModeARS, ModeARSAddress, ModePaperSDK, ModePaperCLI, ModeDNSDist}
 }
 
 // modeRank is the position of mode in Modes, or -1 if it is unknown.
@@ -69,7 +72,12 @@ type Trial struct {
 	Lost      int           // queries left without a correct answer
 	Switched  bool          // the controller switched replicas
 	Outages   int           // distinct outages seen (impl-attack)
-	Err       string        // non-empty: the trial failed and its numbers are ignored
+	// Exposure is how long the replica switched away from stayed on the
+	// service address after the trigger (the switch record's exposure_ms:
+	// until its agent released the address or its NIC detach returned);
+	// nil when not measured.
+	Exposure *time.Duration
+	Err      string // non-empty: the trial failed and its numbers are ignored
 }
 
 // Dist is a mean, median and maximum, in milliseconds.
@@ -89,20 +97,24 @@ type Stat struct {
 // A result with Status StatusNotRun has a Reason, zero Trials, no
 // measurements and no Note.
 type Result struct {
-	Name          string   `json:"name"`
-	Mode          string   `json:"mode"`
-	Profile       string   `json:"profile"`
-	Trials        int      `json:"trials"`
-	Downtime      Dist     `json:"downtime_ms"`
-	Detection     Stat     `json:"detection_ms"`
-	Switch        Stat     `json:"switch_ms"`
-	Lost          Stat     `json:"lost_queries"`
-	FalseSwitches int      `json:"false_switches"`
-	Outages       *Stat    `json:"outages,omitempty"`  // set when a trial counted outages
-	Switched      int      `json:"switched,omitempty"` // trials that switched
-	Errors        []string `json:"errors,omitempty"`   // failed trials, left out of the numbers
-	Status        string   `json:"status,omitempty"`   // "" (ran) or StatusNotRun
-	Reason        string   `json:"reason,omitempty"`   // why it did not run
+	Name          string `json:"name"`
+	Mode          string `json:"mode"`
+	Profile       string `json:"profile"`
+	Trials        int    `json:"trials"`
+	Downtime      Dist   `json:"downtime_ms"`
+	Detection     Stat   `json:"detection_ms"`
+	Switch        Stat   `json:"switch_ms"`
+	Lost          Stat   `json:"lost_queries"`
+	FalseSwitches int    `json:"false_switches"`
+	Outages       *Stat  `json:"outages,omitempty"` // set when a trial counted outages
+	// Exposure is over the ExposureTrials successful trials that measured
+	// it (absent when none did).
+	Exposure       *Stat    `json:"exposure_ms,omitempty"`
+	ExposureTrials int      `json:"exposure_trials,omitempty"`
+	Switched       int      `json:"switched,omitempty"` // trials that switched
+	Errors         []string `json:"errors,omitempty"`   // failed trials, left out of the numbers
+	Status         string   `json:"status,omitempty"`   // "" (ran) or StatusNotRun
+	Reason         string   `json:"reason,omitempty"`   // why it did not run
 	// Note says what a result that ran measured where that is not what
 	// its scenario name says of the other modes (a system that cannot
 	// switch, a rotation of its own; repeated-dos: the policy it ran with).
@@ -148,7 +160,7 @@ func Summarize(name, mode, profile string, trials []Trial, falseSwitches int) (R
 	if falseSwitches < 0 {
 		return Result{}, fmt.Errorf("bench: %s: false switches %d: %w", r.key(), falseSwitches, ErrNegative)
 	}
-	var down, det, sw, lost, out []float64
+	var down, det, sw, lost, out, exp []float64
 	for i, t := range trials {
 		if err := t.check(); err != nil {
 			return Result{}, fmt.Errorf("bench: %s: trial %d: %w", r.key(), i+1, err)
@@ -162,6 +174,9 @@ func Summarize(name, mode, profile string, trials []Trial, falseSwitches int) (R
 		sw = append(sw, ms(t.Switch))
 		lost = append(lost, float64(t.Lost))
 		out = append(out, float64(t.Outages))
+		if t.Exposure != nil {
+			exp = append(exp, ms(*t.Exposure))
+		}
 		if t.Switched {
 			r.Switched++
 		}
@@ -177,6 +192,10 @@ func Summarize(name, mode, profile string, trials []Trial, falseSwitches int) (R
 	if slices.Max(out) > 0 {
 		s := stat(out)
 		r.Outages = &s
+	}
+	if len(exp) > 0 {
+		s := stat(exp)
+		r.Exposure, r.ExposureTrials = &s, len(exp)
 	}
 	return r, nil
 }
@@ -195,6 +214,9 @@ func (t Trial) check() error {
 	}
 	if t.Outages < 0 {
 		return fmt.Errorf("outages %d: %w", t.Outages, ErrNegative)
+	}
+	if t.Exposure != nil && *t.Exposure < 0 {
+		return fmt.Errorf("exposure %v: %w", *t.Exposure, ErrNegative)
 	}
 	return nil
 }

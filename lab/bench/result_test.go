@@ -84,6 +84,42 @@ func TestSummarizeAllFields(t *testing.T) {
 	}
 }
 
+// TestSummarizeExposure: the exposure is over the successful trials
+// that measured it, and absent when none did.
+func TestSummarizeExposure(t *testing.T) {
+	d := func(v time.Duration) *time.Duration { return &v }
+	trials := []Trial{
+		{Downtime: ms1, Exposure: d(40 * ms1)},
+		{Downtime: ms1},
+		{Err: "no switch", Exposure: d(900 * ms1)},
+		{Downtime: ms1, Exposure: d(21 * ms1)},
+	}
+	r, err := Summarize("exploit/vm-vm", ModeARSAddress, ProfilePaper, trials, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Exposure == nil || *r.Exposure != (Stat{Mean: 30.5, Max: 40}) || r.ExposureTrials != 2 || r.Trials != 3 {
+		t.Fatalf("exposure %+v over %d of %d trials; want mean 30.5, max 40 over 2 of 3", r.Exposure, r.ExposureTrials, r.Trials)
+	}
+	md := Markdown(File{Scenarios: []Result{r}})
+	if !strings.Contains(md, "| exposure mean | exposure max |") || !strings.Contains(md, "| 30.5 (2 of 3) | 40 |") {
+		t.Errorf("table does not show the exposure over the trials that measured it:\n%s", md)
+	}
+	r, err = Summarize("exploit/vm-vm", ModeARS, ProfilePaper, downtimes(ms1), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(r); r.Exposure != nil || strings.Contains(string(b), "exposure") {
+		t.Errorf("an exposure no trial measured is shown: %s", b)
+	}
+	if md := Markdown(File{Scenarios: []Result{r}}); strings.Contains(md, "exposure mean") {
+		t.Errorf("an exposure column with nothing measured:\n%s", md)
+	}
+	if _, err := Summarize("exploit/vm-vm", ModeARS, ProfilePaper, []Trial{{Exposure: d(-ms1)}}, 0); !errors.Is(err, ErrNegative) {
+		t.Errorf("negative exposure: %v", err)
+	}
+}
+
 func TestSummarizeNoOutages(t *testing.T) {
 	r, err := Summarize("dos/vm-vm", ModeARS, ProfileNone, downtimes(ms1), 0)
 	if err != nil {

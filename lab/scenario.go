@@ -319,6 +319,10 @@ func (l *Lab) finish(ctx context.Context, resp AttackResponse, settle time.Durat
 		return t, 0, nil
 	}
 	t.Detection, t.Switch = ms(ev.Switch.DetectionMS), ms(ev.Switch.SwitchMS)
+	if e := ev.Switch.ExposureMS; e != nil {
+		d := ms(*e)
+		t.Exposure = &d
+	}
 	if resp.Error != "" {
 		t.Err = resp.Error
 	}

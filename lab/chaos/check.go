@@ -16,8 +16,10 @@ const (
 	// that changes a VM (§4.1): another node led both in the sample before
 	// the call and in the one after it.
 	InvDeposedCall = "deposed-driver-call"
-	// InvTwoAttached: two replicas linked at once for longer than the
-	// make-before-break window (§4.2).
+	// InvTwoAttached: two replicas on the service address at once for
+	// longer than the make-before-break window (§4.2). A replica is on
+	// the address while linked; one with address handover only while
+	// linked and holding the address.
 	InvTwoAttached = "two-attached"
 	// InvAlertUnanswered: a committed alert without an outcome; InvAlertLost:
 	// an exploit the lab wrote that no committed alert reports, or one
@@ -49,11 +51,14 @@ const (
 	// engine restart in the outage bound before it: a node fault, a lossy
 	// or one-way link moved the service on its own.
 	InvFalseSwitch = "false-switch"
+	// InvStaleCommand: a replica agent carried out a command whose fence
+	// (term, generation) is older than one it carried out before.
+	InvStaleCommand = "stale-agent-command"
 )
 
 // Invariants lists them in report order.
 var Invariants = []string{InvDeposedCall, InvTwoAttached, InvAlertUnanswered, InvAlertLost, InvUnrestored, InvAttackUnanswered,
-	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady, InvElections, InvFalseSwitch}
+	InvStateDiverged, InvSessionLeak, InvOutage, InvNotReady, InvElections, InvFalseSwitch, InvStaleCommand}
 
 // Bounds are the checker's limits.
 type Bounds struct {
@@ -124,8 +129,11 @@ type Report struct {
 	// serving container: a crash to the cluster).
 	LongestOutage        time.Duration `json:"longest_outage"`
 	LongestRestartOutage time.Duration `json:"longest_restart_outage"`
-	// LongestOverlap is the longest time two replicas were linked.
+	// LongestOverlap is the longest time two replicas were on the
+	// service address at once.
 	LongestOverlap time.Duration `json:"longest_overlap"`
+	// AgentCommands counts the commands the replica agents carried out.
+	AgentCommands int `json:"agent_commands,omitempty"`
 	// DriverCalls counts the nodes' vCenter calls that change a VM;
 	// LateCalls those of a node that was cut off in the 10 s before
 	// (requests it sent as leader can reach vCenter after the partition
@@ -187,6 +195,7 @@ func Check(h History, b Bounds) Report {
 	checkDigests(h, add)
 	checkSessions(h, b, add)
 	checkElections(h, &r, add)
+	checkFences(h, &r, add)
 	if !h.Ready {
 		add(InvNotReady, h.End, "not healthy after the heal: %s", h.NotReady)
 	}
@@ -271,33 +280,93 @@ func names(m map[string]bool) []string {
 	return out
 }
 
-// checkAttached: never two replicas linked for longer than MaxOverlap.
+// onAddress follows which replicas are on the service address: linked,
+// and for an address-handover replica also holding the address.
+type onAddress struct {
+	linked, holding, address map[string]bool
+}
+
+func newOnAddress(h History) *onAddress {
+	o := &onAddress{linked: linkedAt(h, nil, h.Start), holding: map[string]bool{}, address: map[string]bool{}}
+	for _, n := range h.Address {
+		o.address[n] = true
+	}
+	for _, n := range h.Holding {
+		o.holding[n] = true
+	}
+	return o
+}
+
+func (o *onAddress) apply(e Event) {
+	applyLink(o.linked, e)
+	if e.Err != "" || e.Replica == "" {
+		return
+	}
+	switch e.What {
+	case "hold":
+		o.holding[e.Replica] = true
+	case "drop":
+		delete(o.holding, e.Replica)
+	}
+}
+
+func (o *onAddress) on() map[string]bool {
+	out := map[string]bool{}
+	for n := range o.linked {
+		if !o.address[n] || o.holding[n] {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// checkAttached: never two replicas on the service address for longer
+// than MaxOverlap.
 func checkAttached(h History, evs []Event, b Bounds, r *Report, add addFunc) {
-	linked := linkedAt(h, nil, h.Start)
+	state := newOnAddress(h)
 	var since time.Time
 	var who []string
 	end := func(at time.Time) {
 		d := at.Sub(since)
 		r.LongestOverlap = max(r.LongestOverlap, d)
 		if d > b.MaxOverlap {
-			add(InvTwoAttached, since, "%v linked together for %s (bound %s)", who, d.Round(time.Millisecond), b.MaxOverlap)
+			add(InvTwoAttached, since, "%v on the service address together for %s (bound %s)", who, d.Round(time.Millisecond), b.MaxOverlap)
 		}
 		since = time.Time{}
 	}
-	if len(linked) >= 2 {
-		since, who = h.Start, names(linked)
+	if on := state.on(); len(on) >= 2 {
+		since, who = h.Start, names(on)
 	}
 	for _, e := range evs {
-		applyLink(linked, e)
+		state.apply(e)
+		on := state.on()
 		switch {
-		case len(linked) >= 2 && since.IsZero():
-			since, who = e.At, names(linked)
-		case len(linked) < 2 && !since.IsZero():
+		case len(on) >= 2 && since.IsZero():
+			since, who = e.At, names(on)
+		case len(on) < 2 && !since.IsZero():
 			end(e.At)
 		}
 	}
 	if !since.IsZero() {
 		end(h.End)
+	}
+}
+
+// checkFences: a replica agent never carries out a command older than
+// one it carried out before (its fence is the highest (term, generation)
+// it obeyed, kept across its restarts).
+func checkFences(h History, r *Report, add addFunc) {
+	type fence struct{ term, gen uint64 }
+	highest := map[string]fence{}
+	for _, c := range h.AgentCommands {
+		r.AgentCommands++
+		f, seen := highest[c.Replica]
+		if seen && (c.Term < f.term || c.Term == f.term && c.Generation < f.gen) {
+			add(InvStaleCommand, c.At, "the agent of %s carried out %s (term %d, generation %d) after (term %d, generation %d)",
+				c.Replica, c.Action, c.Term, c.Generation, f.term, f.gen)
+			continue
+		}
+		highest[c.Replica] = fence{c.Term, c.Generation}
 	}
 }
 

@@ -443,3 +443,81 @@ func TestCheckCountsLateCallsOfADegradedLink(t *testing.T) {
 		t.Fatalf("late calls %d, violations %v", r.LateCalls, r.Violations)
 	}
 }
+
+// goodAddress is a history of a lab with address handover: a and b are
+// linked throughout (b the warm standby), a holds the address; a DoS on a
+// is answered by b's claim, a's release 2 ms later and a's NIC detach.
+func goodAddress() History {
+	h := good()
+	h.Linked = []string{"a", "b"}
+	h.Address, h.Holding = []string{"a", "b"}, []string{"a"}
+	h.Injections = h.Injections[:2]
+	h.Events = []Event{
+		{At: at(1000), Replica: "a", What: "dos"},
+		{At: at(1300), Replica: "b", What: "hold"},
+		{At: at(1302), Replica: "a", What: "drop"},
+		{At: at(1700), Node: "n1", What: "vc-call", Detail: "ReconfigVM_Task vm-a"},
+		{At: at(1710), Replica: "a", What: "unlink"},
+		{At: at(2500), Replica: "a", What: "revert"},
+		{At: at(4000), Replica: "a", What: "link"}, // a warm standby again, without the address
+	}
+	h.Switches = h.Switches[:1]
+	h.Alerts = nil
+	h.AgentCommands = []AgentCommand{
+		{At: at(500), Replica: "b", Action: "release", Term: 2, Generation: 1},
+		{At: at(1300), Replica: "b", Action: "claim", Term: 2, Generation: 2},
+		{At: at(1302), Replica: "a", Action: "release", Term: 2, Generation: 2},
+		{At: at(3900), Replica: "a", Action: "release", Term: 2, Generation: 3},
+	}
+	return h
+}
+
+// TestCheckAddressHandover: with address handover a linked standby is not
+// on the address; a replica that holds it again while linked after its
+// release (a rogue one) is, and an agent that obeys an older fence is
+// reported.
+func TestCheckAddressHandover(t *testing.T) {
+	r := Check(goodAddress(), Bounds{})
+	if !r.OK() {
+		t.Fatalf("violations in a good address-handover history: %v", r.Violations)
+	}
+	if r.LongestOverlap != 2*time.Millisecond || r.AgentCommands != 4 {
+		t.Fatalf("longest overlap %s, agent commands %d; want 2ms (claim to release), 4", r.LongestOverlap, r.AgentCommands)
+	}
+	for _, c := range []struct {
+		name, want string
+		mod        func(h *History)
+	}{
+		{"a rogue replica holds the address again and is never unlinked", InvTwoAttached, func(h *History) {
+			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.Replica == "a" && e.What == "unlink" })
+			h.Events = append(h.Events, Event{At: at(1400), Replica: "a", What: "hold"})
+			slices.SortStableFunc(h.Events, func(a, b Event) int { return a.At.Compare(b.At) })
+		}},
+		{"the standby was never released", InvTwoAttached, func(h *History) {
+			h.Holding = []string{"a", "b"}
+			h.Events = slices.DeleteFunc(h.Events, func(e Event) bool { return e.What == "drop" || e.What == "unlink" })
+		}},
+		{"an agent obeys an older term", InvStaleCommand, func(h *History) {
+			h.AgentCommands = append(h.AgentCommands, AgentCommand{At: at(5000), Replica: "a", Action: "claim", Term: 1, Generation: 9})
+		}},
+		{"an agent obeys an older generation", InvStaleCommand, func(h *History) {
+			h.AgentCommands = append(h.AgentCommands, AgentCommand{At: at(5000), Replica: "b", Action: "release", Term: 2, Generation: 1})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := goodAddress()
+			c.mod(&h)
+			r := Check(h, Bounds{})
+			if !slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Invariant == c.want }) {
+				t.Fatalf("no %s violation; got %v", c.want, r.Violations)
+			}
+		})
+	}
+	// The same events without address handover: the linked standby is on
+	// the address, and the overlap lasts until a's unlink.
+	h := goodAddress()
+	h.Address, h.Holding = nil, nil
+	if r := Check(h, Bounds{MaxOverlap: time.Second}); r.OK() {
+		t.Fatal("two linked NIC-handover replicas for 1.7 s passed a 1 s bound")
+	}
+}

@@ -22,18 +22,36 @@ type History struct {
 	Healed time.Time `json:"healed"`
 	// Linked lists the replicas linked to the service network at Start
 	// (Events says what changed after).
-	Linked     []string           `json:"linked"`
-	Injections []Injection        `json:"injections"`
-	Events     []Event            `json:"events"`
-	Gaps       []Gap              `json:"gaps"`
-	Samples    []Sample           `json:"samples"`
-	Switches   []fsm.SwitchRecord `json:"switches"`
-	Alerts     []fsm.AlertRecord  `json:"alerts"`
+	Linked []string `json:"linked"`
+	// Address lists the replicas that take the service address through
+	// their replica agent (address handover): such a replica is on the
+	// address only while linked and holding it. Holding lists those that
+	// held it at Start; "hold" and "drop" events say what changed after.
+	Address []string `json:"address,omitempty"`
+	Holding []string `json:"holding,omitempty"`
+	// AgentCommands are the commands the replica agents carried out, as
+	// their logs say, in each agent's order.
+	AgentCommands []AgentCommand     `json:"agent_commands,omitempty"`
+	Injections    []Injection        `json:"injections"`
+	Events        []Event            `json:"events"`
+	Gaps          []Gap              `json:"gaps"`
+	Samples       []Sample           `json:"samples"`
+	Switches      []fsm.SwitchRecord `json:"switches"`
+	Alerts        []fsm.AlertRecord  `json:"alerts"`
 	// Ready is whether the cluster was healthy again after the heal
 	// (leader, every voter, service steady, alerts answered) within the
 	// runner's bound; NotReady says why not.
 	Ready    bool   `json:"ready"`
 	NotReady string `json:"not_ready,omitempty"`
+}
+
+// AgentCommand is one command a replica agent carried out.
+type AgentCommand struct {
+	At         time.Time `json:"at"`
+	Replica    string    `json:"replica"`
+	Action     string    `json:"action"` // claim, release
+	Term       uint64    `json:"term"`
+	Generation uint64    `json:"generation"`
 }
 
 // Injection is one step as the runner carried it out.
@@ -56,8 +74,9 @@ type Injection struct {
 func (i Injection) Done() bool { return i.Skipped == "" && i.Err == "" }
 
 // Event is one thing the lab did (lab.LabEvent): to a replica (start,
-// kill, suspend, resume, link, unlink, revert, dos, exploit), a node
-// (node-*) or the vCenter (vc-*).
+// kill, suspend, resume, link, unlink, revert, dos, exploit; hold and drop
+// when the service address appeared on or left an address-handover
+// replica's service link), a node (node-*) or the vCenter (vc-*).
 type Event struct {
 	At      time.Time `json:"at"`
 	Replica string    `json:"replica,omitempty"`

@@ -54,6 +54,18 @@ const (
 	// fault, so that the node reads its log and snapshots back from the
 	// disk that failed (Target says whether it led then).
 	NodeRestart Kind = "node-restart"
+	// AgentKill kills the replica agent of the Target replica (active or
+	// standby when the step runs) with SIGKILL and starts it again after
+	// Duration; AgentCut cuts the agent's management link off for
+	// Duration (the nodes cannot reach it; the replica serves on). Only
+	// labs with address handover (Options.Agents).
+	AgentKill Kind = "agent-kill"
+	AgentCut  Kind = "agent-cut"
+	// AgentRogue makes the active replica a compromised one for
+	// Duration: once its agent has released the service address, the
+	// replica puts it back and announces it every 100 ms, until the
+	// fault ends or the platform cuts its link. Placed around an attack.
+	AgentRogue Kind = "agent-rogue"
 )
 
 // Directions of a one-way link fault.
@@ -63,7 +75,8 @@ const (
 )
 
 // Kinds lists every kind, attacks first.
-var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway, LinkDelay, DiskFull, DiskStall, NodeRestart}
+var Kinds = []Kind{AttackDoS, AttackExploit, NodeKill, NodeStop, NodePartition, VCDelay, VCFail, VCTerminate, DockerRestart, LinkLoss, LinkOneway, LinkDelay, DiskFull, DiskStall, NodeRestart,
+	AgentKill, AgentCut, AgentRogue}
 
 // IsAttack reports whether k is an attack (not a fault).
 func (k Kind) IsAttack() bool { return k == AttackDoS || k == AttackExploit }
@@ -76,6 +89,9 @@ func (k Kind) IsNodeFault() bool {
 // IsDiskFault reports whether k fails a node's disk for a while.
 func (k Kind) IsDiskFault() bool { return k == DiskFull || k == DiskStall }
 
+// IsAgentFault reports whether k is a fault of a replica agent.
+func (k Kind) IsAgentFault() bool { return k == AgentKill || k == AgentCut || k == AgentRogue }
+
 // IsLinkFault reports whether k degrades a node's link for a while.
 func (k Kind) IsLinkFault() bool { return k == LinkLoss || k == LinkOneway || k == LinkDelay }
 
@@ -84,6 +100,7 @@ const (
 	TargetLeader   = "leader"   // the node that leads when the step runs
 	TargetFollower = "follower" // a node that does not
 	TargetActive   = "active"   // attacks: the replica active when the step runs
+	TargetStandby  = "standby"  // agent faults: the replica standby when the step runs
 )
 
 // Step is one attack or fault, At after the schedule's start.
@@ -150,6 +167,10 @@ type Options struct {
 	// Disks says the lab's nodes have disks of their own: only then may a
 	// schedule fill or freeze one.
 	Disks bool
+	// Agents says the lab's replicas take the address through replica
+	// agents (address handover): only then may a schedule kill, cut off
+	// or turn one.
+	Agents bool
 }
 
 // vcMethods are the methods a vCenter fault picks from: the critical path's
@@ -330,6 +351,46 @@ func Generate(seed int64, o Options) Schedule {
 				st.Target = TargetFollower
 			}
 			place(st)
+		}
+	}
+	// Agent faults, drawn after everything else (older seeds keep their
+	// steps), only for a lab with agents. They may overlap anything: an
+	// agent is no part of the cluster's quorum. A kill or a cut strikes
+	// the standby (the next switch's target) or the active; a rogue
+	// replica is the active, from shortly before an attack on it to
+	// well after, so that it is released while rogue.
+	if o.Agents {
+		var attacks []Step
+		for _, st := range s.Steps {
+			if st.Kind.IsAttack() {
+				attacks = append(attacks, st)
+			}
+		}
+		for i, n := 0, r.IntN(3); i < n; i++ {
+			st := Step{Kind: AgentKill, Target: TargetStandby, Duration: ms(time.Second, 4*time.Second)}
+			switch r.IntN(3) {
+			case 1:
+				st.Kind = AgentCut
+			case 2:
+				st.Kind, st.Target = AgentRogue, TargetActive
+			}
+			if st.Kind != AgentRogue && r.IntN(2) == 0 {
+				st.Target = TargetActive
+			}
+			if st.Kind == AgentRogue {
+				if len(attacks) == 0 {
+					continue
+				}
+				a := attacks[r.IntN(len(attacks))]
+				st.At = max(a.At-500*time.Millisecond, 0)
+				st.Duration = min(ms(2*time.Second, 4*time.Second), last-st.At)
+				if st.Duration <= 0 {
+					continue
+				}
+			} else {
+				st.At = ms(300*time.Millisecond, last-st.Duration)
+			}
+			s.Steps = append(s.Steps, st)
 		}
 	}
 	slices.SortStableFunc(s.Steps, func(a, b Step) int { return cmp.Compare(a.At, b.At) })

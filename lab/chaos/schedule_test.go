@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,56 @@ func TestGenerateDiskFaults(t *testing.T) {
 	}
 	for _, k := range []string{"disk-full/leader/long=false", "disk-full/follower/long=false",
 		"disk-stall/leader/long=false", "disk-stall/leader/long=true", "disk-stall/follower/long=true"} {
+		if seen[k] == 0 {
+			t.Errorf("300 seeds never gave a %s step (saw %v)", k, seen)
+		}
+	}
+}
+
+// TestGenerateAgentFaults: only a lab with agents gets agent faults; they
+// leave the other steps where they were; a kill or a cut strikes the
+// active or the standby for 1-4 s; a rogue replica is the active, from
+// shortly before an attack until after it.
+func TestGenerateAgentFaults(t *testing.T) {
+	seen := map[string]int{}
+	for seed := int64(1); seed <= 300; seed++ {
+		o := Options{Length: 20 * time.Second, Disks: true}
+		without := Generate(seed, o)
+		o.Agents = true
+		with := Generate(seed, o)
+		var rest []Step
+		for _, st := range without.Steps {
+			if st.Kind.IsAgentFault() {
+				t.Fatalf("seed %d: %s without agents", seed, st)
+			}
+		}
+		for _, st := range with.Steps {
+			if !st.Kind.IsAgentFault() {
+				rest = append(rest, st)
+				continue
+			}
+			seen[string(st.Kind)+"/"+st.Target]++
+			if st.End() > with.Length-tailQuiet || st.Duration <= 0 {
+				t.Fatalf("seed %d: %s ends after the quiet tail or lasts nothing", seed, st)
+			}
+			if st.Kind != AgentRogue {
+				if st.Duration < time.Second || st.Duration > 4*time.Second {
+					t.Fatalf("seed %d: %s", seed, st)
+				}
+				continue
+			}
+			if st.Target != TargetActive {
+				t.Fatalf("seed %d: a rogue %s", seed, st.Target)
+			}
+			if !slices.ContainsFunc(with.Steps, func(a Step) bool { return a.Kind.IsAttack() && a.At >= st.At && a.At < st.End() }) {
+				t.Fatalf("seed %d: %s covers no attack", seed, st)
+			}
+		}
+		if !reflect.DeepEqual(rest, without.Steps) {
+			t.Fatalf("seed %d: the agent faults moved the other steps:\n%v\nwant\n%v", seed, rest, without.Steps)
+		}
+	}
+	for _, k := range []string{"agent-kill/active", "agent-kill/standby", "agent-cut/active", "agent-cut/standby", "agent-rogue/active"} {
 		if seen[k] == 0 {
 			t.Errorf("300 seeds never gave a %s step (saw %v)", k, seen)
 		}

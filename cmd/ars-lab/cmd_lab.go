@@ -196,6 +196,10 @@ the service address every 5 ms. Every lab address exists only inside the
 lab's namespaces, which have no default route. A lab left over by a crash is
 removed first. Needs root on Linux.
 
+With -handover address every Linux VM replica takes the service address
+through its replica agent (ars replica-agent in its namespace, on a
+management link of its own); see docs/lab.md, "Address handover".
+
 Then: ars-lab status, ars-lab attack dos|exploit, ars-lab node kill|start,
 ars-lab exec -- ars status, ars-lab down.`,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {

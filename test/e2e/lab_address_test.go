@@ -89,6 +89,7 @@ func TestProcessLabAddressHandover(t *testing.T) {
 		return st.Leader != "" && st.Last10s.Sent > 0 && a.Role == "active" && a.Linked && held(a) &&
 			s.Role == "standby" && s.Linked && s.Power == "poweredOn" && !held(s) && s.Agent.Pid > 0
 	})
+	agentPid := byName(st, "knot-lin").Agent.Pid
 	time.Sleep(time.Second) // past the first answers' startup losses
 
 	var dos lab.AttackResponse
@@ -140,6 +141,15 @@ func TestProcessLabAddressHandover(t *testing.T) {
 		return held(byName(st, "pdns-lin")) && !o.Linked && o.Agent != nil && o.Agent.Held != nil && !*o.Agent.Held
 	})
 	answeredBy(t, bin, dir, "pdns-lin")
+	// The attacked replica was restored (its VM reverted: a fresh DNS
+	// server) and put back as a suspended spare; its agent is the one
+	// that ran before — the revert and the DoS reach the server only.
+	waitFor("the attacked replica restored", 20*time.Second, func(st lab.Status) bool {
+		return byName(st, "knot-lin").Role == "suspended"
+	})
+	if a := byName(st, "knot-lin").Agent; a == nil || a.Pid != agentPid {
+		t.Errorf("knot-lin's agent after the DoS and the revert: %+v; want the same process, pid %d", a, agentPid)
+	}
 
 	time.Sleep(2500 * time.Millisecond) // the policy's min_dwell
 	var ex lab.AttackResponse

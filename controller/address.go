@@ -73,7 +73,7 @@ type agentView struct {
 	// carrier (the replica's NIC is connected).
 	linkUp   bool
 	failedAt time.Time
-	err       string
+	err      string
 	// epoch counts changes of hold or answering, so a poll that raced
 	// with a command does not overwrite the command's newer knowledge.
 	epoch uint64

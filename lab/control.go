@@ -43,6 +43,9 @@ type Status struct {
 	Generation  uint64          `json:"generation"`
 	Nodes       []NodeStatus    `json:"nodes"`
 	Replicas    []ReplicaStatus `json:"replicas"`
+	// Handover is the lab's handover mode: "nic", or "address" (its Linux
+	// VM replicas take the address through their agents).
+	Handover string `json:"handover"`
 	// Attacks maps an implementation under attack to the attack's end.
 	Attacks map[string]time.Time `json:"attacks,omitempty"`
 	// Last10s is what the client saw over the last ten seconds.
@@ -75,6 +78,12 @@ type ReplicaStatus struct {
 	Power  string `json:"power"`
 	Linked bool   `json:"linked"`
 	Role   string `json:"role"`
+	// Handover is "address" for a replica that takes the service address
+	// through its agent, "nic" otherwise.
+	Handover string `json:"handover"`
+	// Agent is what the lab measures of an address-handover replica's
+	// agent (nil for the others).
+	Agent *AgentStatus `json:"agent,omitempty"`
 }
 
 // AttackRequest asks the daemon for an attack. Kind "dos" wedges Replica,
@@ -111,7 +120,8 @@ func (l *Lab) Status(ctx context.Context) Status {
 	t := l.Net.Topology()
 	st := Status{Prefix: t.Prefix, StateDir: t.StateDir, Started: l.started, Pid: os.Getpid(),
 		Profile: l.cfg.Profile, Service: l.cfg.Service, ServiceAddr: t.Service.String() + ":53",
-		VCenter: l.VCenterURL(), PKI: l.PKIDir(), ClientNS: l.Net.ClientNamespace(), Attacks: l.attacks.active()}
+		VCenter: l.VCenterURL(), PKI: l.PKIDir(), ClientNS: l.Net.ClientNamespace(), Attacks: l.attacks.active(),
+		Handover: l.cfg.Handover}
 	if st.Profile == "" {
 		st.Profile = "none"
 	}
@@ -128,7 +138,11 @@ func (l *Lab) Status(ctx context.Context) Status {
 	}
 	for _, r := range l.cfg.Replicas {
 		p, linked := l.applied(r.Name)
-		st.Replicas = append(st.Replicas, ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: p, Linked: linked, Role: roles[r.Name]})
+		rs := ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: p, Linked: linked, Role: roles[r.Name], Handover: HandoverNIC}
+		if !r.isContainer() && l.Net.AddressHandover(r.Name) {
+			rs.Handover, rs.Agent = HandoverAddress, l.agentStatus(r.Name)
+		}
+		st.Replicas = append(st.Replicas, rs)
 	}
 	if o, err := l.Outage(time.Now().Add(-10*time.Second), time.Now()); err == nil {
 		st.Last10s.Sent, st.Last10s.Lost = o.Sent, o.Lost

@@ -111,6 +111,13 @@ type Config struct {
 	// replica), while the service spec keeps each replica's own Impl, so
 	// that rotation still sees diverse implementations.
 	Responder string
+	// Handover is how the service address reaches a replica: "nic" (the
+	// default; "" means it) or "address": every Linux VM replica then
+	// takes it through a replica agent (`ars replica-agent` in its
+	// namespace, on a management link of its own), with its NIC connected
+	// while it is standby; Windows VM and container replicas keep NIC
+	// handover. Needs Nodes.
+	Handover string
 	// NoWatchers starts no `ars watch apparmor` per replica: no exploit
 	// can be detected (Exploit writes a line nobody reads). The scale
 	// benchmark attacks by DoS only, and 800 watchers polling every 10 ms
@@ -163,6 +170,7 @@ type Lab struct {
 	hookln    net.Listener  // the dead webhook (Config.DeadWebhook)
 	hookConns atomic.Int64
 	nodes     *nodeSet
+	agents    map[string]*netlab.Proc // replica agents (address handover); guarded by mu
 	watchers  []*netlab.Proc
 	attacks   attacks
 	ctrs      *containers // nil without container replicas
@@ -216,6 +224,9 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	if len(cfg.NodeAgents) > 0 && cfg.DeadWebhook {
 		return nil, errors.New("lab: the dead webhook's notify key is unknown to ars 0.1.0, whose config decoding is strict: no dead webhook with nodes on another agent")
+	}
+	if err := cfg.checkHandover(); err != nil {
+		return nil, err
 	}
 	if cfg.Service == "" {
 		cfg.Service = "dns"
@@ -309,7 +320,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 
 	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes, Docker: ctrs,
-		Subnet: cfg.Subnet, Addrs: addrs})
+		Subnet: cfg.Subnet, Addrs: addrs, AddressHandover: cfg.addressReplicas()})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -504,6 +515,7 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.wg.Wait()
 		l.cancel = nil
 	}
+	l.stopAgents()
 	if l.w != nil {
 		l.w.Close()
 		l.w = nil

@@ -9,7 +9,10 @@
 // replica processes and their links follow (docs/design.md §7: powered on ↔ running, suspended ↔
 // stopped (SIGSTOP), powered off ↔ killed, NIC connected ↔ linked to the
 // service network, with a gratuitous ARP; a snapshot revert ↔ a fresh
-// process).
+// process). An address-handover replica's service address is its replica
+// agent's business, not the Mirror's: the Mirror links it without an
+// announcement and only takes the address off when the guest starts
+// afresh (a revert, a power-off).
 package lab
 
 import (
@@ -35,9 +38,15 @@ type Replicas interface {
 	Suspend(name string) error
 	Resume(name string) error
 	// Link connects the replica to the service network and announces its
-	// address (gratuitous ARP); Unlink disconnects it.
+	// address (gratuitous ARP; an address-handover replica's agent
+	// announces instead, on a claim); Unlink disconnects it.
 	Link(name string) error
 	Unlink(name string) error
+	// Reset gives the guest's network what it boots with: for an
+	// address-handover replica, no service address on its service link
+	// (its agent's next claim puts it back); nothing for the others. The
+	// Mirror calls it before a kill for a revert or a power-off.
+	Reset(name string) error
 }
 
 // procState is what the Mirror last made of a replica.
@@ -185,11 +194,17 @@ func (m *Mirror) apply(states map[string]vcwatch.State) error {
 // unlinked replica.
 func (m *Mirror) power(n string, want vcwatch.State, try func(string, string, func(string) error) bool) {
 	cur := m.applied[n]
-	if m.reverted[n] && cur.power != types.VirtualMachinePowerStatePoweredOff {
-		if !try(n, "kill (revert)", m.r.Kill) {
+	if m.reverted[n] {
+		// The snapshot's guest: no claimed address, a fresh process.
+		if !try(n, "reset (revert)", m.r.Reset) {
 			return
 		}
-		cur.power = types.VirtualMachinePowerStatePoweredOff
+		if cur.power != types.VirtualMachinePowerStatePoweredOff {
+			if !try(n, "kill (revert)", m.r.Kill) {
+				return
+			}
+			cur.power = types.VirtualMachinePowerStatePoweredOff
+		}
 	}
 	delete(m.reverted, n)
 	if cur.power != want.Power {
@@ -207,7 +222,8 @@ func (m *Mirror) setPower(n string, from, to types.VirtualMachinePowerState, try
 		susp = types.VirtualMachinePowerStateSuspended
 	)
 	if to == off {
-		if try(n, "kill", m.r.Kill) {
+		// A guest powered off boots without the address it claimed.
+		if try(n, "reset", m.r.Reset) && try(n, "kill", m.r.Kill) {
 			return off
 		}
 		return from

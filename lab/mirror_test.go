@@ -28,6 +28,7 @@ func (f *fakeReplicas) Suspend(n string) error { return f.do("suspend", n) }
 func (f *fakeReplicas) Resume(n string) error  { return f.do("resume", n) }
 func (f *fakeReplicas) Link(n string) error    { return f.do("link", n) }
 func (f *fakeReplicas) Unlink(n string) error  { return f.do("unlink", n) }
+func (f *fakeReplicas) Reset(n string) error   { return f.do("reset", n) }
 func (f *fakeReplicas) take() string           { s := strings.Join(f.calls, ", "); f.calls = nil; return s }
 
 const (
@@ -57,14 +58,19 @@ func TestMirrorFollowsTheSimulator(t *testing.T) {
 		{"nothing changed: nothing done", map[string]vcwatch.State{"a": st(on, true), "b": st(on, false)}, "", "", "", "a"},
 		{"make-before-break: b linked while a still is", map[string]vcwatch.State{"a": st(on, true), "b": st(on, true)}, "", "", "link b", "a,b"},
 		{"a detached", map[string]vcwatch.State{"a": st(on, false), "b": st(on, true)}, "", "", "unlink a", "b"},
-		{"a reverted (fresh process), then suspended", map[string]vcwatch.State{"a": st(susp, false), "b": st(on, true)}, "a", "", "kill a, start a, suspend a", "b"},
+		{"a reverted (fresh process), then suspended", map[string]vcwatch.State{"a": st(susp, false), "b": st(on, true)}, "a", "", "reset a, kill a, start a, suspend a", "b"},
 		{"a resumed", map[string]vcwatch.State{"a": st(on, false)}, "", "", "resume a", "b"},
 		{"NIC connected while suspended: no link", map[string]vcwatch.State{"a": st(susp, true)}, "", "", "suspend a", "b"},
-		{"b powered off: unlinked, killed", map[string]vcwatch.State{"b": st(off, false)}, "", "", "unlink b, kill b", ""},
+		{"b powered off: unlinked, killed", map[string]vcwatch.State{"b": st(off, false)}, "", "", "unlink b, reset b, kill b", ""},
 		{"a resumed with NIC connected: linked after the resume", map[string]vcwatch.State{"a": st(on, true)}, "", "", "resume a, link a", "a"},
 		{"a failing link is retried", map[string]vcwatch.State{"b": st(on, true)}, "", "link b", "start b, link b", "a"},
 		{"retry", map[string]vcwatch.State{"b": st(on, true)}, "", "", "link b", "a,b"},
 		{"b detached", map[string]vcwatch.State{"a": st(on, true), "b": st(on, false)}, "", "", "unlink b", "a"},
+		{"b reverted and linked: its address reset before the fresh process", map[string]vcwatch.State{"b": st(on, true)}, "b", "", "reset b, kill b, start b, link b", "a,b"},
+		{"b reverted, its reset fails: nothing killed, retried", map[string]vcwatch.State{"b": st(on, true)}, "b", "reset b", "reset b", "a,b"},
+		{"the revert's retry", map[string]vcwatch.State{"b": st(on, true)}, "", "", "reset b, kill b, start b", "a,b"},
+		{"b powered off while reverted: one reset", map[string]vcwatch.State{"b": st(off, false)}, "b", "", "unlink b, reset b, kill b", "a"},
+		{"b detached again", map[string]vcwatch.State{"a": st(on, true), "b": st(on, false)}, "", "", "start b", "a"},
 		{"both halves of a switch in one update: link b before unlinking a, suspend a after", map[string]vcwatch.State{"a": st(susp, false), "b": st(on, true)}, "", "", "link b, unlink a, suspend a", "b"},
 	}
 	for _, s := range steps {

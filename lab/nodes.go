@@ -152,7 +152,7 @@ func (l *Lab) startNodes() error {
 	if err := os.RemoveAll(ns.pki); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	if err := pki.GeneratePKI(pki.PKIRequest{Dir: ns.pki, Nodes: pn}); err != nil {
+	if err := pki.GeneratePKI(pki.PKIRequest{Dir: ns.pki, Nodes: pn, Replicas: l.pkiReplicas()}); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
 	tokens, err := readTokens(filepath.Join(ns.pki, "tokens.yaml"))
@@ -192,6 +192,10 @@ func (l *Lab) startNodes() error {
 				return err
 			}
 		}
+	}
+	// The replica agents serve before any node may call them.
+	if err := l.startAgents(); err != nil {
+		return err
 	}
 	for _, n := range t.Nodes {
 		if err := ns.start(n); err != nil {
@@ -596,7 +600,8 @@ func (l *Lab) startWatchers() error {
 }
 
 // ServiceSpec is the service to apply to the cluster for this lab: every
-// replica as a VM of the simulator with its clean snapshot, the lab's
+// replica as a VM of the simulator with its clean snapshot (an
+// address-handover one with handover "address" and its agent), the lab's
 // service address, and a probe for the test record. For a name of
 // Config.ServiceAddrs it is that service: its address and its replicas.
 func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
@@ -619,8 +624,12 @@ func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
 				Container: &fsm.ContainerSpec{Network: l.serviceNetwork()}})
 			continue
 		}
-		s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
-			Platform: fsm.PlatformVM, VM: l.vms[r.Name], Snapshot: CleanSnapshot})
+		rs := fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
+			Platform: fsm.PlatformVM, VM: l.vms[r.Name], Snapshot: CleanSnapshot}
+		if l.Net.AddressHandover(r.Name) {
+			rs.Handover, rs.Agent = fsm.HandoverAddress, l.AgentAddr(r.Name)
+		}
+		s.Replicas = append(s.Replicas, rs)
 	}
 	return s
 }

@@ -31,6 +31,7 @@ func (c *clockedReplicas) Start(string) error   { return nil }
 func (c *clockedReplicas) Kill(string) error    { return nil }
 func (c *clockedReplicas) Suspend(string) error { return nil }
 func (c *clockedReplicas) Resume(string) error  { return nil }
+func (c *clockedReplicas) Reset(string) error   { return nil }
 func (c *clockedReplicas) Link(n string) error {
 	c.mu.Lock()
 	c.linked[n] = time.Now()

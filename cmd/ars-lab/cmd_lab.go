@@ -60,6 +60,7 @@ type labUpFlags struct {
 	confirm   string
 	rotation  string
 	dosMode   string
+	handover  string
 	perOpLog  bool
 	deadHook  bool
 	nodeDisks bool
@@ -78,6 +79,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.confirm, "confirm", "quorum", "DoS verdicts: `none` or quorum (followers confirm)")
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
 	fs.StringVar(&f.dosMode, "dos-mode", "", "the service's dos_mode: make-before-break, break-before-make or parallel (default: the service's default)")
+	fs.StringVar(&f.handover, "handover", lab.HandoverNIC, "`mode` of moving the service address: nic, or address (every Linux VM replica takes it through a replica agent in its namespace; Windows and container replicas keep nic)")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.BoolVar(&f.deadHook, "dead-webhook", false, "every node notifies a webhook on the hub that accepts connections and never answers")
 	fs.BoolVar(&f.nodeDisks, "node-disks", false, fmt.Sprintf("every node's data directory on an ext4 file system of its own (%d MiB, a loop device), which node disk-fill and disk-freeze can fail", lab.NodeDiskSize>>20))
@@ -118,7 +120,7 @@ func parseLabReplicas(s string) ([]lab.Replica, error) {
 func (f *labUpFlags) args(ars string) []string {
 	return []string{"-prefix", f.prefix, "-state-dir", f.dir(), "-profile", f.profile, "-replicas", f.replicas,
 		"-nodes", fmt.Sprint(f.nodes), "-service", f.service, "-probe", f.probe, "-confirm", f.confirm,
-		"-rotation", f.rotation, "-dos-mode", f.dosMode, fmt.Sprintf("-per-operation-login=%t", f.perOpLog),
+		"-rotation", f.rotation, "-dos-mode", f.dosMode, "-handover", f.handover, fmt.Sprintf("-per-operation-login=%t", f.perOpLog),
 		fmt.Sprintf("-dead-webhook=%t", f.deadHook), fmt.Sprintf("-node-disks=%t", f.nodeDisks), "-ars", ars}
 }
 
@@ -138,12 +140,15 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	if f.dosMode != "" && !fsm.ValidMode(f.dosMode) {
 		return lab.Config{}, cli.UsageErrorf("-dos-mode %q: want %s", f.dosMode, fsm.ModeChoices)
 	}
+	if f.handover != lab.HandoverNIC && f.handover != lab.HandoverAddress {
+		return lab.Config{}, cli.UsageErrorf("-handover %q: want %s or %s", f.handover, lab.HandoverNIC, lab.HandoverAddress)
+	}
 	ars, err := f.ars.resolve(getenv)
 	if err != nil {
 		return lab.Config{}, err
 	}
 	cfg := lab.Config{Prefix: f.prefix, StateDir: f.dir(), Replicas: reps, Profile: f.profile, Agent: ars,
-		Service: f.service, PerOperationLogin: f.perOpLog, DeadWebhook: f.deadHook, NodeDisks: f.nodeDisks,
+		Service: f.service, PerOperationLogin: f.perOpLog, DeadWebhook: f.deadHook, NodeDisks: f.nodeDisks, Handover: f.handover,
 		Probe:  fsm.ProbeSpec{Profile: f.probe, Confirm: f.confirm},
 		Policy: fsm.PolicySpec{Rotation: f.rotation, DoSMode: f.dosMode}}
 	for i := range f.nodes {
@@ -190,6 +195,10 @@ service applied; one ars watch apparmor per replica; and a client that queries
 the service address every 5 ms. Every lab address exists only inside the
 lab's namespaces, which have no default route. A lab left over by a crash is
 removed first. Needs root on Linux.
+
+With -handover address every Linux VM replica takes the service address
+through its replica agent (ars replica-agent in its namespace, on a
+management link of its own); see docs/lab.md, "Address handover".
 
 Then: ars-lab status, ars-lab attack dos|exploit, ars-lab node kill|start,
 ars-lab exec -- ars status, ars-lab down.`,
@@ -463,6 +472,9 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 	return e.Print(st, func(w io.Writer) {
 		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
 		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
+		if st.Handover == lab.HandoverAddress {
+			fmt.Fprintln(w, "handover: address (Linux VM replicas, through their replica agents)")
+		}
 		fmt.Fprintf(w, "client: last 10s %d queries, %d lost\n", st.Last10s.Sent, st.Last10s.Lost)
 		if h := st.DeadWebhook; h != nil {
 			fmt.Fprintf(w, "dead webhook: %s, %d delivery attempts held unanswered\n", h.URL, h.Attempts)
@@ -477,7 +489,7 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.Addr, pid, cli.YesNo(n.Leader))
 		}
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tPLATFORM\tVM\tPOWER\tLINKED\tROLE\tATTACKED")
+		fmt.Fprintln(w, "REPLICA\tIMPL\tOS\tPLATFORM\tVM\tPOWER\tLINKED\tROLE\tHANDOVER\tAGENT\tATTACKED")
 		for _, r := range st.Replicas {
 			att := ""
 			if end, ok := st.Attacks[r.Impl]; ok {
@@ -487,10 +499,32 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 			if vm == "" {
 				vm = "-"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, cli.YesNo(r.Linked), r.Role, att)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Impl, r.OS, r.Platform, vm, r.Power, cli.YesNo(r.Linked), r.Role,
+				r.Handover, agentCell(r.Agent), att)
 		}
 		fmt.Fprintf(w, "\nCLI: ars-lab exec -- ars status   (CA %s/ca.pem, operator token %s/operator.token)\n", st.PKI, st.PKI)
 	})
+}
+
+// agentCell is the AGENT column of a replica: "-" without an agent, else
+// whether its process runs and whether the service link holds the
+// address, as the lab measured them.
+func agentCell(a *lab.AgentStatus) string {
+	if a == nil {
+		return "-"
+	}
+	run := "not running"
+	if a.Pid > 0 {
+		run = fmt.Sprintf("pid %d", a.Pid)
+	}
+	held := "holds the address"
+	switch {
+	case a.Held == nil:
+		held = "address unknown"
+	case !*a.Held:
+		held = "no address"
+	}
+	return run + ", " + held
 }
 
 // labExec runs argv in the client namespace with the CLI's environment

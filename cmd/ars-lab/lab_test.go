@@ -28,6 +28,7 @@ func TestLabCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"up", "-state-dir", dir, "-nodes", "0"}, cli.ExitUsage, "-nodes 0"},
 		{[]string{"up", "-state-dir", dir, "-profile", "slow"}, cli.ExitUsage, `-profile "slow"`},
 		{[]string{"up", "-state-dir", dir, "-dos-mode", "eventually"}, cli.ExitUsage, `-dos-mode "eventually"`},
+		{[]string{"up", "-state-dir", dir, "-handover", "agent"}, cli.ExitUsage, `-handover "agent"`},
 		{[]string{"bench", "-dos-mode", "eventually"}, cli.ExitUsage, `-dos-mode "eventually"`},
 		{[]string{"attack", "dos", "-state-dir", dir}, cli.ExitUsage, "name one target"},
 		{[]string{"attack", "dos", "a", "-impl", "bind9", "-state-dir", dir}, cli.ExitUsage, "name one target"},
@@ -122,10 +123,32 @@ func TestUpArgsCarryEverySetting(t *testing.T) {
 	f, want := parse("-prefix", "argslab", "-state-dir", t.TempDir(), "-profile", "paper",
 		"-replicas", "a:bind9:linux,b:unbound:windows:container", "-nodes", "5", "-service", "web",
 		"-probe", "paper", "-confirm", "none", "-rotation", "round-robin", "-dos-mode", "parallel",
-		"-per-operation-login", "-dead-webhook", "-node-disks", "-ars", ars)
+		"-per-operation-login", "-dead-webhook", "-node-disks", "-handover", "address", "-ars", ars)
 	_, got := parse(f.args(ars)...)
 	want.Logger, got.Logger = nil, nil
+	if want.Handover != lab.HandoverAddress {
+		t.Fatalf("-handover address made Handover %q", want.Handover)
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("the daemon's flags make another lab:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// The AGENT column says what the lab measured, and nothing for a replica
+// without an agent.
+func TestAgentCell(t *testing.T) {
+	yes, no := true, false
+	for _, c := range []struct {
+		a    *lab.AgentStatus
+		want string
+	}{
+		{nil, "-"},
+		{&lab.AgentStatus{Pid: 42, Held: &yes}, "pid 42, holds the address"},
+		{&lab.AgentStatus{Pid: 42, Held: &no}, "pid 42, no address"},
+		{&lab.AgentStatus{HeldErr: "gone"}, "not running, address unknown"},
+	} {
+		if got := agentCell(c.a); got != c.want {
+			t.Errorf("agentCell(%+v) = %q, want %q", c.a, got, c.want)
+		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ars-project/ars/replicaagent/ipaddr"
 )
 
 // Defaults of a Topology.
@@ -42,6 +44,10 @@ var (
 	// the lab serves what the nodes need besides each other (the vCenter
 	// simulator's endpoint).
 	DefaultHub = netip.MustParseAddr("10.253.53.1")
+	// DefaultMgmtSubnet is the management network of a topology with
+	// address-handover replicas (Topology.AddressHandover). Like Subnet it
+	// exists only inside the lab's namespaces.
+	DefaultMgmtSubnet = netip.MustParsePrefix("10.254.53.0/24")
 )
 
 // GARPMode says how Attach announces the newly attached replica.
@@ -102,6 +108,27 @@ type Topology struct {
 	// MgmtDev. From there an ars agent reaches the service address (its
 	// probes), the other nodes and whatever else the lab puts on the bridge.
 	Nodes []string
+	// AddressHandover names replicas whose service address a replica
+	// agent puts on their service link (address handover) instead of the
+	// link carrying it all the time. Each gets:
+	//   - a management link, PREFIX-mg (hub side PREFIX-mI, a port of the
+	//     bridge that is always up), with MgmtAddr(REPLICA) in MgmtSubnet:
+	//     the nodes reach it whatever the state of the service link;
+	//   - the service address hidden on lo (/32) with arp_ignore 1 and
+	//     arp_announce 2 in its namespace, so its servers bind it at any
+	//     time and it answers ARP for it only on a link that holds it;
+	//   - no address on its service link (and so no route) until the
+	//     agent claims ServicePrefix(REPLICA);
+	//   - no gratuitous ARP from Attach: its agent announces on a claim.
+	// Each node then also has NodeMgmtAddr(NODE) on its link.
+	AddressHandover []string
+	// MgmtSubnet is the management network (default 10.254.53.0/24). It
+	// shares the bridge with Subnet (one L2 segment; a partition of a node
+	// cuts both) but no address: a replica's routes keep service traffic
+	// on its service link and management traffic on its management link.
+	// Nodes are its .11, .12, … as in Subnet; address-handover replicas
+	// its .21, .22, … in AddressHandover order.
+	MgmtSubnet netip.Prefix
 	// StateDir holds the state file (namespace identities, for cleaning
 	// up after a crash) and logs/ (default /run/PREFIX).
 	StateDir string
@@ -204,6 +231,9 @@ func (t Topology) withDefaults() (Topology, error) {
 		}
 	}
 	t.Nodes = slices.Clone(t.Nodes)
+	if err := t.checkMgmt(); err != nil {
+		return t, err
+	}
 	if t.StateDir == "" {
 		t.StateDir = filepath.Join("/run", t.Prefix)
 	}
@@ -216,6 +246,48 @@ func (t Topology) withDefaults() (Topology, error) {
 	return t, nil
 }
 
+// checkMgmt validates AddressHandover and fills in MgmtSubnet.
+func (t *Topology) checkMgmt() error {
+	if !t.MgmtSubnet.IsValid() {
+		t.MgmtSubnet = DefaultMgmtSubnet
+	}
+	t.MgmtSubnet = t.MgmtSubnet.Masked()
+	if len(t.AddressHandover) == 0 {
+		t.AddressHandover = nil
+		return nil
+	}
+	if !t.MgmtSubnet.Addr().Is4() || t.MgmtSubnet.Bits() > 30 {
+		return fmt.Errorf("netlab: management subnet %s: want an IPv4 prefix of /30 or shorter", t.MgmtSubnet)
+	}
+	if t.MgmtSubnet.Overlaps(t.Subnet) {
+		return fmt.Errorf("netlab: management subnet %s overlaps the service network %s", t.MgmtSubnet, t.Subnet)
+	}
+	for i, r := range t.AddressHandover {
+		if !slices.Contains(t.Replicas, r) {
+			return fmt.Errorf("netlab: address handover for %q, which is no replica", r)
+		}
+		if slices.Contains(t.AddressHandover[:i], r) {
+			return fmt.Errorf("netlab: address handover for %q twice", r)
+		}
+	}
+	// The highest address wanted must be a host of the subnet.
+	if last := mgmtReplicaAddr(t.MgmtSubnet, len(t.AddressHandover)-1); !t.MgmtSubnet.Contains(last) || !t.MgmtSubnet.Contains(last.Next()) {
+		return fmt.Errorf("netlab: %d address-handover replicas do not fit the management subnet %s", len(t.AddressHandover), t.MgmtSubnet)
+	}
+	t.AddressHandover = slices.Clone(t.AddressHandover)
+	return nil
+}
+
+// mgmtReplicaAddr is the k-th address-handover replica's management
+// address: the management subnet's .21 + k (the nodes have .11–.19).
+func mgmtReplicaAddr(subnet netip.Prefix, k int) netip.Addr {
+	a := subnet.Masked().Addr()
+	for range 21 + k {
+		a = a.Next()
+	}
+	return a
+}
+
 // Lab is one lab network: its namespaces, links and the processes started
 // in them. Its methods are safe for concurrent use.
 type Lab struct {
@@ -223,6 +295,7 @@ type Lab struct {
 
 	mu       sync.Mutex
 	procs    []*Proc
+	beside   map[*Proc]string // processes of RunBeside -> their replica
 	delayers map[int]*delayer // node index -> its link's delayer (linkdelay.go)
 	wg       sync.WaitGroup   // background GARPs
 }
@@ -242,6 +315,7 @@ func (l *Lab) Topology() Topology {
 	t.Replicas = slices.Clone(t.Replicas)
 	t.Nodes = slices.Clone(t.Nodes)
 	t.Addrs = maps.Clone(t.Addrs)
+	t.AddressHandover = slices.Clone(t.AddressHandover)
 	return t
 }
 
@@ -331,6 +405,38 @@ func (l *Lab) NodeAddr(node string) netip.Addr {
 
 // MgmtDev is a node's link inside its namespace.
 func (l *Lab) MgmtDev() string { return l.t.Prefix + "-mgmt" }
+
+// AddressHandover reports whether the replica is one of
+// Topology.AddressHandover.
+func (l *Lab) AddressHandover(replica string) bool {
+	return slices.Contains(l.t.AddressHandover, replica)
+}
+
+// MgmtAddr is an address-handover replica's management address (invalid
+// for any other replica).
+func (l *Lab) MgmtAddr(replica string) netip.Addr {
+	if k := slices.Index(l.t.AddressHandover, replica); k >= 0 {
+		return mgmtReplicaAddr(l.t.MgmtSubnet, k)
+	}
+	return netip.Addr{}
+}
+
+// NodeMgmtAddr is the node's address on the management network (invalid
+// for an unknown node, or without address-handover replicas).
+func (l *Lab) NodeMgmtAddr(node string) netip.Addr {
+	if i := slices.Index(l.t.Nodes, node); i >= 0 && len(l.t.AddressHandover) > 0 {
+		return nodeAddr(l.t.MgmtSubnet, i)
+	}
+	return netip.Addr{}
+}
+
+// ReplicaMgmtDev is an address-handover replica's management link inside
+// its namespace.
+func (l *Lab) ReplicaMgmtDev() string { return l.t.Prefix + "-mg" }
+
+// mgmtPort is the hub side of the management veth of the replica at
+// index i of Topology.Replicas.
+func (l *Lab) mgmtPort(i int) string { return l.t.Prefix + "-m" + strconv.Itoa(i) }
 
 // nodePort is the hub side of the i-th node's veth.
 func (l *Lab) nodePort(i int) string { return l.t.Prefix + "-n" + strconv.Itoa(i) }
@@ -423,6 +529,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	for _, r := range l.t.AddressHandover {
+		if err := hideServiceAddress(l.Namespace(r)); err != nil {
+			return err
+		}
+	}
 	bits := strconv.Itoa(l.t.Subnet.Bits())
 	hub := l.hubNS()
 	steps := [][]string{
@@ -434,15 +545,32 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		{"-n", l.clientNS(), "addr", "add", l.t.Client.String() + "/" + bits, "dev", l.ClientDev()},
 		{"-n", l.clientNS(), "link", "set", l.ClientDev(), "up"},
 	}
-	for _, r := range l.t.Replicas {
+	for i, r := range l.t.Replicas {
 		port, _ := l.replicaPort(r)
 		ns := l.Namespace(r)
 		steps = append(steps,
 			[]string{"-n", hub, "link", "add", port, "type", "veth", "peer", "name", l.ServiceDev(), "netns", ns},
 			// Enslaved but down: the replica is detached.
 			[]string{"-n", hub, "link", "set", port, "master", l.bridge()},
-			[]string{"-n", ns, "addr", "add", l.ReplicaAddr(r).String() + "/" + bits, "dev", l.ServiceDev()},
+		)
+		if !l.AddressHandover(r) {
+			steps = append(steps,
+				[]string{"-n", ns, "addr", "add", l.ReplicaAddr(r).String() + "/" + bits, "dev", l.ServiceDev()},
+				[]string{"-n", ns, "link", "set", l.ServiceDev(), "up"},
+			)
+			continue
+		}
+		// Address handover: the service address hidden on lo; the
+		// service link holds no address (and so no route) until the
+		// agent claims one; a management link of its own.
+		mbits := strconv.Itoa(l.t.MgmtSubnet.Bits())
+		steps = append(steps,
+			[]string{"-n", ns, "addr", "add", l.ReplicaAddr(r).String() + "/32", "dev", "lo"},
 			[]string{"-n", ns, "link", "set", l.ServiceDev(), "up"},
+			[]string{"-n", hub, "link", "add", l.mgmtPort(i), "type", "veth", "peer", "name", l.ReplicaMgmtDev(), "netns", ns},
+			[]string{"-n", hub, "link", "set", l.mgmtPort(i), "master", l.bridge(), "up"},
+			[]string{"-n", ns, "addr", "add", l.MgmtAddr(r).String() + "/" + mbits, "dev", l.ReplicaMgmtDev()},
+			[]string{"-n", ns, "link", "set", l.ReplicaMgmtDev(), "up"},
 		)
 	}
 	for i, n := range l.t.Nodes {
@@ -451,8 +579,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			[]string{"-n", hub, "link", "add", l.nodePort(i), "type", "veth", "peer", "name", l.MgmtDev(), "netns", ns},
 			[]string{"-n", hub, "link", "set", l.nodePort(i), "master", l.bridge(), "up"},
 			[]string{"-n", ns, "addr", "add", nodeAddr(l.t.Subnet, i).String() + "/" + bits, "dev", l.MgmtDev()},
-			[]string{"-n", ns, "link", "set", l.MgmtDev(), "up"},
 		)
+		if a := l.NodeMgmtAddr(n); a.IsValid() {
+			steps = append(steps, []string{"-n", ns, "addr", "add", a.String() + "/" + strconv.Itoa(l.t.MgmtSubnet.Bits()), "dev", l.MgmtDev()})
+		}
+		steps = append(steps, []string{"-n", ns, "link", "set", l.MgmtDev(), "up"})
 	}
 	for _, s := range steps {
 		if _, err := ip(ctx, s...); err != nil {
@@ -512,6 +643,24 @@ func (l *Lab) prepareNS(ctx context.Context, ns string) error {
 	})
 }
 
+// hideServiceAddress sets the ARP behaviour of an address-handover
+// replica's namespace (the LVS "direct routing" real server's): answer
+// ARP only for an address of the link the request came in on
+// (arp_ignore 1), so the address on lo is never announced and the
+// standby stays silent; and take the sender address of its own ARP
+// requests from the outgoing link (arp_announce 2), never the hidden one.
+// The kernel applies the higher of "all" and the link's value.
+func hideServiceAddress(ns string) error {
+	return inNetns(filepath.Join(netnsDir, ns), func() error {
+		for k, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/"+k, []byte(v), 0); err != nil {
+				return fmt.Errorf("netlab: %s: %s: %w", ns, k, err)
+			}
+		}
+		return nil
+	})
+}
+
 // checkHostRoutes refuses a subnet the host's own namespace routes or
 // addresses: lab addresses must exist only inside the lab.
 func (l *Lab) checkHostRoutes(ctx context.Context) error {
@@ -540,6 +689,9 @@ func (l *Lab) checkHostRoutes(ctx context.Context) error {
 		if p.Overlaps(l.t.Subnet) {
 			return fmt.Errorf("netlab: the host routes %s, which overlaps the lab subnet %s; pick another subnet", p, l.t.Subnet)
 		}
+		if len(l.t.AddressHandover) > 0 && p.Overlaps(l.t.MgmtSubnet) {
+			return fmt.Errorf("netlab: the host routes %s, which overlaps the lab's management subnet %s; pick another one", p, l.t.MgmtSubnet)
+		}
 	}
 	return nil
 }
@@ -560,7 +712,7 @@ func (l *Lab) Down(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	procs := l.procs
-	l.procs = nil
+	l.procs, l.beside = nil, nil
 	l.mu.Unlock()
 	for _, p := range procs {
 		// Every process of ours was in a lab namespace and got SIGKILL;
@@ -642,12 +794,23 @@ func (l *Lab) Leftovers() (Leftovers, error) {
 // Attach connects the replica to the service network: the hub side of its
 // veth goes up, then the replica announces the service address with
 // gratuitous ARP (Topology.GARP). It returns once the first announcement is
-// sent; further ones follow in the background.
+// sent; further ones follow in the background. An address-handover
+// replica announces nothing: its link holds the address only once its
+// agent claims it, and the agent announces then.
 func (l *Lab) Attach(ctx context.Context, replica string) error {
 	return l.AttachWith(ctx, replica, l.t.GARP)
 }
 
-// AttachWith is Attach with the given announcement mode.
+// attachGARP is the announcement mode of Attach for the replica.
+func (l *Lab) attachGARP(replica string, mode GARPMode) GARPMode {
+	if l.AddressHandover(replica) {
+		return GARPNone
+	}
+	return mode
+}
+
+// AttachWith is Attach with the given announcement mode (GARPNone, whatever
+// mode, for an address-handover replica).
 func (l *Lab) AttachWith(ctx context.Context, replica string, mode GARPMode) error {
 	port, err := l.replicaPort(replica)
 	if err != nil {
@@ -665,7 +828,7 @@ func (l *Lab) AttachWith(ctx context.Context, replica string, mode GARPMode) err
 	if err := waitRunning(filepath.Join(netnsDir, l.Namespace(replica)), l.ServiceDev(), 2*time.Second); err != nil {
 		return err
 	}
-	return l.announce(ctx, replica, mode)
+	return l.announce(ctx, replica, l.attachGARP(replica, mode))
 }
 
 // Detach disconnects the replica: the hub side of its veth goes down. The
@@ -708,13 +871,86 @@ func (l *Lab) SignalReplica(replica string, sig syscall.Signal) error {
 	if err != nil {
 		return fmt.Errorf("netlab: %w", err)
 	}
+	spared := l.besidePids(replica)
 	var errs []error
 	for _, p := range pidsIn(map[uint64]bool{ino: true}) {
+		if spared[p] {
+			continue
+		}
 		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 			errs = append(errs, fmt.Errorf("netlab: kill %d: %w", p, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HoldsService reports whether the replica's service link holds its
+// service address now (read from the kernel): for an address-handover
+// replica, whether its agent has claimed it.
+func (l *Lab) HoldsService(replica string) (bool, error) {
+	if !slices.Contains(l.t.Replicas, replica) {
+		return false, fmt.Errorf("netlab: no replica %q", replica)
+	}
+	var held bool
+	err := inNetns(filepath.Join(netnsDir, l.Namespace(replica)), func() error {
+		k, err := ipaddr.ByName(l.ServiceDev())
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", replica, err)
+		}
+		held, err = k.Has(l.ReplicaAddr(replica))
+		return err
+	})
+	return held, err
+}
+
+// ServicePrefix is the replica's service address with the service
+// network's prefix length: what an address-handover replica's agent
+// puts on its service link on a claim. The link has no address before, so
+// the claim also brings the service network's route (the kernel adds it
+// with the address and removes it with the address, or rather with the
+// link's last address: a route of the link's own would go at the first
+// release).
+func (l *Lab) ServicePrefix(replica string) netip.Prefix {
+	return netip.PrefixFrom(l.ReplicaAddr(replica), l.t.Subnet.Bits())
+}
+
+// ClaimService does what an address-handover replica's agent does on a
+// claim: ServicePrefix on its service link, then one gratuitous ARP. For
+// tests and measurements without an agent.
+func (l *Lab) ClaimService(replica string) error {
+	if !l.AddressHandover(replica) {
+		return fmt.Errorf("netlab: %q is no address-handover replica", replica)
+	}
+	a := l.ReplicaAddr(replica)
+	return inNetns(filepath.Join(netnsDir, l.Namespace(replica)), func() error {
+		k, err := ipaddr.ByName(l.ServiceDev())
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", replica, err)
+		}
+		if _, err := k.Put(l.ServicePrefix(replica)); err != nil {
+			return fmt.Errorf("netlab: %s: %w", replica, err)
+		}
+		return k.Announce(a, 1, 0)
+	})
+}
+
+// DropService takes the service address off an address-handover replica's
+// service link, as a guest that starts afresh (a snapshot revert, a power
+// cycle) has it: only its agent's next claim puts it back. removed says
+// whether it was there. The address hidden on lo stays.
+func (l *Lab) DropService(replica string) (removed bool, err error) {
+	if !l.AddressHandover(replica) {
+		return false, fmt.Errorf("netlab: %q is no address-handover replica", replica)
+	}
+	err = inNetns(filepath.Join(netnsDir, l.Namespace(replica)), func() error {
+		k, err := ipaddr.ByName(l.ServiceDev())
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", replica, err)
+		}
+		removed, err = k.Remove(l.ReplicaAddr(replica))
+		return err
+	})
+	return removed, err
 }
 
 // SetNodeLink connects (up) or cuts off (down) a node: the hub side of its

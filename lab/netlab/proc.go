@@ -33,6 +33,39 @@ func (l *Lab) Run(replica string, argv ...string) (*Proc, error) {
 	return l.start(l.Namespace(replica), replica, argv)
 }
 
+// RunBeside starts argv inside the replica's namespace as a process that
+// is not part of the replica's "guest" (the lab's replica agent):
+// SignalReplica leaves it alone, so a DoS, a suspend, a power-off or a
+// revert of the replica does not reach it. Down kills it with everything
+// else. Its output goes to LogDir()/REPLICA-PROGRAM.log.
+func (l *Lab) RunBeside(replica string, argv ...string) (*Proc, error) {
+	p, err := l.Run(replica, argv...)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	if l.beside == nil {
+		l.beside = map[*Proc]string{}
+	}
+	l.beside[p] = replica
+	l.mu.Unlock()
+	return p, nil
+}
+
+// besidePids lists the running processes RunBeside started in the
+// replica's namespace.
+func (l *Lab) besidePids(replica string) map[int]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[int]bool{}
+	for p, r := range l.beside {
+		if r == replica && !p.exited() {
+			out[p.Pid()] = true
+		}
+	}
+	return out
+}
+
 // RunClient starts argv inside the client's namespace; its output goes to
 // LogDir()/client-PROGRAM.log.
 func (l *Lab) RunClient(argv ...string) (*Proc, error) {

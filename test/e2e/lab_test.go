@@ -37,7 +37,13 @@ func needLabHost(t *testing.T) {
 // -o json output into out (when not nil).
 func labCLI(t *testing.T, bin, dir string, out any, args ...string) {
 	t.Helper()
-	args = append(args, "-prefix", labTestPrefix, "-state-dir", dir, "-o", "json")
+	labCLIAt(t, bin, labTestPrefix, dir, out, args...)
+}
+
+// labCLIAt is labCLI for a lab of another prefix.
+func labCLIAt(t *testing.T, bin, prefix, dir string, out any, args ...string) {
+	t.Helper()
+	args = append(args, "-prefix", prefix, "-state-dir", dir, "-o", "json")
 	cmd := exec.Command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -81,6 +81,10 @@ func TestBenchPlanModes(t *testing.T) {
 			"vm-container: dos/vm-container, exploit/vm-container",
 			"container-container: dos/container-container, exploit/container-container",
 		}, nil},
+		{bench.ModeARSAddress, false, []string{
+			"vm-vm: dos/vm-vm, exploit/vm-vm, leader-loss/dos",
+			"vm-container: dos/vm-container, exploit/vm-container",
+		}, []string{"dos/container-container", "exploit/container-container", "impl-attack/diverse", "impl-attack/round-robin", "repeated-dos"}},
 		{bench.ModePaperSDK, false, []string{
 			"vm-vm: dos/vm-vm, exploit/vm-vm, leader-loss/dos, impl-attack/round-robin",
 			"vm-container: dos/vm-container, exploit/vm-container",
@@ -185,5 +189,33 @@ func TestBenchNote(t *testing.T) {
 	}
 	if !strings.Contains(benchNote(scnLeaderLoss, bench.ModePaperSDK), paperLeaderLossBound.String()) {
 		t.Error("the leader-loss note does not name the bound")
+	}
+}
+
+// TestBenchTopologyOfAddressHandover: the ars-address mode's vm-vm lab
+// has Linux VMs only, so every switch there is between two replica
+// agents; its vm-container lab has a Linux VM; the other modes keep the
+// research testbed's topology.
+func TestBenchTopologyOfAddressHandover(t *testing.T) {
+	for _, pair := range []string{"vm-vm", "vm-container"} {
+		reps, err := parseLabReplicas(benchTopology(bench.ModeARSAddress, pair))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vms := 0
+		for _, r := range reps {
+			if r.Platform == "vm" {
+				vms++
+				if r.OS != "linux" {
+					t.Errorf("%s: %s is a %s VM; address handover needs Linux", pair, r.Name, r.OS)
+				}
+			}
+		}
+		if want := map[string]int{"vm-vm": 3, "vm-container": 1}[pair]; vms != want {
+			t.Errorf("%s: %d VMs, want %d", pair, vms, want)
+		}
+	}
+	if benchTopology(bench.ModeARS, "vm-vm") != benchReplicas {
+		t.Error("the ars mode's vm-vm lab is not the testbed's")
 	}
 }

@@ -32,6 +32,10 @@ import (
 // twice (impl-attack).
 const benchReplicas = "bind9-win:bind9:windows,bind9-lin:bind9:linux,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-lin:pdns-recursor:linux"
 
+// benchLinuxVMs is the vm-vm lab of the ars-address mode: the bench's
+// Linux VMs.
+const benchLinuxVMs = "bind9-lin:bind9:linux,knot-lin:knot-resolver:linux,pdns-lin:pdns-recursor:linux"
+
 // benchImpl is the implementation impl-attack attacks.
 const benchImpl = "bind9"
 
@@ -78,6 +82,9 @@ make lab-deps) and runs each scenario -trials times from a steady service:
 
 Modes: ars (default tuning: 100 ms probes, 275 ms window, quorum
 confirmation, a persistent vCenter session, make-before-break on exploits);
+ars-address (ars with address handover: every Linux VM replica runs a replica
+agent that claims the address, and the vm-vm lab has Linux VMs only; dos and
+exploit on vm-vm and vm-container, and leader-loss/dos);
 paper-sdk (the paper's improved system: 500 ms x 3 sequential probes, one
 persistent vCenter session, break-before-make); paper-cli (paper-sdk with a
 vCenter login for every operation: dos and exploit only); dnsdist (each
@@ -93,7 +100,7 @@ false switch.`,
 			var f benchFlags
 			f.registerPrefix(fs, "arsbench") // never the lab an operator may have up
 			fs.StringVar(&f.profiles, "profiles", "none,paper", "vCenter latency `profiles`, comma-separated ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
-			fs.StringVar(&f.modes, "modes", "ars,paper-sdk,paper-cli,dnsdist", "`modes`, comma-separated")
+			fs.StringVar(&f.modes, "modes", "ars,ars-address,paper-sdk,paper-cli,dnsdist", "`modes`, comma-separated")
 			fs.StringVar(&f.scenarios, "scenarios", "", "only scenarios whose name starts with one of these comma-separated `prefixes` (default all)")
 			fs.IntVar(&f.trials, "trials", 10, "`trials` per scenario and mode (1-100; repeated-dos: 3 unless given)")
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results"), "output `directory`")
@@ -301,6 +308,9 @@ func (r *benchRun) modeConfig(profile, mode, replicas string) (lab.Config, error
 		cfg.Policy.DoSMode = r.f.dosMode
 		cfg.DeadWebhook = r.f.deadHook
 	}
+	if mode == bench.ModeARSAddress {
+		cfg.Handover = fsm.HandoverAddress
+	}
 	cfg.Logger = r.log
 	return cfg, nil
 }
@@ -315,7 +325,19 @@ var benchPairs = []string{"vm-vm", "vm-container", "container-container"}
 // paper ran its containers on a Linux VM); with two replicas every
 // switch crosses platforms, VM->container and container->VM in turn.
 // container-container has containers only.
-func benchTopology(pair string) string {
+//
+// Under ars-address the Linux VMs are what matters: vm-vm has the Linux
+// VMs only (a switch between two of them is one agent call on each end),
+// and vm-container has a Linux VM beside the container.
+func benchTopology(mode, pair string) string {
+	if mode == bench.ModeARSAddress {
+		switch pair {
+		case "vm-vm":
+			return benchLinuxVMs
+		case "vm-container":
+			return "bind9-lin:bind9:linux:vm,unbound-ctr:unbound:linux:container"
+		}
+	}
 	switch pair {
 	case "vm-container":
 		return "bind9-win:bind9:windows:vm,unbound-ctr:unbound:linux:container"
@@ -372,6 +394,11 @@ func benchPlan(mode string, want func(string) bool, load bool) (labs []benchLab,
 			rest = append(rest, scnBenignLoad)
 		}
 		rest = append(rest, scnLeaderLoss, scnImplDiverse, scnImplRoundRobin, bench.RepeatedDoS)
+	case bench.ModeARSAddress:
+		rest = append(rest, scnLeaderLoss)
+		for _, n := range []string{scnImplDiverse, scnImplRoundRobin} {
+			skip(n, "address handover changes no rotation: see the ars rows")
+		}
 	case bench.ModePaperSDK:
 		rest = append(rest, scnLeaderLoss, scnImplRoundRobin)
 		skip(scnImplDiverse, "the paper's system rotates in a fixed order: see its impl-attack/round-robin row")
@@ -389,6 +416,11 @@ func benchPlan(mode string, want func(string) bool, load bool) (labs []benchLab,
 		skip(bench.RepeatedDoS, repeatedNotRun)
 	}
 	for _, p := range benchPairs {
+		if mode == bench.ModeARSAddress && p == "container-container" {
+			skip("dos/"+p, "no VM replica: containers take the address by their network endpoint, not by a replica agent")
+			skip("exploit/"+p, "no VM replica: containers take the address by their network endpoint, not by a replica agent")
+			continue
+		}
 		var run []string
 		if want("dos/" + p) {
 			run = append(run, "dos/"+p)
@@ -416,6 +448,10 @@ func benchPlan(mode string, want func(string) bool, load bool) (labs []benchLab,
 // does not say what the mode measured ("" elsewhere).
 func benchNote(name, mode string) string {
 	switch {
+	case mode == bench.ModeARSAddress && (strings.HasPrefix(name, "dos/vm-vm") || strings.HasPrefix(name, "exploit/vm-vm") || name == scnLeaderLoss):
+		return "address handover; the lab's VMs are the Linux ones only (" + benchLinuxVMs + "), every switch between two replica agents"
+	case mode == bench.ModeARSAddress && strings.HasSuffix(name, "/vm-container"):
+		return "address handover on the Linux VM; the container keeps its address helper"
 	case mode == bench.ModePaperSDK && name == scnLeaderLoss:
 		return fmt.Sprintf("no switch: the paper's system has one management node; all the lab's nodes are killed as the DoS starts "+
 			"and none takes over, so the client sees the whole %s bound down (a lower bound, not a switch time)", paperLeaderLossBound)
@@ -455,7 +491,7 @@ func (r *benchRun) mode(ctx context.Context, profile, mode string) ([]bench.Resu
 // runs bl's scenarios on it.
 func (r *benchRun) pair(ctx context.Context, profile, mode string, bl benchLab) ([]bench.Result, error) {
 	var out []bench.Result
-	cfg, err := r.modeConfig(profile, mode, benchTopology(bl.pair))
+	cfg, err := r.modeConfig(profile, mode, benchTopology(mode, bl.pair))
 	if err != nil {
 		return nil, err
 	}
@@ -486,7 +522,7 @@ func (r *benchRun) pair(ctx context.Context, profile, mode string, bl benchLab) 
 			continue
 		case kind == "dos" || kind == "exploit":
 			trial = func() (bench.Trial, int, error) { return l.Trial(ctx, kind, dwell, settle, limit) }
-		case name == scnLeaderLoss && mode == bench.ModeARS:
+		case name == scnLeaderLoss && (mode == bench.ModeARS || mode == bench.ModeARSAddress):
 			trial = func() (bench.Trial, int, error) { return l.LeaderLossTrial(ctx, dwell, settle, limit) }
 		case name == scnLeaderLoss:
 			trial = func() (bench.Trial, int, error) {
@@ -548,7 +584,7 @@ func (r *benchRun) benignLoad(ctx context.Context, l *lab.Lab, profile, mode str
 // no vCenter); the results carry it so that they sit beside the other
 // modes of the same run.
 func (r *benchRun) dnsdist(ctx context.Context, profile string, bl benchLab) ([]bench.Result, error) {
-	reps, err := parseLabReplicas(benchTopology(bl.pair))
+	reps, err := parseLabReplicas(benchTopology(bench.ModeDNSDist, bl.pair))
 	if err != nil {
 		return nil, err
 	}
@@ -615,6 +651,9 @@ func printTrial(w io.Writer, profile, mode, name string, i, n int, t bench.Trial
 	fmt.Fprintf(w, "%s %s %s %d/%d: downtime %.1f ms, lost %d, detection %.0f ms, switch %.0f ms, outages %d, false switches %d",
 		profile, mode, name, i, n, float64(t.Downtime.Microseconds())/1000, t.Lost,
 		float64(t.Detection.Microseconds())/1000, float64(t.Switch.Microseconds())/1000, t.Outages, falses)
+	if t.Exposure != nil {
+		fmt.Fprintf(w, ", exposure %.1f ms", float64(t.Exposure.Microseconds())/1000)
+	}
 	if t.Err != "" {
 		fmt.Fprintf(w, " (failed: %s)", t.Err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -201,6 +202,36 @@ func (l *Link) SourceRoutes(a netip.Addr) error {
 	return nil
 }
 
+// sender is the packet socket every announcement of the process goes
+// out through. It is opened once and never closed: closing a packet
+// socket waits for an RCU grace period (8-16 ms measured in the lab),
+// which a claim on a switch's critical path must not pay. Opened with
+// protocol 0 it receives nothing; each frame names its link and protocol.
+var sender struct {
+	once sync.Once
+	fd   int
+	err  error
+}
+
+func senderFD() (int, error) {
+	sender.once.Do(func() {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			sender.err = fmt.Errorf("packet socket (needs NET_RAW): %w", err)
+			return
+		}
+		// Straight to the driver, past a queueing discipline that may
+		// not be active yet on a link that just came up.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			unix.Close(fd)
+			sender.err = fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
+			return
+		}
+		sender.fd = fd
+	})
+	return sender.fd, sender.err
+}
+
 // Announce sends n gratuitous ARPs for a from the link, gap apart (see
 // GARPFrame). The frames bypass the queueing discipline, which may not be
 // active yet on a link that just came up.
@@ -215,13 +246,9 @@ func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
 	if len(mac) != 6 {
 		return fmt.Errorf("%s has no Ethernet address", l.Name)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	fd, err := senderFD()
 	if err != nil {
-		return fmt.Errorf("packet socket (needs NET_RAW): %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-		return fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
+		return err
 	}
 	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.Index(), Halen: 6,
 		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/api"
+	"github.com/ars-project/ars/fsm"
 	"github.com/ars-project/ars/lab/chaos"
 	"github.com/ars-project/ars/lab/netlab"
 )
@@ -173,6 +174,12 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	}
 	h.Start = time.Now()
 	h.Linked = l.linked()
+	h.Address = l.cfg.addressReplicas()
+	for _, n := range h.Address {
+		if held, err := l.Net.HoldsService(n); err == nil && held {
+			h.Holding = append(h.Holding, n)
+		}
+	}
 
 	smp := newSampler(l)
 	sctx, stopSampling := context.WithCancel(ctx)
@@ -187,7 +194,8 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	var acts []action
 	for i, st := range s.Steps {
 		acts = append(acts, action{at: st.At, step: i})
-		if st.Duration > 0 && (st.Kind.IsNodeFault() || st.Kind.IsLinkFault() || st.Kind.IsDiskFault()) {
+		if st.Duration > 0 && (st.Kind.IsNodeFault() || st.Kind.IsLinkFault() || st.Kind.IsDiskFault() ||
+			st.Kind == chaos.AgentKill || st.Kind == chaos.AgentCut) {
 			acts = append(acts, action{at: st.End(), step: i, undo: true})
 		}
 	}
@@ -217,7 +225,8 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	}
 	h.Healed = time.Now()
 	for i := range h.Injections {
-		if in := &h.Injections[i]; (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault() || in.Step.Kind.IsDiskFault()) && in.Done() && in.Until.IsZero() {
+		if in := &h.Injections[i]; (in.Step.Kind.IsNodeFault() || in.Step.Kind.IsLinkFault() || in.Step.Kind.IsDiskFault() ||
+			in.Step.Kind == chaos.AgentKill || in.Step.Kind == chaos.AgentCut) && in.Done() && in.Until.IsZero() {
 			in.Until = h.Healed
 		}
 	}
@@ -253,6 +262,11 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	})
 	runErr = errors.Join(runErr, err)
 	h.End = time.Now()
+	cmds, err := l.AgentCommands(h.Start)
+	runErr = errors.Join(runErr, err)
+	for _, c := range cmds {
+		h.AgentCommands = append(h.AgentCommands, chaos.AgentCommand{At: c.At, Replica: c.Replica, Action: c.Action, Term: c.Term, Generation: c.Generation})
+	}
 	for _, e := range l.Events(h.Start) {
 		h.Events = append(h.Events, chaos.Event{At: e.At, Replica: e.Replica, Node: e.Node, What: e.What, Detail: e.Detail, Err: e.Err})
 	}
@@ -349,6 +363,38 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 	case st.Kind == chaos.VCTerminate:
 		_, err := l.TerminateVCSessions(ctx)
 		fail(err)
+	case st.Kind.IsAgentFault():
+		s, err := l.service(ctx)
+		if err != nil {
+			fail(err)
+			return
+		}
+		var rs fsm.ReplicaState
+		var ok bool
+		if st.Target == chaos.TargetStandby {
+			rs, ok = s.Standby()
+		} else {
+			rs, ok = s.Active()
+		}
+		if !ok {
+			in.Skipped = "no " + st.Target + " replica"
+			return
+		}
+		in.Replica = rs.Name
+		if !l.Net.AddressHandover(rs.Name) {
+			in.Skipped = "the " + st.Target + " replica " + rs.Name + " takes the address by its NIC (no agent)"
+			return
+		}
+		in.At = time.Now()
+		switch st.Kind {
+		case chaos.AgentKill:
+			fail(l.KillAgent(rs.Name))
+		case chaos.AgentCut:
+			fail(l.CutAgent(rs.Name, false))
+		case chaos.AgentRogue:
+			fail(l.Rogue(ctx, rs.Name, st.Duration))
+			in.Until = in.At.Add(st.Duration)
+		}
 	case st.Kind == chaos.DockerRestart:
 		if !l.HasContainers() {
 			in.Skipped = "the lab has no container replicas"
@@ -402,6 +448,10 @@ func (l *Lab) undo(in *chaos.Injection) {
 		err = l.FreeNodeDisk(in.Node)
 	case chaos.DiskStall:
 		err = l.ThawNodeDisk(in.Node)
+	case chaos.AgentKill:
+		err = l.StartAgent(in.Replica)
+	case chaos.AgentCut:
+		err = l.CutAgent(in.Replica, true)
 	}
 	in.Until = time.Now()
 	if err != nil {

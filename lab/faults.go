@@ -396,6 +396,15 @@ func (l *Lab) Heal() error {
 			errs = append(errs, err.Error())
 		}
 	}
+	// Replica agents: killed ones started again, cut-off ones connected.
+	for _, n := range l.cfg.addressReplicas() {
+		if err := l.Net.SetAgentLink(n, true); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if err := l.StartAgent(n); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("lab: heal: %s", strings.Join(errs, "; "))
 	}

@@ -1,10 +1,14 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -114,7 +118,6 @@ func (l *Lab) startAgents() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	p := l.PKIDir()
 	agents := map[string]*netlab.Proc{}
 	defer func() {
 		l.mu.Lock()
@@ -122,13 +125,9 @@ func (l *Lab) startAgents() error {
 		l.mu.Unlock()
 	}()
 	for _, n := range names {
-		proc, err := l.Net.RunBeside(n, l.cfg.Agent, "replica-agent", "-replica", n,
-			"-listen", l.AgentAddr(n), "-interface", l.Net.ServiceDev(),
-			"-address", l.Net.ServicePrefix(n).String(), "-state", l.agentStatePath(n),
-			"-ca", filepath.Join(p, pki.CACertFile), "-cert", filepath.Join(p, pki.ReplicaCertFile(n)),
-			"-key", filepath.Join(p, pki.ReplicaKeyFile(n)))
+		proc, err := l.runAgent(n)
 		if err != nil {
-			return fmt.Errorf("lab: replica agent of %s: %w", n, err)
+			return err
 		}
 		agents[n] = proc
 	}
@@ -137,7 +136,166 @@ func (l *Lab) startAgents() error {
 			return fmt.Errorf("lab: replica agent of %s: %w", n, err)
 		}
 	}
+	// The lab records when the address comes and goes on each of their
+	// service links ("hold", "drop"): the chaos checker's view of who is
+	// on the service address.
+	for _, n := range names {
+		err := l.Net.WatchService(l.ctx, n, func(held bool, err error) {
+			what := "drop"
+			if held {
+				what = "hold"
+			}
+			_ = l.record(n, what, err)
+		})
+		if err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
 	return nil
+}
+
+// runAgent starts the replica agent of n (its state file is kept).
+func (l *Lab) runAgent(n string) (*netlab.Proc, error) {
+	p := l.PKIDir()
+	proc, err := l.Net.RunBeside(n, l.cfg.Agent, "replica-agent", "-replica", n,
+		"-listen", l.AgentAddr(n), "-interface", l.Net.ServiceDev(),
+		"-address", l.Net.ServicePrefix(n).String(), "-state", l.agentStatePath(n),
+		"-ca", filepath.Join(p, pki.CACertFile), "-cert", filepath.Join(p, pki.ReplicaCertFile(n)),
+		"-key", filepath.Join(p, pki.ReplicaKeyFile(n)))
+	if err != nil {
+		return nil, fmt.Errorf("lab: replica agent of %s: %w", n, err)
+	}
+	return proc, nil
+}
+
+// KillAgent kills the replica agent of an address-handover replica
+// (SIGKILL); the replica and its address stay as they are.
+func (l *Lab) KillAgent(replica string) error {
+	l.mu.Lock()
+	p := l.agents[replica]
+	l.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("lab: %q has no replica agent", replica)
+	}
+	err := p.Signal(syscall.SIGKILL)
+	select {
+	case <-p.Done():
+	case <-time.After(3 * time.Second):
+	}
+	return l.record(replica, "agent-kill", err)
+}
+
+// StartAgent starts a killed replica agent again, with its state file
+// (the fence it kept), and waits until it serves.
+func (l *Lab) StartAgent(replica string) error {
+	l.mu.Lock()
+	old := l.agents[replica]
+	l.mu.Unlock()
+	if old == nil {
+		return fmt.Errorf("lab: %q has no replica agent", replica)
+	}
+	if !exited(old) {
+		return nil
+	}
+	p, err := l.runAgent(replica)
+	if err == nil {
+		err = waitServing(p, agentStartLimit)
+	}
+	if p != nil {
+		l.mu.Lock()
+		l.agents[replica] = p
+		l.mu.Unlock()
+	}
+	return l.record(replica, "agent-start", err)
+}
+
+// CutAgent cuts an address-handover replica's management link off (no
+// node reaches its agent) or, with up, connects it again.
+func (l *Lab) CutAgent(replica string, up bool) error {
+	what := "agent-cut"
+	if up {
+		what = "agent-heal"
+	}
+	return l.record(replica, what, l.Net.SetAgentLink(replica, up))
+}
+
+// rogueTick is how often a rogue replica puts the address back and
+// announces it.
+const rogueTick = 100 * time.Millisecond
+
+// Rogue makes an address-handover replica a compromised one until ctx
+// ends or d has passed: it puts the service address on its service link
+// and announces it every rogueTick, whatever its agent was told — after
+// a release, the address comes back at once. The guest is replaced by
+// a revert, and so is the rogue: it stops at the replica's next revert.
+// Only the platform's fence (its NIC detach) takes it off the network.
+func (l *Lab) Rogue(ctx context.Context, replica string, d time.Duration) error {
+	if !l.Net.AddressHandover(replica) {
+		return fmt.Errorf("lab: %q is no address-handover replica", replica)
+	}
+	start := time.Now()
+	_ = l.record(replica, "rogue-start", nil)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		rctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		t := time.NewTicker(rogueTick)
+		defer t.Stop()
+		for {
+			reverted := slices.ContainsFunc(l.Events(start), func(e LabEvent) bool { return e.Replica == replica && e.What == "revert" })
+			if reverted {
+				_ = l.record(replica, "rogue-end", nil)
+				return
+			}
+			_ = l.Net.ClaimService(replica)
+			select {
+			case <-rctx.Done():
+				_ = l.record(replica, "rogue-end", nil)
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// agentCommandRE matches an agent's log line of a command it carried out.
+var agentCommandRE = regexp.MustCompile(`^time=(\S+) level=\w+ msg="command carried out" replica=(\S+) action=(\w+) caller=\S* term=(\d+) generation=(\d+)`)
+
+// AgentCommands are the commands every replica agent carried out since
+// since, as their logs say, in each agent's order.
+func (l *Lab) AgentCommands(since time.Time) ([]AgentCommand, error) {
+	var out []AgentCommand
+	for _, n := range l.cfg.addressReplicas() {
+		b, err := os.ReadFile(filepath.Join(l.Net.LogDir(), n+"-"+filepath.Base(l.cfg.Agent)+".log"))
+		if err != nil {
+			return nil, fmt.Errorf("lab: agent log of %s: %w", n, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			m := agentCommandRE.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil || at.Before(since) {
+				continue
+			}
+			term, _ := strconv.ParseUint(m[4], 10, 64)
+			gen, _ := strconv.ParseUint(m[5], 10, 64)
+			out = append(out, AgentCommand{At: at, Replica: m[2], Action: m[3], Term: term, Generation: gen})
+		}
+	}
+	return out, nil
+}
+
+// AgentCommand is one command a replica agent carried out.
+type AgentCommand struct {
+	At         time.Time
+	Replica    string
+	Action     string
+	Term       uint64
+	Generation uint64
 }
 
 // waitServing waits until an agent's log says it serves, or it exits.

@@ -40,6 +40,7 @@ type chaosFlags struct {
 	sessionTTL time.Duration
 	keepAlive  time.Duration
 	disks      bool
+	handover   string
 	bounds     chaos.Bounds
 	ars        arsBinary
 }
@@ -48,6 +49,12 @@ type chaosFlags struct {
 // Unbound) and Knot Resolver VM, and PowerDNS Recursor as a container of
 // the local Docker engine, so that schedules can restart the engine too.
 const chaosReplicas = "bind9-win:bind9:windows,unbound-win:unbound:windows,knot-lin:knot-resolver:linux,pdns-ctr:pdns-recursor:linux:container"
+
+// chaosAddressReplicas is the chaos lab under -handover address: two
+// Linux VMs (their agents move the address, and a switch between them is
+// one claim), a Windows VM (NIC handover) and a container, so that every
+// kind of switch meets the faults.
+const chaosAddressReplicas = "knot-lin:knot-resolver:linux,pdns-lin:pdns-recursor:linux,bind9-win:bind9:windows,unbound-ctr:unbound:linux:container"
 
 func init() {
 	app.Register(cli.Command{
@@ -64,7 +71,11 @@ SIGSTOP/SIGCONT of a node, a partition that cuts one node off the lab network
 termination of the nodes' vCenter sessions, (when -replicas has
 containers) a restart of the Docker engine under them, degraded links
 (1-30 % loss, or a one-way partition, on one node's link) and delayed links
-(10-300 ms, jitter up to half of it, both ways on one node's link). Before a schedule the lab must be
+(10-300 ms, jitter up to half of it, both ways on one node's link), and
+with -handover address (the default) replica agent faults: an agent killed
+(SIGKILL, started again with its state file), cut off from the nodes, or a
+rogue replica that puts the address back and announces it after its agent
+released it. Before a schedule the lab must be
 healthy (leader, every node a voter, service steady, alerts answered, at most
 the leader's vCenter session); after it every fault is healed and the lab must
 become healthy again within -ready.
@@ -72,8 +83,10 @@ become healthy again within -ready.
 Each run's history (the lab's data-path events, the client's gaps, every
 node's status and state digest and the vCenter's sessions four times a second,
 the switches and the alert ledger) is written to -histories/seed-N.json, and
-the checker reports every broken invariant: two replicas linked beyond the
-make-before-break bound, a committed alert unanswered or an exploit never
+the checker reports every broken invariant: two replicas on the service
+address beyond the make-before-break bound (with address handover a replica
+is on it while linked and holding it), an agent that carried out a command
+older than one it carried out before, a committed alert unanswered or an exploit never
 reported (or reported beyond the outage bound), an exploited replica linked before its revert, an attack not
 switched away from, different states at one log index, a vCenter session
 outliving its leadership, the service not answering again within the outage
@@ -93,7 +106,9 @@ printed as a table and written to -out. Exit code 1 if any invariant broke.`,
 			fs.StringVar(&f.out, "out", filepath.Join("bench", "results", "chaos.json"), "summary `file` (JSON); empty: none")
 			fs.StringVar(&f.histories, "histories", "", "`directory` for the histories (default STATE-DIR/histories)")
 			fs.BoolVar(&f.recheck, "recheck", false, "bring no lab up: check the histories of seeds -seed.. in -histories again (after a change of the checker or its bounds)")
-			fs.StringVar(&f.replicas, "replicas", chaosReplicas, "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars-lab up; a container replica needs make images and adds Docker engine restarts to the schedules)")
+			fs.StringVar(&f.replicas, "replicas", "", "replicas as `NAME:IMPL:OS[:PLATFORM],...` (as for ars-lab up; a container replica needs make images and adds Docker engine restarts to the schedules; default: "+
+				chaosAddressReplicas+" with -handover address, "+chaosReplicas+" with nic)")
+			fs.StringVar(&f.handover, "handover", lab.HandoverAddress, "`mode` of moving the service address (nic or address; address adds replica agent faults to the schedules)")
 			fs.StringVar(&f.profile, "profile", "none", "vCenter latency `profile` of the simulator ("+strings.Join(vcsim.ProfileNames(), ", ")+")")
 			fs.DurationVar(&f.sessionTTL, "session-timeout", 5*time.Second, "the simulator's idle session `timeout` (a killed leader's session ends 1-2 of them later)")
 			fs.DurationVar(&f.keepAlive, "keepalive", 1500*time.Millisecond, "the nodes' vCenter session check `interval` (well below -session-timeout)")
@@ -121,6 +136,14 @@ func (f *chaosFlags) check() error {
 		return cli.UsageErrorf("-session-timeout %s, -keepalive %s: want a timeout of at least 2s and a keep-alive of at most half of it", f.sessionTTL, f.keepAlive)
 	case f.bounds.MaxOutage <= 0 || f.bounds.MaxOverlap <= 0 || f.bounds.LogoutGrace <= 0:
 		return cli.UsageErrorf("-max-outage, -max-overlap and -logout-grace must be positive")
+	case f.handover != lab.HandoverNIC && f.handover != lab.HandoverAddress:
+		return cli.UsageErrorf("-handover %q: want %s or %s", f.handover, lab.HandoverNIC, lab.HandoverAddress)
+	}
+	if f.replicas == "" {
+		f.replicas = chaosReplicas
+		if f.handover == lab.HandoverAddress {
+			f.replicas = chaosAddressReplicas
+		}
 	}
 	if _, ok := vcsim.Profiles[f.profile]; !ok {
 		return cli.UsageErrorf("-profile %q: want one of %s", f.profile, strings.Join(vcsim.ProfileNames(), ", "))
@@ -143,7 +166,7 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	uf := labUpFlags{labFlags: f.labFlags, profile: f.profile, replicas: f.replicas, nodes: 3,
-		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse", ars: f.ars}
+		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse", handover: f.handover, ars: f.ars}
 	cfg, err := uf.config(e.Getenv)
 	if err != nil {
 		return err
@@ -194,7 +217,8 @@ func runChaos(ctx context.Context, e *cli.Env, f *chaosFlags) error {
 	var runErr error
 	for i := range f.schedules {
 		seed := f.seed + int64(i)
-		s := chaos.Generate(seed, chaos.Options{Length: f.length, Containers: l.HasContainers(), Disks: f.disks})
+		s := chaos.Generate(seed, chaos.Options{Length: f.length, Containers: l.HasContainers(), Disks: f.disks,
+			Agents: f.handover == lab.HandoverAddress})
 		if err := readyOrHeal(ctx, l, f.ready); err != nil {
 			runErr = fmt.Errorf("chaos: before seed %d: %w", seed, err)
 			break

@@ -46,7 +46,10 @@ type Summary struct {
 	// restart (under the serving container).
 	LongestRestartOutageMS float64 `json:"longest_engine_restart_outage_ms"`
 	LongestOverlapMS       float64 `json:"longest_overlap_ms"`
-	Bounds                 Bounds  `json:"bounds"`
+	// AgentCommands counts the commands replica agents carried out
+	// (address handover; absent without).
+	AgentCommands int    `json:"agent_commands,omitempty"`
+	Bounds        Bounds `json:"bounds"`
 }
 
 // NewSummary starts an empty summary.
@@ -86,6 +89,7 @@ func (s *Summary) Add(r Report) {
 	s.LongestOutageMS = max(s.LongestOutageMS, ms(r.LongestOutage))
 	s.LongestRestartOutageMS = max(s.LongestRestartOutageMS, ms(r.LongestRestartOutage))
 	s.LongestOverlapMS = max(s.LongestOverlapMS, ms(r.LongestOverlap))
+	s.AgentCommands += r.AgentCommands
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -134,6 +138,10 @@ func (s *Summary) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "longest outage after an attack\t%.1f ms (bound %s)\n", s.LongestOutageMS, s.Bounds.MaxOutage)
 	fmt.Fprintf(w, "longest outage after an engine restart\t%.1f ms (bound %s)\n", s.LongestRestartOutageMS, s.Bounds.MaxOutage)
 	fmt.Fprintf(w, "longest two-replica overlap\t%.1f ms (bound %s)\n", s.LongestOverlapMS, s.Bounds.MaxOverlap)
+	if s.AgentCommands > 0 {
+		fmt.Fprintf(w, "replica agent commands carried out\t%d (%d older than one the agent carried out before)\n",
+			s.AgentCommands, s.Violations[InvStaleCommand])
+	}
 	if len(s.FailingSeeds) > 0 {
 		fmt.Fprintf(w, "failing seeds\t%v (ars-lab chaos -seed N -schedules 1 runs one again)\n", s.FailingSeeds)
 	}

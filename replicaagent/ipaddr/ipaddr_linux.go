@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -202,39 +201,59 @@ func (l *Link) SourceRoutes(a netip.Addr) error {
 	return nil
 }
 
-// sender is the packet socket every announcement of the process goes
-// out through. It is opened once and never closed: closing a packet
-// socket waits for an RCU grace period (8-16 ms measured in the lab),
-// which a claim on a switch's critical path must not pay. Opened with
-// protocol 0 it receives nothing; each frame names its link and protocol.
-var sender struct {
-	once sync.Once
-	fd   int
-	err  error
+// Announcer sends gratuitous ARPs through one packet socket kept open.
+// Closing a packet socket waits for an RCU grace period (8-16 ms measured
+// in the lab), which a claim on a switch's critical path must not pay:
+// the replica agent keeps one Announcer for its life. A packet socket
+// belongs to the network namespace it was opened in, so an Announcer
+// serves the links of that namespace only. Opened with protocol 0 it
+// receives nothing; each frame names its link and protocol.
+type Announcer struct{ fd int }
+
+// NewAnnouncer opens the socket in the calling thread's namespace.
+func NewAnnouncer() (*Announcer, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("packet socket (needs NET_RAW): %w", err)
+	}
+	// Straight to the driver, past a queueing discipline that may not be
+	// active yet on a link that just came up.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
+	}
+	return &Announcer{fd: fd}, nil
 }
 
-func senderFD() (int, error) {
-	sender.once.Do(func() {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			sender.err = fmt.Errorf("packet socket (needs NET_RAW): %w", err)
-			return
+// Close closes the socket (and waits for the kernel's grace period).
+func (a *Announcer) Close() error { return unix.Close(a.fd) }
+
+// Announce sends n gratuitous ARPs for addr from the link, gap apart.
+func (a *Announcer) Announce(l *Link, addr netip.Addr, n int, gap time.Duration) error {
+	if err := checkV4(addr); err != nil {
+		return err
+	}
+	mac := l.link.Attrs().HardwareAddr
+	if len(mac) != 6 {
+		return fmt.Errorf("%s has no Ethernet address", l.Name)
+	}
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.Index(), Halen: 6,
+		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	frame := GARPFrame(mac, addr)
+	for i := range n {
+		if i > 0 {
+			time.Sleep(gap)
 		}
-		// Straight to the driver, past a queueing discipline that may
-		// not be active yet on a link that just came up.
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			unix.Close(fd)
-			sender.err = fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
-			return
+		if err := sendRetrying(a.fd, frame, to); err != nil {
+			return fmt.Errorf("send gratuitous ARP on %s: %w", l.Name, err)
 		}
-		sender.fd = fd
-	})
-	return sender.fd, sender.err
+	}
+	return nil
 }
 
 // Announce sends n gratuitous ARPs for a from the link, gap apart (see
-// GARPFrame). The frames bypass the queueing discipline, which may not be
-// active yet on a link that just came up.
+// GARPFrame), through a packet socket of its own (see Announcer for one
+// that stays open).
 func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
 	if err := checkV4(a); err != nil {
 		return err
@@ -242,26 +261,28 @@ func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
 	if n <= 0 {
 		return nil
 	}
-	mac := l.link.Attrs().HardwareAddr
-	if len(mac) != 6 {
-		return fmt.Errorf("%s has no Ethernet address", l.Name)
-	}
-	fd, err := senderFD()
+	an, err := NewAnnouncer()
 	if err != nil {
 		return err
 	}
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: l.Index(), Halen: 6,
-		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	frame := GARPFrame(mac, a)
-	for i := range n {
-		if i > 0 {
-			time.Sleep(gap)
+	defer an.Close()
+	return an.Announce(l, a, n, gap)
+}
+
+// sendRetrying sends frame, again after a short pause while the driver
+// says its queue is full (ENOBUFS: a frame past the queueing discipline
+// meets the device's own queue; a veth whose peer has not drained yet
+// refuses it), at most 5 times over about 3 ms.
+func sendRetrying(fd int, frame []byte, to unix.Sockaddr) error {
+	pause := 100 * time.Microsecond
+	for try := 0; ; try++ {
+		err := unix.Sendto(fd, frame, 0, to)
+		if !errors.Is(err, unix.ENOBUFS) || try == 4 {
+			return err
 		}
-		if err := unix.Sendto(fd, frame, 0, to); err != nil {
-			return fmt.Errorf("send gratuitous ARP on %s: %w", l.Name, err)
-		}
+		time.Sleep(pause)
+		pause *= 2
 	}
-	return nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -23,3 +23,12 @@ func (l *Link) Addrs() ([]netip.Prefix, error) { return nil, ErrUnsupportedOS }
 func (l *Link) Index() int                     { return 0 }
 func (l *Link) Up() bool                       { return false }
 func (l *Link) Carrier() bool                  { return false }
+
+// Announcer is a packet socket kept open (see the Linux implementation).
+type Announcer struct{}
+
+func NewAnnouncer() (*Announcer, error) { return nil, ErrUnsupportedOS }
+func (a *Announcer) Close() error       { return ErrUnsupportedOS }
+func (a *Announcer) Announce(l *Link, addr netip.Addr, n int, gap time.Duration) error {
+	return ErrUnsupportedOS
+}

@@ -219,3 +219,15 @@ func TestBenchTopologyOfAddressHandover(t *testing.T) {
 		t.Error("the ars mode's vm-vm lab is not the testbed's")
 	}
 }
+
+// TestLabFlagsWithoutHandover: flags built by the bench and the scale
+// command, which set no handover, make a NIC-handover lab (the bench's
+// first address-handover run stopped at "-handover \"\"").
+func TestLabFlagsWithoutHandover(t *testing.T) {
+	uf := labUpFlags{labFlags: labFlags{prefix: "arsbench"}, profile: "none", replicas: benchReplicas, nodes: 3,
+		service: "dns", probe: "ars", confirm: "quorum", rotation: "diverse", ars: arsBinary{path: "/bin/true"}}
+	cfg, err := uf.config(func(string) string { return "" })
+	if err != nil || cfg.Handover != "nic" {
+		t.Fatalf("config: handover %q, %v; want nic", cfg.Handover, err)
+	}
+}

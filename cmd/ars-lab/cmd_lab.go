@@ -140,6 +140,9 @@ func (f *labUpFlags) config(getenv func(string) string) (lab.Config, error) {
 	if f.dosMode != "" && !fsm.ValidMode(f.dosMode) {
 		return lab.Config{}, cli.UsageErrorf("-dos-mode %q: want %s", f.dosMode, fsm.ModeChoices)
 	}
+	if f.handover == "" {
+		f.handover = lab.HandoverNIC // callers that build the flags themselves (bench, scale)
+	}
 	if f.handover != lab.HandoverNIC && f.handover != lab.HandoverAddress {
 		return lab.Config{}, cli.UsageErrorf("-handover %q: want %s or %s", f.handover, lab.HandoverNIC, lab.HandoverAddress)
 	}

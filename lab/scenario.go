@@ -96,6 +96,16 @@ func (l *Lab) unsettled(s fsm.Service, dwell time.Duration) string {
 	if err := l.serves(sb.Name); err != nil {
 		return "the standby's server does not answer yet"
 	}
+	if l.Net.AddressHandover(sb.Name) {
+		// An address-handover standby is warm once it is linked without
+		// the address: a switch to it is then one claim.
+		if _, linked := l.applied(sb.Name); !linked {
+			return "the address-handover standby is not linked yet"
+		}
+		if held, err := l.Net.HoldsService(sb.Name); err != nil || held {
+			return "the address-handover standby holds the address"
+		}
+	}
 	if n := len(s.History); n > 0 {
 		h := s.History[n-1]
 		if !h.Done {

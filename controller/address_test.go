@@ -52,6 +52,13 @@ func (a *fakeAgent) command(ctx context.Context, f replicaagent.Fence, claim boo
 	op := "release"
 	if claim {
 		op = "claim"
+		a.d.mu.Lock()
+		vm := a.d.vms[a.name]
+		noCarrier := vm != nil && !vm.nic
+		a.d.mu.Unlock()
+		if noCarrier {
+			return replicaagent.Result{}, &replicaagent.Error{Status: 503, Code: replicaagent.CodeNoCarrier, Message: "no carrier"}
+		}
 	}
 	var held bool
 	err := a.d.op(ctx, op, fsm.ReplicaSpec{Name: a.name}, func(vm *fakeVM) error {
@@ -243,4 +250,29 @@ func TestAddressHandoverSwitchesBeforeTheDriverIsReady(t *testing.T) {
 	}
 	e.d.becomeReady()
 	eventually(t, "lin-bind fenced once the driver is ready", func() bool { return !e.d.vm("lin-bind").nic })
+}
+
+// TestAddressHandoverAttachesWhenTheAgentSaysNoCarrier: a standby whose
+// NIC the leader believes connected but is not (its observation is
+// stale) refuses the claim with no_carrier; the switch connects the NIC
+// and claims again, instead of failing the claim at every pass (chaos
+// seed 27: a minute, until the run gave up).
+func TestAddressHandoverAttachesWhenTheAgentSaysNoCarrier(t *testing.T) {
+	e, _ := newAddressEnv(t)
+	e.start(true)
+	eventually(t, "lin-unbound warm", e.warmStandby("lin-unbound", "lin-bind"))
+	// Its NIC disconnected behind the leader's back, and its platform's
+	// reads held, so the leader's observation stays "connected".
+	release := e.d.holdCalls("observe lin-unbound")
+	defer close(release)
+	e.d.mu.Lock()
+	e.d.vms["lin-unbound"].nic = false
+	e.d.mu.Unlock()
+	before := len(e.d.callLog())
+	e.d.attack("bind9", true)
+	eventually(t, "switch to lin-unbound done", e.activeIs("lin-unbound"))
+	calls := e.d.callLog()[before:]
+	if !calledBefore(calls, "try claim lin-unbound", "attach lin-unbound") || !calledBefore(calls, "attach lin-unbound", "claim lin-unbound") {
+		t.Fatalf("want a claim tried, the NIC attached, the claim carried out: %v", calls)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ars-project/ars/controller/driver"
 	"github.com/ars-project/ars/controller/probe"
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/replicaagent"
 )
 
 // reconcileAll brings every service's replicas to their committed roles:
@@ -483,9 +484,13 @@ func (r *run) completeIntent(ctx context.Context, svc fsm.Service, in fsm.Intent
 	}
 	for _, f := range res.fenced {
 		r.sawAttached(name, f, false, false)
+		r.sawNICDetached(name, f)
 	}
 	if !res.detached.IsZero() || !res.released.IsZero() {
 		r.sawAttached(name, in.From, false, false)
+	}
+	if !res.detached.IsZero() {
+		r.sawNICDetached(name, in.From)
 	}
 	if !res.released.IsZero() && res.detached.IsZero() && ready(dFrom, fromSpec) {
 		// Its agent released the address; the platform's fence (the NIC
@@ -816,7 +821,17 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 			if err = ctx.Err(); err != nil {
 				return fmt.Errorf("claim %s: not started: the switch was superseded or leadership ended: %w", toSpec.Name, err)
 			}
-			if _, err = r.agentCall(ctx, svc, toSpec, in.Generation, true); err == nil {
+			_, err = r.agentCall(ctx, svc, toSpec, in.Generation, true)
+			var ae *replicaagent.Error
+			if err != nil && linked && errors.As(err, &ae) && ae.Code == replicaagent.CodeNoCarrier {
+				// The agent says its NIC is not connected after all (the
+				// leader's view was stale, or it was disconnected by
+				// hand): connect it, then claim again.
+				if err = nicAttach(); err == nil {
+					_, err = r.agentCall(ctx, svc, toSpec, in.Generation, true)
+				}
+			}
+			if err == nil {
 				tookAt.Store(r.c.now().UnixNano())
 			}
 			return err
@@ -1216,6 +1231,21 @@ func (r *run) bgEnded(res bgResult) {
 		r.sawActiveAttached(res.service, res.replica, true, true)
 	case nicDetached:
 		r.sawAttached(res.service, res.replica, false, false)
+		r.sawNICDetached(res.service, res.replica)
+	}
+}
+
+// sawNICDetached records in the replica's last observation that a detach
+// of its NIC returned: the observation no longer says connected. An
+// address-handover claim trusts a connected NIC to carry the address (no
+// attach first); with the stale observation a claim on a standby fenced
+// by its NIC (its agent had been cut off) failed for a minute in chaos
+// seed 27, its announcement refused by a link without carrier.
+func (r *run) sawNICDetached(service, replica string) {
+	key := replicaKey(service, replica)
+	if o, ok := r.obs[key]; ok {
+		o.NICConnected, o.NICStartConnected = false, false
+		r.obs[key] = o
 	}
 }
 

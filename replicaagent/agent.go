@@ -311,6 +311,15 @@ func (a *Agent) command(w http.ResponseWriter, r *http.Request, action Action) {
 	netStart := time.Now()
 	switch action {
 	case ActionClaim:
+		// An address on a link without carrier reaches nobody, and its
+		// announcement fails: say so, so that the leader connects the
+		// NIC first, rather than fail in the announcement.
+		if up, cerr := a.cfg.Net.Carrier(); cerr == nil && !up {
+			log.Warn("claim refused: the service link has no carrier")
+			writeError(w, http.StatusServiceUnavailable, CodeNoCarrier,
+				fmt.Sprintf("the service link %s has no carrier (its NIC is disconnected); nothing changed", a.cfg.Interface))
+			return
+		}
 		res.Changed, err = a.cfg.Net.Claim()
 		if err == nil {
 			err = a.cfg.Net.Announce(1, 0)

@@ -19,6 +19,7 @@ type fakeNet struct {
 	mu                       sync.Mutex
 	held                     bool
 	claims, releases, frames int
+	noCarrier                bool
 }
 
 func (f *fakeNet) Held() (bool, error) { f.mu.Lock(); defer f.mu.Unlock(); return f.held, nil }
@@ -44,7 +45,7 @@ func (f *fakeNet) Announce(n int, _ time.Duration) error {
 	f.frames += n
 	return nil
 }
-func (f *fakeNet) Carrier() (bool, error) { return true, nil }
+func (f *fakeNet) Carrier() (bool, error) { f.mu.Lock(); defer f.mu.Unlock(); return !f.noCarrier, nil }
 func (f *fakeNet) counts() (claims, releases, frames int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -293,5 +294,26 @@ func TestReleaseStopsAnnouncements(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // 6 gaps: the sender would have sent more
 	if _, _, f := net.counts(); f != at || f >= 10 {
 		t.Fatalf("announcements went on after the release: %d then %d", at, f)
+	}
+}
+
+// TestClaimWithoutCarrier: a claim on a service link without carrier (a
+// disconnected NIC) is refused with no_carrier and changes nothing on the
+// link; once the link is back, the same command is carried out.
+func TestClaimWithoutCarrier(t *testing.T) {
+	net := &fakeNet{noCarrier: true}
+	a := newTestAgent(t, filepath.Join(t.TempDir(), "state.json"), net)
+	status, _, e := send(t, a, http.MethodPost, PathClaim, cmd(3, 7))
+	if status != http.StatusServiceUnavailable || e.Code != CodeNoCarrier {
+		t.Fatalf("claim without carrier: %d %v, want 503 no_carrier", status, e)
+	}
+	if c, _, f := net.counts(); c != 0 || f != 0 {
+		t.Fatal("a claim without carrier reached the link")
+	}
+	net.mu.Lock()
+	net.noCarrier = false
+	net.mu.Unlock()
+	if status, res, e := send(t, a, http.MethodPost, PathClaim, cmd(3, 7)); status != 200 || !res.Held {
+		t.Fatalf("the same claim with carrier: %d %+v %v", status, res, e)
 	}
 }

@@ -100,6 +100,7 @@ const (
 	CodeTooLarge      = "too_large"      // 413
 	CodeForbidden     = "forbidden"      // 403: the caller is not a controller node
 	CodeFailed        = "failed"         // 500: the kernel refused, or the state file could not be written
+	CodeNoCarrier     = "no_carrier"     // 503: a claim on a service link without carrier (its NIC is disconnected); nothing changed
 	CodeNotFound      = "not_found"      // 404
 	CodeMethod        = "method_not_allowed"
 )

@@ -267,8 +267,16 @@ func TestContainerSwitchingEndToEnd(t *testing.T) {
 	exAt := time.Now()
 	l.postAlertTo("exploit-c1", second.Name)
 	harness.WaitFor(t, 60*time.Second, "a switch after the exploit alert", func() error {
-		if h := l.service().History; len(h) < 2 || !h[1].Done {
-			return errors.New("no second completed switch")
+		s := l.service()
+		if h := s.History; len(h) < 2 || !h[1].Done {
+			// Say what the cluster holds: a CI run under load once waited
+			// here a minute with nothing else to go on.
+			var states []string
+			for _, r := range s.Replicas {
+				st, _ := l.state(r.Name)
+				states = append(states, fmt.Sprintf("%s=%s/%s", r.Name, r.Role, st))
+			}
+			return fmt.Errorf("no second completed switch: history %+v, intent %+v, replicas %v", h, s.Intent, states)
 		}
 		return nil
 	})

@@ -265,6 +265,10 @@ func TestAddressHandoverAttachesWhenTheAgentSaysNoCarrier(t *testing.T) {
 	// reads held, so the leader's observation stays "connected".
 	release := e.d.holdCalls("observe lin-unbound")
 	defer close(release)
+	// A read that began before the hold could still land after the NIC
+	// goes: wait until a read is held, so that none lands (a CI run under
+	// load saw the leader attach first, from a fresh observation).
+	eventually(t, "a read of lin-unbound held", func() bool { return e.d.heldCalls("observe lin-unbound") > 0 })
 	e.d.mu.Lock()
 	e.d.vms["lin-unbound"].nic = false
 	e.d.mu.Unlock()

@@ -261,6 +261,10 @@ func TestAddressHandoverAttachesWhenTheAgentSaysNoCarrier(t *testing.T) {
 	e, _ := newAddressEnv(t)
 	e.start(true)
 	eventually(t, "lin-unbound warm", e.warmStandby("lin-unbound", "lin-bind"))
+	// The leader has read it connected: a pass observes every replica,
+	// so three replicas' worth of reads more than now span a whole pass.
+	n := e.d.observes.Load()
+	eventually(t, "a pass that read lin-unbound linked", func() bool { return e.d.observes.Load() >= n+6 })
 	// Its NIC disconnected behind the leader's back, and its platform's
 	// reads held, so the leader's observation stays "connected".
 	release := e.d.holdCalls("observe lin-unbound")

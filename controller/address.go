@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -47,12 +48,12 @@ type AddressAgent interface {
 // call.
 type AgentDialer func(replica, addr string) (AddressAgent, error)
 
-// errAgent: a replica agent did not answer, or refused. It wraps
-// driver.ErrUnavailable, so a switch whose target's agent fails marks
-// the target unavailable (platformAnswered) exactly as a platform that
-// does not answer does: decide no longer picks it, and the service moves
-// on to the next replica by that replica's own handover.
-var errAgent = fmt.Errorf("replica agent: %w", driver.ErrUnavailable)
+// errAgent: a replica agent did not answer, or refused. The failed call
+// itself makes the replica unavailable to decide (agentDown, until its
+// agent answers again), and platformAnswered has the service's evidence
+// weighed again: a switch whose target's agent fails moves on to the
+// next replica by that replica's own handover.
+var errAgent = errors.New("replica agent failed")
 
 // holding is what the leader knows of the address on a replica's link.
 type holding int
@@ -67,16 +68,12 @@ const (
 type agentView struct {
 	hold holding
 	// answering: the latest call got an answer; failedAt is when the
-	// latest call failed (zero while answering), err its error.
+	// latest call failed (zero while answering).
 	answering bool
 	// linkUp: the agent's latest poll said its service link has a
 	// carrier (the replica's NIC is connected).
 	linkUp   bool
 	failedAt time.Time
-	err      string
-	// epoch counts changes of hold or answering, so a poll that raced
-	// with a command does not overwrite the command's newer knowledge.
-	epoch uint64
 }
 
 // agentConn is the leader's client of one agent.
@@ -116,19 +113,15 @@ func (s *agentSet) learn(key string, hold holding, err error, now time.Time) boo
 	v := s.views[key]
 	old := v
 	if err != nil {
-		v.answering, v.err = false, err.Error()
+		v.answering = false
 		if old.answering || v.failedAt.IsZero() {
 			v.failedAt = now
 		}
 	} else {
-		v.answering, v.failedAt, v.err, v.hold = true, time.Time{}, "", hold
-	}
-	changed := v.answering != old.answering || v.hold != old.hold
-	if changed {
-		v.epoch++
+		v.answering, v.failedAt, v.hold = true, time.Time{}, hold
 	}
 	s.views[key] = v
-	return changed
+	return v.answering != old.answering || v.hold != old.hold
 }
 
 // learnLink records whether the agent's service link has a carrier.

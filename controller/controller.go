@@ -1085,15 +1085,19 @@ func (m *Metrics) failed(service, action string) {
 	}
 }
 
-func (m *Metrics) standbyHealth(service, replica string, answering bool) {
-	if m == nil {
-		return
-	}
+// setAnswering sets a replica's 0/1 series of g.
+func setAnswering(g *prometheus.GaugeVec, service, replica string, answering bool) {
 	v := 0.0
 	if answering {
 		v = 1
 	}
-	m.standby.WithLabelValues(service, replica).Set(v)
+	g.WithLabelValues(service, replica).Set(v)
+}
+
+func (m *Metrics) standbyHealth(service, replica string, answering bool) {
+	if m != nil {
+		setAnswering(m.standby, service, replica, answering)
+	}
 }
 
 func (m *Metrics) standbyForget(service, replica string) {
@@ -1103,14 +1107,9 @@ func (m *Metrics) standbyForget(service, replica string) {
 }
 
 func (m *Metrics) agentAnswering(service, replica string, answering bool) {
-	if m == nil {
-		return
+	if m != nil {
+		setAnswering(m.agents, service, replica, answering)
 	}
-	v := 0.0
-	if answering {
-		v = 1
-	}
-	m.agents.WithLabelValues(service, replica).Set(v)
 }
 
 func (m *Metrics) agentForget(service, replica string) {

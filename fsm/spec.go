@@ -516,14 +516,20 @@ func (r ReplicaSpec) validateHandover() error {
 	case r.Agent == "":
 		return fmt.Errorf("agent: required with handover %q (the replica agent's \"IP:port\")", HandoverAddress)
 	}
-	ap, err := netip.ParseAddrPort(r.Agent)
+	return checkMgmtAddr("agent", r.Agent, "the replica agent's management address", "198.51.100.7:7444")
+}
+
+// checkMgmtAddr checks a replica's management address field: a unicast
+// "IP:port" with a port.
+func checkMgmtAddr(field, v, what, example string) error {
+	ap, err := netip.ParseAddrPort(v)
 	switch {
 	case err != nil:
-		return fmt.Errorf("agent: %q must be \"IP:port\" (the replica agent's management address, e.g. \"198.51.100.7:7444\")", r.Agent)
+		return fmt.Errorf("%s: %q must be \"IP:port\" (%s, e.g. \"%s\")", field, v, what, example)
 	case ap.Port() == 0:
-		return fmt.Errorf("agent: %q: port must be 1-65535", r.Agent)
+		return fmt.Errorf("%s: %q: port must be 1-65535", field, v)
 	case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
-		return fmt.Errorf("agent: %q is not a unicast address", r.Agent)
+		return fmt.Errorf("%s: %q is not a unicast address", field, v)
 	}
 	return nil
 }
@@ -556,14 +562,8 @@ func (r ReplicaSpec) validate() error {
 		}
 	}
 	if r.HealthAddr != "" {
-		ap, err := netip.ParseAddrPort(r.HealthAddr)
-		switch {
-		case err != nil:
-			return fmt.Errorf("health_addr: %q must be \"IP:port\" (the replica's management address, e.g. \"198.51.100.7:53\")", r.HealthAddr)
-		case ap.Port() == 0:
-			return fmt.Errorf("health_addr: %q: port must be 1-65535", r.HealthAddr)
-		case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
-			return fmt.Errorf("health_addr: %q is not a unicast address", r.HealthAddr)
+		if err := checkMgmtAddr("health_addr", r.HealthAddr, "the replica's management address", "198.51.100.7:53"); err != nil {
+			return err
 		}
 	}
 	if err := r.validateHandover(); err != nil {

@@ -262,11 +262,8 @@ func (l *Lab) RunSchedule(ctx context.Context, s chaos.Schedule, readyLimit time
 	})
 	runErr = errors.Join(runErr, err)
 	h.End = time.Now()
-	cmds, err := l.AgentCommands(h.Start)
+	h.AgentCommands, err = l.AgentCommands(h.Start)
 	runErr = errors.Join(runErr, err)
-	for _, c := range cmds {
-		h.AgentCommands = append(h.AgentCommands, chaos.AgentCommand{At: c.At, Replica: c.Replica, Action: c.Action, Term: c.Term, Generation: c.Generation})
-	}
 	for _, e := range l.Events(h.Start) {
 		h.Events = append(h.Events, chaos.Event{At: e.At, Replica: e.Replica, Node: e.Node, What: e.What, Detail: e.Detail, Err: e.Err})
 	}

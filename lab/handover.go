@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/fsm"
+	"github.com/ars-project/ars/lab/chaos"
 	"github.com/ars-project/ars/lab/netlab"
 	"github.com/ars-project/ars/pki"
 )
@@ -265,8 +266,8 @@ var agentCommandRE = regexp.MustCompile(`^time=(\S+) level=\w+ msg="command carr
 
 // AgentCommands are the commands every replica agent carried out since
 // since, as their logs say, in each agent's order.
-func (l *Lab) AgentCommands(since time.Time) ([]AgentCommand, error) {
-	var out []AgentCommand
+func (l *Lab) AgentCommands(since time.Time) ([]chaos.AgentCommand, error) {
+	var out []chaos.AgentCommand
 	for _, n := range l.cfg.addressReplicas() {
 		b, err := os.ReadFile(filepath.Join(l.Net.LogDir(), n+"-"+filepath.Base(l.cfg.Agent)+".log"))
 		if err != nil {
@@ -283,19 +284,10 @@ func (l *Lab) AgentCommands(since time.Time) ([]AgentCommand, error) {
 			}
 			term, _ := strconv.ParseUint(m[4], 10, 64)
 			gen, _ := strconv.ParseUint(m[5], 10, 64)
-			out = append(out, AgentCommand{At: at, Replica: m[2], Action: m[3], Term: term, Generation: gen})
+			out = append(out, chaos.AgentCommand{At: at, Replica: m[2], Action: m[3], Term: term, Generation: gen})
 		}
 	}
 	return out, nil
-}
-
-// AgentCommand is one command a replica agent carried out.
-type AgentCommand struct {
-	At         time.Time
-	Replica    string
-	Action     string
-	Term       uint64
-	Generation uint64
 }
 
 // waitServing waits until an agent's log says it serves, or it exits.

@@ -336,20 +336,29 @@ func issueWithCA(dir string, validFor time.Duration, names []string,
 	return writeFilesExclusive(dir, out)
 }
 
-// LoadCA reads the cluster CA certificate and key that GeneratePKI wrote to dir.
-func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
-	cb, err := os.ReadFile(certPath)
+// ReadCert reads the first certificate of the PEM file at path.
+func ReadCert(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: reading CA certificate: %w", err)
+		return nil, fmt.Errorf("reading certificate: %w", err)
 	}
-	blk, _ := pem.Decode(cb)
+	blk, _ := pem.Decode(data)
 	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, nil, fmt.Errorf("pki: %s: no PEM certificate", certPath)
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pki: %s: %w", certPath, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, nil
+}
+
+// LoadCA reads the cluster CA certificate and key that GeneratePKI wrote to dir.
+func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
+	cert, err := ReadCert(certPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: the CA certificate: %w", err)
 	}
 	kb, err := os.ReadFile(keyPath)
 	if err != nil {

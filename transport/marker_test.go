@@ -43,8 +43,8 @@ func TestMarkers(t *testing.T) {
 		if name, ok := nodeNameFromCert(&c.cert); name != c.node || ok != (c.node != "") {
 			t.Errorf("%s: nodeNameFromCert = %q %v, want %q", c.what, name, ok, c.node)
 		}
-		if name, ok := replicaNameFromCert(&c.cert); name != c.replica || ok != (c.replica != "") {
-			t.Errorf("%s: replicaNameFromCert = %q %v, want %q", c.what, name, ok, c.replica)
+		if name, ok := ReplicaNameOf(&c.cert); name != c.replica || ok != (c.replica != "") {
+			t.Errorf("%s: ReplicaNameOf = %q %v, want %q", c.what, name, ok, c.replica)
 		}
 	}
 }

@@ -38,6 +38,47 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // letters, digits and dashes, starting with a letter or digit.
 func ValidNodeName(name string) bool { return nodeNameRE.MatchString(name) }
 
+// marker is one kind of certificate marker: a URI SAN ars://HOST/NAME
+// (authoritative), or Subject OU with the name in the Subject CN, the
+// name matching re.
+type marker struct {
+	host, ou string
+	re       *regexp.Regexp
+}
+
+var (
+	nodeMarker    = marker{NodeURIHost, NodeOU, nodeNameRE}
+	replicaMarker = marker{ReplicaURIHost, ReplicaOU, replicaNameRE}
+)
+
+// name extracts the name the marker gives c.
+func (m marker) name(c *x509.Certificate) (string, bool) {
+	if c == nil {
+		return "", false
+	}
+	for _, u := range c.URIs {
+		if u.Scheme == NodeURIScheme && u.Host == m.host && len(u.Path) > 1 {
+			if name := u.Path[1:]; m.re.MatchString(name) {
+				return name, true
+			}
+		}
+	}
+	if slices.Contains(c.Subject.OrganizationalUnit, m.ou) && m.re.MatchString(c.Subject.CommonName) {
+		return c.Subject.CommonName, true
+	}
+	return "", false
+}
+
+// verifiedPeer is the peer's certificate of a TLS connection if it was
+// verified against the configured CA (nil otherwise: unverified
+// certificates never count).
+func verifiedPeer(cs *tls.ConnectionState) *x509.Certificate {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	return cs.PeerCertificates[0]
+}
+
 // nodeNameFromCert extracts the node name from a certificate's marker. A
 // certificate with any trace of the replica marker is never a node, even
 // if it carries the node marker too.
@@ -45,28 +86,14 @@ func nodeNameFromCert(c *x509.Certificate) (string, bool) {
 	if c == nil || hasReplicaMarker(c) {
 		return "", false
 	}
-	for _, u := range c.URIs {
-		if u.Scheme == NodeURIScheme && u.Host == NodeURIHost && len(u.Path) > 1 {
-			name := u.Path[1:]
-			if nodeNameRE.MatchString(name) {
-				return name, true
-			}
-		}
-	}
-	if slices.Contains(c.Subject.OrganizationalUnit, NodeOU) && nodeNameRE.MatchString(c.Subject.CommonName) {
-		return c.Subject.CommonName, true
-	}
-	return "", false
+	return nodeMarker.name(c)
 }
 
 // NodeName returns the node name of the peer of a TLS connection if the
 // peer presented a certificate that was verified against the configured CA
-// and carries the node marker. Unverified certificates never count.
+// and carries the node marker.
 func NodeName(cs *tls.ConnectionState) (string, bool) {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
-		return "", false
-	}
-	return nodeNameFromCert(cs.PeerCertificates[0])
+	return nodeNameFromCert(verifiedPeer(cs))
 }
 
 // Replica certificates. A certificate issued by the cluster CA identifies
@@ -115,36 +142,13 @@ func hasReplicaMarker(c *x509.Certificate) bool {
 
 // ReplicaNameOf is the replica named by a certificate's replica marker
 // (the replica agent checks its own certificate with it).
-func ReplicaNameOf(c *x509.Certificate) (string, bool) { return replicaNameFromCert(c) }
-
-// replicaNameFromCert extracts the replica name from a certificate's marker.
-func replicaNameFromCert(c *x509.Certificate) (string, bool) {
-	if c == nil {
-		return "", false
-	}
-	for _, u := range c.URIs {
-		if u.Scheme == NodeURIScheme && u.Host == ReplicaURIHost && len(u.Path) > 1 {
-			name := u.Path[1:]
-			if replicaNameRE.MatchString(name) {
-				return name, true
-			}
-		}
-	}
-	if slices.Contains(c.Subject.OrganizationalUnit, ReplicaOU) && replicaNameRE.MatchString(c.Subject.CommonName) {
-		return c.Subject.CommonName, true
-	}
-	return "", false
-}
+func ReplicaNameOf(c *x509.Certificate) (string, bool) { return replicaMarker.name(c) }
 
 // ReplicaName returns the replica name of the peer of a TLS connection if
 // the peer presented a certificate that was verified against the
-// configured CA and carries the replica marker. Unverified certificates
-// never count.
+// configured CA and carries the replica marker.
 func ReplicaName(cs *tls.ConnectionState) (string, bool) {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
-		return "", false
-	}
-	return replicaNameFromCert(cs.PeerCertificates[0])
+	return ReplicaNameOf(verifiedPeer(cs))
 }
 
 // TLSFiles names PEM files: the cluster CA certificate, and this party's
@@ -312,7 +316,7 @@ func AgentServerTLS(f TLSFiles) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls: parsing %s: %w", f.Cert, err)
 	}
-	if _, ok := replicaNameFromCert(leaf); !ok {
+	if _, ok := ReplicaNameOf(leaf); !ok {
 		return nil, fmt.Errorf("tls: %s (subject %q) is not an ars replica certificate; the replica agent needs one (ars keygen -replicas)",
 			f.Cert, leaf.Subject.String())
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -119,15 +118,7 @@ func TestNodeListFlag(t *testing.T) {
 // readPEMCert parses the certificate in path.
 func readPEMCert(t *testing.T, path string) *x509.Certificate {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(data)
-	if blk == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
+	c, err := pki.ReadCert(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"context"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -85,27 +84,9 @@ func TestAddressHandoverTopology(t *testing.T) {
 // signals that stand for the VM's power. Down leaves nothing.
 func TestAddressHandoverLinks(t *testing.T) {
 	needLab(t)
-	if _, err := exec.LookPath("dig"); err != nil {
-		if os.Getenv("ARS_REQUIRE_LAB") != "" {
-			t.Fatal("ARS_REQUIRE_LAB is set but dig (dnsutils) is not installed")
-		}
-		t.Skip("needs dig (make lab-deps)")
-	}
-	l, err := New(Topology{Prefix: handoverPrefix, Replicas: []string{"nic", "addr"}, Nodes: []string{"n1"},
-		AddressHandover: []string{"addr"}, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := within(t, 2*time.Minute)
-	if err := l.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("down: %v", err)
-		}
-		assertClean(t, l)
-	})
+	needDig(t)
+	l, ctx := upTopology(t, Topology{Prefix: handoverPrefix, Replicas: []string{"nic", "addr"}, Nodes: []string{"n1"},
+		AddressHandover: []string{"addr"}, StateDir: t.TempDir()}, 2*time.Minute)
 	ipOut := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command("ip", args...).CombinedOutput()

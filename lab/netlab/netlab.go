@@ -280,9 +280,12 @@ func (t *Topology) checkMgmt() error {
 
 // mgmtReplicaAddr is the k-th address-handover replica's management
 // address: the management subnet's .21 + k (the nodes have .11–.19).
-func mgmtReplicaAddr(subnet netip.Prefix, k int) netip.Addr {
+func mgmtReplicaAddr(subnet netip.Prefix, k int) netip.Addr { return hostAddr(subnet, 21+k) }
+
+// hostAddr is the subnet's n-th address (its network address plus n).
+func hostAddr(subnet netip.Prefix, n int) netip.Addr {
 	a := subnet.Masked().Addr()
-	for range 21 + k {
+	for range n {
 		a = a.Next()
 	}
 	return a
@@ -374,13 +377,7 @@ func (l *Lab) allNS() []string {
 }
 
 // nodeAddr is the i-th node's address: the subnet's .11 + i.
-func nodeAddr(subnet netip.Prefix, i int) netip.Addr {
-	a := subnet.Masked().Addr()
-	for range 11 + i {
-		a = a.Next()
-	}
-	return a
-}
+func nodeAddr(subnet netip.Prefix, i int) netip.Addr { return hostAddr(subnet, 11+i) }
 
 // ReplicaAddr is the address the replica carries: Topology.Service, or its
 // own from Topology.Addrs.

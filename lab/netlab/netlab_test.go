@@ -509,17 +509,32 @@ func TestUpAfterCrash(t *testing.T) {
 func upTwoNodes(t *testing.T) (*Lab, context.Context) {
 	t.Helper()
 	needLab(t)
+	needDig(t)
+	return upTopology(t, Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()}, time.Minute)
+}
+
+// needDig skips (or fails, where ARS_REQUIRE_LAB says it must be there)
+// without dig.
+func needDig(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath("dig"); err != nil {
 		if os.Getenv("ARS_REQUIRE_LAB") != "" {
 			t.Fatal("ARS_REQUIRE_LAB is set but dig (dnsutils) is not installed")
 		}
 		t.Skip("needs dig (make lab-deps)")
 	}
-	l, err := New(Topology{Prefix: testPrefix, Replicas: []string{"r1"}, Nodes: []string{"n1", "n2"}, StateDir: t.TempDir()})
+}
+
+// upTopology brings up a lab of topo within limit and takes it down (and
+// checks that nothing is left) when the test ends; the context is the
+// test's, bounded by limit.
+func upTopology(t *testing.T, topo Topology, limit time.Duration) (*Lab, context.Context) {
+	t.Helper()
+	l, err := New(topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := within(t, time.Minute)
+	ctx := within(t, limit)
 	if err := l.Up(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -115,10 +115,16 @@ func TestEventsFollow(t *testing.T) {
 	}
 	// The streams are open once one more is refused.
 	var ae *api.APIError
+	var last error
 	waitForCond(t, "a fifth stream refused", func() bool {
-		_, err := collect(t, c, api.EventsQuery{})
-		return errors.As(err, &ae) && ae.Code == api.CodeRateLimited
-	})
+		select {
+		case err := <-done:
+			t.Fatalf("a followed stream ended before the test closed it: %v", err)
+		default:
+		}
+		_, last = collect(t, c, api.EventsQuery{})
+		return errors.As(last, &ae) && ae.Code == api.CodeRateLimited
+	}, func() string { return fmt.Sprintf("the fifth stream's last answer: %v", last) })
 	if _, err := b.Apply(context.Background(), encodedApply(t, "dns")); err != nil {
 		t.Fatal(err)
 	}
@@ -143,12 +149,19 @@ func TestEventsFollow(t *testing.T) {
 	})
 }
 
-func waitForCond(t *testing.T, what string, cond func() bool) {
+// waitForCond polls cond until it holds; the bound is generous (a loaded
+// CI machine running every package's tests under -race at once), and
+// the optional why says what was seen last when it runs out.
+func waitForCond(t *testing.T, what string, cond func() bool, why ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			var seen []string
+			for _, w := range why {
+				seen = append(seen, w())
+			}
+			t.Fatalf("timed out waiting for %s %v", what, seen)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -41,7 +41,8 @@ type Cluster struct {
 	fsm      *raftFSM
 	raft     *raft.Raft
 	trans    raft.Transport
-	stream   dialer // the Raft stream layer (nil in memory), for watchLeader
+	stream   dialer                 // the Raft stream layer (nil in memory), for watchLeader
+	netTrans *raft.NetworkTransport // nil in memory; closed as soon as Raft stops
 	closers  []func() error
 	ml       *memberlist.Memberlist
 	meta     *metaDelegate
@@ -209,6 +210,7 @@ func (c *Cluster) startRaft() error {
 		c.gate = newRPCGate(c.ctx, nt)
 		c.trans = c.gate
 		c.stream = stream
+		c.netTrans = nt
 		c.closers = append(c.closers, nt.Close)
 	}
 	r, err := raft.NewRaft(c.raftConfig(), c.fsm, logs, stable, snaps, c.trans)
@@ -467,6 +469,15 @@ func (c *Cluster) stopRaft() {
 	if c.raft != nil {
 		if err := c.raft.Shutdown().Error(); err != nil {
 			c.log.Warn("raft shutdown", "err", err)
+		}
+	}
+	// Refuse Raft connections from now on, not once the node's other
+	// goroutines have ended: a peer's leader watch takes a refused dial
+	// for a gone leader and campaigns, while a listener that still
+	// accepts (and never answers) holds the election off.
+	if c.netTrans != nil {
+		if err := c.netTrans.Close(); err != nil {
+			c.log.Warn("raft transport close", "err", err)
 		}
 	}
 }

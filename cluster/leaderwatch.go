@@ -22,8 +22,11 @@ type dialer interface {
 // follower checks how long it has not heard from the leader; after three
 // heartbeat periods of silence the designated successor — the first voter
 // of the configuration by ID, the leader left out — dials the leader's
-// Raft address. A refused connection means no process listens there any
-// more (a crash, kill -9, a stop): the successor sends itself a TimeoutNow,
+// Raft address, and dials again every period while the silence lasts (a
+// dial blocks for at most two periods, so they never pile up). A refused
+// connection means no process listens there any more (a crash, kill -9,
+// a stop; a stopping node closes its Raft listener as soon as Raft
+// stops, see stopRaft): the successor sends itself a TimeoutNow,
 // the RPC of a leadership transfer, and campaigns at once; the voters
 // grant the transfer flag even though their own heartbeat timers have
 // not run out. A leader that is alive but slow, or a host that is down
@@ -38,7 +41,6 @@ func (c *Cluster) watchLeader(d dialer) {
 	silence := 3 * period
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	var last time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -50,13 +52,12 @@ func (c *Cluster) watchLeader(d dialer) {
 		}
 		addr, id := c.raft.LeaderWithID()
 		lc := c.raft.LastContact()
-		if addr == "" || lc.IsZero() || time.Since(lc) < silence || time.Since(last) < silence {
+		if addr == "" || lc.IsZero() || time.Since(lc) < silence {
 			continue
 		}
 		if !c.successor(id) {
 			continue
 		}
-		last = time.Now()
 		conn, err := d.Dial(addr, 2*period)
 		if err == nil {
 			conn.Close()

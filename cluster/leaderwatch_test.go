@@ -50,7 +50,7 @@ func TestDeadLeaderReplacedBeforeTheHeartbeatTimeout(t *testing.T) {
 	})
 	killed := time.Now()
 	h.stop(leader) // closes its Raft listener: connections are refused
-	next := h.waitLeader(15 * time.Second)
+	next := h.waitLeader(19 * time.Second)
 	if waited := time.Since(killed); waited >= 20*time.Second {
 		t.Fatalf("new leader %s after %v: not before the heartbeat timeout", next.name, waited)
 	}

@@ -52,6 +52,20 @@ type Addresser interface {
 	Carrier() (bool, error)
 }
 
+// LinkNamer is an Addresser that says which link it acts on, for the
+// agent's state and messages when Config.Interface is empty.
+type LinkNamer interface{ LinkName() string }
+
+func (a *Agent) linkName() string {
+	if a.cfg.Interface != "" {
+		return a.cfg.Interface
+	}
+	if n, ok := a.cfg.Net.(LinkNamer); ok {
+		return n.LinkName()
+	}
+	return ""
+}
+
 // Link is the Addresser of a Linux link: Address (with its prefix
 // length) on the link called Interface, looked up again on every call so
 // that a link made anew is found.
@@ -114,9 +128,10 @@ type Config struct {
 	// Replica is the replica's name (fsm.ReplicaSpec.Name); commands for
 	// another replica are refused.
 	Replica string
-	// Interface is the service link's name; Address the service address
-	// with the prefix length it is added with (/32 unless the guest's
-	// network needs otherwise). The agent claims no other address.
+	// Interface is the service link's name (unless Net says which link it
+	// acts on: see LinkNamer); Address the service address with the
+	// prefix length it is added with (/32 unless the guest's network
+	// needs otherwise). The agent claims no other address.
 	Interface string
 	Address   netip.Prefix
 	// StatePath is the state file (the highest fence seen).
@@ -240,7 +255,7 @@ func (a *Agent) state(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, CodeFailed, err.Error())
 		return
 	}
-	st := State{Replica: a.cfg.Replica, Interface: a.cfg.Interface, Address: a.cfg.Address.Addr().String(), Held: held, LinkUp: carrier}
+	st := State{Replica: a.cfg.Replica, Interface: a.linkName(), Address: a.cfg.Address.Addr().String(), Held: held, LinkUp: carrier}
 	if rec.seen() {
 		f := rec.fence()
 		st.Fence, st.LastAction = &f, rec.Action
@@ -317,7 +332,7 @@ func (a *Agent) command(w http.ResponseWriter, r *http.Request, action Action) {
 		if up, cerr := a.cfg.Net.Carrier(); cerr == nil && !up {
 			log.Warn("claim refused: the service link has no carrier")
 			writeError(w, http.StatusServiceUnavailable, CodeNoCarrier,
-				fmt.Sprintf("the service link %s has no carrier (its NIC is disconnected); nothing changed", a.cfg.Interface))
+				fmt.Sprintf("the service link %s has no carrier (its NIC is disconnected); nothing changed", a.linkName()))
 			return
 		}
 		res.Changed, err = a.cfg.Net.Claim()

@@ -45,12 +45,26 @@ and runs on Linux only: Windows replicas keep NIC handover.
 
   ars replica-agent -replica lin-bind -listen 10.0.1.21:7444 \
       -interface eth1 -address 10.0.0.53 -state /var/lib/ars/replica-agent.json \
-      -ca ca.pem -cert replica-lin-bind.pem -key replica-lin-bind-key.pem`,
+      -ca ca.pem -cert replica-lin-bind.pem -key replica-lin-bind-key.pem
+
+A container replica's agent runs on its Docker host, as root, not in the
+container: with -container (the replica's container, ars-NAME) and -subnet
+(the service network's subnet) instead of -interface, it enters the
+container's network namespace and acts on the link with an address in that
+subnet, following the container when it is created or started again.
+
+  ars replica-agent -replica ctr-unbound -listen 10.0.1.5:7445 \
+      -container ars-ctr-unbound -subnet 10.0.0.0/24 -address 10.0.0.53 \
+      -state /var/lib/ars/agent-ctr-unbound.json \
+      -ca ca.pem -cert replica-ctr-unbound.pem -key replica-ctr-unbound-key.pem`,
 		Local: true,
 		Setup: func(fs *flag.FlagSet) cli.RunFunc {
 			replica := fs.String("replica", "", "the replica's `name` in its service (required)")
 			listen := fs.String("listen", "", "`HOST:PORT` to serve on, an address the leaders reach (required)")
-			iface := fs.String("interface", "", "the service link's `name` (required)")
+			iface := fs.String("interface", "", "the service link's `name` (a VM replica; required unless -container)")
+			ctr := fs.String("container", "", "the container `name` of a container replica (with -subnet, instead of -interface)")
+			subnet := fs.String("subnet", "", "the service network's `subnet` (with -container)")
+			dockerHost := fs.String("docker-host", "unix:///var/run/docker.sock", "the Docker engine `endpoint` of -container (a local one: its namespaces are entered)")
 			address := fs.String("address", "", "the service `address`, optionally with a prefix length (default /32) (required)")
 			state := fs.String("state", "", "state `file` keeping the highest fence seen (required)")
 			ca := fs.String("ca", "", "cluster CA certificate `file` (required)")
@@ -64,8 +78,18 @@ and runs on Linux only: Windows replicas keep NIC handover.
 					return fmt.Errorf("the replica agent has no tested implementation for %s (only %s); "+
 						"use NIC handover for this replica", runtime.GOOS, strings.Join(replicaAgentOS, ", "))
 				}
+				switch {
+				case *ctr == "" && *iface == "":
+					return cli.UsageErrorf("-interface (a VM replica) or -container with -subnet (a container replica) is required")
+				case *ctr != "" && *iface != "":
+					return cli.UsageErrorf("-interface and -container: give one of them")
+				case *ctr != "" && *subnet == "":
+					return cli.UsageErrorf("-container needs -subnet, the service network's subnet")
+				case *ctr == "" && *subnet != "":
+					return cli.UsageErrorf("-subnet goes with -container")
+				}
 				for _, req := range []struct{ name, v string }{
-					{"replica", *replica}, {"listen", *listen}, {"interface", *iface}, {"address", *address},
+					{"replica", *replica}, {"listen", *listen}, {"address", *address},
 					{"state", *state}, {"ca", *ca}, {"cert", *cert}, {"key", *key},
 				} {
 					if req.v == "" {
@@ -75,6 +99,24 @@ and runs on Linux only: Windows replicas keep NIC handover.
 				prefix, err := parseServiceAddress(*address)
 				if err != nil {
 					return cli.UsageErrorf("-address: %v", err)
+				}
+				var addresser replicaagent.Addresser
+				if *ctr != "" {
+					sub, err := netip.ParsePrefix(*subnet)
+					if err != nil || !sub.Addr().Is4() || sub.Masked() != sub {
+						return cli.UsageErrorf("-subnet %q: want an IPv4 subnet such as 10.0.0.0/24", *subnet)
+					}
+					if !sub.Contains(prefix.Addr()) {
+						return cli.UsageErrorf("-address %s is not in -subnet %s", prefix.Addr(), sub)
+					}
+					eng, err := newDockerPids(*dockerHost, *replica)
+					if err != nil {
+						return err
+					}
+					defer eng.Close()
+					c := &replicaagent.Container{Name: *ctr, Subnet: sub, Address: prefix, Engine: eng}
+					defer c.Close()
+					addresser = c
 				}
 				if *announce < 1 || *announce > 10 {
 					return cli.UsageErrorf("-announce %d: must be 1..10", *announce)
@@ -95,7 +137,7 @@ and runs on Linux only: Windows replicas keep NIC handover.
 				}
 				log := slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: level}))
 				a, err := replicaagent.New(replicaagent.Config{
-					Replica: *replica, Interface: *iface, Address: prefix, StatePath: *state,
+					Replica: *replica, Interface: *iface, Net: addresser, Address: prefix, StatePath: *state,
 					Announcements: *announce, AnnounceGap: *gap, Log: log,
 				})
 				if err != nil {
@@ -105,8 +147,12 @@ and runs on Linux only: Windows replicas keep NIC handover.
 				if err != nil {
 					return fmt.Errorf("replica agent: %w", err)
 				}
-				log.Info("replica agent serving", "replica", *replica, "listen", ln.Addr().String(),
-					"interface", *iface, "address", prefix.String(), "version", Version())
+				where := []any{"interface", *iface}
+				if *ctr != "" {
+					where = []any{"container", *ctr, "subnet", *subnet, "docker_host", *dockerHost}
+				}
+				log.Info("replica agent serving", append(append([]any{"replica", *replica, "listen", ln.Addr().String()}, where...),
+					"address", prefix.String(), "version", Version())...)
 				err = a.Serve(ctx, ln, tlsCfg)
 				if errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil {
 					log.Info("replica agent stopped")

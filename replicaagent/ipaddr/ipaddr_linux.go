@@ -14,16 +14,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Link is one network link of the current namespace, as found by ByName
-// or BySubnet.
+// Link is one network link, as found by ByName or BySubnet (of the
+// current namespace) or a Namespace's.
 type Link struct {
 	Name string
 	link netlink.Link
+	h    *netlink.Handle
 }
 
+// current is the netlink handle of the calling thread's namespace (the
+// zero Handle opens a socket per request, as the package functions do).
+var current = &netlink.Handle{}
+
 // ByName finds the link called name.
-func ByName(name string) (*Link, error) {
-	l, err := netlink.LinkByName(name)
+func ByName(name string) (*Link, error) { return byName(current, name) }
+
+// BySubnet finds the one link with an IPv4 address in p. None is
+// ErrNoLink; several are an error naming them.
+func BySubnet(p netip.Prefix) (*Link, error) { return bySubnet(current, p) }
+
+func byName(h *netlink.Handle, name string) (*Link, error) {
+	l, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -31,19 +42,17 @@ func ByName(name string) (*Link, error) {
 		}
 		return nil, fmt.Errorf("find link %s: %w", name, err)
 	}
-	return &Link{Name: name, link: l}, nil
+	return &Link{Name: name, link: l, h: h}, nil
 }
 
-// BySubnet finds the one link with an IPv4 address in p. None is
-// ErrNoLink; several are an error naming them.
-func BySubnet(p netip.Prefix) (*Link, error) {
-	links, err := netlink.LinkList()
+func bySubnet(h *netlink.Handle, p netip.Prefix) (*Link, error) {
+	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	var found []netlink.Link
 	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
 		if err != nil {
 			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
 		}
@@ -58,7 +67,7 @@ func BySubnet(p netip.Prefix) (*Link, error) {
 	case 0:
 		return nil, fmt.Errorf("%w: no link has an address in %s", ErrNoLink, p)
 	case 1:
-		return &Link{Name: found[0].Attrs().Name, link: found[0]}, nil
+		return &Link{Name: found[0].Attrs().Name, link: found[0], h: h}, nil
 	}
 	var names []string
 	for _, l := range found {
@@ -98,7 +107,7 @@ func checkV4(a netip.Addr) error {
 
 // Addrs lists the link's IPv4 addresses.
 func (l *Link) Addrs() ([]netip.Prefix, error) {
-	addrs, err := netlink.AddrList(l.link, netlink.FAMILY_V4)
+	addrs, err := l.h.AddrList(l.link, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", l.Name, err)
 	}
@@ -143,7 +152,7 @@ func (l *Link) Put(p netip.Prefix) (added bool, err error) {
 		return false, err
 	}
 	ip := net.IP(a.AsSlice())
-	err = netlink.AddrAdd(l.link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(p.Bits(), 32)}})
+	err = l.h.AddrAdd(l.link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(p.Bits(), 32)}})
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return false, fmt.Errorf("add %s to %s: %w", p, l.Name, err)
 	}
@@ -156,7 +165,7 @@ func (l *Link) Remove(a netip.Addr) (removed bool, err error) {
 	if err := checkV4(a); err != nil {
 		return false, err
 	}
-	addrs, err := netlink.AddrList(l.link, netlink.FAMILY_V4)
+	addrs, err := l.h.AddrList(l.link, netlink.FAMILY_V4)
 	if err != nil {
 		return false, fmt.Errorf("list addresses of %s: %w", l.Name, err)
 	}
@@ -165,7 +174,7 @@ func (l *Link) Remove(a netip.Addr) (removed bool, err error) {
 		if !addrs[i].IP.Equal(ip) {
 			continue
 		}
-		if err := netlink.AddrDel(l.link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := l.h.AddrDel(l.link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return removed, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, l.Name, err)
 		}
 		removed = true
@@ -185,7 +194,7 @@ func (l *Link) SourceRoutes(a netip.Addr) error {
 		return err
 	}
 	ip := net.IP(a.AsSlice())
-	routes, err := netlink.RouteList(l.link, netlink.FAMILY_V4)
+	routes, err := l.h.RouteList(l.link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list routes of %s: %w", l.Name, err)
 	}
@@ -194,7 +203,7 @@ func (l *Link) SourceRoutes(a netip.Addr) error {
 			continue
 		}
 		r.Src = ip
-		if err := netlink.RouteReplace(&r); err != nil {
+		if err := l.h.RouteReplace(&r); err != nil {
 			return fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, l.Name, err)
 		}
 	}

@@ -32,3 +32,14 @@ func (a *Announcer) Close() error       { return ErrUnsupportedOS }
 func (a *Announcer) Announce(l *Link, addr netip.Addr, n int, gap time.Duration) error {
 	return ErrUnsupportedOS
 }
+
+// Namespace is another network namespace (see the Linux implementation).
+type Namespace struct{}
+
+func OpenNamespace(path string) (*Namespace, error)         { return nil, ErrUnsupportedOS }
+func NamespaceInode(path string) (uint64, error)            { return 0, ErrUnsupportedOS }
+func (n *Namespace) Inode() uint64                          { return 0 }
+func (n *Namespace) ByName(name string) (*Link, error)      { return nil, ErrUnsupportedOS }
+func (n *Namespace) BySubnet(p netip.Prefix) (*Link, error) { return nil, ErrUnsupportedOS }
+func (n *Namespace) NewAnnouncer() (*Announcer, error)      { return nil, ErrUnsupportedOS }
+func (n *Namespace) Close() error                           { return ErrUnsupportedOS }

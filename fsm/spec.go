@@ -511,8 +511,6 @@ func (r ReplicaSpec) validateHandover() error {
 	switch {
 	case r.OS != OSLinux:
 		return fmt.Errorf("handover: %q needs os %q: the replica agent has no tested implementation for %s; use handover \"nic\"", HandoverAddress, OSLinux, r.OS)
-	case r.Platform != PlatformVM:
-		return fmt.Errorf("handover: %q is implemented for platform %q only; container replicas take the address by their network endpoint", HandoverAddress, PlatformVM)
 	case r.Agent == "":
 		return fmt.Errorf("agent: required with handover %q (the replica agent's \"IP:port\")", HandoverAddress)
 	}

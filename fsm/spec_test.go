@@ -127,7 +127,11 @@ func TestValidate(t *testing.T) {
 		}, `replicas[0].handover: "address" needs os "linux": the replica agent has no tested implementation for windows`},
 		{"address handover on a container", func(s *ServiceSpec) {
 			addressHandover(&s.Replicas[2], "198.51.100.7:7444")
-		}, `replicas[2].handover: "address" is implemented for platform "vm" only`},
+		}, ""},
+		{"address handover on a windows container", func(s *ServiceSpec) {
+			addressHandover(&s.Replicas[2], "198.51.100.7:7444")
+			s.Replicas[2].OS = OSWindows
+		}, `replicas[2].handover: "address" needs os "linux"`},
 		{"address handover without agent", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "") }, `replicas[1].agent: required with handover "address"`},
 		{"agent without address handover", func(s *ServiceSpec) { s.Replicas[1].Agent = "198.51.100.7:7444" }, `replicas[1].agent: only with handover "address"`},
 		{"agent without port", func(s *ServiceSpec) { addressHandover(&s.Replicas[1], "198.51.100.7") }, `replicas[1].agent: "198.51.100.7" must be "IP:port"`},

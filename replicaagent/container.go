@@ -37,7 +37,11 @@ const engineTimeout = 2 * time.Second
 // long as the container's process still lives in it — one stat per
 // command — and looked up again through the engine otherwise. A container
 // that does not run, or has no link in Subnet (disconnected from the
-// service network: its "NIC"), holds nothing and has no carrier.
+// service network: its "NIC"), holds nothing and has no carrier. While
+// it holds the service address, that is the preferred source of the
+// link's routes, so that a server bound to the wildcard address (as
+// container images usually are) answers from it; a release gives the
+// routes their own source back before the address goes.
 type Container struct {
 	Name    string       // the container's name on its engine
 	Subnet  netip.Prefix // the service network's subnet
@@ -140,7 +144,13 @@ func (c *Container) Claim() (bool, error) {
 	if k == nil {
 		return false, fmt.Errorf("container %s has no link in %s (not running, or not on the service network)", c.Name, c.Subnet)
 	}
-	return k.Put(c.Address)
+	added, err := k.Put(c.Address)
+	if err != nil {
+		return added, err
+	}
+	// A server bound to the wildcard address answers from the routes'
+	// preferred source: the service address while it is held.
+	return added, k.SourceRoutes(c.Address.Addr())
 }
 
 // Announce sends one frame at a time, the link looked up for each, under
@@ -176,6 +186,11 @@ func (c *Container) announceOnce() error {
 func (c *Container) Release() (bool, error) {
 	k, err := c.link()
 	if k == nil || err != nil {
+		return false, err
+	}
+	// The kernel drops the routes whose source goes away: give them
+	// back their own source first.
+	if err := k.UnsourceRoutes(c.Address.Addr()); err != nil {
 		return false, err
 	}
 	return k.Remove(c.Address.Addr())

@@ -128,6 +128,9 @@ func TestContainerFollowsItsNamespace(t *testing.T) {
 	if !first.holds(t, "10.77.0.53") {
 		t.Fatal("the namespace does not hold the address after the claim")
 	}
+	if r := ipCmd(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "src 10.77.0.53") {
+		t.Fatalf("the subnet route's source is not the service address after the claim: %q", r)
+	}
 	if added, err := c.Claim(); err != nil || added {
 		t.Fatalf("second claim: %v %v, want a no-op", added, err)
 	}
@@ -142,6 +145,9 @@ func TestContainerFollowsItsNamespace(t *testing.T) {
 	}
 	if first.holds(t, "10.77.0.53") {
 		t.Fatal("the namespace still holds the address after the release")
+	}
+	if r := ipCmd(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "10.77.0.0/24") || strings.Contains(r, "10.77.0.53") {
+		t.Fatalf("after the release the subnet route is %q; want it kept, with its own source", r)
 	}
 
 	// Disconnected from the service network: no link in the subnet.

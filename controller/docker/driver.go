@@ -356,7 +356,10 @@ func (d *Driver) Attach(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.O
 		if st := c.State; !st.Running || st.Paused || st.Restarting {
 			return fmt.Errorf("%w: attach needs a running container (it is %s)", errInvalidState, st.Status)
 		}
-		if h.mode == AddressHelper {
+		switch {
+		case r.AddressHandover():
+			return h.attachLink(ctx, r, c, o.ServiceAddr)
+		case h.mode == AddressHelper:
 			return h.attachHelper(ctx, r, c, o.ServiceAddr, o.ServicePort)
 		}
 		return h.attach(ctx, r, c, o.ServiceAddr)
@@ -396,7 +399,7 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 	o := driver.ApplyOptions(opts...)
 	svcAddr, svcPort := o.ServiceAddr, o.ServicePort
 	return d.do(ctx, "power-on", r, nil, func(ctx context.Context, h *host, c *container.InspectResponse) error {
-		if h.mode == AddressHelper && (c == nil || !c.State.Running) {
+		if h.usesHelper(r) && (c == nil || !c.State.Running) {
 			// Nothing is started on an engine that could not give it the
 			// service address.
 			if err := h.checkHelperImage(ctx); err != nil {
@@ -445,7 +448,7 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 			return err
 		}
 		h.forget(r, false)
-		if h.mode != AddressHelper {
+		if !h.usesHelper(r) {
 			return nil
 		}
 		now, err := h.inspect(ctx, r)
@@ -459,6 +462,13 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 	})
 }
 
+// usesHelper says whether r's service address is put in place by an address
+// helper: in helper mode, unless the replica's agent does it (address
+// handover).
+func (h *host) usesHelper(r fsm.ReplicaSpec) bool {
+	return h.mode == AddressHelper && !r.AddressHandover()
+}
+
 // afterRun follows a running container in AddressHelper mode: its helper
 // runs in the container's current namespace, armed with the service
 // address (svcAddr, the one PowerOn was given, unless the container has
@@ -466,7 +476,7 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 // service address recorded there (an attached replica that was stopped
 // comes back attached, like a VM whose NIC connects at power-on).
 func (h *host) afterRun(ctx context.Context, r fsm.ReplicaSpec, c *container.InspectResponse, svcAddr netip.Addr, svcPort uint16) error {
-	if h.mode != AddressHelper {
+	if !h.usesHelper(r) {
 		return nil
 	}
 	// Re-armed only when the caller passed the address: a PowerOn without

@@ -210,6 +210,31 @@ func (l *Link) SourceRoutes(a netip.Addr) error {
 	return nil
 }
 
+// UnsourceRoutes undoes SourceRoutes before a goes away: the link's
+// routes in the main table whose preferred source is a lose it (the
+// kernel picks the link's own address again), so that taking a off does
+// not take the routes with it.
+func (l *Link) UnsourceRoutes(a netip.Addr) error {
+	if err := checkV4(a); err != nil {
+		return err
+	}
+	ip := net.IP(a.AsSlice())
+	routes, err := l.h.RouteList(l.link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", l.Name, err)
+	}
+	for _, r := range routes {
+		if r.Table != unix.RT_TABLE_MAIN || !r.Src.Equal(ip) {
+			continue
+		}
+		r.Src = nil
+		if err := l.h.RouteReplace(&r); err != nil {
+			return fmt.Errorf("drop %s as the source of route %s on %s: %w", a, r.Dst, l.Name, err)
+		}
+	}
+	return nil
+}
+
 // Announcer sends gratuitous ARPs through one packet socket kept open.
 // Closing a packet socket waits for an RCU grace period (8-16 ms measured
 // in the lab), which a claim on a switch's critical path must not pay:

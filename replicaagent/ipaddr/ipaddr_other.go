@@ -16,6 +16,7 @@ func (l *Link) Has(a netip.Addr) (bool, error)    { return false, ErrUnsupported
 func (l *Link) Put(p netip.Prefix) (bool, error)  { return false, ErrUnsupportedOS }
 func (l *Link) Remove(a netip.Addr) (bool, error) { return false, ErrUnsupportedOS }
 func (l *Link) SourceRoutes(a netip.Addr) error   { return ErrUnsupportedOS }
+func (l *Link) UnsourceRoutes(a netip.Addr) error { return ErrUnsupportedOS }
 func (l *Link) Announce(a netip.Addr, n int, gap time.Duration) error {
 	return ErrUnsupportedOS
 }

@@ -378,7 +378,7 @@ func (l *Lab) inject(ctx context.Context, in *chaos.Injection, seed int64) {
 			return
 		}
 		in.Replica = rs.Name
-		if !l.Net.AddressHandover(rs.Name) {
+		if !l.isAddress(rs.Name) {
 			in.Skipped = "the " + st.Target + " replica " + rs.Name + " takes the address by its NIC (no agent)"
 			return
 		}

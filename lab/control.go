@@ -139,7 +139,7 @@ func (l *Lab) Status(ctx context.Context) Status {
 	for _, r := range l.cfg.Replicas {
 		p, linked := l.applied(r.Name)
 		rs := ReplicaStatus{Replica: r, VM: l.vms[r.Name], Power: p, Linked: linked, Role: roles[r.Name], Handover: HandoverNIC}
-		if !r.isContainer() && l.Net.AddressHandover(r.Name) {
+		if l.isAddress(r.Name) {
 			rs.Handover, rs.Agent = HandoverAddress, l.agentStatus(r.Name)
 		}
 		st.Replicas = append(st.Replicas, rs)

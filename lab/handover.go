@@ -19,14 +19,17 @@ import (
 	"github.com/ars-project/ars/pki"
 )
 
-// Address handover in the lab (Config.Handover "address"): every Linux VM
+// Address handover in the lab (Config.Handover "address"): every Linux
 // replica takes the service address through its replica agent (`ars
-// replica-agent`) instead of its NIC. netlab gives each such replica a
+// replica-agent`) instead of its NIC. netlab gives each such VM replica a
 // management link the nodes reach whatever its service link does, and
 // the service address hidden on lo, so that its server is bound to it
 // all along; the agent runs in the replica's namespace beside the
 // server, for the lab's whole life, and puts the address on the service
-// link when the leader claims it.
+// link when the leader claims it. A container replica's agent runs on
+// the host as in production (`-container`), in a netlab namespace of its
+// own that has only a management link, and enters the container's
+// namespace to act on its link in the service network.
 
 // Handover modes of a lab (Config.Handover).
 const (
@@ -42,11 +45,31 @@ const AgentPort = 7444
 const agentStartLimit = 10 * time.Second
 
 // addressHandover reports whether r takes the service address through its
-// replica agent: in an address-handover lab, every Linux VM replica.
-// Windows replicas (the agent has no tested implementation there) and
-// containers (their endpoint carries the address) keep NIC handover.
+// replica agent: in an address-handover lab, every Linux replica, VM or
+// container. Windows replicas (the agent has no tested implementation
+// there) keep NIC handover.
 func (c Config) addressHandover(r Replica) bool {
-	return c.Handover == HandoverAddress && !r.isContainer() && r.OS == fsm.OSLinux
+	return c.Handover == HandoverAddress && r.OS == fsm.OSLinux
+}
+
+// addressVMs and addressContainers split addressReplicas by platform.
+func (c Config) addressVMs() []string { return c.addressOn(false) }
+
+func (c Config) addressContainers() []string { return c.addressOn(true) }
+
+func (c Config) addressOn(containers bool) []string {
+	var out []string
+	for _, r := range c.Replicas {
+		if c.addressHandover(r) && r.isContainer() == containers {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// isAddress reports whether the lab runs a replica agent for the replica.
+func (l *Lab) isAddress(replica string) bool {
+	return l.Net.AddressHandover(replica) || l.Net.ContainerAgent(replica)
 }
 
 // checkHandover validates Config.Handover and normalizes "" to "nic".
@@ -141,14 +164,18 @@ func (l *Lab) startAgents() error {
 	// service links ("hold", "drop"): the chaos checker's view of who is
 	// on the service address.
 	for _, n := range names {
-		err := l.Net.WatchService(l.ctx, n, func(held bool, err error) {
+		record := func(held bool, err error) {
 			what := "drop"
 			if held {
 				what = "hold"
 			}
 			_ = l.record(n, what, err)
-		})
-		if err != nil {
+		}
+		if l.Net.ContainerAgent(n) {
+			l.watchContainer(n, record)
+			continue
+		}
+		if err := l.Net.WatchService(l.ctx, n, record); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
 	}
@@ -158,6 +185,18 @@ func (l *Lab) startAgents() error {
 // runAgent starts the replica agent of n (its state file is kept).
 func (l *Lab) runAgent(n string) (*netlab.Proc, error) {
 	p := l.PKIDir()
+	if l.Net.ContainerAgent(n) {
+		proc, err := l.Net.RunAgent(n, l.cfg.Agent, "replica-agent", "-replica", n,
+			"-listen", l.AgentAddr(n), "-container", ContainerName(n), "-subnet", l.Net.Topology().Subnet.String(),
+			"-docker-host", DockerSocket,
+			"-address", netip.PrefixFrom(l.Net.ReplicaAddr(n), 32).String(), "-state", l.agentStatePath(n),
+			"-ca", filepath.Join(p, pki.CACertFile), "-cert", filepath.Join(p, pki.ReplicaCertFile(n)),
+			"-key", filepath.Join(p, pki.ReplicaKeyFile(n)))
+		if err != nil {
+			return nil, fmt.Errorf("lab: replica agent of %s: %w", n, err)
+		}
+		return proc, nil
+	}
 	proc, err := l.Net.RunBeside(n, l.cfg.Agent, "replica-agent", "-replica", n,
 		"-listen", l.AgentAddr(n), "-interface", l.Net.ServiceDev(),
 		"-address", l.Net.ServicePrefix(n).String(), "-state", l.agentStatePath(n),
@@ -231,8 +270,16 @@ const rogueTick = 100 * time.Millisecond
 // a revert, and so is the rogue: it stops at the replica's next revert.
 // Only the platform's fence (its NIC detach) takes it off the network.
 func (l *Lab) Rogue(ctx context.Context, replica string, d time.Duration) error {
-	if !l.Net.AddressHandover(replica) {
+	if !l.isAddress(replica) {
 		return fmt.Errorf("lab: %q is no address-handover replica", replica)
+	}
+	claim := func() { _ = l.Net.ClaimService(replica) }
+	if v := l.ctrView(replica); v != nil {
+		claim = func() {
+			if _, err := v.Claim(); err == nil {
+				_ = v.Announce(1, 0)
+			}
+		}
 	}
 	start := time.Now()
 	_ = l.record(replica, "rogue-start", nil)
@@ -249,7 +296,7 @@ func (l *Lab) Rogue(ctx context.Context, replica string, d time.Duration) error 
 				_ = l.record(replica, "rogue-end", nil)
 				return
 			}
-			_ = l.Net.ClaimService(replica)
+			claim()
 			select {
 			case <-rctx.Done():
 				_ = l.record(replica, "rogue-end", nil)
@@ -349,7 +396,7 @@ type AgentStatus struct {
 // agentStatus measures an address-handover replica's agent (nil for any
 // other replica).
 func (l *Lab) agentStatus(replica string) *AgentStatus {
-	if !l.Net.AddressHandover(replica) {
+	if !l.isAddress(replica) {
 		return nil
 	}
 	st := &AgentStatus{Addr: l.AgentAddr(replica)}
@@ -359,7 +406,7 @@ func (l *Lab) agentStatus(replica string) *AgentStatus {
 	if p != nil && !exited(p) {
 		st.Pid = p.Pid()
 	}
-	held, err := l.Net.HoldsService(replica)
+	held, err := l.holds(replica)
 	if err != nil {
 		st.HeldErr = err.Error()
 	} else {

@@ -14,9 +14,9 @@ import (
 	"github.com/ars-project/ars/lab/netlab"
 )
 
-// TestAddressHandoverReplicas: in an address-handover lab every Linux VM
-// replica, and only those, takes the address through its agent; the mode
-// is checked.
+// TestAddressHandoverReplicas: in an address-handover lab every Linux
+// replica, VM or container, and only those, takes the address through its
+// agent; the mode is checked.
 func TestAddressHandoverReplicas(t *testing.T) {
 	reps := []Replica{
 		{Name: "bind9-win", Impl: "bind9", OS: "windows", Platform: "vm"},
@@ -32,7 +32,7 @@ func TestAddressHandoverReplicas(t *testing.T) {
 	}{
 		{"", []string{"n1"}, nil, false},
 		{HandoverNIC, []string{"n1"}, nil, false},
-		{HandoverAddress, []string{"n1"}, []string{"knot-lin", "pdns-lin"}, false},
+		{HandoverAddress, []string{"n1"}, []string{"knot-lin", "unbound-ctr", "pdns-lin"}, false},
 		{HandoverAddress, nil, nil, true},
 		{"agent", []string{"n1"}, nil, true},
 	} {
@@ -47,6 +47,10 @@ func TestAddressHandoverReplicas(t *testing.T) {
 		}
 		if got := cfg.addressReplicas(); !slices.Equal(got, c.want) {
 			t.Errorf("handover %q: address-handover replicas %v, want %v", c.handover, got, c.want)
+		}
+		if vms, ctrs := cfg.addressVMs(), cfg.addressContainers(); len(c.want) > 0 &&
+			(!slices.Equal(vms, []string{"knot-lin", "pdns-lin"}) || !slices.Equal(ctrs, []string{"unbound-ctr"})) {
+			t.Errorf("handover %q: VMs %v and containers %v", c.handover, vms, ctrs)
 		}
 		if c.handover == "" && cfg.Handover != HandoverNIC {
 			t.Errorf("handover \"\" became %q, want %s", cfg.Handover, HandoverNIC)

@@ -24,6 +24,7 @@ import (
 	"github.com/ars-project/ars/lab/netlab"
 	"github.com/ars-project/ars/lab/vcwatch"
 	"github.com/ars-project/ars/pki"
+	"github.com/ars-project/ars/replicaagent"
 	"github.com/ars-project/ars/vcsim"
 )
 
@@ -170,7 +171,8 @@ type Lab struct {
 	hookln    net.Listener  // the dead webhook (Config.DeadWebhook)
 	hookConns atomic.Int64
 	nodes     *nodeSet
-	agents    map[string]*netlab.Proc // replica agents (address handover); guarded by mu
+	agents    map[string]*netlab.Proc            // replica agents (address handover); guarded by mu
+	ctrViews  map[string]*replicaagent.Container // the lab's views of container replicas in address handover; guarded by mu
 	watchers  []*netlab.Proc
 	attacks   attacks
 	ctrs      *containers // nil without container replicas
@@ -320,7 +322,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 
 	l.Net, err = netlab.New(netlab.Topology{Prefix: cfg.Prefix, StateDir: cfg.StateDir, Replicas: names, Nodes: cfg.Nodes, Docker: ctrs,
-		Subnet: cfg.Subnet, Addrs: addrs, AddressHandover: cfg.addressReplicas()})
+		Subnet: cfg.Subnet, Addrs: addrs, AddressHandover: cfg.addressVMs(), ContainerAgents: cfg.addressContainers()})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -516,6 +518,7 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.cancel = nil
 	}
 	l.stopAgents()
+	l.closeCtrViews()
 	if l.w != nil {
 		l.w.Close()
 		l.w = nil

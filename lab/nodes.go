@@ -619,9 +619,13 @@ func (l *Lab) ServiceSpec(name string) fsm.ServiceSpec {
 			continue
 		}
 		if r.isContainer() {
-			s.Replicas = append(s.Replicas, fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
+			rs := fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,
 				Platform: fsm.PlatformContainer, Host: DockerHost, Image: ImageFor(r.Impl),
-				Container: &fsm.ContainerSpec{Network: l.serviceNetwork()}})
+				Container: &fsm.ContainerSpec{Network: l.serviceNetwork()}}
+			if l.Net.ContainerAgent(r.Name) {
+				rs.Handover, rs.Agent = fsm.HandoverAddress, l.AgentAddr(r.Name)
+			}
+			s.Replicas = append(s.Replicas, rs)
 			continue
 		}
 		rs := fsm.ReplicaSpec{Name: r.Name, Impl: r.Impl, OS: r.OS,

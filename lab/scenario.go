@@ -96,13 +96,13 @@ func (l *Lab) unsettled(s fsm.Service, dwell time.Duration) string {
 	if err := l.serves(sb.Name); err != nil {
 		return "the standby's server does not answer yet"
 	}
-	if l.Net.AddressHandover(sb.Name) {
+	if l.isAddress(sb.Name) {
 		// An address-handover standby is warm once it is linked without
 		// the address: a switch to it is then one claim.
 		if _, linked := l.applied(sb.Name); !linked {
 			return "the address-handover standby is not linked yet"
 		}
-		if held, err := l.Net.HoldsService(sb.Name); err != nil || held {
+		if held, err := l.holds(sb.Name); err != nil || held {
 			return "the address-handover standby holds the address"
 		}
 	}

@@ -79,7 +79,7 @@ func (f *labUpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.confirm, "confirm", "quorum", "DoS verdicts: `none` or quorum (followers confirm)")
 	fs.StringVar(&f.rotation, "rotation", "diverse", "rotation `policy`: diverse or round-robin")
 	fs.StringVar(&f.dosMode, "dos-mode", "", "the service's dos_mode: make-before-break, break-before-make or parallel (default: the service's default)")
-	fs.StringVar(&f.handover, "handover", lab.HandoverNIC, "`mode` of moving the service address: nic, or address (every Linux VM replica takes it through a replica agent in its namespace; Windows and container replicas keep nic)")
+	fs.StringVar(&f.handover, "handover", lab.HandoverNIC, "`mode` of moving the service address: nic, or address (every Linux replica takes it through a replica agent: a VM's in its namespace, a container's on the host; Windows replicas keep nic)")
 	fs.BoolVar(&f.perOpLog, "per-operation-login", false, "nodes log in to vCenter for every operation (the paper's script)")
 	fs.BoolVar(&f.deadHook, "dead-webhook", false, "every node notifies a webhook on the hub that accepts connections and never answers")
 	fs.BoolVar(&f.nodeDisks, "node-disks", false, fmt.Sprintf("every node's data directory on an ext4 file system of its own (%d MiB, a loop device), which node disk-fill and disk-freeze can fail", lab.NodeDiskSize>>20))
@@ -199,8 +199,9 @@ the service address every 5 ms. Every lab address exists only inside the
 lab's namespaces, which have no default route. A lab left over by a crash is
 removed first. Needs root on Linux.
 
-With -handover address every Linux VM replica takes the service address
-through its replica agent (ars replica-agent in its namespace, on a
+With -handover address every Linux replica takes the service address
+through its replica agent (ars replica-agent: a VM's in its namespace, a
+container's on the host entering the container's namespace; each on a
 management link of its own); see docs/lab.md, "Address handover".
 
 Then: ars-lab status, ars-lab attack dos|exploit, ars-lab node kill|start,
@@ -476,7 +477,7 @@ func printLabStatus(e *cli.Env, st lab.Status) error {
 		fmt.Fprintf(w, "lab %s (daemon pid %d, state %s, since %s)\n", st.Prefix, st.Pid, st.StateDir, st.Started.Format(time.RFC3339))
 		fmt.Fprintf(w, "service %s at %s; vCenter simulator %s (profile %s); generation %d\n", st.Service, st.ServiceAddr, st.VCenter, st.Profile, st.Generation)
 		if st.Handover == lab.HandoverAddress {
-			fmt.Fprintln(w, "handover: address (Linux VM replicas, through their replica agents)")
+			fmt.Fprintln(w, "handover: address (Linux replicas, through their replica agents)")
 		}
 		fmt.Fprintf(w, "client: last 10s %d queries, %d lost\n", st.Last10s.Sent, st.Last10s.Lost)
 		if h := st.DeadWebhook; h != nil {

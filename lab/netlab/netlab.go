@@ -122,6 +122,14 @@ type Topology struct {
 	//   - no gratuitous ARP from Attach: its agent announces on a claim.
 	// Each node then also has NodeMgmtAddr(NODE) on its link.
 	AddressHandover []string
+	// ContainerAgents names container replicas (not in Replicas: their
+	// namespaces are the engine's) whose replica agent the lab runs on
+	// the host: each gets a namespace of its own, AgentNamespace(NAME),
+	// with only a management link (PREFIX-mg, hub side PREFIX-aK) and
+	// MgmtAddr(NAME) — the management subnet's addresses after those of
+	// AddressHandover. The agent enters the container's namespace from
+	// there; the nodes reach it over the management network.
+	ContainerAgents []string
 	// MgmtSubnet is the management network (default 10.254.53.0/24). It
 	// shares the bridge with Subnet (one L2 segment; a partition of a node
 	// cuts both) but no address: a replica's routes keep service traffic
@@ -254,6 +262,11 @@ func (t *Topology) checkMgmt() error {
 	t.MgmtSubnet = t.MgmtSubnet.Masked()
 	if len(t.AddressHandover) == 0 {
 		t.AddressHandover = nil
+	}
+	if len(t.ContainerAgents) == 0 {
+		t.ContainerAgents = nil
+	}
+	if t.AddressHandover == nil && t.ContainerAgents == nil {
 		return nil
 	}
 	if !t.MgmtSubnet.Addr().Is4() || t.MgmtSubnet.Bits() > 30 {
@@ -270,11 +283,23 @@ func (t *Topology) checkMgmt() error {
 			return fmt.Errorf("netlab: address handover for %q twice", r)
 		}
 	}
+	for i, c := range t.ContainerAgents {
+		switch {
+		case !replicaRE.MatchString(c):
+			return fmt.Errorf("netlab: container agent %q: want [a-z0-9][a-z0-9_.-]{0,31}", c)
+		case slices.Contains(t.Replicas, c):
+			return fmt.Errorf("netlab: container agent %q is a replica of the lab's namespaces", c)
+		case slices.Contains(t.ContainerAgents[:i], c):
+			return fmt.Errorf("netlab: container agent %q twice", c)
+		}
+	}
 	// The highest address wanted must be a host of the subnet.
-	if last := mgmtReplicaAddr(t.MgmtSubnet, len(t.AddressHandover)-1); !t.MgmtSubnet.Contains(last) || !t.MgmtSubnet.Contains(last.Next()) {
-		return fmt.Errorf("netlab: %d address-handover replicas do not fit the management subnet %s", len(t.AddressHandover), t.MgmtSubnet)
+	agents := len(t.AddressHandover) + len(t.ContainerAgents)
+	if last := mgmtReplicaAddr(t.MgmtSubnet, agents-1); !t.MgmtSubnet.Contains(last) || !t.MgmtSubnet.Contains(last.Next()) {
+		return fmt.Errorf("netlab: %d replica agents do not fit the management subnet %s", agents, t.MgmtSubnet)
 	}
 	t.AddressHandover = slices.Clone(t.AddressHandover)
+	t.ContainerAgents = slices.Clone(t.ContainerAgents)
 	return nil
 }
 
@@ -373,8 +398,24 @@ func (l *Lab) allNS() []string {
 	for _, n := range l.t.Nodes {
 		ns = append(ns, l.NodeNamespace(n))
 	}
+	for _, c := range l.t.ContainerAgents {
+		ns = append(ns, l.AgentNamespace(c))
+	}
 	return ns
 }
+
+// AgentNamespace is the namespace of a container replica's agent
+// (Topology.ContainerAgents).
+func (l *Lab) AgentNamespace(container string) string { return l.t.Prefix + "-a-" + container }
+
+// ContainerAgent reports whether the container replica is one of
+// Topology.ContainerAgents.
+func (l *Lab) ContainerAgent(container string) bool {
+	return slices.Contains(l.t.ContainerAgents, container)
+}
+
+// agentPort is the hub side of the k-th container agent's management veth.
+func (l *Lab) agentPort(k int) string { return l.t.Prefix + "-a" + strconv.Itoa(k) }
 
 // nodeAddr is the i-th node's address: the subnet's .11 + i.
 func nodeAddr(subnet netip.Prefix, i int) netip.Addr { return hostAddr(subnet, 11+i) }
@@ -409,11 +450,14 @@ func (l *Lab) AddressHandover(replica string) bool {
 	return slices.Contains(l.t.AddressHandover, replica)
 }
 
-// MgmtAddr is an address-handover replica's management address (invalid
-// for any other replica).
+// MgmtAddr is an address-handover replica's management address, or a
+// container agent's (invalid for any other replica).
 func (l *Lab) MgmtAddr(replica string) netip.Addr {
 	if k := slices.Index(l.t.AddressHandover, replica); k >= 0 {
 		return mgmtReplicaAddr(l.t.MgmtSubnet, k)
+	}
+	if k := slices.Index(l.t.ContainerAgents, replica); k >= 0 {
+		return mgmtReplicaAddr(l.t.MgmtSubnet, len(l.t.AddressHandover)+k)
 	}
 	return netip.Addr{}
 }
@@ -421,7 +465,7 @@ func (l *Lab) MgmtAddr(replica string) netip.Addr {
 // NodeMgmtAddr is the node's address on the management network (invalid
 // for an unknown node, or without address-handover replicas).
 func (l *Lab) NodeMgmtAddr(node string) netip.Addr {
-	if i := slices.Index(l.t.Nodes, node); i >= 0 && len(l.t.AddressHandover) > 0 {
+	if i := slices.Index(l.t.Nodes, node); i >= 0 && len(l.t.AddressHandover)+len(l.t.ContainerAgents) > 0 {
 		return nodeAddr(l.t.MgmtSubnet, i)
 	}
 	return netip.Addr{}
@@ -567,6 +611,15 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			[]string{"-n", hub, "link", "add", l.mgmtPort(i), "type", "veth", "peer", "name", l.ReplicaMgmtDev(), "netns", ns},
 			[]string{"-n", hub, "link", "set", l.mgmtPort(i), "master", l.bridge(), "up"},
 			[]string{"-n", ns, "addr", "add", l.MgmtAddr(r).String() + "/" + mbits, "dev", l.ReplicaMgmtDev()},
+			[]string{"-n", ns, "link", "set", l.ReplicaMgmtDev(), "up"},
+		)
+	}
+	for k, c := range l.t.ContainerAgents {
+		ns := l.AgentNamespace(c)
+		steps = append(steps,
+			[]string{"-n", hub, "link", "add", l.agentPort(k), "type", "veth", "peer", "name", l.ReplicaMgmtDev(), "netns", ns},
+			[]string{"-n", hub, "link", "set", l.agentPort(k), "master", l.bridge(), "up"},
+			[]string{"-n", ns, "addr", "add", l.MgmtAddr(c).String() + "/" + strconv.Itoa(l.t.MgmtSubnet.Bits()), "dev", l.ReplicaMgmtDev()},
 			[]string{"-n", ns, "link", "set", l.ReplicaMgmtDev(), "up"},
 		)
 	}

@@ -52,6 +52,16 @@ func (l *Lab) RunBeside(replica string, argv ...string) (*Proc, error) {
 	return p, nil
 }
 
+// RunAgent starts argv in a container agent's namespace
+// (Topology.ContainerAgents); Down kills it with everything else. Its
+// output goes to LogDir()/NAME-PROGRAM.log.
+func (l *Lab) RunAgent(container string, argv ...string) (*Proc, error) {
+	if !l.ContainerAgent(container) {
+		return nil, fmt.Errorf("netlab: no container agent %q", container)
+	}
+	return l.start(l.AgentNamespace(container), container, argv)
+}
+
 // besidePids lists the running processes RunBeside started in the
 // replica's namespace.
 func (l *Lab) besidePids(replica string) map[int]bool {

@@ -78,10 +78,13 @@ func (l *Lab) WatchService(ctx context.Context, replica string, fn func(held boo
 }
 
 // SetAgentLink connects (up) or cuts off (down) an address-handover
-// replica's management link (the hub side of its veth): cut off, no node
+// replica's (or a container agent's) management link (the hub side of its veth): cut off, no node
 // reaches its replica agent, and the replica serves on. The chaos suite's
 // agent-cut fault.
 func (l *Lab) SetAgentLink(replica string, up bool) error {
+	if k := slices.Index(l.t.ContainerAgents, replica); k >= 0 {
+		return setLinkUp(filepath.Join(netnsDir, l.hubNS()), l.agentPort(k), up)
+	}
 	i := slices.Index(l.t.Replicas, replica)
 	if i < 0 || !l.AddressHandover(replica) {
 		return fmt.Errorf("netlab: %q is no address-handover replica", replica)

@@ -213,6 +213,30 @@ func TestAddressHandoverFallsBackWhenTheTargetsAgentDoesNotAnswer(t *testing.T) 
 	}
 }
 
+// TestAddressHandoverExploitSwitchCutsTheSourceOffWhenTheClaimFails: a
+// make-before-break switch away from an exploited replica whose target's
+// agent does not take the address must not leave the exploited replica
+// serving: it would answer the probes, so no verdict would ever move the
+// service on. The source is released and its NIC detached at once; the
+// silent address then moves the service on to the next replica by its
+// own handover.
+func TestAddressHandoverExploitSwitchCutsTheSourceOffWhenTheClaimFails(t *testing.T) {
+	e, agents := newAddressEnv(t)
+	e.start(true)
+	eventually(t, "lin-unbound warm", e.warmStandby("lin-unbound", "lin-bind"))
+	agents["lin-unbound"].claimsDown.Store(true)
+	e.cl.must(t, fsm.Alert{ID: "ex-claim", Service: svcName, Replica: "lin-bind", Kind: fsm.KindExploit, Source: "apparmor"})
+	eventually(t, "the exploited lin-bind off the address and fenced", func() bool {
+		v := e.d.vm("lin-bind")
+		return !v.held && !v.nic
+	})
+	if !slices.Contains(e.d.callLog(), "try claim lin-unbound") {
+		t.Fatal("the switch never tried lin-unbound: the test did not test the claim's failure")
+	}
+	eventually(t, "nic-knot active", e.activeIs("nic-knot"))
+	eventually(t, "nic-knot attached", e.vmIs("nic-knot", driver.PowerOn, true))
+}
+
 // TestAddressHandoverAvoidsAStandbyWhoseAgentIsDown: an agent that does
 // not answer its polls makes its replica unavailable before any switch;
 // a standby whose agent cannot release is fenced by its NIC.

@@ -791,6 +791,7 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		}
 		return err
 	}
+	platformDetach := detach // the source's NIC detach, whatever its handover
 	// Address handover (address.go). The target's agent claims the
 	// address: one agent call, after a NIC attach only if its NIC is not
 	// known connected (a standby is kept connected). The source's agent
@@ -875,6 +876,17 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 		case in.Mode == fsm.ModeMakeBeforeBreak:
 			if err = attach(); err == nil {
 				err = detach()
+			} else if errors.Is(err, errAgent) {
+				// The target's agent does not take the address. Kept
+				// serving, the source (exploited, as make-before-break
+				// switches are) would answer the probes, so no verdict
+				// would ever move the service on: cut it off now —
+				// released, and its NIC detached — and let the silent
+				// address move the service on to the next replica.
+				err = errors.Join(err, detach())
+				if fromSpec.AddressHandover() {
+					err = errors.Join(err, platformDetach())
+				}
 			}
 		default:
 			if err = detach(); err == nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -445,7 +446,25 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 				return err
 			}
 		} else if err := h.start(ctx, r, c.ID, onNetwork(c, serviceNetwork(r))); err != nil {
-			return err
+			if !staleTask(err) {
+				return err
+			}
+			// The engine keeps a task of the container's earlier life
+			// (seen after an engine restart: every start refused for a
+			// minute and more). A stopped replica's clean state is its
+			// image and spec: re-create it, detached, and start that.
+			h.log.Warn("the engine refuses to start the stopped container (it keeps a task of its earlier life); re-creating it",
+				"replica", r.Name, "container", ContainerName(r), "err", err)
+			if rerr := h.replace(ctx, r, c); rerr != nil {
+				return fmt.Errorf("%w (and re-creating it failed: %w)", err, rerr)
+			}
+			id, cerr := h.create(ctx, r)
+			if cerr != nil {
+				return cerr
+			}
+			if err := h.start(ctx, r, id, false); err != nil {
+				return err
+			}
 		}
 		h.forget(r, false)
 		if !h.usesHelper(r) {
@@ -460,6 +479,13 @@ func (d *Driver) PowerOn(ctx context.Context, r fsm.ReplicaSpec, opts ...driver.
 		}
 		return h.afterRun(ctx, r, now, svcAddr, svcPort)
 	})
+}
+
+// staleTask reports whether a start failed because the engine's runtime
+// still has a task of the container ("task … already exists").
+func staleTask(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "task") && strings.Contains(msg, "already exists")
 }
 
 // usesHelper says whether r's service address is put in place by an address

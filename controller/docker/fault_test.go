@@ -705,3 +705,41 @@ func waitResync(t *testing.T, ch <-chan driver.Event, within time.Duration, what
 func testutilCounter(d *Driver, host string) float64 {
 	return testutil.ToFloat64(d.m.watchRestarts.WithLabelValues(host))
 }
+
+// TestStartRefusedForAStaleTask: after an engine restart the engine may
+// keep a task of a stopped container's earlier life and refuse every
+// start of it ("task … already exists"; chaos, 2026-12-08: a minute of
+// refused starts of the standby). PowerOn then re-creates the container
+// from its image and spec and starts the new one.
+func TestStartRefusedForAStaleTask(t *testing.T) {
+	e := testEnv(t)
+	p, d, cnt := proxiedDriver(t, e, nil)
+	r := e.replica(t, "192.0.2.18")
+	ctx := ctxT(t)
+	mustOp(t, cnt, "power-on", -1, func() error { return d.PowerOn(ctx, r) })
+	mustOp(t, cnt, "power-off", -1, func() error { return d.PowerOff(ctx, r) })
+	old := e.inspect(t, ContainerName(r)).ID
+	p.mu.Lock()
+	p.fail = "/containers/" + old + "/start"
+	p.failMsg = "failed to create task for container: task " + old + ": already exists: unknown"
+	p.mu.Unlock()
+	t.Cleanup(func() { p.mu.Lock(); p.fail = ""; p.mu.Unlock() })
+	if err := d.PowerOn(ctx, r); err != nil {
+		t.Fatalf("power-on with the old container's start refused: %v", err)
+	}
+	now := e.inspect(t, ContainerName(r))
+	if now == nil || now.ID == old || !now.State.Running {
+		t.Fatalf("after the power-on: %+v; want a new container, running", now)
+	}
+	// Any other refusal of a start is returned, not worked around.
+	mustOp(t, cnt, "power-off (the new one)", -1, func() error { return d.PowerOff(ctx, r) })
+	p.mu.Lock()
+	p.fail, p.failMsg = "/containers/"+now.ID+"/start", "cannot start container: some other failure"
+	p.mu.Unlock()
+	if err := d.PowerOn(ctx, r); err == nil || !strings.Contains(err.Error(), "some other failure") {
+		t.Fatalf("power-on with the start refused otherwise: %v", err)
+	}
+	if c := e.inspect(t, ContainerName(r)); c == nil || c.ID != now.ID {
+		t.Fatal("a start refused for another reason re-created the container")
+	}
+}

@@ -84,7 +84,8 @@ func TestBenchPlanModes(t *testing.T) {
 		{bench.ModeARSAddress, false, []string{
 			"vm-vm: dos/vm-vm, exploit/vm-vm, leader-loss/dos",
 			"vm-container: dos/vm-container, exploit/vm-container",
-		}, []string{"dos/container-container", "exploit/container-container", "impl-attack/diverse", "impl-attack/round-robin", "repeated-dos"}},
+			"container-container: dos/container-container, exploit/container-container",
+		}, []string{"impl-attack/diverse", "impl-attack/round-robin", "repeated-dos"}},
 		{bench.ModePaperSDK, false, []string{
 			"vm-vm: dos/vm-vm, exploit/vm-vm, leader-loss/dos, impl-attack/round-robin",
 			"vm-container: dos/vm-container, exploit/vm-container",

@@ -15,8 +15,8 @@
 // impl-attack/POLICY for POLICY in diverse, round-robin and first-available
 // (dnsdist's), and repeated-dos (see Scenarios; SummarizeRepeated and
 // RelateDoS for the last).
-// Modes are ars, ars-address (ars with address handover on its Linux VM
-// replicas), paper-sdk, paper-cli and dnsdist (see Modes), always
+// Modes are ars, ars-address (ars with address handover on its Linux
+// replicas, VMs and containers), paper-sdk, paper-cli and dnsdist (see Modes), always
 // reported in that order. Profiles name the injected latency: "none", or a
 // calibrated profile such as "paper".
 //

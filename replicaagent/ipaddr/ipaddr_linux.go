@@ -186,35 +186,19 @@ func (l *Link) Remove(a netip.Addr) (removed bool, err error) {
 // main table. A server bound to the wildcard address answers from the
 // route's preferred source; without this it would be the link's own
 // address, and clients drop answers from an address they did not ask.
-// The kernel removes routes whose preferred source goes away, so only a
-// holder that never gives the address up (the containers' helper) may
-// use it.
-func (l *Link) SourceRoutes(a netip.Addr) error {
-	if err := checkV4(a); err != nil {
-		return err
-	}
-	ip := net.IP(a.AsSlice())
-	routes, err := l.h.RouteList(l.link, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list routes of %s: %w", l.Name, err)
-	}
-	for _, r := range routes {
-		if r.Table != unix.RT_TABLE_MAIN || r.Src.Equal(ip) {
-			continue
-		}
-		r.Src = ip
-		if err := l.h.RouteReplace(&r); err != nil {
-			return fmt.Errorf("make %s the source of route %s on %s: %w", a, r.Dst, l.Name, err)
-		}
-	}
-	return nil
-}
+// The kernel removes routes whose preferred source goes away, so a holder
+// that gives the address up calls UnsourceRoutes first.
+func (l *Link) SourceRoutes(a netip.Addr) error { return l.resource(a, true) }
 
 // UnsourceRoutes undoes SourceRoutes before a goes away: the link's
 // routes in the main table whose preferred source is a lose it (the
 // kernel picks the link's own address again), so that taking a off does
 // not take the routes with it.
-func (l *Link) UnsourceRoutes(a netip.Addr) error {
+func (l *Link) UnsourceRoutes(a netip.Addr) error { return l.resource(a, false) }
+
+// resource gives the link's main-table routes a as their preferred source
+// (set) or takes a away from those that have it.
+func (l *Link) resource(a netip.Addr, set bool) error {
 	if err := checkV4(a); err != nil {
 		return err
 	}
@@ -224,12 +208,16 @@ func (l *Link) UnsourceRoutes(a netip.Addr) error {
 		return fmt.Errorf("list routes of %s: %w", l.Name, err)
 	}
 	for _, r := range routes {
-		if r.Table != unix.RT_TABLE_MAIN || !r.Src.Equal(ip) {
+		if r.Table != unix.RT_TABLE_MAIN || r.Src.Equal(ip) != !set {
 			continue
 		}
-		r.Src = nil
+		what := "make %s the source of route %s on %s: %w"
+		r.Src = ip
+		if !set {
+			what, r.Src = "drop %s as the source of route %s on %s: %w", nil
+		}
 		if err := l.h.RouteReplace(&r); err != nil {
-			return fmt.Errorf("drop %s as the source of route %s on %s: %w", a, r.Dst, l.Name, err)
+			return fmt.Errorf(what, a, r.Dst, l.Name, err)
 		}
 	}
 	return nil

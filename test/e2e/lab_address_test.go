@@ -64,25 +64,10 @@ func TestProcessLabAddressHandover(t *testing.T) {
 	// Settled: knot-lin active, linked and holding the address; pdns-lin
 	// standby, linked (address handover keeps its NIC connected) and
 	// holding nothing; the client answered.
-	byName := func(st lab.Status, name string) lab.ReplicaStatus {
-		for _, r := range st.Replicas {
-			if r.Name == name {
-				return r
-			}
-		}
-		t.Fatalf("no replica %s in %+v", name, st.Replicas)
-		return lab.ReplicaStatus{}
-	}
-	held := func(r lab.ReplicaStatus) bool { return r.Agent != nil && r.Agent.Held != nil && *r.Agent.Held }
+	byName := func(st lab.Status, name string) lab.ReplicaStatus { return replicaIn(t, st, name) }
 	waitFor := func(what string, limit time.Duration, ok func(lab.Status) bool) {
 		t.Helper()
-		deadline := time.Now().Add(limit)
-		for cli(&st, "status"); !ok(st); cli(&st, "status") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s: %+v\ndaemon log:\n%s", what, limit, st, labLogTail(filepath.Join(dir, "labd.log")))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitStatus(t, cli, dir, &st, what, limit, ok)
 	}
 	waitFor("settled", 30*time.Second, func(st lab.Status) bool {
 		a, s := byName(st, "knot-lin"), byName(st, "pdns-lin")
@@ -171,6 +156,13 @@ func TestProcessLabAddressHandover(t *testing.T) {
 	start = time.Now()
 	cli(nil, "down")
 	t.Logf("down in %s", time.Since(start).Round(time.Millisecond))
+	checkDownLeftNothing(t, nl, dir, addrLabPrefix)
+}
+
+// checkDownLeftNothing: after an address-handover lab's down, no link,
+// namespace or agent process of it is left.
+func checkDownLeftNothing(t *testing.T, nl *netlab.Lab, dir, prefix string) {
+	t.Helper()
 	left, err := nl.Leftovers()
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +173,38 @@ func TestProcessLabAddressHandover(t *testing.T) {
 	if pids := agentProcs(t, dir); len(pids) > 0 {
 		t.Errorf("replica agents still running after down: %v", pids)
 	}
-	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil || strings.Contains(string(out), addrLabPrefix+"-") {
+	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil || strings.Contains(string(out), prefix+"-") {
 		t.Errorf("namespaces after down (%v): %s", err, out)
+	}
+}
+
+// replicaIn is the named replica of a lab status (the test fails without
+// one).
+func replicaIn(t *testing.T, st lab.Status, name string) lab.ReplicaStatus {
+	t.Helper()
+	for _, r := range st.Replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("no replica %s in %+v", name, st.Replicas)
+	return lab.ReplicaStatus{}
+}
+
+// held says whether the lab measured the replica's link holding the
+// service address.
+func held(r lab.ReplicaStatus) bool { return r.Agent != nil && r.Agent.Held != nil && *r.Agent.Held }
+
+// waitStatus reads the lab's status into st until ok holds, or fails the
+// test after limit with the status and the daemon log's tail.
+func waitStatus(t *testing.T, cli func(any, ...string), dir string, st *lab.Status, what string, limit time.Duration, ok func(lab.Status) bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for cli(st, "status"); !ok(*st); cli(st, "status") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %+v\ndaemon log:\n%s", what, limit, *st, labLogTail(filepath.Join(dir, "labd.log")))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

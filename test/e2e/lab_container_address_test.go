@@ -40,30 +40,15 @@ func TestProcessLabContainerAddressHandover(t *testing.T) {
 	var st lab.Status
 	cli(&st, "up", "-handover", "address", "-rotation", "round-robin",
 		"-replicas", "knot-lin:knot-resolver:linux,unbound-ctr:unbound:linux:container,bind9-win:bind9:windows")
-	byName := func(st lab.Status, name string) lab.ReplicaStatus {
-		for _, r := range st.Replicas {
-			if r.Name == name {
-				return r
-			}
-		}
-		t.Fatalf("no replica %s in %+v", name, st.Replicas)
-		return lab.ReplicaStatus{}
-	}
+	byName := func(st lab.Status, name string) lab.ReplicaStatus { return replicaIn(t, st, name) }
 	c := byName(st, "unbound-ctr")
 	if c.Handover != lab.HandoverAddress || c.Agent == nil || c.Agent.Pid <= 0 || !strings.HasPrefix(c.Agent.Addr, "10.254.53.") {
 		t.Fatalf("container replica: handover %q, agent %+v; want address, a running agent on the management network", c.Handover, c.Agent)
 	}
 	agentPid := c.Agent.Pid
-	held := func(r lab.ReplicaStatus) bool { return r.Agent != nil && r.Agent.Held != nil && *r.Agent.Held }
 	waitFor := func(what string, limit time.Duration, ok func(lab.Status) bool) {
 		t.Helper()
-		deadline := time.Now().Add(limit)
-		for cli(&st, "status"); !ok(st); cli(&st, "status") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s: %+v\ndaemon log:\n%s", what, limit, st, labLogTail(filepath.Join(dir, "labd.log")))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitStatus(t, cli, dir, &st, what, limit, ok)
 	}
 	waitFor("settled", 60*time.Second, func(st lab.Status) bool {
 		a, s := byName(st, "knot-lin"), byName(st, "unbound-ctr")
@@ -117,17 +102,5 @@ func TestProcessLabContainerAddressHandover(t *testing.T) {
 	}
 
 	cli(nil, "down")
-	left, err := nl.Leftovers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !left.Empty() {
-		t.Fatalf("lab down left %s", left)
-	}
-	if pids := agentProcs(t, dir); len(pids) > 0 {
-		t.Errorf("replica agents still running after down: %v", pids)
-	}
-	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil || strings.Contains(string(out), ctrAddrLabPrefix+"-") {
-		t.Errorf("namespaces after down (%v): %s", err, out)
-	}
+	checkDownLeftNothing(t, nl, dir, ctrAddrLabPrefix)
 }

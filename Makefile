@@ -51,7 +51,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 60s)
 		pkg=./$$(dirname $${f#./}); \
 		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/func //'); do \
 			echo "== $$pkg $$t ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			GO=$(GO) test/fuzz/run-one.sh $$pkg $$t $(FUZZTIME) || exit 1; \
 		done; \
 	done
 

@@ -270,11 +270,18 @@ func scaleRun(ctx context.Context, w io.Writer, f *scaleFlags, cfg lab.Config, n
 	stop := func() error { return ctx.Err() } // an interrupt ends the run
 
 	idleFrom := time.Now()
-	if run.Idle, run.Raft, err = scaleIdle(ctx, l, f); err != nil {
+	if run.Idle, run.Raft, run.Gossip, err = scaleIdle(ctx, l, f); err != nil {
 		fail("idle", err)
 	} else {
 		say("idle: leader %s CPU %.1f %%, RSS %.1f MB; Raft %d entries in %.0f s; snapshot %s",
 			run.Idle.Leader.Node, run.Idle.Leader.CPUPercent, run.Idle.Leader.RSSMeanMB, run.Raft.Entries, run.Raft.Seconds, kb(run.Raft.SnapshotKB))
+	}
+	if g := run.Gossip; g != nil {
+		line := fmt.Sprintf("idle gossip: leader %s sent %.0f B/s, received %.0f B/s", g.Leader.Node, g.Leader.SentPerSec, g.Leader.ReceivedPerSec)
+		if fo := g.Follower; fo != nil {
+			line += fmt.Sprintf("; follower %s sent %.0f B/s, received %.0f B/s", fo.Node, fo.SentPerSec, fo.ReceivedPerSec)
+		}
+		say("%s", line)
 	}
 	if k, err := l.SwitchesBetween(ctx, idleFrom, time.Now()); err != nil {
 		fail("idle switches", err)
@@ -348,33 +355,61 @@ func scaleRun(ctx context.Context, w io.Writer, f *scaleFlags, cfg lab.Config, n
 // scaleIdle measures the idle lab: the leader's and a follower's
 // footprint for -idle, the leader's Raft entries over the same window,
 // and a snapshot's size.
-func scaleIdle(ctx context.Context, l *lab.Lab, f *scaleFlags) (*bench.Footprints, *bench.ScaleRaft, error) {
+func scaleIdle(ctx context.Context, l *lab.Lab, f *scaleFlags) (fp *bench.Footprints, raft *bench.ScaleRaft, gossipUse *bench.ScaleGossip, err error) {
 	before, err := l.LeaderStatus(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	gossip := []string{before.Node}
+	if pids, _, err := l.NodePids(ctx); err == nil {
+		for _, n := range slices.Sorted(maps.Keys(pids)) {
+			if n != before.Node {
+				gossip = append(gossip, n) // the follower scaleFootprints measures
+				break
+			}
+		}
+	}
+	for _, n := range gossip {
+		if err := l.Net.CountPort(n, lab.GossipPort); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	t0 := time.Now()
-	fp, err := scaleFootprints(ctx, l, f.every, f.idle)
+	fp, err = scaleFootprints(ctx, l, f.every, f.idle)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	gsecs := time.Since(t0).Seconds()
+	for i, n := range gossip {
+		sent, recv, err := l.Net.PortBytes(n)
+		_ = l.Net.StopCountPort(n)
+		if err != nil {
+			return fp, nil, nil, fmt.Errorf("gossip bytes of %s: %w", n, err)
+		}
+		g := bench.GossipBytes{Node: n, SentPerSec: round1(float64(sent) / gsecs), ReceivedPerSec: round1(float64(recv) / gsecs)}
+		if i == 0 {
+			gossipUse = &bench.ScaleGossip{Seconds: round1(gsecs), Leader: g}
+		} else {
+			gossipUse.Follower = &g
+		}
 	}
 	after, err := l.LeaderStatus(ctx)
 	if err != nil {
-		return fp, nil, err
+		return fp, nil, gossipUse, err
 	}
 	if after.Node != before.Node {
-		return fp, nil, fmt.Errorf("the leader changed from %s to %s while idle", before.Node, after.Node)
+		return fp, nil, gossipUse, fmt.Errorf("the leader changed from %s to %s while idle", before.Node, after.Node)
 	}
 	secs := time.Since(t0).Seconds()
 	entries := after.LastLogIndex - before.LastLogIndex
-	raft := &bench.ScaleRaft{Seconds: round1(secs), Entries: entries, EntriesPerMinute: round1(float64(entries) / secs * 60)}
+	raft = &bench.ScaleRaft{Seconds: round1(secs), Entries: entries, EntriesPerMinute: round1(float64(entries) / secs * 60)}
 	if b, err := l.SnapshotBytes(ctx); err == nil {
 		kb := round1(float64(b) / 1024)
 		raft.SnapshotBytes, raft.SnapshotKB = &b, &kb
 	} else {
-		return fp, raft, fmt.Errorf("snapshot: %w", err)
+		return fp, raft, gossipUse, fmt.Errorf("snapshot: %w", err)
 	}
-	return fp, raft, nil
+	return fp, raft, gossipUse, nil
 }
 
 // scaleFootprints measures the leader and one follower for d.

@@ -208,6 +208,23 @@ type ScaleRaft struct {
 	SnapshotKB       *float64 `json:"snapshot_kb,omitempty"`
 }
 
+// ScaleGossip is the gossip traffic (memberlist's port, TCP and UDP, IP
+// bytes) of the leader and a follower over the idle window: the
+// followers' probe reports to the leader, memberlist's own probes and
+// state exchange.
+type ScaleGossip struct {
+	Seconds  float64      `json:"seconds"`
+	Leader   GossipBytes  `json:"leader"`
+	Follower *GossipBytes `json:"follower,omitempty"`
+}
+
+// GossipBytes is one node's gossip traffic, in bytes per second.
+type GossipBytes struct {
+	Node           string  `json:"node"`
+	SentPerSec     float64 `json:"sent_bytes_per_sec"`
+	ReceivedPerSec float64 `json:"received_bytes_per_sec"`
+}
+
 // ScaleRun is everything measured on the lab of one N. A part that was
 // not measured (skipped, or its phase failed: see Errors) is absent.
 type ScaleRun struct {
@@ -225,6 +242,7 @@ type ScaleRun struct {
 	// window: none was asked for.
 	IdleSwitches *int                   `json:"idle_switches,omitempty"`
 	Raft         *ScaleRaft             `json:"raft_idle,omitempty"`
+	Gossip       *ScaleGossip           `json:"gossip_idle,omitempty"`
 	Detection    *Quantiles             `json:"detection_ms,omitempty"`
 	DoneMS       *Quantiles             `json:"attack_to_done_ms,omitempty"`
 	Concurrent   *ScaleConcurrentResult `json:"concurrent,omitempty"`
@@ -302,6 +320,7 @@ var ScaleColumns = []string{
 	"N", "REPLICAS", "PROCS", "UP S",
 	"IDLE LEADER CPU %", "IDLE LEADER RSS MB", "IDLE FOLLOWER CPU %", "IDLE FOLLOWER RSS MB",
 	"IDLE SWITCHES", "RAFT ENTRIES/MIN", "SNAPSHOT KB",
+	"GOSSIP LEADER RX B/S", "GOSSIP FOLLOWER TX B/S",
 	"DETECT P50 MS", "DETECT P99 MS",
 	"CONC SWITCHED", "CONC OUTAGE P50 MS", "CONC OUTAGE P99 MS", "CONC OUTAGE MAX MS",
 	"ATTACK LEADER CPU %", "ATTACK LEADER RSS MB",
@@ -352,6 +371,18 @@ func scaleRow(r ScaleRun) []string {
 	}
 	if r.Raft != nil {
 		row = append(row, num1(r.Raft.EntriesPerMinute), optNum(r.Raft.SnapshotKB))
+	} else {
+		row = append(row, notMeasured, notMeasured)
+	}
+	// What the followers' reports cost: the leader receives them, each
+	// follower sends its own.
+	if g := r.Gossip; g != nil {
+		row = append(row, num1(g.Leader.ReceivedPerSec))
+		if g.Follower != nil {
+			row = append(row, num1(g.Follower.SentPerSec))
+		} else {
+			row = append(row, notMeasured)
+		}
 	} else {
 		row = append(row, notMeasured, notMeasured)
 	}

@@ -143,6 +143,7 @@ func TestScaleFileShapeAndTable(t *testing.T) {
 			Idle:         &Footprints{Seconds: 30, Leader: NodeUse{Node: "n1", CPUPercent: 12.5, RSSMeanMB: 40}},
 			IdleSwitches: ptr(0),
 			Raft:         &ScaleRaft{Seconds: 30, Entries: 0, EntriesPerMinute: 0, SnapshotBytes: ptr[int64](2048), SnapshotKB: ptr(2.0)},
+			Gossip:       &ScaleGossip{Seconds: 30, Leader: GossipBytes{Node: "n1", SentPerSec: 900, ReceivedPerSec: 4321.04}},
 			Concurrent:   &ScaleConcurrentResult{Attacked: 1, Switched: 1, Detection: QuantilesOf([]float64{250})},
 			Takeover:     &ScaleTakeover{Killed: "n1", ElectedMS: ptr(900.0), PollMS: 50},
 			Errors:       []string{"detection: no switch"}},
@@ -199,7 +200,8 @@ func TestScaleFileShapeAndTable(t *testing.T) {
 	}
 	n10 := strings.Split(lines[2], "\t")
 	for name, want := range map[string]string{"IDLE LEADER CPU %": "12.5", "IDLE FOLLOWER CPU %": "-", "RAFT ENTRIES/MIN": "0.0",
-		"SNAPSHOT KB": "2.0", "IDLE SWITCHES": "0", "CONC SWITCHED": "1/1", "CONC OUTAGE P50 MS": "-", "TAKEOVER ELECTED MS": "900.0", "TAKEOVER READY MS": "-", "PROCS": "43"} {
+		"SNAPSHOT KB": "2.0", "IDLE SWITCHES": "0", "CONC SWITCHED": "1/1", "CONC OUTAGE P50 MS": "-", "TAKEOVER ELECTED MS": "900.0", "TAKEOVER READY MS": "-", "PROCS": "43",
+		"GOSSIP LEADER RX B/S": "4321.0", "GOSSIP FOLLOWER TX B/S": "-"} {
 		if got := n10[slices.Index(ScaleColumns, name)]; got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}

@@ -878,11 +878,12 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 				err = detach()
 			} else if errors.Is(err, errAgent) {
 				// The target's agent does not take the address. Kept
-				// serving, the source (exploited, as make-before-break
-				// switches are) would answer the probes, so no verdict
-				// would ever move the service on: cut it off now —
-				// released, and its NIC detached — and let the silent
-				// address move the service on to the next replica.
+				// serving, an exploited source would answer the probes,
+				// so no verdict would ever move the service on (a source
+				// that stopped answering, a DoS's, loses nothing): cut
+				// it off now — released, and its NIC detached — and let
+				// the silent address move the service on to the next
+				// replica.
 				err = errors.Join(err, detach())
 				if fromSpec.AddressHandover() {
 					err = errors.Join(err, platformDetach())

@@ -96,104 +96,106 @@ func (c *Container) namespaceLocked() (*ipaddr.Namespace, *ipaddr.Announcer, err
 	return ns, an, nil
 }
 
-// link is the service link in the container's namespace; nil (no error)
-// when the container does not run or has no link in Subnet.
-func (c *Container) link() (*ipaddr.Link, error) {
+// onLink runs fn with the service link in the container's namespace (nil
+// when the container does not run or has no link in Subnet) and its
+// announcer, under c.mu for the whole call: the link's netlink socket and
+// the announcer are never used after another call found the namespace
+// gone and closed them (the lab reads and claims from several
+// goroutines at once; the agent makes one call at a time).
+func (c *Container) onLink(fn func(k *ipaddr.Link, an *ipaddr.Announcer) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k, _, err := c.linkLocked()
-	return k, err
-}
-
-func (c *Container) linkLocked() (*ipaddr.Link, *ipaddr.Announcer, error) {
 	ns, an, err := c.namespaceLocked()
 	if errors.Is(err, ErrNotRunning) {
-		return nil, nil, nil
+		return fn(nil, nil)
 	}
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	k, err := ns.BySubnet(c.Subnet)
 	if errors.Is(err, ipaddr.ErrNoLink) {
-		return nil, nil, nil
+		return fn(nil, nil)
 	}
-	return k, an, err
-}
-
-func (c *Container) Held() (bool, error) {
-	k, err := c.link()
-	if k == nil || err != nil {
-		return false, err
-	}
-	return k.Has(c.Address.Addr())
-}
-
-func (c *Container) Carrier() (bool, error) {
-	k, err := c.link()
-	if k == nil || err != nil {
-		return false, err
-	}
-	return k.Carrier(), nil
-}
-
-func (c *Container) Claim() (bool, error) {
-	k, err := c.link()
 	if err != nil {
-		return false, err
+		return err
 	}
-	if k == nil {
-		return false, fmt.Errorf("container %s has no link in %s (not running, or not on the service network)", c.Name, c.Subnet)
-	}
-	added, err := k.Put(c.Address)
-	if err != nil {
-		return added, err
-	}
-	// A server bound to the wildcard address answers from the routes'
-	// preferred source: the service address while it is held.
-	return added, k.SourceRoutes(c.Address.Addr())
+	return fn(k, an)
 }
 
-// Announce sends one frame at a time, the link looked up for each, under
-// c.mu: the announcer is never used after a command that found the
-// namespace gone closed it.
+func (c *Container) noLink() error {
+	return fmt.Errorf("container %s has no link in %s (not running, or not on the service network)", c.Name, c.Subnet)
+}
+
+func (c *Container) Held() (held bool, err error) {
+	err = c.onLink(func(k *ipaddr.Link, _ *ipaddr.Announcer) (err error) {
+		if k != nil {
+			held, err = k.Has(c.Address.Addr())
+		}
+		return err
+	})
+	return held, err
+}
+
+func (c *Container) Carrier() (up bool, err error) {
+	err = c.onLink(func(k *ipaddr.Link, _ *ipaddr.Announcer) error {
+		up = k != nil && k.Carrier()
+		return nil
+	})
+	return up, err
+}
+
+func (c *Container) Claim() (added bool, err error) {
+	err = c.onLink(func(k *ipaddr.Link, _ *ipaddr.Announcer) (err error) {
+		if k == nil {
+			return c.noLink()
+		}
+		if added, err = k.Put(c.Address); err != nil {
+			return err
+		}
+		// A server bound to the wildcard address answers from the
+		// routes' preferred source: the service address while it is
+		// held.
+		return k.SourceRoutes(c.Address.Addr())
+	})
+	return added, err
+}
+
+// Announce sends one frame at a time, each in a call of its own (the
+// lock is not held across the gaps).
 func (c *Container) Announce(n int, gap time.Duration) error {
 	for i := range n {
 		if i > 0 {
 			time.Sleep(gap)
 		}
-		if err := c.announceOnce(); err != nil {
+		err := c.onLink(func(k *ipaddr.Link, an *ipaddr.Announcer) error {
+			if k == nil {
+				return c.noLink()
+			}
+			return an.Announce(k, c.Address.Addr(), 1, 0)
+		})
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *Container) announceOnce() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, an, err := c.linkLocked()
-	if err != nil {
-		return err
-	}
-	if k == nil {
-		return fmt.Errorf("container %s has no link in %s (not running, or not on the service network)", c.Name, c.Subnet)
-	}
-	return an.Announce(k, c.Address.Addr(), 1, 0)
-}
-
 // Release takes the address off; a container that does not run, or has
 // no service link, holds nothing to release.
-func (c *Container) Release() (bool, error) {
-	k, err := c.link()
-	if k == nil || err != nil {
-		return false, err
-	}
-	// The kernel drops the routes whose source goes away: give them
-	// back their own source first.
-	if err := k.UnsourceRoutes(c.Address.Addr()); err != nil {
-		return false, err
-	}
-	return k.Remove(c.Address.Addr())
+func (c *Container) Release() (removed bool, err error) {
+	err = c.onLink(func(k *ipaddr.Link, _ *ipaddr.Announcer) (err error) {
+		if k == nil {
+			return nil
+		}
+		// The kernel drops the routes whose source goes away: give them
+		// back their own source first.
+		if err = k.UnsourceRoutes(c.Address.Addr()); err != nil {
+			return err
+		}
+		removed, err = k.Remove(c.Address.Addr())
+		return err
+	})
+	return removed, err
 }
 
 // LinkName says which link the agent acts on (see LinkNamer).

@@ -885,7 +885,8 @@ func (r *run) startCritical(ctx context.Context, svc fsm.Service, in fsm.Intent,
 				// the silent address move the service on to the next
 				// replica.
 				err = errors.Join(err, detach())
-				if fromSpec.AddressHandover() {
+				if releasedAt.Load() != 0 {
+					// Released by its agent: the NIC still connects it.
 					err = errors.Join(err, platformDetach())
 				}
 			}

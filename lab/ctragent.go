@@ -19,17 +19,14 @@ import (
 // reach it from a namespace that changes with every start).
 const containerWatchTick = 5 * time.Millisecond
 
-// labPids is replicaagent.ContainerEngine on what the lab followed.
-type labPids struct{ l *Lab }
-
-func (p labPids) Pid(_ context.Context, container string) (int, error) {
-	for _, r := range p.l.cfg.Replicas {
-		if ContainerName(r.Name) == container {
-			return p.l.ctrs.pid(r.Name), nil
-		}
-	}
-	return 0, nil
+// labPids is replicaagent.ContainerEngine on what the lab followed of
+// one container replica (a view asks only for its own container).
+type labPids struct {
+	l       *Lab
+	replica string
 }
+
+func (p labPids) Pid(context.Context, string) (int, error) { return p.l.ctrs.pid(p.replica), nil }
 
 // ctrView is the lab's addresser of a container replica with an agent
 // (nil for any other replica).
@@ -45,7 +42,7 @@ func (l *Lab) ctrView(replica string) *replicaagent.Container {
 	v := l.ctrViews[replica]
 	if v == nil {
 		v = &replicaagent.Container{Name: ContainerName(replica), Subnet: l.Net.Topology().Subnet,
-			Address: netip.PrefixFrom(l.Net.ReplicaAddr(replica), 32), Engine: labPids{l}}
+			Address: netip.PrefixFrom(l.Net.ReplicaAddr(replica), 32), Engine: labPids{l, replica}}
 		l.ctrViews[replica] = v
 	}
 	return v

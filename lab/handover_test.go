@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ars-project/ars/lab/netlab"
+	"github.com/ars-project/ars/test/testutil"
 )
 
 // TestAddressHandoverReplicas: in an address-handover lab every Linux
@@ -138,7 +139,7 @@ func TestAddressHandoverGuestServes(t *testing.T) {
 	for _, impl := range impls {
 		// The client forgets who had the address: its next query asks
 		// everyone (a broadcast ARP request).
-		ipCmd(t, "-n", nl.ClientNamespace(), "neigh", "flush", "to", tp.Service.String())
+		testutil.IP(t, "-n", nl.ClientNamespace(), "neigh", "flush", "to", tp.Service.String())
 		if err := nl.Attach(ctx, impl); err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +155,7 @@ func TestAddressHandoverGuestServes(t *testing.T) {
 		// every such namespace). A client that took one of their MACs
 		// would send it every query until the entry went stale, whoever
 		// held the address by then.
-		if out := ipCmd(t, "-n", nl.ClientNamespace(), "neigh", "show", "to", tp.Service.String()); strings.Contains(out, "lladdr") {
+		if out := testutil.IP(t, "-n", nl.ClientNamespace(), "neigh", "show", "to", tp.Service.String()); strings.Contains(out, "lladdr") {
 			t.Errorf("linked before its claim (%s, %s), someone answered ARP for the address: %s", impl, linkMAC(t, nl.Namespace(impl), nl.ServiceDev()), out)
 		}
 		// Only the claim's end is known: queries sent during the claim
@@ -198,22 +199,13 @@ func TestAddressHandoverGuestServes(t *testing.T) {
 	}
 }
 
-func ipCmd(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // linkMAC is the MAC address of dev in the namespace ns.
 func linkMAC(t *testing.T, ns, dev string) string {
 	t.Helper()
 	var links []struct {
 		Address string `json:"address"`
 	}
-	if err := json.Unmarshal([]byte(ipCmd(t, "-n", ns, "-j", "link", "show", "dev", dev)), &links); err != nil || len(links) != 1 || links[0].Address == "" {
+	if err := json.Unmarshal([]byte(testutil.IP(t, "-n", ns, "-j", "link", "show", "dev", dev)), &links); err != nil || len(links) != 1 || links[0].Address == "" {
 		t.Fatalf("MAC of %s in %s: %v (%d links)", dev, ns, err, len(links))
 	}
 	return links[0].Address

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ars-project/ars/test/testutil"
 )
 
 // fakeEngine answers Pid with what the test set, counting the calls.
@@ -47,26 +49,17 @@ type testNS struct {
 	proc *exec.Cmd
 }
 
-func ipCmd(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // newTestNS makes a namespace with a process sleeping in it and a dummy
 // link svc0 (a veth, its peer in the namespace too) holding addr; Cleanup removes both.
 func newTestNS(t *testing.T, name, addr string) *testNS {
 	t.Helper()
 	_ = exec.Command("ip", "netns", "del", name).Run()
-	ipCmd(t, "netns", "add", name)
+	testutil.IP(t, "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	ipCmd(t, "-n", name, "link", "add", "svc0", "type", "veth", "peer", "name", "svc0p")
-	ipCmd(t, "-n", name, "addr", "add", addr, "dev", "svc0")
-	ipCmd(t, "-n", name, "link", "set", "svc0p", "up")
-	ipCmd(t, "-n", name, "link", "set", "svc0", "up")
+	testutil.IP(t, "-n", name, "link", "add", "svc0", "type", "veth", "peer", "name", "svc0p")
+	testutil.IP(t, "-n", name, "addr", "add", addr, "dev", "svc0")
+	testutil.IP(t, "-n", name, "link", "set", "svc0p", "up")
+	testutil.IP(t, "-n", name, "link", "set", "svc0", "up")
 	p := exec.Command("ip", "netns", "exec", name, "sleep", "60")
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -87,7 +80,7 @@ func newTestNS(t *testing.T, name, addr string) *testNS {
 
 func (n *testNS) holds(t *testing.T, a string) bool {
 	t.Helper()
-	return strings.Contains(ipCmd(t, "-n", n.name, "-4", "addr", "show", "dev", "svc0"), " "+a+"/")
+	return strings.Contains(testutil.IP(t, "-n", n.name, "-4", "addr", "show", "dev", "svc0"), " "+a+"/")
 }
 
 // A container replica's agent acts in the namespace of the container's
@@ -128,7 +121,7 @@ func TestContainerFollowsItsNamespace(t *testing.T) {
 	if !first.holds(t, "10.77.0.53") {
 		t.Fatal("the namespace does not hold the address after the claim")
 	}
-	if r := ipCmd(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "src 10.77.0.53") {
+	if r := testutil.IP(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "src 10.77.0.53") {
 		t.Fatalf("the subnet route's source is not the service address after the claim: %q", r)
 	}
 	if added, err := c.Claim(); err != nil || added {
@@ -146,12 +139,12 @@ func TestContainerFollowsItsNamespace(t *testing.T) {
 	if first.holds(t, "10.77.0.53") {
 		t.Fatal("the namespace still holds the address after the release")
 	}
-	if r := ipCmd(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "10.77.0.0/24") || strings.Contains(r, "10.77.0.53") {
+	if r := testutil.IP(t, "-n", first.name, "-4", "route", "show", "10.77.0.0/24"); !strings.Contains(r, "10.77.0.0/24") || strings.Contains(r, "10.77.0.53") {
 		t.Fatalf("after the release the subnet route is %q; want it kept, with its own source", r)
 	}
 
 	// Disconnected from the service network: no link in the subnet.
-	ipCmd(t, "-n", first.name, "link", "del", "svc0")
+	testutil.IP(t, "-n", first.name, "link", "del", "svc0")
 	if up, err := c.Carrier(); err != nil || up {
 		t.Fatalf("carrier without a service link: %v %v", up, err)
 	}

@@ -362,11 +362,8 @@ func scaleIdle(ctx context.Context, l *lab.Lab, f *scaleFlags) (fp *bench.Footpr
 	}
 	gossip := []string{before.Node}
 	if pids, _, err := l.NodePids(ctx); err == nil {
-		for _, n := range slices.Sorted(maps.Keys(pids)) {
-			if n != before.Node {
-				gossip = append(gossip, n) // the follower scaleFootprints measures
-				break
-			}
+		if fo := measuredFollower(pids, before.Node); fo != "" {
+			gossip = append(gossip, fo) // the one scaleFootprints measures
 		}
 	}
 	for _, n := range gossip {
@@ -412,6 +409,17 @@ func scaleIdle(ctx context.Context, l *lab.Lab, f *scaleFlags) (fp *bench.Footpr
 	return fp, raft, gossipUse, nil
 }
 
+// measuredFollower is the follower the scale benchmark measures beside
+// the leader: the first other node by name ("" with none).
+func measuredFollower(pids map[string]int, leader string) string {
+	for _, n := range slices.Sorted(maps.Keys(pids)) {
+		if n != leader {
+			return n
+		}
+	}
+	return ""
+}
+
 // scaleFootprints measures the leader and one follower for d.
 func scaleFootprints(ctx context.Context, l *lab.Lab, every, d time.Duration) (*bench.Footprints, error) {
 	pids, leader, err := l.NodePids(ctx)
@@ -421,13 +429,7 @@ func scaleFootprints(ctx context.Context, l *lab.Lab, every, d time.Duration) (*
 	if pids[leader] == 0 {
 		return nil, fmt.Errorf("the leader %q is not a running node", leader)
 	}
-	follower := ""
-	for _, n := range slices.Sorted(maps.Keys(pids)) {
-		if n != leader {
-			follower = n
-			break
-		}
-	}
+	follower := measuredFollower(pids, leader)
 	want := map[string]int{leader: pids[leader]}
 	if follower != "" {
 		want[follower] = pids[follower]

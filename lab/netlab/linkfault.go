@@ -136,15 +136,18 @@ func nftSafeName(s string) bool {
 const nftTimeout = 10 * time.Second
 
 // nft runs an nft script in the hub namespace.
-func (l *Lab) nft(script string) error {
+func (l *Lab) nft(script string) error { return l.nftIn(l.hubNS(), script) }
+
+// nftIn runs an nft script in namespace ns.
+func (l *Lab) nftIn(ns, script string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.hubNS(), "nft", "-f", "-")
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("netlab: nft in %s: %w: %s", l.hubNS(), err, strings.TrimSpace(errb.String()))
+		return fmt.Errorf("netlab: nft in %s: %w: %s", ns, err, strings.TrimSpace(errb.String()))
 	}
 	return nil
 }

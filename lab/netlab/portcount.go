@@ -1,13 +1,11 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
 	"slices"
-	"strings"
 )
 
 // portCountTable is the nftables table CountPort adds in a node's
@@ -99,18 +97,4 @@ func (l *Lab) StopCountPort(node string) error {
 		return fmt.Errorf("netlab: no node %q", node)
 	}
 	return l.nftIn(l.NodeNamespace(node), fmt.Sprintf("table inet %[1]s\ndelete table inet %[1]s\n", portCountTable))
-}
-
-// nftIn runs an nft script in namespace ns.
-func (l *Lab) nftIn(ns, script string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("netlab: nft in %s: %w: %s", ns, err, strings.TrimSpace(errb.String()))
-	}
-	return nil
 }

@@ -31,17 +31,7 @@ const addrLabPrefix = "arsaddre"
 // other process.
 func TestProcessLabAddressHandover(t *testing.T) {
 	needLabHost(t)
-	bin := labBinary(t)
-	dir := filepath.Join(t.TempDir(), "lab")
-	cli := func(out any, args ...string) {
-		t.Helper()
-		labCLIAt(t, bin, addrLabPrefix, dir, out, args...)
-	}
-	nl, err := netlab.New(netlab.Topology{Prefix: addrLabPrefix, StateDir: dir, Replicas: []string{"x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = exec.Command(bin, "down", "-prefix", addrLabPrefix, "-state-dir", dir).Run() })
+	bin, dir, cli, nl := addrLabSetup(t, addrLabPrefix)
 
 	start := time.Now()
 	var st lab.Status
@@ -176,6 +166,26 @@ func checkDownLeftNothing(t *testing.T, nl *netlab.Lab, dir, prefix string) {
 	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil || strings.Contains(string(out), prefix+"-") {
 		t.Errorf("namespaces after down (%v): %s", err, out)
 	}
+}
+
+// addrLabSetup prepares an address-handover lab test of prefix: the lab
+// binary, the lab's state directory, its CLI (output decoded into out
+// unless nil), and a netlab handle to look for leftovers with; the lab is
+// taken down when the test ends.
+func addrLabSetup(t *testing.T, prefix string) (bin, dir string, cli func(out any, args ...string), nl *netlab.Lab) {
+	t.Helper()
+	bin = labBinary(t)
+	dir = filepath.Join(t.TempDir(), "lab")
+	cli = func(out any, args ...string) {
+		t.Helper()
+		labCLIAt(t, bin, prefix, dir, out, args...)
+	}
+	nl, err := netlab.New(netlab.Topology{Prefix: prefix, StateDir: dir, Replicas: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exec.Command(bin, "down", "-prefix", prefix, "-state-dir", dir).Run() })
+	return bin, dir, cli, nl
 }
 
 // replicaIn is the named replica of a lab status (the test fails without

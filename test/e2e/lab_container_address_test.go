@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ars-project/ars/lab"
-	"github.com/ars-project/ars/lab/netlab"
 )
 
 const ctrAddrLabPrefix = "arsaddrc"
@@ -25,17 +22,7 @@ const ctrAddrLabPrefix = "arsaddrc"
 func TestProcessLabContainerAddressHandover(t *testing.T) {
 	needLabHost(t)
 	needLabImages(t, "unbound")
-	bin := labBinary(t)
-	dir := filepath.Join(t.TempDir(), "lab")
-	cli := func(out any, args ...string) {
-		t.Helper()
-		labCLIAt(t, bin, ctrAddrLabPrefix, dir, out, args...)
-	}
-	nl, err := netlab.New(netlab.Topology{Prefix: ctrAddrLabPrefix, StateDir: dir, Replicas: []string{"x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = exec.Command(bin, "down", "-prefix", ctrAddrLabPrefix, "-state-dir", dir).Run() })
+	_, dir, cli, nl := addrLabSetup(t, ctrAddrLabPrefix)
 
 	var st lab.Status
 	cli(&st, "up", "-handover", "address", "-rotation", "round-robin",

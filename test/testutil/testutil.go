@@ -6,6 +6,8 @@ package testutil
 import (
 	"bytes"
 	"encoding/json"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -51,4 +53,15 @@ func StateWithoutIndex(t testing.TB, state []byte) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// IP runs ip(8) with args and returns its output; a failure fails the
+// test with the command and what it printed.
+func IP(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

@@ -67,11 +67,7 @@ func TestProcessLabAddressHandover(t *testing.T) {
 	agentPid := byName(st, "knot-lin").Agent.Pid
 	time.Sleep(time.Second) // past the first answers' startup losses
 
-	var dos lab.AttackResponse
-	cli(&dos, "attack", "dos", "-active", "-wait")
-	if dos.Error != "" || dos.Event == nil || dos.Event.Switch == nil {
-		t.Fatalf("DoS: no switch: %+v", dos)
-	}
+	dos := attackActive(t, cli, "dos")
 	sw := dos.Event.Switch
 	if dos.Target != "knot-lin" || sw.Reason != "dos" || sw.From != "knot-lin" || sw.To != "pdns-lin" {
 		t.Fatalf("DoS on %s: switch %+v; want a DoS switch from knot-lin to pdns-lin", dos.Target, sw)
@@ -127,11 +123,7 @@ func TestProcessLabAddressHandover(t *testing.T) {
 	}
 
 	time.Sleep(2500 * time.Millisecond) // the policy's min_dwell
-	var ex lab.AttackResponse
-	cli(&ex, "attack", "exploit", "-active", "-wait")
-	if ex.Error != "" || ex.Event == nil || ex.Event.Switch == nil {
-		t.Fatalf("exploit: no switch: %+v", ex)
-	}
+	ex := attackActive(t, cli, "exploit")
 	esw := ex.Event.Switch
 	if ex.Target != "pdns-lin" || esw.Reason != "exploit" || esw.From != "pdns-lin" || esw.To == "pdns-lin" {
 		t.Errorf("exploit on %s: switch %+v; want an exploit switch away from pdns-lin", ex.Target, esw)
@@ -186,6 +178,18 @@ func addrLabSetup(t *testing.T, prefix string) (bin, dir string, cli func(out an
 	}
 	t.Cleanup(func() { _ = exec.Command(bin, "down", "-prefix", prefix, "-state-dir", dir).Run() })
 	return bin, dir, cli, nl
+}
+
+// attackActive attacks the active replica (kind dos or exploit) and
+// waits for the switch; the test fails without one.
+func attackActive(t *testing.T, cli func(out any, args ...string), kind string) lab.AttackResponse {
+	t.Helper()
+	var res lab.AttackResponse
+	cli(&res, "attack", kind, "-active", "-wait")
+	if res.Error != "" || res.Event == nil || res.Event.Switch == nil {
+		t.Fatalf("%s: no switch: %+v", kind, res)
+	}
+	return res
 }
 
 // replicaIn is the named replica of a lab status (the test fails without

@@ -44,11 +44,7 @@ func TestProcessLabContainerAddressHandover(t *testing.T) {
 	})
 	time.Sleep(time.Second) // past the first answers' startup losses
 
-	var dos lab.AttackResponse
-	cli(&dos, "attack", "dos", "-active", "-wait")
-	if dos.Error != "" || dos.Event == nil || dos.Event.Switch == nil {
-		t.Fatalf("DoS: no switch: %+v", dos)
-	}
+	dos := attackActive(t, cli, "dos")
 	sw := dos.Event.Switch
 	if sw.From != "knot-lin" || sw.To != "unbound-ctr" || sw.Handover != "address" {
 		t.Fatalf("DoS switch %+v; want knot-lin to unbound-ctr by address", sw)
@@ -63,11 +59,7 @@ func TestProcessLabContainerAddressHandover(t *testing.T) {
 	})
 
 	time.Sleep(2500 * time.Millisecond) // the policy's min_dwell
-	var ex lab.AttackResponse
-	cli(&ex, "attack", "exploit", "-active", "-wait")
-	if ex.Error != "" || ex.Event == nil || ex.Event.Switch == nil {
-		t.Fatalf("exploit: no switch: %+v", ex)
-	}
+	ex := attackActive(t, cli, "exploit")
 	esw := ex.Event.Switch
 	if ex.Target != "unbound-ctr" || esw.From != "unbound-ctr" || esw.Reason != "exploit" {
 		t.Fatalf("exploit on %s: switch %+v; want an exploit switch away from unbound-ctr", ex.Target, esw)
